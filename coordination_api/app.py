@@ -1,0 +1,65 @@
+"""Application factory (Flask's create_app pattern)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from flask import Flask, Response, g, request
+
+from coordination_api.config import Settings
+from coordination_api.errors import register_error_handlers
+from coordination_api.fhir import routes
+from coordination_api.fhir.context import Services
+from coordination_api.fhir.resources import supported_types
+from coordination_api.health import bp as health_bp
+from coordination_api.search.compiler import SearchCompiler
+from coordination_api.search.registry import SearchRegistry
+from coordination_api.storage.engine import make_engine
+from coordination_api.storage.repository import Repository
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    # Werkzeug refuses larger bodies with 413 before we read them; a little slack for multipart overhead.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    logging.getLogger("coordination_api").setLevel(settings.log_level)
+
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo)
+    registry = SearchRegistry.default(supported_types())
+    repo = Repository(engine, registry)
+    compiler = SearchCompiler(
+        registry, default_count=settings.default_page_size, max_count=settings.max_page_size
+    )
+    app.extensions["coordination"] = Services(settings=settings, repo=repo, compiler=compiler)
+
+    @app.before_request
+    def _request_id() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else str(uuid.uuid4())
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        return response
+
+    register_error_handlers(app)
+    routes.register(app)
+    app.register_blueprint(health_bp)
+
+    from coordination_api.cli import register_commands
+
+    register_commands(app)
+    return app

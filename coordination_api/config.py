@@ -1,0 +1,78 @@
+"""Settings: the only module that reads the environment (prefix ``COORDINATION_``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+PREFIX = "COORDINATION_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_database_url() -> str:
+    instance = REPO_ROOT / "instance"
+    return f"sqlite:///{instance / 'coordination.db'}"
+
+
+def _read_secret(env: Mapping[str, str], name: str) -> str | None:
+    """A secret comes from ``NAME`` or from the file named by ``NAME_FILE`` (docker secrets)."""
+    value = env.get(PREFIX + name)
+    if value:
+        return value
+    path = env.get(PREFIX + name + "_FILE")
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip()
+    return None
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(value: str | None, default: int) -> int:
+    if value is None or value == "":
+        return default
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the application is configured with, resolved once at start."""
+
+    database_url: str = field(default_factory=_default_database_url)
+    # Public base URL of the FHIR endpoint; empty means "as the client reached it".
+    public_base_url: str = ""
+    max_body_bytes: int = 10 * 1024 * 1024
+    default_page_size: int = 20
+    max_page_size: int = 1000
+    max_include_results: int = 1000
+    max_transaction_entries: int = 10_000
+    db_pool_size: int = 10
+    db_echo: bool = False
+    secret_key: str | None = None
+    log_level: str = "INFO"
+    # Loopback-only until the security issue lands: no authentication yet.
+    allow_non_loopback: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        base = cls(
+            database_url=env.get(PREFIX + "DATABASE_URL") or _default_database_url(),
+            public_base_url=env.get(PREFIX + "PUBLIC_BASE_URL", "").rstrip("/"),
+            max_body_bytes=_int(env.get(PREFIX + "MAX_BODY_BYTES"), 10 * 1024 * 1024),
+            default_page_size=_int(env.get(PREFIX + "DEFAULT_PAGE_SIZE"), 20),
+            max_page_size=_int(env.get(PREFIX + "MAX_PAGE_SIZE"), 1000),
+            max_include_results=_int(env.get(PREFIX + "MAX_INCLUDE_RESULTS"), 1000),
+            max_transaction_entries=_int(env.get(PREFIX + "MAX_TRANSACTION_ENTRIES"), 10_000),
+            db_pool_size=_int(env.get(PREFIX + "DB_POOL_SIZE"), 10),
+            db_echo=_bool(env.get(PREFIX + "DB_ECHO"), False),
+            secret_key=_read_secret(env, "SECRET_KEY"),
+            log_level=env.get(PREFIX + "LOG_LEVEL", "INFO").upper(),
+        )
+        return replace(base, **overrides) if overrides else base

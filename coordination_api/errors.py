@@ -1,0 +1,156 @@
+"""One error model: exceptions carry a category; one translator renders them.
+
+Categories follow FHIR R4 OperationOutcome issue types (valueset-issue-type) and
+the HTTP statuses of R4 http.html section 3.1.0.4 / 3.1.0.5.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class Category(enum.Enum):
+    """What went wrong; value = (HTTP status, OperationOutcome issue code)."""
+
+    INVALID = (400, "invalid")
+    STRUCTURE = (400, "structure")
+    REQUIRED = (400, "required")
+    VALUE = (400, "value")
+    NOT_SUPPORTED = (400, "not-supported")
+    UNPROCESSABLE = (422, "processing")
+    SECURITY = (401, "security")
+    FORBIDDEN = (403, "forbidden")
+    NOT_FOUND = (404, "not-found")
+    METHOD_NOT_ALLOWED = (405, "not-supported")
+    NOT_ACCEPTABLE = (406, "not-supported")
+    CONFLICT = (409, "conflict")
+    DELETED = (410, "deleted")
+    PRECONDITION_FAILED = (412, "conflict")
+    TOO_LARGE = (413, "too-costly")
+    UNSUPPORTED_MEDIA_TYPE = (415, "not-supported")
+    TOO_COSTLY = (403, "too-costly")
+    TOO_MANY_REQUESTS = (429, "throttled")
+    EXCEPTION = (500, "exception")
+    TRANSIENT = (503, "transient")
+
+    @property
+    def status(self) -> int:
+        return self.value[0]
+
+    @property
+    def code(self) -> str:
+        return self.value[1]
+
+
+@dataclass
+class Issue:
+    """One OperationOutcome.issue."""
+
+    severity: str
+    code: str
+    diagnostics: str
+    expression: list[str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
+        if self.expression:
+            out["expression"] = self.expression
+        return out
+
+
+class FhirError(Exception):
+    """An error a client can be told about."""
+
+    def __init__(
+        self,
+        category: Category,
+        diagnostics: str,
+        *,
+        expression: list[str] | str | None = None,
+        issues: list[Issue] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(diagnostics)
+        self.category = category
+        self.diagnostics = diagnostics
+        if isinstance(expression, str):
+            expression = [expression]
+        self.issues = issues or [Issue("error", category.code, diagnostics, expression)]
+        self.headers = headers or {}
+
+    @property
+    def status(self) -> int:
+        return self.category.status
+
+
+def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": [i.to_json() for i in issues]}
+
+
+def outcome_for(error: FhirError) -> dict[str, Any]:
+    return operation_outcome(error.issues)
+
+
+_HTTP_CATEGORY = {
+    400: Category.INVALID,
+    401: Category.SECURITY,
+    403: Category.FORBIDDEN,
+    404: Category.NOT_FOUND,
+    405: Category.METHOD_NOT_ALLOWED,
+    406: Category.NOT_ACCEPTABLE,
+    409: Category.CONFLICT,
+    410: Category.DELETED,
+    412: Category.PRECONDITION_FAILED,
+    413: Category.TOO_LARGE,
+    415: Category.UNSUPPORTED_MEDIA_TYPE,
+    429: Category.TOO_MANY_REQUESTS,
+}
+
+
+def from_http_exception(exc: HTTPException) -> FhirError:
+    """Werkzeug's own errors (unknown route, body too large…) become FhirErrors."""
+    status = exc.code or 500
+    category = _HTTP_CATEGORY.get(status, Category.INVALID if status < 500 else Category.EXCEPTION)
+    if status == 404:
+        message = f"Unknown route: {request.method} {request.path}"
+    elif status == 413:
+        message = "Request body exceeds the configured maximum size"
+    else:
+        message = exc.description or exc.name
+    return FhirError(category, message)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """The single translator from exceptions to HTTP status + OperationOutcome."""
+    from coordination_api.fhir.http import fhir_json_response
+
+    @app.errorhandler(FhirError)
+    def _fhir_error(exc: FhirError) -> Response:
+        return _render(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        return _render(from_http_exception(exc))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        request_id = getattr(g, "request_id", None) or str(uuid.uuid4())
+        log.exception("unhandled error, request_id=%s", request_id)
+        return _render(
+            FhirError(Category.EXCEPTION, f"Internal error; quote request id {request_id} to the operator")
+        )
+
+    def _render(exc: FhirError) -> Response:
+        response = fhir_json_response(outcome_for(exc), status=exc.status)
+        for key, value in exc.headers.items():
+            response.headers[key] = value
+        return response

@@ -1,0 +1,1 @@
+"""FHIR R4 RESTful API: one module per interaction and operation."""

@@ -1,0 +1,85 @@
+"""read and vread (R4 http.html#read, #vread), with conditional read (If-None-Match, If-Modified-Since)."""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+
+from flask import Response, request
+
+from coordination_api.errors import Category, FhirError
+from coordination_api.fhir.context import services
+from coordination_api.fhir.http import fhir_json_response, parse_etag, version_headers
+from coordination_api.fhir.resources import check_type
+from coordination_api.fhir.subsetting import select_elements, summarize
+from coordination_api.storage.repository import Stored
+
+
+def render_stored(stored: Stored, status: int = 200) -> Response:
+    """The stored JSON as is, unless _summary/_elements ask for a subset."""
+    headers = version_headers(stored.version, stored.last_updated)
+    summary = request.args.get("_summary")
+    elements = request.args.get("_elements")
+    if summary and summary != "false":
+        if summary not in {"true", "text", "data"}:
+            raise FhirError(Category.INVALID, f"_summary '{summary}' is not supported on read")
+        return fhir_json_response(summarize(stored.json(), summary), status, headers)
+    if elements:
+        return fhir_json_response(
+            select_elements(stored.json(), [e.strip() for e in elements.split(",") if e.strip()]),
+            status,
+            headers,
+        )
+    return fhir_json_response(stored.content, status, headers)
+
+
+def _not_modified(stored: Stored) -> bool:
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match:
+        return parse_etag(if_none_match, "If-None-Match") == stored.version
+    since = request.headers.get("If-Modified-Since")
+    if since:
+        try:
+            moment = parsedate_to_datetime(since)
+        except (TypeError, ValueError) as exc:
+            raise FhirError(Category.INVALID, f"If-Modified-Since '{since}' is not an HTTP date") from exc
+        # Last-Modified has second precision.
+        return stored.last_updated // 1_000_000 <= int(moment.timestamp())
+    return False
+
+
+def read(resource_type: str, res_id: str) -> Response:
+    check_type(resource_type)
+    svc = services()
+    with svc.repo.reading() as conn:
+        stored = svc.repo.current(conn, resource_type, res_id)
+    if stored is None:
+        raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id} is not known")
+    if stored.deleted:
+        raise FhirError(
+            Category.DELETED,
+            f"{resource_type}/{res_id} was deleted",
+            headers=version_headers(stored.version, stored.last_updated),
+        )
+    if _not_modified(stored):
+        return Response(status=304, headers=version_headers(stored.version, stored.last_updated))
+    return render_stored(stored)
+
+
+def vread(resource_type: str, res_id: str, version_id: str) -> Response:
+    check_type(resource_type)
+    if not version_id.isdigit():
+        raise FhirError(
+            Category.NOT_FOUND, f"Version '{version_id}' of {resource_type}/{res_id} is not known"
+        )
+    svc = services()
+    with svc.repo.reading() as conn:
+        stored = svc.repo.version(conn, resource_type, res_id, int(version_id))
+    if stored is None:
+        raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id}/_history/{version_id} is not known")
+    if stored.deleted:
+        raise FhirError(
+            Category.DELETED,
+            f"{resource_type}/{res_id} version {version_id} is a deletion",
+            headers=version_headers(stored.version, stored.last_updated),
+        )
+    return render_stored(stored)

@@ -1,0 +1,81 @@
+"""URL rules of the FHIR REST API (R4 http.html#summary); views stay thin."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, request
+
+from coordination_api.errors import Category, FhirError
+from coordination_api.fhir import capabilities, create, delete, history, read, search, transaction, update
+from coordination_api.fhir.http import check_accept
+
+bp = Blueprint("fhir", __name__, url_prefix="/fhir")
+
+
+@bp.before_request
+def _negotiate() -> None:
+    check_accept()
+
+
+@bp.get("/metadata")
+def metadata() -> Response:
+    return capabilities.metadata()
+
+
+@bp.route("", methods=["GET", "POST"], strict_slashes=False)
+def system() -> Response:
+    if request.method == "POST":
+        return transaction.transaction_or_batch()
+    raise FhirError(Category.NOT_SUPPORTED, "System-level search is not supported; search a resource type")
+
+
+@bp.get("/_history")
+def system_history() -> Response:
+    return history.history()
+
+
+@bp.route("/<resource_type>", methods=["GET", "POST", "PUT", "DELETE"])
+def type_level(resource_type: str) -> Response:
+    match request.method:
+        case "GET":
+            return search.search(resource_type)
+        case "POST":
+            return create.create(resource_type)
+        case "PUT":
+            return update.conditional_update(resource_type)
+        case _:
+            return delete.conditional_delete(resource_type)
+
+
+@bp.post("/<resource_type>/_search")
+def search_post(resource_type: str) -> Response:
+    return search.search(resource_type)
+
+
+@bp.get("/<resource_type>/_history")
+def type_history(resource_type: str) -> Response:
+    return history.history(resource_type)
+
+
+@bp.route("/<resource_type>/<res_id>", methods=["GET", "PUT", "DELETE"])
+def instance(resource_type: str, res_id: str) -> Response:
+    match request.method:
+        case "GET":
+            return read.read(resource_type, res_id)
+        case "PUT":
+            return update.update(resource_type, res_id)
+        case _:
+            return delete.delete(resource_type, res_id)
+
+
+@bp.get("/<resource_type>/<res_id>/_history")
+def instance_history(resource_type: str, res_id: str) -> Response:
+    return history.history(resource_type, res_id)
+
+
+@bp.get("/<resource_type>/<res_id>/_history/<version_id>")
+def vread(resource_type: str, res_id: str, version_id: str) -> Response:
+    return read.vread(resource_type, res_id, version_id)
+
+
+def register(app: Flask) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,96 @@
+"""search-type interaction: GET [base]/[type]?… and POST [base]/[type]/_search (R4 http.html#search)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import orjson
+from flask import Response, request
+
+from coordination_api.errors import Category, FhirError, Issue, operation_outcome
+from coordination_api.fhir.context import services
+from coordination_api.fhir.http import base_url, fhir_json_response, prefer
+from coordination_api.fhir.resources import check_type
+from coordination_api.fhir.subsetting import select_elements, summarize
+from coordination_api.search.compiler import SearchQuery
+from coordination_api.search.executor import SearchResult, run_search, snapshot_pk
+from coordination_api.search.paging import PageToken
+from coordination_api.storage.repository import Stored
+
+_HTTP_ONLY = {"_format", "_pretty"}
+
+
+def _request_params() -> list[tuple[str, str]]:
+    params = [(k, v) for k, v in request.args.items(multi=True) if k not in _HTTP_ONLY]
+    if request.method == "POST":
+        media = (request.mimetype or "").lower()
+        if media and media != "application/x-www-form-urlencoded":
+            raise FhirError(
+                Category.UNSUPPORTED_MEDIA_TYPE,
+                "POST _search takes application/x-www-form-urlencoded parameters",
+            )
+        params += [(k, v) for k, v in request.form.items(multi=True) if k not in _HTTP_ONLY]
+    return params
+
+
+def _entry_json(stored: Stored, base: str, mode: str, query: SearchQuery) -> str:
+    if query.summary in {"true", "text", "data"}:
+        content = orjson.dumps(summarize(stored.json(), query.summary)).decode()
+    elif query.elements:
+        content = orjson.dumps(select_elements(stored.json(), query.elements)).decode()
+    else:
+        content = stored.content or "{}"
+    full_url = f"{base}/{stored.res_type}/{stored.res_id}"
+    return (
+        f'{{"fullUrl":{orjson.dumps(full_url).decode()},"resource":{content},"search":{{"mode":"{mode}"}}}}'
+    )
+
+
+def bundle_json(query: SearchQuery, result: SearchResult, base: str, link_base: str, token: PageToken) -> str:
+    """Assemble the searchset Bundle from stored JSON without re-encoding each resource."""
+    links = [{"relation": "self", "url": _link(link_base, query.used, None)}]
+    if result.has_next:
+        nxt = PageToken(token.params, token.offset + query.count, query.count, token.bound)
+        links.append({"relation": "next", "url": _link(link_base, [], nxt)})
+    if token.offset > 0:
+        prev = PageToken(token.params, max(0, token.offset - query.count), query.count, token.bound)
+        links.append({"relation": "previous", "url": _link(link_base, [], prev)})
+    entries = [_entry_json(s, base, "match", query) for s in result.matches]
+    entries += [_entry_json(s, base, "include", query) for s in result.included]
+    issues = list(query.issues)
+    if result.truncated_includes:
+        issues.append(Issue("warning", "too-costly", "Included resources were truncated"))
+    if issues:
+        outcome = orjson.dumps(operation_outcome(issues)).decode()
+        entries.append(f'{{"resource":{outcome},"search":{{"mode":"outcome"}}}}')
+    head: dict[str, object] = {"resourceType": "Bundle", "type": "searchset"}
+    if result.total is not None:
+        head["total"] = result.total
+    head_json = orjson.dumps({**head, "link": links}).decode()
+    return head_json[:-1] + ',"entry":[' + ",".join(entries) + "]}"
+
+
+def _link(link_base: str, params: list[tuple[str, str]], token: PageToken | None) -> str:
+    if token is not None:
+        return f"{link_base}?{urlencode([('_page', token.encode())])}"
+    return f"{link_base}?{urlencode(params)}" if params else link_base
+
+
+def search(resource_type: str) -> Response:
+    check_type(resource_type)
+    svc = services()
+    params = _request_params()
+    strict = prefer("handling") == "strict"
+    page = next((v for k, v in params if k == "_page"), None)
+    with svc.repo.reading() as conn:
+        if page is not None:
+            token = PageToken.decode(page)
+            query = svc.compiler.compile(resource_type, token.params, base_url=base_url(), strict=strict)
+            query.count, query.offset = token.count, token.offset
+        else:
+            query = svc.compiler.compile(resource_type, params, base_url=base_url(), strict=strict)
+            token = PageToken([p for p in params if p[0] != "_page"], 0, query.count, snapshot_pk(conn))
+        query.max_pk = token.bound
+        result = run_search(conn, svc.repo, query, svc.settings.max_include_results)
+    link_base = f"{base_url()}/{resource_type}"
+    return fhir_json_response(bundle_json(query, result, base_url(), link_base, token))

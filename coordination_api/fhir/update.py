@@ -1,0 +1,99 @@
+"""update, update-as-create and conditional update (R4 http.html#update, #cond-update)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request
+from sqlalchemy.engine import Connection
+
+from coordination_api.errors import Category, FhirError
+from coordination_api.fhir.context import Services, WriteResult, services
+from coordination_api.fhir.http import parse_etag
+from coordination_api.fhir.resources import check_type
+from coordination_api.fhir.write_common import find_matches, request_resource, write_response
+from coordination_api.storage.repository import new_id
+
+_ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def check_id(res_id: str) -> None:
+    """R4 datatypes.html#id: 1-64 characters of [A-Za-z0-9\\-\\.]."""
+    if not res_id or len(res_id) > 64 or not set(res_id) <= _ID_CHARS:
+        raise FhirError(Category.INVALID, f"'{res_id}' is not a valid resource id", expression="Resource.id")
+
+
+def update_in(
+    conn: Connection,
+    svc: Services,
+    resource_type: str,
+    res_id: str,
+    body: dict[str, Any],
+    if_match: int | None = None,
+) -> WriteResult:
+    check_id(res_id)
+    body_id = body.get("id")
+    if body_id is None:
+        raise FhirError(
+            Category.INVALID, "The resource in an update must carry an id", expression="Resource.id"
+        )
+    if body_id != res_id:
+        raise FhirError(
+            Category.INVALID,
+            f"Body id '{body_id}' does not match the URL id '{res_id}'",
+            expression="Resource.id",
+        )
+    stored, created = svc.repo.update(conn, resource_type, res_id, body, if_match)
+    return WriteResult(201 if created else 200, stored)
+
+
+def conditional_update_in(
+    conn: Connection,
+    svc: Services,
+    resource_type: str,
+    params: list[tuple[str, str]],
+    body: dict[str, Any],
+    if_match: int | None = None,
+) -> WriteResult:
+    matches = find_matches(conn, svc, resource_type, params)
+    if len(matches) > 1:
+        raise FhirError(
+            Category.PRECONDITION_FAILED, f"Conditional update criteria match {len(matches)} resources"
+        )
+    if not matches:
+        res_id = body.get("id") or new_id()
+        body = {**body, "id": res_id}
+        return update_in(conn, svc, resource_type, res_id, body, if_match)
+    target = matches[0]
+    if body.get("id") not in (None, target.res_id):
+        raise FhirError(
+            Category.INVALID,
+            f"Body id '{body.get('id')}' differs from the matching resource {resource_type}/{target.res_id}",
+            expression="Resource.id",
+        )
+    return update_in(conn, svc, resource_type, target.res_id, {**body, "id": target.res_id}, if_match)
+
+
+def update(resource_type: str, res_id: str) -> Response:
+    check_type(resource_type)
+    body = request_resource(resource_type)
+    if_match = parse_etag(request.headers.get("If-Match"), "If-Match")
+    svc = services()
+    with svc.repo.writing() as conn:
+        result = update_in(conn, svc, resource_type, res_id, body, if_match)
+    return write_response(result)
+
+
+def conditional_update(resource_type: str) -> Response:
+    check_type(resource_type)
+    params = [(k, v) for k, v in request.args.items(multi=True) if k not in {"_format", "_pretty"}]
+    if not params:
+        raise FhirError(
+            Category.METHOD_NOT_ALLOWED, "PUT on a type needs search criteria (conditional update)"
+        )
+    body = request_resource(resource_type)
+    if_match = parse_etag(request.headers.get("If-Match"), "If-Match")
+    svc = services()
+    with svc.repo.writing() as conn:
+        result = conditional_update_in(conn, svc, resource_type, params, body, if_match)
+    return write_response(result)

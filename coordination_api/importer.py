@@ -1,0 +1,173 @@
+"""``coordination import``: Bundles and NDJSON into the store, in chunked transactions.
+
+Transaction/batch Bundles (Synthea's included) keep their own semantics: ``urn:uuid`` fullUrls
+and conditional references are resolved across chunks. Collection Bundles and NDJSON lines
+(e.g. Bulk Data exports) are upserts by id, so an export imports back unchanged.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from coordination_api.errors import FhirError
+from coordination_api.fhir.context import Services
+from coordination_api.fhir.transaction import Entry, TransactionProcessor, parse_entry
+from coordination_api.storage.repository import new_id
+
+Progress = Callable[[str, int], AbstractContextManager[Any]]
+
+
+@dataclass
+class ImportSummary:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def render(self) -> str:
+        lines = [
+            f"created: {self.created}",
+            f"updated: {self.updated}",
+            f"unchanged: {self.unchanged}",
+            f"failed: {self.failed}",
+        ]
+        for reason, count in self.reasons.most_common(20):
+            lines.append(f"  {count} x {reason}")
+        return "\n".join(lines)
+
+    def count(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            status = entry.result.status if entry.result else 0
+            if status == 201:
+                self.created += 1
+            elif status == 200 and entry.method == "PUT":
+                self.updated += 1
+            else:
+                self.unchanged += 1
+
+
+def _upsert_entry(resource: dict[str, Any]) -> dict[str, Any]:
+    resource_type = resource.get("resourceType")
+    res_id = resource.get("id")
+    if res_id:
+        return {"resource": resource, "request": {"method": "PUT", "url": f"{resource_type}/{res_id}"}}
+    return {"resource": resource, "request": {"method": "POST", "url": str(resource_type)}}
+
+
+def _read_file(path: Path) -> tuple[str, list[dict[str, Any]]]:
+    """(kind, raw entries): a transaction/batch keeps its entries, anything else becomes upserts."""
+    text = path.read_bytes()
+    stripped = text.lstrip()
+    if path.suffix in {".ndjson", ".jsonl"} or (
+        stripped[:1] == b"{" and b"\n{" in text.strip() and not _is_single_json(text)
+    ):
+        rows = [orjson.loads(line) for line in text.splitlines() if line.strip()]
+        return "collection", [_upsert_entry(r) for r in rows]
+    data = orjson.loads(text)
+    if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+        if data.get("type") in {"transaction", "batch"}:
+            return str(data["type"]), list(data.get("entry") or [])
+        return "collection", [
+            _upsert_entry(e["resource"]) for e in data.get("entry") or [] if e.get("resource")
+        ]
+    if isinstance(data, dict):
+        return "collection", [_upsert_entry(data)]
+    raise ValueError("not a FHIR resource, Bundle or NDJSON file")
+
+
+def _is_single_json(text: bytes) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _reserve_ids(raw_entries: list[Any]) -> dict[str, str]:
+    """Give every unconditional POST its id before chunking, so references may point forward."""
+    reserved: dict[str, str] = {}
+    for raw in raw_entries:
+        if not isinstance(raw, dict):
+            continue
+        request = raw.get("request") or {}
+        full_url = raw.get("fullUrl")
+        resource = raw.get("resource") or {}
+        if request.get("method") == "POST" and not request.get("ifNoneExist") and isinstance(full_url, str):
+            reserved[full_url] = f"{resource.get('resourceType')}/{new_id()}"
+    return reserved
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def import_files(svc: Services, files: list[str], chunk_size: int, progress: Progress) -> ImportSummary:
+    summary = ImportSummary()
+    base = svc.settings.public_base_url or "http://localhost/fhir"
+    for name in files:
+        path = Path(name)
+        try:
+            kind, raw_entries = _read_file(path)
+        except (ValueError, OSError, KeyError, TypeError) as exc:
+            summary.failed += 1
+            summary.reasons[f"{path.name}: unreadable ({exc})"] += 1
+            continue
+        urn_map = _reserve_ids(raw_entries) if kind == "transaction" else {}
+        with progress(path.name, len(raw_entries)) as bar:
+            for chunk in _chunks(list(enumerate(raw_entries)), chunk_size):
+                _import_chunk(svc, chunk, base, kind, urn_map, summary)
+                bar.update(len(chunk))
+    return summary
+
+
+def _import_chunk(
+    svc: Services,
+    chunk: list[tuple[int, Any]],
+    base: str,
+    kind: str,
+    urn_map: dict[str, str],
+    summary: ImportSummary,
+) -> None:
+    entries: list[Entry] = []
+    for index, raw in chunk:
+        try:
+            entries.append(parse_entry(index, raw, base, "transaction"))
+        except FhirError as exc:
+            summary.failed += 1
+            summary.reasons[exc.diagnostics[:200]] += 1
+    if not entries:
+        return
+    try:
+        with svc.repo.writing() as conn:
+            processor = TransactionProcessor(conn, svc, base, urn_map)
+            processor.run(entries)
+        urn_map.update(processor.urn_map)
+        summary.count(entries)
+    except FhirError:
+        # One bad entry must not sink its neighbours: fall back to one transaction per entry.
+        for entry in entries:
+            _import_one(svc, entry, base, urn_map, summary)
+
+
+def _import_one(
+    svc: Services, entry: Entry, base: str, urn_map: dict[str, str], summary: ImportSummary
+) -> None:
+    entry.result = None
+    try:
+        with svc.repo.writing() as conn:
+            processor = TransactionProcessor(conn, svc, base, urn_map)
+            processor.run([entry])
+        urn_map.update(processor.urn_map)
+        summary.count([entry])
+    except FhirError as exc:
+        summary.failed += 1
+        summary.reasons[exc.diagnostics[:200]] += 1

@@ -1,0 +1,1 @@
+"""Search: parameter registry, parsing, SQL compilation and paging (R4 search.html)."""

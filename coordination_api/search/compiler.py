@@ -1,0 +1,589 @@
+"""Compile FHIR search parameters into SQL over the index tables (R4 search.html).
+
+Nothing here reads resource JSON: every criterion is a semi-join on an index table, so the
+database plans it with its indexes whatever the number of stored resources.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select, true
+
+from coordination_api.errors import Category, FhirError, Issue
+from coordination_api.search.dates import MAX_US, MIN_US, InvalidDateError, parse_range
+from coordination_api.search.registry import CONTROL_PARAMS, SearchParam, SearchRegistry
+from coordination_api.search.values import (
+    parse_number,
+    parse_quantity,
+    parse_token,
+    split_or,
+    split_prefix,
+    split_unescaped,
+)
+from coordination_api.storage.indexer import normalize, parse_reference
+from coordination_api.storage.schema import INDEX_TABLES, idx_reference, resource
+
+SUMMARY_VALUES = {"true", "false", "text", "data", "count"}
+TOTAL_VALUES = {"none", "estimate", "accurate"}
+MAX_CHAIN_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class Cols:
+    """The columns of the resource rows a criterion applies to (the searched type, or a chain hop)."""
+
+    pk: ColumnElement[Any]
+    res_type: ColumnElement[Any]
+    res_id: ColumnElement[Any]
+    last_updated: ColumnElement[Any]
+
+
+MAIN = Cols(resource.c.pk, resource.c.res_type, resource.c.res_id, resource.c.last_updated)
+
+
+@dataclass(frozen=True)
+class Include:
+    """``_include``/``_revinclude`` = source type : search param [: target type] (R4 search.html#include)."""
+
+    source_type: str
+    param: str
+    target_type: str | None
+    iterate: bool
+
+
+@dataclass
+class SearchQuery:
+    """A parsed search, ready to run."""
+
+    resource_type: str
+    where: list[ColumnElement[bool]] = field(default_factory=list)
+    order_by: list[Any] = field(default_factory=list)
+    count: int = 20
+    offset: int = 0
+    max_pk: int | None = None
+    includes: list[Include] = field(default_factory=list)
+    revincludes: list[Include] = field(default_factory=list)
+    summary: str | None = None
+    elements: list[str] | None = None
+    total: str = "accurate"
+    issues: list[Issue] = field(default_factory=list)
+    used: list[tuple[str, str]] = field(default_factory=list)
+
+    def select_pks(self) -> Select[Any]:
+        stmt = select(resource.c.pk).where(*self._filters())
+        return stmt.order_by(*self.order_by, resource.c.pk).limit(self.count).offset(self.offset)
+
+    def select_count(self) -> Select[Any]:
+        return select(func.count()).select_from(resource).where(*self._filters())
+
+    def _filters(self) -> list[ColumnElement[bool]]:
+        filters = [resource.c.res_type == self.resource_type, resource.c.deleted == false(), *self.where]
+        if self.max_pk is not None:
+            filters.append(resource.c.pk <= self.max_pk)
+        return filters
+
+
+def _bad(param: str, message: str) -> FhirError:
+    return FhirError(Category.INVALID, f"Search parameter '{param}': {message}")
+
+
+class SearchCompiler:
+    """Turns (name, value) pairs into a :class:`SearchQuery` for one resource type."""
+
+    def __init__(self, registry: SearchRegistry, *, default_count: int = 20, max_count: int = 1000) -> None:
+        self.registry = registry
+        self.default_count = default_count
+        self.max_count = max_count
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def compile(
+        self,
+        resource_type: str,
+        params: list[tuple[str, str]],
+        *,
+        base_url: str = "",
+        strict: bool = False,
+    ) -> SearchQuery:
+        query = SearchQuery(resource_type, count=self.default_count)
+        sort_spec: str | None = None
+        for name, value in params:
+            if name in CONTROL_PARAMS or name.startswith(("_include", "_revinclude")):
+                if name == "_sort":
+                    sort_spec = value
+                    query.used.append((name, value))
+                else:
+                    self._control(query, name, value)
+                continue
+            try:
+                condition = self._criterion(resource_type, MAIN, name, value, base_url, depth=0)
+            except _UnknownParamError as exc:
+                if strict:
+                    raise FhirError(Category.INVALID, str(exc)) from exc
+                query.issues.append(Issue("warning", "not-supported", f"{exc}; it was ignored"))
+                continue
+            query.where.append(condition)
+            query.used.append((name, value))
+        if sort_spec:
+            query.order_by = self._sort(resource_type, sort_spec)
+        return query
+
+    # -- control parameters ----------------------------------------------------------------------
+
+    def _control(self, query: SearchQuery, name: str, value: str) -> None:
+        if name == "_count":
+            try:
+                count = int(value)
+            except ValueError as exc:
+                raise _bad(name, f"'{value}' is not a whole number") from exc
+            if count < 0:
+                raise _bad(name, "must not be negative")
+            query.count = min(count, self.max_count)
+        elif name == "_summary":
+            if value not in SUMMARY_VALUES:
+                raise _bad(name, f"'{value}' is not one of {sorted(SUMMARY_VALUES)}")
+            query.summary = value
+        elif name == "_total":
+            if value not in TOTAL_VALUES:
+                raise _bad(name, f"'{value}' is not one of {sorted(TOTAL_VALUES)}")
+            query.total = value
+        elif name == "_elements":
+            query.elements = [e.strip() for e in value.split(",") if e.strip()]
+        elif name.startswith("_include") or name.startswith("_revinclude"):
+            self._include(query, name, value)
+        elif name in {"_contained", "_containedType"}:
+            if value not in {"false", "resource"}:
+                raise FhirError(Category.NOT_SUPPORTED, f"Search parameter '{name}={value}' is not supported")
+        else:
+            return  # _format, _pretty, _page: handled by the HTTP layer
+        query.used.append((name, value))
+
+    def _include(self, query: SearchQuery, name: str, value: str) -> None:
+        base, _, modifier = name.partition(":")
+        if modifier not in {"", "iterate", "recurse"}:
+            raise _bad(name, f"unknown modifier ':{modifier}'")
+        iterate = modifier in {"iterate", "recurse"}
+        if value == "*":
+            include = Include("*", "*", None, iterate)
+        else:
+            parts = value.split(":")
+            if len(parts) not in (2, 3):
+                raise _bad(name, f"'{value}' must be SourceType:searchParam[:TargetType]")
+            source, code = parts[0], parts[1]
+            target = parts[2] if len(parts) == 3 else None
+            param = self.registry.get(source, code)
+            if param is None or param.type != "reference":
+                raise _bad(name, f"'{source}:{code}' is not a reference search parameter")
+            if target is not None and param.targets and target not in param.targets:
+                raise _bad(name, f"'{target}' is not a target of {source}:{code}")
+            include = Include(source, code, target, iterate)
+        (query.includes if base == "_include" else query.revincludes).append(include)
+
+    def _sort(self, resource_type: str, spec: str) -> list[Any]:
+        keys: list[Any] = []
+        for raw in (s.strip() for s in spec.split(",")):
+            if not raw:
+                continue
+            descending = raw.startswith("-")
+            code = raw.lstrip("-")
+            if code == "_id":
+                column: Any = resource.c.res_id
+            elif code == "_lastUpdated":
+                column = resource.c.last_updated
+            else:
+                param = self.registry.get(resource_type, code)
+                if param is None:
+                    raise _bad("_sort", f"unknown search parameter '{code}' for {resource_type}")
+                column = self._sort_value(param, descending)
+            keys.append(column.desc().nulls_last() if descending else column.asc().nulls_last())
+        return keys
+
+    def _sort_value(self, param: SearchParam, descending: bool) -> Any:
+        table = INDEX_TABLES.get(param.type)
+        if table is None:
+            raise _bad("_sort", f"cannot sort on '{param.code}' ({param.type})")
+        column = {
+            "string": "value_norm",
+            "token": "code",
+            "date": "high" if descending else "low",
+            "number": "value",
+            "quantity": "value",
+            "uri": "value",
+            "reference": "target_id",
+        }[param.type]
+        agg = func.max if descending else func.min
+        return (
+            select(agg(table.c[column]))
+            .where(table.c.res_pk == resource.c.pk, table.c.param == param.code)
+            .scalar_subquery()
+        )
+
+    # -- criteria --------------------------------------------------------------------------------
+
+    def _criterion(
+        self, resource_type: str, cols: Cols, name: str, value: str, base_url: str, depth: int
+    ) -> ColumnElement[bool]:
+        if depth > MAX_CHAIN_DEPTH:
+            raise _bad(name, f"chains deeper than {MAX_CHAIN_DEPTH} are not supported")
+        if name.startswith("_has:"):
+            return self._has(resource_type, cols, name, value, base_url, depth)
+        head, dot, rest = name.partition(".")
+        code, _, modifier = head.partition(":")
+        param = self.registry.get(resource_type, code)
+        if param is None:
+            if code in {"_text", "_content", "_list", "_query", "_filter", "_type"}:
+                raise _UnknownParamError(f"Search parameter '{code}' is not supported")
+            raise _UnknownParamError(f"Unknown search parameter '{code}' for resource type {resource_type}")
+        if dot:
+            return self._chain(resource_type, cols, param, modifier, rest, value, base_url, depth)
+        if modifier == "missing":
+            return self._missing(resource_type, cols, param, value)
+        if code == "_id":
+            return self._id(cols, modifier, value)
+        if code == "_lastUpdated":
+            if modifier:
+                raise _bad(name, f"modifier ':{modifier}' is not supported")
+            return or_(*(self._date_point(cols.last_updated, code, v) for v in split_or(value)))
+        builder = getattr(self, f"_{param.type}", None)
+        if builder is None:
+            raise FhirError(
+                Category.NOT_SUPPORTED, f"Search parameter '{code}' of type {param.type} is not supported"
+            )
+        condition: ColumnElement[bool] = builder(resource_type, cols, param, modifier, value, base_url)
+        return condition
+
+    def _indexed(
+        self,
+        resource_type: str,
+        cols: Cols,
+        param: SearchParam,
+        ors: list[ColumnElement[bool]],
+        negate: bool = False,
+    ) -> ColumnElement[bool]:
+        table = INDEX_TABLES[param.type]
+        sub = select(table.c.res_pk).where(
+            table.c.param == param.code, table.c.res_type == resource_type, or_(*ors)
+        )
+        return cols.pk.not_in(sub) if negate else cols.pk.in_(sub)
+
+    def _missing(self, resource_type: str, cols: Cols, param: SearchParam, value: str) -> ColumnElement[bool]:
+        if value not in {"true", "false"}:
+            raise _bad(f"{param.code}:missing", "value must be 'true' or 'false'")
+        if param.code == "_id" or param.code == "_lastUpdated":
+            return false() if value == "true" else true()
+        table = INDEX_TABLES[param.type]
+        sub = select(table.c.res_pk).where(table.c.param == param.code, table.c.res_type == resource_type)
+        return cols.pk.not_in(sub) if value == "true" else cols.pk.in_(sub)
+
+    def _id(self, cols: Cols, modifier: str, value: str) -> ColumnElement[bool]:
+        ids = [v for v in split_or(value) if v]
+        if not ids:
+            raise _bad("_id", "a value is required")
+        if modifier == "not":
+            return cols.res_id.not_in(ids)
+        if modifier:
+            raise _bad("_id", f"modifier ':{modifier}' is not supported")
+        return cols.res_id.in_(ids)
+
+    # string ---------------------------------------------------------------------------------
+    def _string(
+        self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> ColumnElement[bool]:
+        table = INDEX_TABLES["string"]
+        ors: list[ColumnElement[bool]] = []
+        for raw in split_or(value):
+            if modifier == "exact":
+                ors.append(table.c.value_exact == raw)
+            elif modifier == "contains":
+                ors.append(table.c.value_norm.contains(normalize(raw), autoescape=True))
+            elif modifier == "":
+                ors.append(table.c.value_norm.startswith(normalize(raw), autoescape=True))
+            else:
+                raise _bad(f"{param.code}:{modifier}", "modifier not supported on a string parameter")
+        return self._indexed(rtype, cols, param, ors)
+
+    # token ----------------------------------------------------------------------------------
+    def _token(
+        self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> ColumnElement[bool]:
+        table = INDEX_TABLES["token"]
+        ors: list[ColumnElement[bool]] = []
+        if modifier == "text":
+            for raw in split_or(value):
+                ors.append(table.c.text_norm.startswith(normalize(raw), autoescape=True))
+            return self._indexed(rtype, cols, param, ors)
+        if modifier not in {"", "not"}:
+            raise FhirError(
+                Category.NOT_SUPPORTED,
+                f"Search parameter '{param.code}': modifier ':{modifier}' is not supported",
+            )
+        for raw in split_or(value):
+            token = parse_token(raw)
+            clauses: list[ColumnElement[bool]] = []
+            if token.code is not None:
+                clauses.append(table.c.code == token.code)
+            if token.system == "":
+                clauses.append(table.c.system.is_(None))
+            elif token.system is not None:
+                clauses.append(table.c.system == token.system)
+            if not clauses:
+                raise _bad(param.code, "a token value is required")
+            ors.append(and_(*clauses))
+        return self._indexed(rtype, cols, param, ors, negate=modifier == "not")
+
+    # date -----------------------------------------------------------------------------------
+    def _date(
+        self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> ColumnElement[bool]:
+        if modifier:
+            raise _bad(f"{param.code}:{modifier}", "modifier not supported on a date parameter")
+        table = INDEX_TABLES["date"]
+        ors = [self._date_range(table.c.low, table.c.high, param.code, raw) for raw in split_or(value)]
+        return self._indexed(rtype, cols, param, ors)
+
+    def _date_point(self, column: ColumnElement[Any], code: str, raw: str) -> ColumnElement[bool]:
+        return self._date_range(column, column, code, raw)
+
+    @staticmethod
+    def _date_range(
+        low: ColumnElement[Any], high: ColumnElement[Any], code: str, raw: str
+    ) -> ColumnElement[bool]:
+        prefix, text = split_prefix(raw)
+        try:
+            s_low, s_high = parse_range(text)
+        except InvalidDateError as exc:
+            raise _bad(code, str(exc)) from exc
+        match prefix:
+            case "eq":
+                return and_(low >= s_low, high <= s_high)
+            case "ne":
+                return not_(and_(low >= s_low, high <= s_high))
+            case "gt":
+                return high > s_high
+            case "lt":
+                return low < s_low
+            case "ge":
+                return high >= s_low
+            case "le":
+                return low <= s_high
+            case "sa":
+                return low > s_high
+            case "eb":
+                return high < s_low
+            case _:  # "ap": within 10 % of the distance to now (R4 search.html#prefix)
+                now = time.time_ns() // 1000
+                gap = max(abs(now - s_low), abs(now - s_high)) // 10
+                return and_(low <= min(s_high + gap, MAX_US), high >= max(s_low - gap, MIN_US))
+
+    # number / quantity ---------------------------------------------------------------------
+    @staticmethod
+    def _numeric(
+        column: ColumnElement[Any], prefix: str, low: float, high: float, value: float
+    ) -> ColumnElement[bool]:
+        match prefix:
+            case "eq":
+                return and_(column >= low, column < high)
+            case "ne":
+                return or_(column < low, column >= high)
+            case "gt" | "sa":
+                return column > value
+            case "lt" | "eb":
+                return column < value
+            case "ge":
+                return column >= value
+            case "le":
+                return column <= value
+            case _:  # ap: +/- 10 %
+                margin = abs(value) * 0.1
+                return and_(column >= value - margin, column <= value + margin)
+
+    def _number(
+        self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> ColumnElement[bool]:
+        if modifier:
+            raise _bad(f"{param.code}:{modifier}", "modifier not supported on a number parameter")
+        table = INDEX_TABLES["number"]
+        ors = []
+        for raw in split_or(value):
+            prefix, text = split_prefix(raw)
+            number = parse_number(text, param.code)
+            ors.append(self._numeric(table.c.value, prefix, number.low, number.high, number.value))
+        return self._indexed(rtype, cols, param, ors)
+
+    def _quantity(
+        self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> ColumnElement[bool]:
+        if modifier:
+            raise _bad(f"{param.code}:{modifier}", "modifier not supported on a quantity parameter")
+        table = INDEX_TABLES["quantity"]
+        ors = []
+        for raw in split_or(value):
+            quantity = parse_quantity(raw, param.code)
+            number = quantity.number
+            clauses = [self._numeric(table.c.value, quantity.prefix, number.low, number.high, number.value)]
+            if quantity.system is not None:
+                clauses.append(table.c.system == quantity.system)
+            if quantity.code is not None:
+                if quantity.system is None:
+                    clauses.append(or_(table.c.code == quantity.code, table.c.unit == quantity.code))
+                else:
+                    clauses.append(table.c.code == quantity.code)
+            ors.append(and_(*clauses))
+        return self._indexed(rtype, cols, param, ors)
+
+    # uri ------------------------------------------------------------------------------------
+    def _uri(
+        self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> ColumnElement[bool]:
+        table = INDEX_TABLES["uri"]
+        ors: list[ColumnElement[bool]] = []
+        for raw in split_or(value):
+            if modifier == "":
+                ors.append(table.c.value == raw)
+            elif modifier == "below":
+                ors.append(table.c.value.startswith(raw, autoescape=True))
+            elif modifier == "above":
+                prefixes = {raw[: i + 1] for i, c in enumerate(raw) if c == "/"} | {raw}
+                ors.append(table.c.value.in_(sorted(prefixes)))
+            else:
+                raise _bad(f"{param.code}:{modifier}", "modifier not supported on a uri parameter")
+        return self._indexed(rtype, cols, param, ors)
+
+    # reference ------------------------------------------------------------------------------
+    def _reference(
+        self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> ColumnElement[bool]:
+        table = idx_reference
+        ors: list[ColumnElement[bool]] = []
+        type_modifier = self._type_modifier(param, modifier)
+        for raw in split_or(value):
+            if not raw:
+                raise _bad(param.code, "a reference value is required")
+            if modifier == "identifier":
+                token = parse_token(raw)
+                clauses = []
+                if token.code is not None:
+                    clauses.append(table.c.identifier_value == token.code)
+                if token.system:
+                    clauses.append(table.c.identifier_system == token.system)
+                ors.append(and_(*clauses) if clauses else false())
+                continue
+            ors.append(self._reference_value(param, type_modifier, raw, base_url))
+        return self._indexed(rtype, cols, param, ors)
+
+    def _type_modifier(self, param: SearchParam, modifier: str) -> str | None:
+        if modifier in {"", "identifier"}:
+            return None
+        if modifier in {"above", "below"}:
+            raise FhirError(
+                Category.NOT_SUPPORTED, f"Modifier ':{modifier}' is not supported on '{param.code}'"
+            )
+        if param.targets and modifier not in param.targets:
+            raise _bad(f"{param.code}:{modifier}", f"'{modifier}' is not a target type of this parameter")
+        if modifier[:1].islower():
+            raise _bad(f"{param.code}:{modifier}", "unknown modifier")
+        return modifier
+
+    @staticmethod
+    def _reference_value(
+        param: SearchParam, type_modifier: str | None, raw: str, base_url: str
+    ) -> ColumnElement[bool]:
+        table = idx_reference
+        text = raw
+        if base_url and text.startswith(base_url + "/"):
+            text = text[len(base_url) + 1 :]
+        if "://" in text or text.startswith("urn:"):
+            return table.c.target_url == split_unescaped(text, "|")[0]
+        ref_type, ref_id, _url = parse_reference(text)
+        if ref_type is not None:
+            if type_modifier and ref_type != type_modifier:
+                return false()
+            return and_(table.c.target_type == ref_type, table.c.target_id == ref_id)
+        if "/" in text:
+            raise _bad(param.code, f"'{raw}' is not a valid reference")
+        types = [type_modifier] if type_modifier else list(param.targets)
+        clause = table.c.target_id == text
+        return and_(clause, table.c.target_type.in_(types)) if types else clause
+
+    def _chain(
+        self,
+        rtype: str,
+        cols: Cols,
+        param: SearchParam,
+        modifier: str,
+        rest: str,
+        value: str,
+        base_url: str,
+        depth: int,
+    ) -> ColumnElement[bool]:
+        if param.type != "reference":
+            raise _bad(param.code, "only reference parameters can be chained")
+        chained_code = rest.split(".")[0].split(":")[0]
+        candidates = [self._type_modifier(param, modifier)] if modifier else list(param.targets)
+        targets = [t for t in candidates if t and self.registry.get(t, chained_code) is not None]
+        if not targets:
+            raise _bad(
+                f"{param.code}.{rest}", f"no target type of '{param.code}' has a parameter '{chained_code}'"
+            )
+        target = resource.alias(f"chain{depth}")
+        hop = Cols(target.c.pk, target.c.res_type, target.c.res_id, target.c.last_updated)
+        per_type = [
+            and_(target.c.res_type == t, self._criterion(t, hop, rest, value, base_url, depth + 1))
+            for t in targets
+        ]
+        sub = (
+            select(idx_reference.c.res_pk)
+            .select_from(
+                idx_reference.join(
+                    target,
+                    and_(
+                        target.c.res_type == idx_reference.c.target_type,
+                        target.c.res_id == idx_reference.c.target_id,
+                    ),
+                )
+            )
+            .where(
+                idx_reference.c.param == param.code,
+                idx_reference.c.res_type == rtype,
+                target.c.deleted == false(),
+                or_(*per_type),
+            )
+        )
+        return cols.pk.in_(sub)
+
+    def _has(
+        self, rtype: str, cols: Cols, name: str, value: str, base_url: str, depth: int
+    ) -> ColumnElement[bool]:
+        # _has:Type:referenceParam:criterion (R4 search.html#has); the criterion may itself be _has.
+        parts = name.split(":", 3)
+        if len(parts) != 4 or not all(parts[1:]):
+            raise _bad(name, "expected _has:Type:referenceParam:parameter")
+        _, source_type, ref_code, criterion = parts
+        if source_type not in self.registry.resource_types:
+            raise _bad(name, f"unknown resource type '{source_type}'")
+        ref_param = self.registry.get(source_type, ref_code)
+        if ref_param is None or ref_param.type != "reference":
+            raise _bad(name, f"'{ref_code}' is not a reference parameter of {source_type}")
+        source = resource.alias(f"has{depth}")
+        hop = Cols(source.c.pk, source.c.res_type, source.c.res_id, source.c.last_updated)
+        inner = self._criterion(source_type, hop, criterion, value, base_url, depth + 1)
+        sub = (
+            select(literal(1))
+            .select_from(idx_reference.join(source, source.c.pk == idx_reference.c.res_pk))
+            .where(
+                idx_reference.c.res_type == source_type,
+                idx_reference.c.param == ref_code,
+                idx_reference.c.target_type == cols.res_type,
+                idx_reference.c.target_id == cols.res_id,
+                source.c.deleted == false(),
+                inner,
+            )
+        )
+        return sub.exists()
+
+
+class _UnknownParamError(Exception):
+    """A parameter the server does not know: ignored (lenient) or refused (strict)."""

@@ -1,0 +1,187 @@
+"""Evaluate SearchParameter FHIRPath expressions against a resource's JSON.
+
+Most R4 search expressions are unions of plain paths (``Patient.name``), sometimes with
+``as Type`` or ``.where(resolve() is Type)``. Those run on a small direct evaluator because
+indexing happens on every write; everything else is compiled once with fhirpathpy (R4 model).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import fhirpathpy
+from fhirpathpy.models import models as fhirpath_models
+
+Extractor = Callable[[dict[str, Any]], list[Any]]
+
+_SIMPLE_PATH = re.compile(r"^[A-Z][A-Za-z]*(\.[a-z][A-Za-z0-9]*)+$")
+_AS_SPACE = re.compile(r"^(?P<path>.+?)\s+as\s+(?P<type>[A-Za-z]+)$")
+_AS_CALL = re.compile(r"^(?P<path>.+?)\.as\((?P<type>[A-Za-z]+)\)$")
+_RESOLVE_IS = re.compile(r"^(?P<path>.+?)\.where\(resolve\(\)\s+is\s+(?P<type>[A-Za-z]+)\)$")
+_RESOURCE_BASES = {"Resource", "DomainResource"}
+
+
+def split_union(expression: str) -> list[str]:
+    """Split on top-level ``|`` (not inside parentheses or quotes)."""
+    parts: list[str] = []
+    depth = 0
+    quoted = False
+    current: list[str] = []
+    for char in expression:
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth -= 1
+        if char == "|" and depth == 0 and not quoted:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    if current:
+        parts.append("".join(current).strip())
+    return [p for p in parts if p]
+
+
+def _strip_parens(text: str) -> str:
+    while text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for i, char in enumerate(text):
+            depth += char == "("
+            depth -= char == ")"
+            if depth == 0 and i < len(text) - 1:
+                return text
+        text = text[1:-1].strip()
+    return text
+
+
+def part_root(part: str) -> str:
+    """The type a union member starts from (``Observation`` in ``Observation.code``)."""
+    stripped = _strip_parens(part)
+    match = re.match(r"^([A-Z][A-Za-z]*)", stripped)
+    return match.group(1) if match else ""
+
+
+def restrict_to_type(expression: str, resource_type: str) -> list[str]:
+    """The union members of a (possibly multi-base) expression that apply to one type."""
+    return [
+        p
+        for p in split_union(expression)
+        if part_root(p) in {resource_type, *_RESOURCE_BASES} or not part_root(p)
+    ]
+
+
+@cache
+def _choice_names() -> frozenset[str]:
+    """Names of choice elements (``value[x]``) across all R4B models, from fhir.resources metadata."""
+    from fhir.resources.R4B import fhirtypes
+
+    names: set[str] = set()
+    for attr in dir(fhirtypes):
+        if not attr.endswith("Type"):
+            continue
+        try:
+            klass = getattr(fhirtypes, attr).get_model_klass()
+        except (AttributeError, ImportError, TypeError, KeyError):
+            continue
+        for field in getattr(klass, "model_fields", {}).values():
+            extra = field.json_schema_extra
+            if isinstance(extra, dict) and isinstance(extra.get("one_of_many"), str):
+                names.add(extra["one_of_many"])
+    return frozenset(names)
+
+
+def _simple_extractor(path: str, choice_type: str | None, resolve_type: str | None) -> Extractor | None:
+    if not _SIMPLE_PATH.match(path):
+        return None
+    segments = path.split(".")[1:]
+    if choice_type:
+        segments[-1] = segments[-1] + choice_type[0].upper() + choice_type[1:]
+    choices = _choice_names()
+    expand = [seg in choices and not choice_type for seg in segments]
+    if choice_type:
+        expand[-1] = False
+
+    def extract(resource: dict[str, Any]) -> list[Any]:
+        nodes: list[Any] = [resource]
+        for seg, is_choice in zip(segments, expand, strict=True):
+            found: list[Any] = []
+            for node in nodes:
+                if not isinstance(node, dict):
+                    continue
+                value = node.get(seg)
+                if value is None and is_choice:
+                    n = len(seg)
+                    for key, candidate in node.items():
+                        if len(key) > n and key.startswith(seg) and key[n].isupper():
+                            value = candidate
+                            break
+                if value is None:
+                    continue
+                if isinstance(value, list):
+                    found.extend(value)
+                else:
+                    found.append(value)
+            nodes = found
+            if not nodes:
+                return nodes
+        if resolve_type:
+            nodes = [n for n in nodes if isinstance(n, dict) and reference_type(n) == resolve_type]
+        return nodes
+
+    return extract
+
+
+def reference_type(reference: dict[str, Any]) -> str | None:
+    """The target type of a Reference: its ``type`` or the type segment of ``reference``."""
+    if isinstance(reference.get("type"), str):
+        return str(reference["type"])
+    ref = reference.get("reference")
+    if not isinstance(ref, str):
+        return None
+    segments = ref.split("/_history/")[0].split("/")
+    return segments[-2] if len(segments) >= 2 else None
+
+
+def _fhirpath_extractor(expression: str) -> Extractor:
+    compiled = fhirpathpy.compile(expression, model=fhirpath_models["r4"])
+
+    def extract(resource: dict[str, Any]) -> list[Any]:
+        result = compiled(resource, None)
+        return list(result) if isinstance(result, list) else [result]
+
+    return extract
+
+
+def compile_part(part: str) -> Extractor:
+    text = _strip_parens(part)
+    resolve_type = choice_type = None
+    match = _RESOLVE_IS.match(text)
+    if match:
+        text, resolve_type = _strip_parens(match.group("path")), match.group("type")
+    match = _AS_SPACE.match(text) or _AS_CALL.match(text)
+    if match:
+        text, choice_type = _strip_parens(match.group("path")), match.group("type")
+    simple = _simple_extractor(text, choice_type, resolve_type)
+    if simple is not None:
+        return simple
+    return _fhirpath_extractor(_strip_parens(part))
+
+
+def compile_expression(parts: list[str]) -> Extractor:
+    """One extractor for the union of the given members."""
+    extractors = [compile_part(p) for p in parts]
+    if len(extractors) == 1:
+        return extractors[0]
+
+    def extract(resource: dict[str, Any]) -> list[Any]:
+        out: list[Any] = []
+        for extractor in extractors:
+            out.extend(extractor(resource))
+        return out
+
+    return extract

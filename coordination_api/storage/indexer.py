@@ -1,0 +1,266 @@
+"""Turn a resource into search-index rows, one table per search parameter type (R4 search.html)."""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from coordination_api.search.dates import MAX_US, MIN_US, InvalidDateError, parse_range
+from coordination_api.search.registry import SearchParam, SearchRegistry
+
+log = logging.getLogger(__name__)
+
+Rows = dict[str, list[dict[str, Any]]]
+
+_STRING_PARTS = (
+    "family",
+    "given",
+    "prefix",
+    "suffix",
+    "text",
+    "line",
+    "city",
+    "district",
+    "state",
+    "postalCode",
+    "country",
+)
+
+
+def normalize(text: str, limit: int = 255) -> str:
+    """Case- and accent-insensitive form used by string search (R4 search.html#string)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.casefold().split())[:limit]
+
+
+def _cut(value: Any, limit: int = 255) -> str | None:
+    if value is None:
+        return None
+    return str(value)[:limit]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        out: list[str] = []
+        for key in _STRING_PARTS:
+            part = value.get(key)
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, list):
+                out.extend(p for p in part if isinstance(p, str))
+        return out
+    return []
+
+
+def _tokens(value: Any) -> list[tuple[str | None, str | None, str | None]]:
+    """(system, code, text) triples for Coding, CodeableConcept, Identifier, ContactPoint, primitives."""
+    if isinstance(value, bool):
+        return [(None, "true" if value else "false", None)]
+    if isinstance(value, str | int | Decimal):
+        return [(None, str(value), None)]
+    if not isinstance(value, dict):
+        return []
+    if "coding" in value or ("text" in value and "system" not in value and "value" not in value):
+        text = value.get("text")
+        out = [
+            (c.get("system"), c.get("code"), c.get("display") or text)
+            for c in value.get("coding", [])
+            if isinstance(c, dict)
+        ]
+        if not out and isinstance(text, str):
+            out.append((None, None, text))
+        return out
+    if "code" in value or ("system" in value and "value" not in value):
+        return [(value.get("system"), value.get("code"), value.get("display"))]
+    if "value" in value:  # Identifier or ContactPoint
+        type_text = None
+        if isinstance(value.get("type"), dict):
+            type_text = value["type"].get("text")
+        system = value.get("system")
+        if system in {"phone", "fax", "email", "pager", "url", "sms", "other"}:  # ContactPoint
+            system = None
+        return [(system, value.get("value"), type_text)]
+    return []
+
+
+def _dates(value: Any) -> list[tuple[int, int]]:
+    if isinstance(value, str):
+        return [parse_range(value)]
+    if not isinstance(value, dict):
+        return []
+    if "start" in value or "end" in value:  # Period
+        low = parse_range(value["start"])[0] if value.get("start") else MIN_US
+        high = parse_range(value["end"])[1] if value.get("end") else MAX_US
+        return [(low, high)]
+    out: list[tuple[int, int]] = []
+    for event in value.get("event", []):  # Timing
+        if isinstance(event, str):
+            out.append(parse_range(event))
+    repeat = value.get("repeat")
+    if isinstance(repeat, dict) and isinstance(repeat.get("boundsPeriod"), dict):
+        out.extend(_dates(repeat["boundsPeriod"]))
+    return out
+
+
+def parse_reference(ref: str) -> tuple[str | None, str | None, str | None]:
+    """(type, id, url) of a reference string; relative ones give type/id, absolute ones the url."""
+    base = ref.split("/_history/")[0]
+    if base.startswith("#"):
+        return None, None, None
+    if "://" in base or base.startswith("urn:"):
+        return None, None, base.split("|")[0][:512]
+    segments = base.split("/")
+    if len(segments) == 2 and segments[0] and segments[1]:
+        return segments[0][:64], segments[1][:64], None
+    return None, None, base[:512]
+
+
+def _references(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, str):  # canonical / uri used as a reference
+        _t, _i, url = parse_reference(value)
+        return [
+            {
+                "target_type": _t,
+                "target_id": _i,
+                "target_url": url,
+                "identifier_system": None,
+                "identifier_value": None,
+            }
+        ]
+    if not isinstance(value, dict):
+        return []
+    ref = value.get("reference")
+    target_type = target_id = url = None
+    if isinstance(ref, str):
+        target_type, target_id, url = parse_reference(ref)
+        if target_type is None and url is None:
+            return []  # contained reference
+    raw_identifier = value.get("identifier")
+    identifier: dict[str, Any] = raw_identifier if isinstance(raw_identifier, dict) else {}
+    if not ref and not identifier:
+        return []
+    if target_type is None and isinstance(value.get("type"), str) and not url:
+        target_type = value["type"]
+    return [
+        {
+            "target_type": target_type,
+            "target_id": target_id,
+            "target_url": url,
+            "identifier_system": _cut(identifier.get("system")),
+            "identifier_value": _cut(identifier.get("value")),
+        }
+    ]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float | Decimal):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _quantities(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, dict):
+        return []
+    if "low" in value or "high" in value:  # Range
+        low = _number((value.get("low") or {}).get("value"))
+        high = _number((value.get("high") or {}).get("value"))
+        unit_src = value.get("low") or value.get("high") or {}
+        if low is None and high is None:
+            return []
+        return [
+            {
+                "value": low if low is not None else high,
+                "low": low if low is not None else float("-inf"),
+                "high": high if high is not None else float("inf"),
+                "system": _cut(unit_src.get("system")),
+                "code": _cut(unit_src.get("code")),
+                "unit": _cut(unit_src.get("unit")),
+            }
+        ]
+    number = _number(value.get("value"))
+    if number is None:
+        return []
+    code = value.get("code") or value.get("currency")
+    system = value.get("system") or ("urn:iso:std:iso:4217" if value.get("currency") else None)
+    return [
+        {
+            "value": number,
+            "low": number,
+            "high": number,
+            "system": _cut(system),
+            "code": _cut(code),
+            "unit": _cut(value.get("unit")),
+        }
+    ]
+
+
+def index_rows(registry: SearchRegistry, resource_type: str, resource: dict[str, Any]) -> Rows:
+    """All index rows for one resource, keyed by index kind (without res_pk)."""
+    rows: Rows = defaultdict(list)
+    for param in registry.indexed(resource_type):
+        try:
+            values = param.extract(resource)
+        except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare Exception on unsupported functions
+            log.debug("search parameter %s not evaluable: %s", param.code, exc)
+            continue
+        if values:
+            _add_rows(rows, param, resource_type, values)
+    return rows
+
+
+def _add_rows(rows: Rows, param: SearchParam, resource_type: str, values: list[Any]) -> None:
+    common = {"res_type": resource_type, "param": param.code}
+    kind = param.type
+    seen: set[tuple[Any, ...]] = set()
+
+    def add(table: str, row: dict[str, Any]) -> None:
+        key = (table, *row.values())
+        if key not in seen:
+            seen.add(key)
+            rows[table].append({**common, **row})
+
+    for value in values:
+        if kind == "string":
+            for part in _strings(value):
+                add("string", {"value_norm": normalize(part), "value_exact": part})
+        elif kind == "token":
+            for system, code, text in _tokens(value):
+                add(
+                    "token",
+                    {
+                        "system": _cut(system),
+                        "code": _cut(code),
+                        "text_norm": normalize(text) if isinstance(text, str) else None,
+                    },
+                )
+        elif kind == "date":
+            try:
+                for low, high in _dates(value):
+                    add("date", {"low": low, "high": high})
+            except InvalidDateError:
+                continue
+        elif kind == "reference":
+            for ref in _references(value):
+                add("reference", ref)
+        elif kind == "number":
+            number = _number(value)
+            if number is not None:
+                add("number", {"value": number, "low": number, "high": number})
+        elif kind == "quantity":
+            for quantity in _quantities(value):
+                add("quantity", quantity)
+        elif kind == "uri" and isinstance(value, str):
+            add("uri", {"value": value[:512]})

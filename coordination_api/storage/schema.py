@@ -1,0 +1,170 @@
+"""Database schema (SQLAlchemy Core), identical on SQLite and PostgreSQL.
+
+Times are stored as integer microseconds since the Unix epoch (UTC) so that range
+comparisons behave the same on both databases.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# BIGINT autoincrement on PostgreSQL; INTEGER PRIMARY KEY (rowid alias) on SQLite.
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    # Canonical JSON of the current version (meta.versionId/lastUpdated included); NULL once deleted.
+    Column("content", Text, nullable=True),
+    UniqueConstraint("res_type", "res_id"),
+    Index(None, "res_type", "last_updated"),
+    Index(None, "last_updated"),
+)
+
+resource_history = Table(
+    "resource_history",
+    metadata,
+    Column("res_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("content", Text, nullable=True),
+    # One row per version: the database refuses a second writer of the same version.
+    PrimaryKeyConstraint("res_pk", "version"),
+    Index(None, "res_type", "last_updated"),
+    Index(None, "last_updated"),
+)
+
+# Conditional create (R4 http.html#ccreate): a unique row per (type, normalized criteria)
+# makes concurrent identical conditional creates collapse into one.
+conditional_create = Table(
+    "conditional_create",
+    metadata,
+    Column("res_type", String(64), nullable=False),
+    Column("criteria_hash", String(64), nullable=False),
+    Column("res_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), nullable=False),
+    PrimaryKeyConstraint("res_type", "criteria_hash"),
+)
+
+
+def _index_table(name: str, *columns: Column[object], indexes: list[tuple[str, ...]]) -> Table:
+    table = Table(
+        name,
+        metadata,
+        Column("res_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), nullable=False),
+        Column("res_type", String(64), nullable=False),
+        Column("param", String(100), nullable=False),
+        *columns,
+        Index(None, "res_pk"),
+    )
+    for cols in indexes:
+        Index(None, *[table.c[c] for c in cols])
+    return table
+
+
+idx_string = _index_table(
+    "idx_string",
+    # Lower-cased, accent-stripped, truncated: default (starts-with) and :contains matching.
+    Column("value_norm", String(255), nullable=False),
+    Column("value_exact", Text, nullable=False),
+    indexes=[],
+)
+# Prefix LIKE must use the index on PostgreSQL whatever the database collation.
+Index(
+    "ix_idx_string_param_value_norm",
+    idx_string.c.param,
+    idx_string.c.value_norm,
+    postgresql_ops={"value_norm": "varchar_pattern_ops"},
+)
+
+idx_token = _index_table(
+    "idx_token",
+    Column("system", String(255), nullable=True),
+    Column("code", String(255), nullable=True),
+    Column("text_norm", String(255), nullable=True),
+    indexes=[("param", "code", "system")],
+)
+
+idx_date = _index_table(
+    "idx_date",
+    Column("low", BigInteger, nullable=False),
+    Column("high", BigInteger, nullable=False),
+    indexes=[("param", "low", "high")],
+)
+
+idx_reference = _index_table(
+    "idx_reference",
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    Column("target_url", String(512), nullable=True),
+    Column("identifier_system", String(255), nullable=True),
+    Column("identifier_value", String(255), nullable=True),
+    indexes=[("param", "target_type", "target_id"), ("target_type", "target_id"), ("param", "target_url")],
+)
+
+idx_number = _index_table(
+    "idx_number",
+    Column("value", Float, nullable=False),
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    indexes=[("param", "value")],
+)
+
+idx_quantity = _index_table(
+    "idx_quantity",
+    Column("value", Float, nullable=False),
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    Column("system", String(255), nullable=True),
+    Column("code", String(255), nullable=True),
+    Column("unit", String(255), nullable=True),
+    indexes=[("param", "code", "value")],
+)
+
+idx_uri = _index_table(
+    "idx_uri",
+    Column("value", String(512), nullable=False),
+    indexes=[("param", "value")],
+)
+
+INDEX_TABLES = {
+    "string": idx_string,
+    "token": idx_token,
+    "date": idx_date,
+    "reference": idx_reference,
+    "number": idx_number,
+    "quantity": idx_quantity,
+    "uri": idx_uri,
+}
