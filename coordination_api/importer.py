@@ -43,6 +43,12 @@ class ImportSummary:
             lines.append(f"  {count} x {reason}")
         return "\n".join(lines)
 
+    def fail(self, error: FhirError) -> None:
+        self.failed += 1
+        where = [e for issue in error.issues for e in (issue.expression or [])]
+        reason = error.diagnostics[:200] + (f" [{', '.join(where[:3])}]" if where else "")
+        self.reasons[reason] += 1
+
     def count(self, entries: list[Entry]) -> None:
         for entry in entries:
             status = entry.result.status if entry.result else 0
@@ -91,6 +97,17 @@ def _is_single_json(text: bytes) -> bool:
     return True
 
 
+def _transaction_rank(raw: Any) -> int:
+    """R4 transaction order across chunks; conditional creates first so others may reference them."""
+    request = raw.get("request") if isinstance(raw, dict) else None
+    if not isinstance(request, dict):
+        return 5
+    method = str(request.get("method", "")).upper()
+    if method == "POST":
+        return 1 if request.get("ifNoneExist") else 2
+    return {"DELETE": 0, "PUT": 3, "PATCH": 3}.get(method, 4)
+
+
 def _reserve_ids(raw_entries: list[Any]) -> dict[str, str]:
     """Give every unconditional POST its id before chunking, so references may point forward."""
     reserved: dict[str, str] = {}
@@ -121,7 +138,10 @@ def import_files(svc: Services, files: list[str], chunk_size: int, progress: Pro
             summary.failed += 1
             summary.reasons[f"{path.name}: unreadable ({exc})"] += 1
             continue
-        urn_map = _reserve_ids(raw_entries) if kind == "transaction" else {}
+        urn_map: dict[str, str] = {}
+        if kind == "transaction":
+            raw_entries = sorted(raw_entries, key=_transaction_rank)
+            urn_map = _reserve_ids(raw_entries)
         with progress(path.name, len(raw_entries)) as bar:
             for chunk in _chunks(list(enumerate(raw_entries)), chunk_size):
                 _import_chunk(svc, chunk, base, kind, urn_map, summary)
@@ -142,8 +162,7 @@ def _import_chunk(
         try:
             entries.append(parse_entry(index, raw, base, "transaction"))
         except FhirError as exc:
-            summary.failed += 1
-            summary.reasons[exc.diagnostics[:200]] += 1
+            summary.fail(exc)
     if not entries:
         return
     try:
@@ -169,5 +188,4 @@ def _import_one(
         urn_map.update(processor.urn_map)
         summary.count([entry])
     except FhirError as exc:
-        summary.failed += 1
-        summary.reasons[exc.diagnostics[:200]] += 1
+        summary.fail(exc)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 WRITE = {"coordination_write": True}
 
@@ -28,15 +28,13 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
 
 
 def _sqlite_engine(url: str, database: str | None, echo: bool) -> Engine:
-    if database and database != ":memory:":
+    connect_args = {"timeout": 60, "check_same_thread": False}
+    if not database or database == ":memory:":
+        # One shared connection, or each pooled connection would see its own empty database.
+        engine = create_engine(url, echo=echo, connect_args=connect_args, poolclass=StaticPool)
+    else:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(
-        url,
-        echo=echo,
-        connect_args={"timeout": 60, "check_same_thread": False},
-        pool_size=20,
-        max_overflow=20,
-    )
+        engine = create_engine(url, echo=echo, connect_args=connect_args, pool_size=20, max_overflow=20)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

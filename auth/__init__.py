@@ -1,0 +1,1 @@
+"""OAuth2 / SMART on FHIR authorization, access policies and audit (filled by the security issue)."""
