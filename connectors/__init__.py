@@ -1,1 +1,1 @@
-"""Everything that talks to outside systems (HL7 v2, Annuaire Santé, PSC, MSSanté…), filled by later issues."""
+"""Everything that talks to outside systems (HL7 v2, Annuaire Santé, PSC, MSSanté…): later issues."""

@@ -19,7 +19,6 @@ from fhirclient.models.humanname import HumanName
 from fhirclient.models.identifier import Identifier
 from fhirclient.models.patient import Patient
 
-
 BIN = Path(sys.executable).parent
 
 
