@@ -120,13 +120,18 @@ def from_http_exception(exc: HTTPException) -> FhirError:
     """Werkzeug's own errors (unknown route, body too large…) become FhirErrors."""
     status = exc.code or 500
     category = _HTTP_CATEGORY.get(status, Category.INVALID if status < 500 else Category.EXCEPTION)
+    headers: dict[str, str] = {}
     if status == 404:
         message = f"Unknown route: {request.method} {request.path}"
+    elif status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
+        message = f"Method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+        headers["Allow"] = allowed  # RFC 9110 section 15.5.6: a 405 carries Allow
     elif status == 413:
         message = "Request body exceeds the configured maximum size"
     else:
         message = exc.description or exc.name
-    return FhirError(category, message)
+    return FhirError(category, message, headers=headers)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -114,3 +114,35 @@ def test_import_unreadable_file_is_reported(app: Flask, tmp_path: Path) -> None:
     result = app.test_cli_runner().invoke(args=["import", str(path)])
     assert result.exit_code == 1
     assert "unreadable" in result.output
+
+
+def test_import_with_worker_processes(app: Flask, fhir: Fhir, tmp_path: Path) -> None:
+    patient_urns = [f"urn:uuid:00000000-0000-4000-8000-{i:012d}" for i in range(6)]
+    entries = [
+        {
+            "fullUrl": urn,
+            "resource": {"resourceType": "Patient", "name": [{"family": f"Jobs{i}"}]},
+            "request": {"method": "POST", "url": "Patient"},
+        }
+        for i, urn in enumerate(patient_urns)
+    ] + [
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "w"},
+                "subject": {"reference": urn},
+            },
+            "request": {"method": "POST", "url": "Observation"},
+        }
+        for urn in patient_urns
+    ]
+    path = _write(tmp_path / "jobs.json", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    result = app.test_cli_runner().invoke(args=["import", path, "--jobs", "2", "--chunk-size", "4"])
+    assert result.exit_code == 0, result.output
+    assert "created: 12" in result.output
+    patients = fhir.ids("Patient?family=jobs&_count=50")
+    assert len(patients) == 6
+    observed = fhir.search("Observation?_count=50&_include=Observation:subject")
+    included = {e["resource"]["id"] for e in observed["entry"] if e["search"]["mode"] == "include"}
+    assert included == patients

@@ -7,7 +7,7 @@ from sqlalchemy.engine import Connection
 
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir.context import Services, WriteResult, services
-from coordination_api.fhir.http import parse_etag
+from coordination_api.fhir.http import parse_etag, prefer
 from coordination_api.fhir.resources import check_type
 from coordination_api.fhir.write_common import find_matches, write_response
 
@@ -42,8 +42,8 @@ def conditional_delete_in(
 
 
 def _respond(result: WriteResult) -> Response:
-    # 200 with an OperationOutcome when one was asked for, else 204 (R4 http.html#delete).
-    result.status = 204
+    # 200 with an OperationOutcome when one was asked for, else 204 with no body (R4 http.html#delete).
+    result.status = 200 if prefer("return") == "operationoutcome" else 204
     return write_response(result)
 
 

@@ -6,15 +6,15 @@ import re
 from typing import Any
 
 import orjson
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 
 from coordination_api.errors import Category, FhirError
 from coordination_api.search.dates import format_http_date
 
 FHIR_JSON = "application/fhir+json"
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
+GENERIC_JSON = {"application/json", "text/json"}
 JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir", "text/json"}
-XML_MARKERS = ("xml", "turtle", "ttl")
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
 
@@ -30,8 +30,32 @@ def wants_pretty() -> bool:
     return request.args.get("_pretty", "").lower() == "true"
 
 
+def _media_types(header: str) -> list[tuple[str, dict[str, str]]]:
+    """``type/subtype`` and parameters of each item of an Accept or Content-Type header."""
+    out: list[tuple[str, dict[str, str]]] = []
+    for item in header.split(","):
+        media, *raw_params = item.split(";")
+        params: dict[str, str] = {}
+        for raw in raw_params:
+            key, _, value = raw.partition("=")
+            params[key.strip().lower()] = value.strip().strip('"')
+        if media.strip():
+            out.append((media.strip().lower(), params))
+    return out
+
+
+def _fhir_version_ok(params: dict[str, str]) -> bool:
+    """The fhirVersion MIME-type parameter, when given, must name R4 (R4 http.html#version-parameter)."""
+    version = params.get("fhirversion")
+    return version is None or version == "4.0" or version.startswith("4.0.")
+
+
 def check_accept() -> None:
-    """JSON only: XML (or another format) asked for by _format or Accept → 406 (R4 http.html#mime-type)."""
+    """JSON only: XML (or another format) asked for by _format or Accept → 406 (R4 http.html#mime-type).
+
+    A generic JSON type (``application/json``, ``text/json``) is answered with that type, as the
+    spec recommends; everything else gets ``application/fhir+json``.
+    """
     fmt = request.args.get("_format")
     if fmt is not None:
         base = fmt.split(";")[0].strip().lower()
@@ -39,28 +63,43 @@ def check_accept() -> None:
             raise FhirError(
                 Category.NOT_ACCEPTABLE, f"_format '{fmt}' is not supported; this server speaks JSON"
             )
+        g.fhir_media_type = base if base in GENERIC_JSON else FHIR_JSON
         return
     accept = request.headers.get("Accept", "")
-    if not accept:
+    if not accept.strip():
         return
-    for item in accept.split(","):
-        media = item.split(";")[0].strip().lower()
+    wrong_version = False
+    for media, params in _media_types(accept):
+        if params.get("q", "1").strip() in {"0", "0.0", "0.00", "0.000"}:
+            continue
         if media in JSON_TYPES or media in {"*/*", "application/*", "*"}:
-            return
+            if _fhir_version_ok(params):
+                g.fhir_media_type = media if media in GENERIC_JSON else FHIR_JSON
+                return
+            wrong_version = True
+    if wrong_version:
+        raise FhirError(
+            Category.NOT_ACCEPTABLE,
+            f"Accept '{accept}' asks for another FHIR version; this server speaks 4.0",
+        )
     raise FhirError(Category.NOT_ACCEPTABLE, f"Accept '{accept}' is not supported; use {FHIR_JSON}")
 
 
 def check_content_type() -> None:
-    """Request bodies must be FHIR JSON (415 otherwise)."""
+    """Request bodies must be FHIR JSON, R4 if a fhirVersion is given (415 otherwise)."""
     raw = request.headers.get("Content-Type", "")
-    media = raw.split(";")[0].strip().lower()
-    if media in JSON_TYPES:
-        return
+    media, params = (_media_types(raw) or [("", {})])[0]
     if not media:
         raise FhirError(Category.UNSUPPORTED_MEDIA_TYPE, f"Missing Content-Type; use {FHIR_JSON}")
-    raise FhirError(
-        Category.UNSUPPORTED_MEDIA_TYPE, f"Content-Type '{raw}' is not supported; use {FHIR_JSON}"
-    )
+    if media not in JSON_TYPES:
+        raise FhirError(
+            Category.UNSUPPORTED_MEDIA_TYPE, f"Content-Type '{raw}' is not supported; use {FHIR_JSON}"
+        )
+    if not _fhir_version_ok(params):
+        raise FhirError(
+            Category.UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type '{raw}' names another FHIR version; this server speaks 4.0",
+        )
 
 
 def read_body() -> bytes:
@@ -69,7 +108,9 @@ def read_body() -> bytes:
     if length is not None and length > limit:
         raise FhirError(Category.TOO_LARGE, f"Request body exceeds the maximum of {limit} bytes")
     data = request.get_data(cache=True)
-    if len(data) > limit:
+    # Without a Content-Length (chunked), Werkzeug stops reading at the limit and returns what
+    # it has: a body that reaches the limit is refused rather than parsed truncated.
+    if len(data) > limit or (length is None and len(data) >= limit):
         raise FhirError(Category.TOO_LARGE, f"Request body exceeds the maximum of {limit} bytes")
     return data
 
@@ -106,7 +147,8 @@ def fhir_json_response(body: Any, status: int = 200, headers: dict[str, str] | N
         payload = orjson.dumps(body, option=orjson.OPT_INDENT_2 if pretty else 0)
     response = Response(payload, status=status)
     if payload:
-        response.headers["Content-Type"] = FHIR_JSON + "; charset=utf-8"
+        media = g.get("fhir_media_type", FHIR_JSON) if request else FHIR_JSON
+        response.headers["Content-Type"] = media + "; charset=utf-8"
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response

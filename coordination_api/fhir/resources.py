@@ -6,15 +6,18 @@ differences are listed as data in ``fhir_profiles/data/r4-compat.json`` and refu
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from typing import Any
 
 import orjson
-from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 import fhir_profiles
 from coordination_api.errors import Category, FhirError, Issue
+from coordination_api.fhir.elements import element_types, resource_model
+
+log = logging.getLogger(__name__)
 
 # Resource types that are not stored (R4 http.html: Parameters and OperationOutcome are not persisted).
 NOT_STORED = {"Parameters", "OperationOutcome"}
@@ -61,30 +64,140 @@ def parse_json(body: bytes) -> Any:
         raise FhirError(Category.STRUCTURE, f"Body is not valid JSON: {exc}") from exc
 
 
-def _present(node: Any, path: tuple[str, ...]) -> bool:
+def _find(node: Any, path: tuple[str, ...], expression: str, repeat: str | None = None) -> str | None:
+    """FHIRPath of the first element at ``path`` under ``node`` (JSON), or None.
+
+    ``repeat`` follows recursive backbone elements (PlanDefinition.action.action…), and a
+    primitive's extension sibling (``_subjectCanonical``) counts as the element being present.
+    """
     if not path:
-        return True
+        return expression
     if isinstance(node, list):
-        return any(_present(item, path) for item in node)
+        for index, item in enumerate(node):
+            found = _find(item, path, f"{expression}[{index}]", repeat)
+            if found:
+                return found
+        return None
     if not isinstance(node, dict):
-        return False
+        return None
     head, rest = path[0], path[1:]
-    return any(key in node and _present(node[key], rest) for key in (head, "_" + head))
+    for key in (head, "_" + head):
+        if key in node:
+            found = _find(node[key], rest, f"{expression}.{head}", head)
+            if found:
+                return found
+    if repeat and repeat in node:
+        return _find(node[repeat], path, f"{expression}.{repeat}", repeat)
+    return None
 
 
-def _check_r4b_only(resource: dict[str, Any], expression_root: str) -> None:
-    resource_type = resource.get("resourceType", "")
-    for path in _r4b_only_paths().get(resource_type, ()):
-        if _present(resource, path):
-            element = ".".join((resource_type, *path))
-            raise FhirError(
-                Category.STRUCTURE,
-                f"Element '{element}' is not part of FHIR R4 (it exists only in R4B)",
-                expression=f"{expression_root}.{'.'.join(path)}",
-            )
-    for index, contained in enumerate(resource.get("contained", []) or []):
-        if isinstance(contained, dict):
-            _check_r4b_only(contained, f"{expression_root}.contained[{index}]")
+def _refuse_embedded_type(resource_type: Any, expression: str) -> None:
+    if not isinstance(resource_type, str) or not resource_type:
+        raise FhirError(Category.REQUIRED, "Missing 'resourceType'", expression=expression)
+    if resource_type in _r4b_only_types():
+        raise FhirError(
+            Category.STRUCTURE,
+            f"Resource type '{resource_type}' is not part of FHIR R4 (it exists only in R4B)",
+            expression=expression,
+        )
+    if not is_r4_type(resource_type):
+        raise FhirError(
+            Category.STRUCTURE, f"Unknown or non-R4 resource type '{resource_type}'", expression=expression
+        )
+
+
+def _check_r4_only(node: Any, expression: str) -> None:
+    """Refuse R4B-only content anywhere in a resource (r4-compat.json ``notes.path_conventions``).
+
+    Every JSON object carrying ``resourceType`` is a resource (the root, ``contained``,
+    ``Bundle.entry.resource``, ``Bundle.entry.response.outcome``, ``Parameters.parameter.resource``):
+    its type must be R4 and its R4B-only elements absent. Extensions are checked at any depth.
+    """
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_r4_only(item, f"{expression}[{index}]")
+        return
+    if not isinstance(node, dict):
+        return
+    if "resourceType" in node:
+        resource_type = node["resourceType"]
+        _refuse_embedded_type(resource_type, expression)
+        for path in _r4b_only_paths().get(resource_type, ()):
+            _refuse_element(node, path, expression, resource_type)
+    for key, value in node.items():
+        if key in {"extension", "modifierExtension"} and isinstance(value, list):
+            for index, extension in enumerate(value):
+                for path in _r4b_only_paths().get("Extension", ()):
+                    _refuse_element(extension, path, f"{expression}.{key}[{index}]", "Extension")
+        if isinstance(value, dict | list):
+            _check_r4_only(value, f"{expression}.{key}")
+
+
+def _refuse_element(node: Any, path: tuple[str, ...], expression: str, definition: str) -> None:
+    found = _find(node, path, expression)
+    if found:
+        element = ".".join((definition, *path))
+        raise FhirError(
+            Category.STRUCTURE,
+            f"Element '{element}' is not part of FHIR R4 (it exists only in R4B)",
+            expression=found,
+        )
+
+
+_JSON_KIND = {
+    "boolean": "true or false",
+    "integer": "a whole number",
+    "decimal": "a number",
+    "string": "a string",
+}
+
+
+def _json_kind_ok(value: Any, kind: str) -> bool:
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "decimal":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _check_json_types(node: dict[str, Any], model: type, expression: str) -> None:
+    """FHIR JSON primitives are typed (R4 json.html#primitive): ``"active": "yes"`` is not a boolean.
+
+    The models coerce such values (pydantic's lax mode) while we store the JSON as sent, so the
+    JSON type of every primitive is checked here; ``null`` is allowed only inside arrays.
+    """
+    types = element_types(model)
+    for key, value in node.items():
+        element = types.get(key)
+        if element is None or key == "resourceType":
+            continue
+        where = f"{expression}.{key}"
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            at = where if index is None else f"{where}[{index}]"
+            if item is None:
+                if index is None:
+                    raise FhirError(
+                        Category.STRUCTURE, f"{at} is null; omit an element that has no value", expression=at
+                    )
+                continue
+            if element.json in _JSON_KIND and not _json_kind_ok(item, element.json):
+                raise FhirError(
+                    Category.STRUCTURE,
+                    f"Invalid value {orjson.dumps(item).decode()[:80]} for {at}: "
+                    f"FHIR JSON represents it as {_JSON_KIND[element.json]}",
+                    expression=at,
+                )
+            if element.json == "object" and element.model is not None and isinstance(item, dict):
+                _check_json_types(item, element.model, at)
+            elif (
+                element.json == "resource"
+                and isinstance(item, dict)
+                and is_r4_type(str(item.get("resourceType")))
+            ):
+                _check_json_types(item, resource_model(str(item["resourceType"])), at)
 
 
 def _expression(root: str, loc: tuple[int | str, ...]) -> str:
@@ -97,15 +210,20 @@ def _expression(root: str, loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: dict[str, Any], expression: str) -> str:
+    """A diagnostics line naming the element, and the offending value when it is short."""
     kind = error.get("type", "")
     loc = error.get("loc", ())
     name = loc[-1] if loc else "?"
     if kind == "extra_forbidden":
-        return f"Unknown element '{name}'"
+        return f"Unknown element '{name}' ({expression})"
     if kind == "missing":
-        return f"Missing required element '{name}'"
-    return str(error.get("msg", "invalid value"))
+        return f"Missing required element '{name}' ({expression})"
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    value = error.get("input")
+    if isinstance(value, str | int | float | bool) and len(str(value)) <= 80:
+        return f"Invalid value {orjson.dumps(value).decode()} for {expression}: {message}"
+    return f"Invalid {expression}: {message}"
 
 
 def validate_resource(
@@ -130,31 +248,26 @@ def validate_resource(
             expression=root or resource_type,
         )
     root = root or resource_type
-    _check_r4b_only(resource, root)
+    _check_r4_only(resource, root)
+    model = resource_model(resource_type)
     try:
-        model = get_fhir_model_class(resource_type)
         model.model_validate(resource)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        issues = [
-            Issue(
-                "error",
-                "structure" if e.get("type") == "extra_forbidden" else "value",
-                _message(dict(e)),
-                [_expression(root, tuple(e.get("loc", ())))],
-            )
-            for e in errors[:20]
-        ]
+        issues = []
+        for error in errors[:20]:
+            expression = _expression(root, tuple(error.get("loc", ())))
+            code = "structure" if error.get("type") == "extra_forbidden" else "value"
+            issues.append(Issue("error", code, _message(dict(error), expression), [expression]))
         raise FhirError(Category.STRUCTURE, issues[0].diagnostics, issues=issues) from exc
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        # fhir.resources raises KeyError for an unknown resourceType nested in a Bundle/contained.
+        # fhir.resources raises KeyError for an unknown resourceType nested in a Bundle/contained
+        # (refused above with its path); this is the safety net, without the library's internals.
+        log.info("model validation of %s failed: %r", root, exc)
         raise FhirError(
             Category.STRUCTURE,
-            f"Invalid resource content: unknown or malformed element ({exc})",
+            "Invalid resource content: an element is unknown or malformed",
             expression=root,
         ) from exc
-    for index, entry in enumerate(resource.get("entry", []) if resource_type == "Bundle" else []):
-        inner = entry.get("resource") if isinstance(entry, dict) else None
-        if isinstance(inner, dict):
-            _check_r4b_only(inner, f"{root}.entry[{index}].resource")
+    _check_json_types(resource, model, root)
     return resource

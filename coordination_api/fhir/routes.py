@@ -33,8 +33,24 @@ def system_history() -> Response:
     return history.history()
 
 
+# Names the spec reserves beside resource types and ids (R4 http.html#styleguide), and their methods.
+_RESERVED = {"metadata": "GET, HEAD", "_history": "GET, HEAD", "_search": "POST"}
+
+
+def _refuse_reserved(segment: str) -> None:
+    """``DELETE /fhir/metadata``, ``PUT /fhir/Patient/_history``…: 405 rather than a type or id lookup."""
+    allowed = _RESERVED.get(segment)
+    if allowed is not None:
+        raise FhirError(
+            Category.METHOD_NOT_ALLOWED,
+            f"Method {request.method} is not allowed on {request.path}; allowed: {allowed}",
+            headers={"Allow": allowed},
+        )
+
+
 @bp.route("/<resource_type>", methods=["GET", "POST", "PUT", "DELETE"])
 def type_level(resource_type: str) -> Response:
+    _refuse_reserved(resource_type)
     match request.method:
         case "GET":
             return search.search(resource_type)
@@ -58,6 +74,7 @@ def type_history(resource_type: str) -> Response:
 
 @bp.route("/<resource_type>/<res_id>", methods=["GET", "PUT", "DELETE"])
 def instance(resource_type: str, res_id: str) -> Response:
+    _refuse_reserved(res_id)
     match request.method:
         case "GET":
             return read.read(resource_type, res_id)

@@ -36,7 +36,7 @@ def _request_params() -> list[tuple[str, str]]:
 def _entry_json(stored: Stored, base: str, mode: str, query: SearchQuery) -> str:
     if query.summary in {"true", "text", "data"}:
         content = orjson.dumps(summarize(stored.json(), query.summary)).decode()
-    elif query.elements:
+    elif query.elements and mode == "match":  # "does not apply to included resources" (R4)
         content = orjson.dumps(select_elements(stored.json(), query.elements)).decode()
     else:
         content = stored.content or "{}"
@@ -48,13 +48,19 @@ def _entry_json(stored: Stored, base: str, mode: str, query: SearchQuery) -> str
 
 def bundle_json(query: SearchQuery, result: SearchResult, base: str, link_base: str, token: PageToken) -> str:
     """Assemble the searchset Bundle from stored JSON without re-encoding each resource."""
-    links = [{"relation": "self", "url": _link(link_base, query.used, None)}]
-    if result.has_next:
-        nxt = PageToken(token.params, token.offset + query.count, query.count, token.bound)
-        links.append({"relation": "next", "url": _link(link_base, [], nxt)})
-    if token.offset > 0:
-        prev = PageToken(token.params, max(0, token.offset - query.count), query.count, token.bound)
+    # A later page's self link is that page (R4 search.html#paging); the first page's is the search.
+    later = token.after is not None or token.offset > 0
+    links = [{"relation": "self", "url": _link(link_base, query.used, token if later else None)}]
+    if result.has_next or result.has_previous:
+        first = PageToken(token.params, 0, query.count, token.bound)
+        links.append({"relation": "first", "url": _link(link_base, [], first)})
+    if result.has_previous and result.first_key is not None:
+        offset = max(0, token.offset - query.count)
+        prev = PageToken(token.params, offset, query.count, token.bound, result.first_key, backward=True)
         links.append({"relation": "previous", "url": _link(link_base, [], prev)})
+    if result.has_next and result.last_key is not None:
+        nxt = PageToken(token.params, token.offset + query.count, query.count, token.bound, result.last_key)
+        links.append({"relation": "next", "url": _link(link_base, [], nxt)})
     entries = [_entry_json(s, base, "match", query) for s in result.matches]
     entries += [_entry_json(s, base, "include", query) for s in result.included]
     issues = list(query.issues)
@@ -67,6 +73,8 @@ def bundle_json(query: SearchQuery, result: SearchResult, base: str, link_base: 
     if result.total is not None:
         head["total"] = result.total
     head_json = orjson.dumps({**head, "link": links}).decode()
+    if not entries:  # FHIR JSON has no empty arrays
+        return head_json
     return head_json[:-1] + ',"entry":[' + ",".join(entries) + "]}"
 
 
@@ -87,6 +95,7 @@ def search(resource_type: str) -> Response:
             token = PageToken.decode(page)
             query = svc.compiler.compile(resource_type, token.params, base_url=base_url(), strict=strict)
             query.count, query.offset = token.count, token.offset
+            query.set_cursor(token.after, token.backward)
         else:
             query = svc.compiler.compile(resource_type, params, base_url=base_url(), strict=strict)
             token = PageToken([p for p in params if p[0] != "_page"], 0, query.count, snapshot_pk(conn))

@@ -23,14 +23,8 @@ def check_id(res_id: str) -> None:
         raise FhirError(Category.INVALID, f"'{res_id}' is not a valid resource id", expression="Resource.id")
 
 
-def update_in(
-    conn: Connection,
-    svc: Services,
-    resource_type: str,
-    res_id: str,
-    body: dict[str, Any],
-    if_match: int | None = None,
-) -> WriteResult:
+def check_update_body(res_id: str, body: dict[str, Any]) -> None:
+    """R4 http.html#update: the body carries an id, equal to the URL's."""
     check_id(res_id)
     body_id = body.get("id")
     if body_id is None:
@@ -43,8 +37,52 @@ def update_in(
             f"Body id '{body_id}' does not match the URL id '{res_id}'",
             expression="Resource.id",
         )
+
+
+def update_in(
+    conn: Connection,
+    svc: Services,
+    resource_type: str,
+    res_id: str,
+    body: dict[str, Any],
+    if_match: int | None = None,
+) -> WriteResult:
+    check_update_body(res_id, body)
     stored, created = svc.repo.update(conn, resource_type, res_id, body, if_match)
     return WriteResult(201 if created else 200, stored)
+
+
+def conditional_target(
+    conn: Connection, svc: Services, resource_type: str, params: list[tuple[str, str]], body: dict[str, Any]
+) -> str:
+    """The id a conditional update writes to (R4 http.html#cond-update)."""
+    matches = find_matches(conn, svc, resource_type, params)
+    if len(matches) > 1:
+        raise FhirError(
+            Category.PRECONDITION_FAILED, f"Conditional update criteria match {len(matches)} resources"
+        )
+    body_id = body.get("id")
+    if matches:
+        target = matches[0].res_id
+        if body_id not in (None, target):
+            raise FhirError(
+                Category.INVALID,
+                f"Body id '{body_id}' differs from the matching resource {resource_type}/{target}",
+                expression="Resource.id",
+            )
+        return target
+    if body_id is None:
+        return new_id()
+    existing = svc.repo.current(conn, resource_type, str(body_id))
+    if existing is not None and not existing.deleted:
+        # "No matches, id provided" is update-as-create; an id that exists and does not match the
+        # criteria is a conflict (the R5 text makes this explicit: 409).
+        raise FhirError(
+            Category.CONFLICT,
+            f"No resource matches the criteria, but {resource_type}/{body_id} exists and does not match them",
+            expression="Resource.id",
+        )
+    return str(body_id)
 
 
 def conditional_update_in(
@@ -55,23 +93,8 @@ def conditional_update_in(
     body: dict[str, Any],
     if_match: int | None = None,
 ) -> WriteResult:
-    matches = find_matches(conn, svc, resource_type, params)
-    if len(matches) > 1:
-        raise FhirError(
-            Category.PRECONDITION_FAILED, f"Conditional update criteria match {len(matches)} resources"
-        )
-    if not matches:
-        res_id = body.get("id") or new_id()
-        body = {**body, "id": res_id}
-        return update_in(conn, svc, resource_type, res_id, body, if_match)
-    target = matches[0]
-    if body.get("id") not in (None, target.res_id):
-        raise FhirError(
-            Category.INVALID,
-            f"Body id '{body.get('id')}' differs from the matching resource {resource_type}/{target.res_id}",
-            expression="Resource.id",
-        )
-    return update_in(conn, svc, resource_type, target.res_id, {**body, "id": target.res_id}, if_match)
+    res_id = conditional_target(conn, svc, resource_type, params, body)
+    return update_in(conn, svc, resource_type, res_id, {**body, "id": res_id}, if_match)
 
 
 def update(resource_type: str, res_id: str) -> Response:

@@ -10,7 +10,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, String, and_, false, func, literal, not_, or_, select, true
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from coordination_api.errors import Category, FhirError, Issue
 from coordination_api.search.dates import MAX_US, MIN_US, InvalidDateError, parse_range
@@ -22,8 +25,9 @@ from coordination_api.search.values import (
     split_or,
     split_prefix,
     split_unescaped,
+    unescape,
 )
-from coordination_api.storage.indexer import normalize, parse_reference
+from coordination_api.storage.indexer import URL_LIMIT, cut, normalize, parse_reference
 from coordination_api.storage.schema import INDEX_TABLES, idx_reference, resource
 
 SUMMARY_VALUES = {"true", "false", "text", "data", "count"}
@@ -54,16 +58,35 @@ class Include:
     iterate: bool
 
 
+@dataclass(frozen=True)
+class SortKey:
+    """One ``_sort`` key: a per-resource scalar expression and its direction (missing values last)."""
+
+    expression: Any
+    descending: bool
+
+
+CursorValue = int | float | str | None
+
+
 @dataclass
 class SearchQuery:
-    """A parsed search, ready to run."""
+    """A parsed search, ready to run.
+
+    Pages after the first are found by keyset (``after``: the sort key values and pk of the row the
+    page starts after, or ends before when ``backward``), so that resources created, deleted or
+    updated between two pages neither shift nor repeat the others; ``max_pk`` hides resources
+    created after the first page.
+    """
 
     resource_type: str
     where: list[ColumnElement[bool]] = field(default_factory=list)
-    order_by: list[Any] = field(default_factory=list)
+    sort_keys: list[SortKey] = field(default_factory=list)
     count: int = 20
     offset: int = 0
     max_pk: int | None = None
+    after: list[CursorValue] | None = None
+    backward: bool = False
     includes: list[Include] = field(default_factory=list)
     revincludes: list[Include] = field(default_factory=list)
     summary: str | None = None
@@ -72,9 +95,29 @@ class SearchQuery:
     issues: list[Issue] = field(default_factory=list)
     used: list[tuple[str, str]] = field(default_factory=list)
 
-    def select_pks(self) -> Select[Any]:
-        stmt = select(resource.c.pk).where(*self._filters())
-        return stmt.order_by(*self.order_by, resource.c.pk).limit(self.count).offset(self.offset)
+    def set_cursor(self, values: list[Any] | None, backward: bool) -> None:
+        """Page from a cursor taken from a page token; a cursor that does not fit is refused."""
+        if values is not None:
+            fits = len(values) == len(self.sort_keys) + 1 and type(values[-1]) is int
+            if not fits or not all(v is None or type(v) in (int, float, str) for v in values):
+                raise FhirError(Category.INVALID, "Invalid or corrupted _page token")
+        self.after, self.backward = values, backward and values is not None
+
+    def select_page(self, limit: int) -> Select[Any]:
+        """pk and sort key values of the page's rows, in page order (reversed when ``backward``)."""
+        reverse = self.backward
+        order: list[Any] = []
+        for key in self.sort_keys:
+            descending = key.descending != reverse
+            column = key.expression.desc() if descending else key.expression.asc()
+            order.append(column.nulls_first() if reverse else column.nulls_last())
+        order.append(resource.c.pk.desc() if reverse else resource.c.pk.asc())
+        stmt = select(resource.c.pk, *(k.expression for k in self.sort_keys)).where(*self._filters())
+        if self.after is not None:
+            stmt = stmt.where(self._beyond(0, reverse))
+        elif self.offset:
+            stmt = stmt.offset(self.offset)
+        return stmt.order_by(*order).limit(limit)
 
     def select_count(self) -> Select[Any]:
         return select(func.count()).select_from(resource).where(*self._filters())
@@ -84,6 +127,44 @@ class SearchQuery:
         if self.max_pk is not None:
             filters.append(resource.c.pk <= self.max_pk)
         return filters
+
+    def _beyond(self, index: int, before: bool) -> ColumnElement[bool]:
+        """Rows strictly after (or before) the cursor in page order, from sort key ``index`` on."""
+        assert self.after is not None
+        value = self.after[index]
+        if index == len(self.sort_keys):
+            return resource.c.pk < value if before else resource.c.pk > value
+        key = self.sort_keys[index]
+        expr = key.expression
+        # Missing values sort last in both directions.
+        if value is None:
+            past = expr.is_not(None) if before else false()
+            same = expr.is_(None)
+        else:
+            lower = before != key.descending  # "beyond" means a smaller key
+            past = expr < value if lower else expr > value
+            if not before:
+                past = or_(past, expr.is_(None))
+            same = expr == value
+        return or_(past, and_(same, self._beyond(index + 1, before)))
+
+
+class _CodepointOrder(FunctionElement[str]):
+    """A text sort key ordered by code point on every database, whatever PostgreSQL's collation."""
+
+    type = String()
+    inherit_cache = True
+    name = "codepoint_order"
+
+
+@compiles(_CodepointOrder)
+def _codepoint_order(element: _CodepointOrder, compiler: SQLCompiler, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))  # SQLite compares text as BINARY
+
+
+@compiles(_CodepointOrder, "postgresql")
+def _codepoint_order_pg(element: _CodepointOrder, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'({compiler.process(element.clauses, **kw)}) COLLATE "C"'
 
 
 def _bad(param: str, message: str) -> FhirError:
@@ -111,6 +192,8 @@ class SearchCompiler:
         query = SearchQuery(resource_type, count=self.default_count)
         sort_spec: str | None = None
         for name, value in params:
+            if "\x00" in name or "\x00" in value:  # no database stores NUL in text
+                raise _bad(name.replace("\x00", ""), "parameters must not contain NUL characters")
             if name in CONTROL_PARAMS or name.startswith(("_include", "_revinclude")):
                 if name == "_sort":
                     sort_spec = value
@@ -128,7 +211,7 @@ class SearchCompiler:
             query.where.append(condition)
             query.used.append((name, value))
         if sort_spec:
-            query.order_by = self._sort(resource_type, sort_spec)
+            query.sort_keys = self._sort(resource_type, sort_spec)
         return query
 
     # -- control parameters ----------------------------------------------------------------------
@@ -182,15 +265,15 @@ class SearchCompiler:
             include = Include(source, code, target, iterate)
         (query.includes if base == "_include" else query.revincludes).append(include)
 
-    def _sort(self, resource_type: str, spec: str) -> list[Any]:
-        keys: list[Any] = []
+    def _sort(self, resource_type: str, spec: str) -> list[SortKey]:
+        keys: list[SortKey] = []
         for raw in (s.strip() for s in spec.split(",")):
             if not raw:
                 continue
             descending = raw.startswith("-")
             code = raw.lstrip("-")
             if code == "_id":
-                column: Any = resource.c.res_id
+                column: Any = _CodepointOrder(resource.c.res_id)
             elif code == "_lastUpdated":
                 column = resource.c.last_updated
             else:
@@ -198,7 +281,7 @@ class SearchCompiler:
                 if param is None:
                     raise _bad("_sort", f"unknown search parameter '{code}' for {resource_type}")
                 column = self._sort_value(param, descending)
-            keys.append(column.desc().nulls_last() if descending else column.asc().nulls_last())
+            keys.append(SortKey(column, descending))
         return keys
 
     def _sort_value(self, param: SearchParam, descending: bool) -> Any:
@@ -215,11 +298,14 @@ class SearchCompiler:
             "reference": "target_id",
         }[param.type]
         agg = func.max if descending else func.min
-        return (
-            select(agg(table.c[column]))
+        textual = param.type in {"string", "token", "uri", "reference"}
+        value: Any = _CodepointOrder(table.c[column]) if textual else table.c[column]
+        key = (
+            select(agg(value))
             .where(table.c.res_pk == resource.c.pk, table.c.param == param.code)
             .scalar_subquery()
         )
+        return _CodepointOrder(key) if textual else key
 
     # -- criteria --------------------------------------------------------------------------------
 
@@ -320,17 +406,17 @@ class SearchCompiler:
                 Category.NOT_SUPPORTED,
                 f"Search parameter '{param.code}': modifier ':{modifier}' is not supported",
             )
-        for raw in split_or(value):
+        for raw in split_or(value, keep_escapes=True):
             token = parse_token(raw)
             clauses: list[ColumnElement[bool]] = []
             if token.code is not None:
-                clauses.append(table.c.code == token.code)
+                clauses.append(table.c.code == cut(token.code))
             if token.system == "":
                 clauses.append(table.c.system.is_(None))
             elif token.system is not None:
-                clauses.append(table.c.system == token.system)
-            if not clauses:
-                raise _bad(param.code, "a token value is required")
+                clauses.append(table.c.system == cut(token.system))
+            if token.code is None and not token.system:
+                raise _bad(param.code, f"'{raw}' has neither a system nor a code")
             ors.append(and_(*clauses))
         return self._indexed(rtype, cols, param, ors, negate=modifier == "not")
 
@@ -356,19 +442,22 @@ class SearchCompiler:
             s_low, s_high = parse_range(text)
         except InvalidDateError as exc:
             raise _bad(code, str(exc)) from exc
+        # R4 search.html#prefix, range semantics: the search value and the target value are both
+        # ranges; ge is "gt or eq" and le is "lt or eq", to the letter.
+        contained = and_(low >= s_low, high <= s_high)
         match prefix:
             case "eq":
-                return and_(low >= s_low, high <= s_high)
+                return contained
             case "ne":
-                return not_(and_(low >= s_low, high <= s_high))
+                return not_(contained)
             case "gt":
                 return high > s_high
             case "lt":
                 return low < s_low
             case "ge":
-                return high >= s_low
+                return or_(high > s_high, contained)
             case "le":
-                return low <= s_high
+                return or_(low < s_low, contained)
             case "sa":
                 return low > s_high
             case "eb":
@@ -420,17 +509,18 @@ class SearchCompiler:
             raise _bad(f"{param.code}:{modifier}", "modifier not supported on a quantity parameter")
         table = INDEX_TABLES["quantity"]
         ors = []
-        for raw in split_or(value):
+        for raw in split_or(value, keep_escapes=True):
             quantity = parse_quantity(raw, param.code)
             number = quantity.number
             clauses = [self._numeric(table.c.value, quantity.prefix, number.low, number.high, number.value)]
+            code = cut(quantity.code)
             if quantity.system is not None:
-                clauses.append(table.c.system == quantity.system)
-            if quantity.code is not None:
+                clauses.append(table.c.system == cut(quantity.system))
+            if code is not None:
                 if quantity.system is None:
-                    clauses.append(or_(table.c.code == quantity.code, table.c.unit == quantity.code))
+                    clauses.append(or_(table.c.code == code, table.c.unit == code))
                 else:
-                    clauses.append(table.c.code == quantity.code)
+                    clauses.append(table.c.code == code)
             ors.append(and_(*clauses))
         return self._indexed(rtype, cols, param, ors)
 
@@ -442,11 +532,13 @@ class SearchCompiler:
         ors: list[ColumnElement[bool]] = []
         for raw in split_or(value):
             if modifier == "":
-                ors.append(table.c.value == raw)
+                ors.append(table.c.value == raw[:URL_LIMIT])
             elif modifier == "below":
-                ors.append(table.c.value.startswith(raw, autoescape=True))
+                ors.append(table.c.value.startswith(raw[:URL_LIMIT], autoescape=True))
             elif modifier == "above":
-                prefixes = {raw[: i + 1] for i, c in enumerate(raw) if c == "/"} | {raw}
+                # The value itself and every ancestor path, with or without the trailing "/".
+                cuts = [i for i, c in enumerate(raw) if c == "/" and i > raw.find("://") + 2]
+                prefixes = {raw[:i] for i in cuts} | {raw[: i + 1] for i in cuts} | {raw[:URL_LIMIT]}
                 ors.append(table.c.value.in_(sorted(prefixes)))
             else:
                 raise _bad(f"{param.code}:{modifier}", "modifier not supported on a uri parameter")
@@ -459,16 +551,16 @@ class SearchCompiler:
         table = idx_reference
         ors: list[ColumnElement[bool]] = []
         type_modifier = self._type_modifier(param, modifier)
-        for raw in split_or(value):
+        for raw in split_or(value, keep_escapes=True):
             if not raw:
                 raise _bad(param.code, "a reference value is required")
             if modifier == "identifier":
                 token = parse_token(raw)
                 clauses = []
                 if token.code is not None:
-                    clauses.append(table.c.identifier_value == token.code)
+                    clauses.append(table.c.identifier_value == cut(token.code))
                 if token.system:
-                    clauses.append(table.c.identifier_system == token.system)
+                    clauses.append(table.c.identifier_system == cut(token.system))
                 ors.append(and_(*clauses) if clauses else false())
                 continue
             ors.append(self._reference_value(param, type_modifier, raw, base_url))
@@ -496,17 +588,27 @@ class SearchCompiler:
         if base_url and text.startswith(base_url + "/"):
             text = text[len(base_url) + 1 :]
         if "://" in text or text.startswith("urn:"):
-            return table.c.target_url == split_unescaped(text, "|")[0]
+            return table.c.target_url == split_unescaped(text, "|")[0][:URL_LIMIT]
+        text = unescape(text)
         ref_type, ref_id, _url = parse_reference(text)
         if ref_type is not None:
             if type_modifier and ref_type != type_modifier:
                 return false()
-            return and_(table.c.target_type == ref_type, table.c.target_id == ref_id)
-        if "/" in text:
+            local = and_(table.c.target_type == ref_type, table.c.target_id == ref_id)
+            if not base_url:
+                return local
+            # A stored absolute reference to our own base is the same local reference.
+            return or_(local, table.c.target_url == f"{base_url}/{ref_type}/{ref_id}")
+        if "/" in text or not text:
             raise _bad(param.code, f"'{raw}' is not a valid reference")
         types = [type_modifier] if type_modifier else list(param.targets)
         clause = table.c.target_id == text
-        return and_(clause, table.c.target_type.in_(types)) if types else clause
+        if not types:
+            return clause
+        local = and_(clause, table.c.target_type.in_(types))
+        if not base_url:
+            return local
+        return or_(local, table.c.target_url.in_([f"{base_url}/{t}/{text}" for t in types]))
 
     def _chain(
         self,

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import ColumnElement, and_, false, func, select
 from sqlalchemy.engine import Connection
 
-from coordination_api.search.compiler import Include, SearchQuery
+from coordination_api.search.compiler import CursorValue, Include, SearchQuery
 from coordination_api.storage.repository import Repository, Stored
 from coordination_api.storage.schema import idx_reference, resource
 
-MAX_ITERATIONS = 3
+# _include:iterate / _revinclude:iterate repeat until nothing new is found (R4 search.html#revinclude);
+# this only guards against pathological depth, the result cap guards the size.
+MAX_ITERATIONS = 100
 
 
 @dataclass
@@ -20,6 +22,10 @@ class SearchResult:
     included: list[Stored] = field(default_factory=list)
     total: int | None = None
     has_next: bool = False
+    has_previous: bool = False
+    # Keyset cursors (sort key values + pk) of the first and last match, for previous/next links.
+    first_key: list[CursorValue] | None = None
+    last_key: list[CursorValue] | None = None
     truncated_includes: bool = False
 
 
@@ -32,15 +38,25 @@ def run_search(
     conn: Connection, repo: Repository, query: SearchQuery, max_includes: int = 1000
 ) -> SearchResult:
     result = SearchResult(matches=[])
+    first_page = query.after is None and query.offset == 0
     if query.count > 0 and query.summary != "count":
-        stmt = query.select_pks().limit(query.count + 1)
-        pks = [row[0] for row in conn.execute(stmt)]
-        result.has_next = len(pks) > query.count
-        pks = pks[: query.count]
+        page = [list(row) for row in conn.execute(query.select_page(query.count + 1))]
+        more = len(page) > query.count
+        page = page[: query.count]
+        if query.backward:  # fetched from the cursor backwards: put it back in page order
+            page.reverse()
+            result.has_previous, result.has_next = more, True
+        else:
+            result.has_previous, result.has_next = not first_page, more
+        if page:
+            # A cursor is the row's sort key values then its pk (selected as pk, keys…).
+            result.first_key = [*page[0][1:], page[0][0]]
+            result.last_key = [*page[-1][1:], page[-1][0]]
+        pks = [row[0] for row in page]
         rows = repo.by_pks(conn, pks)
         result.matches = [rows[pk] for pk in pks if pk in rows]
     if query.total != "none" or query.summary == "count" or query.count == 0:
-        if query.offset == 0 and not result.has_next and query.count > 0 and query.summary != "count":
+        if first_page and not result.has_next and query.count > 0 and query.summary != "count":
             result.total = len(result.matches)
         else:
             result.total = int(conn.execute(query.select_count()).scalar_one())
@@ -54,6 +70,8 @@ def _add_includes(conn: Connection, query: SearchQuery, result: SearchResult, li
     frontier = list(result.matches)
     first = True
     for _ in range(MAX_ITERATIONS):
+        if not first and not any(inc.iterate for inc in (*query.includes, *query.revincludes)):
+            return
         found: list[Stored] = []
         for inc in query.includes:
             if first or inc.iterate:
@@ -74,6 +92,7 @@ def _add_includes(conn: Connection, query: SearchQuery, result: SearchResult, li
             return
         frontier = fresh
         first = False
+    result.truncated_includes = True  # still finding new resources after MAX_ITERATIONS rounds
 
 
 _COLS = (

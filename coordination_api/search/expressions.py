@@ -157,8 +157,37 @@ def _fhirpath_extractor(expression: str) -> Extractor:
     return extract
 
 
+_WHERE_EQ = re.compile(r"^(?P<path>.+?)\.where\((?P<field>[a-z][A-Za-z]*)\s*=\s*'(?P<value>[^']*)'\)$")
+_EXISTS_NOT_FALSE = re.compile(r"^(?P<path>[A-Za-z.]+)\.exists\(\) and (?P=path) != false$")
+
+
+def _special_extractor(text: str) -> Extractor | None:
+    """Two frequent R4 shapes that fhirpathpy evaluates slowly, evaluated directly."""
+    match = _WHERE_EQ.match(text)
+    if match:
+        base = _simple_extractor(match.group("path"), None, None)
+        field, wanted = match.group("field"), match.group("value")
+        if base is not None:
+            path_of = base
+            return lambda r: [n for n in path_of(r) if isinstance(n, dict) and n.get(field) == wanted]
+    match = _EXISTS_NOT_FALSE.match(text)  # e.g. Patient.deceased: true unless absent or false
+    if match:
+        inner = _simple_extractor(match.group("path"), None, None)
+        if inner is not None:
+
+            def exists_not_false(resource: dict[str, Any]) -> list[Any]:
+                nodes = inner(resource)
+                return [bool(nodes) and not (len(nodes) == 1 and nodes[0] is False)]
+
+            return exists_not_false
+    return None
+
+
 def compile_part(part: str) -> Extractor:
     text = _strip_parens(part)
+    special = _special_extractor(text)
+    if special is not None:
+        return special
     resolve_type = choice_type = None
     match = _RESOLVE_IS.match(text)
     if match:

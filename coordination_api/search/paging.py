@@ -1,10 +1,15 @@
-"""Opaque page tokens: the normalized query, the offset and the snapshot bound (R4 search.html#paging)."""
+"""Opaque page tokens: the query, the page position and the snapshot bound (R4 search.html#paging).
+
+Search pages also carry a keyset cursor (the sort key values and pk of the row a page starts after,
+or ends before): later pages do not shift when resources are deleted or updated meanwhile.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -17,9 +22,16 @@ class PageToken:
     offset: int
     count: int
     bound: int  # highest pk (search) or latest timestamp (history) visible to this paging session
+    after: list[Any] | None = None  # keyset cursor (search only)
+    backward: bool = False  # the page ends before the cursor (a previous link)
 
     def encode(self) -> str:
-        raw = orjson.dumps({"p": self.params, "o": self.offset, "c": self.count, "b": self.bound})
+        data: dict[str, Any] = {"p": self.params, "o": self.offset, "c": self.count, "b": self.bound}
+        if self.after is not None:
+            data["k"] = self.after
+            if self.backward:
+                data["r"] = True
+        raw = orjson.dumps(data)
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
@@ -27,7 +39,26 @@ class PageToken:
         try:
             padded = token + "=" * (-len(token) % 4)
             data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-            params = [(str(k), str(v)) for k, v in data["p"]]
-            return cls(params, int(data["o"]), int(data["c"]), int(data["b"]))
+            pairs = data["p"]
+            if not isinstance(pairs, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
+            ):
+                raise TypeError("parameters")
+            numbers = [data["o"], data["c"], data["b"]]
+            # Only what encode() writes: whole numbers in range (offsets and bounds go into SQL as is).
+            if not all(type(n) is int and 0 <= n <= _MAX for n in numbers):
+                raise ValueError("numbers")
+            after = data.get("k")
+            if after is not None and not (
+                isinstance(after, list) and all(v is None or type(v) in (int, float, str) for v in after)
+            ):
+                raise TypeError("cursor")
+            backward = data.get("r", False)
+            if type(backward) is not bool:
+                raise TypeError("direction")
+            return cls([(k, v) for k, v in pairs], numbers[0], numbers[1], numbers[2], after, backward)
         except (binascii.Error, ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
             raise FhirError(Category.INVALID, "Invalid or corrupted _page token") from exc
+
+
+_MAX = 2**62

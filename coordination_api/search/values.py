@@ -13,13 +13,19 @@ from coordination_api.errors import Category, FhirError
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 
 
-def split_or(value: str) -> list[str]:
-    """Split a parameter value on unescaped commas (R4 search.html#escaping)."""
+def split_or(value: str, *, keep_escapes: bool = False) -> list[str]:
+    """Split a parameter value on unescaped commas (R4 search.html#escaping).
+
+    Values are unescaped, unless ``keep_escapes``: then every ``\\x`` stays for a later split on
+    ``|`` (token, quantity, reference), which unescapes the pieces itself.
+    """
     parts: list[str] = []
     current: list[str] = []
     escaped = False
     for char in value:
         if escaped:
+            if keep_escapes:
+                current.append("\\")
             current.append(char)
             escaped = False
         elif char == "\\":
@@ -51,6 +57,11 @@ def split_unescaped(value: str, sep: str) -> list[str]:
             current.append(char)
     parts.append("".join(current))
     return parts
+
+
+def unescape(value: str) -> str:
+    """Drop the backslash of every escape sequence (``\\,`` ``\\|`` ``\\$`` ``\\\\``)."""
+    return "".join(split_unescaped(value, ""))
 
 
 def split_prefix(value: str) -> tuple[str, str]:

@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 
 Rows = dict[str, list[dict[str, Any]]]
 
+# Column widths of the index tables: longer values are stored cut, and searched cut the same way.
+TEXT_LIMIT = 255
+URL_LIMIT = 512
+
 _STRING_PARTS = (
     "family",
     "given",
@@ -30,14 +34,14 @@ _STRING_PARTS = (
 )
 
 
-def normalize(text: str, limit: int = 255) -> str:
+def normalize(text: str, limit: int = TEXT_LIMIT) -> str:
     """Case- and accent-insensitive form used by string search (R4 search.html#string)."""
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(stripped.casefold().split())[:limit]
 
 
-def _cut(value: Any, limit: int = 255) -> str | None:
+def cut(value: Any, limit: int = TEXT_LIMIT) -> str | None:
     if value is None:
         return None
     return str(value)[:limit]
@@ -67,13 +71,15 @@ def _tokens(value: Any) -> list[tuple[str | None, str | None, str | None]]:
     if not isinstance(value, dict):
         return []
     if "coding" in value or ("text" in value and "system" not in value and "value" not in value):
-        text = value.get("text")
-        out = [
-            (c.get("system"), c.get("code"), c.get("display") or text)
+        # CodeableConcept: one row per Coding (its display for :text), plus one for the concept's
+        # own text, so that :text finds either CodeableConcept.text or Coding.display.
+        out: list[tuple[str | None, str | None, str | None]] = [
+            (c.get("system"), c.get("code"), c.get("display"))
             for c in value.get("coding", [])
             if isinstance(c, dict)
         ]
-        if not out and isinstance(text, str):
+        text = value.get("text")
+        if isinstance(text, str):
             out.append((None, None, text))
         return out
     if "code" in value or ("system" in value and "value" not in value):
@@ -114,11 +120,11 @@ def parse_reference(ref: str) -> tuple[str | None, str | None, str | None]:
     if base.startswith("#"):
         return None, None, None
     if "://" in base or base.startswith("urn:"):
-        return None, None, base.split("|")[0][:512]
+        return None, None, base.split("|")[0][:URL_LIMIT]
     segments = base.split("/")
     if len(segments) == 2 and segments[0] and segments[1]:
         return segments[0][:64], segments[1][:64], None
-    return None, None, base[:512]
+    return None, None, base[:URL_LIMIT]
 
 
 def _references(value: Any) -> list[dict[str, Any]]:
@@ -152,8 +158,8 @@ def _references(value: Any) -> list[dict[str, Any]]:
             "target_type": target_type,
             "target_id": target_id,
             "target_url": url,
-            "identifier_system": _cut(identifier.get("system")),
-            "identifier_value": _cut(identifier.get("value")),
+            "identifier_system": cut(identifier.get("system")),
+            "identifier_value": cut(identifier.get("value")),
         }
     ]
 
@@ -185,9 +191,9 @@ def _quantities(value: Any) -> list[dict[str, Any]]:
                 "value": low if low is not None else high,
                 "low": low if low is not None else float("-inf"),
                 "high": high if high is not None else float("inf"),
-                "system": _cut(unit_src.get("system")),
-                "code": _cut(unit_src.get("code")),
-                "unit": _cut(unit_src.get("unit")),
+                "system": cut(unit_src.get("system")),
+                "code": cut(unit_src.get("code")),
+                "unit": cut(unit_src.get("unit")),
             }
         ]
     number = _number(value.get("value"))
@@ -200,9 +206,9 @@ def _quantities(value: Any) -> list[dict[str, Any]]:
             "value": number,
             "low": number,
             "high": number,
-            "system": _cut(system),
-            "code": _cut(code),
-            "unit": _cut(value.get("unit")),
+            "system": cut(system),
+            "code": cut(code),
+            "unit": cut(value.get("unit")),
         }
     ]
 
@@ -241,8 +247,8 @@ def _add_rows(rows: Rows, param: SearchParam, resource_type: str, values: list[A
                 add(
                     "token",
                     {
-                        "system": _cut(system),
-                        "code": _cut(code),
+                        "system": cut(system),
+                        "code": cut(code),
                         "text_norm": normalize(text) if isinstance(text, str) else None,
                     },
                 )
@@ -263,4 +269,4 @@ def _add_rows(rows: Rows, param: SearchParam, resource_type: str, values: list[A
             for quantity in _quantities(value):
                 add("quantity", quantity)
         elif kind == "uri" and isinstance(value, str):
-            add("uri", {"value": value[:512]})
+            add("uri", {"value": value[:URL_LIMIT]})

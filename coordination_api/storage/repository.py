@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, and_, delete, insert, select, update
+from sqlalchemy import Engine, and_, delete, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -137,29 +137,63 @@ class Repository:
         self, conn: Connection, res_type: str, body: dict[str, Any], res_id: str | None = None
     ) -> Stored:
         """Insert version 1. A client-chosen id that exists already is a conflict."""
-        res_id = res_id or new_id()
+        return self.create_many(conn, [(res_type, res_id, body)])[0]
+
+    def create_many(
+        self, conn: Connection, items: list[tuple[str, str | None, dict[str, Any]]]
+    ) -> list[Stored]:
+        """Insert many new resources with a handful of statements (multi-row INSERT … RETURNING)."""
+        if not items:
+            return []
         ts = now_us()
-        content, full = _with_meta(res_type, res_id, body, 1, ts)
+        rows: list[dict[str, Any]] = []
+        fulls: list[dict[str, Any]] = []
+        for res_type, res_id, body in items:
+            content, full = _with_meta(res_type, res_id or new_id(), body, 1, ts)
+            rows.append(
+                {
+                    "res_type": res_type,
+                    "res_id": full["id"],
+                    "version": 1,
+                    "last_updated": ts,
+                    "deleted": False,
+                    "content": content,
+                }
+            )
+            fulls.append(full)
         try:
             with conn.begin_nested():
-                pk = conn.execute(
-                    insert(resource)
-                    .values(
-                        res_type=res_type,
-                        res_id=res_id,
-                        version=1,
-                        last_updated=ts,
-                        deleted=False,
-                        content=content,
-                    )
-                    .returning(resource.c.pk)
-                ).scalar_one()
+                result = conn.execute(
+                    insert(resource).returning(resource.c.pk, sort_by_parameter_order=True), rows
+                )
+                pks = [row[0] for row in result]
         except IntegrityError as exc:
-            raise FhirError(Category.CONFLICT, f"{res_type}/{res_id} already exists") from exc
-        stored = Stored(pk, res_type, res_id, 1, ts, False, content)
-        self._history(conn, stored, "POST")
-        self._index(conn, stored, full, fresh=True)
+            if len(items) == 1:
+                raise FhirError(
+                    Category.CONFLICT, f"{rows[0]['res_type']}/{rows[0]['res_id']} already exists"
+                ) from exc
+            # Name the resource that exists already: retry one at a time.
+            return [
+                self.create(conn, r["res_type"], b, r["res_id"])
+                for r, (_t, _i, b) in zip(rows, items, strict=True)
+            ]
+        stored = [
+            Stored(pk, row["res_type"], row["res_id"], 1, ts, False, row["content"])
+            for pk, row in zip(pks, rows, strict=True)
+        ]
+        conn.execute(insert(resource_history), [self._history_row(s, "POST") for s in stored])
+        self._insert_index(conn, list(zip(stored, fulls, strict=True)))
         return stored
+
+    def current_many(self, conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
+        """Current rows for many (type, id) pairs in one query per 500."""
+        out: dict[tuple[str, str], Stored] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            stmt = select(*_CURRENT_COLS).where(tuple_(resource.c.res_type, resource.c.res_id).in_(chunk))
+            for row in conn.execute(stmt):
+                out[(row.res_type, row.res_id)] = Stored(*row)
+        return out
 
     def update(
         self,
@@ -261,19 +295,21 @@ class Repository:
 
     # -- internals -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _history_row(stored: Stored, method: str) -> dict[str, Any]:
+        return {
+            "res_pk": stored.pk,
+            "version": stored.version,
+            "res_type": stored.res_type,
+            "res_id": stored.res_id,
+            "last_updated": stored.last_updated,
+            "method": method,
+            "deleted": stored.deleted,
+            "content": stored.content,
+        }
+
     def _history(self, conn: Connection, stored: Stored, method: str) -> None:
-        conn.execute(
-            insert(resource_history).values(
-                res_pk=stored.pk,
-                version=stored.version,
-                res_type=stored.res_type,
-                res_id=stored.res_id,
-                last_updated=stored.last_updated,
-                method=method,
-                deleted=stored.deleted,
-                content=stored.content,
-            )
-        )
+        conn.execute(insert(resource_history).values(**self._history_row(stored, method)))
 
     def _clear_index(self, conn: Connection, pk: int) -> None:
         for table in INDEX_TABLES.values():
@@ -282,7 +318,15 @@ class Repository:
     def _index(self, conn: Connection, stored: Stored, full: dict[str, Any], *, fresh: bool) -> None:
         if not fresh:
             self._clear_index(conn, stored.pk)
-        for kind, rows in index_rows(self.registry, stored.res_type, full).items():
-            for row in rows:
-                row["res_pk"] = stored.pk
+        self._insert_index(conn, [(stored, full)])
+
+    def _insert_index(self, conn: Connection, items: list[tuple[Stored, dict[str, Any]]]) -> None:
+        """Index rows of many resources, one executemany per index table."""
+        batched: dict[str, list[dict[str, Any]]] = {}
+        for stored, full in items:
+            for kind, rows in index_rows(self.registry, stored.res_type, full).items():
+                for row in rows:
+                    row["res_pk"] = stored.pk
+                batched.setdefault(kind, []).extend(rows)
+        for kind, rows in batched.items():
             conn.execute(insert(INDEX_TABLES[kind]), rows)

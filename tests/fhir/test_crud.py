@@ -166,3 +166,13 @@ def test_pretty_and_format(fhir: Fhir) -> None:
     assert b"\n  " in pretty.data
     assert fhir.request("GET", f"/fhir/Patient/{created['id']}?_format=json").status_code == 200
     assert fhir.request("GET", f"/fhir/Patient/{created['id']}?_format=xml").status_code == 406
+
+
+def test_delete_with_prefer_operation_outcome_is_200_with_the_outcome(fhir: Fhir) -> None:
+    created = fhir.create(PATIENT)
+    response = fhir.request("DELETE", f"/fhir/Patient/{created['id']}", Prefer="return=OperationOutcome")
+    assert response.status_code == 200
+    assert response.get_json()["issue"][0]["code"] == "informational"
+    again = fhir.request("DELETE", f"/fhir/Patient/{created['id']}")
+    assert again.status_code == 204
+    assert again.data == b""
