@@ -25,8 +25,16 @@ TYPE_INTERACTIONS = [
 
 @cache
 def _resources(svc: Services) -> tuple[dict[str, Any], ...]:
+    registry = svc.repo.registry
+    # Who may be _revinclude'd: every reference parameter of any type that can point here.
+    rev: dict[str, set[str]] = {}
+    for source in registry.resource_types:
+        for param in registry.params(source).values():
+            if param.type == "reference":
+                for target in param.targets:
+                    rev.setdefault(target, set()).add(f"{source}:{param.code}")
     out = []
-    for resource_type in sorted(svc.repo.registry.resource_types):
+    for resource_type in sorted(registry.resource_types):
         params = svc.repo.registry.params(resource_type)
         search_params = [
             {"name": p.code, "definition": p.url, "type": p.type}
@@ -48,7 +56,7 @@ def _resources(svc: Services) -> tuple[dict[str, Any], ...]:
                 "conditionalDelete": "single",
                 "referencePolicy": ["literal", "logical", "local"],
                 "searchInclude": sorted({f"{resource_type}:{p.code}" for p in reference_params} | {"*"}),
-                "searchRevInclude": [],
+                "searchRevInclude": sorted(rev.get(resource_type, set())),
                 "searchParam": search_params,
             }
         )

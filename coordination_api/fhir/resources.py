@@ -183,6 +183,9 @@ def _check_json_types(node: dict[str, Any], model: type, expression: str) -> Non
                         Category.STRUCTURE, f"{at} is null; omit an element that has no value", expression=at
                     )
                 continue
+            if isinstance(item, str) and "\x00" in item:
+                # R4 datatypes.html#string: no control characters; PostgreSQL text cannot hold NUL.
+                raise FhirError(Category.STRUCTURE, f"{at} contains a NUL character", expression=at)
             if element.json in _JSON_KIND and not _json_kind_ok(item, element.json):
                 raise FhirError(
                     Category.STRUCTURE,

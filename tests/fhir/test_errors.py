@@ -694,3 +694,11 @@ def test_unexpected_exception_is_500_without_internals(client: FlaskClient, data
         assert generated.headers["X-Request-ID"] in generated.get_json()["issue"][0]["diagnostics"]
     finally:
         app.extensions["coordination"].repo.engine.dispose()
+
+
+def test_nul_character_in_a_string_is_400_on_both_databases(fhir: Fhir) -> None:
+    body = b'{"resourceType": "Patient", "name": [{"family": "Nu\\u0000l"}]}'
+    response = fhir.request("POST", "/fhir/Patient", body)
+    assert response.status_code == 400
+    assert response.get_json()["issue"][0]["expression"] == ["Patient.name[0].family"]
+    assert fhir.ids("Patient") == set()
