@@ -1,0 +1,77 @@
+"""Configuration from the environment, and the health probes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from coordination_api.app import create_app
+from coordination_api.config import Settings
+
+
+def test_settings_read_prefixed_environment(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    settings = Settings.from_env(
+        {
+            "COORDINATION_DATABASE_URL": "sqlite:///x.db",
+            "COORDINATION_PUBLIC_BASE_URL": "https://fhir.example.org/fhir/",
+            "COORDINATION_MAX_BODY_BYTES": "1024",
+            "COORDINATION_DEFAULT_PAGE_SIZE": "7",
+            "COORDINATION_DB_ECHO": "yes",
+            "COORDINATION_SECRET_KEY_FILE": str(secret),
+            "COORDINATION_LOG_LEVEL": "debug",
+            "UNRELATED": "ignored",
+        }
+    )
+    assert settings.database_url == "sqlite:///x.db"
+    assert settings.public_base_url == "https://fhir.example.org/fhir"
+    assert settings.max_body_bytes == 1024
+    assert settings.default_page_size == 7
+    assert settings.db_echo is True
+    assert settings.secret_key == "s3cret"
+    assert settings.log_level == "DEBUG"
+
+
+def test_settings_defaults_and_overrides() -> None:
+    settings = Settings.from_env({}, max_page_size=50)
+    assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith(
+        "instance/coordination.db"
+    )
+    assert settings.max_page_size == 50
+    assert settings.secret_key is None
+    with pytest.raises(ValueError):
+        Settings.from_env({"COORDINATION_MAX_BODY_BYTES": "ten"})
+
+
+def test_health_and_readiness(client: FlaskClient) -> None:
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/readyz").get_json() == {"status": "ready"}
+
+
+def test_readiness_fails_with_503_when_database_is_unreachable(tmp_path: Path) -> None:
+    app = create_app(Settings(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1"))
+    response = app.test_client().get("/readyz")
+    app.extensions["coordination"].repo.engine.dispose()
+    assert response.status_code == 503
+    assert response.get_json()["issue"][0]["code"] == "transient"
+    assert "nobody" not in response.get_data(as_text=True)
+
+
+def test_public_base_url_is_used_in_links(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url, public_base_url="https://fhir.example.org/fhir"))
+    response = app.test_client().post(
+        "/fhir/Patient", data=b'{"resourceType":"Patient"}', headers={"Content-Type": "application/fhir+json"}
+    )
+    app.extensions["coordination"].repo.engine.dispose()
+    assert response.headers["Location"].startswith("https://fhir.example.org/fhir/Patient/")
+
+
+def test_request_id_is_echoed_and_security_headers_set(client: FlaskClient) -> None:
+    response = client.get("/fhir/metadata", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    generated = client.get("/fhir/metadata", headers={"X-Request-ID": "x" * 500}).headers["X-Request-ID"]
+    assert generated != "x" * 500 and len(generated) == 36
