@@ -9,7 +9,7 @@ from flask import Flask, Response, g, request
 
 from coordination_api.config import Settings
 from coordination_api.errors import register_error_handlers
-from coordination_api.fhir import routes
+from coordination_api.fhir import profiles, routes
 from coordination_api.fhir.context import Services
 from coordination_api.fhir.resources import supported_types
 from coordination_api.health import bp as health_bp
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.getLogger("coordination_api").setLevel(settings.log_level)
 
+    profiles.configure(reject_unknown_profiles=settings.reject_unknown_profiles)
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo)
     registry = SearchRegistry.default(supported_types())
     repo = Repository(engine, registry)

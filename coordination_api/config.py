@@ -56,6 +56,8 @@ class Settings:
     db_echo: bool = False
     secret_key: str | None = None
     log_level: str = "INFO"
+    # A meta.profile we do not ship: a warning (default) or a refusal.
+    reject_unknown_profiles: bool = False
     # Loopback-only until the security issue lands: no authentication yet.
     allow_non_loopback: bool = False
 
@@ -74,5 +76,6 @@ class Settings:
             db_echo=_bool(env.get(PREFIX + "DB_ECHO"), False),
             secret_key=_read_secret(env, "SECRET_KEY"),
             log_level=env.get(PREFIX + "LOG_LEVEL", "INFO").upper(),
+            reject_unknown_profiles=_bool(env.get(PREFIX + "REJECT_UNKNOWN_PROFILES"), False),
         )
         return replace(base, **overrides) if overrides else base

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 import fhir_profiles
 from coordination_api.errors import Category, FhirError, Issue
 from coordination_api.fhir.elements import element_types, resource_model
+from coordination_api.fhir.profiles import enforce
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +231,9 @@ def _message(error: dict[str, Any], expression: str) -> str:
 
 
 def validate_resource(
-    resource: Any, expected_type: str | None = None, root: str | None = None
+    resource: Any, expected_type: str | None = None, root: str | None = None, *, profiles: bool = True
 ) -> dict[str, Any]:
-    """Check a decoded resource against its R4 structure; returns it unchanged (JSON dict)."""
+    """Check a decoded resource: R4 structure, then French identifiers and claimed profiles (422)."""
     if not isinstance(resource, dict):
         raise FhirError(Category.STRUCTURE, "A FHIR resource must be a JSON object")
     resource_type = resource.get("resourceType")
@@ -273,4 +274,6 @@ def validate_resource(
             expression=root,
         ) from exc
     _check_json_types(resource, model, root)
+    if profiles:
+        enforce(resource, root)
     return resource

@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import Fhir
 from tests.search.support import assert_400, encounter, observation, patient, put
 
-INS = "urn:oid:1.2.250.1.213.1.4.8"
+INS = "https://hopital.example.org/fhir/sid/ipp"
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from tests.conftest import Fhir
 from tests.search.support import LOINC, assert_400, observation, patient, put
 
 SNOMED = "http://snomed.info/sct"
-INS = "urn:oid:1.2.250.1.213.1.4.8"
+INS = "https://hopital.example.org/fhir/sid/ipp"
 
 
 @pytest.fixture

@@ -9,9 +9,24 @@ from flask import Flask
 
 from tests.conftest import Fhir
 
+# A validated identity with its INS (NIR key 87 = 97 - 2840575056123 mod 97).
 PATIENT = {
     "resourceType": "Patient",
-    "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "1500000000001"}],
+    "extension": [
+        {
+            "url": "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability",
+            "extension": [
+                {
+                    "url": "identityStatus",
+                    "valueCoding": {
+                        "system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0445",
+                        "code": "VALI",
+                    },
+                }
+            ],
+        }
+    ],
+    "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "284057505612387"}],
     "name": [{"family": "Concurrent"}],
 }
 
@@ -22,7 +37,7 @@ def _conditional_create(app: Flask) -> tuple[int, str]:
         data=orjson.dumps(PATIENT),
         headers={
             "Content-Type": "application/fhir+json",
-            "If-None-Exist": "identifier=urn:oid:1.2.250.1.213.1.4.8|1500000000001",
+            "If-None-Exist": "identifier=urn:oid:1.2.250.1.213.1.4.8|284057505612387",
         },
     )
     return response.status_code, response.get_json()["id"]
@@ -35,7 +50,7 @@ def test_50_parallel_identical_conditional_creates_make_exactly_one(app: Flask, 
     assert statuses.count(201) == 1, statuses
     assert statuses.count(200) == 49, statuses
     assert len({rid for _, rid in results}) == 1
-    assert len(fhir.ids("Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|1500000000001")) == 1
+    assert len(fhir.ids("Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|284057505612387")) == 1
 
 
 def test_parallel_updates_never_reuse_a_version(app: Flask, fhir: Fhir) -> None:
