@@ -71,10 +71,16 @@ def db() -> None:
 @with_appcontext
 def db_upgrade() -> None:
     """Apply all migrations."""
+    from coordination_api.conformance_load import load_conformance
     from coordination_api.storage.migrate import upgrade
 
-    upgrade(current_app.extensions["coordination"].repo.engine)
-    click.echo("database is up to date")
+    repo = current_app.extensions["coordination"].repo
+    upgrade(repo.engine)
+    loaded = load_conformance(repo)
+    click.echo(
+        f"database is up to date; conformance artefacts: {loaded.created} created, "
+        f"{loaded.updated} updated, {loaded.unchanged} unchanged"
+    )
 
 
 @click.command("import")

@@ -9,6 +9,7 @@ from flask import Response
 
 from coordination_api.fhir.context import Services, services
 from coordination_api.fhir.http import base_url, fhir_json_response
+from fhir_profiles.conformance import shipped
 
 SOFTWARE_VERSION = "0.1.0"
 TYPE_INTERACTIONS = [
@@ -58,6 +59,13 @@ def _resources(svc: Services) -> tuple[dict[str, Any], ...]:
                 "searchInclude": sorted({f"{resource_type}:{p.code}" for p in reference_params} | {"*"}),
                 "searchRevInclude": sorted(rev.get(resource_type, set())),
                 "searchParam": search_params,
+                "supportedProfile": shipped().profiles_for(resource_type),
+                "operation": [
+                    {
+                        "name": "validate",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+                    }
+                ],
             }
         )
     return tuple(out)

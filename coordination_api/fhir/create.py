@@ -55,7 +55,7 @@ def create_in(
 
 
 def create(resource_type: str) -> Response:
-    check_type(resource_type)
+    check_type(resource_type, write=True)
     body = request_resource(resource_type)
     body.pop("id", None)
     svc = services()

@@ -48,7 +48,7 @@ def _respond(result: WriteResult) -> Response:
 
 
 def delete(resource_type: str, res_id: str) -> Response:
-    check_type(resource_type)
+    check_type(resource_type, write=True)
     if_match = parse_etag(request.headers.get("If-Match"), "If-Match")
     svc = services()
     with svc.repo.writing() as conn:
@@ -57,7 +57,7 @@ def delete(resource_type: str, res_id: str) -> Response:
 
 
 def conditional_delete(resource_type: str) -> Response:
-    check_type(resource_type)
+    check_type(resource_type, write=True)
     params = [(k, v) for k, v in request.args.items(multi=True) if k not in {"_format", "_pretty"}]
     if not params:
         raise FhirError(

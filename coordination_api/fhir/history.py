@@ -55,7 +55,7 @@ def _filters(params: list[tuple[str, str]]) -> list[ColumnElement[bool]]:
 
 def history(resource_type: str | None = None, res_id: str | None = None) -> Response:
     if resource_type is not None:
-        check_type(resource_type)
+        check_type(resource_type, write=False)
     svc = services()
     params, offset, count, bound = _bound_params()
     h = resource_history

@@ -48,7 +48,7 @@ def _not_modified(stored: Stored) -> bool:
 
 
 def read(resource_type: str, res_id: str) -> Response:
-    check_type(resource_type)
+    check_type(resource_type, write=False)
     svc = services()
     with svc.repo.reading() as conn:
         stored = svc.repo.current(conn, resource_type, res_id)
@@ -66,7 +66,7 @@ def read(resource_type: str, res_id: str) -> Response:
 
 
 def vread(resource_type: str, res_id: str, version_id: str) -> Response:
-    check_type(resource_type)
+    check_type(resource_type, write=False)
     if not version_id.isdigit():
         raise FhirError(
             Category.NOT_FOUND, f"Version '{version_id}' of {resource_type}/{res_id} is not known"

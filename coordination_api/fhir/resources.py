@@ -46,13 +46,28 @@ def is_r4_type(resource_type: str) -> bool:
     return resource_type in supported_types() or resource_type in NOT_STORED
 
 
-def check_type(resource_type: str) -> None:
+def check_known_type(resource_type: str) -> None:
     """Unknown or non-R4 types in the URL are 404 (R4 http.html#2.21.0.2: unsupported type)."""
     if resource_type in supported_types():
         return
     if resource_type in _r4b_only_types():
         raise FhirError(Category.NOT_FOUND, f"Resource type '{resource_type}' is not part of FHIR R4")
     raise FhirError(Category.NOT_FOUND, f"Unknown or unsupported resource type '{resource_type}'")
+
+
+# Conformance artefacts are shipped data (fhir_profiles), loaded by ``coordination db upgrade``.
+READ_ONLY_TYPES = frozenset({"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter"})
+
+
+def check_type(resource_type: str, *, write: bool) -> None:
+    """Like :func:`check_known_type`; writes to the read-only conformance types are 405."""
+    check_known_type(resource_type)
+    if write and resource_type in READ_ONLY_TYPES:
+        raise FhirError(
+            Category.METHOD_NOT_ALLOWED,
+            f"{resource_type} resources are read-only: they are the server's shipped conformance artefacts",
+            headers={"Allow": "GET, HEAD"},
+        )
 
 
 def parse_json(body: bytes) -> Any:

@@ -5,7 +5,17 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, request
 
 from coordination_api.errors import Category, FhirError
-from coordination_api.fhir import capabilities, create, delete, history, read, search, transaction, update
+from coordination_api.fhir import (
+    capabilities,
+    create,
+    delete,
+    history,
+    read,
+    search,
+    transaction,
+    update,
+    validate,
+)
 from coordination_api.fhir.http import check_accept
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
@@ -60,6 +70,16 @@ def type_level(resource_type: str) -> Response:
             return update.conditional_update(resource_type)
         case _:
             return delete.conditional_delete(resource_type)
+
+
+@bp.post("/<resource_type>/$validate")
+def validate_type(resource_type: str) -> Response:
+    return validate.validate_type(resource_type)
+
+
+@bp.route("/<resource_type>/<res_id>/$validate", methods=["GET", "POST"])
+def validate_instance(resource_type: str, res_id: str) -> Response:
+    return validate.validate_instance(resource_type, res_id)
 
 
 @bp.post("/<resource_type>/_search")

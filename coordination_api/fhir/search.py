@@ -85,7 +85,7 @@ def _link(link_base: str, params: list[tuple[str, str]], token: PageToken | None
 
 
 def search(resource_type: str) -> Response:
-    check_type(resource_type)
+    check_type(resource_type, write=False)
     svc = services()
     params = _request_params()
     strict = prefer("handling") == "strict"

@@ -159,7 +159,7 @@ def parse_entry(index: int, raw: Any, base: str, bundle_type: str) -> Entry:
     _check_url_shape(method, segments, query, url, where)
     resource_type = segments[0]
     try:
-        check_type(resource_type)
+        check_type(resource_type, write=method not in {"GET", "HEAD"})
     except FhirError as exc:
         raise FhirError(
             exc.category, f"{where}.request.url: {exc.diagnostics}", expression=f"{where}.request.url"

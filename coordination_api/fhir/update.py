@@ -98,7 +98,7 @@ def conditional_update_in(
 
 
 def update(resource_type: str, res_id: str) -> Response:
-    check_type(resource_type)
+    check_type(resource_type, write=True)
     body = request_resource(resource_type)
     if_match = parse_etag(request.headers.get("If-Match"), "If-Match")
     svc = services()
@@ -108,7 +108,7 @@ def update(resource_type: str, res_id: str) -> Response:
 
 
 def conditional_update(resource_type: str) -> Response:
-    check_type(resource_type)
+    check_type(resource_type, write=True)
     params = [(k, v) for k, v in request.args.items(multi=True) if k not in {"_format", "_pretty"}]
     if not params:
         raise FhirError(

@@ -422,7 +422,7 @@ def test_invalid_quantity_is_400(weights: Fhir, value: str) -> None:
 
 
 @pytest.fixture
-def value_sets(fhir: Fhir) -> Fhir:
+def questionnaires(fhir: Fhir) -> Fhir:
     for vid, url in {
         "root": "http://acme.org/fhir",
         "vs": "http://acme.org/fhir/ValueSet/123",
@@ -430,40 +430,40 @@ def value_sets(fhir: Fhir) -> Fhir:
         "other": "http://other.org/fhir/ValueSet/123",
         "oid": "urn:oid:1.2.3.4.5",
     }.items():
-        put(fhir, {"resourceType": "ValueSet", "id": vid, "status": "active", "url": url})
+        put(fhir, {"resourceType": "Questionnaire", "id": vid, "status": "active", "url": url})
     return fhir
 
 
-def test_uri_exact_match(value_sets: Fhir) -> None:
-    assert value_sets.ids("ValueSet?url=http://acme.org/fhir/ValueSet/123") == {"vs"}
-    assert value_sets.ids("ValueSet?url=urn:oid:1.2.3.4.5") == {"oid"}
-    assert value_sets.ids("ValueSet?url=http://acme.org/fhir/ValueSet/12") == set()
-    assert value_sets.ids("ValueSet?url=HTTP://ACME.ORG/fhir/ValueSet/123") == set()
+def test_uri_exact_match(questionnaires: Fhir) -> None:
+    assert questionnaires.ids("Questionnaire?url=http://acme.org/fhir/ValueSet/123") == {"vs"}
+    assert questionnaires.ids("Questionnaire?url=urn:oid:1.2.3.4.5") == {"oid"}
+    assert questionnaires.ids("Questionnaire?url=http://acme.org/fhir/ValueSet/12") == set()
+    assert questionnaires.ids("Questionnaire?url=HTTP://ACME.ORG/fhir/ValueSet/123") == set()
 
 
-def test_uri_below_matches_descendants(value_sets: Fhir) -> None:
-    assert value_sets.ids("ValueSet?url:below=http://acme.org/fhir/") == {"vs", "vs2"}
-    assert value_sets.ids("ValueSet?url:below=http://acme.org/fhir") == {"root", "vs", "vs2"}
+def test_uri_below_matches_descendants(questionnaires: Fhir) -> None:
+    assert questionnaires.ids("Questionnaire?url:below=http://acme.org/fhir/") == {"vs", "vs2"}
+    assert questionnaires.ids("Questionnaire?url:below=http://acme.org/fhir") == {"root", "vs", "vs2"}
 
 
-def test_uri_above_matches_ancestors(value_sets: Fhir) -> None:
-    assert value_sets.ids("ValueSet?url:above=http://acme.org/fhir/ValueSet/123/_history/5") == {"root", "vs"}
-    assert value_sets.ids("ValueSet?url:above=http://acme.org/fhir/ValueSet/123") == {"root", "vs"}
-    assert value_sets.ids("ValueSet?url:above=http://acme.org/fhir/ValueSet/12") == {"root"}
+def test_uri_above_matches_ancestors(questionnaires: Fhir) -> None:
+    assert questionnaires.ids("Questionnaire?url:above=http://acme.org/fhir/ValueSet/123/_history/5") == {
+        "root",
+        "vs",
+    }
+    assert questionnaires.ids("Questionnaire?url:above=http://acme.org/fhir/ValueSet/123") == {"root", "vs"}
+    assert questionnaires.ids("Questionnaire?url:above=http://acme.org/fhir/ValueSet/12") == {"root"}
 
 
-def test_uri_on_structure_definition_and_endpoint(fhir: Fhir) -> None:
+def test_uri_on_plan_definition_and_subscription(fhir: Fhir) -> None:
     put(
         fhir,
         {
-            "resourceType": "StructureDefinition",
+            "resourceType": "PlanDefinition",
             "id": "fr-patient",
-            "url": "http://interopsante.org/fhir/StructureDefinition/FrPatient",
-            "name": "FrPatient",
+            "url": "http://interopsante.org/fhir/PlanDefinition/RetourDomicile",
+            "name": "RetourDomicile",
             "status": "active",
-            "kind": "resource",
-            "abstract": False,
-            "type": "Patient",
         },
     )
     put(
@@ -477,7 +477,7 @@ def test_uri_on_structure_definition_and_endpoint(fhir: Fhir) -> None:
             "channel": {"type": "rest-hook", "endpoint": "https://cpts.example.org/hook/1"},
         },
     )
-    assert fhir.ids("StructureDefinition?url:below=http://interopsante.org/fhir") == {"fr-patient"}
+    assert fhir.ids("PlanDefinition?url:below=http://interopsante.org/fhir") == {"fr-patient"}
     assert fhir.ids("Subscription?url=https://cpts.example.org/hook/1") == {"sub"}
     assert fhir.ids("Subscription?url:below=https://cpts.example.org/hook") == {"sub"}
     assert fhir.ids("Subscription?url:below=https://other.example.org") == set()
@@ -485,16 +485,16 @@ def test_uri_on_structure_definition_and_endpoint(fhir: Fhir) -> None:
 
 def test_uri_longer_than_the_index_column_is_found(fhir: Fhir) -> None:
     url = "http://acme.org/fhir/ValueSet/" + "v" * 600
-    put(fhir, {"resourceType": "ValueSet", "id": "long", "status": "active", "url": url})
-    assert fhir.ids(f"ValueSet?url={url}") == {"long"}
-    assert fhir.ids("ValueSet?url:below=http://acme.org/fhir/ValueSet/vvv") == {"long"}
-    assert fhir.ids(f"ValueSet?url:above={url}") == {"long"}
+    put(fhir, {"resourceType": "Questionnaire", "id": "long", "status": "active", "url": url})
+    assert fhir.ids(f"Questionnaire?url={url}") == {"long"}
+    assert fhir.ids("Questionnaire?url:below=http://acme.org/fhir/ValueSet/vvv") == {"long"}
+    assert fhir.ids(f"Questionnaire?url:above={url}") == {"long"}
 
 
-def test_uri_missing(value_sets: Fhir) -> None:
-    put(value_sets, {"resourceType": "ValueSet", "id": "nourl", "status": "draft"})
-    assert value_sets.ids("ValueSet?url:missing=true") == {"nourl"}
+def test_uri_missing(questionnaires: Fhir) -> None:
+    put(questionnaires, {"resourceType": "Questionnaire", "id": "nourl", "status": "draft"})
+    assert questionnaires.ids("Questionnaire?url:missing=true") == {"nourl"}
 
 
-def test_uri_unknown_modifier_is_400(value_sets: Fhir) -> None:
-    assert_400(value_sets, "ValueSet?url:contains=acme")
+def test_uri_unknown_modifier_is_400(questionnaires: Fhir) -> None:
+    assert_400(questionnaires, "Questionnaire?url:contains=acme")

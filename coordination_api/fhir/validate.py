@@ -1,0 +1,120 @@
+"""$validate at type and instance level (R4 resource-operation-validate).
+
+Always 200 with an OperationOutcome listing every finding: base R4 structure, French identifier
+rules, the claimed meta.profile(s) and the ``profile`` parameter. Modes: create, update, delete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request
+
+from coordination_api.errors import Category, FhirError, Issue, operation_outcome
+from coordination_api.fhir.context import services
+from coordination_api.fhir.http import check_content_type, fhir_json_response, read_body
+from coordination_api.fhir.profiles import policy, to_issue
+from coordination_api.fhir.resources import check_type, parse_json, validate_resource
+
+MODES = {"create", "update", "delete"}
+
+
+def _parameters(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """(resource, mode, profile) from a Parameters body."""
+    resource = mode = profile = None
+    for index, parameter in enumerate(body.get("parameter") or []):
+        if not isinstance(parameter, dict):
+            raise FhirError(
+                Category.STRUCTURE,
+                "Parameters.parameter entries must be objects",
+                expression=f"Parameters.parameter[{index}]",
+            )
+        name = parameter.get("name")
+        if name == "resource":
+            resource = parameter.get("resource")
+        elif name == "mode":
+            mode = parameter.get("valueCode") or parameter.get("valueString")
+        elif name == "profile":
+            profile = (
+                parameter.get("valueUri") or parameter.get("valueCanonical") or parameter.get("valueString")
+            )
+    return resource, mode, profile
+
+
+def _inputs(resource_type: str) -> tuple[dict[str, Any] | None, str, str | None]:
+    mode, profile = request.args.get("mode"), request.args.get("profile")
+    resource: dict[str, Any] | None = None
+    data = read_body() if request.method == "POST" else b""
+    if data:
+        check_content_type()
+        body = parse_json(data)
+        if (
+            isinstance(body, dict)
+            and body.get("resourceType") == "Parameters"
+            and resource_type != "Parameters"
+        ):
+            resource, body_mode, body_profile = _parameters(body)
+            mode, profile = body_mode or mode, body_profile or profile
+        else:
+            resource = body
+    mode = mode or "create"
+    if mode not in MODES:
+        raise FhirError(Category.INVALID, f"$validate mode '{mode}' is not one of {sorted(MODES)}")
+    return resource, mode, profile
+
+
+def _findings(resource: Any, resource_type: str, profile: str | None) -> list[Issue]:
+    try:
+        validate_resource(resource, resource_type, profiles=False)
+    except FhirError as exc:
+        return list(exc.issues)  # structure errors: the profile layer would only repeat them
+    root = resource_type
+    return [to_issue(f) for f in policy().findings(resource, root, [profile] if profile else None)]
+
+
+def _respond(issues: list[Issue]) -> Response:
+    if not issues:
+        issues = [Issue("information", "informational", "Validation successful: no issues found")]
+    return fhir_json_response(operation_outcome(issues))
+
+
+def validate_type(resource_type: str) -> Response:
+    check_type(resource_type, write=False)
+    resource, mode, profile = _inputs(resource_type)
+    if mode == "delete":
+        raise FhirError(
+            Category.INVALID, "$validate mode 'delete' needs an instance: POST [type]/[id]/$validate"
+        )
+    if resource is None:
+        raise FhirError(
+            Category.REQUIRED, "$validate needs the resource to validate (body or 'resource' parameter)"
+        )
+    return _respond(_findings(resource, resource_type, profile))
+
+
+def validate_instance(resource_type: str, res_id: str) -> Response:
+    check_type(resource_type, write=False)
+    resource, mode, profile = _inputs(resource_type)
+    svc = services()
+    with svc.repo.reading() as conn:
+        stored = svc.repo.current(conn, resource_type, res_id)
+    exists = stored is not None and not stored.deleted
+    if mode == "delete":
+        if not exists:
+            raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id} is not known")
+        return _respond([Issue("information", "informational", f"{resource_type}/{res_id} can be deleted")])
+    if resource is None:
+        if not exists or stored is None:
+            raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id} is not known")
+        resource = stored.json()
+    issues = _findings(resource, resource_type, profile)
+    if mode == "update" and isinstance(resource, dict) and resource.get("id") != res_id:
+        issues.append(
+            Issue(
+                "error",
+                "invalid",
+                f"For an update the resource id must be '{res_id}'",
+                [f"{resource_type}.id"],
+            )
+        )
+    return _respond(issues)
