@@ -21,6 +21,7 @@ from fhirpathpy.models import models as fhirpath_models
 from fhir_profiles import r4_compat
 from fhir_profiles.conformance import Conformance
 from fhir_profiles.issues import ValidationIssue
+from fhir_profiles.native_invariants import native_check
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,11 @@ def _compile_invariant(raw: dict[str, Any]) -> Invariant | None:
     expression = raw.get("expression")
     if not isinstance(expression, str):
         return None
+    native = native_check(str(raw.get("key", "")))
+    if native is not None:
+        return Invariant(
+            str(raw["key"]), str(raw.get("severity", "error")), str(raw.get("human", "")), expression, native
+        )
     try:
         compiled = fhirpathpy.compile(expression, model=fhirpath_models["r4"])
     except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare exceptions on parse errors
