@@ -49,9 +49,7 @@ def _not_modified(stored: Stored) -> bool:
 
 def read(resource_type: str, res_id: str) -> Response:
     check_type(resource_type, write=False)
-    svc = services()
-    with svc.repo.reading() as conn:
-        stored = svc.repo.current(conn, resource_type, res_id)
+    stored = services().repo.read_current(resource_type, res_id)
     if stored is None:
         raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id} is not known")
     if stored.deleted:

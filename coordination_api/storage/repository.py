@@ -108,6 +108,26 @@ class Repository:
 
     # -- reads ---------------------------------------------------------------------------------
 
+    def read_current(self, res_type: str, res_id: str) -> Stored | None:
+        """The hot read path: one pooled DBAPI call, no statement building, no transaction."""
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        sql = (
+            "SELECT pk, res_type, res_id, version, last_updated, deleted, content FROM resource "
+            f"WHERE res_type = {mark} AND res_id = {mark}"
+        )
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(sql, (res_type, res_id))
+            row = cursor.fetchone()
+            cursor.close()
+        finally:
+            connection.close()
+        if row is None:
+            return None
+        pk, rtype, rid, version, last_updated, deleted, content = row
+        return Stored(pk, rtype, rid, version, last_updated, bool(deleted), content)
+
     def current(self, conn: Connection, res_type: str, res_id: str) -> Stored | None:
         row = conn.execute(
             select(*_CURRENT_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
