@@ -6,6 +6,11 @@ key = 97 - (number mod 97), Corsica 2A/2B read as 19/18 for the computation), FR
 identifier systems (INS-NIR …4.8, INS-NIA …4.9, INS-NIR-TEST …4.10, INS-NIR-DEMO …4.11; RPPS
 11 digits; idNatPs = "8" + RPPS; idNatSt = "1" + FINESS). RPPS and FINESS are checked for
 format only: we found no official ANS statement of a check-digit rule.
+
+The NSS (billing NIR, FR Core Patient slice NSS: type v2-0203#NH) shares the INS-NIR OID …4.8: it
+is a NIR (format and key are checked) but not an INS (no identity-status rule). Digits are ASCII
+only: ``str.isdigit`` and the regex digit class accept other scripts' digits, which ``int()``
+reads as the same number.
 """
 
 from __future__ import annotations
@@ -28,10 +33,15 @@ ID_NAT_ST = "urn:oid:1.2.250.1.71.4.2.2"
 RELIABILITY_URL = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability"
 RELIABILITY_SYSTEM = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0445"
 TRUSTED_STATUSES = {"VALI", "QUAL"}
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+FR_V2_0203 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
 
 # Sex (1, 2; 3, 4, 7, 8 for special/temporary registrations), year, month (01-12, or 20-42 / 50+
 # for unknown or pseudo months), department (2 digits, 2A, 2B), commune (3), order number (3).
-_NIR = re.compile(r"^[123478]\d{2}(0[1-9]|1[0-2]|[2-9]\d)(\d{2}|2[AB])\d{6}$")
+_NIR = re.compile(r"[123478][0-9]{2}(0[1-9]|1[0-2]|[2-9][0-9])([0-9]{2}|2[AB])[0-9]{6}")
+_KEY = re.compile(r"[0-9]{2}")
+_RPPS = re.compile(r"[0-9]{11}")
+_FINESS = re.compile(r"([0-9]{2}|2[AB])[0-9]{7}")
 
 
 def nir_key(number13: str) -> int:
@@ -45,11 +55,11 @@ def check_nir(value: str) -> str | None:
     if len(value) != 15:
         return f"must be 15 characters (13 + a 2-digit key), got {len(value)}"
     number, key = value[:13], value[13:]
-    if not _NIR.match(number):
+    if not _NIR.fullmatch(number):
         return (
             "the first 13 characters are not a valid NIR/NIA (sex, year, month, department, commune, order)"
         )
-    if not key.isdigit():
+    if not _KEY.fullmatch(key):
         return "the key (last 2 characters) must be digits"
     expected = nir_key(number)
     if int(key) != expected:
@@ -59,14 +69,14 @@ def check_nir(value: str) -> str | None:
 
 def check_rpps(value: str) -> str | None:
     # Format only: no official ANS source we could find states a check-digit rule for RPPS.
-    if not (len(value) == 11 and value.isdigit()):
+    if not _RPPS.fullmatch(value):
         return "an RPPS number is 11 digits"
     return None
 
 
 def check_finess(value: str) -> str | None:
     # Format only (9 characters; Corsica 2A/2B), for the same reason as RPPS.
-    if not re.fullmatch(r"(\d{2}|2[AB])\d{7}", value):
+    if not _FINESS.fullmatch(value):
         return "a FINESS number is 9 characters: a 2-character department (2A/2B allowed) then 7 digits"
     return None
 
@@ -78,7 +88,7 @@ def _identifiers(resource: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]
 
 
 def identity_statuses(resource: dict[str, Any]) -> set[str]:
-    """Codes of the FR Core identity-reliability extension(s) on a Patient."""
+    """Codes (of fr-core-cs-v2-0445) of the FR Core identity-reliability extension(s) on a Patient."""
     statuses: set[str] = set()
     for extension in resource.get("extension") or []:
         if not isinstance(extension, dict) or extension.get("url") != RELIABILITY_URL:
@@ -86,9 +96,25 @@ def identity_statuses(resource: dict[str, Any]) -> set[str]:
         for sub in extension.get("extension") or []:
             if isinstance(sub, dict) and sub.get("url") == "identityStatus":
                 coding = sub.get("valueCoding") or {}
-                if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                if (
+                    isinstance(coding, dict)
+                    and coding.get("system") == RELIABILITY_SYSTEM
+                    and isinstance(coding.get("code"), str)
+                ):
                     statuses.add(coding["code"])
     return statuses
+
+
+def _is_nss(identifier: dict[str, Any]) -> bool:
+    """An NSS (type v2-0203#NH) under the NIR OID, which FR Core shares between NSS and INS-NIR."""
+    if identifier.get("system") != INS_NIR:
+        return False
+    type_ = identifier.get("type")
+    codings = type_.get("coding") if isinstance(type_, dict) else None
+    pairs = [(c.get("system"), c.get("code")) for c in codings or [] if isinstance(c, dict)]
+    return (V2_0203, "NH") in pairs and not any(
+        system == FR_V2_0203 and isinstance(code, str) and code.startswith("INS-") for system, code in pairs
+    )
 
 
 def check_resource(resource: dict[str, Any], root: str | None = None) -> list[ValidationIssue]:
@@ -97,12 +123,16 @@ def check_resource(resource: dict[str, Any], root: str | None = None) -> list[Va
     root = root or resource_type
     issues: list[ValidationIssue] = []
     by_system: dict[str, list[tuple[int, str]]] = {}
+    ins_indexes: list[int] = []
     for index, identifier in _identifiers(resource):
         system, value = identifier.get("system"), identifier["value"]
         where = f"{root}.identifier[{index}].value"
         by_system.setdefault(str(system), []).append((index, value))
         reason = None
-        if system in INS_SYSTEMS:
+        if system in INS_SYSTEMS and _is_nss(identifier):
+            reason, label = check_nir(value), "NSS (NIR)"
+        elif system in INS_SYSTEMS:
+            ins_indexes.append(index)
             reason = check_nir(value)
             label = "INS (NIR/NIA)"
         elif system == RPPS:
@@ -116,10 +146,10 @@ def check_resource(resource: dict[str, Any], root: str | None = None) -> list[Va
         if reason:
             issues.append(ValidationIssue("error", "value", f"Invalid {label} '{value}': {reason}", where))
     issues += _consistency(by_system, root)
-    if resource_type == "Patient" and any(s in INS_SYSTEMS for s in by_system):
+    if resource_type == "Patient" and ins_indexes:
         statuses = identity_statuses(resource)
         if not statuses & TRUSTED_STATUSES:
-            index = next(i for s, items in by_system.items() if s in INS_SYSTEMS for i, _ in items)
+            index = ins_indexes[0]
             shown = ", ".join(sorted(statuses)) or "none"
             issues.append(
                 ValidationIssue(

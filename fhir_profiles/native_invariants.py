@@ -74,7 +74,7 @@ def cpts_ins_2(node: dict[str, Any]) -> bool:
     """Every NIR-based INS has the NIR shape and a valid key."""
     for identifier in _identifiers(node, INS_NIR, INS_NIR_TEST, INS_NIA_TEST):
         value = identifier.get("value")
-        if not isinstance(value, str) or not _NIR_SHAPE.match(value):
+        if not isinstance(value, str) or not _NIR_SHAPE.fullmatch(value):
             return False
         digits = value[:13].replace("2A", "19").replace("2B", "18")
         if 97 - int(digits) % 97 != int(value[13:15]):
@@ -101,7 +101,9 @@ def cpts_prat_2(node: dict[str, Any]) -> bool:
     if not (national and rpps):
         return True
     first = national[0].get("value")
-    return isinstance(first, str) and first.startswith("8") and first[1:] in {i.get("value") for i in rpps}
+    if not isinstance(first, str):
+        return True  # FHIRPath: startsWith() on an empty collection is empty, and so is the implication
+    return first.startswith("8") and first[1:] in {i.get("value") for i in rpps}
 
 
 NATIVE: dict[str, Callable[[dict[str, Any]], bool]] = {
