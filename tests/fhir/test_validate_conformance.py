@@ -130,3 +130,24 @@ def test_capability_statement_lists_supported_profiles_and_validate(fhir: Fhir) 
     patient = next(r for r in metadata["rest"][0]["resource"] if r["type"] == "Patient")
     assert PATIENT_INS in patient["supportedProfile"]
     assert any(op["name"] == "validate" for op in patient["operation"])
+
+
+def test_unknown_profile_is_refused_when_configured(database_url: str) -> None:
+    from coordination_api.app import create_app
+    from coordination_api.config import Settings
+    from coordination_api.fhir import profiles
+
+    strict = create_app(Settings(database_url=database_url, reject_unknown_profiles=True))
+    try:
+        response = strict.test_client().post(
+            "/fhir/Patient",
+            data=json.dumps(
+                {"resourceType": "Patient", "meta": {"profile": ["https://example.org/unknown"]}}
+            ),
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        assert response.status_code == 422
+        assert response.get_json()["issue"][0]["expression"] == ["Patient.meta.profile[0]"]
+    finally:
+        profiles.configure(reject_unknown_profiles=False)
+        strict.extensions["coordination"].repo.engine.dispose()
