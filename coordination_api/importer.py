@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from coordination_api.config import Settings
 from coordination_api.errors import FhirError
 from coordination_api.fhir.context import Services
 from coordination_api.fhir.transaction import Entry, TransactionProcessor, parse_entry
@@ -191,21 +190,16 @@ def _independent(raw: Any) -> bool:
     return method == "PUT" and "?" not in url
 
 
-_WORKER: Services | None = None
+# Set in the parent just before forking: children inherit the app, its compiled models and the data.
+_FORKED: tuple[Services, list[tuple[int, Any]], dict[str, str], str] | None = None
 
 
-def _init_worker(settings: Settings) -> None:
-    global _WORKER  # one app per worker process
-    from coordination_api.app import create_app
-
-    _WORKER = create_app(settings).extensions["coordination"]
-
-
-def _worker_chunk(chunk: list[tuple[int, Any]], base: str, urn_map: dict[str, str]) -> ImportSummary:
-    assert _WORKER is not None
+def _worker_range(start: int, stop: int) -> ImportSummary:
+    assert _FORKED is not None
+    svc, items, urn_map, base = _FORKED
     summary = ImportSummary()
     with _quiet_gc():
-        _import_chunk(_WORKER, chunk, base, dict(urn_map), summary)
+        _import_chunk(svc, items[start:stop], base, dict(urn_map), summary)
     return summary
 
 
@@ -219,17 +213,24 @@ def _import_parallel(
     summary: ImportSummary,
     advance: Callable[[int], object],
 ) -> None:
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_init_worker, initargs=(svc.settings,)
-    ) as pool:
-        futures = {
-            pool.submit(_worker_chunk, chunk, base, urn_map): len(chunk)
-            for chunk in _chunks(items, chunk_size)
-        }
-        for future in as_completed(futures):
-            summary.merge(future.result())
-            advance(futures[future])
+    """Fork ``jobs`` workers (no re-import, no pickling of the entries); each opens its own connections."""
+    global _FORKED  # read by the forked children only
+    svc.repo.engine.dispose()  # children must not inherit (and share) the parent's pooled connections
+    _FORKED = (svc, items, urn_map, base)
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {
+                pool.submit(_worker_range, start, min(start + chunk_size, len(items))): min(
+                    chunk_size, len(items) - start
+                )
+                for start in range(0, len(items), chunk_size)
+            }
+            for future in as_completed(futures):
+                summary.merge(future.result())
+                advance(futures[future])
+    finally:
+        _FORKED = None
 
 
 def _import_chunk(
