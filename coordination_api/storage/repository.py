@@ -11,12 +11,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from sqlalchemy import Engine, and_, delete, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+
+if TYPE_CHECKING:
+    import psycopg
 
 from coordination_api.errors import Category, FhirError
 from coordination_api.search.dates import format_instant
@@ -349,4 +352,20 @@ class Repository:
                     row["res_pk"] = stored.pk
                 batched.setdefault(kind, []).extend(rows)
         for kind, rows in batched.items():
-            conn.execute(insert(INDEX_TABLES[kind]), rows)
+            if len(rows) >= COPY_THRESHOLD and conn.dialect.name == "postgresql":
+                _copy_rows(conn, INDEX_TABLES[kind].name, rows)
+            else:
+                conn.execute(insert(INDEX_TABLES[kind]), rows)
+
+
+# Bulk index rows go through COPY on PostgreSQL (several times cheaper than an executemany).
+COPY_THRESHOLD = 200
+
+
+def _copy_rows(conn: Connection, table: str, rows: list[dict[str, Any]]) -> None:
+    """COPY ``rows`` into ``table`` on the connection's own DBAPI connection (same transaction)."""
+    columns = list(rows[0])
+    dbapi = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
+    with dbapi.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
