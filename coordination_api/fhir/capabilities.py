@@ -16,6 +16,7 @@ TYPE_INTERACTIONS = [
     "read",
     "vread",
     "update",
+    "patch",
     "delete",
     "history-instance",
     "history-type",
@@ -82,7 +83,7 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
         "implementation": {"description": "CPTS care-coordination FHIR facade", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["json", "application/fhir+json"],
-        "patchFormat": [],
+        "patchFormat": ["application/json-patch+json"],
         "rest": [
             {
                 "mode": "server",

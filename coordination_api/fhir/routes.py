@@ -10,6 +10,7 @@ from coordination_api.fhir import (
     create,
     delete,
     history,
+    patch,
     read,
     search,
     transaction,
@@ -92,7 +93,7 @@ def type_history(resource_type: str) -> Response:
     return history.history(resource_type)
 
 
-@bp.route("/<resource_type>/<res_id>", methods=["GET", "PUT", "DELETE"])
+@bp.route("/<resource_type>/<res_id>", methods=["GET", "PUT", "PATCH", "DELETE"])
 def instance(resource_type: str, res_id: str) -> Response:
     _refuse_reserved(res_id)
     match request.method:
@@ -100,6 +101,8 @@ def instance(resource_type: str, res_id: str) -> Response:
             return read.read(resource_type, res_id)
         case "PUT":
             return update.update(resource_type, res_id)
+        case "PATCH":
+            return patch.patch(resource_type, res_id)
         case _:
             return delete.delete(resource_type, res_id)
 

@@ -412,7 +412,7 @@ def test_unknown_route_is_404(fhir: Fhir, url: str) -> None:
 @pytest.mark.parametrize(
     ("method", "url", "allowed"),
     [
-        ("PATCH", "/fhir/Patient/p1", "PUT"),
+        ("PATCH", "/fhir/Patient/_history", "GET"),
         ("POST", "/fhir/Patient/p1", "GET"),
         ("DELETE", "/fhir/metadata", "GET"),
         ("POST", "/fhir/_history", "GET"),
