@@ -17,6 +17,7 @@ from coordination_api.fhir.context import WriteResult, services
 from coordination_api.fhir.http import parse_etag, read_body
 from coordination_api.fhir.resources import check_type, parse_json, validate_resource
 from coordination_api.fhir.write_common import write_response
+from coordination_api.storage.repository import check_if_match
 
 JSON_PATCH = "application/json-patch+json"
 
@@ -64,11 +65,7 @@ def patch(resource_type: str, res_id: str) -> Response:
             raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id} is not known")
         if current.deleted:
             raise FhirError(Category.DELETED, f"{resource_type}/{res_id} was deleted")
-        if if_match is not None and if_match != current.version:
-            raise FhirError(
-                Category.PRECONDITION_FAILED,
-                f'Version conflict: If-Match W/"{if_match}" but current version is {current.version}',
-            )
+        check_if_match(if_match, current)
         patched = _apply(current.json(), document)
         if patched.get("resourceType") != resource_type or patched.get("id") != res_id:
             raise FhirError(Category.UNPROCESSABLE, "A patch may not change the resourceType or id")

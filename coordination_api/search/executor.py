@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, and_, false, func, select
 from sqlalchemy.engine import Connection
 
 from coordination_api.search.compiler import CursorValue, Include, SearchQuery
-from coordination_api.storage.repository import Repository, Stored
+from coordination_api.storage.repository import CURRENT_COLS, Repository, Stored
 from coordination_api.storage.schema import idx_reference, resource
 
 # _include:iterate / _revinclude:iterate repeat until nothing new is found (R4 search.html#revinclude);
@@ -95,17 +95,6 @@ def _add_includes(conn: Connection, query: SearchQuery, result: SearchResult, li
     result.truncated_includes = True  # still finding new resources after MAX_ITERATIONS rounds
 
 
-_COLS = (
-    resource.c.pk,
-    resource.c.res_type,
-    resource.c.res_id,
-    resource.c.version,
-    resource.c.last_updated,
-    resource.c.deleted,
-    resource.c.content,
-)
-
-
 def _forward(conn: Connection, inc: Include, sources: list[Stored]) -> list[Stored]:
     pks = [s.pk for s in sources if inc.source_type in {"*", s.res_type}]
     if not pks:
@@ -117,7 +106,7 @@ def _forward(conn: Connection, inc: Include, sources: list[Stored]) -> list[Stor
     if inc.target_type:
         clauses.append(ref.c.target_type == inc.target_type)
     stmt = (
-        select(*_COLS)
+        select(*CURRENT_COLS)
         .distinct()
         .select_from(
             ref.join(
@@ -142,7 +131,7 @@ def _reverse(conn: Connection, inc: Include, targets: list[Stored]) -> list[Stor
         if inc.param != "*":
             clauses.append(ref.c.param == inc.param)
         stmt = (
-            select(*_COLS)
+            select(*CURRENT_COLS)
             .distinct()
             .select_from(ref.join(resource, resource.c.pk == ref.c.res_pk))
             .where(*clauses, resource.c.deleted == false())

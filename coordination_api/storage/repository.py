@@ -57,6 +57,15 @@ class Stored:
         return data
 
 
+def check_if_match(if_match: int | None, current: Stored) -> None:
+    """R4 http.html#concurrency: a version-aware write names the version it replaces (412 otherwise)."""
+    if if_match is not None and if_match != current.version:
+        raise FhirError(
+            Category.PRECONDITION_FAILED,
+            f'Version conflict: If-Match W/"{if_match}" but current version is {current.version}',
+        )
+
+
 def now_us() -> int:
     """Current time in epoch microseconds, truncated to the millisecond we publish."""
     return (time.time_ns() // 1_000_000) * 1000
@@ -80,7 +89,7 @@ def _with_meta(
     return orjson.dumps(out).decode(), out
 
 
-_CURRENT_COLS = (
+CURRENT_COLS = (
     resource.c.pk,
     resource.c.res_type,
     resource.c.res_id,
@@ -133,7 +142,7 @@ class Repository:
 
     def current(self, conn: Connection, res_type: str, res_id: str) -> Stored | None:
         row = conn.execute(
-            select(*_CURRENT_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
+            select(*CURRENT_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
         ).first()
         return Stored(*row) if row else None
 
@@ -150,7 +159,7 @@ class Repository:
         out: dict[int, Stored] = {}
         for start in range(0, len(pks), 500):
             chunk = pks[start : start + 500]
-            for row in conn.execute(select(*_CURRENT_COLS).where(resource.c.pk.in_(chunk))):
+            for row in conn.execute(select(*CURRENT_COLS).where(resource.c.pk.in_(chunk))):
                 out[row.pk] = Stored(*row)
         return out
 
@@ -213,7 +222,7 @@ class Repository:
         out: dict[tuple[str, str], Stored] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            stmt = select(*_CURRENT_COLS).where(tuple_(resource.c.res_type, resource.c.res_id).in_(chunk))
+            stmt = select(*CURRENT_COLS).where(tuple_(resource.c.res_type, resource.c.res_id).in_(chunk))
             for row in conn.execute(stmt):
                 out[(row.res_type, row.res_id)] = Stored(*row)
         return out
@@ -241,11 +250,7 @@ class Repository:
                     if exc.category is Category.CONFLICT:
                         continue  # created concurrently: update it instead
                     raise
-            if if_match is not None and if_match != current.version:
-                raise FhirError(
-                    Category.PRECONDITION_FAILED,
-                    f'Version conflict: If-Match W/"{if_match}" but current version is {current.version}',
-                )
+            check_if_match(if_match, current)
             version = current.version + 1
             ts = max(now_us(), current.last_updated)
             content, full = _with_meta(res_type, res_id, body, version, ts)
@@ -272,11 +277,7 @@ class Repository:
             current = self.current(conn, res_type, res_id)
             if current is None or current.deleted:
                 return None
-            if if_match is not None and if_match != current.version:
-                raise FhirError(
-                    Category.PRECONDITION_FAILED,
-                    f'Version conflict: If-Match W/"{if_match}" but current version is {current.version}',
-                )
+            check_if_match(if_match, current)
             version = current.version + 1
             ts = max(now_us(), current.last_updated)
             result = conn.execute(
