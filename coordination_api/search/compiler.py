@@ -444,7 +444,8 @@ class SearchCompiler:
             raise _bad(code, str(exc)) from exc
         # R4 search.html#prefix, range semantics: the search value and the target value are both
         # ranges; ge is "gt or eq" and le is "lt or eq", to the letter.
-        contained = and_(low >= s_low, high <= s_high)
+        # low <= s_high is implied (low <= high) but bounds the index range scan on (param, low).
+        contained = and_(low >= s_low, low <= s_high, high <= s_high)
         match prefix:
             case "eq":
                 return contained

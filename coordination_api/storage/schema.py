@@ -107,6 +107,7 @@ Index(
     idx_string.c.param,
     idx_string.c.value_norm,
     postgresql_ops={"value_norm": "varchar_pattern_ops"},
+    postgresql_include=["res_pk"],  # index-only scans: the semi-join needs only res_pk
 )
 
 idx_token = _index_table(
@@ -121,7 +122,7 @@ idx_date = _index_table(
     "idx_date",
     Column("low", BigInteger, nullable=False),
     Column("high", BigInteger, nullable=False),
-    indexes=[("param", "low", "high")],
+    indexes=[("param", "low", "high"), ("param", "high")],
 )
 
 idx_reference = _index_table(
