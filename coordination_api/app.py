@@ -40,7 +40,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     registry = SearchRegistry.default(supported_types())
     repo = Repository(engine, registry)
     compiler = SearchCompiler(
-        registry, default_count=settings.default_page_size, max_count=settings.max_page_size
+        registry,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+        dialect=engine.dialect.name,
     )
     app.extensions["coordination"] = Services(settings=settings, repo=repo, compiler=compiler)
 

@@ -94,6 +94,7 @@ class SearchQuery:
     total: str = "accurate"
     issues: list[Issue] = field(default_factory=list)
     used: list[tuple[str, str]] = field(default_factory=list)
+    sqlite: bool = False
 
     def set_cursor(self, values: list[Any] | None, backward: bool) -> None:
         """Page from a cursor taken from a page token; a cursor that does not fit is refused."""
@@ -123,7 +124,12 @@ class SearchQuery:
         return select(func.count()).select_from(resource).where(*self._filters())
 
     def _filters(self) -> list[ColumnElement[bool]]:
-        filters = [resource.c.res_type == self.resource_type, resource.c.deleted == false(), *self.where]
+        res_type: ColumnElement[Any] = resource.c.res_type
+        if self.sqlite and self.where:
+            # SQLite would otherwise walk every row of the type through the res_type index; with the
+            # term made unindexable it drives from the index-table subqueries and looks up by pk.
+            res_type = res_type + ""
+        filters = [res_type == self.resource_type, resource.c.deleted == false(), *self.where]
         if self.max_pk is not None:
             filters.append(resource.c.pk <= self.max_pk)
         return filters
@@ -174,10 +180,22 @@ def _bad(param: str, message: str) -> FhirError:
 class SearchCompiler:
     """Turns (name, value) pairs into a :class:`SearchQuery` for one resource type."""
 
-    def __init__(self, registry: SearchRegistry, *, default_count: int = 20, max_count: int = 1000) -> None:
+    def __init__(
+        self, registry: SearchRegistry, *, default_count: int = 20, max_count: int = 1000, dialect: str = ""
+    ) -> None:
         self.registry = registry
         self.default_count = default_count
         self.max_count = max_count
+        self.sqlite = dialect == "sqlite"
+
+    def _prefix(self, column: ColumnElement[Any], prefix: str) -> ColumnElement[bool]:
+        """Starts-with on a normalized column, in the form each database can answer from its index."""
+        if not self.sqlite or not prefix:
+            return column.startswith(prefix, autoescape=True)
+        # SQLite cannot use an index for LIKE ? || '%' (and LIKE is case-insensitive there); its
+        # binary collation makes a half-open range the exact prefix test.
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if ord(prefix[-1]) < 0x10FFFF else None
+        return and_(column >= prefix, column < upper) if upper is not None else column >= prefix
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -189,7 +207,7 @@ class SearchCompiler:
         base_url: str = "",
         strict: bool = False,
     ) -> SearchQuery:
-        query = SearchQuery(resource_type, count=self.default_count)
+        query = SearchQuery(resource_type, count=self.default_count, sqlite=self.sqlite)
         sort_spec: str | None = None
         for name, value in params:
             if "\x00" in name or "\x00" in value:  # no database stores NUL in text
@@ -386,7 +404,7 @@ class SearchCompiler:
             elif modifier == "contains":
                 ors.append(table.c.value_norm.contains(normalize(raw), autoescape=True))
             elif modifier == "":
-                ors.append(table.c.value_norm.startswith(normalize(raw), autoescape=True))
+                ors.append(self._prefix(table.c.value_norm, normalize(raw)))
             else:
                 raise _bad(f"{param.code}:{modifier}", "modifier not supported on a string parameter")
         return self._indexed(rtype, cols, param, ors)
@@ -399,7 +417,7 @@ class SearchCompiler:
         ors: list[ColumnElement[bool]] = []
         if modifier == "text":
             for raw in split_or(value):
-                ors.append(table.c.text_norm.startswith(normalize(raw), autoescape=True))
+                ors.append(self._prefix(table.c.text_norm, normalize(raw)))
             return self._indexed(rtype, cols, param, ors)
         if modifier not in {"", "not"}:
             raise FhirError(
