@@ -92,7 +92,7 @@ def history(resource_type: str | None = None, res_id: str | None = None) -> Resp
             "request": {"method": method, "url": url},
             "response": {
                 "status": "201 Created"
-                if method == "POST"
+                if method == "POST" or (row.version == 1 and not row.deleted)
                 else ("204 No Content" if row.deleted else "200 OK"),
                 "etag": f'W/"{row.version}"',
                 "lastModified": format_instant(row.last_updated),

@@ -149,6 +149,8 @@ def fhir_json_response(body: Any, status: int = 200, headers: dict[str, str] | N
     if payload:
         media = g.get("fhir_media_type", FHIR_JSON) if request else FHIR_JSON
         response.headers["Content-Type"] = media + "; charset=utf-8"
+    else:
+        del response.headers["Content-Type"]  # no body: no media type (not Flask's text/html default)
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response

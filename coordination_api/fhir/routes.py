@@ -62,15 +62,17 @@ def _refuse_reserved(segment: str) -> None:
 @bp.route("/<resource_type>", methods=["GET", "POST", "PUT", "DELETE"])
 def type_level(resource_type: str) -> Response:
     _refuse_reserved(resource_type)
+    # Flask answers HEAD with the GET view (body dropped): HEAD must never reach a write.
     match request.method:
-        case "GET":
+        case "GET" | "HEAD":
             return search.search(resource_type)
         case "POST":
             return create.create(resource_type)
         case "PUT":
             return update.conditional_update(resource_type)
-        case _:
+        case "DELETE":
             return delete.conditional_delete(resource_type)
+    raise FhirError(Category.METHOD_NOT_ALLOWED, f"Method {request.method} is not allowed here")
 
 
 @bp.post("/<resource_type>/$validate")
@@ -97,14 +99,15 @@ def type_history(resource_type: str) -> Response:
 def instance(resource_type: str, res_id: str) -> Response:
     _refuse_reserved(res_id)
     match request.method:
-        case "GET":
+        case "GET" | "HEAD":
             return read.read(resource_type, res_id)
         case "PUT":
             return update.update(resource_type, res_id)
         case "PATCH":
             return patch.patch(resource_type, res_id)
-        case _:
+        case "DELETE":
             return delete.delete(resource_type, res_id)
+    raise FhirError(Category.METHOD_NOT_ALLOWED, f"Method {request.method} is not allowed here")
 
 
 @bp.get("/<resource_type>/<res_id>/_history")

@@ -356,17 +356,19 @@ class TransactionProcessor:
             creates += [e for e in puts if (e.resource_type, e.res_id) not in existing]
         if len(creates) < 2:
             return
-        items = []
-        for entry in creates:
-            assert entry.resource is not None
-            body = (
-                entry.resource
-                if entry.method == "PUT"
-                else {k: v for k, v in entry.resource.items() if k != "id"}
-            )
-            items.append((entry.resource_type, entry.res_id, body))
-        for entry, stored in zip(creates, self.svc.repo.create_many(self.conn, items), strict=True):
-            entry.result = WriteResult(201, stored)
+        for method in ("POST", "PUT"):  # the history records how each version was written
+            group = [e for e in creates if e.method == method]
+            items = []
+            for entry in group:
+                assert entry.resource is not None
+                body = (
+                    entry.resource
+                    if method == "PUT"
+                    else {k: v for k, v in entry.resource.items() if k != "id"}
+                )
+                items.append((entry.resource_type, entry.res_id, body))
+            for entry, stored in zip(group, self.svc.repo.create_many(self.conn, items, method), strict=True):
+                entry.result = WriteResult(201, stored)
 
     def _rewrite(self, entry: Entry) -> None:
         assert entry.resource is not None

@@ -166,13 +166,18 @@ class Repository:
     # -- writes --------------------------------------------------------------------------------
 
     def create(
-        self, conn: Connection, res_type: str, body: dict[str, Any], res_id: str | None = None
+        self,
+        conn: Connection,
+        res_type: str,
+        body: dict[str, Any],
+        res_id: str | None = None,
+        method: str = "POST",
     ) -> Stored:
         """Insert version 1. A client-chosen id that exists already is a conflict."""
-        return self.create_many(conn, [(res_type, res_id, body)])[0]
+        return self.create_many(conn, [(res_type, res_id, body)], method)[0]
 
     def create_many(
-        self, conn: Connection, items: list[tuple[str, str | None, dict[str, Any]]]
+        self, conn: Connection, items: list[tuple[str, str | None, dict[str, Any]]], method: str = "POST"
     ) -> list[Stored]:
         """Insert many new resources with a handful of statements (multi-row INSERT … RETURNING)."""
         if not items:
@@ -206,14 +211,14 @@ class Repository:
                 ) from exc
             # Name the resource that exists already: retry one at a time.
             return [
-                self.create(conn, r["res_type"], b, r["res_id"])
+                self.create(conn, r["res_type"], b, r["res_id"], method)
                 for r, (_t, _i, b) in zip(rows, items, strict=True)
             ]
         stored = [
             Stored(pk, row["res_type"], row["res_id"], 1, ts, False, row["content"])
             for pk, row in zip(pks, rows, strict=True)
         ]
-        conn.execute(insert(resource_history), [self._history_row(s, "POST") for s in stored])
+        conn.execute(insert(resource_history), [self._history_row(s, method) for s in stored])
         self._insert_index(conn, list(zip(stored, fulls, strict=True)))
         return stored
 
@@ -245,7 +250,7 @@ class Repository:
                         Category.PRECONDITION_FAILED, f"If-Match given but {res_type}/{res_id} does not exist"
                     )
                 try:
-                    return self.create(conn, res_type, body, res_id), True
+                    return self.create(conn, res_type, body, res_id, method), True
                 except FhirError as exc:
                     if exc.category is Category.CONFLICT:
                         continue  # created concurrently: update it instead

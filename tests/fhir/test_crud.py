@@ -176,3 +176,30 @@ def test_delete_with_prefer_operation_outcome_is_200_with_the_outcome(fhir: Fhir
     again = fhir.request("DELETE", f"/fhir/Patient/{created['id']}")
     assert again.status_code == 204
     assert again.data == b""
+
+
+def test_head_is_a_safe_read_and_never_deletes(fhir: Fhir) -> None:
+    created = fhir.create(PATIENT)
+    url = f"/fhir/Patient/{created['id']}"
+    head = fhir.request("HEAD", url)
+    assert head.status_code == 200
+    assert head.headers["ETag"] == 'W/"1"'
+    assert fhir.request("HEAD", f"/fhir/Patient?_id={created['id']}").status_code == 200
+    assert fhir.request("GET", url).status_code == 200
+    assert fhir.request("GET", f"{url}/_history").get_json()["total"] == 1
+
+
+def test_empty_responses_carry_no_html_content_type(fhir: Fhir) -> None:
+    created = fhir.create(PATIENT)
+    deleted = fhir.request("DELETE", f"/fhir/Patient/{created['id']}")
+    assert deleted.status_code == 204
+    assert "text/html" not in deleted.headers.get("Content-Type", "")
+    minimal = fhir.request("POST", "/fhir/Patient", PATIENT, Prefer="return=minimal")
+    assert "Content-Type" not in minimal.headers
+
+
+def test_update_as_create_is_recorded_as_put_in_history(fhir: Fhir) -> None:
+    fhir.request("PUT", "/fhir/Patient/chosen-2", {**PATIENT, "id": "chosen-2"})
+    entry = fhir.request("GET", "/fhir/Patient/chosen-2/_history").get_json()["entry"][0]
+    assert entry["request"] == {"method": "PUT", "url": "Patient/chosen-2"}
+    assert entry["response"]["status"] == "201 Created"
