@@ -28,6 +28,9 @@ class ElementType:
     json: str
     link: bool = False
     model: type | None = None
+    # The complete code list of a required-bound ``code`` element, when the model has it whole
+    # (fhir.resources marks abbreviated lists with "+"; those are not checked).
+    codes: frozenset[str] | None = None
 
 
 def resource_model(resource_type: str) -> type[FHIRAbstractModel]:
@@ -38,7 +41,15 @@ def resource_model(resource_type: str) -> type[FHIRAbstractModel]:
 def element_types(model: type) -> dict[str, ElementType]:
     """JSON property name (``birthDate``, ``_birthDate``, ``valueQuantity``…) → its type."""
     fields: dict[str, Any] = getattr(model, "model_fields", {})
-    return {field.alias or name: _classify(field.annotation) for name, field in fields.items()}
+    out = {}
+    for name, field in fields.items():
+        element = _classify(field.annotation)
+        extra = field.json_schema_extra
+        values = extra.get("enum_values") if isinstance(extra, dict) else None
+        if isinstance(values, list) and values and "+" not in values and element.json == "string":
+            element = ElementType(element.json, element.link, element.model, frozenset(map(str, values)))
+        out[field.alias or name] = element
+    return out
 
 
 def _classify(annotation: Any) -> ElementType:

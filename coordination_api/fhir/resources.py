@@ -202,6 +202,14 @@ def _check_json_types(node: dict[str, Any], model: type, expression: str) -> Non
             if isinstance(item, str) and "\x00" in item:
                 # R4 datatypes.html#string: no control characters; PostgreSQL text cannot hold NUL.
                 raise FhirError(Category.STRUCTURE, f"{at} contains a NUL character", expression=at)
+            if element.codes is not None and isinstance(item, str) and item not in element.codes:
+                # R4 terminologies.html#required: only codes of the bound value set.
+                raise FhirError(
+                    Category.STRUCTURE,
+                    f"Invalid code {orjson.dumps(item).decode()[:80]} for {at}: "
+                    f"expected one of {', '.join(sorted(element.codes))}",
+                    expression=at,
+                )
             if element.json in _JSON_KIND and not _json_kind_ok(item, element.json):
                 raise FhirError(
                     Category.STRUCTURE,

@@ -583,10 +583,12 @@ def parse_bundle(body: bytes, max_entries: int) -> tuple[str, list[Any]]:
     if len(entries) > max_entries:
         raise FhirError(Category.TOO_COSTLY, f"Bundle has {len(entries)} entries; the limit is {max_entries}")
     # The envelope and each entry's fullUrl/request; each resource is validated with its entry.
+    # In a batch a bad entry.request fails that entry only (parse_entry), not the whole Bundle.
+    per_entry = {"resource", "request"} if bundle_type == "batch" else {"resource"}
     envelope = {
         **bundle,
         "entry": [
-            {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e for e in entries
+            {k: v for k, v in e.items() if k not in per_entry} if isinstance(e, dict) else e for e in entries
         ],
     }
     validate_resource(envelope, "Bundle")

@@ -518,7 +518,7 @@ def _bundle(entries: Any, kind: str = "transaction") -> dict[str, Any]:
         (
             _bundle([GOOD_ENTRY, {"resource": PATIENT, "request": {"method": "FETCH", "url": "Patient"}}]),
             400,
-            "'FETCH'",
+            '"FETCH"',
             "Bundle.entry[1].request.method",
         ),
         (
@@ -701,4 +701,14 @@ def test_nul_character_in_a_string_is_400_on_both_databases(fhir: Fhir) -> None:
     response = fhir.request("POST", "/fhir/Patient", body)
     assert response.status_code == 400
     assert response.get_json()["issue"][0]["expression"] == ["Patient.name[0].family"]
+    assert fhir.ids("Patient") == set()
+
+
+def test_code_outside_a_complete_base_r4_required_binding_is_400(fhir: Fhir) -> None:
+    response = fhir.request("POST", "/fhir/Patient", {"resourceType": "Patient", "gender": "nope"})
+    assert response.status_code == 400
+    assert response.get_json()["issue"][0]["expression"] == ["Patient.gender"]
+    validated = fhir.request("POST", "/fhir/Patient/$validate", {"resourceType": "Patient", "gender": "nope"})
+    assert validated.status_code == 200
+    assert validated.get_json()["issue"][0]["severity"] == "error"
     assert fhir.ids("Patient") == set()
