@@ -17,6 +17,8 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 
+import fhir_profiles
+
 _INTEGERS = {"integer", "positiveInt", "unsignedInt", "integer64"}
 _LINKS = {"uri", "url", "oid", "uuid"}  # canonical is a uri too, but never a Bundle link
 
@@ -46,10 +48,19 @@ def element_types(model: type) -> dict[str, ElementType]:
         element = _classify(field.annotation)
         extra = field.json_schema_extra
         values = extra.get("enum_values") if isinstance(extra, dict) else None
+        if isinstance(values, list) and "+" in values:  # abbreviated by the library: use our R4 list
+            values = _completed_codes().get(f"{model.__name__}.{field.alias or name}")
         if isinstance(values, list) and values and "+" not in values and element.json == "string":
             element = ElementType(element.json, element.link, element.model, frozenset(map(str, values)))
         out[field.alias or name] = element
     return out
+
+
+@cache
+def _completed_codes() -> dict[str, list[str]]:
+    """R4 code lists the models abbreviate with "+", completed as data (fhir_profiles/data/r4-compat.json)."""
+    raw: dict[str, Any] = fhir_profiles.r4_compat().get("r4_required_codes", {})
+    return {k: v for k, v in raw.items() if isinstance(v, list)}
 
 
 def _classify(annotation: Any) -> ElementType:

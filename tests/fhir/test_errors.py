@@ -712,3 +712,17 @@ def test_code_outside_a_complete_base_r4_required_binding_is_400(fhir: Fhir) -> 
     assert validated.status_code == 200
     assert validated.get_json()["issue"][0]["severity"] == "error"
     assert fhir.ids("Patient") == set()
+
+
+def test_abbreviated_model_code_lists_are_completed_for_r4(fhir: Fhir) -> None:
+    task = {"resourceType": "Task", "intent": "order"}
+    assert fhir.request("POST", "/fhir/Task", {**task, "status": "in-progress"}).status_code == 201
+    refused = fhir.request("POST", "/fhir/Task", {**task, "status": "doing"})
+    assert refused.status_code == 400
+    assert refused.get_json()["issue"][0]["expression"] == ["Task.status"]
+    encounter = {"resourceType": "Encounter", "class": {"code": "AMB"}}
+    assert (
+        fhir.request("POST", "/fhir/Encounter", {**encounter, "status": "entered-in-error"}).status_code
+        == 201
+    )
+    assert fhir.request("POST", "/fhir/Encounter", {**encounter, "status": "discharged"}).status_code == 400
