@@ -284,14 +284,7 @@ _MISSING = object()
 
 def _dig(value: Any, names: list[str]) -> Any:
     """The part of a fixed/pattern value at a discriminator path (lists of one item unwrapped)."""
-    current = [value]
-    for name in names:
-        found: list[Any] = []
-        for item in current:
-            if isinstance(item, dict) and name in item:
-                child = item[name]
-                found.extend(child if isinstance(child, list) else [child])
-        current = found
+    current = _walk(value, names)
     if not current:
         return _MISSING
     return current[0] if len(current) == 1 else current
@@ -796,8 +789,13 @@ def _reference_type(reference: str) -> str | None:
 def _path_values(value: Any, path: str) -> list[Any]:
     if path in {"$this", ""}:
         return [value]
+    return _walk(value, path.split("."))
+
+
+def _walk(value: Any, names: list[str]) -> list[Any]:
+    """The values at a dotted element path, list elements flattened."""
     nodes = [value]
-    for name in path.split("."):
+    for name in names:
         found: list[Any] = []
         for node in nodes:
             if isinstance(node, dict) and name in node:
