@@ -29,7 +29,7 @@ from coordination_api.fhir.links import rewrite_links
 from coordination_api.fhir.resources import check_type, parse_json, supported_types, validate_resource
 from coordination_api.fhir.search import bundle_json
 from coordination_api.fhir.update import check_update_body, conditional_target, update_in
-from coordination_api.fhir.write_common import criteria_hash, find_matches
+from coordination_api.fhir.write_common import criteria_hash, find_matches, parse_criteria
 from coordination_api.search.dates import format_instant
 from coordination_api.search.executor import run_search, snapshot_pk
 from coordination_api.search.paging import PageToken
@@ -272,7 +272,7 @@ class TransactionProcessor:
 
     def _plan_post(self, entry: Entry) -> None:
         if entry.if_none_exist:
-            params = _criteria(entry.if_none_exist)
+            params = parse_criteria(entry.if_none_exist)
             key = criteria_hash(entry.resource_type, params)
             first = self._conditional_creates.setdefault(key, entry)
             if first is not entry:
@@ -420,7 +420,7 @@ class TransactionProcessor:
                     f"Conditional reference '{reference}' names an unknown resource type",
                     expression=expression,
                 )
-            matches = find_matches(self.conn, self.svc, resource_type, _criteria(query))
+            matches = find_matches(self.conn, self.svc, resource_type, parse_criteria(query))
             if len(matches) != 1:
                 raise FhirError(
                     Category.PRECONDITION_FAILED,
@@ -472,14 +472,6 @@ def _entry_expression(expression: str, entry: Entry) -> str:
         if expression == root or expression.startswith(root + "."):
             return f"{entry.where}.resource{expression[len(root) :]}"
     return expression
-
-
-def _criteria(text: str) -> list[tuple[str, str]]:
-    query = text.split("?", 1)[1] if "?" in text else text
-    params = parse_qsl(query, keep_blank_values=True)
-    if not params:
-        raise FhirError(Category.INVALID, f"Criteria '{text}' has no search parameters")
-    return params
 
 
 def read_entry(conn: Connection, svc: Services, entry: Entry, base: str) -> None:
