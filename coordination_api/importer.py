@@ -21,7 +21,7 @@ import orjson
 
 from coordination_api.errors import FhirError
 from coordination_api.fhir.context import Services
-from coordination_api.fhir.transaction import Entry, TransactionProcessor, parse_entry
+from coordination_api.fhir.transaction import ORDER, Entry, TransactionProcessor, parse_entry
 from coordination_api.storage.repository import new_id
 
 Progress = Callable[[str, int], AbstractContextManager[Any]]
@@ -107,15 +107,13 @@ def _is_single_json(text: bytes) -> bool:
     return True
 
 
-def _transaction_rank(raw: Any) -> int:
+def _transaction_rank(raw: Any) -> tuple[int, int]:
     """R4 transaction order across chunks; conditional creates first so others may reference them."""
     request = raw.get("request") if isinstance(raw, dict) else None
     if not isinstance(request, dict):
-        return 5
+        return (len(ORDER) + 1, 0)
     method = str(request.get("method", "")).upper()
-    if method == "POST":
-        return 1 if request.get("ifNoneExist") else 2
-    return {"DELETE": 0, "PUT": 3, "PATCH": 3}.get(method, 4)
+    return (ORDER.get(method, len(ORDER)), 0 if request.get("ifNoneExist") else 1)
 
 
 def _reserve_ids(raw_entries: list[Any]) -> dict[str, str]:
