@@ -7,6 +7,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from coordination_api import security
 from coordination_api.config import Settings
 from coordination_api.errors import register_error_handlers
 from coordination_api.fhir import profiles, routes
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         dialect=engine.dialect.name,
     )
     app.extensions["coordination"] = Services(settings=settings, repo=repo, compiler=compiler)
+    security.init_app(app, settings, repo)
 
     @app.before_request
     def _request_id() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import sys
 from typing import Any
@@ -53,9 +54,10 @@ def is_loopback(host: str) -> bool:
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the API with gunicorn (migrations must be applied: ``coordination db upgrade``)."""
     settings = _settings()
-    if not is_loopback(host) and not settings.allow_non_loopback:
+    if not is_loopback(host) and settings.security_disabled:
         raise click.ClickException(
-            f"Refusing to bind {host}: the API has no authentication yet, so it only listens on loopback."
+            f"Refusing to bind {host}: security is disabled (COORDINATION_SECURITY_DISABLED), "
+            "so the API only listens on loopback."
         )
     from coordination_api.server import run_gunicorn
 
@@ -103,7 +105,124 @@ def _progress(label: str, length: int) -> Any:
     return click.progressbar(length=length, label=label, file=sys.stderr)
 
 
+def _auth() -> Any:
+    return current_app.extensions["auth"]
+
+
+@click.group("clients")
+def clients() -> None:
+    """OAuth2 / SMART client registrations."""
+
+
+@clients.command("create")
+@click.option("--name", required=True)
+@click.option("--scope", "scope", required=True, help='space-separated SMART scopes, e.g. "system/*.rs"')
+@click.option(
+    "--auth",
+    "auth_method",
+    type=click.Choice(["client_secret_basic", "private_key_jwt", "none"]),
+    default="client_secret_basic",
+    show_default=True,
+)
+@click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--jwks-url")
+@click.option("--redirect-uri", "redirect_uris", multiple=True)
+@click.option("--json", "as_json", is_flag=True, help="print the credentials as JSON")
+@with_appcontext
+def clients_create(
+    name: str,
+    scope: str,
+    auth_method: str,
+    jwks_file: str | None,
+    jwks_url: str | None,
+    redirect_uris: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Register a client; its secret (client_secret_basic) is shown once and stored hashed."""
+    from auth.registration import RegistrationError, check_registration
+
+    try:
+        jwks = check_registration(scope, auth_method, jwks_file, jwks_url, list(redirect_uris))
+    except RegistrationError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    client_id, secret = _auth().store.create_client(
+        name, " ".join(scope.split()), auth_method, list(redirect_uris), jwks, jwks_url
+    )
+    out: dict[str, Any] = {"client_id": client_id, "client_secret": secret}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(f"client_id: {client_id}")
+        if secret:
+            click.echo(f"client_secret: {secret}  (shown once)")
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def clients_list(as_json: bool) -> None:
+    """Registered clients (never their secrets)."""
+    rows = _auth().store.list_clients()
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        state = "revoked" if row["revoked"] else "active"
+        click.echo(f"{row['client_id']}  {row['auth']:<20} {state:<8} {row['name']}  [{row['scope']}]")
+
+
+@clients.command("revoke")
+@click.argument("client_id")
+@with_appcontext
+def clients_revoke(client_id: str) -> None:
+    """Revoke a client and every token it holds."""
+    if not _auth().store.revoke_client(client_id):
+        raise click.ClickException(f"no client {client_id}")
+    click.echo(f"client {client_id} revoked")
+
+
+@click.group("users")
+def users() -> None:
+    """Practitioners' local logins."""
+
+
+@users.command("create")
+@click.option("--username", required=True)
+@click.option("--rpps", required=True, help="the 11-digit RPPS number")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@click.option("--family")
+@click.option("--given")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def users_create(
+    username: str, rpps: str, password_stdin: bool, family: str | None, given: str | None, as_json: bool
+) -> None:
+    """Create a login and its Practitioner (identified by RPPS)."""
+    from coordination_api.accounts import AccountError, create_practitioner_user
+
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    try:
+        practitioner_id = create_practitioner_user(current_app, username, rpps, password, family, given)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    out = {"username": username, "fhirUser": f"Practitioner/{practitioner_id}"}
+    click.echo(json.dumps(out) if as_json else f"user {username} -> Practitioner/{practitioner_id}")
+
+
+@click.group("keys")
+def keys() -> None:
+    """Token-signing keys."""
+
+
+@keys.command("rotate")
+@with_appcontext
+def keys_rotate() -> None:
+    """New signing key; the old ones stay published until their tokens have expired."""
+    kid = _auth().keys.rotate()
+    click.echo(f"new signing key {kid}")
+
+
 def register_commands(app: Flask) -> None:
-    for command in (serve, db, import_command):
+    for command in (serve, db, import_command, clients, users, keys):
         if command.name not in app.cli.commands:
             app.cli.add_command(command)

@@ -58,8 +58,25 @@ class Settings:
     log_level: str = "INFO"
     # A meta.profile we do not ship: a warning (default) or a refusal.
     reject_unknown_profiles: bool = False
-    # Loopback-only until the security issue lands: no authentication yet.
-    allow_non_loopback: bool = False
+    # Security (auth/): turning it off is for benchmarks and local experiments only; `serve` then
+    # refuses any non-loopback address.
+    security_disabled: bool = False
+    access_token_ttl: int = 300
+    auth_code_ttl: int = 60
+    offline_token_ttl: int = 90 * 24 * 3600
+    online_token_ttl: int = 12 * 3600
+    # Login throttling: attempts a minute and failures per 10 minutes from one address; lockout of
+    # an account after consecutive failures.
+    login_attempts_per_minute: int = 120
+    login_failures_per_address: int = 30
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 300
+    # Browsers allowed to call the API (CORS); empty = no cross-origin access.
+    cors_origins: tuple[str, ...] = ()
+    # Number of trusted reverse proxies in front (X-Forwarded-For/-Proto/-Host), for ProxyFix.
+    trusted_proxies: int = 0
+    # Session cookie only over HTTPS (set when served behind TLS).
+    secure_cookies: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -77,5 +94,17 @@ class Settings:
             secret_key=_read_secret(env, "SECRET_KEY"),
             log_level=env.get(PREFIX + "LOG_LEVEL", "INFO").upper(),
             reject_unknown_profiles=_bool(env.get(PREFIX + "REJECT_UNKNOWN_PROFILES"), False),
+            security_disabled=_bool(env.get(PREFIX + "SECURITY_DISABLED"), False),
+            access_token_ttl=_int(env.get(PREFIX + "ACCESS_TOKEN_TTL"), 300),
+            auth_code_ttl=_int(env.get(PREFIX + "AUTH_CODE_TTL"), 60),
+            offline_token_ttl=_int(env.get(PREFIX + "OFFLINE_TOKEN_TTL"), 90 * 24 * 3600),
+            online_token_ttl=_int(env.get(PREFIX + "ONLINE_TOKEN_TTL"), 12 * 3600),
+            login_attempts_per_minute=_int(env.get(PREFIX + "LOGIN_ATTEMPTS_PER_MINUTE"), 120),
+            login_failures_per_address=_int(env.get(PREFIX + "LOGIN_FAILURES_PER_ADDRESS"), 30),
+            login_max_failures=_int(env.get(PREFIX + "LOGIN_MAX_FAILURES"), 5),
+            login_lockout_seconds=_int(env.get(PREFIX + "LOGIN_LOCKOUT_SECONDS"), 300),
+            cors_origins=tuple(o for o in env.get(PREFIX + "CORS_ORIGINS", "").split() if o),
+            trusted_proxies=_int(env.get(PREFIX + "TRUSTED_PROXIES"), 0),
+            secure_cookies=_bool(env.get(PREFIX + "SECURE_COOKIES"), False),
         )
         return replace(base, **overrides) if overrides else base

@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
+from auth.schema import auth_metadata
 from coordination_api.app import create_app
 from coordination_api.config import Settings
 from coordination_api.storage.migrate import upgrade
@@ -60,17 +61,48 @@ def backend(database_url: str) -> str:
     return "sqlite" if database_url.startswith("sqlite") else "postgresql"
 
 
+# Kept between tests: generating signing keys is slow and nothing depends on their absence.
+_KEEP = {"signing_key", "server_secret"}
+
+
 def _truncate(app: Flask) -> None:
     engine = app.extensions["coordination"].repo.engine
     with engine.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            conn.execute(table.delete())
+        for table in [*reversed(metadata.sorted_tables), *reversed(auth_metadata.sorted_tables)]:
+            if table.name not in _KEEP:
+                conn.execute(table.delete())
+
+
+def system_token(client: FlaskClient, scope: str = "system/*.cruds") -> str:
+    """A real SMART Backend Services token from our token endpoint (client_secret_basic)."""
+    store = client.application.extensions["auth"].store
+    client_id, secret = store.create_client("tests", scope, "client_secret_basic", [], None, None)
+    response = client.post(
+        "/auth/token", data={"grant_type": "client_credentials", "scope": scope}, auth=(client_id, secret)
+    )
+    assert response.status_code == 200, response.get_json()
+    token: str = response.get_json()["access_token"]
+    return token
+
+
+@pytest.fixture
+def anonymous_client(app: Flask) -> FlaskClient:
+    """A client without credentials."""
+    _truncate(app)
+    return app.test_client()
+
+
+def authed(test_client: FlaskClient, scope: str = "system/*.cruds") -> FlaskClient:
+    """The test client, carrying a backend-service token from now on."""
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {system_token(test_client, scope)}"
+    return test_client
 
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
+    """A client authenticated as a backend service allowed everything (system/*.cruds)."""
     _truncate(app)
-    return app.test_client()
+    return authed(app.test_client())
 
 
 class Fhir:

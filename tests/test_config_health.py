@@ -9,6 +9,7 @@ from flask.testing import FlaskClient
 
 from coordination_api.app import create_app
 from coordination_api.config import Settings
+from tests.conftest import authed
 
 
 def test_settings_read_prefixed_environment(tmp_path: Path) -> None:
@@ -62,7 +63,7 @@ def test_readiness_fails_with_503_when_database_is_unreachable(tmp_path: Path) -
 
 def test_public_base_url_is_used_in_links(database_url: str) -> None:
     app = create_app(Settings(database_url=database_url, public_base_url="https://fhir.example.org/fhir"))
-    response = app.test_client().post(
+    response = authed(app.test_client()).post(
         "/fhir/Patient", data=b'{"resourceType":"Patient"}', headers={"Content-Type": "application/fhir+json"}
     )
     app.extensions["coordination"].repo.engine.dispose()

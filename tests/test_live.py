@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -65,8 +66,41 @@ def test_live_server_health_and_metadata(live_server: str) -> None:
     assert any(r["type"] == "Patient" for r in metadata["rest"][0]["resource"])
 
 
-def test_fhirclient_crud_and_search_against_live_server(live_server: str) -> None:
+def _backend_token(live_server: str, database_url: str) -> str:
+    """Register a client with the CLI, as an integrator would, and get a token from the live server."""
+    created = subprocess.run(
+        [
+            str(BIN / "coordination"),
+            "clients",
+            "create",
+            "--name",
+            "live",
+            "--scope",
+            "system/*.cruds",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COORDINATION_DATABASE_URL": database_url},
+        check=True,
+    )
+    credentials = json.loads(created.stdout)
+    response = requests.post(
+        f"{live_server}/auth/token",
+        data={"grant_type": "client_credentials", "scope": "system/*.cruds"},
+        auth=(credentials["client_id"], credentials["client_secret"]),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def test_fhirclient_crud_and_search_against_live_server(live_server: str, database_url: str) -> None:
+    token = _backend_token(live_server, database_url)
     smart = fhir_client.FHIRClient(settings={"app_id": "tests", "api_base": f"{live_server}/fhir/"})
+    smart.server.session.headers["Authorization"] = f"Bearer {token}"
     marker = uuid.uuid4().hex[:10]
     patient = Patient()
     name = HumanName()
@@ -96,16 +130,24 @@ def test_fhirclient_crud_and_search_against_live_server(live_server: str) -> Non
     assert [p.id for p in by_identifier.perform_resources_iter(smart.server)] == [pid]
 
     read.delete(smart.server)
-    assert requests.get(f"{live_server}/fhir/Patient/{pid}", timeout=5).status_code == 410
+    gone = requests.get(
+        f"{live_server}/fhir/Patient/{pid}", timeout=5, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert gone.status_code == 410
+    assert requests.get(f"{live_server}/fhir/Patient/{pid}", timeout=5).status_code == 401
 
 
-def test_serve_refuses_non_loopback_host() -> None:
+def test_serve_refuses_non_loopback_host_when_security_is_disabled() -> None:
     result = subprocess.run(
         [str(BIN / "coordination"), "serve", "--host", "0.0.0.0", "--port", "1"],  # noqa: S104
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "COORDINATION_DATABASE_URL": "sqlite:///:memory:"},
+        env={
+            **os.environ,
+            "COORDINATION_DATABASE_URL": "sqlite:///:memory:",
+            "COORDINATION_SECURITY_DISABLED": "1",
+        },
         check=False,
     )
     assert result.returncode != 0

@@ -8,6 +8,7 @@ from flask import Response, request
 from sqlalchemy.engine import Connection
 
 from coordination_api.errors import Category, FhirError
+from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, WriteResult, services
 from coordination_api.fhir.resources import check_type
 from coordination_api.fhir.write_common import (
@@ -40,6 +41,7 @@ def create_in(
                 f"If-None-Exist '{if_none_exist}' matches {len(matches)} resources; cannot create",
             )
         if matches:
+            access.check_stored(conn, matches[0])  # the existing match is returned: it must be reachable
             return WriteResult(200, matches[0])
         savepoint = conn.begin_nested()
         stored = svc.repo.create(conn, resource_type, body, res_id)
@@ -56,6 +58,7 @@ def create_in(
 
 def create(resource_type: str) -> Response:
     check_type(resource_type, write=True)
+    access.require(resource_type, "c")
     body = request_resource(resource_type)
     body.pop("id", None)
     svc = services()

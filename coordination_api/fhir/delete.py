@@ -6,6 +6,7 @@ from flask import Response, request
 from sqlalchemy.engine import Connection
 
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
+from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, WriteResult, services
 from coordination_api.fhir.http import parse_etag, prefer
 from coordination_api.fhir.resources import check_type
@@ -49,6 +50,7 @@ def _respond(result: WriteResult) -> Response:
 
 def delete(resource_type: str, res_id: str) -> Response:
     check_type(resource_type, write=True)
+    access.require(resource_type, "d")
     if_match = parse_etag(request.headers.get("If-Match"), "If-Match")
     svc = services()
     with svc.repo.writing() as conn:
@@ -58,6 +60,7 @@ def delete(resource_type: str, res_id: str) -> Response:
 
 def conditional_delete(resource_type: str) -> Response:
     check_type(resource_type, write=True)
+    access.require(resource_type, "d")
     params = [(k, v) for k, v in request.args.items(multi=True) if k not in {"_format", "_pretty"}]
     if not params:
         raise FhirError(

@@ -10,6 +10,7 @@ from flask import Response, request
 from sqlalchemy import ColumnElement, func, select
 
 from coordination_api.errors import Category, FhirError
+from coordination_api.fhir import access
 from coordination_api.fhir.context import services
 from coordination_api.fhir.http import base_url, fhir_json_response
 from coordination_api.fhir.resources import check_type
@@ -56,6 +57,9 @@ def _filters(params: list[tuple[str, str]]) -> list[ColumnElement[bool]]:
 def history(resource_type: str | None = None, res_id: str | None = None) -> Response:
     if resource_type is not None:
         check_type(resource_type, write=False)
+        access.require(resource_type, "r")
+    else:
+        access.require_system_history()
     svc = services()
     params, offset, count, bound = _bound_params()
     h = resource_history
@@ -64,13 +68,14 @@ def history(resource_type: str | None = None, res_id: str | None = None) -> Resp
         where.append(h.c.res_type == resource_type)
     if res_id is not None:
         where.append(h.c.res_id == res_id)
+    # Versions are shown by the compartment their resource is in now (deleted ones: none).
+    where.extend(access.visibility(h.c.res_pk))
     with svc.repo.reading() as conn:
-        if (
-            res_id is not None
-            and resource_type is not None
-            and svc.repo.current(conn, resource_type, res_id) is None
-        ):
-            raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id} is not known")
+        if res_id is not None and resource_type is not None:
+            current = svc.repo.current(conn, resource_type, res_id)
+            if current is None:
+                raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id} is not known")
+            access.check_stored(conn, current)
         total = int(conn.execute(select(func.count()).select_from(h).where(*where)).scalar_one())
         rows = conn.execute(
             select(

@@ -13,6 +13,7 @@ import jsonpointer
 from flask import Response, request
 
 from coordination_api.errors import Category, FhirError
+from coordination_api.fhir import access
 from coordination_api.fhir.context import WriteResult, services
 from coordination_api.fhir.http import parse_etag, read_body
 from coordination_api.fhir.resources import check_type, parse_json, validate_resource
@@ -56,6 +57,7 @@ def _apply(current: dict[str, Any], document: list[dict[str, Any]]) -> dict[str,
 
 def patch(resource_type: str, res_id: str) -> Response:
     check_type(resource_type, write=True)
+    access.require(resource_type, "u")
     document = _patch_document()
     if_match = parse_etag(request.headers.get("If-Match"), "If-Match")
     svc = services()
@@ -66,6 +68,7 @@ def patch(resource_type: str, res_id: str) -> Response:
         if current.deleted:
             raise FhirError(Category.DELETED, f"{resource_type}/{res_id} was deleted")
         check_if_match(if_match, current)
+        access.check_stored(conn, current)  # 403 before anything of the patch is revealed
         patched = _apply(current.json(), document)
         if patched.get("resourceType") != resource_type or patched.get("id") != res_id:
             raise FhirError(Category.UNPROCESSABLE, "A patch may not change the resourceType or id")

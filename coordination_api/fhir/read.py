@@ -7,6 +7,7 @@ from email.utils import parsedate_to_datetime
 from flask import Response, request
 
 from coordination_api.errors import Category, FhirError
+from coordination_api.fhir import access
 from coordination_api.fhir.context import services
 from coordination_api.fhir.http import fhir_json_response, parse_etag, version_headers
 from coordination_api.fhir.resources import check_type
@@ -49,6 +50,7 @@ def _not_modified(stored: Stored) -> bool:
 
 def read(resource_type: str, res_id: str) -> Response:
     check_type(resource_type, write=False)
+    access.require(resource_type, "r")
     stored = services().repo.read_current(resource_type, res_id)
     if stored is None:
         raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id} is not known")
@@ -58,6 +60,7 @@ def read(resource_type: str, res_id: str) -> Response:
             f"{resource_type}/{res_id} was deleted",
             headers=version_headers(stored.version, stored.last_updated),
         )
+    access.check_stored(None, stored)
     if _not_modified(stored):
         return Response(status=304, headers=version_headers(stored.version, stored.last_updated))
     return render_stored(stored)
@@ -65,6 +68,7 @@ def read(resource_type: str, res_id: str) -> Response:
 
 def vread(resource_type: str, res_id: str, version_id: str) -> Response:
     check_type(resource_type, write=False)
+    access.require(resource_type, "r")
     if not version_id.isdigit():
         raise FhirError(
             Category.NOT_FOUND, f"Version '{version_id}' of {resource_type}/{res_id} is not known"
@@ -72,6 +76,9 @@ def vread(resource_type: str, res_id: str, version_id: str) -> Response:
     svc = services()
     with svc.repo.reading() as conn:
         stored = svc.repo.version(conn, resource_type, res_id, int(version_id))
+        current = svc.repo.current(conn, resource_type, res_id)
+        if current is not None:
+            access.check_stored(conn, current)  # the resource's present compartment decides
     if stored is None:
         raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id}/_history/{version_id} is not known")
     if stored.deleted:

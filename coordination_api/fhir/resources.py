@@ -57,6 +57,8 @@ def check_known_type(resource_type: str) -> None:
 
 # Conformance artefacts are shipped data (fhir_profiles), loaded by ``coordination db upgrade``.
 READ_ONLY_TYPES = frozenset({"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter"})
+# The audit trail is written by the server only, never through the API (tamper-evidence).
+SERVER_WRITTEN_TYPES = frozenset({"AuditEvent"})
 
 
 def check_type(resource_type: str, *, write: bool) -> None:
@@ -66,6 +68,12 @@ def check_type(resource_type: str, *, write: bool) -> None:
         raise FhirError(
             Category.METHOD_NOT_ALLOWED,
             f"{resource_type} resources are read-only: they are the server's shipped conformance artefacts",
+            headers={"Allow": "GET, HEAD"},
+        )
+    if write and resource_type in SERVER_WRITTEN_TYPES:
+        raise FhirError(
+            Category.METHOD_NOT_ALLOWED,
+            f"{resource_type} resources are written by the server's audit trail only",
             headers={"Allow": "GET, HEAD"},
         )
 

@@ -6,6 +6,7 @@ from flask import Blueprint, Flask, Response, request
 
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import (
+    access,
     capabilities,
     create,
     delete,
@@ -25,6 +26,12 @@ bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 @bp.before_request
 def _negotiate() -> None:
     check_accept()
+    access.authenticate()
+
+
+@bp.after_request
+def _audit(response: Response) -> Response:
+    return access.audit_response(response)
 
 
 @bp.get("/metadata")

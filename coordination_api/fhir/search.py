@@ -8,6 +8,7 @@ import orjson
 from flask import Response, request
 
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
+from coordination_api.fhir import access
 from coordination_api.fhir.context import services
 from coordination_api.fhir.http import base_url, fhir_json_response, prefer
 from coordination_api.fhir.resources import check_type
@@ -86,6 +87,7 @@ def _link(link_base: str, params: list[tuple[str, str]], token: PageToken | None
 
 def search(resource_type: str) -> Response:
     check_type(resource_type, write=False)
+    access.require(resource_type, "s")
     svc = services()
     params = _request_params()
     strict = prefer("handling") == "strict"
@@ -100,6 +102,8 @@ def search(resource_type: str) -> Response:
             query = svc.compiler.compile(resource_type, params, base_url=base_url(), strict=strict)
             token = PageToken([p for p in params if p[0] != "_page"], 0, query.count, snapshot_pk(conn))
         query.max_pk = token.bound
+        access.secure(query)
         result = run_search(conn, svc.repo, query, svc.settings.max_include_results)
+        access.note_results(conn, result.matches + result.included)
     link_base = f"{base_url()}/{resource_type}"
     return fhir_json_response(bundle_json(query, result, base_url(), link_base, token))

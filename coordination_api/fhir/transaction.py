@@ -21,6 +21,7 @@ from flask import Response
 from sqlalchemy.engine import Connection
 
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome, outcome_for
+from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, WriteResult, services
 from coordination_api.fhir.create import create_in
 from coordination_api.fhir.delete import conditional_delete_in, delete_in
@@ -119,6 +120,10 @@ def _check_url_shape(method: str, segments: list[str], query: str, url: str, whe
         )
 
 
+# SMART permission each entry needs (a GET without an id is a search).
+_PERMISSION = {"GET": "r", "HEAD": "r", "POST": "c", "PUT": "u", "DELETE": "d"}
+
+
 def parse_entry(index: int, raw: Any, base: str, bundle_type: str) -> Entry:
     where = f"Bundle.entry[{index}]"
     if not isinstance(raw, dict):
@@ -160,6 +165,7 @@ def parse_entry(index: int, raw: Any, base: str, bundle_type: str) -> Entry:
     resource_type = segments[0]
     try:
         check_type(resource_type, write=method not in {"GET", "HEAD"})
+        access.require(resource_type, _PERMISSION[method] if len(segments) > 1 or method != "GET" else "s")
     except FhirError as exc:
         raise FhirError(
             exc.category, f"{where}.request.url: {exc.diagnostics}", expression=f"{where}.request.url"
@@ -490,6 +496,9 @@ def read_entry(conn: Connection, svc: Services, entry: Entry, base: str) -> None
             stored = repo.current(conn, entry.resource_type, entry.res_id)
         if stored is None:
             raise FhirError(Category.NOT_FOUND, f"{name} is not known")
+        current = repo.current(conn, entry.resource_type, entry.res_id)
+        if current is not None:
+            access.check_stored(conn, current)
         if stored.deleted:
             raise FhirError(Category.DELETED, f"{name} was deleted")
         entry.result = WriteResult(200, stored)
@@ -498,7 +507,9 @@ def read_entry(conn: Connection, svc: Services, entry: Entry, base: str) -> None
         query = svc.compiler.compile(entry.resource_type, entry.params, base_url=base)
         token = PageToken(entry.params, 0, query.count, snapshot_pk(conn))
         query.max_pk = token.bound
+        access.secure(query)
         result = run_search(conn, repo, query, svc.settings.max_include_results)
+        access.note_results(conn, result.matches + result.included)
         entry.result = WriteResult(200, None)
         entry.body = bundle_json(query, result, base, f"{base}/{entry.resource_type}", token)
     if entry.method == "HEAD":

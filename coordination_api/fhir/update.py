@@ -8,6 +8,7 @@ from flask import Response, request
 from sqlalchemy.engine import Connection
 
 from coordination_api.errors import Category, FhirError
+from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, WriteResult, services
 from coordination_api.fhir.http import parse_etag
 from coordination_api.fhir.resources import check_type
@@ -99,6 +100,7 @@ def conditional_update_in(
 
 def update(resource_type: str, res_id: str) -> Response:
     check_type(resource_type, write=True)
+    access.require(resource_type, "u")
     body = request_resource(resource_type)
     if_match = parse_etag(request.headers.get("If-Match"), "If-Match")
     svc = services()
@@ -109,6 +111,7 @@ def update(resource_type: str, res_id: str) -> Response:
 
 def conditional_update(resource_type: str) -> Response:
     check_type(resource_type, write=True)
+    access.require(resource_type, "u")
     params = [(k, v) for k, v in request.args.items(multi=True) if k not in {"_format", "_pretty"}]
     if not params:
         raise FhirError(

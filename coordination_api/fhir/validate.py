@@ -11,6 +11,7 @@ from typing import Any
 from flask import Response, request
 
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
+from coordination_api.fhir import access
 from coordination_api.fhir.context import services
 from coordination_api.fhir.http import check_content_type, fhir_json_response, read_body
 from coordination_api.fhir.profiles import policy, to_issue
@@ -80,6 +81,7 @@ def _respond(issues: list[Issue]) -> Response:
 
 def validate_type(resource_type: str) -> Response:
     check_type(resource_type, write=False)
+    access.require_any(resource_type, "cu")
     resource, mode, profile = _inputs(resource_type)
     if mode == "delete":
         raise FhirError(
@@ -94,10 +96,13 @@ def validate_type(resource_type: str) -> Response:
 
 def validate_instance(resource_type: str, res_id: str) -> Response:
     check_type(resource_type, write=False)
+    access.require(resource_type, "r")
     resource, mode, profile = _inputs(resource_type)
     svc = services()
     with svc.repo.reading() as conn:
         stored = svc.repo.current(conn, resource_type, res_id)
+        if stored is not None and not stored.deleted:
+            access.check_stored(conn, stored)
     exists = stored is not None and not stored.deleted
     if mode == "delete":
         if not exists:

@@ -89,6 +89,10 @@ class SearchQuery:
     backward: bool = False
     includes: list[Include] = field(default_factory=list)
     revincludes: list[Include] = field(default_factory=list)
+    # The access policy: filters on resource.pk (matches and included resources alike), and the
+    # types included resources may have (None: any).
+    access: list[ColumnElement[bool]] = field(default_factory=list)
+    include_types: frozenset[str] | None = None
     summary: str | None = None
     elements: list[str] | None = None
     total: str = "accurate"
@@ -129,7 +133,7 @@ class SearchQuery:
             # SQLite would otherwise walk every row of the type through the res_type index; with the
             # term made unindexable it drives from the index-table subqueries and looks up by pk.
             res_type = res_type + ""
-        filters = [res_type == self.resource_type, resource.c.deleted == false(), *self.where]
+        filters = [res_type == self.resource_type, resource.c.deleted == false(), *self.where, *self.access]
         if self.max_pk is not None:
             filters.append(resource.c.pk <= self.max_pk)
         return filters

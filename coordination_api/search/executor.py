@@ -75,10 +75,10 @@ def _add_includes(conn: Connection, query: SearchQuery, result: SearchResult, li
         found: list[Stored] = []
         for inc in query.includes:
             if first or inc.iterate:
-                found.extend(_forward(conn, inc, frontier))
+                found.extend(_forward(conn, inc, frontier, query))
         for inc in query.revincludes:
             if first or inc.iterate:
-                found.extend(_reverse(conn, inc, frontier))
+                found.extend(_reverse(conn, inc, frontier, query))
         fresh = []
         for stored in found:
             if stored.pk not in seen:
@@ -95,7 +95,15 @@ def _add_includes(conn: Connection, query: SearchQuery, result: SearchResult, li
     result.truncated_includes = True  # still finding new resources after MAX_ITERATIONS rounds
 
 
-def _forward(conn: Connection, inc: Include, sources: list[Stored]) -> list[Stored]:
+def _policy(inc: Include, query: SearchQuery) -> list[ColumnElement[bool]]:
+    """Included resources obey the same access policy as matches, and the token's types."""
+    out = list(query.access)
+    if query.include_types is not None:
+        out.append(resource.c.res_type.in_(sorted(query.include_types)))
+    return out
+
+
+def _forward(conn: Connection, inc: Include, sources: list[Stored], query: SearchQuery) -> list[Stored]:
     pks = [s.pk for s in sources if inc.source_type in {"*", s.res_type}]
     if not pks:
         return []
@@ -113,12 +121,12 @@ def _forward(conn: Connection, inc: Include, sources: list[Stored]) -> list[Stor
                 resource, and_(resource.c.res_type == ref.c.target_type, resource.c.res_id == ref.c.target_id)
             )
         )
-        .where(*clauses, resource.c.deleted == false())
+        .where(*clauses, resource.c.deleted == false(), *_policy(inc, query))
     )
     return [Stored(*row) for row in conn.execute(stmt)]
 
 
-def _reverse(conn: Connection, inc: Include, targets: list[Stored]) -> list[Stored]:
+def _reverse(conn: Connection, inc: Include, targets: list[Stored], query: SearchQuery) -> list[Stored]:
     by_type: dict[str, list[str]] = {}
     for stored in targets:
         by_type.setdefault(stored.res_type, []).append(stored.res_id)
@@ -134,7 +142,7 @@ def _reverse(conn: Connection, inc: Include, targets: list[Stored]) -> list[Stor
             select(*CURRENT_COLS)
             .distinct()
             .select_from(ref.join(resource, resource.c.pk == ref.c.res_pk))
-            .where(*clauses, resource.c.deleted == false())
+            .where(*clauses, resource.c.deleted == false(), *_policy(inc, query))
         )
         out.extend(Stored(*row) for row in conn.execute(stmt))
     return out

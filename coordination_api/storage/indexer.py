@@ -6,10 +6,12 @@ import logging
 import unicodedata
 from collections import defaultdict
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from coordination_api.search.dates import MAX_US, MIN_US, InvalidDateError, parse_range
 from coordination_api.search.registry import SearchParam, SearchRegistry
+from fhir_profiles import patient_compartment
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +226,32 @@ def index_rows(registry: SearchRegistry, resource_type: str, resource: dict[str,
             continue
         if values:
             _add_rows(rows, param, resource_type, values)
+    _add_compartment_rows(rows, resource_type, resource)
     return rows
+
+
+@cache
+def _compartment_params() -> dict[str, frozenset[str]]:
+    """Resource type -> the search parameters that put it in a Patient's compartment."""
+    return {
+        entry["code"]: frozenset(entry["param"])
+        for entry in patient_compartment().get("resource", [])
+        if entry.get("param")
+    }
+
+
+def _add_compartment_rows(rows: Rows, resource_type: str, resource: dict[str, Any]) -> None:
+    """The patients whose compartment holds this resource (a Patient is in its own)."""
+    params = _compartment_params().get(resource_type, frozenset())
+    patients = {
+        (row["param"], row["target_id"])
+        for row in rows.get("reference", [])
+        if row["param"] in params and row.get("target_type") == "Patient" and row.get("target_id")
+    }
+    if resource_type == "Patient" and resource.get("id"):
+        patients.add(("_id", resource["id"]))
+    for param, patient_id in sorted(patients):
+        rows["compartment"].append({"res_type": resource_type, "param": param, "patient_id": patient_id})
 
 
 def _add_rows(rows: Rows, param: SearchParam, resource_type: str, values: list[Any]) -> None:

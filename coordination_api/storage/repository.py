@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 if TYPE_CHECKING:
     import psycopg
 
+from auth.policy import DERIVED
 from coordination_api.errors import Category, FhirError
 from coordination_api.search.dates import format_instant
 from coordination_api.search.registry import SearchRegistry
@@ -106,12 +107,22 @@ class Repository:
     def __init__(self, engine: Engine, registry: SearchRegistry) -> None:
         self.engine = engine
         self.registry = registry
+        # Hooks of the security layer: the access check on what is written ("before": the current
+        # version, "after": the new one) and the audit row that commits with the write.
+        self.guard: Callable[[Connection, list[Stored], str], None] | None = None
+        self.before_commit: Callable[[Connection], None] | None = None
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
         """One write transaction (SQLite: BEGIN IMMEDIATE)."""
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             yield conn
+            if self.before_commit is not None:
+                self.before_commit(conn)
+
+    def _check(self, conn: Connection, stored: list[Stored], phase: str) -> None:
+        if self.guard is not None:
+            self.guard(conn, stored, phase)
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -220,6 +231,7 @@ class Repository:
         ]
         conn.execute(insert(resource_history), [self._history_row(s, method) for s in stored])
         self._insert_index(conn, list(zip(stored, fulls, strict=True)))
+        self._check(conn, stored, "after")
         return stored
 
     def current_many(self, conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
@@ -256,6 +268,7 @@ class Repository:
                         continue  # created concurrently: update it instead
                     raise
             check_if_match(if_match, current)
+            self._check(conn, [current], "before")
             version = current.version + 1
             ts = max(now_us(), current.last_updated)
             content, full = _with_meta(res_type, res_id, body, version, ts)
@@ -271,6 +284,7 @@ class Repository:
             stored = Stored(current.pk, res_type, res_id, version, ts, False, content)
             self._history(conn, stored, method)
             self._index(conn, stored, full, fresh=False)
+            self._check(conn, [stored], "after")
             return stored, current.deleted
         raise FhirError(Category.CONFLICT, f"{res_type}/{res_id} was modified concurrently; retry")
 
@@ -283,6 +297,7 @@ class Repository:
             if current is None or current.deleted:
                 return None
             check_if_match(if_match, current)
+            self._check(conn, [current], "before")
             version = current.version + 1
             ts = max(now_us(), current.last_updated)
             result = conn.execute(
@@ -294,7 +309,8 @@ class Repository:
                 continue
             stored = Stored(current.pk, res_type, res_id, version, ts, True, None)
             self._history(conn, stored, "DELETE")
-            self._clear_index(conn, current.pk)
+            # The compartment rows stay: they keep protecting the deleted resource's history.
+            self._clear_index(conn, current.pk, res_type, keep_compartment=True)
             conn.execute(delete(conditional_create).where(conditional_create.c.res_pk == current.pk))
             return stored
         raise FhirError(Category.CONFLICT, f"{res_type}/{res_id} was modified concurrently; retry")
@@ -340,19 +356,32 @@ class Repository:
     def _history(self, conn: Connection, stored: Stored, method: str) -> None:
         conn.execute(insert(resource_history).values(**self._history_row(stored, method)))
 
-    def _clear_index(self, conn: Connection, pk: int) -> None:
-        for table in INDEX_TABLES.values():
+    def _clear_index(
+        self, conn: Connection, pk: int, res_type: str | None = None, *, keep_compartment: bool = False
+    ) -> None:
+        for kind, table in INDEX_TABLES.items():
+            if keep_compartment and kind == "compartment":
+                continue
             conn.execute(delete(table).where(table.c.res_pk == pk))
+        derived = DERIVED.get(res_type or "")
+        if derived is not None:
+            conn.execute(delete(derived[0]).where(derived[0].c.res_pk == pk))
 
     def _index(self, conn: Connection, stored: Stored, full: dict[str, Any], *, fresh: bool) -> None:
         if not fresh:
-            self._clear_index(conn, stored.pk)
+            self._clear_index(conn, stored.pk, stored.res_type)
         self._insert_index(conn, [(stored, full)])
 
     def _insert_index(self, conn: Connection, items: list[tuple[Stored, dict[str, Any]]]) -> None:
         """Index rows of many resources, one executemany per index table."""
         batched: dict[str, list[dict[str, Any]]] = {}
+        policy_rows: dict[str, list[dict[str, Any]]] = {}
         for stored, full in items:
+            derived = DERIVED.get(stored.res_type)
+            if derived is not None:
+                # Access-policy rows (care team, opposition, affiliations) change with the resource.
+                for row in derived[1](full):
+                    policy_rows.setdefault(stored.res_type, []).append({**row, "res_pk": stored.pk})
             for kind, rows in index_rows(self.registry, stored.res_type, full).items():
                 for row in rows:
                     row["res_pk"] = stored.pk
@@ -362,6 +391,8 @@ class Repository:
                 _copy_rows(conn, INDEX_TABLES[kind].name, rows)
             else:
                 conn.execute(insert(INDEX_TABLES[kind]), rows)
+        for res_type, rows in policy_rows.items():
+            conn.execute(insert(DERIVED[res_type][0]), rows)
 
 
 # Bulk index rows go through COPY on PostgreSQL (several times cheaper than an executemany).

@@ -160,6 +160,13 @@ idx_uri = _index_table(
     indexes=[("param", "value")],
 )
 
+# Patient compartment membership (R4 compartmentdefinition-patient): the access policy filters on it.
+idx_compartment = _index_table(
+    "idx_compartment",
+    Column("patient_id", String(64), nullable=False),
+    indexes=[("patient_id", "res_pk")],
+)
+
 INDEX_TABLES = {
     "string": idx_string,
     "token": idx_token,
@@ -168,4 +175,5 @@ INDEX_TABLES = {
     "number": idx_number,
     "quantity": idx_quantity,
     "uri": idx_uri,
+    "compartment": idx_compartment,
 }

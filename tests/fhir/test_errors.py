@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from coordination_api.app import create_app
 from coordination_api.config import Settings
-from tests.conftest import Fhir
+from tests.conftest import Fhir, authed
 
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Moreau"}], "birthDate": "1961-05-06"}
 
@@ -49,7 +49,7 @@ def limited(client: FlaskClient, database_url: str) -> Iterator[Fhir]:
     """An app over the same (emptied) database with small body and Bundle limits."""
     app = create_app(Settings(database_url=database_url, max_body_bytes=2048, max_transaction_entries=3))
     app.config["TESTING"] = True
-    yield Fhir(app.test_client())
+    yield Fhir(authed(app.test_client()))
     app.extensions["coordination"].repo.engine.dispose()
 
 

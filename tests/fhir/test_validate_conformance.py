@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from coordination_api.conformance_load import load_conformance
-from tests.conftest import Fhir
+from tests.conftest import Fhir, authed
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "fr-core"
 PATIENT_INS = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-patient-ins"
@@ -139,7 +139,7 @@ def test_unknown_profile_is_refused_when_configured(database_url: str) -> None:
 
     strict = create_app(Settings(database_url=database_url, reject_unknown_profiles=True))
     try:
-        response = strict.test_client().post(
+        response = authed(strict.test_client()).post(
             "/fhir/Patient",
             data=json.dumps(
                 {"resourceType": "Patient", "meta": {"profile": ["https://example.org/unknown"]}}

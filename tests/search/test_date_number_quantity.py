@@ -14,7 +14,7 @@ import fhir_profiles
 from coordination_api.app import create_app
 from coordination_api.config import Settings
 from coordination_api.search.registry import SearchRegistry
-from tests.conftest import Fhir
+from tests.conftest import Fhir, authed
 from tests.search.support import assert_400, encounter, observation, patient, put
 
 UCUM = "http://unitsofmeasure.org"
@@ -282,7 +282,7 @@ def number_app(app: Flask, database_url: str) -> Iterator[Flask]:
 
 @pytest.fixture
 def risks(client: FlaskClient, number_app: Flask) -> Fhir:
-    fhir = Fhir(number_app.test_client())
+    fhir = Fhir(authed(number_app.test_client()))
     for rid, probability in {"r80": 0.8, "r85": 0.85, "r79": 0.79, "r100": 100, "rhalf": 99.5}.items():
         put(
             fhir,

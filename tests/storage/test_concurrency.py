@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 from flask import Flask
 
-from tests.conftest import Fhir
+from tests.conftest import Fhir, authed
 
 # A validated identity with its INS (NIR key 87 = 97 - 2840575056123 mod 97).
 PATIENT = {
@@ -32,7 +32,7 @@ PATIENT = {
 
 
 def _conditional_create(app: Flask) -> tuple[int, str]:
-    response = app.test_client().post(
+    response = authed(app.test_client()).post(
         "/fhir/Patient",
         data=orjson.dumps(PATIENT),
         headers={
@@ -59,7 +59,7 @@ def test_parallel_updates_never_reuse_a_version(app: Flask, fhir: Fhir) -> None:
 
     def bump(i: int) -> int:
         body = {**created, "name": [{"family": f"Racy{i}"}]}
-        response = app.test_client().put(
+        response = authed(app.test_client()).put(
             f"/fhir/Patient/{pid}", data=orjson.dumps(body), headers={"Content-Type": "application/fhir+json"}
         )
         return response.status_code

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from auth.schema import auth_metadata
 from coordination_api.storage.engine import make_engine
 from coordination_api.storage.schema import metadata
 
@@ -13,7 +14,10 @@ config = context.config
 
 def _run(connection: Connection) -> None:
     context.configure(
-        connection=connection, target_metadata=metadata, render_as_batch=True, compare_type=True
+        connection=connection,
+        target_metadata=[metadata, auth_metadata],
+        render_as_batch=True,
+        compare_type=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,0 +1,252 @@
+"""Who may reach which patient's data: the care-team rule, the droit d'opposition, break-the-glass.
+
+- Sharing within the care team (Code de la santé publique L.1110-4): a practitioner reaches a patient's
+  compartment only while an *active* CareTeam of that patient lists them, directly, through one of their
+  PractitionerRoles, or through an Organization they hold a role in, with periods covering now.
+- Opposition (CSP L.1110-4 III, L.1111-8): an active Consent whose provision denies an actor wins over
+  the care team, and over break-the-glass too (L.1111-17: emergency access unless the patient objected).
+- Break-the-glass: a practitioner states a reason and reaches a patient outside the care team; flagged
+  and audited, still limited by their scopes and by Consent denials.
+
+The rules are evaluated in SQL on every request (CareTeams change after login) from rows derived from
+CareTeam, Consent and PractitionerRole at write time; this module derives the rows and builds the SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, literal, or_, select
+from sqlalchemy.engine import Connection
+
+from auth.schema import care_team_access, consent_deny, practitioner_affiliation
+from auth.scopes import ScopeSet
+
+# Member/actor types whose references grant or deny (others, e.g. RelatedPerson, grant nothing here).
+ACTOR_TYPES = ("Practitioner", "PractitionerRole", "Organization")
+_REF = re.compile(r"(?:^|/)(Practitioner|PractitionerRole|Organization|Patient)/([A-Za-z0-9\-.]{1,64})$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a backend client (system), or a practitioner through an app (user)."""
+
+    client_id: str | None
+    scopes: ScopeSet
+    practitioner_id: str | None = None
+    username: str | None = None
+    patient_id: str | None = None  # launch/patient context of a patient/ scoped token
+    token_jti: str | None = None
+    unrestricted: bool = False  # security disabled (loopback development only)
+
+    @property
+    def is_user(self) -> bool:
+        return self.practitioner_id is not None
+
+    @property
+    def agent(self) -> str | None:
+        return f"Practitioner/{self.practitioner_id}" if self.practitioner_id else None
+
+
+def _ref(reference: Any) -> tuple[str, str] | None:
+    if not isinstance(reference, dict) or not isinstance(reference.get("reference"), str):
+        return None
+    match = _REF.search(reference["reference"].split("/_history/")[0])
+    return (match.group(1), match.group(2)) if match else None
+
+
+def _instant(text: Any, *, end: bool) -> int | None:
+    """Epoch microseconds of a FHIR date/dateTime; an end bound covers the whole partial date."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        if len(text) == 4:
+            low, step = datetime(int(text), 1, 1, tzinfo=UTC), "year"
+        elif len(text) == 7:
+            low, step = datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=UTC), "month"
+        elif len(text) == 10:
+            low, step = datetime.fromisoformat(text).replace(tzinfo=UTC), "day"
+        else:
+            moment = datetime.fromisoformat(text)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return int(moment.timestamp() * 1_000_000)
+    except ValueError:
+        return None
+    if end:
+        if step == "year":
+            low = low.replace(year=low.year + 1)
+        elif step == "month":
+            low = (low + timedelta(days=32)).replace(day=1)
+        else:
+            low = low + timedelta(days=1)
+        return int(low.timestamp() * 1_000_000) - 1
+    return int(low.timestamp() * 1_000_000)
+
+
+def _period(period: Any) -> tuple[int | None, int | None]:
+    if not isinstance(period, dict):
+        return None, None
+    return _instant(period.get("start"), end=False), _instant(period.get("end"), end=True)
+
+
+def _narrow(
+    outer: tuple[int | None, int | None], inner: tuple[int | None, int | None]
+) -> tuple[int | None, int | None]:
+    starts = [v for v in (outer[0], inner[0]) if v is not None]
+    ends = [v for v in (outer[1], inner[1]) if v is not None]
+    return (max(starts) if starts else None, min(ends) if ends else None)
+
+
+def care_team_rows(careteam: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per participant that grants access; none unless the CareTeam is active."""
+    if careteam.get("status") != "active":
+        return []
+    subject = _ref(careteam.get("subject"))
+    if subject is None or subject[0] != "Patient":
+        return []
+    team_period = _period(careteam.get("period"))
+    rows = []
+    for participant in careteam.get("participant") or []:
+        member = _ref(participant.get("member")) if isinstance(participant, dict) else None
+        if member is None or member[0] not in ACTOR_TYPES:
+            continue
+        start, end = _narrow(team_period, _period(participant.get("period")))
+        rows.append(
+            {"patient_id": subject[1], "member": f"{member[0]}/{member[1]}", "start_us": start, "end_us": end}
+        )
+    return rows
+
+
+def consent_rows(consent: dict[str, Any]) -> list[dict[str, Any]]:
+    """Denials of an active Consent: each ``deny`` provision (nested ones too) and its actors.
+
+    A deny provision without actors is an opposition to everyone ("*")."""
+    if consent.get("status") != "active":
+        return []
+    patient = _ref(consent.get("patient"))
+    if patient is None or patient[0] != "Patient":
+        return []
+    rows: list[dict[str, Any]] = []
+
+    def walk(provision: Any, inherited: str | None, bounds: tuple[int | None, int | None]) -> None:
+        if not isinstance(provision, dict):
+            return
+        kind = provision.get("type") or inherited
+        bounds = _narrow(bounds, _period(provision.get("period")))
+        if kind == "deny":
+            actors = [_ref(a.get("reference")) for a in provision.get("actor") or [] if isinstance(a, dict)]
+            names = [f"{a[0]}/{a[1]}" for a in actors if a is not None and a[0] in ACTOR_TYPES]
+            if not provision.get("actor"):
+                names = ["*"]
+            for name in names:
+                rows.append(
+                    {"patient_id": patient[1], "actor": name, "start_us": bounds[0], "end_us": bounds[1]}
+                )
+        # Nested provisions are exceptions to their parent; only their own "deny" ones deny (a nested
+        # "permit" under a blanket deny is not honoured: stricter than asked, never looser).
+        for child in provision.get("provision") or []:
+            walk(child, None, bounds)
+
+    walk(consent.get("provision"), None, (None, None))
+    return rows
+
+
+def affiliation_rows(role: dict[str, Any]) -> list[dict[str, Any]]:
+    """A PractitionerRole links a practitioner to the role and its organization (unless inactive)."""
+    if role.get("active") is False:
+        return []
+    practitioner = _ref(role.get("practitioner"))
+    if practitioner is None or practitioner[0] != "Practitioner":
+        return []
+    organization = _ref(role.get("organization"))
+    start, end = _period(role.get("period"))
+    return [
+        {
+            "practitioner_id": practitioner[1],
+            "role_id": str(role.get("id", "")),
+            "organization": f"Organization/{organization[1]}" if organization else None,
+            "start_us": start,
+            "end_us": end,
+        }
+    ]
+
+
+# Resource type -> (derived table, the function that derives its rows). The repository keeps them in
+# step with every write of these types, in the same database transaction.
+DERIVED = {
+    "CareTeam": (care_team_access, care_team_rows),
+    "Consent": (consent_deny, consent_rows),
+    "PractitionerRole": (practitioner_affiliation, affiliation_rows),
+}
+
+
+def _covers(table: Any, now_us: int) -> Any:
+    return and_(
+        or_(table.c.start_us.is_(None), table.c.start_us <= now_us),
+        or_(table.c.end_us.is_(None), table.c.end_us >= now_us),
+    )
+
+
+def actor_refs(conn: Connection, practitioner_id: str, now_us: int) -> list[str]:
+    """The references that stand for this practitioner: themself, their roles and organizations."""
+    a = practitioner_affiliation
+    refs = [f"Practitioner/{practitioner_id}"]
+    rows = conn.execute(
+        select(a.c.role_id, a.c.organization).where(
+            a.c.practitioner_id == practitioner_id, _covers(a, now_us)
+        )
+    )
+    for role_id, organization in rows:
+        refs.append(f"PractitionerRole/{role_id}")
+        if organization:
+            refs.append(organization)
+    return list(dict.fromkeys(refs))
+
+
+def denied_patients(refs: Iterable[str], now_us: int) -> Select[Any]:
+    """Patients who object to these actors (or to everyone)."""
+    c = consent_deny
+    return select(c.c.patient_id).where(c.c.actor.in_([*refs, "*"]), _covers(c, now_us))
+
+
+def care_team_patients(refs: Iterable[str], now_us: int) -> Select[Any]:
+    t = care_team_access
+    return select(t.c.patient_id).where(t.c.member.in_(list(refs)), _covers(t, now_us))
+
+
+def allowed_patients(refs: list[str], now_us: int, launch_patient: str | None) -> Select[Any]:
+    """Patients this practitioner may reach now: care team, minus denials, within the launch context."""
+    t = care_team_access
+    stmt = select(t.c.patient_id).where(
+        t.c.member.in_(refs), _covers(t, now_us), t.c.patient_id.not_in(denied_patients(refs, now_us))
+    )
+    if launch_patient is not None:
+        stmt = stmt.where(t.c.patient_id == launch_patient)
+    return stmt
+
+
+@dataclass(frozen=True)
+class PatientFilter:
+    """The patients a request may reach, as SQL: either only ``allowed`` ones, or all but ``denied`` ones."""
+
+    allowed: Select[Any] | None = None
+    denied: Select[Any] | None = None
+
+
+def patient_filter(
+    refs: list[str], now_us: int, launch_patient: str | None, break_glass: bool
+) -> PatientFilter:
+    if break_glass and launch_patient is None:
+        return PatientFilter(denied=denied_patients(refs, now_us))
+    if break_glass:
+        return PatientFilter(
+            allowed=select(literal(launch_patient).label("patient_id")).where(
+                literal(launch_patient).not_in(denied_patients(refs, now_us))
+            )
+        )
+    return PatientFilter(allowed=allowed_patients(refs, now_us, launch_patient))

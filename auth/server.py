@@ -1,0 +1,406 @@
+"""The authorization server, assembled from authlib's spec modules (RFC 6749, 7523, 7636, 7662, 7009).
+
+Only the storage hooks and SMART rules are ours; the protocol logic is authlib's.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidScopeError
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from auth import scopes as smart
+from auth.keys import ALG, KeyStore
+from auth.models import CLIENT_SECRET_BASIC, NONE, PRIVATE_KEY_JWT, AuthorizationCode, Client, Token, User
+from auth.secrets import digest, random_token
+from auth.store import AuthStore
+
+# SMART Backend Services (client-confidential-asymmetric): RS384 and ES384 MUST be supported. Only
+# asymmetric algorithms: "none" and HMAC are refused, which also defeats RS/HS key confusion.
+ASSERTION_ALGORITHMS = ["RS384", "ES384", "RS256", "ES256", "RS512", "ES512", "PS256", "PS384", "PS512"]
+MAX_ASSERTION_LIFETIME = 300  # SMART: exp no more than five minutes in the future
+REFRESH_SCOPES = ("offline_access", "online_access")
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    access_ttl: int = 300
+    code_ttl: int = 60
+    offline_ttl: int = 90 * 24 * 3600
+    online_ttl: int = 12 * 3600
+
+
+@dataclass(frozen=True)
+class Urls:
+    """Where this server is reached, for ``aud`` checks and discovery (the request's own host)."""
+
+    fhir_base: Callable[[], list[str]]  # the FHIR base as reached, then the configured public one
+    token: Callable[[], list[str]]
+
+
+class JwksCache:
+    """Client key sets from ``--jwks-url``: fetched with requests, cached, refetched on an unknown kid."""
+
+    def __init__(self, ttl: int = 300, timeout: float = 5.0) -> None:
+        self.ttl = ttl
+        self.timeout = timeout
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, url: str, kid: str | None) -> dict[str, Any]:
+        cached = self._cache.get(url)
+        fresh = cached is not None and cached[0] > time.monotonic()
+        known = cached is not None and (
+            kid is None or any(k.get("kid") == kid for k in cached[1].get("keys", []))
+        )
+        if cached is not None and fresh and known:
+            return cached[1]
+        try:
+            response = requests.get(url, timeout=self.timeout, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            data = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            if cached is not None:
+                return cached[1]
+            raise InvalidClientError(description="The client's JWKS URL could not be fetched") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+            raise InvalidClientError(description="The client's JWKS URL did not return a JWK Set")
+        self._cache[url] = (time.monotonic() + self.ttl, data)
+        return data
+
+
+class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
+    """private_key_jwt client authentication (RFC 7523 2.2 / 3, SMART Backend Services)."""
+
+    CLIENT_AUTH_METHOD = PRIVATE_KEY_JWT
+
+    def __init__(self, store: AuthStore, urls: Urls, jwks_cache: JwksCache) -> None:
+        super().__init__(validate_jti=True, leeway=30)
+        self.store = store
+        self.urls = urls
+        self.jwks_cache = jwks_cache
+        self._kid: str | None = None
+
+    def get_audiences(self) -> list[str]:
+        return self.urls.token()
+
+    def extract_assertion(self, assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        headers, claims = super().extract_assertion(assertion)
+        self._kid = headers.get("kid") if isinstance(headers.get("kid"), str) else None
+        if headers.get("alg") not in ASSERTION_ALGORITHMS:
+            raise InvalidClientError(
+                description=f"Assertion algorithm {headers.get('alg')!r} is not accepted"
+            )
+        return headers, claims
+
+    def resolve_client_public_key(self, client: Client) -> KeySet:
+        if client.jwks:
+            data = json.loads(client.jwks)
+        elif client.jwks_uri:
+            data = self.jwks_cache.get(client.jwks_uri, self._kid)
+        else:
+            raise InvalidClientError(description="The client has no registered public keys")
+        public = {
+            "keys": [k for k in data.get("keys", []) if isinstance(k, dict) and k.get("kty") in {"RSA", "EC"}]
+        }
+        try:
+            return KeySet.import_key_set(public)  # type: ignore[arg-type]
+        except (JoseError, ValueError, TypeError) as exc:
+            raise InvalidClientError(description="The client's public keys are not usable") from exc
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGORITHMS)
+        except (JoseError, ValueError) as exc:
+            raise InvalidClientError(description="The client assertion signature is not valid") from exc
+        self.verify_claims(token.claims)
+        return dict(token.claims)
+
+    def verify_claims(self, claims: Any) -> None:
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or exp > time.time() + MAX_ASSERTION_LIFETIME + self.leeway:
+            raise InvalidClientError(description="The assertion's exp must be at most five minutes ahead")
+        super().verify_claims(claims)
+
+    def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:
+        if not isinstance(jti, str) or not jti:
+            return False
+        return self.store.claim_assertion_jti(str(claims["sub"]), jti, int(claims["exp"]))
+
+
+class AccessTokens(JWTBearerTokenGenerator):  # type: ignore[misc]
+    """RFC 9068 JWT access tokens signed with our key; refresh tokens only for offline/online_access."""
+
+    def __init__(self, keys: KeyStore, urls: Urls, policy: TokenPolicy, issuer: Callable[[], str]) -> None:
+        super().__init__(issuer="", alg=ALG, refresh_token_generator=lambda *a: random_token(40))
+        self.keys = keys
+        self.urls = urls
+        self.policy = policy
+        self.issuer_of = issuer
+
+    def get_jwks(self) -> Any:
+        return self.keys.signing_key()
+
+    def get_audiences(self, client: Client, user: User | None, scope: str) -> str:
+        return self.urls.fhir_base()[0]
+
+    def _get_expires_in(self, client: Client, grant_type: str) -> int:
+        return self.policy.access_ttl
+
+    def get_extra_claims(
+        self, client: Client, grant_type: str, user: User | None, scope: str
+    ) -> dict[str, Any]:
+        if user is not None:
+            return {"fhirUser": f"{self.urls.fhir_base()[0]}/Practitioner/{user.practitioner_id}"}
+        return {}
+
+    def generate(  # type: ignore[override]
+        self,
+        grant_type: str,
+        client: Client,
+        user: User | None = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        self.issuer = self.issuer_of()
+        wants_refresh = any(s in smart.split(scope) for s in REFRESH_SCOPES)
+        token: dict[str, Any] = super().generate(
+            grant_type,
+            client,
+            user=user,
+            scope=scope,
+            expires_in=self.policy.access_ttl,
+            include_refresh_token=include_refresh_token and wants_refresh and user is not None,
+        )
+        return token
+
+
+def _claims(access_token: str) -> dict[str, Any]:
+    """Claims of a token we just signed (no need to verify our own signature)."""
+    payload = access_token.split(".")[1]
+    data: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return data
+
+
+class ClientCredentials(grants.ClientCredentialsGrant):  # type: ignore[misc]
+    """SMART Backend Services: system/ scopes only, never more than the client was registered for."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = [CLIENT_SECRET_BASIC, PRIVATE_KEY_JWT]
+
+    def validate_requested_scope(self) -> None:
+        client: Client = self.request.client
+        requested = smart.split(self.request.payload.scope) or smart.split(client.scope)
+        system = [
+            s for s in requested if (p := smart.parse_resource_scope(s)) is not None and p.context == "system"
+        ]
+        allowed = smart.granted(system, smart.split(client.scope))
+        if not allowed:
+            raise InvalidScopeError(description="None of the requested scopes may be granted to this client")
+        self.granted_scope = " ".join(allowed)
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        token = self.generate_token(scope=self.granted_scope, include_refresh_token=False)
+        self.save_token(token)
+        return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+class S256Only(CodeChallenge):  # type: ignore[misc]
+    """PKCE (RFC 7636) is mandatory and only S256 is accepted (SMART App Launch 2: plain is forbidden)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = [CLIENT_SECRET_BASIC, PRIVATE_KEY_JWT, NONE]
+
+    store: AuthStore
+    policy: TokenPolicy
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        user: User = request.user
+        payload = request.payload
+        self.store.save_code(
+            code,
+            {
+                "client_id": request.client.client_id,
+                "username": user.username,
+                "redirect_uri": payload.redirect_uri or request.client.get_default_redirect_uri(),
+                "scope": request.scope if isinstance(getattr(request, "scope", None), str) else payload.scope,
+                "code_challenge": payload.data.get("code_challenge"),
+                "code_challenge_method": payload.data.get("code_challenge_method"),
+                "nonce": payload.data.get("nonce"),
+                "aud": payload.data.get("aud"),
+                "patient": getattr(request, "launch_patient", None),
+                "auth_time": user.auth_time,
+                "expires_at": int(time.time()) + self.policy.code_ttl,
+            },
+        )
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+        row = self.store.take_code(code, client.client_id)
+        return AuthorizationCode(**{k: v for k, v in row.items() if k != "used"}) if row else None
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Nothing to do: the code was marked used when taken (kept to detect replays)."""
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
+        return self.store.user(authorization_code.username)
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = [CLIENT_SECRET_BASIC, PRIVATE_KEY_JWT, NONE]
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    store: AuthStore
+
+    def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
+        token = self.store.refresh_token(refresh_token)
+        if token is None or token.revoked or token.is_refresh_expired():
+            return None
+        if not self.store.use_refresh_token(token):
+            raise InvalidGrantError(description="Refresh token reused; the grant has been revoked")
+        return token
+
+    def authenticate_user(self, refresh_token: Token) -> User | None:
+        return self.store.user(refresh_token.username) if refresh_token.username else None
+
+    def revoke_old_credential(self, refresh_token: Token) -> None:
+        """Rotation: the old refresh token was spent in authenticate_refresh_token."""
+
+
+class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
+    """RFC 7662, for other GRADeS services: any registered confidential client may introspect."""
+
+    CLIENT_AUTH_METHODS = [CLIENT_SECRET_BASIC, PRIVATE_KEY_JWT]
+
+    store: AuthStore
+    issuer_of: Callable[[], str]
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
+        if token_type_hint == "refresh_token":  # noqa: S105 - a hint name
+            return self.store.refresh_token(token_string) or self.store.access_token(token_string)
+        return self.store.access_token(token_string) or self.store.refresh_token(token_string)
+
+    def check_permission(self, token: Token, client: Client, request: Any) -> bool:
+        return client.confidential
+
+    def introspect_token(self, token: Token) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "active": True,
+            "scope": token.scope,
+            "client_id": token.client_id,
+            "token_type": "Bearer",
+            "exp": token.expires_at,
+            "iat": token.issued_at,
+            "iss": self.issuer_of(),
+            "sub": token.username or token.client_id,
+            "jti": token.jti,
+        }
+        if token.aud:
+            out["aud"] = token.aud
+        if token.username:
+            out["username"] = token.username
+        if token.practitioner_id:
+            out["fhirUser"] = f"{self.issuer_of()}/Practitioner/{token.practitioner_id}"
+        if token.patient:
+            out["patient"] = token.patient
+        return out
+
+
+class Revocation(RevocationEndpoint):  # type: ignore[misc]
+    """RFC 7009. Revoking a refresh token revokes its whole grant (RFC 7009 2.1: SHOULD)."""
+
+    CLIENT_AUTH_METHODS = [CLIENT_SECRET_BASIC, PRIVATE_KEY_JWT, NONE]
+
+    store: AuthStore
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> tuple[Token, bool] | None:
+        access = self.store.access_token(token_string)
+        if access is not None:
+            return _Revocable(access, False)
+        refresh = self.store.refresh_token(token_string)
+        return _Revocable(refresh, True) if refresh is not None else None
+
+    def revoke_token(self, token: _Revocable, request: Any) -> None:
+        self.store.revoke_token(token.token, whole_family=token.refresh)
+
+
+class _Revocable:
+    def __init__(self, token: Token, refresh: bool) -> None:
+        self.token = token
+        self.refresh = refresh
+
+    def check_client(self, client: Client) -> bool:
+        return self.token.check_client(client)
+
+
+def token_row(token: dict[str, Any], request: Any, policy: TokenPolicy) -> dict[str, Any]:
+    """The oauth_token row for a token authlib just generated."""
+    claims = _claims(token["access_token"])
+    now = int(time.time())
+    code: AuthorizationCode | None = getattr(request, "authorization_code", None)
+    previous: Token | None = getattr(request, "refresh_token", None)
+    user: User | None = getattr(request, "user", None)
+    if code is not None:
+        family, patient, aud = code.code_hash, code.patient, code.aud
+    elif isinstance(previous, Token):
+        family, patient, aud = previous.family, previous.patient, previous.aud
+    else:
+        family, patient, aud = random_token(16), None, None
+    refresh = token.get("refresh_token")
+    ttl = policy.offline_ttl if "offline_access" in smart.split(token.get("scope")) else policy.online_ttl
+    if patient:
+        token["patient"] = patient
+    return {
+        "token_hash": digest(token["access_token"]),
+        "jti": claims["jti"],
+        "family": family,
+        "client_id": request.client.client_id,
+        "username": user.username if user else None,
+        "practitioner_id": user.practitioner_id if user else None,
+        "scope": token.get("scope") or "",
+        "patient": patient,
+        "aud": aud or (claims.get("aud") if isinstance(claims.get("aud"), str) else None),
+        "issued_at": now,
+        "expires_at": int(claims["exp"]),
+        "refresh_hash": digest(refresh) if refresh else None,
+        "refresh_expires_at": now + ttl if refresh else None,
+    }
+
+
+def build_server(
+    store: AuthStore, keys: KeyStore, urls: Urls, policy: TokenPolicy, issuer: Callable[[], str]
+) -> AuthorizationServer:
+    def save_token(token: dict[str, Any], request: Any) -> None:
+        store.save_token(token_row(token, request, policy))
+
+    server = AuthorizationServer(query_client=store.client, save_token=save_token)
+    server.register_token_generator("default", AccessTokens(keys, urls, policy, issuer))
+    server.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJwt(store, urls, JwksCache()))
+    # authlib instantiates grants and endpoints per request from classes: bind our store to
+    # subclasses made for this server, so that two applications in one process stay apart.
+    code_grant = type("CodeGrant", (AuthorizationCodeGrant,), {"store": store, "policy": policy})
+    server.register_grant(ClientCredentials)
+    server.register_grant(code_grant, [S256Only(required=True)])
+    server.register_grant(type("RefreshGrant", (RefreshTokenGrant,), {"store": store}))
+    server.register_endpoint(
+        type("IntrospectionEndpoint", (Introspection,), {"store": store, "issuer_of": staticmethod(issuer)})
+    )
+    server.register_endpoint(type("RevocationEndpoint", (Revocation,), {"store": store}))
+    return server

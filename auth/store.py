@@ -1,0 +1,280 @@
+"""Database access of the authorization server (clients, users, codes, tokens, assertion jtis)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from auth.models import CLIENT_SECRET_BASIC, Client, Token, User
+from auth.schema import (
+    login_attempt,
+    oauth_assertion_jti,
+    oauth_client,
+    oauth_code,
+    oauth_token,
+    oauth_user,
+    server_secret,
+)
+from auth.secrets import digest, hash_password, random_token, verify_password
+
+
+class AuthStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def create_client(
+        self,
+        name: str,
+        scope: str,
+        auth_method: str,
+        redirect_uris: list[str],
+        jwks: dict[str, Any] | None,
+        jwks_uri: str | None,
+    ) -> tuple[str, str | None]:
+        client_id = str(uuid.uuid4())
+        secret = random_token() if auth_method == CLIENT_SECRET_BASIC else None
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(oauth_client).values(
+                    client_id=client_id,
+                    name=name,
+                    auth_method=auth_method,
+                    secret_hash=digest(secret) if secret else None,
+                    scope=scope,
+                    redirect_uris=json.dumps(redirect_uris),
+                    jwks=json.dumps(jwks) if jwks else None,
+                    jwks_uri=jwks_uri,
+                    created_at=int(time.time()),
+                    revoked=False,
+                )
+            )
+        return client_id, secret
+
+    def client(self, client_id: str) -> Client | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(oauth_client).where(oauth_client.c.client_id == client_id)).first()
+        if row is None or row.revoked:
+            return None
+        return Client(
+            client_id=row.client_id,
+            name=row.name,
+            auth_method=row.auth_method,
+            secret_hash=row.secret_hash,
+            scope=row.scope,
+            redirect_uris=json.loads(row.redirect_uris or "[]"),
+            jwks=row.jwks,
+            jwks_uri=row.jwks_uri,
+        )
+
+    def list_clients(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(oauth_client).order_by(oauth_client.c.created_at)).all()
+        return [
+            {
+                "client_id": r.client_id,
+                "name": r.name,
+                "auth": r.auth_method,
+                "scope": r.scope,
+                "redirect_uris": json.loads(r.redirect_uris or "[]"),
+                "jwks_uri": r.jwks_uri,
+                "revoked": bool(r.revoked),
+            }
+            for r in rows
+        ]
+
+    def revoke_client(self, client_id: str) -> bool:
+        """Revoke the client and every token it holds."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(oauth_client).where(oauth_client.c.client_id == client_id).values(revoked=True)
+            ).rowcount
+            conn.execute(update(oauth_token).where(oauth_token.c.client_id == client_id).values(revoked=True))
+        return bool(done)
+
+    # -- users ---------------------------------------------------------------------------------
+
+    def create_user(self, username: str, password: str | None, practitioner_id: str, rpps: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(oauth_user).values(
+                    username=username,
+                    password_hash=hash_password(password) if password else None,
+                    practitioner_id=practitioner_id,
+                    rpps=rpps,
+                    created_at=int(time.time()),
+                    failed_logins=0,
+                    locked_until=0,
+                    disabled=False,
+                )
+            )
+
+    def user(self, username: str) -> User | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(oauth_user).where(oauth_user.c.username == username)).first()
+        if row is None or row.disabled:
+            return None
+        return User(row.username, row.practitioner_id, row.rpps)
+
+    def user_by_rpps(self, rpps: str) -> User | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(oauth_user).where(oauth_user.c.rpps == rpps)).first()
+        return None if row is None or row.disabled else User(row.username, row.practitioner_id, row.rpps)
+
+    def check_login(
+        self, username: str, password: str, max_failures: int, lockout_seconds: int
+    ) -> tuple[User | None, int]:
+        """(user, 0) on success; (None, seconds locked) or (None, 0) on failure. Counts failures."""
+        now = int(time.time())
+        with self.engine.connect() as conn:
+            row = conn.execute(select(oauth_user).where(oauth_user.c.username == username)).first()
+        if row is not None and row.locked_until > now:
+            verify_password(None, password)  # same cost as a real check
+            return None, row.locked_until - now
+        ok = verify_password(row.password_hash if row is not None else None, password)
+        if row is None or row.disabled:
+            return None, 0
+        with self.engine.begin() as conn:
+            if ok:
+                conn.execute(
+                    update(oauth_user).where(oauth_user.c.username == username).values(failed_logins=0)
+                )
+                return User(row.username, row.practitioner_id, row.rpps, now), 0
+            failures = row.failed_logins + 1
+            locked = now + lockout_seconds if failures >= max_failures else 0
+            conn.execute(
+                update(oauth_user)
+                .where(oauth_user.c.username == username)
+                .values(failed_logins=0 if locked else failures, locked_until=locked)
+            )
+        return None, lockout_seconds if locked else 0
+
+    # -- login throttling ----------------------------------------------------------------------
+
+    def record_attempt(self, address: str, success: bool) -> None:
+        now = int(time.time())
+        with self.engine.begin() as conn:
+            conn.execute(insert(login_attempt).values(address=address, at=now, success=success))
+            conn.execute(delete(login_attempt).where(login_attempt.c.at < now - 3600))
+
+    def attempts(self, address: str, window: int) -> tuple[int, int]:
+        """(all attempts, failed attempts) from this address within the window."""
+        since = int(time.time()) - window
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(login_attempt.c.success, func.count())
+                .where(login_attempt.c.address == address, login_attempt.c.at >= since)
+                .group_by(login_attempt.c.success)
+            ).all()
+        counts = {bool(success): int(n) for success, n in rows}
+        return sum(counts.values()), counts.get(False, 0)
+
+    # -- authorization codes -------------------------------------------------------------------
+
+    def save_code(self, code: str, values: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(oauth_code).values(code_hash=digest(code), used=False, **values))
+
+    def take_code(self, code: str, client_id: str) -> dict[str, Any] | None:
+        """Mark the code used and return it; a second use revokes what the first one issued."""
+        code_hash = digest(code)
+        now = int(time.time())
+        with self.engine.begin() as conn:
+            row = conn.execute(select(oauth_code).where(oauth_code.c.code_hash == code_hash)).first()
+            if row is None or row.client_id != client_id:
+                return None
+            claimed = conn.execute(
+                update(oauth_code)
+                .where(oauth_code.c.code_hash == code_hash, oauth_code.c.used.is_(False))
+                .values(used=True)
+            ).rowcount
+            if not claimed:
+                # RFC 6749 4.1.2 / 10.5: a replayed code revokes the tokens it already produced.
+                conn.execute(
+                    update(oauth_token).where(oauth_token.c.family == code_hash).values(revoked=True)
+                )
+                return None
+            if row.expires_at <= now:
+                return None
+        return dict(row._mapping)
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    def save_token(self, values: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(oauth_token).values(revoked=False, refresh_used=False, **values))
+
+    def _token(self, column: Any, value: str) -> Token | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(oauth_token).where(column == digest(value))).first()
+        return Token(**row._mapping) if row is not None else None
+
+    def access_token(self, token: str) -> Token | None:
+        return self._token(oauth_token.c.token_hash, token)
+
+    def refresh_token(self, token: str) -> Token | None:
+        return self._token(oauth_token.c.refresh_hash, token)
+
+    def use_refresh_token(self, token: Token) -> bool:
+        """Rotation (OAuth 2.0 Security BCP 4.14.2): a refresh token works once; a replay revokes
+        the whole family, since either the client or an attacker holds a stolen copy."""
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(oauth_token)
+                .where(oauth_token.c.token_hash == token.token_hash, oauth_token.c.refresh_used.is_(False))
+                .values(refresh_used=True)
+            ).rowcount
+            if not claimed:
+                conn.execute(
+                    update(oauth_token).where(oauth_token.c.family == token.family).values(revoked=True)
+                )
+        return bool(claimed)
+
+    def revoke_token(self, token: Token, whole_family: bool) -> None:
+        with self.engine.begin() as conn:
+            where = (
+                oauth_token.c.family == token.family
+                if whole_family
+                else oauth_token.c.token_hash == token.token_hash
+            )
+            conn.execute(update(oauth_token).where(where).values(revoked=True))
+
+    # -- client assertion replay ---------------------------------------------------------------
+
+    def claim_assertion_jti(self, client_id: str, jti: str, expires_at: int) -> bool:
+        """False when this jti was seen before (the primary key decides, RFC 7523 3 item 7)."""
+        now = int(time.time())
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(oauth_assertion_jti).values(
+                        client_id=client_id, jti=jti[:255], expires_at=expires_at
+                    )
+                )
+        except IntegrityError:
+            return False
+        if int(now) % 16 == 0:  # cheap, occasional purge of expired jtis
+            with self.engine.begin() as conn:
+                conn.execute(delete(oauth_assertion_jti).where(oauth_assertion_jti.c.expires_at < now - 600))
+        return True
+
+    # -- shared secrets ------------------------------------------------------------------------
+
+    def shared_secret(self, name: str) -> str:
+        """A random secret generated once and shared by every process (e.g. the session cookie key)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(server_secret.c.value).where(server_secret.c.name == name)).scalar()
+        if value is not None:
+            return str(value)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(server_secret).values(name=name, value=random_token(48)))
+        except IntegrityError:
+            pass  # another process created it first
+        return self.shared_secret(name)

@@ -1,0 +1,330 @@
+"""Security on the FHIR API: bearer authentication, SMART scopes, the care-team policy, the audit trail.
+
+The one-write flow of ARCHITECTURE.md: token -> Principal (401/403) -> interaction -> policy in SQL
+-> one transaction that also holds the AuditEvent. Reads are audited before the response leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Response, current_app, g, has_request_context, request
+from sqlalchemy import ColumnElement, exists, literal, select, true
+from sqlalchemy.engine import Connection
+
+from auth import policy
+from auth.audit import AuditRecord, write_audit
+from auth.policy import PatientFilter, Principal
+from auth.scopes import ScopeSet
+from auth.service import AuthService, UnauthenticatedError
+from coordination_api.errors import Category, FhirError
+from coordination_api.search.compiler import SearchQuery
+from coordination_api.storage.repository import Stored
+from coordination_api.storage.schema import idx_compartment, resource
+
+log = logging.getLogger(__name__)
+
+BREAK_GLASS_HEADER = "X-Break-The-Glass"
+MIN_REASON = 10  # a reason worth reading, not "x"
+UNRESTRICTED = Principal(client_id=None, scopes=ScopeSet((), frozenset()), unrestricted=True)
+# Routes of the FHIR blueprint anyone may call (SMART conformance.html: discovery is public).
+PUBLIC_ENDPOINTS = {"fhir.metadata"}
+
+# (endpoint, method) -> restful-interaction code, for the audit subtype.
+_INTERACTIONS = {
+    ("fhir.instance", "GET"): "read",
+    ("fhir.instance", "HEAD"): "read",
+    ("fhir.instance", "PUT"): "update",
+    ("fhir.instance", "PATCH"): "patch",
+    ("fhir.instance", "DELETE"): "delete",
+    ("fhir.vread", "GET"): "vread",
+    ("fhir.type_level", "GET"): "search-type",
+    ("fhir.type_level", "HEAD"): "search-type",
+    ("fhir.type_level", "POST"): "create",
+    ("fhir.type_level", "PUT"): "update",
+    ("fhir.type_level", "DELETE"): "delete",
+    ("fhir.search_post", "POST"): "search-type",
+    ("fhir.instance_history", "GET"): "history-instance",
+    ("fhir.type_history", "GET"): "history-type",
+    ("fhir.system_history", "GET"): "history-system",
+    ("fhir.system", "POST"): "transaction",
+    ("fhir.metadata", "GET"): "capabilities",
+}
+
+
+def auth_service() -> AuthService:
+    svc: AuthService = current_app.extensions["auth"]
+    return svc
+
+
+def principal() -> Principal:
+    if not has_request_context():
+        return UNRESTRICTED  # the operator's own commands (import, db upgrade) run outside HTTP
+    p: Principal | None = g.get("principal")
+    if p is None:
+        # Deny by default: a request that was never authenticated reaches nothing.
+        raise FhirError(Category.SECURITY, "Not authenticated", headers={"WWW-Authenticate": "Bearer"})
+    return p
+
+
+def _interaction() -> str:
+    return _INTERACTIONS.get((request.endpoint or "", request.method), "operation")
+
+
+def authenticate() -> None:
+    """before_request of the FHIR blueprint: every route but metadata needs a valid Bearer token."""
+    g.audit = AuditRecord(
+        subtype=_interaction(),
+        method=request.method,
+        path=request.path,
+        address=request.remote_addr,
+        request_id=g.get("request_id"),
+        query=request.query_string.decode("latin-1") or None if request.method in {"GET", "HEAD"} else None,
+    )
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        g.audit = None
+        return
+    if current_app.config["SETTINGS"].security_disabled:
+        g.principal = UNRESTRICTED
+        g.audit = None
+        return
+    try:
+        who = auth_service().principal(request.headers.get("Authorization"))
+    except UnauthenticatedError as exc:
+        challenge = "Bearer" if exc.error is None else f'Bearer error="{exc.error}"'
+        raise FhirError(Category.SECURITY, str(exc), headers={"WWW-Authenticate": challenge}) from None
+    reason = request.headers.get(BREAK_GLASS_HEADER)
+    if reason is not None:
+        reason = " ".join(reason.split())
+        if not who.is_user:
+            raise FhirError(
+                Category.FORBIDDEN, "Break-the-glass access is for practitioners' user tokens only"
+            )
+        if len(reason) < MIN_REASON:
+            raise FhirError(
+                Category.INVALID,
+                f"{BREAK_GLASS_HEADER} must state the reason for emergency access ({MIN_REASON}+ characters)",
+            )
+        g.audit.break_glass_reason = reason[:500]
+    g.principal = who
+
+
+def require(resource_type: str, permission: str) -> None:
+    """SMART scopes: may this token do ``permission`` (c r u d s) on ``resource_type``? (403 if not)."""
+    who = principal()
+    if who.unrestricted:
+        return
+    if resource_type == "AuditEvent":
+        # The audit trail needs a scope naming it: a wildcard such as system/*.rs does not open it.
+        if not who.scopes.explicitly_allows("AuditEvent", permission):
+            raise FhirError(Category.FORBIDDEN, "Reading the audit trail needs an AuditEvent scope")
+        return
+    contexts = ("user", "patient") if who.is_user else ("system",)
+    if not who.scopes.allows(resource_type, permission, contexts):
+        raise FhirError(
+            Category.FORBIDDEN,
+            f"The access token's scopes do not allow '{permission}' on {resource_type}",
+        )
+
+
+def require_system_history() -> None:
+    """System history spans every type: only a token that may read every type (``*``) gets it."""
+    require("*", "r")
+
+
+def require_any(resource_type: str, permissions: str) -> None:
+    """At least one of ``permissions`` (e.g. $validate before a create or an update)."""
+    for permission in permissions[:-1]:
+        try:
+            require(resource_type, permission)
+        except FhirError:
+            continue
+        return
+    require(resource_type, permissions[-1])
+
+
+def secure(query: SearchQuery) -> None:
+    """A search sees only what the policy allows, its includes too (SMART: scopes per included type)."""
+    query.access = visibility(resource.c.pk)
+    who = principal()
+    if who.unrestricted or not (query.includes or query.revincludes):
+        return
+    for inc in query.includes:
+        if inc.target_type:
+            require(inc.target_type, "r")
+    for inc in query.revincludes:
+        if inc.source_type != "*":
+            require(inc.source_type, "r")
+    contexts = ("user", "patient") if who.is_user else ("system",)
+    if not who.scopes.allows("*", "r", contexts):
+        query.include_types = frozenset(
+            s.resource_type for s in who.scopes.scopes if s.context in contexts and "r" in s.permissions
+        )
+
+
+def readable(resource_type: str) -> bool:
+    try:
+        require(resource_type, "r")
+    except FhirError:
+        return False
+    return True
+
+
+def patient_filter() -> PatientFilter | None:
+    """The patients this request may reach, or None when it is not limited by the care-team rule."""
+    who = principal()
+    if who.unrestricted or not who.is_user:
+        return None
+    cached: PatientFilter | None = g.get("patient_filter")
+    if cached is not None:
+        return cached
+    now = int(time.time() * 1_000_000)
+    engine = current_app.extensions["coordination"].repo.engine
+    assert who.practitioner_id is not None
+    with engine.connect() as conn:
+        refs = policy.actor_refs(conn, who.practitioner_id, now)
+    only = (
+        who.patient_id if "patient" in who.scopes.contexts() and "user" not in who.scopes.contexts() else None
+    )
+    if who.patient_id is not None and only is None and "patient" in who.scopes.contexts():
+        only = who.patient_id
+    result = policy.patient_filter(
+        refs, now, only, g.audit is not None and g.audit.break_glass_reason is not None
+    )
+    g.patient_filter = result
+    return result
+
+
+def visibility(pk: Any) -> list[ColumnElement[bool]]:
+    """SQL filters that keep only resources this request may see (none for system clients)."""
+    f = patient_filter()
+    if f is None:
+        return []
+    c = idx_compartment.alias("acl")
+    outside = c.c.patient_id.not_in(f.allowed) if f.allowed is not None else c.c.patient_id.in_(f.denied)
+    return [~exists(select(literal(1)).where(c.c.res_pk == pk, outside))]
+
+
+def _patients_of(conn: Connection, pks: list[int]) -> list[tuple[str, bool]]:
+    """(patient, reachable) for each compartment the resources are in."""
+    f = patient_filter()
+    c = idx_compartment
+    if f is None:
+        ok: ColumnElement[Any] = true()
+    elif f.allowed is not None:
+        ok = c.c.patient_id.in_(f.allowed)
+    else:
+        ok = c.c.patient_id.not_in(f.denied)  # type: ignore[arg-type]
+    rows = conn.execute(select(c.c.patient_id, ok).where(c.c.res_pk.in_(pks)).distinct()).all()
+    return [(row[0], bool(row[1])) for row in rows]
+
+
+def _note(stored: Iterable[Stored], patients: Iterable[str]) -> None:
+    record: AuditRecord | None = g.get("audit")
+    if record is None:
+        return
+    for s in stored:
+        name = f"{s.res_type}/{s.res_id}"
+        if name not in record.entities:
+            record.entities.append(name)
+    record.patients.update(patients)
+
+
+def check_stored(conn: Connection | None, stored: Stored) -> None:
+    """A resource read by id: 403 when it is in the compartment of a patient out of reach."""
+    if not has_request_context() or g.get("principal") is None:
+        return
+    if conn is None:
+        engine = current_app.extensions["coordination"].repo.engine
+        with engine.connect() as own:
+            reach = _patients_of(own, [stored.pk])
+    else:
+        reach = _patients_of(conn, [stored.pk])
+    _note([stored], [p for p, _ok in reach])
+    if any(not ok for _p, ok in reach):
+        raise FhirError(
+            Category.FORBIDDEN,
+            "This patient's data is shared only within the patient's care team (or is opposed by the "
+            f"patient); a practitioner may state an emergency reason in {BREAK_GLASS_HEADER}",
+        )
+
+
+def note_results(conn: Connection, stored: list[Stored]) -> None:
+    """Search results: the patients they touch go to the audit record."""
+    if not stored or g.get("audit") is None:
+        return
+    c = idx_compartment
+    pks = [s.pk for s in stored]
+    patients: set[str] = set()
+    for start in range(0, len(pks), 500):
+        rows = conn.execute(select(c.c.patient_id).where(c.c.res_pk.in_(pks[start : start + 500])).distinct())
+        patients.update(r[0] for r in rows)
+    _note(stored, patients)
+
+
+def guard_write(conn: Connection, stored: list[Stored], phase: str) -> None:
+    """Repository hook, inside the write transaction: the care-team rule on what is written.
+
+    ``before``: the current version (one may not change or delete what one may not see);
+    ``after``: the new version (one may not file data into an unreachable patient's record).
+    A Patient created by this very request is reachable by its creator for the rest of it.
+    """
+    if not has_request_context() or not stored:
+        return
+    who = g.get("principal")
+    if who is None:
+        if request.blueprint == "fhir":
+            raise FhirError(Category.SECURITY, "Not authenticated", headers={"WWW-Authenticate": "Bearer"})
+        return  # another door (e.g. HL7 v2 intake) authorises on its own
+    created: set[str] = g.setdefault("created_patients", set())
+    if phase == "after":
+        created.update(s.res_id for s in stored if s.res_type == "Patient" and s.version == 1)
+    reach = [r for r in _patients_of(conn, [s.pk for s in stored]) if r[0] not in created]
+    _note(stored, [p for p, _ok in reach])
+    if any(not ok for _p, ok in reach):
+        raise FhirError(
+            Category.FORBIDDEN,
+            "Writing to this patient's record is reserved to the patient's care team",
+        )
+
+
+def audit_in_transaction(conn: Connection) -> None:
+    """Repository hook, just before a write transaction commits: its AuditEvent rides along."""
+    if not has_request_context():
+        return
+    record: AuditRecord | None = g.get("audit")
+    if record is None or g.get("principal") is None:
+        return
+    write_audit(conn, record, g.principal, 200, int(time.time() * 1_000_000))
+    g.audit_written = True
+
+
+def audit_response(response: Response) -> Response:
+    """after_request: reads, searches and refused requests are audited before the response leaves."""
+    record: AuditRecord | None = g.get("audit")
+    if record is None:
+        return response
+    if g.get("audit_written") and response.status_code < 400:
+        return response
+    try:
+        engine = current_app.extensions["coordination"].repo.engine
+        with engine.begin() as conn:
+            write_audit(conn, record, g.get("principal"), response.status_code, int(time.time() * 1_000_000))
+    except Exception:
+        log.exception("audit write failed, request_id=%s", record.request_id)
+        from coordination_api.errors import operation_outcome
+        from coordination_api.fhir.http import fhir_json_response
+
+        return fhir_json_response(
+            operation_outcome([_issue("The access could not be audited; retry later")]), status=503
+        )
+    return response
+
+
+def _issue(message: str) -> Any:
+    from coordination_api.errors import Issue
+
+    return Issue("error", "transient", message)

@@ -1,0 +1,119 @@
+"""Wires the security package (auth/) into the application: authorization server, session, proxies, CORS."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from auth import policy
+from auth.server import TokenPolicy, Urls
+from auth.service import AuthConfig, AuthService
+from auth.web import bp as auth_bp
+from coordination_api.config import Settings
+from coordination_api.fhir import access
+from coordination_api.storage.repository import Repository
+
+CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
+CORS_HEADERS = (
+    "Authorization, Content-Type, Accept, If-Match, If-None-Match, If-None-Exist, Prefer, X-Request-ID"
+)
+
+
+def _as_reached() -> str:
+    return request.host_url.rstrip("/")
+
+
+def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
+    configured = settings.public_base_url.rstrip("/")
+
+    def fhir_bases() -> list[str]:
+        reached = _as_reached() + "/fhir"
+        return [configured, reached] if configured else [reached]
+
+    def token_urls() -> list[str]:
+        roots = [u.rsplit("/fhir", 1)[0] for u in fhir_bases()]
+        return [f"{root}/auth/token" for root in roots]
+
+    def patient_choices(practitioner_id: str) -> list[tuple[str, str]]:
+        now = int(time.time() * 1_000_000)
+        with repo.engine.connect() as conn:
+            refs = policy.actor_refs(conn, practitioner_id, now)
+            ids = sorted({row[0] for row in conn.execute(policy.allowed_patients(refs, now, None))})
+            found = repo.current_many(conn, [("Patient", i) for i in ids])
+        choices = []
+        for patient_id in ids:
+            stored = found.get(("Patient", patient_id))
+            label = patient_id
+            if stored is not None and not stored.deleted:
+                names = stored.json().get("name") or [{}]
+                first = names[0] if isinstance(names[0], dict) else {}
+                given = " ".join(first.get("given") or [])
+                label = f"{first.get('family', '')} {given} ({patient_id})".strip()
+            choices.append((patient_id, label))
+        return choices
+
+    config = AuthConfig(
+        tokens=TokenPolicy(
+            access_ttl=settings.access_token_ttl,
+            code_ttl=settings.auth_code_ttl,
+            offline_ttl=settings.offline_token_ttl,
+            online_ttl=settings.online_token_ttl,
+        ),
+        login_attempts_per_minute=settings.login_attempts_per_minute,
+        login_failures_per_address=settings.login_failures_per_address,
+        login_max_failures=settings.login_max_failures,
+        login_lockout_seconds=settings.login_lockout_seconds,
+    )
+    service = AuthService(
+        repo.engine,
+        config,
+        Urls(fhir_base=fhir_bases, token=token_urls),
+        issuer=lambda: fhir_bases()[0],
+        patient_choices=patient_choices,
+    )
+    app.extensions["auth"] = service
+    app.register_blueprint(auth_bp)
+    repo.guard = access.guard_write
+    repo.before_commit = access.audit_in_transaction
+
+    # Session cookie (login and consent pages only): signed with a configured secret, else one
+    # generated once and shared through the database by every process (auth.web loads it lazily).
+    app.secret_key = settings.secret_key
+    app.config.update(
+        SESSION_COOKIE_NAME="coordination_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=8 * 3600,
+    )
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)  # type: ignore[method-assign]
+    if settings.cors_origins:
+        _cors(app, settings.cors_origins)
+
+
+def _cors(app: Flask, origins: tuple[str, ...]) -> None:
+    """CORS for browser apps on the allow-list only (Fetch standard, CORS protocol)."""
+    allowed = set(origins)
+
+    @app.before_request
+    def _preflight() -> Response | None:
+        if request.method == "OPTIONS" and request.headers.get("Origin") in allowed:
+            return Response(status=204)
+        return None
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if origin in allowed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Expose-Headers"] = "Location, ETag, Last-Modified, X-Request-ID"
+            if request.method == "OPTIONS":
+                response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+                response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+                response.headers["Access-Control-Max-Age"] = "600"
+        return response
