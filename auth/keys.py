@@ -79,4 +79,5 @@ class KeyStore:
                 )
             ).all()
         keys = [self._load(r.kid, r.private_pem) for r in rows]
-        return KeySet(list(keys)).as_dict(private=False)  # type: ignore[arg-type]
+        data: dict[str, Any] = dict(KeySet(list(keys)).as_dict(private=False))
+        return data

@@ -49,7 +49,7 @@ def check_registration(
             raise RegistrationError("the JWKS file holds no keys")
         if any("d" in k or k.get("kty") not in {"RSA", "EC"} for k in keys):
             raise RegistrationError("the JWKS file must hold public RSA or EC keys only")
-        KeySet.import_key_set({"keys": keys})  # type: ignore[arg-type]
+        KeySet.import_key_set({"keys": keys})
     except (OSError, ValueError, AttributeError, JoseError) as exc:
         raise RegistrationError(f"the JWKS file is not a usable JWK Set: {exc}") from exc
     return {"keys": keys}

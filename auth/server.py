@@ -15,7 +15,12 @@ from typing import Any
 import requests
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidScopeError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+)
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -147,7 +152,7 @@ class AccessTokens(JWTBearerTokenGenerator):  # type: ignore[misc]
     """RFC 9068 JWT access tokens signed with our key; refresh tokens only for offline/online_access."""
 
     def __init__(self, keys: KeyStore, urls: Urls, policy: TokenPolicy, issuer: Callable[[], str]) -> None:
-        super().__init__(issuer="", alg=ALG, refresh_token_generator=lambda *a: random_token(40))
+        super().__init__(issuer="", alg=ALG, refresh_token_generator=lambda **_kw: random_token(40))
         self.keys = keys
         self.urls = urls
         self.policy = policy
@@ -169,7 +174,7 @@ class AccessTokens(JWTBearerTokenGenerator):  # type: ignore[misc]
             return {"fhirUser": f"{self.urls.fhir_base()[0]}/Practitioner/{user.practitioner_id}"}
         return {}
 
-    def generate(  # type: ignore[override]
+    def generate(
         self,
         grant_type: str,
         client: Client,
@@ -224,6 +229,19 @@ class S256Only(CodeChallenge):  # type: ignore[misc]
     """PKCE (RFC 7636) is mandatory and only S256 is accepted (SMART App Launch 2: plain is forbidden)."""
 
     SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        # authlib lets a request without code_challenge through; SMART 2 requires it of every client.
+        if not grant.request.payload.data.get("code_challenge"):
+            raise InvalidRequestError("Missing 'code_challenge' (PKCE S256 is required)")
+        if grant.request.payload.data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be S256")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def validate_code_verifier(self, grant: Any, result: Any) -> None:
+        if not grant.request.form.get("code_verifier"):
+            raise InvalidRequestError("Missing 'code_verifier'")
+        super().validate_code_verifier(grant, result)
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
@@ -330,7 +348,7 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
 
     store: AuthStore
 
-    def query_token(self, token_string: str, token_type_hint: str | None) -> tuple[Token, bool] | None:
+    def query_token(self, token_string: str, token_type_hint: str | None) -> _Revocable | None:
         access = self.store.access_token(token_string)
         if access is not None:
             return _Revocable(access, False)

@@ -39,12 +39,6 @@ CAPABILITIES = [
 ]
 
 
-@bp.before_request
-def _session_key() -> None:
-    if not current_app.secret_key:
-        current_app.secret_key = service().store.shared_secret("session-key")
-
-
 def service() -> AuthService:
     svc: AuthService = current_app.extensions["auth"]
     return svc

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from flask import Flask, Response, request
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from auth import policy
@@ -81,6 +84,8 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
     # Session cookie (login and consent pages only): signed with a configured secret, else one
     # generated once and shared through the database by every process (auth.web loads it lazily).
     app.secret_key = settings.secret_key
+    if not settings.secret_key:
+        app.session_interface = _SharedKeySessions(lambda: service.store.shared_secret("session-key"))
     app.config.update(
         SESSION_COOKIE_NAME="coordination_session",
         SESSION_COOKIE_HTTPONLY=True,
@@ -93,6 +98,18 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)  # type: ignore[method-assign]
     if settings.cors_origins:
         _cors(app, settings.cors_origins)
+
+
+class _SharedKeySessions(SecureCookieSessionInterface):
+    """Loads the shared session key from the database on first use (after migrations have run)."""
+
+    def __init__(self, load: Callable[[], str]) -> None:
+        self.load = load
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        if not app.secret_key:
+            app.secret_key = self.load()
+        return super().get_signing_serializer(app)
 
 
 def _cors(app: Flask, origins: tuple[str, ...]) -> None:

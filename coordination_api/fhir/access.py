@@ -204,7 +204,11 @@ def visibility(pk: Any) -> list[ColumnElement[bool]]:
     if f is None:
         return []
     c = idx_compartment.alias("acl")
-    outside = c.c.patient_id.not_in(f.allowed) if f.allowed is not None else c.c.patient_id.in_(f.denied)
+    if f.allowed is not None:
+        outside = c.c.patient_id.not_in(f.allowed)
+    else:
+        assert f.denied is not None
+        outside = c.c.patient_id.in_(f.denied)
     return [~exists(select(literal(1)).where(c.c.res_pk == pk, outside))]
 
 

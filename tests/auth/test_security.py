@@ -536,12 +536,6 @@ def test_pkce_plain_is_refused(anonymous_client: FlaskClient, app: Flask) -> Non
     assert "code=" not in location
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PKCE is not mandatory at /auth/authorize: authlib's CodeChallenge.validate_code_challenge "
-    "returns early when code_challenge is absent, and S256Only(required=True) only enforces a verifier at "
-    "the token endpoint, and only for public clients",
-)
 def test_pkce_missing_is_refused_at_authorize(anonymous_client: FlaskClient, app: Flask) -> None:
     _practitioner(app)
     client_id = _public_client(app)
@@ -555,18 +549,9 @@ def test_pkce_missing_is_refused_at_authorize(anonymous_client: FlaskClient, app
     assert "code=" not in location
 
 
-def _code_without_pkce(app: Flask, browser: FlaskClient, client_id: str) -> str:
-    _login(browser, "dr", PASSWORD)
-    response = _approve(browser, _authorize_url(client_id, None, "user/*.cruds"))
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return parse_qs(urlsplit(response.headers["Location"]).query)["code"][0]
-
-
-def test_public_client_without_code_verifier_gets_no_token(anonymous_client: FlaskClient, app: Flask) -> None:
+def test_code_without_verifier_gets_no_token(anonymous_client: FlaskClient, app: Flask) -> None:
     _practitioner(app)
-    client_id = _public_client(app)
-    browser = app.test_client()
-    code = _code_without_pkce(app, browser, client_id)
+    browser, client_id, code, _verifier = _code(app)
     response = browser.post(
         "/auth/token",
         data={
@@ -580,25 +565,20 @@ def test_public_client_without_code_verifier_gets_no_token(anonymous_client: Fla
     assert "access_token" not in response.get_json()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a confidential client completes the code flow without PKCE (authlib's CodeChallenge "
-    "required=True only covers auth_method 'none'; S256Only does not require a code_challenge)",
-)
-def test_confidential_client_without_pkce_gets_no_token(anonymous_client: FlaskClient, app: Flask) -> None:
+def test_confidential_client_without_pkce_is_refused_at_authorize(
+    anonymous_client: FlaskClient, app: Flask
+) -> None:
     _practitioner(app)
-    client_id, secret = app.extensions["auth"].store.create_client(
+    client_id, _secret = app.extensions["auth"].store.create_client(
         "webapp", "user/*.cruds", "client_secret_basic", [REDIRECT], None, None
     )
     browser = app.test_client()
-    code = _code_without_pkce(app, browser, client_id)
-    response = browser.post(
-        "/auth/token",
-        data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT},
-        auth=(client_id, secret),
-    )
-    assert response.status_code == 400
-    assert "access_token" not in response.get_json()
+    _login(browser, "dr", PASSWORD)
+    response = browser.get(_authorize_url(client_id, None, "user/*.cruds"))
+    assert response.status_code == 302
+    query = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert query["error"] == ["invalid_request"]
+    assert "code" not in query
 
 
 def test_wrong_code_verifier_is_refused(anonymous_client: FlaskClient, app: Flask) -> None:
@@ -650,7 +630,6 @@ _REFRESH_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=_REFRESH_BUG)
 def test_offline_access_issues_a_refresh_token(anonymous_client: FlaskClient, app: Flask) -> None:
     _practitioner(app)
     browser, client_id, code, verifier = _code(app, "user/*.cruds offline_access")
@@ -659,7 +638,6 @@ def test_offline_access_issues_a_refresh_token(anonymous_client: FlaskClient, ap
     assert response.get_json()["refresh_token"]
 
 
-@pytest.mark.xfail(strict=True, reason=_REFRESH_BUG)
 def test_refresh_token_reuse_revokes_the_family(anonymous_client: FlaskClient, app: Flask) -> None:
     _practitioner(app)
     browser, client_id, code, verifier = _code(app, "user/*.cruds offline_access")
@@ -681,12 +659,6 @@ def test_refresh_token_reuse_revokes_the_family(anonymous_client: FlaskClient, a
     assert anonymous_client.get("/fhir/Patient", headers=_bearer(new_access)).status_code == 401
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: auth/web.py _session_key sets app.secret_key in a blueprint before_request, but Flask "
-    "opens the session (NullSession without a key) before before_request runs: the first request of a "
-    "fresh process that touches the session (e.g. GET /auth/login) fails with 500",
-)
 def test_first_login_page_of_a_fresh_app_works(app: Flask, database_url: str) -> None:
     fresh = create_app(Settings(database_url=database_url))
     try:
