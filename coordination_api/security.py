@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from flask import Flask, Response, request
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, Response, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -105,6 +105,12 @@ class _SharedKeySessions(SecureCookieSessionInterface):
 
     def __init__(self, load: Callable[[], str]) -> None:
         self.load = load
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        # Only the login and consent pages use a session; the API never touches the database for it.
+        if not request.path.startswith("/auth/"):
+            return None
+        return super().open_session(app, request)
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         if not app.secret_key:
