@@ -7,6 +7,7 @@ Rows are never updated or deleted through the API.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,9 +76,10 @@ def audit_json(
                 },
                 "who": {"identifier": {"system": "urn:coordination:client", "value": principal.client_id}},
                 "requestor": principal.agent is None,
-                "network": {"address": record.address, "type": "2"} if record.address else None,
             }
         )
+        if record.address:
+            agents[0]["network"] = {"address": record.address, "type": "2"}
     if principal is not None and principal.agent:
         user_agent: dict[str, Any] = {
             "type": {
@@ -99,9 +101,6 @@ def audit_json(
         agents.append(user_agent)
     if not agents:
         agents.append({"who": {"display": "anonymous"}, "requestor": True})
-    for agent in agents:
-        if agent.get("network") is None:
-            agent.pop("network", None)
     entities: list[dict[str, Any]] = [
         {
             "what": {"reference": f"Patient/{patient}"},
@@ -180,8 +179,6 @@ def audit_json(
 
 
 def _b64(text: str) -> str:
-    import base64
-
     return base64.b64encode(text.encode()).decode()
 
 

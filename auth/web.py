@@ -162,13 +162,12 @@ def _safe_next(target: str) -> str | None:
 def _throttled() -> Response | None:
     cfg = service().config
     address = request.remote_addr or "unknown"
-    total, failed = service().store.attempts(address, 60)
-    if total >= cfg.login_attempts_per_minute:
+    attempts_last_minute, _failed = service().store.attempts(address, 60)
+    if attempts_last_minute >= cfg.login_attempts_per_minute:
         return _too_many(60)
-    _total10, failed10 = service().store.attempts(address, 600)
-    if failed10 >= cfg.login_failures_per_address:
+    _attempts, failures_last_10_minutes = service().store.attempts(address, 600)
+    if failures_last_10_minutes >= cfg.login_failures_per_address:
         return _too_many(600)
-    del failed
     return None
 
 

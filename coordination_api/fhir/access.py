@@ -20,7 +20,8 @@ from auth.audit import AuditRecord, write_audit
 from auth.policy import PatientFilter, Principal
 from auth.scopes import ScopeSet
 from auth.service import AuthService, UnauthenticatedError
-from coordination_api.errors import Category, FhirError
+from coordination_api.errors import Category, FhirError, Issue, operation_outcome
+from coordination_api.fhir.http import fhir_json_response
 from coordination_api.search.compiler import SearchQuery
 from coordination_api.storage.repository import Stored
 from coordination_api.storage.schema import idx_compartment, resource
@@ -186,11 +187,8 @@ def patient_filter() -> PatientFilter | None:
     assert who.practitioner_id is not None
     with engine.connect() as conn:
         refs = policy.actor_refs(conn, who.practitioner_id, now)
-    only = (
-        who.patient_id if "patient" in who.scopes.contexts() and "user" not in who.scopes.contexts() else None
-    )
-    if who.patient_id is not None and only is None and "patient" in who.scopes.contexts():
-        only = who.patient_id
+    # patient/ scopes confine the token to its launch patient (SMART scopes-and-launch-context).
+    only = who.patient_id if "patient" in who.scopes.contexts() else None
     result = policy.patient_filter(
         refs, now, only, g.audit is not None and g.audit.break_glass_reason is not None
     )
@@ -319,16 +317,8 @@ def audit_response(response: Response) -> Response:
             write_audit(conn, record, g.get("principal"), response.status_code, int(time.time() * 1_000_000))
     except Exception:
         log.exception("audit write failed, request_id=%s", record.request_id)
-        from coordination_api.errors import operation_outcome
-        from coordination_api.fhir.http import fhir_json_response
-
         return fhir_json_response(
-            operation_outcome([_issue("The access could not be audited; retry later")]), status=503
+            operation_outcome([Issue("error", "transient", "The access could not be audited; retry later")]),
+            status=503,
         )
     return response
-
-
-def _issue(message: str) -> Any:
-    from coordination_api.errors import Issue
-
-    return Issue("error", "transient", message)

@@ -496,7 +496,8 @@ def read_entry(conn: Connection, svc: Services, entry: Entry, base: str) -> None
             stored = repo.current(conn, entry.resource_type, entry.res_id)
         if stored is None:
             raise FhirError(Category.NOT_FOUND, f"{name} is not known")
-        current = repo.current(conn, entry.resource_type, entry.res_id)
+        # A version's access is decided by the resource's present compartment.
+        current = stored if entry.version is None else repo.current(conn, entry.resource_type, entry.res_id)
         if current is not None:
             access.check_stored(conn, current)
         if stored.deleted:
