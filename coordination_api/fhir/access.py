@@ -284,9 +284,9 @@ def guard_write(conn: Connection, stored: list[Stored], phase: str) -> None:
     created: set[str] = g.setdefault("created_patients", set())
     if phase == "after":
         created.update(s.res_id for s in stored if s.res_type == "Patient" and s.version == 1)
-    reach = [r for r in _patients_of(conn, [s.pk for s in stored]) if r[0] not in created]
+    reach = _patients_of(conn, [s.pk for s in stored])
     _note(stored, [p for p, _ok in reach])
-    if any(not ok for _p, ok in reach):
+    if any(not ok and p not in created for p, ok in reach):
         raise FhirError(
             Category.FORBIDDEN,
             "Writing to this patient's record is reserved to the patient's care team",

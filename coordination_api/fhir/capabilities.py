@@ -24,6 +24,59 @@ TYPE_INTERACTIONS = [
     "search-type",
 ]
 
+# The audit trail is server-written and served from its own tables (fhir/audit_trail.py).
+_SP = "http://hl7.org/fhir/SearchParameter/"
+AUDIT_EVENT: dict[str, Any] = {
+    "type": "AuditEvent",
+    "profile": "http://hl7.org/fhir/StructureDefinition/AuditEvent",
+    "documentation": "Read-only audit trail; needs a scope naming AuditEvent (a * scope does not open it). "
+    "Practitioners' user tokens see only their own accesses. Sorted newest first.",
+    "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "search-type"}],
+    "versioning": "no-version",
+    "readHistory": False,
+    "updateCreate": False,
+    "searchParam": [
+        {"name": "_id", "definition": f"{_SP}Resource-id", "type": "token"},
+        {"name": "agent", "definition": f"{_SP}AuditEvent-agent", "type": "reference"},
+        {"name": "date", "definition": f"{_SP}AuditEvent-date", "type": "date"},
+        {"name": "entity", "definition": f"{_SP}AuditEvent-entity", "type": "reference"},
+        {"name": "outcome", "definition": f"{_SP}AuditEvent-outcome", "type": "token"},
+        {"name": "patient", "definition": f"{_SP}clinical-patient", "type": "reference"},
+        {"name": "subtype", "definition": f"{_SP}AuditEvent-subtype", "type": "token"},
+    ],
+}
+
+
+def _security(base: str) -> dict[str, Any]:
+    """SMART on FHIR (SMART App Launch 2, conformance.html): the service and its OAuth endpoints."""
+    root = base.rsplit("/fhir", 1)[0]
+    return {
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": "token", "valueUri": f"{root}/auth/token"},
+                    {"url": "authorize", "valueUri": f"{root}/auth/authorize"},
+                    {"url": "introspect", "valueUri": f"{root}/auth/introspect"},
+                    {"url": "revoke", "valueUri": f"{root}/auth/revoke"},
+                ],
+            }
+        ],
+        "cors": True,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ]
+            }
+        ],
+        "description": "OAuth2 bearer tokens (SMART App Launch 2 and Backend Services); discovery at "
+        f"{base}/.well-known/smart-configuration. Access to patients' data follows the care-team rule.",
+    }
+
 
 @cache
 def _resources(svc: Services) -> tuple[dict[str, Any], ...]:
@@ -37,6 +90,9 @@ def _resources(svc: Services) -> tuple[dict[str, Any], ...]:
                     rev.setdefault(target, set()).add(f"{source}:{param.code}")
     out = []
     for resource_type in sorted(registry.resource_types):
+        if resource_type == AUDIT_EVENT["type"]:
+            out.append(AUDIT_EVENT)
+            continue
         params = svc.repo.registry.params(resource_type)
         search_params = [
             {"name": p.code, "definition": p.url, "type": p.type}
@@ -73,6 +129,11 @@ def _resources(svc: Services) -> tuple[dict[str, Any], ...]:
 
 
 def capability_statement(svc: Services, base: str) -> dict[str, Any]:
+    rest: dict[str, Any] = {"mode": "server"}
+    if not svc.settings.security_disabled:
+        rest["security"] = _security(base)
+    rest["resource"] = list(_resources(svc))
+    rest["interaction"] = [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -84,14 +145,7 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
         "fhirVersion": "4.0.1",
         "format": ["json", "application/fhir+json"],
         "patchFormat": ["application/json-patch+json"],
-        "rest": [
-            {
-                "mode": "server",
-                "documentation": "No authentication yet: loopback only until the security module lands.",
-                "resource": list(_resources(svc)),
-                "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
-            }
-        ],
+        "rest": [rest],
     }
 
 

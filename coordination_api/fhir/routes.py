@@ -7,6 +7,7 @@ from flask import Blueprint, Flask, Response, request
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import (
     access,
+    audit_trail,
     capabilities,
     create,
     delete,
@@ -72,6 +73,8 @@ def type_level(resource_type: str) -> Response:
     # Flask answers HEAD with the GET view (body dropped): HEAD must never reach a write.
     match request.method:
         case "GET" | "HEAD":
+            if resource_type == audit_trail.TYPE:
+                return audit_trail.search()
             return search.search(resource_type)
         case "POST":
             return create.create(resource_type)
@@ -94,11 +97,15 @@ def validate_instance(resource_type: str, res_id: str) -> Response:
 
 @bp.post("/<resource_type>/_search")
 def search_post(resource_type: str) -> Response:
+    if resource_type == audit_trail.TYPE:
+        return audit_trail.search()
     return search.search(resource_type)
 
 
 @bp.get("/<resource_type>/_history")
 def type_history(resource_type: str) -> Response:
+    if resource_type == audit_trail.TYPE:
+        return audit_trail.history()
     return history.history(resource_type)
 
 
@@ -107,6 +114,8 @@ def instance(resource_type: str, res_id: str) -> Response:
     _refuse_reserved(res_id)
     match request.method:
         case "GET" | "HEAD":
+            if resource_type == audit_trail.TYPE:
+                return audit_trail.read(res_id)
             return read.read(resource_type, res_id)
         case "PUT":
             return update.update(resource_type, res_id)
@@ -119,11 +128,15 @@ def instance(resource_type: str, res_id: str) -> Response:
 
 @bp.get("/<resource_type>/<res_id>/_history")
 def instance_history(resource_type: str, res_id: str) -> Response:
+    if resource_type == audit_trail.TYPE:
+        return audit_trail.history()
     return history.history(resource_type, res_id)
 
 
 @bp.get("/<resource_type>/<res_id>/_history/<version_id>")
 def vread(resource_type: str, res_id: str, version_id: str) -> Response:
+    if resource_type == audit_trail.TYPE:
+        return audit_trail.read(res_id, version_id)
     return read.vread(resource_type, res_id, version_id)
 
 
