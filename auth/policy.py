@@ -230,6 +230,48 @@ def allowed_patients(refs: list[str], now_us: int, launch_patient: str | None) -
     return stmt
 
 
+def _covers_sql(alias: str) -> str:
+    return (
+        f"({alias}.start_us IS NULL OR {alias}.start_us <= :now) "
+        f"AND ({alias}.end_us IS NULL OR {alias}.end_us >= :now)"
+    )
+
+
+# actor_refs() as a subquery: the practitioner, their current roles and those roles' organizations.
+_ACTORS = (
+    "SELECT CAST(:practitioner AS VARCHAR(140)) AS ref UNION "
+    "SELECT 'PractitionerRole/' || a.role_id FROM practitioner_affiliation a "
+    f"WHERE a.practitioner_id = :practitioner_id AND {_covers_sql('a')} UNION "
+    "SELECT a.organization FROM practitioner_affiliation a "
+    f"WHERE a.practitioner_id = :practitioner_id AND a.organization IS NOT NULL AND {_covers_sql('a')}"
+)
+COMPARTMENT_SQL = "SELECT patient_id, 1 FROM idx_compartment WHERE res_pk = :pk"
+
+
+def reach_sql(break_glass: bool, launch_patient: bool) -> str:
+    """The rule of ``patient_filter`` for one stored resource, as one plain SQL statement.
+
+    Rows: (patient_id, 1 if reachable else 0) for each patient whose compartment holds resource
+    ``:pk``; parameters ``pk``, ``now``, ``practitioner`` ("Practitioner/<id>"), ``practitioner_id``
+    and, with a launch context, ``launch``. The read-by-id hot path runs it on a raw connection.
+    """
+    team = (
+        "1 = 1"
+        if break_glass
+        else "EXISTS (SELECT 1 FROM care_team_access t WHERE t.patient_id = c.patient_id "
+        f"AND t.member IN ({_ACTORS}) AND {_covers_sql('t')})"
+    )
+    denied = (
+        "EXISTS (SELECT 1 FROM consent_deny d WHERE d.patient_id = c.patient_id "
+        f"AND (d.actor = '*' OR d.actor IN ({_ACTORS})) AND {_covers_sql('d')})"
+    )
+    context = "c.patient_id = :launch" if launch_patient else "1 = 1"
+    return (
+        f"SELECT c.patient_id, CASE WHEN {team} AND NOT {denied} AND {context} THEN 1 ELSE 0 END "
+        "FROM idx_compartment c WHERE c.res_pk = :pk"
+    )
+
+
 @dataclass(frozen=True)
 class PatientFilter:
     """The patients a request may reach, as SQL: either only ``allowed`` ones, or all but ``denied`` ones."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,8 @@ class AuthService:
         self.keys = KeyStore(engine, publish_retired_for=config.tokens.access_ttl + 3600)
         self.server: AuthorizationServer = build_server(self.store, self.keys, urls, config.tokens, issuer)
         self.patient_choices = patient_choices or (lambda _p: [])
+        # Where the token lookup gets its DBAPI connection (the app shares the request's own).
+        self.raw: Callable[[], AbstractContextManager[Any]] = self._pooled
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         self._token_sql = (
             "SELECT client_id, practitioner_id, username, scope, patient, jti, expires_at, revoked "
@@ -86,16 +89,21 @@ class AuthService:
             token_jti=jti,
         )
 
-    def _lookup(self, token_hash: str) -> tuple[Any, ...] | None:
-        # The hot path of every API call: one pooled DBAPI statement, no statement building.
+    @contextmanager
+    def _pooled(self) -> Iterator[Any]:
         connection = self.engine.raw_connection()
         try:
+            yield connection
+        finally:
+            connection.close()
+
+    def _lookup(self, token_hash: str) -> tuple[Any, ...] | None:
+        # The hot path of every API call: one pooled DBAPI statement, no statement building.
+        with self.raw() as connection:
             cursor = connection.cursor()
             cursor.execute(self._token_sql, (token_hash,))
             row = cursor.fetchone()
             cursor.close()
-        finally:
-            connection.close()
         return tuple(row) if row is not None else None
 
     def token(self, access_token: str) -> Token | None:

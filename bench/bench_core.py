@@ -354,10 +354,12 @@ def bin_path(args: argparse.Namespace, name: str) -> str:
     return found
 
 
-def env_for(args: argparse.Namespace, db: Database) -> dict[str, str]:
+def env_for(args: argparse.Namespace, db: Database, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["COORDINATION_DATABASE_URL"] = db.url
     env.pop("COORDINATION_PUBLIC_BASE_URL", None)
+    env.setdefault("COORDINATION_ACCESS_TOKEN_TTL", "14400")  # the bench's tokens outlive the run
+    env.update(extra)
     if args.source:  # a snapshot of the code (e.g. git archive HEAD) shadows the installed package
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.source, env.get("PYTHONPATH")]))
     return env
@@ -371,6 +373,7 @@ class Server:
         self.port = free_port()
         self.argv = [a.replace("{port}", str(self.port)) for a in argv]
         self.log = log
+        self.auth: dict[str, str] = {}  # the Authorization header every request of the bench sends
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 self.argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -418,12 +421,47 @@ def db_upgrade(args: argparse.Namespace, db: Database, log: Path) -> None:
         )
 
 
-def start_ours(args: argparse.Namespace, db: Database, workdir: Path) -> Server:
+def start_ours(
+    args: argparse.Namespace, db: Database, workdir: Path, name: str = "coordination", **extra_env: str
+) -> Server:
     argv = [bin_path(args, "coordination"), "serve", "--host", HOST, "--port", "{port}"]
     argv += ["--workers", str(args.workers), "--threads", str(args.threads)]
-    server = Server("coordination", argv, env_for(args, db), workdir / "coordination.log", REPO_ROOT)
+    server = Server(name, argv, env_for(args, db, **extra_env), workdir / f"{name}.log", REPO_ROOT)
     server.wait_ready()
+    if extra_env.get("COORDINATION_SECURITY_DISABLED") != "1":
+        server.auth = {"Authorization": f"Bearer {system_token(args, db, server)}"}
     return server
+
+
+def register_client(args: argparse.Namespace, db: Database, *options: str) -> dict[str, Any]:
+    """``coordination clients create … --json`` (the CLI contract), as an operator would."""
+    proc = subprocess.run(
+        [bin_path(args, "coordination"), "clients", "create", "--name", "bench", *options, "--json"],
+        env=env_for(args, db),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    created: dict[str, Any] = json.loads(proc.stdout)
+    return created
+
+
+def system_token(
+    args: argparse.Namespace, db: Database, server: Server, scope: str = "system/*.cruds"
+) -> str:
+    """A SMART Backend Services token (client_secret_basic) from the server under test."""
+    client = register_client(args, db, "--scope", scope, "--auth", "client_secret_basic")
+    resp = requests.post(
+        server.base + "/auth/token",
+        data={"grant_type": "client_credentials", "scope": scope},
+        auth=(client["client_id"], client["client_secret"]),
+        timeout=60,
+    )
+    resp.raise_for_status()
+    token: str = resp.json()["access_token"]
+    return token
 
 
 def start_bare(args: argparse.Namespace, db: Database, workdir: Path) -> Server:
@@ -479,7 +517,12 @@ def seed_http(
         resp = session.post(
             server.base + "/fhir",
             data=bodies[k],
-            headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, "Prefer": "return=minimal"},
+            headers={
+                "Content-Type": FHIR_JSON,
+                "Accept": FHIR_JSON,
+                "Prefer": "return=minimal",
+                **server.auth,
+            },
             timeout=600,
         )
         elapsed = time.perf_counter() - t0
@@ -582,6 +625,8 @@ local i = 0
 local seq = 0
 local starts = {}
 local mode = "list"
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+local content_type = os.getenv("BENCH_CONTENT_TYPE") or "application/fhir+json"
 versions = {}
 busy = {}
 lats = {}
@@ -633,10 +678,11 @@ function request()
   seq = seq + 1
   local tag = tostring(seq)
   local headers = {["Accept"] = "application/fhir+json"}
+  if authorization then headers["Authorization"] = authorization end
   local body = nil
   if f[3] ~= "" then
     body = f[3]
-    headers["Content-Type"] = "application/fhir+json"
+    headers["Content-Type"] = content_type
   end
   if mode == "update" then
     local v = versions[f[4]]
@@ -708,6 +754,7 @@ class LoadGen:
         if kind == "wrk" and not self.wrk:
             raise SystemExit("--loadgen wrk asked for but wrk is not installed (apt-get install wrk)")
         self.name = f"wrk ({self.wrk_threads} threads)" if self.wrk else "python (threads + http.client)"
+        self.content_type = FHIR_JSON  # of request bodies (the token endpoint takes forms)
         self._count = 0
 
     def run(
@@ -742,7 +789,10 @@ class LoadGen:
         ]
         argv += ["--timeout", "30s", "-s", str(script), server.base, "--"]
         argv += ["update" if update else "list", str(data), str(self.wrk_threads)]
-        env = {**os.environ, "BENCH_LATENCY_FILE": str(lat_file)}
+        env = {**os.environ, "BENCH_LATENCY_FILE": str(lat_file), "BENCH_CONTENT_TYPE": self.content_type}
+        env.pop("BENCH_AUTHORIZATION", None)
+        if "Authorization" in server.auth:
+            env["BENCH_AUTHORIZATION"] = server.auth["Authorization"]
         proc = subprocess.run(
             argv, capture_output=True, text=True, timeout=seconds + 120, check=False, env=env
         )
@@ -798,7 +848,7 @@ class LoadGen:
             while time.perf_counter() < deadline and len(latencies[k]) < max_per_thread:
                 r = mine[i % len(mine)]
                 i += 1
-                headers = {"Accept": FHIR_JSON}
+                headers = {"Accept": FHIR_JSON, **server.auth}
                 body = r.body
                 if update:
                     version = versions[r.res_id]
@@ -806,7 +856,7 @@ class LoadGen:
                     headers["X-Request-ID"] = r.res_id
                     body = body.replace("@SEQ@", str(version + 1))
                 if body:
-                    headers["Content-Type"] = FHIR_JSON
+                    headers["Content-Type"] = self.content_type
                 t0 = time.perf_counter()
                 try:
                     conn.request(r.method, r.path, body=body.encode() if body else None, headers=headers)
@@ -897,7 +947,7 @@ def update_reqs(server: Server, patients: list[PatientData]) -> list[Req]:
     out = []
     with requests.Session() as session:
         for p in patients:
-            resp = session.get(f"{server.base}/fhir/Patient/{p.res_id}", timeout=30)
+            resp = session.get(f"{server.base}/fhir/Patient/{p.res_id}", headers=server.auth, timeout=30)
             resp.raise_for_status()
             version = int(resp.json()["meta"]["versionId"])
             body = {**p.patient, "id": p.res_id}
@@ -907,7 +957,7 @@ def update_reqs(server: Server, patients: list[PatientData]) -> list[Req]:
 
 
 def check_once(server: Server, req: Req, expect: set[int]) -> bytes:
-    headers = {"Accept": FHIR_JSON}
+    headers = {"Accept": FHIR_JSON, **server.auth}
     if req.body:
         headers["Content-Type"] = FHIR_JSON
     if req.version:
@@ -952,7 +1002,7 @@ def prime(server: Server, workers: int, rng: random.Random) -> None:
         resp = requests.post(
             server.base + "/fhir",
             data=body.encode(),
-            headers={"Content-Type": FHIR_JSON, "Prefer": "return=minimal"},
+            headers={"Content-Type": FHIR_JSON, "Prefer": "return=minimal", **server.auth},
             timeout=300,
         )
         return resp.status_code
@@ -1294,6 +1344,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("seeding failed for most patients; see the messages above")
             analyze(db)
             bare = start_bare(args, db, workdir)
+            bare.auth = ours.auth  # the same request bytes; the bare app ignores the header
 
             reads = read_reqs(seeded, rng)
             if check_once(ours, reads[0], {200}) != check_once(bare, reads[0], {200}):

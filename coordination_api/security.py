@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, g, has_request_context, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from auth import policy
+from auth.audit import AuditWriter
 from auth.server import TokenPolicy, Urls
 from auth.service import AuthConfig, AuthService
 from auth.web import bp as auth_bp
@@ -77,8 +79,11 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
         patient_choices=patient_choices,
     )
     app.extensions["auth"] = service
+    app.extensions["audit_writer"] = AuditWriter(repo.engine, settings.audit_reads, settings.audit_queue_max)
     app.register_blueprint(auth_bp)
     repo.guard = access.guard_write
+    repo.request_raw = _request_raw(app, repo)
+    service.raw = repo.raw
     repo.before_commit = access.audit_in_transaction
 
     # Session cookie (login and consent pages only): signed with a configured secret, else one
@@ -116,6 +121,26 @@ class _SharedKeySessions(SecureCookieSessionInterface):
         if not app.secret_key:
             app.secret_key = self.load()
         return super().get_signing_serializer(app)
+
+
+def _request_raw(app: Flask, repo: Repository) -> Callable[[], Any]:
+    """One DBAPI connection per request for the hot-path statements, returned at teardown."""
+
+    def shared() -> Any:
+        if not has_request_context():
+            return None
+        connection = g.get("raw_connection")
+        if connection is None:
+            connection = g.raw_connection = repo.engine.raw_connection()
+        return connection
+
+    @app.teardown_request
+    def _release(_exc: BaseException | None) -> None:
+        connection = g.pop("raw_connection", None)
+        if connection is not None:
+            connection.close()
+
+    return shared
 
 
 def _cors(app: Flask, origins: tuple[str, ...]) -> None:

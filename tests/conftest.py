@@ -48,7 +48,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="session")
 def app(database_url: str) -> Iterator[Flask]:
-    application = create_app(Settings(database_url=database_url))
+    application = create_app(Settings(database_url=database_url, audit_reads="sync"))
     application.config["TESTING"] = True
     engine = application.extensions["coordination"].repo.engine
     upgrade(engine)
@@ -71,6 +71,12 @@ def _truncate(app: Flask) -> None:
         for table in [*reversed(metadata.sorted_tables), *reversed(auth_metadata.sorted_tables)]:
             if table.name not in _KEEP:
                 conn.execute(table.delete())
+
+
+def close_app(app: Flask) -> None:
+    """Dispose of a test app's engine once its audit writer has committed what it queued."""
+    app.extensions["audit_writer"].flush()
+    app.extensions["coordination"].repo.engine.dispose()
 
 
 def system_token(client: FlaskClient, scope: str = "system/*.cruds") -> str:

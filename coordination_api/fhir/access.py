@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, exists, literal, select, true
 from sqlalchemy.engine import Connection
 
 from auth import policy
-from auth.audit import AuditRecord, write_audit
+from auth.audit import AuditRecord, AuditUnavailableError, AuditWriter, audit_row, write_audit
 from auth.policy import PatientFilter, Principal
 from auth.scopes import ScopeSet
 from auth.service import AuthService, UnauthenticatedError
@@ -224,6 +224,27 @@ def _patients_of(conn: Connection, pks: list[int]) -> list[tuple[str, bool]]:
     return [(row[0], bool(row[1])) for row in rows]
 
 
+def _reach_one(pk: int) -> list[tuple[str, bool]]:
+    """``_patients_of`` for one resource, in one plain statement (the read-by-id hot path)."""
+    who = principal()
+    repo = current_app.extensions["coordination"].repo
+    if who.unrestricted or not who.is_user:
+        rows = repo.raw_rows(policy.COMPARTMENT_SQL, {"pk": pk})
+    else:
+        break_glass = g.audit is not None and g.audit.break_glass_reason is not None
+        launch = who.patient_id if "patient" in who.scopes.contexts() else None
+        params: dict[str, Any] = {
+            "pk": pk,
+            "now": int(time.time() * 1_000_000),
+            "practitioner": who.agent,
+            "practitioner_id": who.practitioner_id,
+        }
+        if launch is not None:
+            params["launch"] = launch
+        rows = repo.raw_rows(policy.reach_sql(break_glass, launch is not None), params)
+    return [(row[0], bool(row[1])) for row in rows]
+
+
 def _note(stored: Iterable[Stored], patients: Iterable[str]) -> None:
     record: AuditRecord | None = g.get("audit")
     if record is None:
@@ -239,12 +260,7 @@ def check_stored(conn: Connection | None, stored: Stored) -> None:
     """A resource read by id: 403 when it is in the compartment of a patient out of reach."""
     if not has_request_context() or g.get("principal") is None:
         return
-    if conn is None:
-        engine = current_app.extensions["coordination"].repo.engine
-        with engine.connect() as own:
-            reach = _patients_of(own, [stored.pk])
-    else:
-        reach = _patients_of(conn, [stored.pk])
+    reach = _reach_one(stored.pk) if conn is None else _patients_of(conn, [stored.pk])
     _note([stored], [p for p, _ok in reach])
     if any(not ok for _p, ok in reach):
         raise FhirError(
@@ -311,11 +327,12 @@ def audit_response(response: Response) -> Response:
         return response
     if g.get("audit_written") and response.status_code < 400:
         return response
+    writer: AuditWriter = current_app.extensions["audit_writer"]
     try:
-        engine = current_app.extensions["coordination"].repo.engine
-        with engine.begin() as conn:
-            write_audit(conn, record, g.get("principal"), response.status_code, int(time.time() * 1_000_000))
-    except Exception:
+        writer.write(
+            audit_row(record, g.get("principal"), response.status_code, int(time.time() * 1_000_000))
+        )
+    except AuditUnavailableError:
         log.exception("audit write failed, request_id=%s", record.request_id)
         return fhir_json_response(
             operation_outcome([Issue("error", "transient", "The access could not be audited; retry later")]),

@@ -6,6 +6,7 @@ transaction Bundle, an import chunk) decide the one database transaction it belo
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -111,6 +112,23 @@ class Repository:
         # version, "after": the new one) and the audit row that commits with the write.
         self.guard: Callable[[Connection, list[Stored], str], None] | None = None
         self.before_commit: Callable[[Connection], None] | None = None
+        self._raw_sql: dict[str, str] = {}
+        # Set by the app: the DBAPI connection of the current request, shared by its hot-path
+        # statements (token, read, access check): one pool checkout instead of one each.
+        self.request_raw: Callable[[], Any] | None = None
+
+    @contextmanager
+    def raw(self) -> Iterator[Any]:
+        """A DBAPI connection: the request's own when there is one, else a pooled one."""
+        shared = self.request_raw() if self.request_raw is not None else None
+        if shared is not None:
+            yield shared
+            return
+        connection = self.engine.raw_connection()
+        try:
+            yield connection
+        finally:
+            connection.close()
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
@@ -138,18 +156,30 @@ class Repository:
             "SELECT pk, res_type, res_id, version, last_updated, deleted, content FROM resource "
             f"WHERE res_type = {mark} AND res_id = {mark}"
         )
-        connection = self.engine.raw_connection()
-        try:
+        with self.raw() as connection:
             cursor = connection.cursor()
             cursor.execute(sql, (res_type, res_id))
             row = cursor.fetchone()
             cursor.close()
-        finally:
-            connection.close()
         if row is None:
             return None
         pk, rtype, rid, version, last_updated, deleted, content = row
         return Stored(pk, rtype, rid, version, last_updated, bool(deleted), content)
+
+    def raw_rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """A hot-path query in plain SQL with ``:name`` parameters, on one pooled DBAPI connection."""
+        statement = self._raw_sql.get(sql)
+        if statement is None:
+            statement = sql
+            if self.engine.dialect.paramstyle == "pyformat":  # psycopg: %(name)s
+                statement = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql.replace("%", "%%"))
+            self._raw_sql[sql] = statement
+        with self.raw() as connection:
+            cursor = connection.cursor()
+            cursor.execute(statement, params)
+            rows = [tuple(row) for row in cursor.fetchall()]
+            cursor.close()
+        return rows
 
     def current(self, conn: Connection, res_type: str, res_id: str) -> Stored | None:
         row = conn.execute(

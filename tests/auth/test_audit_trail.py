@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -17,7 +18,7 @@ from tests.auth.test_security import (
     _session_key_ready,
     _user_token,
 )
-from tests.conftest import system_token
+from tests.conftest import close_app, system_token
 
 __all__ = ["_session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
 
@@ -222,3 +223,63 @@ def test_capability_statement_declares_smart_and_a_read_only_audit_trail(
     audit = next(r for r in rest["resource"] if r["type"] == "AuditEvent")
     assert {i["code"] for i in audit["interaction"]} == {"read", "vread", "search-type"}
     assert {p["name"] for p in audit["searchParam"]} >= {"patient", "agent", "date", "entity", "subtype"}
+
+
+def test_async_read_audit_is_committed_by_the_writer_thread(database_url: str) -> None:
+    """The default mode: the response does not wait, the event is committed by the writer thread."""
+    from coordination_api.app import create_app
+    from coordination_api.config import Settings
+
+    app = create_app(Settings(database_url=database_url, audit_reads="async"))
+    client = app.test_client()
+    client.get("/fhir/.well-known/smart-configuration")
+    auditor = _bearer(system_token(client, "system/Patient.cruds system/AuditEvent.rs"))
+    created = client.post(
+        "/fhir/Patient",
+        json={"resourceType": "Patient", "name": [{"family": "Async"}]},
+        headers={**auditor, "Content-Type": "application/fhir+json"},
+    )
+    patient_id = created.get_json()["id"]
+    for _ in range(20):
+        assert client.get(f"/fhir/Patient/{patient_id}", headers=auditor).status_code == 200
+    assert app.extensions["audit_writer"].flush(10)
+    events = _events(_search(client, f"?patient={patient_id}&subtype=read&_count=50", auditor))
+    assert len(events) == 20
+    close_app(app)
+
+
+def test_audit_backlog_is_bounded_and_never_dropped(tmp_path: Any) -> None:
+    """Database without the audit tables (as if down): events wait and are retried, and once the
+    backlog is full the writer refuses (the API answers 503) rather than serve reads unaudited."""
+    from sqlalchemy import create_engine, func, select
+
+    from auth.audit import AuditRecord, AuditUnavailableError, AuditWriter, audit_row
+    from auth.schema import audit_event, audit_patient
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    writer = AuditWriter(engine, "async", max_pending=2)
+    record = AuditRecord("read", "GET", "/fhir/Patient/1", None, None)
+    writer.write(audit_row(record, None, 200, 1))
+    writer.write(audit_row(record, None, 200, 2))
+    with pytest.raises(AuditUnavailableError):
+        writer.write(audit_row(record, None, 200, 3))
+    assert not writer.flush(0.5)  # still pending: retried, not dropped
+    audit_event.create(engine)
+    audit_patient.create(engine)  # the database is back
+    assert writer.flush(20)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(audit_event)).scalar_one() == 2
+    sync = AuditWriter(engine, "sync")
+    sync.write(audit_row(record, None, 200, 4))
+    duplicate = audit_row(record, None, 200, 5)
+    sync.write(duplicate)
+    with pytest.raises(AuditUnavailableError):
+        sync.write(duplicate)  # refused by the database: the request would get a 503
+    # A bad event (here a duplicate) is dropped alone; the others of its batch are committed.
+    writer.write(duplicate)
+    writer.write(audit_row(record, None, 200, 6))
+    assert writer.flush(20)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(audit_event)).scalar_one() == 5
+    with pytest.raises(ValueError, match="audit mode"):
+        AuditWriter(engine, "later")

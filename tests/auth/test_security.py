@@ -25,7 +25,7 @@ from auth.secrets import digest
 from coordination_api.accounts import create_practitioner_user
 from coordination_api.app import create_app
 from coordination_api.config import Settings
-from tests.conftest import system_token
+from tests.conftest import close_app, system_token
 
 TOKEN_URL = "http://localhost/auth/token"
 FHIR_AUD = "http://localhost/fhir"
@@ -665,7 +665,7 @@ def test_first_login_page_of_a_fresh_app_works(app: Flask, database_url: str) ->
         response = fresh.test_client().get("/auth/login")
         assert response.status_code == 200
     finally:
-        fresh.extensions["coordination"].repo.engine.dispose()
+        close_app(fresh)
 
 
 # -- login page ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from coordination_api.app import create_app
 from coordination_api.config import Settings
-from tests.conftest import Fhir, authed
+from tests.conftest import Fhir, authed, close_app
 
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Moreau"}], "birthDate": "1961-05-06"}
 
@@ -50,7 +50,7 @@ def limited(client: FlaskClient, database_url: str) -> Iterator[Fhir]:
     app = create_app(Settings(database_url=database_url, max_body_bytes=2048, max_transaction_entries=3))
     app.config["TESTING"] = True
     yield Fhir(authed(app.test_client()))
-    app.extensions["coordination"].repo.engine.dispose()
+    close_app(app)
 
 
 # -- bodies that are not a FHIR JSON resource ----------------------------------------------------
@@ -693,7 +693,7 @@ def test_unexpected_exception_is_500_without_internals(client: FlaskClient, data
         generated = app.test_client().get("/fhir-explode")
         assert generated.headers["X-Request-ID"] in generated.get_json()["issue"][0]["diagnostics"]
     finally:
-        app.extensions["coordination"].repo.engine.dispose()
+        close_app(app)
 
 
 def test_nul_character_in_a_string_is_400_on_both_databases(fhir: Fhir) -> None:

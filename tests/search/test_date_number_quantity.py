@@ -14,7 +14,7 @@ import fhir_profiles
 from coordination_api.app import create_app
 from coordination_api.config import Settings
 from coordination_api.search.registry import SearchRegistry
-from tests.conftest import Fhir, authed
+from tests.conftest import Fhir, authed, close_app
 from tests.search.support import assert_400, encounter, observation, patient, put
 
 UCUM = "http://unitsofmeasure.org"
@@ -277,7 +277,7 @@ def number_app(app: Flask, database_url: str) -> Iterator[Flask]:
         number = create_app(Settings(database_url=database_url))
     number.config["TESTING"] = True
     yield number
-    number.extensions["coordination"].repo.engine.dispose()
+    close_app(number)
 
 
 @pytest.fixture
