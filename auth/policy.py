@@ -245,15 +245,14 @@ _ACTORS = (
     "SELECT a.organization FROM practitioner_affiliation a "
     f"WHERE a.practitioner_id = :practitioner_id AND a.organization IS NOT NULL AND {_covers_sql('a')}"
 )
-COMPARTMENT_SQL = "SELECT patient_id, 1 FROM idx_compartment WHERE res_pk = :pk"
 
 
-def reach_sql(break_glass: bool, launch_patient: bool) -> str:
-    """The rule of ``patient_filter`` for one stored resource, as one plain SQL statement.
+def reach_case(break_glass: bool, launch_patient: bool) -> str:
+    """The rule of ``patient_filter`` for the patient in column ``c.patient_id``, as a plain SQL
+    expression: 1 if this practitioner may reach them now, else 0.
 
-    Rows: (patient_id, 1 if reachable else 0) for each patient whose compartment holds resource
-    ``:pk``; parameters ``pk``, ``now``, ``practitioner`` ("Practitioner/<id>"), ``practitioner_id``
-    and, with a launch context, ``launch``. The read-by-id hot path runs it on a raw connection.
+    Parameters: ``now``, ``practitioner`` ("Practitioner/<id>"), ``practitioner_id`` and, with a launch
+    context, ``launch``. The read-by-id hot path runs it in the statement that reads the resource.
     """
     team = (
         "1 = 1"
@@ -266,10 +265,7 @@ def reach_sql(break_glass: bool, launch_patient: bool) -> str:
         f"AND (d.actor = '*' OR d.actor IN ({_ACTORS})) AND {_covers_sql('d')})"
     )
     context = "c.patient_id = :launch" if launch_patient else "1 = 1"
-    return (
-        f"SELECT c.patient_id, CASE WHEN {team} AND NOT {denied} AND {context} THEN 1 ELSE 0 END "
-        "FROM idx_compartment c WHERE c.res_pk = :pk"
-    )
+    return f"CASE WHEN {team} AND NOT {denied} AND {context} THEN 1 ELSE 0 END"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from auth.service import AuthConfig, AuthService
 from auth.web import bp as auth_bp
 from coordination_api.config import Settings
 from coordination_api.fhir import access
+from coordination_api.storage.engine import close_reader, open_reader
 from coordination_api.storage.repository import Repository
 
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
@@ -131,14 +132,14 @@ def _request_raw(app: Flask, repo: Repository) -> Callable[[], Any]:
             return None
         connection = g.get("raw_connection")
         if connection is None:
-            connection = g.raw_connection = repo.engine.raw_connection()
+            connection = g.raw_connection = open_reader(repo.engine)
         return connection
 
     @app.teardown_request
     def _release(_exc: BaseException | None) -> None:
         connection = g.pop("raw_connection", None)
         if connection is not None:
-            connection.close()
+            close_reader(connection)
 
     return shared
 

@@ -224,25 +224,36 @@ def _patients_of(conn: Connection, pks: list[int]) -> list[tuple[str, bool]]:
     return [(row[0], bool(row[1])) for row in rows]
 
 
-def _reach_one(pk: int) -> list[tuple[str, bool]]:
-    """``_patients_of`` for one resource, in one plain statement (the read-by-id hot path)."""
-    who = principal()
+def read_current(resource_type: str, res_id: str) -> tuple[Stored | None, list[tuple[str, bool]]]:
+    """The current version and, in the same statement, each patient of its compartment and whether
+    this request may reach them (the read-by-id hot path: one round trip for data and decision)."""
     repo = current_app.extensions["coordination"].repo
-    if who.unrestricted or not who.is_user:
-        rows = repo.raw_rows(policy.COMPARTMENT_SQL, {"pk": pk})
-    else:
+    who = g.get("principal")
+    if who is None or who.unrestricted:
+        return repo.read_current(resource_type, res_id), []
+    params: dict[str, Any] = {"type": resource_type, "id": res_id}
+    if who.is_user:
         break_glass = g.audit is not None and g.audit.break_glass_reason is not None
         launch = who.patient_id if "patient" in who.scopes.contexts() else None
-        params: dict[str, Any] = {
-            "pk": pk,
-            "now": int(time.time() * 1_000_000),
-            "practitioner": who.agent,
-            "practitioner_id": who.practitioner_id,
-        }
+        case = policy.reach_case(break_glass, launch is not None)
+        params.update(
+            now=int(time.time() * 1_000_000), practitioner=who.agent, practitioner_id=who.practitioner_id
+        )
         if launch is not None:
             params["launch"] = launch
-        rows = repo.raw_rows(policy.reach_sql(break_glass, launch is not None), params)
-    return [(row[0], bool(row[1])) for row in rows]
+    else:
+        case = "1"
+    rows = repo.raw_rows(
+        "SELECT r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content, c.patient_id, "
+        f"{case} FROM resource r LEFT JOIN idx_compartment c ON c.res_pk = r.pk "
+        "WHERE r.res_type = :type AND r.res_id = :id",
+        params,
+    )
+    if not rows:
+        return None, []
+    pk, rtype, rid, version, last_updated, deleted, content = rows[0][:7]
+    stored = Stored(pk, rtype, rid, version, last_updated, bool(deleted), content)
+    return stored, [(row[7], bool(row[8])) for row in rows if row[7] is not None]
 
 
 def _note(stored: Iterable[Stored], patients: Iterable[str]) -> None:
@@ -256,11 +267,17 @@ def _note(stored: Iterable[Stored], patients: Iterable[str]) -> None:
     record.patients.update(patients)
 
 
-def check_stored(conn: Connection | None, stored: Stored) -> None:
+def check_stored(conn: Connection, stored: Stored) -> None:
     """A resource read by id: 403 when it is in the compartment of a patient out of reach."""
     if not has_request_context() or g.get("principal") is None:
         return
-    reach = _reach_one(stored.pk) if conn is None else _patients_of(conn, [stored.pk])
+    check_reach(stored, _patients_of(conn, [stored.pk]))
+
+
+def check_reach(stored: Stored, reach: list[tuple[str, bool]]) -> None:
+    """403 unless every patient whose compartment holds ``stored`` is within reach."""
+    if not has_request_context() or g.get("principal") is None:
+        return
     _note([stored], [p for p, _ok in reach])
     if any(not ok for _p, ok in reach):
         raise FhirError(

@@ -51,7 +51,7 @@ def _not_modified(stored: Stored) -> bool:
 def read(resource_type: str, res_id: str) -> Response:
     check_type(resource_type, write=False)
     access.require(resource_type, "r")
-    stored = services().repo.read_current(resource_type, res_id)
+    stored, reach = access.read_current(resource_type, res_id)
     if stored is None:
         raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id} is not known")
     if stored.deleted:
@@ -60,7 +60,7 @@ def read(resource_type: str, res_id: str) -> Response:
             f"{resource_type}/{res_id} was deleted",
             headers=version_headers(stored.version, stored.last_updated),
         )
-    access.check_stored(None, stored)
+    access.check_reach(stored, reach)
     if _not_modified(stored):
         return Response(status=304, headers=version_headers(stored.version, stored.last_updated))
     return render_stored(stored)

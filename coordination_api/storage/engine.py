@@ -61,3 +61,19 @@ def _sqlite_engine(url: str, database: str | None, echo: bool) -> Engine:
 
 def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def open_reader(engine: Engine) -> Any:
+    """A pooled DBAPI connection for plain reads. PostgreSQL: in autocommit while we hold it, so a
+    SELECT costs one round trip (no BEGIN before it, no ROLLBACK when it goes back to the pool)."""
+    connection = engine.raw_connection()
+    if engine.dialect.name == "postgresql":
+        connection.driver_connection.autocommit = True  # type: ignore[union-attr]
+    return connection
+
+
+def close_reader(connection: Any) -> None:
+    driver = connection.driver_connection
+    if getattr(driver, "autocommit", False) is True and not driver.closed:
+        driver.autocommit = False  # as the pool lends it to SQLAlchemy
+    connection.close()

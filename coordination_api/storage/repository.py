@@ -26,7 +26,7 @@ from auth.policy import DERIVED
 from coordination_api.errors import Category, FhirError
 from coordination_api.search.dates import format_instant
 from coordination_api.search.registry import SearchRegistry
-from coordination_api.storage.engine import WRITE
+from coordination_api.storage.engine import WRITE, close_reader, open_reader
 from coordination_api.storage.indexer import index_rows
 from coordination_api.storage.schema import (
     INDEX_TABLES,
@@ -124,11 +124,11 @@ class Repository:
         if shared is not None:
             yield shared
             return
-        connection = self.engine.raw_connection()
+        connection = open_reader(self.engine)
         try:
             yield connection
         finally:
-            connection.close()
+            close_reader(connection)
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
