@@ -112,6 +112,9 @@ class Repository:
         # version, "after": the new one) and the audit row that commits with the write.
         self.guard: Callable[[Connection, list[Stored], str], None] | None = None
         self.before_commit: Callable[[Connection], None] | None = None
+        # Called in the write transaction with what was just written (new versions, deletions):
+        # the subscriptions' outbox rows are added here, so they commit or roll back with the data.
+        self.on_written: list[Callable[[Connection, list[Stored]], None]] = []
         self._raw_sql: dict[str, str] = {}
         # Set by the app: the DBAPI connection of the current request, shared by its hot-path
         # statements (token, read, access check): one pool checkout instead of one each.
@@ -141,6 +144,12 @@ class Repository:
     def _check(self, conn: Connection, stored: list[Stored], phase: str) -> None:
         if self.guard is not None:
             self.guard(conn, stored, phase)
+        if phase == "after":
+            self._written(conn, stored)
+
+    def _written(self, conn: Connection, stored: list[Stored]) -> None:
+        for hook in self.on_written:
+            hook(conn, stored)
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -342,6 +351,7 @@ class Repository:
             # The compartment rows stay: they keep protecting the deleted resource's history.
             self._clear_index(conn, current.pk, res_type, keep_compartment=True)
             conn.execute(delete(conditional_create).where(conditional_create.c.res_pk == current.pk))
+            self._written(conn, [stored])
             return stored
         raise FhirError(Category.CONFLICT, f"{res_type}/{res_id} was modified concurrently; retry")
 

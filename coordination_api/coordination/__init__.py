@@ -1,0 +1,1 @@
+"""Domain workflows: discharge intake, protocol start, task dispatch."""
