@@ -177,3 +177,17 @@ INDEX_TABLES = {
     "uri": idx_uri,
     "compartment": idx_compartment,
 }
+
+# Intake idempotency (discharge issue): one row per message a sender sent, whatever the door
+# ($process-message, NdE, HL7 v2). The primary key makes a replay a no-op (no check-then-insert);
+# ``outcome`` keeps the first answer so that the replay gets the same one.
+message_log = Table(
+    "message_log",
+    metadata,
+    Column("sender", String(255), nullable=False),
+    Column("message_id", String(255), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("received_us", BigInteger, nullable=False),
+    Column("outcome", Text, nullable=False),
+    PrimaryKeyConstraint("sender", "message_id"),
+)
