@@ -53,6 +53,7 @@ _INTERACTIONS = {
     ("fhir.system_history", "GET"): "history-system",
     ("fhir.system", "POST"): "transaction",
     ("fhir.metadata", "GET"): "capabilities",
+    ("fhir.process_message", "POST"): "operation",
 }
 
 

@@ -12,6 +12,7 @@ from coordination_api.fhir import (
     create,
     delete,
     history,
+    messaging,
     patch,
     read,
     search,
@@ -50,6 +51,11 @@ def system() -> Response:
 @bp.get("/_history")
 def system_history() -> Response:
     return history.history()
+
+
+@bp.post("/$process-message")
+def process_message() -> Response:
+    return messaging.process_message()
 
 
 # Names the spec reserves beside resource types and ids (R4 http.html#styleguide), and their methods.

@@ -191,3 +191,54 @@ message_log = Table(
     Column("outcome", Text, nullable=False),
     PrimaryKeyConstraint("sender", "message_id"),
 )
+
+# Subscriptions (R4 subscription.html, Subscriptions R5 Backport IG 1.1.0). One state row per
+# Subscription resource: what it matches, its status and its event counter
+# (events-since-subscription-start); ``events = events + 1 … RETURNING`` hands out event numbers.
+subscription_state = Table(
+    "subscription_state",
+    metadata,
+    Column("res_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    Column("res_id", String(64), nullable=False),
+    # The Subscription version this row reflects (the compiled criteria are cached per version).
+    Column("version", Integer, nullable=False),
+    # requested | active | error | off
+    Column("status", String(16), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("topic", String(512), nullable=True),
+    Column("endpoint", Text, nullable=False),
+    Column("heartbeat_s", Integer, nullable=True),
+    Column("events", BigInteger, nullable=False, default=0),
+    Column("handshake_due", Boolean, nullable=False, default=False),
+    # Handshake / heartbeat claim: a worker owns the row until then (epoch microseconds).
+    Column("lease_until", BigInteger, nullable=True),
+    Column("last_sent_us", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Index(None, "status", "resource_type"),
+)
+
+# The outbox: one row per (subscription, event number), written in the transaction that wrote the
+# focus resource; the delivery worker sends them in event-number order and marks them delivered.
+# Rows are kept after delivery for $events replay.
+subscription_outbox = Table(
+    "subscription_outbox",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("sub_pk", PK, ForeignKey("subscription_state.res_pk", ondelete="CASCADE"), nullable=False),
+    Column("event_number", BigInteger, nullable=False),
+    # "Type/id/_history/version" of the focus resource.
+    Column("focus", String(512), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    # pending | delivered
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("lease_until", BigInteger, nullable=True),
+    Column("first_failure_us", BigInteger, nullable=True),
+    Column("delivered_us", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    # Event numbers are never handed out twice (ARCHITECTURE.md "Storage").
+    UniqueConstraint("sub_pk", "event_number"),
+    Index(None, "status", "next_attempt_us"),
+    Index(None, "sub_pk", "status", "event_number"),
+)

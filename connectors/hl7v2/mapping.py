@@ -1,0 +1,437 @@
+"""HL7 v2.5 ADT (chapter 3, IHE PAM France) → :class:`EncounterEvent`.
+
+Segments used: MSH (2.15.9), EVN (3.4.1), PID (3.4.2, PAM FR "Segment PID": INS in PID-3, identity
+reliability in PID-32), PV1 (3.4.3, PAM FR "Segment PV1": NDA in PV1-19). Errors carry HL7 table 0357 codes.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from connectors.hl7v2.parse import Components, Segment, segment, value
+from coordination_api.coordination.events import EncounterEvent, EventError
+from fhir_profiles.french_identifiers import (
+    FINESS,
+    FR_V2_0203,
+    INS_NIA,
+    INS_NIA_TEST,
+    INS_NIR,
+    INS_NIR_TEST,
+    RELIABILITY_SYSTEM,
+    RELIABILITY_URL,
+    RPPS,
+    TRUSTED_STATUSES,
+    V2_0203,
+    check_finess,
+    check_nir,
+)
+
+# HL7 v2.5 table 0003 trigger → event kind (IHE PAM FR 2.x: A01 admission, A02 mutation, A03 sortie,
+# A04 inscription, A08 mise à jour, A11 annulation d'admission, A13 annulation de sortie).
+TRIGGERS = {
+    "A01": "admit",
+    "A02": "transfer",
+    "A03": "discharge",
+    "A04": "register",
+    "A08": "update",
+    "A11": "cancel-admit",
+    "A13": "cancel-discharge",
+}
+STATUS = {
+    "admit": "in-progress",
+    "transfer": "in-progress",
+    "register": "in-progress",
+    "update": "in-progress",
+    "discharge": "finished",
+    "cancel-admit": "entered-in-error",
+    "cancel-discharge": "in-progress",
+}
+# INS assigning-authority OIDs (PAM FR: ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO) → system, FR Core type.
+INS_OIDS = {
+    "1.2.250.1.213.1.4.8": (INS_NIR, "INS-NIR", "official"),
+    "1.2.250.1.213.1.4.9": (INS_NIA, "INS-NIA", "temp"),
+    "1.2.250.1.213.1.4.10": (INS_NIR_TEST, "INS-NIR-TEST", "official"),
+    "1.2.250.1.213.1.4.11": (INS_NIA_TEST, "INS-NIR-DEMO", "official"),
+}
+INS_NAMESPACES = {
+    "ASIP-SANTE-INS-NIR": "1.2.250.1.213.1.4.8",
+    "ASIP-SANTE-INS-NIA": "1.2.250.1.213.1.4.9",
+    "ASIP-SANTE-INS-NIR-TEST": "1.2.250.1.213.1.4.10",
+    "ASIP-SANTE-INS-NIR-DEMO": "1.2.250.1.213.1.4.11",
+}
+# FR Core fr-core-cs-v2-0445 (HL7 table 0445 as extended by PAM FR).
+RELIABILITY_CODES = frozenset(
+    "VIDE PROV VALI DOUB DESA DPOT DOUA COLP COLV FILI CACH ANOM IDVER RECD IDRA USUR HOMD HOMA INVA FICT "
+    "DOUT RECUP QUAL".split()
+)
+GENDER = {"M": "male", "F": "female", "O": "other", "A": "other", "U": "unknown", "N": "unknown"}
+# HL7 table 0200 → FHIR name-use (PAM FR: L nom de naissance, D nom utilisé).
+NAME_USE = {"L": "official", "D": "usual", "M": "maiden", "N": "nickname", "S": "anonymous", "B": "official"}
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+# HL7 table 0004 patient class (PAM FR adds R recurring) → v3 ActCode.
+PATIENT_CLASS = {
+    "I": ("IMP", "inpatient encounter"),
+    "O": ("AMB", "ambulatory"),
+    "R": ("AMB", "ambulatory"),
+    "E": ("EMER", "emergency"),
+    "P": ("PRENC", "pre-admission"),
+}
+# PV1-36 is the user-defined HL7 table 0112; PAM FR senders put the PMSI "mode de sortie" there. We could
+# not confirm a published NOS terminology URL for it, so the code is kept as sent under the v2 table 0112
+# code system (documented choice).
+DISCHARGE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0112"
+PARIS = ZoneInfo("Europe/Paris")
+_TS = re.compile(
+    r"(?P<y>\d{4})(?:(?P<mo>\d{2})(?:(?P<d>\d{2})(?:(?P<h>\d{2})(?:(?P<mi>\d{2})"
+    r"(?:(?P<s>\d{2})(?:\.(?P<f>\d{1,4}))?)?)?)?)?)?(?P<tz>[+-]\d{4})?"
+)
+_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+
+
+def to_event(msg: Any) -> EncounterEvent:
+    """One parsed ADT message → EncounterEvent (EventError with an HL7 0357 code otherwise)."""
+    msh = segment(msg, "MSH")
+    if msh is None:
+        raise EventError("No MSH segment", code="100", location="MSH", rejected=True)
+    message_type, trigger = msh.get(9), msh.get(9, 2)
+    if message_type != "ADT":
+        raise EventError(
+            f"Unsupported message type {message_type[:10]!r}", code="200", location="MSH-9", rejected=True
+        )
+    kind = TRIGGERS.get(trigger)
+    if kind is None:
+        raise EventError(f"Unsupported event {trigger[:10]!r}", code="201", location="MSH-9", rejected=True)
+    message_id = msh.get(10)
+    if not message_id:
+        raise EventError("MSH-10 (message control id) is required", code="101", location="MSH-10")
+    application, facility = msh.get(3), msh.get(4)
+    if not application and not facility:
+        raise EventError("MSH-3/MSH-4 (sending application/facility) required", code="101", location="MSH-3")
+    pid = segment(msg, "PID")
+    if pid is None:
+        raise EventError("The PID segment is required", code="100", location="PID")
+    pv1 = segment(msg, "PV1")
+    if pv1 is None:
+        raise EventError("The PV1 segment is required", code="100", location="PV1")
+    evn = segment(msg, "EVN")
+    occurred = None
+    if evn is not None:
+        occurred = _ts(evn, 2) or _ts(evn, 6)
+    return EncounterEvent(
+        kind=kind,
+        sender=f"{application}^{facility}",
+        message_id=message_id,
+        patient=patient(pid),
+        encounter=encounter(pv1, pid, kind),
+        service_provider=_organization(pv1, msh),
+        practitioners=[p for p in (_practitioner(pv1, 7), _practitioner(pv1, 8)) if p is not None],
+        occurred=occurred or _ts(msh, 7),
+    )
+
+
+# -- Time (HL7 v2.5 2.A.74 DTM / 2.A.75 TS) ---------------------------------------------------------------
+
+
+def ts_to_fhir(text: str, location: str = "TS") -> str | None:
+    """HL7 TS ``YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]`` → FHIR dateTime.
+
+    FHIR needs seconds and a zone once there is a time: missing minutes/seconds read as 00, and a time
+    without an offset is read as French legal time (Europe/Paris), as PAM FR senders emit local time.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    match = _TS.fullmatch(text)
+    if match is None:
+        raise EventError(f"{location}: not an HL7 date/time", code="102", location=location)
+    g = match.groupdict()
+    try:
+        if g["h"] is None:
+            day = datetime(int(g["y"]), int(g["mo"] or 1), int(g["d"] or 1))  # noqa: DTZ001 - a date
+            if g["d"]:
+                return day.strftime("%Y-%m-%d")
+            return f"{g['y']}-{g['mo']}" if g["mo"] else g["y"]
+        moment = datetime(
+            int(g["y"]), int(g["mo"]), int(g["d"]), int(g["h"]), int(g["mi"] or 0), int(g["s"] or 0)
+        )  # noqa: DTZ001
+        if g["tz"]:
+            sign = 1 if g["tz"][0] == "+" else -1
+            hours, minutes = int(g["tz"][1:3]), int(g["tz"][3:5])
+            if hours > 14 or minutes > 59:
+                raise ValueError("offset")
+            moment = moment.replace(tzinfo=timezone(sign * timedelta(hours=hours, minutes=minutes)))
+        else:
+            moment = moment.replace(tzinfo=PARIS)
+    except (ValueError, TypeError):
+        raise EventError(f"{location}: invalid date/time", code="102", location=location) from None
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if g["f"]:
+        stamp += "." + g["f"]
+    offset = moment.strftime("%z")
+    return f"{stamp}{offset[:3]}:{offset[3:]}"
+
+
+def _ts(seg: Segment, n: int) -> str | None:
+    return ts_to_fhir(seg.get(n), f"{seg.id}-{n}")
+
+
+# -- Patient (PID) -------------------------------------------------------------------------------------------
+
+
+def _hd_system(components: Components, component: int) -> str | None:
+    """HD (namespace&universal id&type) → ``urn:oid:`` for an ISO OID, else the namespace id."""
+    namespace, universal = value(components, component, 1), value(components, component, 2)
+    if universal and _OID.fullmatch(universal):
+        return f"urn:oid:{universal}"
+    return namespace or universal or None
+
+
+def patient(pid: Segment) -> dict[str, Any]:
+    """PID → FHIR Patient JSON (no id). An INS is kept only with a VALI/QUAL identity (CONTRACT)."""
+    statuses = [value(rep) for rep in pid.repetitions(32) if value(rep)]
+    for status in statuses:
+        if status not in RELIABILITY_CODES:
+            raise EventError("PID-32: unknown identity reliability code", code="103", location="PID-32")
+    status = statuses[0] if statuses else None
+    trusted = status in TRUSTED_STATUSES
+    identifiers: list[dict[str, Any]] = []
+    for rep in pid.repetitions(3):
+        number, type_code = value(rep), value(rep, 5)
+        oid = value(rep, 4, 2)
+        if oid not in INS_OIDS:
+            oid = INS_NAMESPACES.get(value(rep, 4), oid)
+        if oid in INS_OIDS or type_code in {"INS", "INS-NIR", "INS-NIA"}:
+            if oid not in INS_OIDS:
+                raise EventError("PID-3: INS without a known INS assigning authority", code="102", location="PID-3")
+            reason = check_nir(number)
+            if reason:
+                raise EventError(f"PID-3: invalid INS ({reason})", code="102", location="PID-3")
+            if trusted:
+                system, fr_type, use = INS_OIDS[oid]
+                identifiers.append(
+                    {
+                        "use": use,
+                        "type": {"coding": [{"system": FR_V2_0203, "code": fr_type}]},
+                        "system": system,
+                        "value": number,
+                    }
+                )
+        elif type_code == "PI" and number:
+            system = _hd_system(rep, 4)
+            if system is None:
+                continue  # an unscoped IPP cannot be matched safely
+            identifiers.append(
+                {
+                    "use": "usual",
+                    "type": {"coding": [{"system": V2_0203, "code": "PI"}]},
+                    "system": system,
+                    "value": number,
+                }
+            )
+    if not identifiers:
+        raise EventError("PID-3: no usable patient identifier (IPP or INS)", code="101", location="PID-3")
+    resource: dict[str, Any] = {"resourceType": "Patient"}
+    if status:
+        resource["extension"] = [
+            {
+                "url": RELIABILITY_URL,
+                "extension": [
+                    {"url": "identityStatus", "valueCoding": {"system": RELIABILITY_SYSTEM, "code": status}}
+                ],
+            }
+        ]
+    resource["identifier"] = identifiers
+    names = [n for n in (_name(rep) for rep in pid.repetitions(5)) if n]
+    if names:
+        resource["name"] = names
+    telecom = [t for t in (_telecom(rep, "home") for rep in pid.repetitions(13)) if t]
+    telecom += [t for t in (_telecom(rep, "work") for rep in pid.repetitions(14)) if t]
+    if telecom:
+        resource["telecom"] = telecom
+    sex = pid.get(8)
+    if sex:
+        if sex not in GENDER:
+            raise EventError("PID-8: unknown administrative sex", code="103", location="PID-8")
+        resource["gender"] = GENDER[sex]
+    birth = _ts(pid, 7)
+    if birth:
+        resource["birthDate"] = birth[:10]
+    death = _ts(pid, 29)
+    if death:
+        resource["deceasedDateTime"] = death
+    elif pid.get(30) == "Y":
+        resource["deceasedBoolean"] = True
+    addresses = [a for a in (_address(rep) for rep in pid.repetitions(11)) if a]
+    if addresses:
+        resource["address"] = addresses
+    return resource
+
+
+def _name(rep: Components) -> dict[str, Any] | None:
+    """XPN (2.A.88): family^given^further given names^suffix^prefix^degree^type."""
+    name: dict[str, Any] = {}
+    use = NAME_USE.get(value(rep, 7))
+    if use:
+        name["use"] = use
+    if value(rep):
+        name["family"] = value(rep)
+    given = [g for g in (value(rep, 2), value(rep, 3)) if g]
+    if len(given) == 2 and given[0] == given[1]:
+        given = given[:1]
+    if given:
+        name["given"] = given
+    if value(rep, 5):
+        name["prefix"] = [value(rep, 5)]
+    if value(rep, 4):
+        name["suffix"] = [value(rep, 4)]
+    return name if set(name) - {"use"} else None
+
+
+def _telecom(rep: Components, default_use: str) -> dict[str, Any] | None:
+    """XTN (2.A.89): use code (PRN/WPN/ORN/NET), equipment (PH/CP/FX/Internet), email, number (XTN-12)."""
+    use_code, equipment = value(rep, 2), value(rep, 3)
+    if use_code == "NET" or equipment in {"Internet", "X.400"}:
+        address = value(rep, 4) or value(rep)
+        return {"system": "email", "value": address} if address else None
+    number = value(rep, 12) or value(rep) or "".join(value(rep, i) for i in (5, 6, 7))
+    if not number:
+        return None
+    point: dict[str, Any] = {"system": "fax" if equipment == "FX" else "phone", "value": number}
+    if equipment == "CP":
+        point["use"] = "mobile"
+    else:
+        point["use"] = {"PRN": "home", "WPN": "work", "ORN": "home"}.get(use_code, default_use)
+    return point
+
+
+def _address(rep: Components) -> dict[str, Any] | None:
+    """XAD (2.A.85): street^other^city^state^zip^country^type; PAM FR type BDL (birth place) is skipped."""
+    kind = value(rep, 7)
+    if kind in {"BDL", "BR"}:
+        return None
+    address: dict[str, Any] = {}
+    lines = [line for line in (value(rep), value(rep, 2)) if line]
+    if lines:
+        address["line"] = lines
+    for key, component in (("city", 3), ("state", 4), ("postalCode", 5), ("country", 6)):
+        if value(rep, component):
+            address[key] = value(rep, component)
+    if not address:
+        return None
+    use = {"H": "home", "B": "work", "O": "work", "C": "temp"}.get(kind)
+    if use:
+        address["use"] = use
+    if kind == "M":
+        address["type"] = "postal"
+    return address
+
+
+# -- Encounter (PV1) ------------------------------------------------------------------------------------------
+
+
+def encounter(pv1: Segment, pid: Segment, kind: str) -> dict[str, Any]:
+    """PV1 → FHIR Encounter JSON without id and subject; identifier[0] is the visit number (NDA)."""
+    visit = pv1.repetitions(19)[:1] or pid.repetitions(18)[:1]  # PAM FR: PV1-19, else PID-18
+    if not visit or not value(visit[0]):
+        raise EventError("PV1-19: the visit number is required", code="101", location="PV1-19")
+    identifier: dict[str, Any] = {"value": value(visit[0])}
+    system = _hd_system(visit[0], 4)
+    if system:
+        identifier = {"system": system, **identifier}
+    end = _ts(pv1, 45)
+    status = STATUS[kind]
+    if kind == "update" and end:
+        status = "finished"  # A08 on a stay that already has a discharge date
+    resource: dict[str, Any] = {
+        "resourceType": "Encounter",
+        "identifier": [identifier],
+        "status": status,
+    }
+    patient_class = pv1.get(2)
+    code, display = PATIENT_CLASS.get(patient_class, ("", ""))
+    if code:
+        resource["class"] = {"system": ACT_CODE, "code": code, "display": display}
+    else:  # R4 Encounter.class is 1..1; the binding is extensible
+        resource["class"] = {"system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "code": "UNK"}
+    period = {k: v for k, v in (("start", _ts(pv1, 44)), ("end", end)) if v}
+    if period and kind != "cancel-discharge":
+        resource["period"] = period
+    elif period.get("start"):
+        resource["period"] = {"start": period["start"]}
+    disposition = pv1.repetitions(36)[:1]
+    if disposition and value(disposition[0]) and kind != "cancel-discharge":
+        coding = {"system": DISCHARGE_SYSTEM, "code": value(disposition[0])}
+        if value(disposition[0], 2):
+            coding["display"] = value(disposition[0], 2)
+        resource["hospitalization"] = {"dischargeDisposition": {"coding": [coding]}}
+    location = pv1.repetitions(3)[:1]
+    if location:
+        parts = [value(location[0], i) for i in (1, 2, 3)]
+        display = " / ".join(p for p in parts if p)
+        if display:
+            resource["location"] = [
+                {"location": {"display": display}, "status": "completed" if end else "active"}
+            ]
+    return resource
+
+
+def _finess(components: Components, component: int) -> str | None:
+    for candidate in (value(components, component, 2), value(components, component, 1)):
+        if candidate and check_finess(candidate) is None:
+            return candidate
+    return None
+
+
+def _organization(pv1: Segment, msh: Segment) -> dict[str, Any] | None:
+    """FINESS from PV1-3.4 (facility of the assigned location), else MSH-4 (sending facility)."""
+    location = pv1.repetitions(3)[:1]
+    candidates: list[tuple[Components, int]] = [(location[0], 4)] if location else []
+    facility = msh.repetitions(4)[:1]
+    if facility:
+        # MSH-4 is an HD itself: namespace^universal id^type
+        candidates.append(([[c[0]] for c in facility[0][:3]] and [["|".join(c) for c in facility[0]]], 1))
+        candidates.append(([[c] for c in (value(facility[0], 1), value(facility[0], 2))], 1))
+    for components, component in candidates:
+        finess = _finess(components, component)
+        if finess is None and component == 1:
+            finess = _finess([[components[-1][0]] if components else [""]], 1)
+        if finess:
+            organization: dict[str, Any] = {
+                "resourceType": "Organization",
+                "identifier": [{"system": FINESS, "value": finess}],
+            }
+            name = value(components, component, 1)
+            if name and name != finess:
+                organization["name"] = name
+            return organization
+    return None
+
+
+def _practitioner(pv1: Segment, n: int) -> dict[str, Any] | None:
+    """XCN (2.A.90) id^family^given^second^suffix^prefix: Practitioner with an RPPS (11 digits;
+    a 12-character idNatPs "8"+RPPS is read as its RPPS)."""
+    reps = pv1.repetitions(n)
+    for rep in reps:
+        number = value(rep)
+        if re.fullmatch(r"8[0-9]{11}", number):
+            number = number[1:]
+        if not re.fullmatch(r"[0-9]{11}", number):
+            continue
+        practitioner: dict[str, Any] = {
+            "resourceType": "Practitioner",
+            "identifier": [{"system": RPPS, "value": number}],
+        }
+        name: dict[str, Any] = {}
+        if value(rep, 2):
+            name["family"] = value(rep, 2)
+        if value(rep, 3):
+            name["given"] = [value(rep, 3)]
+        if value(rep, 6):
+            name["prefix"] = [value(rep, 6)]
+        if name:
+            practitioner["name"] = [name]
+        return practitioner
+    return None

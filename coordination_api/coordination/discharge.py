@@ -1,0 +1,254 @@
+"""Encounter events to stored resources: the one write behind the three intake doors.
+
+One database transaction per message: the message log row (sender, message id) first, so that a
+replay hits the primary key and gets the first answer back; then the patient (matched by INS only when
+the identity is validated or qualified, else by the sender's IPP, else created; never on name and birth
+date), the service provider and practitioners (by FINESS / RPPS), the Encounter keyed by the sender's
+visit number, and the documents. Subscriptions' outbox rows ride along through the repository hook.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from coordination_api.coordination.events import EncounterEvent, EventError
+from coordination_api.errors import FhirError
+from coordination_api.fhir.context import Services
+from coordination_api.fhir.create import create_in
+from coordination_api.fhir.resources import validate_resource
+from coordination_api.storage.repository import Stored
+from coordination_api.storage.schema import message_log
+from fhir_profiles.french_identifiers import FINESS, INS_SYSTEMS, RPPS, TRUSTED_STATUSES, identity_statuses
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a message did; kept in the message log so that a replay answers the same."""
+
+    kind: str
+    patient: str  # "Patient/<id>"
+    encounter: str | None  # "Encounter/<id>"
+    replayed: bool = False
+
+    def to_json(self) -> str:
+        return orjson.dumps(
+            {"kind": self.kind, "patient": self.patient, "encounter": self.encounter}
+        ).decode()
+
+
+def process(svc: Services, event: EncounterEvent) -> Outcome:
+    """Store the event in one transaction; the same (sender, message id) again changes nothing."""
+    if not event.sender or not event.message_id:
+        raise EventError("The message has no sender or no message id", code="101", location="MSH-10")
+    with svc.repo.writing() as conn:
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    insert(message_log),
+                    {
+                        "sender": event.sender[:255],
+                        "message_id": event.message_id[:255],
+                        "kind": event.kind,
+                        "received_us": int(time.time() * 1_000_000),
+                        "outcome": "{}",
+                    },
+                )
+        except IntegrityError:
+            return _replay(conn, event)
+        outcome = _store(conn, svc, event)
+        conn.execute(
+            message_log.update()
+            .where(
+                message_log.c.sender == event.sender[:255], message_log.c.message_id == event.message_id[:255]
+            )
+            .values(outcome=outcome.to_json())
+        )
+    return outcome
+
+
+def _replay(conn: Connection, event: EncounterEvent) -> Outcome:
+    row = conn.execute(
+        select(message_log.c.outcome).where(
+            message_log.c.sender == event.sender[:255], message_log.c.message_id == event.message_id[:255]
+        )
+    ).scalar_one()
+    data = orjson.loads(row)
+    return Outcome(data["kind"], data["patient"], data.get("encounter"), replayed=True)
+
+
+def _valid(resource: dict[str, Any], resource_type: str) -> dict[str, Any]:
+    try:
+        return validate_resource(resource, resource_type)
+    except FhirError as exc:
+        raise EventError(f"{resource_type}: {exc.diagnostics}", code="102", location=resource_type) from exc
+
+
+def _upsert_by_identifier(
+    conn: Connection, svc: Services, resource_type: str, body: dict[str, Any], identifier: dict[str, Any]
+) -> tuple[Stored, bool]:
+    """Conditional create on one identifier: (stored, created). The database decides between
+    concurrent senders (the conditional-create claim), not a check-then-insert."""
+    criteria = f"identifier={_escape(identifier['system'])}|{_escape(identifier['value'])}"
+    result = create_in(conn, svc, resource_type, _valid(body, resource_type), criteria)
+    assert result.stored is not None
+    return result.stored, result.status == 201
+
+
+def _escape(value: str) -> str:
+    """A token part as a search value (R4 search.html#escaping), URL-encoded for the criteria."""
+    for char in "\\|,$":
+        value = value.replace(char, "\\" + char)
+    return quote(value, safe="")
+
+
+def _patient(conn: Connection, svc: Services, event: EncounterEvent) -> Stored:
+    patient = dict(event.patient)
+    patient.pop("id", None)
+    identifiers = [i for i in patient.get("identifier") or [] if i.get("system") and i.get("value")]
+    trusted = bool(identity_statuses(patient) & TRUSTED_STATUSES)
+    ins = [i for i in identifiers if i["system"] in INS_SYSTEMS]
+    if ins and not trusted:
+        raise EventError(
+            "An INS may be used only with a validated or qualified identity", code="102", location="PID-32"
+        )
+    local = [i for i in identifiers if i["system"] not in INS_SYSTEMS]
+    keys = ins[:1] + local[:1]
+    if not keys:
+        result = create_in(conn, svc, "Patient", _valid(patient, "Patient"))
+        assert result.stored is not None
+        return result.stored
+    stored, created = _upsert_by_identifier(conn, svc, "Patient", patient, keys[0])
+    if created:
+        return stored
+    # Found by INS: make sure this sender's IPP is on the record too (matching by IPP next time).
+    current = stored.json()
+    known = {(i.get("system"), i.get("value")) for i in current.get("identifier") or []}
+    missing = [i for i in identifiers if (i["system"], i["value"]) not in known]
+    if missing:
+        current["identifier"] = [*(current.get("identifier") or []), *missing]
+        current.pop("meta", None)
+        stored, _created = svc.repo.update(conn, "Patient", stored.res_id, _valid(current, "Patient"))
+    return stored
+
+
+def _organization(conn: Connection, svc: Services, organization: dict[str, Any] | None) -> Stored | None:
+    if organization is None:
+        return None
+    finess = [i for i in organization.get("identifier") or [] if i.get("system") == FINESS and i.get("value")]
+    body = {k: v for k, v in organization.items() if k != "id"}
+    if finess:
+        return _upsert_by_identifier(conn, svc, "Organization", body, finess[0])[0]
+    result = create_in(conn, svc, "Organization", _valid(body, "Organization"))
+    return result.stored
+
+
+def _practitioner(conn: Connection, svc: Services, practitioner: dict[str, Any]) -> Stored | None:
+    rpps = [i for i in practitioner.get("identifier") or [] if i.get("system") == RPPS and i.get("value")]
+    if not rpps:
+        return None  # an unidentified practitioner is not worth a record of its own
+    body = {k: v for k, v in practitioner.items() if k != "id"}
+    return _upsert_by_identifier(conn, svc, "Practitioner", body, rpps[0])[0]
+
+
+def _encounter(
+    conn: Connection,
+    svc: Services,
+    event: EncounterEvent,
+    patient: Stored,
+    provider: Stored | None,
+    practitioners: list[Stored],
+) -> Stored | None:
+    if event.encounter is None:
+        return None
+    incoming = {k: v for k, v in event.encounter.items() if k not in {"id", "meta"}}
+    incoming["subject"] = {"reference": f"Patient/{patient.res_id}"}
+    if provider is not None:
+        incoming["serviceProvider"] = {"reference": f"Organization/{provider.res_id}"}
+    if practitioners:
+        incoming["participant"] = [
+            {"individual": {"reference": f"Practitioner/{p.res_id}"}} for p in practitioners
+        ]
+    visit = [i for i in incoming.get("identifier") or [] if i.get("system") and i.get("value")]
+    if not visit:
+        result = create_in(conn, svc, "Encounter", _valid(incoming, "Encounter"))
+        return result.stored
+    stored, created = _upsert_by_identifier(conn, svc, "Encounter", incoming, visit[0])
+    if created:
+        return stored
+    merged = _merge(stored.json(), incoming, event.kind)
+    if merged == {k: v for k, v in stored.json().items() if k not in {"id", "meta"}}:
+        return stored
+    updated, _created = svc.repo.update(conn, "Encounter", stored.res_id, _valid(merged, "Encounter"))
+    return updated
+
+
+def _merge(current: dict[str, Any], incoming: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The stored Encounter brought up to date by a later event of the same visit."""
+    merged = {k: v for k, v in current.items() if k not in {"id", "meta"}}
+    for key, value in incoming.items():
+        if key == "period":
+            period = dict(merged.get("period") or {})
+            period.update({k: v for k, v in value.items() if v})
+            merged["period"] = period
+        elif key == "hospitalization":
+            stay = dict(merged.get("hospitalization") or {})
+            stay.update(value)
+            merged["hospitalization"] = stay
+        elif key == "identifier":
+            known = {(i.get("system"), i.get("value")) for i in merged.get("identifier") or []}
+            merged["identifier"] = [
+                *(merged.get("identifier") or []),
+                *(i for i in value if (i.get("system"), i.get("value")) not in known),
+            ]
+        else:
+            merged[key] = value
+    if kind == "cancel-discharge":
+        # A13: the discharge did not happen; the stay goes on (IHE PAM FR: annulation de sortie).
+        merged.get("period", {}).pop("end", None)
+        hospitalization = merged.get("hospitalization")
+        if isinstance(hospitalization, dict):
+            hospitalization.pop("dischargeDisposition", None)
+            if not hospitalization:
+                merged.pop("hospitalization")
+    return merged
+
+
+def _documents(
+    conn: Connection, svc: Services, event: EncounterEvent, patient: Stored, encounter: Stored | None
+) -> None:
+    for reference, binary in event.documents:
+        doc = {k: v for k, v in reference.items() if k not in {"id", "meta"}}
+        if binary is not None:
+            stored_binary = svc.repo.create(
+                conn, "Binary", _valid({k: v for k, v in binary.items() if k != "id"}, "Binary")
+            )
+            for content in doc.get("content") or []:
+                attachment = content.get("attachment")
+                if isinstance(attachment, dict):
+                    attachment.pop("data", None)
+                    attachment["url"] = f"Binary/{stored_binary.res_id}"
+        doc["subject"] = {"reference": f"Patient/{patient.res_id}"}
+        if encounter is not None:
+            doc.setdefault("context", {})["encounter"] = [{"reference": f"Encounter/{encounter.res_id}"}]
+        svc.repo.create(conn, "DocumentReference", _valid(doc, "DocumentReference"))
+
+
+def _store(conn: Connection, svc: Services, event: EncounterEvent) -> Outcome:
+    patient = _patient(conn, svc, event)
+    provider = _organization(conn, svc, event.service_provider)
+    practitioners = [p for p in (_practitioner(conn, svc, x) for x in event.practitioners) if p is not None]
+    encounter = _encounter(conn, svc, event, patient, provider, practitioners)
+    _documents(conn, svc, event, patient, encounter)
+    return Outcome(
+        event.kind,
+        f"Patient/{patient.res_id}",
+        f"Encounter/{encounter.res_id}" if encounter is not None else None,
+    )
