@@ -20,9 +20,12 @@ def _load(name: str) -> Any:
 
 @cache
 def search_parameters() -> tuple[dict[str, Any], ...]:
-    """The R4 SearchParameter resources we index and search with."""
-    bundle = _load("search-parameters.json")
-    return tuple(entry["resource"] for entry in bundle.get("entry", []))
+    """The R4 SearchParameter resources we index and search with, then our own (e.g. NdE event-type)."""
+    entries = [
+        *_load("search-parameters.json").get("entry", []),
+        *_load("search-parameters-local.json")["entry"],
+    ]
+    return tuple(entry["resource"] for entry in entries)
 
 
 @cache

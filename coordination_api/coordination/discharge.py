@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from coordination_api.coordination.events import EncounterEvent, EventError
 from coordination_api.errors import FhirError
 from coordination_api.fhir.context import Services
-from coordination_api.fhir.create import create_in
+from coordination_api.fhir import create as fhir_create  # module import: create.py imports nde, nde us
 from coordination_api.fhir.resources import validate_resource
 from coordination_api.storage.repository import Stored
 from coordination_api.storage.schema import message_log
@@ -46,31 +46,31 @@ class Outcome:
 
 def process(svc: Services, event: EncounterEvent) -> Outcome:
     """Store the event in one transaction; the same (sender, message id) again changes nothing."""
+    with svc.repo.writing() as conn:
+        return process_in(conn, svc, event)
+
+
+def process_in(conn: Connection, svc: Services, event: EncounterEvent) -> Outcome:
+    """``process`` inside the caller's transaction (e.g. the create of an NdE CommunicationRequest)."""
     if not event.sender or not event.message_id:
         raise EventError("The message has no sender or no message id", code="101", location="MSH-10")
-    with svc.repo.writing() as conn:
-        try:
-            with conn.begin_nested():
-                conn.execute(
-                    insert(message_log),
-                    {
-                        "sender": event.sender[:255],
-                        "message_id": event.message_id[:255],
-                        "kind": event.kind,
-                        "received_us": int(time.time() * 1_000_000),
-                        "outcome": "{}",
-                    },
-                )
-        except IntegrityError:
-            return _replay(conn, event)
-        outcome = _store(conn, svc, event)
-        conn.execute(
-            message_log.update()
-            .where(
-                message_log.c.sender == event.sender[:255], message_log.c.message_id == event.message_id[:255]
+    key = (message_log.c.sender == event.sender[:255], message_log.c.message_id == event.message_id[:255])
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(message_log),
+                {
+                    "sender": event.sender[:255],
+                    "message_id": event.message_id[:255],
+                    "kind": event.kind,
+                    "received_us": int(time.time() * 1_000_000),
+                    "outcome": "{}",
+                },
             )
-            .values(outcome=outcome.to_json())
-        )
+    except IntegrityError:
+        return _replay(conn, event)
+    outcome = _store(conn, svc, event)
+    conn.execute(message_log.update().where(*key).values(outcome=outcome.to_json()))
     return outcome
 
 
@@ -96,10 +96,15 @@ def _upsert_by_identifier(
 ) -> tuple[Stored, bool]:
     """Conditional create on one identifier: (stored, created). The database decides between
     concurrent senders (the conditional-create claim), not a check-then-insert."""
-    criteria = f"identifier={_escape(identifier['system'])}|{_escape(identifier['value'])}"
-    result = create_in(conn, svc, resource_type, _valid(body, resource_type), criteria)
+    criteria = identifier_criteria(identifier)
+    result = fhir_create.create_in(conn, svc, resource_type, _valid(body, resource_type), criteria)
     assert result.stored is not None
     return result.stored, result.status == 201
+
+
+def identifier_criteria(identifier: dict[str, Any]) -> str:
+    """``identifier=system|value`` as conditional-create criteria."""
+    return f"identifier={_escape(str(identifier.get('system', '')))}|{_escape(str(identifier['value']))}"
 
 
 def _escape(value: str) -> str:
@@ -122,7 +127,7 @@ def _patient(conn: Connection, svc: Services, event: EncounterEvent) -> Stored:
     local = [i for i in identifiers if i["system"] not in INS_SYSTEMS]
     keys = ins[:1] + local[:1]
     if not keys:
-        result = create_in(conn, svc, "Patient", _valid(patient, "Patient"))
+        result = fhir_create.create_in(conn, svc, "Patient", _valid(patient, "Patient"))
         assert result.stored is not None
         return result.stored
     stored, created = _upsert_by_identifier(conn, svc, "Patient", patient, keys[0])
@@ -146,7 +151,7 @@ def _organization(conn: Connection, svc: Services, organization: dict[str, Any] 
     body = {k: v for k, v in organization.items() if k != "id"}
     if finess:
         return _upsert_by_identifier(conn, svc, "Organization", body, finess[0])[0]
-    result = create_in(conn, svc, "Organization", _valid(body, "Organization"))
+    result = fhir_create.create_in(conn, svc, "Organization", _valid(body, "Organization"))
     return result.stored
 
 
@@ -178,7 +183,7 @@ def _encounter(
         ]
     visit = [i for i in incoming.get("identifier") or [] if i.get("system") and i.get("value")]
     if not visit:
-        result = create_in(conn, svc, "Encounter", _valid(incoming, "Encounter"))
+        result = fhir_create.create_in(conn, svc, "Encounter", _valid(incoming, "Encounter"))
         return result.stored
     stored, created = _upsert_by_identifier(conn, svc, "Encounter", incoming, visit[0])
     if created:

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response, request
 from sqlalchemy.engine import Connection
 
+from coordination_api.coordination import nde
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, WriteResult, services
@@ -62,6 +63,13 @@ def create(resource_type: str) -> Response:
     body = request_resource(resource_type)
     body.pop("id", None)
     svc = services()
+    if_none_exist = request.headers.get("If-None-Exist")
     with svc.repo.writing() as conn:
-        result = create_in(conn, svc, resource_type, body, request.headers.get("If-None-Exist"))
+        if resource_type == "CommunicationRequest" and nde.event_coding(body) is not None:
+            # An NdE event: a resend (same identifier) finds the first one and changes nothing.
+            if not if_none_exist:
+                if_none_exist = nde.identifier_criteria(body)
+            if not if_none_exist or not find_matches(conn, svc, resource_type, parse_criteria(if_none_exist)):
+                body = nde.intake(conn, svc, body)
+        result = create_in(conn, svc, resource_type, body, if_none_exist)
     return write_response(result)

@@ -1,0 +1,133 @@
+"""ANS "Notifications d'événements" (NdE): a CommunicationRequest announcing an admission or a discharge.
+
+The CommunicationRequest carries the event type in the NdE ``event-type`` extension (TRE_R254: ADM, SOR)
+and the patient and the sending organisation as contained resources. On create it becomes the same
+encounter event as a ``$process-message``, in the same transaction as the CommunicationRequest itself;
+the stored CommunicationRequest then points at the matched Patient and Organization (so that
+``CommunicationRequest?subject.identifier=`` and ``?event-type=`` find it).
+
+Assumptions (the NdE IG was not at hand): the event-type value is a Coding (or CodeableConcept) of
+TRE_R254; the occurrence (``occurrenceDateTime``, else ``authoredOn``) is the event time; without a
+contained Encounter, one is derived (class IMP, status from the event, period from the occurrence).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from coordination_api.coordination import discharge
+from coordination_api.coordination.events import EncounterEvent, EventError
+from coordination_api.errors import Category, FhirError
+from coordination_api.fhir.context import Services
+from fhir_profiles.french_identifiers import FINESS
+
+EVENT_TYPE_URL = "https://interop.esante.gouv.fr/ig/fhir/nde/StructureDefinition/event-type"
+NOS_R254 = "https://mos.esante.gouv.fr/NOS/TRE_R254-TypeEvenement/FHIR/TRE-R254-TypeEvenement"
+KINDS = {"ADM": "admit", "SOR": "discharge"}
+_STATUS = {"admit": "in-progress", "discharge": "finished"}
+
+
+def event_coding(resource: dict[str, Any]) -> dict[str, Any] | None:
+    for extension in resource.get("extension") or []:
+        if isinstance(extension, dict) and extension.get("url") == EVENT_TYPE_URL:
+            if isinstance(extension.get("valueCoding"), dict):
+                return dict(extension["valueCoding"])
+            codings = (extension.get("valueCodeableConcept") or {}).get("coding") or []
+            return dict(codings[0]) if codings else {}
+    return None
+
+
+def _contained(resource: dict[str, Any], reference: Any, resource_type: str) -> dict[str, Any] | None:
+    if not isinstance(reference, dict) or not str(reference.get("reference", "")).startswith("#"):
+        return None
+    wanted = reference["reference"][1:]
+    for item in resource.get("contained") or []:
+        if isinstance(item, dict) and item.get("id") == wanted and item.get("resourceType") == resource_type:
+            return item
+    return None
+
+
+def _strip(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k not in {"id", "meta"}}
+
+
+def to_event(resource: dict[str, Any], coding: dict[str, Any]) -> EncounterEvent:
+    kind = KINDS.get(str(coding.get("code"))) if coding.get("system") in {NOS_R254, None} else None
+    if kind is None:
+        raise EventError(
+            f"Unsupported NdE event type {coding.get('system')}|{coding.get('code')} (supported: ADM, SOR)",
+            code="201",
+            location="CommunicationRequest.extension",
+        )
+    patient = _contained(resource, resource.get("subject"), "Patient")
+    if patient is None:
+        raise EventError(
+            "An NdE CommunicationRequest carries its patient as a contained Patient",
+            code="101",
+            location="CommunicationRequest.subject",
+        )
+    sender = _contained(resource, resource.get("sender"), "Organization")
+    finess = [i.get("value") for i in (sender or {}).get("identifier") or [] if i.get("system") == FINESS]
+    identifiers = [i for i in resource.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
+    when = resource.get("occurrenceDateTime") or resource.get("authoredOn")
+    encounter = _contained(resource, resource.get("encounter"), "Encounter")
+    if encounter is None:
+        encounter = {
+            "resourceType": "Encounter",
+            "status": _STATUS[kind],
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+        }
+        if when:
+            encounter["period"] = {"end" if kind == "discharge" else "start": when}
+    return EncounterEvent(
+        kind=kind,
+        sender=f"nde:{finess[0]}" if finess else "nde:" + str((sender or {}).get("name") or "unknown"),
+        message_id=(f"{identifiers[0].get('system', '')}|{identifiers[0]['value']}" if identifiers else ""),
+        patient=_strip(patient),
+        encounter={k: v for k, v in _strip(encounter).items() if k != "subject"},
+        service_provider=_strip(sender) if sender else None,
+        occurred=when,
+    )
+
+
+def identifier_criteria(resource: dict[str, Any]) -> str | None:
+    """Conditional-create criteria on the first identifier (None without one)."""
+    for identifier in resource.get("identifier") or []:
+        if isinstance(identifier, dict) and identifier.get("value"):
+            return discharge.identifier_criteria(identifier)
+    return None
+
+
+def intake(conn: Connection, svc: Services, resource: dict[str, Any]) -> dict[str, Any]:
+    """Store the NdE event and return the CommunicationRequest to store (subject/sender resolved).
+
+    Not an NdE CommunicationRequest: returned unchanged. Without an identifier the message cannot be
+    recognised when resent, so one is required (a replay then changes nothing)."""
+    coding = event_coding(resource)
+    if coding is None:
+        return resource
+    try:
+        event = to_event(resource, coding)
+        if not event.message_id:
+            raise EventError(
+                "An NdE CommunicationRequest needs an identifier (it makes a resend harmless)",
+                code="101",
+                location="CommunicationRequest.identifier",
+            )
+        outcome = discharge.process_in(conn, svc, event)
+    except EventError as exc:
+        raise FhirError(Category.UNPROCESSABLE, str(exc), expression=exc.location) from exc
+    stored = dict(resource)
+    contained = [c for c in stored.get("contained") or [] if isinstance(c, dict)]
+    stored["subject"] = {"reference": outcome.patient}
+    keep = [c for c in contained if c.get("resourceType") != "Patient"]
+    if outcome.encounter:
+        stored["encounter"] = {"reference": outcome.encounter}
+        keep = [c for c in keep if c.get("resourceType") != "Encounter"]
+    if keep:
+        stored["contained"] = keep
+    else:
+        stored.pop("contained", None)
+    return stored

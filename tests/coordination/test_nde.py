@@ -1,0 +1,80 @@
+"""NdE (ANS Notifications d'événements): a CommunicationRequest announcing a discharge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from fhir_profiles.french_identifiers import FINESS
+from tests.conftest import Fhir
+from tests.coordination.messages import IPP_SYSTEM, NOS_R254, ins, patient
+
+EVENT_TYPE = "https://interop.esante.gouv.fr/ig/fhir/nde/StructureDefinition/event-type"
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def nde(code: str = "SOR", identifier: str | None = "nde-1", **patient_args: Any) -> dict[str, Any]:
+    contained_patient = patient(**({"nir": ins()} | patient_args))
+    contained_patient["id"] = "pat"
+    resource: dict[str, Any] = {
+        "resourceType": "CommunicationRequest",
+        "extension": [{"url": EVENT_TYPE, "valueCoding": {"system": NOS_R254, "code": code}}],
+        "contained": [
+            contained_patient,
+            {
+                "resourceType": "Organization",
+                "id": "org",
+                "identifier": [{"system": FINESS, "value": "750100125"}],
+                "name": "Hôpital Nord",
+            },
+        ],
+        "status": "active",
+        "subject": {"reference": "#pat"},
+        "sender": {"reference": "#org"},
+        "occurrenceDateTime": "2026-11-20T11:30:00+01:00",
+        "payload": [{"contentString": "Sortie d'hospitalisation, retour à domicile"}],
+    }
+    if identifier:
+        resource["identifier"] = [{"system": "urn:oid:1.2.250.1.71.4.2.7.750100125.9", "value": identifier}]
+    return resource
+
+
+def test_nde_discharge_is_stored_searchable_and_an_encounter_event(client: FlaskClient, fhir: Fhir) -> None:
+    response = client.post("/fhir/CommunicationRequest", json=nde(), headers=FHIR_JSON)
+    assert response.status_code == 201, response.get_json()
+    stored = response.get_json()
+    patients = fhir.search(f"Patient?identifier={IPP_SYSTEM}|IPP0001")["entry"]
+    assert stored["subject"]["reference"] == f"Patient/{patients[0]['resource']['id']}"
+    encounter = fhir.search("Encounter")["entry"][0]["resource"]
+    assert encounter["status"] == "finished" and encounter["period"]["end"].startswith("2026-11-20")
+    assert stored["encounter"]["reference"] == f"Encounter/{encounter['id']}"
+    found = fhir.search(f"CommunicationRequest?event-type={NOS_R254}|SOR")["entry"]
+    assert [e["resource"]["id"] for e in found] == [stored["id"]]
+    assert fhir.search("CommunicationRequest?event-type=ADM").get("entry") is None
+    by_patient = fhir.search(f"CommunicationRequest?subject.identifier={IPP_SYSTEM}|IPP0001")["entry"]
+    assert [e["resource"]["id"] for e in by_patient] == [stored["id"]]
+
+
+def test_nde_resent_changes_nothing(client: FlaskClient, fhir: Fhir) -> None:
+    first = client.post("/fhir/CommunicationRequest", json=nde(identifier="same"), headers=FHIR_JSON)
+    second = client.post("/fhir/CommunicationRequest", json=nde(identifier="same"), headers=FHIR_JSON)
+    assert first.status_code == 201 and second.status_code == 200
+    assert second.get_json()["id"] == first.get_json()["id"]
+    assert len(fhir.search("CommunicationRequest")["entry"]) == 1
+    assert len(fhir.search("Encounter")["entry"]) == 1
+
+
+def test_nde_errors_are_4xx_and_write_nothing(client: FlaskClient, fhir: Fhir) -> None:
+    for body in [nde(code="XYZ"), nde(identifier=None), nde(status="PROV")]:
+        response = client.post("/fhir/CommunicationRequest", json=body, headers=FHIR_JSON)
+        assert response.status_code in {400, 422}, response.get_json()
+        assert response.get_json()["resourceType"] == "OperationOutcome"
+    assert fhir.search("CommunicationRequest").get("entry") is None
+    assert fhir.search("Patient").get("entry") is None
+
+
+def test_plain_communication_request_is_untouched(client: FlaskClient) -> None:
+    body = {"resourceType": "CommunicationRequest", "status": "active"}
+    response = client.post("/fhir/CommunicationRequest", json=body, headers=FHIR_JSON)
+    assert response.status_code == 201
