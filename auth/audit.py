@@ -257,7 +257,7 @@ class AuditWriter:
     MAX_BATCH = 256
     RETRY_SECONDS = (0.2, 1.0, 5.0)
 
-    def __init__(self, engine: Engine, mode: str = "async", max_pending: int = 10_000) -> None:
+    def __init__(self, engine: Engine, mode: str = "sync", max_pending: int = 10_000) -> None:
         if mode not in {"async", "sync"}:
             raise ValueError(f"audit mode must be 'async' or 'sync', not {mode!r}")
         self.engine = engine

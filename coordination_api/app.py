@@ -7,7 +7,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from coordination_api import security
+from coordination_api import hl7v2, security
 from coordination_api.config import Settings
 from coordination_api.errors import register_error_handlers
 from coordination_api.fhir import profiles, routes
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     register_error_handlers(app)
     routes.register(app)
+    hl7v2.register(app)
     app.register_blueprint(health_bp)
 
     from coordination_api.cli import register_commands

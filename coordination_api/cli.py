@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import signal
 import socket
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -50,9 +53,15 @@ def is_loopback(host: str) -> bool:
 @click.option("--port", default=8080, type=int, show_default=True, envvar="PORT")
 @click.option("--workers", default=1, type=click.IntRange(1, 64), show_default=True)
 @click.option("--threads", default=8, type=click.IntRange(1, 256), show_default=True)
+@click.option("--mllp-port", default=2575, type=int, show_default=True, envvar="MLLP_PORT")
+@click.option("--no-mllp", is_flag=True, help="Do not start the HL7 v2 MLLP listener.")
+@click.option("--no-worker", is_flag=True, help="Do not start the subscription delivery worker.")
 @with_appcontext
-def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Serve the API with gunicorn (migrations must be applied: ``coordination db upgrade``)."""
+def serve(
+    host: str, port: int, workers: int, threads: int, mllp_port: int, no_mllp: bool, no_worker: bool
+) -> None:
+    """Serve the API with gunicorn, with the MLLP listener (on the same host) and the delivery
+    worker as child processes (migrations must be applied: ``coordination db upgrade``)."""
     settings = _settings()
     if not is_loopback(host) and settings.security_disabled:
         raise click.ClickException(
@@ -61,7 +70,59 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         )
     from coordination_api.server import run_gunicorn
 
-    run_gunicorn(host, port, workers, threads)
+    # Child processes, not threads: gunicorn forks its workers from this process, and a forked
+    # copy of open database connections must never be shared.
+    children = []
+    if not no_mllp:
+        children.append(_child("mllp", "--host", host, "--port", str(mllp_port)))
+    if not no_worker and "worker" in current_app.cli.commands:
+        children.append(_child("worker"))
+    try:
+        run_gunicorn(host, port, workers, threads)
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _child(*args: str) -> subprocess.Popen[bytes]:
+    """``coordination <args>`` as a child process of ``serve``."""
+    script = Path(sys.executable).parent / "coordination"
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "coordination_api.cli"]
+    return subprocess.Popen([*argv, *args])
+
+
+@click.command("mllp")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=2575, type=int, show_default=True, envvar="MLLP_PORT")
+@click.option("--max-message-bytes", default=1_048_576, type=click.IntRange(1024), show_default=True)
+@click.option("--idle-timeout", default=60.0, type=click.FloatRange(1), show_default=True)
+@with_appcontext
+def mllp(host: str, port: int, max_message_bytes: int, idle_timeout: float) -> None:
+    """HL7 v2 MLLP listener: ADT messages stored as encounter events, ACKs with MSA AA/AE/AR."""
+    from coordination_api.hl7v2 import mllp_server
+
+    server = mllp_server(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        host,
+        port,
+        max_message_bytes=max_message_bytes,
+        idle_timeout=idle_timeout,
+    )
+    try:
+        server.start()
+    except OSError as exc:
+        raise click.ClickException(f"MLLP listener cannot bind {host}:{port}: {exc.strerror}") from None
+    click.echo(f"MLLP listening on {host}:{server.port}")
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
 
 
 @click.group("db")
@@ -223,6 +284,10 @@ def keys_rotate() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (serve, db, import_command, clients, users, keys):
+    for command in (serve, mllp, db, import_command, clients, users, keys):
         if command.name not in app.cli.commands:
             app.cli.add_command(command)
+
+
+if __name__ == "__main__":
+    main()

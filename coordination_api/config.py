@@ -77,10 +77,11 @@ class Settings:
     trusted_proxies: int = 0
     # Session cookie only over HTTPS (set when served behind TLS).
     secure_cookies: bool = False
-    # Audit of reads and searches (writes are always audited in their own transaction):
-    # "async" queues the event for the writer thread (committed within milliseconds; a hard crash
-    # may lose the last ones, as HAPI's BALP memory-queue sink), "sync" answers only once it is committed.
-    audit_reads: str = "async"
+    # Audit of reads and searches (writes are always audited in their own transaction): "sync"
+    # answers only once the event is committed (group commit by a writer thread); "async" does not
+    # wait (committed within milliseconds; a hard crash may lose the last ones, as HAPI's BALP
+    # memory-queue sink) and is an explicit operator choice.
+    audit_reads: str = "sync"
     audit_queue_max: int = 10_000
 
     @classmethod
@@ -108,7 +109,7 @@ class Settings:
             login_failures_per_address=_int(env.get(PREFIX + "LOGIN_FAILURES_PER_ADDRESS"), 30),
             login_max_failures=_int(env.get(PREFIX + "LOGIN_MAX_FAILURES"), 5),
             login_lockout_seconds=_int(env.get(PREFIX + "LOGIN_LOCKOUT_SECONDS"), 300),
-            audit_reads=env.get(PREFIX + "AUDIT_READS", "async"),
+            audit_reads=env.get(PREFIX + "AUDIT_READS", "sync"),
             audit_queue_max=_int(env.get(PREFIX + "AUDIT_QUEUE_MAX"), 10_000),
             cors_origins=tuple(o for o in env.get(PREFIX + "CORS_ORIGINS", "").split() if o),
             trusted_proxies=_int(env.get(PREFIX + "TRUSTED_PROXIES"), 0),

@@ -64,8 +64,10 @@ INS_NAMESPACES = {
 }
 # FR Core fr-core-cs-v2-0445 (HL7 table 0445 as extended by PAM FR).
 RELIABILITY_CODES = frozenset(
-    "VIDE PROV VALI DOUB DESA DPOT DOUA COLP COLV FILI CACH ANOM IDVER RECD IDRA USUR HOMD HOMA INVA FICT "
-    "DOUT RECUP QUAL".split()
+    {
+        *("VIDE", "PROV", "VALI", "DOUB", "DESA", "DPOT", "DOUA", "COLP", "COLV", "FILI", "CACH", "ANOM"),
+        *("IDVER", "RECD", "IDRA", "USUR", "HOMD", "HOMA", "INVA", "FICT", "DOUT", "RECUP", "QUAL"),
+    }
 )
 GENDER = {"M": "male", "F": "female", "O": "other", "A": "other", "U": "unknown", "N": "unknown"}
 # HL7 table 0200 → FHIR name-use (PAM FR: L nom de naissance, D nom utilisé).
@@ -84,6 +86,7 @@ PATIENT_CLASS = {
 # code system (documented choice).
 DISCHARGE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0112"
 PARIS = ZoneInfo("Europe/Paris")
+BIRTH_LIST_URL = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-patient-birth-list-given-name"
 _TS = re.compile(
     r"(?P<y>\d{4})(?:(?P<mo>\d{2})(?:(?P<d>\d{2})(?:(?P<h>\d{2})(?:(?P<mi>\d{2})"
     r"(?:(?P<s>\d{2})(?:\.(?P<f>\d{1,4}))?)?)?)?)?)?(?P<tz>[+-]\d{4})?"
@@ -148,20 +151,20 @@ def ts_to_fhir(text: str, location: str = "TS") -> str | None:
     if match is None:
         raise EventError(f"{location}: not an HL7 date/time", code="102", location=location)
     g = match.groupdict()
+    if g["tz"] and (int(g["tz"][1:3]) > 14 or int(g["tz"][3:5]) > 59):
+        raise EventError(f"{location}: invalid time zone offset", code="102", location=location)
     try:
         if g["h"] is None:
-            day = datetime(int(g["y"]), int(g["mo"] or 1), int(g["d"] or 1))  # noqa: DTZ001 - a date
+            day = datetime(int(g["y"]), int(g["mo"] or 1), int(g["d"] or 1))
             if g["d"]:
                 return day.strftime("%Y-%m-%d")
             return f"{g['y']}-{g['mo']}" if g["mo"] else g["y"]
         moment = datetime(
             int(g["y"]), int(g["mo"]), int(g["d"]), int(g["h"]), int(g["mi"] or 0), int(g["s"] or 0)
-        )  # noqa: DTZ001
+        )
         if g["tz"]:
             sign = 1 if g["tz"][0] == "+" else -1
             hours, minutes = int(g["tz"][1:3]), int(g["tz"][3:5])
-            if hours > 14 or minutes > 59:
-                raise ValueError("offset")
             moment = moment.replace(tzinfo=timezone(sign * timedelta(hours=hours, minutes=minutes)))
         else:
             moment = moment.replace(tzinfo=PARIS)
@@ -192,8 +195,8 @@ def _hd_system(components: Components, component: int) -> str | None:
 def patient(pid: Segment) -> dict[str, Any]:
     """PID → FHIR Patient JSON (no id). An INS is kept only with a VALI/QUAL identity (CONTRACT)."""
     statuses = [value(rep) for rep in pid.repetitions(32) if value(rep)]
-    for status in statuses:
-        if status not in RELIABILITY_CODES:
+    for code in statuses:
+        if code not in RELIABILITY_CODES:
             raise EventError("PID-32: unknown identity reliability code", code="103", location="PID-32")
     status = statuses[0] if statuses else None
     trusted = status in TRUSTED_STATUSES
@@ -205,7 +208,9 @@ def patient(pid: Segment) -> dict[str, Any]:
             oid = INS_NAMESPACES.get(value(rep, 4), oid)
         if oid in INS_OIDS or type_code in {"INS", "INS-NIR", "INS-NIA"}:
             if oid not in INS_OIDS:
-                raise EventError("PID-3: INS without a known INS assigning authority", code="102", location="PID-3")
+                raise EventError(
+                    "PID-3: INS without a known INS assigning authority", code="102", location="PID-3"
+                )
             reason = check_nir(number)
             if reason:
                 raise EventError(f"PID-3: invalid INS ({reason})", code="102", location="PID-3")
@@ -220,14 +225,14 @@ def patient(pid: Segment) -> dict[str, Any]:
                     }
                 )
         elif type_code == "PI" and number:
-            system = _hd_system(rep, 4)
-            if system is None:
+            authority = _hd_system(rep, 4)
+            if authority is None:
                 continue  # an unscoped IPP cannot be matched safely
             identifiers.append(
                 {
                     "use": "usual",
                     "type": {"coding": [{"system": V2_0203, "code": "PI"}]},
-                    "system": system,
+                    "system": authority,
                     "value": number,
                 }
             )
@@ -278,16 +283,20 @@ def _name(rep: Components) -> dict[str, Any] | None:
         name["use"] = use
     if value(rep):
         name["family"] = value(rep)
-    given = [g for g in (value(rep, 2), value(rep, 3)) if g]
-    if len(given) == 2 and given[0] == given[1]:
-        given = given[:1]
+    first, further = value(rep, 2), value(rep, 3)
+    given = [g for g in (first, further) if g]
+    if further and value(rep, 7) == "L" and (further + " ").startswith(first + " "):
+        # PAM FR / INS: on the birth name, XPN-3 is the list of birth given names (first one included):
+        # FR Core keeps it in the birth-list-given-name extension, given is the first given name.
+        name["extension"] = [{"url": BIRTH_LIST_URL, "valueString": further}]
+        given = [first]
     if given:
         name["given"] = given
     if value(rep, 5):
         name["prefix"] = [value(rep, 5)]
     if value(rep, 4):
         name["suffix"] = [value(rep, 4)]
-    return name if set(name) - {"use"} else None
+    return name if set(name) - {"use", "extension"} else None
 
 
 def _telecom(rep: Components, default_use: str) -> dict[str, Any] | None:
@@ -329,7 +338,7 @@ def _address(rep: Components) -> dict[str, Any] | None:
     return address
 
 
-# -- Encounter (PV1) ------------------------------------------------------------------------------------------
+# -- Encounter (PV1) --------------------------------------------------------------------------------
 
 
 def encounter(pv1: Segment, pid: Segment, kind: str) -> dict[str, Any]:
@@ -378,35 +387,23 @@ def encounter(pv1: Segment, pid: Segment, kind: str) -> dict[str, Any]:
     return resource
 
 
-def _finess(components: Components, component: int) -> str | None:
-    for candidate in (value(components, component, 2), value(components, component, 1)):
-        if candidate and check_finess(candidate) is None:
-            return candidate
-    return None
-
-
 def _organization(pv1: Segment, msh: Segment) -> dict[str, Any] | None:
-    """FINESS from PV1-3.4 (facility of the assigned location), else MSH-4 (sending facility)."""
+    """FINESS from PV1-3.4 (facility HD of the assigned location), else MSH-4 (sending facility HD)."""
+    candidates: list[tuple[str, str]] = []  # (namespace id, universal id)
     location = pv1.repetitions(3)[:1]
-    candidates: list[tuple[Components, int]] = [(location[0], 4)] if location else []
-    facility = msh.repetitions(4)[:1]
-    if facility:
-        # MSH-4 is an HD itself: namespace^universal id^type
-        candidates.append(([[c[0]] for c in facility[0][:3]] and [["|".join(c) for c in facility[0]]], 1))
-        candidates.append(([[c] for c in (value(facility[0], 1), value(facility[0], 2))], 1))
-    for components, component in candidates:
-        finess = _finess(components, component)
-        if finess is None and component == 1:
-            finess = _finess([[components[-1][0]] if components else [""]], 1)
-        if finess:
-            organization: dict[str, Any] = {
-                "resourceType": "Organization",
-                "identifier": [{"system": FINESS, "value": finess}],
-            }
-            name = value(components, component, 1)
-            if name and name != finess:
-                organization["name"] = name
-            return organization
+    if location:
+        candidates.append((value(location[0], 4, 1), value(location[0], 4, 2)))
+    candidates.append((msh.get(4), msh.get(4, 2)))
+    for namespace, universal in candidates:
+        for candidate in (universal, namespace):
+            if candidate and check_finess(candidate) is None:
+                organization: dict[str, Any] = {
+                    "resourceType": "Organization",
+                    "identifier": [{"system": FINESS, "value": candidate}],
+                }
+                if namespace and namespace != candidate:
+                    organization["name"] = namespace
+                return organization
     return None
 
 

@@ -86,7 +86,9 @@ def parse(raw: bytes) -> Any:
         raise EventError("Empty message", code="100", location="MSH", rejected=True)
     text = decode(raw).replace("\r\n", "\r").replace("\n", "\r").strip(" \t\r\x0b\x1c\x00\ufeff")
     if not text.startswith("MSH"):
-        raise EventError("The message does not start with an MSH segment", code="100", location="MSH", rejected=True)
+        raise EventError(
+            "The message does not start with an MSH segment", code="100", location="MSH", rejected=True
+        )
     check_separators(text)
     for segment in text.split("\r"):
         if not segment:
@@ -120,8 +122,14 @@ def check_separators(text: str) -> None:
 class Delimiters:
     """The separators of one message and the HL7 v2.5 2.7 escape sequences."""
 
-    def __init__(self, field: str = "|", component: str = "^", repetition: str = "~", escape: str = "\\",
-                 subcomponent: str = "&") -> None:
+    def __init__(
+        self,
+        field: str = "|",
+        component: str = "^",
+        repetition: str = "~",
+        escape: str = "\\",
+        subcomponent: str = "&",
+    ) -> None:
         self.field = field
         self.component = component
         self.repetition = repetition
@@ -149,8 +157,15 @@ class Delimiters:
                 continue
             sequence = value[i + 1 : end]
             i = end + 1
-            simple = {"F": self.field, "S": self.component, "R": self.repetition, "T": self.subcomponent,
-                      "E": esc, ".br": "\n", ".sp": "\n"}
+            simple = {
+                "F": self.field,
+                "S": self.component,
+                "R": self.repetition,
+                "T": self.subcomponent,
+                "E": esc,
+                ".br": "\n",
+                ".sp": "\n",
+            }
             if sequence in simple:
                 out.append(simple[sequence])
             elif sequence[:1] == "X" and re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", sequence[1:]):
@@ -164,8 +179,13 @@ class Delimiters:
     def escape(self, value: str) -> str:
         """The reverse for our own output; line breaks become \\.br\\, other controls are dropped."""
         esc = self.escape_char
-        table = {esc: f"{esc}E{esc}", self.field: f"{esc}F{esc}", self.component: f"{esc}S{esc}",
-                 self.repetition: f"{esc}R{esc}", self.subcomponent: f"{esc}T{esc}"}
+        table = {
+            esc: f"{esc}E{esc}",
+            self.field: f"{esc}F{esc}",
+            self.component: f"{esc}S{esc}",
+            self.repetition: f"{esc}R{esc}",
+            self.subcomponent: f"{esc}T{esc}",
+        }
         out = []
         for char in value.replace("\r\n", "\n"):
             if char in table:

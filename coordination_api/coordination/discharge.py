@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 
 from coordination_api.coordination.events import EncounterEvent, EventError
 from coordination_api.errors import FhirError
-from coordination_api.fhir.context import Services
 from coordination_api.fhir import create as fhir_create  # module import: create.py imports nde, nde us
+from coordination_api.fhir.context import Services
 from coordination_api.fhir.resources import validate_resource
 from coordination_api.storage.repository import Stored
 from coordination_api.storage.schema import message_log
