@@ -7,7 +7,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from coordination_api import hl7v2, security
+from coordination_api import hl7v2, security, subscriptions
 from coordination_api.config import Settings
 from coordination_api.errors import register_error_handlers
 from coordination_api.fhir import profiles, routes
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["coordination"] = Services(settings=settings, repo=repo, compiler=compiler)
     security.init_app(app, settings, repo)
+    subscriptions.init_app(app, repo, settings)
 
     @app.before_request
     def _request_id() -> None:

@@ -75,7 +75,7 @@ def serve(
     children = []
     if not no_mllp:
         children.append(_child("mllp", "--host", host, "--port", str(mllp_port)))
-    if not no_worker and "worker" in current_app.cli.commands:
+    if not no_worker:
         children.append(_child("worker"))
     try:
         run_gunicorn(host, port, workers, threads)
@@ -94,6 +94,16 @@ def _child(*args: str) -> subprocess.Popen[bytes]:
     script = Path(sys.executable).parent / "coordination"
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "coordination_api.cli"]
     return subprocess.Popen([*argv, *args])
+
+
+@click.command("worker")
+@with_appcontext
+def worker() -> None:
+    """Subscription delivery worker: handshakes, notifications in event order, heartbeats, retries
+    (any number of processes; stops on SIGTERM)."""
+    from coordination_api.subscriptions import run_worker
+
+    run_worker(current_app._get_current_object())  # type: ignore[attr-defined]
 
 
 @click.command("mllp")
@@ -284,7 +294,7 @@ def keys_rotate() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (serve, mllp, db, import_command, clients, users, keys):
+    for command in (serve, worker, mllp, db, import_command, clients, users, keys):
         if command.name not in app.cli.commands:
             app.cli.add_command(command)
 

@@ -84,6 +84,7 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
     app.register_blueprint(auth_bp)
     repo.guard = access.guard_write
     repo.request_raw = _request_raw(app, repo)
+    repo.before_write = release_request_raw
     service.raw = repo.raw
     repo.before_commit = access.audit_in_transaction
 
@@ -137,11 +138,19 @@ def _request_raw(app: Flask, repo: Repository) -> Callable[[], Any]:
 
     @app.teardown_request
     def _release(_exc: BaseException | None) -> None:
-        connection = g.pop("raw_connection", None)
-        if connection is not None:
-            close_reader(connection)
+        release_request_raw()
 
     return shared
+
+
+def release_request_raw() -> None:
+    """Give the request's DBAPI connection back to the pool (before a write transaction or the audit
+    wait: a request never holds two pooled connections at once)."""
+    if not has_request_context():
+        return
+    connection = g.pop("raw_connection", None)
+    if connection is not None:
+        close_reader(connection)
 
 
 def _cors(app: Flask, origins: tuple[str, ...]) -> None:

@@ -345,6 +345,10 @@ def audit_response(response: Response) -> Response:
         return response
     if g.get("audit_written") and response.status_code < 400:
         return response
+    # The request's read connection goes back to the pool first: the writer thread may need it.
+    release = current_app.extensions["coordination"].repo.before_write
+    if release is not None:
+        release()
     writer: AuditWriter = current_app.extensions["audit_writer"]
     try:
         writer.write(

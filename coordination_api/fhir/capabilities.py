@@ -9,6 +9,7 @@ from flask import Response
 
 from coordination_api.fhir.context import Services, services
 from coordination_api.fhir.http import base_url, fhir_json_response
+from coordination_api.subscriptions.topics import TOPICS
 from fhir_profiles.conformance import shipped
 
 SOFTWARE_VERSION = "0.1.0"
@@ -45,6 +46,27 @@ AUDIT_EVENT: dict[str, Any] = {
         {"name": "subtype", "definition": f"{_SP}AuditEvent-subtype", "type": "token"},
     ],
 }
+
+
+# Subscriptions R5 Backport IG 1.1.0 (R4): profile, $status/$events, and the topics we offer.
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
+SUBSCRIPTION: dict[str, Any] = {
+    "supportedProfile": [f"{BACKPORT}/StructureDefinition/backport-subscription"],
+    "operation": [
+        {"name": "status", "definition": f"{BACKPORT}/OperationDefinition/backport-subscription-status"},
+        {"name": "events", "definition": f"{BACKPORT}/OperationDefinition/backport-subscription-events"},
+    ],
+}
+
+
+def _topics() -> list[dict[str, Any]]:
+    return [
+        {
+            "url": f"{BACKPORT}/StructureDefinition/capabilitystatement-subscriptiontopic-canonical",
+            "valueCanonical": t.url,
+        }
+        for t in TOPICS
+    ]
 
 
 def _security(base: str) -> dict[str, Any]:
@@ -93,6 +115,7 @@ def _resources(svc: Services) -> tuple[dict[str, Any], ...]:
         if resource_type == AUDIT_EVENT["type"]:
             out.append(AUDIT_EVENT)
             continue
+        extra = SUBSCRIPTION if resource_type == "Subscription" else {}
         params = svc.repo.registry.params(resource_type)
         search_params = [
             {"name": p.code, "definition": p.url, "type": p.type}
@@ -116,12 +139,13 @@ def _resources(svc: Services) -> tuple[dict[str, Any], ...]:
                 "searchInclude": sorted({f"{resource_type}:{p.code}" for p in reference_params} | {"*"}),
                 "searchRevInclude": sorted(rev.get(resource_type, set())),
                 "searchParam": search_params,
-                "supportedProfile": shipped().profiles_for(resource_type),
+                "supportedProfile": shipped().profiles_for(resource_type) + extra.get("supportedProfile", []),
                 "operation": [
                     {
                         "name": "validate",
                         "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
-                    }
+                    },
+                    *extra.get("operation", []),
                 ],
             }
         )
@@ -136,6 +160,7 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
     rest["interaction"] = [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}]
     return {
         "resourceType": "CapabilityStatement",
+        "extension": _topics(),
         "status": "active",
         "date": "2026-11-23",
         "publisher": "coordination (open-source CPTS care-coordination backend)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, request
 
+from coordination_api import subscriptions
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import (
     access,
@@ -23,6 +24,7 @@ from coordination_api.fhir import (
 from coordination_api.fhir.http import check_accept
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
+subscriptions.register_routes(bp)  # $status, $events (static rules win over /<type>/<id>)
 
 
 @bp.before_request

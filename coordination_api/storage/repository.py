@@ -119,6 +119,7 @@ class Repository:
         # Set by the app: the DBAPI connection of the current request, shared by its hot-path
         # statements (token, read, access check): one pool checkout instead of one each.
         self.request_raw: Callable[[], Any] | None = None
+        self.before_write: Callable[[], None] | None = None
 
     @contextmanager
     def raw(self) -> Iterator[Any]:
@@ -136,6 +137,8 @@ class Repository:
     @contextmanager
     def writing(self) -> Iterator[Connection]:
         """One write transaction (SQLite: BEGIN IMMEDIATE)."""
+        if self.before_write is not None:
+            self.before_write()
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             yield conn
             if self.before_commit is not None:

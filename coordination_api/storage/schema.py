@@ -198,7 +198,9 @@ message_log = Table(
 subscription_state = Table(
     "subscription_state",
     metadata,
-    Column("res_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    Column(
+        "res_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    ),
     Column("res_id", String(64), nullable=False),
     # The Subscription version this row reflects (the compiled criteria are cached per version).
     Column("version", Integer, nullable=False),

@@ -471,7 +471,7 @@ def test_uri_on_plan_definition_and_subscription(fhir: Fhir) -> None:
         {
             "resourceType": "Subscription",
             "id": "sub",
-            "status": "requested",
+            "status": "off",  # an active one would need a reachable public endpoint (SSRF guard)
             "reason": "sortie",
             "criteria": "Encounter?status=finished",
             "channel": {"type": "rest-hook", "endpoint": "https://cpts.example.org/hook/1"},

@@ -65,7 +65,9 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_subscription_outbox")),
-        sa.UniqueConstraint("sub_pk", "event_number", name=op.f("uq_subscription_outbox_sub_pk_event_number")),
+        sa.UniqueConstraint(
+            "sub_pk", "event_number", name=op.f("uq_subscription_outbox_sub_pk_event_number")
+        ),
     )
     op.create_index(
         op.f("ix_subscription_outbox_status_next_attempt_us"),

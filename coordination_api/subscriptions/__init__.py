@@ -1,0 +1,87 @@
+"""Subscriptions: R4 classic criteria and Backport topic-based rest-hook subscriptions.
+
+- write-time matching into an outbox, in the write transaction (service.py)
+- the delivery worker: handshake, notifications, heartbeats, retries (worker.py)
+- $status and $events (operations.py)
+
+Heavy modules are imported lazily, so that ``coordination_api.config`` may import
+``coordination_api.subscriptions.config`` without an import cycle.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Flask, Response
+
+from coordination_api.subscriptions.config import SubscriptionSettings
+from coordination_api.subscriptions.topics import TOPICS
+
+if TYPE_CHECKING:
+    from coordination_api.storage.repository import Repository
+
+__all__ = [
+    "TOPICS",
+    "SubscriptionSettings",
+    "init_app",
+    "register_routes",
+    "run_worker",
+    "start_in_thread",
+    "worker_loop",
+]
+
+
+def init_app(app: Flask, repo: Repository, settings: Any, config: SubscriptionSettings | None = None) -> None:
+    """Attach the write hook (once per app); the service lives in ``app.extensions["subscriptions"]``."""
+    from coordination_api.subscriptions.service import SubscriptionService
+
+    if "subscriptions" in app.extensions:
+        return
+    service = SubscriptionService(
+        repo, app.extensions["coordination"].compiler, config or SubscriptionSettings.resolve(settings)
+    )
+    app.extensions["subscriptions"] = service
+    repo.on_written.append(service.on_written)
+
+
+def register_routes(bp: Blueprint) -> None:
+    """$status and $events on the FHIR blueprint; call once, before the blueprint is registered."""
+    from coordination_api.subscriptions import operations
+
+    def status_all() -> Response:
+        return operations.status()
+
+    def status_one(res_id: str) -> Response:
+        return operations.status(res_id)
+
+    def events(res_id: str) -> Response:
+        return operations.events(res_id)
+
+    methods = ["GET", "POST"]
+    bp.add_url_rule("/Subscription/$status", "subscription_status", status_all, methods=methods)
+    bp.add_url_rule(
+        "/Subscription/<res_id>/$status", "subscription_status_instance", status_one, methods=methods
+    )
+    bp.add_url_rule("/Subscription/<res_id>/$events", "subscription_events", events, methods=methods)
+
+
+def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) -> None:
+    """Deliver until ``stop_event`` is set (one pass when ``once``)."""
+    from coordination_api.subscriptions import worker
+
+    worker.worker_loop(app, stop_event, once=once)
+
+
+def run_worker(app: Flask) -> None:
+    """`coordination worker`: deliver until SIGTERM / SIGINT (main thread only)."""
+    from coordination_api.subscriptions import worker
+
+    worker.run_worker(app)
+
+
+def start_in_thread(app: Flask) -> tuple[threading.Thread, threading.Event]:
+    """The worker inside the server process (`make run`); set the returned event to stop it."""
+    from coordination_api.subscriptions import worker
+
+    return worker.start_in_thread(app)

@@ -1,0 +1,36 @@
+"""Delivery settings of the subscriptions package (all delays in seconds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SubscriptionSettings:
+    # Endpoint safety: plain http:// and loopback addresses only when allowed (CONTRACT: `make run`
+    # allows http://127.0.0.1; production turns it off). Networks (CIDR) exempt from the SSRF guard.
+    allow_loopback: bool = True
+    allowed_networks: tuple[str, ...] = ()
+    # HTTP timeouts of one POST (connect, read).
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    # Retries: exponential backoff base * 2**(attempt-1), capped, with +-jitter, for retry_period;
+    # after that the subscription goes to status "error" (its rows stay for $events replay).
+    retry_base: float = 2.0
+    retry_cap: float = 600.0
+    retry_jitter: float = 0.2
+    retry_period: float = 24 * 3600.0
+    # A claimed row / handshake belongs to its worker for this long (then another may retry it).
+    lease: float = 60.0
+    # Idle wait of the worker loop between polls, and rows claimed per pass.
+    poll_interval: float = 1.0
+    batch_size: int = 50
+    # Most events one $events answer replays.
+    max_events: int = 1000
+
+    @classmethod
+    def resolve(cls, settings: Any) -> SubscriptionSettings:
+        """From the app settings when they carry a ``subscriptions`` field, else the defaults."""
+        found = getattr(settings, "subscriptions", None)
+        return found if isinstance(found, SubscriptionSettings) else cls()

@@ -1,0 +1,121 @@
+"""$status and $events (Backport IG OperationDefinitions backport-subscription-status and
+backport-subscription-events)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Response, current_app, request
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Row
+
+from coordination_api.errors import Category, FhirError
+from coordination_api.fhir import access
+from coordination_api.fhir.http import base_url, check_content_type, fhir_json_response, read_body
+from coordination_api.fhir.resources import parse_json
+from coordination_api.storage.schema import subscription_outbox, subscription_state
+from coordination_api.subscriptions import model, notify
+from coordination_api.subscriptions.service import SubscriptionService
+
+
+def _service() -> SubscriptionService:
+    svc: SubscriptionService = current_app.extensions["subscriptions"]
+    return svc
+
+
+def _params() -> list[tuple[str, str]]:
+    """Operation parameters: the query string, plus a Parameters body on POST (R4 operations.html)."""
+    out = [(k, v) for k, values in request.args.lists() for v in values]
+    if request.method == "POST" and request.get_data(cache=True):
+        check_content_type()
+        body = parse_json(read_body())
+        if body.get("resourceType") != "Parameters":
+            raise FhirError(Category.INVALID, "The body of an operation must be a Parameters resource")
+        for param in body.get("parameter") or []:
+            value = next((v for k, v in param.items() if k.startswith("value")), None)
+            if value is not None:
+                out.append((str(param.get("name")), str(value)))
+    return out
+
+
+def _state(conn: Connection, res_id: str) -> tuple[Row[Any], model.Spec]:
+    st = subscription_state
+    row = conn.execute(select(st).where(st.c.res_id == res_id)).first()
+    compiled = _service().compiled(conn, row.res_pk, row.version, row.res_id) if row is not None else None
+    if row is None or compiled is None:
+        raise FhirError(Category.NOT_FOUND, f"Subscription/{res_id} is not known to the notification service")
+    return row, compiled.spec
+
+
+def _status_entry(row: Row[Any], spec: model.Spec, base: str) -> dict[str, Any]:
+    parameters = notify.status_parameters(spec, row.status, "query-status", row.events, [], "empty", base)
+    if row.error:
+        parameters["parameter"].append({"name": "error", "valueCodeableConcept": {"text": row.error}})
+    return {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": parameters, "search": {"mode": "match"}}
+
+
+def status(res_id: str | None = None) -> Response:
+    """Subscription/[id]/$status and Subscription/$status?id=…&status=… → searchset of SubscriptionStatus."""
+    access.require("Subscription", "r")
+    params = _params()
+    ids = [v for k, v in params if k == "id"]
+    wanted = {s for k, v in params if k == "status" for s in v.split(",")}
+    if res_id is not None:
+        ids = [res_id]
+    base = base_url()
+    entries = []
+    repo = _service().repo
+    with repo.reading() as conn:
+        if ids:
+            found = [_state(conn, i) for i in ids]
+        else:
+            st = subscription_state
+            rows = conn.execute(select(st.c.res_id).order_by(st.c.res_pk).limit(1000)).scalars().all()
+            found = [_state(conn, i) for i in rows]
+        for row, spec in found:
+            if not wanted or row.status in wanted:
+                entries.append(_status_entry(row, spec, base))
+    bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
+    return fhir_json_response(bundle)
+
+
+def _number(params: list[tuple[str, str]], name: str) -> int | None:
+    values = [v for k, v in params if k == name]
+    if not values:
+        return None
+    try:
+        return int(values[-1])
+    except ValueError as exc:
+        raise FhirError(Category.INVALID, f"{name} must be an event number, not '{values[-1]}'") from exc
+
+
+def events(res_id: str) -> Response:
+    """Subscription/[id]/$events: past notifications replayed from the outbox (a history Bundle)."""
+    access.require("Subscription", "r")
+    params = _params()
+    since = _number(params, "eventsSinceNumber")
+    until = _number(params, "eventsUntilNumber")
+    contents = [v for k, v in params if k == "content"]
+    svc = _service()
+    o = subscription_outbox
+    with svc.repo.reading() as conn:
+        row, spec = _state(conn, res_id)
+        content = contents[-1] if contents else spec.content
+        if content not in model.CONTENTS:
+            raise FhirError(Category.INVALID, f"content must be one of {', '.join(model.CONTENTS)}")
+        stmt = select(o.c.event_number, o.c.focus, o.c.created_us).where(o.c.sub_pk == row.res_pk)
+        if since is not None:
+            stmt = stmt.where(o.c.event_number >= since)
+        if until is not None:
+            stmt = stmt.where(o.c.event_number <= until)
+        rows = conn.execute(stmt.order_by(o.c.event_number).limit(svc.config.max_events)).all()
+        found = [notify.Event(r.event_number, r.focus, r.created_us) for r in rows]
+        resources = notify.focus_versions(conn, found) if content == "full-resource" else {}
+        for focus, stored in list(resources.items()):
+            try:
+                access.check_stored(conn, stored)  # the reader's access policy applies to replayed data
+            except FhirError:
+                del resources[focus]
+    bundle = notify.bundle(spec, row.status, "query-event", row.events, found, content, base_url(), resources)
+    return fhir_json_response(bundle)

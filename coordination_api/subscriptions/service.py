@@ -1,0 +1,201 @@
+"""Write-time matching: the repository hook that keeps subscription state and fills the outbox.
+
+ARCHITECTURE.md "One write": it runs inside the write transaction, so outbox rows commit or roll back
+with the data they announce. Criteria are evaluated in SQL: the compiled search conditions plus
+``resource.pk IN (written pks)``, one indexed query per candidate subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, insert, select, update
+from sqlalchemy.engine import Connection
+
+from coordination_api.errors import Category, FhirError
+from coordination_api.search.compiler import SearchCompiler
+from coordination_api.storage.repository import Repository, Stored, now_us
+from coordination_api.storage.schema import resource, subscription_outbox, subscription_state
+from coordination_api.subscriptions import endpoint, model
+from coordination_api.subscriptions.config import SubscriptionSettings
+
+log = logging.getLogger(__name__)
+
+# States whose subscriptions collect events (an errored one keeps counting, for $events replay).
+COLLECTING = ("requested", "active", "error")
+
+
+@dataclass(frozen=True)
+class Compiled:
+    spec: model.Spec
+    where: list[ColumnElement[bool]]
+
+
+class SubscriptionService:
+    def __init__(self, repo: Repository, compiler: SearchCompiler, config: SubscriptionSettings) -> None:
+        self.repo = repo
+        self.compiler = compiler
+        self.config = config
+        self._cache: dict[tuple[int, int, str], Compiled] = {}
+        self._lock = threading.Lock()
+
+    # -- compiled criteria, cached per subscription version -------------------------------------
+
+    def compile(self, spec: model.Spec) -> list[ColumnElement[bool]]:
+        try:
+            query = self.compiler.compile(spec.resource_type, spec.params, strict=True)
+        except FhirError as exc:
+            raise FhirError(
+                Category.UNPROCESSABLE,
+                f"Subscription criteria: {exc.diagnostics}",
+                expression="Subscription.criteria",
+            ) from exc
+        if query.includes or query.revincludes or query.sort_keys:
+            raise FhirError(
+                Category.UNPROCESSABLE,
+                "Subscription criteria may not use _include, _revinclude or _sort",
+                expression="Subscription.criteria",
+            )
+        return query.where
+
+    def compiled(self, conn: Connection, res_pk: int, version: int, res_id: str) -> Compiled | None:
+        # The id is in the key: SQLite may hand a deleted row's pk to a new resource.
+        key = (res_pk, version, res_id)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        row = conn.execute(
+            select(resource.c.res_id, resource.c.version, resource.c.content).where(resource.c.pk == res_pk)
+        ).first()
+        if row is None or row.content is None:
+            return None
+        stored = Stored(res_pk, "Subscription", row.res_id, row.version, 0, False, row.content)
+        spec = model.parse(row.res_id, stored.json())
+        compiled = Compiled(spec, self.compile(spec))
+        with self._lock:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = compiled
+        return compiled
+
+    # -- the hook -------------------------------------------------------------------------------
+
+    def on_written(self, conn: Connection, stored: list[Stored]) -> None:
+        for item in stored:
+            if item.res_type == "Subscription":
+                self._subscription_written(conn, item)
+        written = [s for s in stored if s.res_type != "Subscription" and not s.deleted]
+        if written:
+            self._match(conn, written)
+
+    def _subscription_written(self, conn: Connection, item: Stored) -> None:
+        st = subscription_state
+        row = conn.execute(select(st).where(st.c.res_pk == item.pk)).first()
+        body = item.json()
+        status = str(body.get("status") or "")
+        if item.deleted or status not in model.LIVE:
+            # "off" (or "error" set by us or the client): stop; the state and rows stay for $events.
+            if row is not None:
+                new_status = "error" if status == "error" else "off"
+                conn.execute(
+                    update(st)
+                    .where(st.c.res_pk == item.pk)
+                    .values(status=new_status, version=item.version, handshake_due=False)
+                )
+            return
+        spec = model.parse(item.res_id, body)
+        self.compile(spec)  # a criteria we cannot evaluate is refused now (422), not at match time
+        values: dict[str, Any] = {
+            "res_id": item.res_id,
+            "version": item.version,
+            "resource_type": spec.resource_type,
+            "topic": spec.topic_url,
+            "endpoint": spec.endpoint,
+            "heartbeat_s": spec.heartbeat_s,
+        }
+        if row is None:
+            endpoint.check_or_422(spec.endpoint, self.config)
+            conn.execute(
+                insert(st).values(
+                    res_pk=item.pk, status="requested", events=0, handshake_due=True, error=None, **values
+                )
+            )
+            return
+        if row.status == status and row.endpoint == spec.endpoint:
+            # Our own activation write, or an edit that keeps the channel: no new handshake.
+            conn.execute(update(st).where(st.c.res_pk == item.pk).values(**values))
+            return
+        # A (re)requested subscription or a new endpoint: check it and shake hands again
+        # (Backport "handshake": sent when a subscription is requested).
+        endpoint.check_or_422(spec.endpoint, self.config)
+        conn.execute(
+            update(st)
+            .where(st.c.res_pk == item.pk)
+            .values(status="requested", handshake_due=True, lease_until=None, error=None, **values)
+        )
+
+    def _match(self, conn: Connection, written: list[Stored]) -> None:
+        st = subscription_state
+        types = sorted({s.res_type for s in written})
+        candidates = conn.execute(
+            select(st.c.res_pk, st.c.version, st.c.res_id, st.c.resource_type)
+            .where(st.c.status.in_(COLLECTING), st.c.resource_type.in_(types))
+            .order_by(st.c.res_pk)  # one lock order for every writer (PostgreSQL row locks below)
+        ).all()
+        previous: dict[int, dict[str, Any] | None] = {}
+        for candidate in candidates:
+            compiled = self.compiled(conn, candidate.res_pk, candidate.version, candidate.res_id)
+            if compiled is None:
+                continue
+            spec = compiled.spec
+            items = [s for s in written if s.res_type == candidate.resource_type]
+            if spec.topic is not None:
+                topic = spec.topic
+                items = [s for s in items if topic.trigger(self._before(conn, s, previous), s.json())]
+            if not items:
+                continue
+            matched = set(
+                conn.scalars(
+                    select(resource.c.pk).where(
+                        resource.c.pk.in_([s.pk for s in items]),
+                        resource.c.res_type == candidate.resource_type,
+                        resource.c.deleted == false(),
+                        *compiled.where,
+                    )
+                )
+            )
+            for item in items:
+                if item.pk in matched:
+                    self._enqueue(conn, candidate.res_pk, item)
+
+    def _before(self, conn: Connection, item: Stored, cache: dict[int, dict[str, Any] | None]) -> Any:
+        """The version this write replaced (None when created), for topic triggers."""
+        if item.pk not in cache:
+            prior = None
+            if item.version > 1:
+                found = self.repo.version(conn, item.res_type, item.res_id, item.version - 1)
+                prior = found.json() if found is not None and not found.deleted else None
+            cache[item.pk] = prior
+        return cache[item.pk]
+
+    def _enqueue(self, conn: Connection, sub_pk: int, item: Stored) -> None:
+        """Next event number (atomic: the UPDATE locks the state row until commit) + one outbox row."""
+        st = subscription_state
+        number = conn.execute(
+            update(st).where(st.c.res_pk == sub_pk).values(events=st.c.events + 1).returning(st.c.events)
+        ).scalar_one()
+        now = now_us()
+        conn.execute(
+            insert(subscription_outbox).values(
+                sub_pk=sub_pk,
+                event_number=number,
+                focus=f"{item.res_type}/{item.res_id}/_history/{item.version}",
+                created_us=now,
+                status="pending",
+                attempts=0,
+                next_attempt_us=now,
+            )
+        )

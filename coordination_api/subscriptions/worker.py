@@ -1,0 +1,352 @@
+"""The delivery worker: handshakes, event notifications in event-number order, heartbeats.
+
+ARCHITECTURE.md "delivery worker": rows are claimed with SELECT … FOR UPDATE SKIP LOCKED on PostgreSQL
+(on SQLite the claim runs in a BEGIN IMMEDIATE transaction, which serialises claimers) and leased;
+a crash between the POST and the database update re-sends after the lease (at least once;
+receivers deduplicate by event number). Only the lowest pending event of a subscription is
+claimable, so event n+1 never leaves before event n is delivered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import requests
+from flask import Flask
+from sqlalchemy import false, func, or_, select, true, update
+from sqlalchemy.engine import Connection
+
+from coordination_api.storage.engine import WRITE
+from coordination_api.storage.repository import now_us
+from coordination_api.storage.schema import subscription_outbox, subscription_state
+from coordination_api.subscriptions import endpoint, model, notify
+from coordination_api.subscriptions.service import SubscriptionService
+
+log = logging.getLogger(__name__)
+_RANDOM = secrets.SystemRandom()
+US = 1_000_000
+
+
+class Deliverer:
+    def __init__(self, app: Flask) -> None:
+        self.svc: SubscriptionService = app.extensions["subscriptions"]
+        self.repo = self.svc.repo
+        self.engine = self.repo.engine
+        self.pg = self.engine.dialect.name == "postgresql"
+        settings = app.config.get("SETTINGS")
+        self.base = str(getattr(settings, "public_base_url", "") or "")
+        self.session = requests.Session()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def run_once(self) -> int:
+        """One pass; returns how many notifications it attempted."""
+        return self.handshakes() + self.deliveries() + self.heartbeats()
+
+    # -- claiming -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _claiming(self) -> Iterator[Connection]:
+        # SQLite: the WRITE option makes this BEGIN IMMEDIATE (one claimer at a time).
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            yield conn
+
+    def _lease(self) -> int:
+        return now_us() + int(self.svc.config.lease * US)
+
+    # -- handshake (Backport "Handshake": a requested subscription becomes active) -----------------
+
+    def handshakes(self) -> int:
+        st = subscription_state
+        now = now_us()
+        lease = self._lease()
+        with self._claiming() as conn:
+            stmt = (
+                select(st.c.res_pk)
+                .where(
+                    st.c.status == "requested",
+                    st.c.handshake_due == true(),
+                    or_(st.c.lease_until.is_(None), st.c.lease_until < now),
+                )
+                .order_by(st.c.res_pk)
+                .limit(self.svc.config.batch_size)
+            )
+            if self.pg:
+                stmt = stmt.with_for_update(skip_locked=True)
+            pks = list(conn.scalars(stmt))
+            if pks:
+                conn.execute(update(st).where(st.c.res_pk.in_(pks)).values(lease_until=lease))
+        for pk in pks:
+            self._handshake(pk, lease)
+        return len(pks)
+
+    def _handshake(self, pk: int, lease: int) -> None:
+        st = subscription_state
+        with self.engine.connect() as conn, conn.begin():
+            state = conn.execute(select(st).where(st.c.res_pk == pk)).first()
+            compiled = self.svc.compiled(conn, pk, state.version, state.res_id) if state is not None else None
+        if state is None or compiled is None:
+            return
+        body = notify.bundle(compiled.spec, "requested", "handshake", state.events, [], "empty", self.base)
+        error = self._post(compiled.spec, body)
+        with self.repo.writing() as conn:
+            fresh = conn.execute(select(st).where(st.c.res_pk == pk)).first()
+            if fresh is None or fresh.lease_until != lease or fresh.status != "requested":
+                return  # the subscription changed meanwhile: its new request gets its own handshake
+            status = "active" if error is None else "error"
+            message = None if error is None else f"handshake failed: {error}"
+            conn.execute(
+                update(st)
+                .where(st.c.res_pk == pk)
+                .values(
+                    status=status, handshake_due=False, lease_until=None, last_sent_us=now_us(), error=message
+                )
+            )
+            self._write_status(conn, fresh.res_id, status, message)
+        log.info("subscription %s handshake: %s", fresh.res_id, status if error is None else error)
+
+    def _write_status(self, conn: Connection, res_id: str, status: str, error: str | None) -> None:
+        """A new version of the Subscription with the status we set (R4 Subscription.status/.error)."""
+        current = self.repo.current(conn, "Subscription", res_id)
+        if current is None or current.deleted:
+            return
+        body = current.json()
+        if body.get("status") == status and body.get("error") == error:
+            return
+        body["status"] = status
+        if error:
+            body["error"] = error
+        else:
+            body.pop("error", None)
+        self.repo.update(conn, "Subscription", res_id, body, method="PUT")
+
+    # -- event notifications ----------------------------------------------------------------------
+
+    def deliveries(self) -> int:
+        o = subscription_outbox
+        st = subscription_state
+        head_table = subscription_outbox.alias("head")
+        now = now_us()
+        lease = self._lease()
+        head = (
+            select(func.min(head_table.c.event_number))
+            .where(head_table.c.sub_pk == o.c.sub_pk, head_table.c.status == "pending")
+            .scalar_subquery()
+        )
+        with self._claiming() as conn:
+            stmt = (
+                select(o.c.pk)
+                .select_from(o.join(st, st.c.res_pk == o.c.sub_pk))
+                .where(
+                    o.c.status == "pending",
+                    o.c.next_attempt_us <= now,
+                    or_(o.c.lease_until.is_(None), o.c.lease_until < now),
+                    st.c.status == "active",
+                    st.c.handshake_due == false(),
+                    o.c.event_number == head,
+                )
+                .order_by(o.c.next_attempt_us, o.c.pk)
+                .limit(self.svc.config.batch_size)
+            )
+            if self.pg:
+                stmt = stmt.with_for_update(of=o, skip_locked=True)
+            pks = list(conn.scalars(stmt))
+            if pks:
+                conn.execute(
+                    update(o).where(o.c.pk.in_(pks)).values(lease_until=lease, attempts=o.c.attempts + 1)
+                )
+        for pk in pks:
+            self._deliver(pk, lease)
+        return len(pks)
+
+    def _deliver(self, pk: int, lease: int) -> None:
+        o = subscription_outbox
+        st = subscription_state
+        with self.engine.connect() as conn, conn.begin():
+            row = conn.execute(select(o).where(o.c.pk == pk)).first()
+            if row is None:
+                return
+            state = conn.execute(select(st).where(st.c.res_pk == row.sub_pk)).first()
+            compiled = (
+                self.svc.compiled(conn, row.sub_pk, state.version, state.res_id)
+                if state is not None
+                else None
+            )
+            if state is None or compiled is None:
+                return
+            spec = compiled.spec
+            event = notify.Event(row.event_number, row.focus, row.created_us)
+            resources = notify.focus_versions(conn, [event]) if spec.content == "full-resource" else {}
+        body = notify.bundle(
+            spec, "active", "event-notification", state.events, [event], spec.content, self.base, resources
+        )
+        error = self._post(spec, body)
+        now = now_us()
+        with self.repo.writing() as conn:
+            mine = (o.c.pk == pk, o.c.lease_until == lease)
+            if error is None:
+                conn.execute(
+                    update(o)
+                    .where(*mine)
+                    .values(status="delivered", delivered_us=now, lease_until=None, last_error=None)
+                )
+                conn.execute(update(st).where(st.c.res_pk == row.sub_pk).values(last_sent_us=now))
+                return
+            first = row.first_failure_us or now
+            config = self.svc.config
+            if now - first >= config.retry_period * US:
+                # Retry period over: the subscription goes to error; its rows stay pending, for $events
+                # replay and for delivery once it is requested again (nothing is dropped).
+                conn.execute(
+                    update(o)
+                    .where(*mine)
+                    .values(lease_until=None, first_failure_us=None, next_attempt_us=now, last_error=error)
+                )
+                message = (
+                    f"delivery of event {row.event_number} failed since {config.retry_period:g} s: {error}"
+                )
+                conn.execute(
+                    update(st).where(st.c.res_pk == row.sub_pk).values(status="error", error=message)
+                )
+                self._write_status(conn, state.res_id, "error", message)
+                log.warning("subscription %s: %s", state.res_id, message)
+                return
+            delay = min(config.retry_cap, config.retry_base * 2 ** max(row.attempts - 1, 0))
+            delay *= 1 + _RANDOM.uniform(-config.retry_jitter, config.retry_jitter)
+            conn.execute(
+                update(o)
+                .where(*mine)
+                .values(
+                    lease_until=None,
+                    first_failure_us=first,
+                    next_attempt_us=now + int(delay * US),
+                    last_error=error,
+                )
+            )
+
+    # -- heartbeat (Backport "heartbeat-period": a notification when idle for that long) ------------
+
+    def heartbeats(self) -> int:
+        st = subscription_state
+        o = subscription_outbox
+        now = now_us()
+        pending = select(o.c.pk).where(o.c.sub_pk == st.c.res_pk, o.c.status == "pending").exists()
+        with self.engine.connect() as conn, conn.begin():
+            rows = conn.execute(
+                select(st.c.res_pk, st.c.last_sent_us).where(
+                    st.c.status == "active",
+                    st.c.handshake_due == false(),
+                    st.c.heartbeat_s.is_not(None),
+                    func.coalesce(st.c.last_sent_us, 0) + st.c.heartbeat_s * US <= now,
+                    or_(st.c.lease_until.is_(None), st.c.lease_until < now),
+                    ~pending,
+                )
+            ).all()
+        sent = 0
+        for res_pk, last_sent in rows:
+            lease = self._lease()
+            with self.repo.writing() as conn:
+                claimed = conn.execute(
+                    update(st)
+                    .where(
+                        st.c.res_pk == res_pk,
+                        st.c.last_sent_us.is_(None) if last_sent is None else st.c.last_sent_us == last_sent,
+                        or_(st.c.lease_until.is_(None), st.c.lease_until < now),
+                    )
+                    .values(lease_until=lease)
+                ).rowcount
+                state = conn.execute(select(st).where(st.c.res_pk == res_pk)).first()
+                compiled = (
+                    self.svc.compiled(conn, res_pk, state.version, state.res_id)
+                    if claimed and state
+                    else None
+                )
+            if compiled is None or state is None:
+                continue
+            body = notify.bundle(compiled.spec, "active", "heartbeat", state.events, [], "empty", self.base)
+            error = self._post(compiled.spec, body)
+            if error is not None:
+                log.info("subscription %s heartbeat failed: %s", state.res_id, error)
+            with self.repo.writing() as conn:
+                conn.execute(
+                    update(st)
+                    .where(st.c.res_pk == res_pk, st.c.lease_until == lease)
+                    .values(lease_until=None, last_sent_us=now_us())
+                )
+            sent += 1
+        return sent
+
+    # -- transport: rest-hook (R4 subscription.html#channels) --------------------------------------
+
+    def _post(self, spec: model.Spec, body: dict[str, Any]) -> str | None:
+        """POST the notification; None when the endpoint answered 2xx, else why not."""
+        config = self.svc.config
+        try:
+            endpoint.check(spec.endpoint, config)  # again at send time: DNS may have changed
+        except endpoint.EndpointError as exc:
+            return str(exc)
+        data = orjson.dumps(body)
+        headers = dict(spec.headers)
+        headers["Content-Type"] = spec.mime if "json" in spec.mime else "application/fhir+json"
+        if spec.secret:
+            digest = hmac.new(spec.secret.encode(), data, hashlib.sha256).hexdigest()
+            headers["X-Coordination-Signature"] = f"sha256={digest}"
+        timeout = (config.connect_timeout, float(spec.timeout_s or config.read_timeout))
+        try:
+            with self.session.post(
+                spec.endpoint, data=data, headers=headers, timeout=timeout, allow_redirects=False
+            ) as response:
+                if 200 <= response.status_code < 300:
+                    return None
+                return f"endpoint answered HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) -> None:
+    """Deliver until ``stop_event`` is set (or one pass when ``once``)."""
+    deliverer = Deliverer(app)
+    try:
+        while not stop_event.is_set():
+            try:
+                worked = deliverer.run_once()
+            except Exception:  # a failed pass (database restart…) must not stop the worker
+                log.exception("subscription delivery pass failed")
+                worked = 0
+            if once:
+                return
+            if not worked:
+                stop_event.wait(deliverer.svc.config.poll_interval)
+    finally:
+        deliverer.close()
+
+
+def run_worker(app: Flask) -> None:
+    """`coordination worker`: run until SIGTERM / SIGINT."""
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("subscription delivery worker started")
+    worker_loop(app, stop)
+
+
+def start_in_thread(app: Flask) -> tuple[threading.Thread, threading.Event]:
+    """The worker inside the server process (`make run`): a daemon thread; set the event to stop it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=worker_loop, args=(app, stop), name="subscription-worker", daemon=True)
+    thread.start()
+    return thread, stop
