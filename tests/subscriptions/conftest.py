@@ -11,14 +11,11 @@ from typing import Any
 
 import orjson
 import pytest
-from flask import Blueprint, Flask, Response
+from flask import Flask
 from flask.testing import FlaskClient
 
-from coordination_api import subscriptions
 from coordination_api.app import create_app
 from coordination_api.config import Settings
-from coordination_api.fhir import access
-from coordination_api.fhir.http import check_accept
 from coordination_api.storage.migrate import upgrade
 from coordination_api.subscriptions.config import SubscriptionSettings
 from coordination_api.subscriptions.worker import Deliverer
@@ -37,29 +34,12 @@ FAST = SubscriptionSettings(
 
 @pytest.fixture(scope="session")
 def sub_app(database_url: str) -> Iterator[Flask]:
-    """As the lead wires it: init_app after create_app, routes on a blueprint before registration.
-
-    The real FHIR blueprint is registered by create_app already, so the test routes live on a small
-    blueprint of their own with the same before/after request hooks and url prefix.
-    """
+    """The app as ``create_app`` wires it (hook, $status/$events routes), with short delays."""
     settings = Settings(database_url=database_url, audit_reads="sync")
     app = create_app(settings)
     app.config["TESTING"] = True
     upgrade(app.extensions["coordination"].repo.engine)
-    subscriptions.init_app(app, app.extensions["coordination"].repo, settings, FAST)
-    bp = Blueprint("subscriptions_test", __name__, url_prefix="/fhir")
-
-    @bp.before_request
-    def _before() -> None:
-        check_accept()
-        access.authenticate()
-
-    @bp.after_request
-    def _after(response: Response) -> Response:
-        return access.audit_response(response)
-
-    subscriptions.register_routes(bp)
-    app.register_blueprint(bp)
+    app.extensions["subscriptions"].config = FAST
     yield app
     close_app(app)
 
