@@ -216,6 +216,17 @@ subscription_state = Table(
     Column("lease_until", BigInteger, nullable=True),
     Column("last_sent_us", BigInteger, nullable=True),
     Column("error", Text, nullable=True),
+    # Backport "backport-max-count": most events one notification carries (1 when absent).
+    Column("max_count", Integer, nullable=False, default=1),
+    # R4 Subscription.end (epoch microseconds): after it the subscription is off.
+    Column("end_us", BigInteger, nullable=True),
+    # Who last configured it through the API (auth.policy.Principal): deliveries of full resources
+    # are limited by their scopes and, for a practitioner, by the care-team rule. ``owner_scopes``
+    # NULL: written outside a request (CLI, import) or with security disabled, i.e. unrestricted.
+    Column("owner_client", String(255), nullable=True),
+    Column("owner_practitioner", String(64), nullable=True),
+    Column("owner_patient", String(64), nullable=True),
+    Column("owner_scopes", Text, nullable=True),
     Index(None, "status", "resource_type"),
 )
 

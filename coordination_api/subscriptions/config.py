@@ -28,6 +28,8 @@ class SubscriptionSettings:
     batch_size: int = 50
     # Most events one $events answer replays.
     max_events: int = 1000
+    # Ceiling on a subscription's backport-max-count (the server may send fewer events per Bundle).
+    max_count_cap: int = 100
 
     @classmethod
     def resolve(cls, settings: Any) -> SubscriptionSettings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -14,6 +15,7 @@ FILTER_CRITERIA = BACKPORT + "backport-filter-criteria"
 PAYLOAD_CONTENT = BACKPORT + "backport-payload-content"
 HEARTBEAT_PERIOD = BACKPORT + "backport-heartbeat-period"
 TIMEOUT = BACKPORT + "backport-timeout"
+MAX_COUNT = BACKPORT + "backport-max-count"
 STATUS_PROFILE = BACKPORT + "backport-subscription-status-r4"
 # Our extension on Subscription.channel: the shared secret of the X-Coordination-Signature HMAC.
 SECRET = "https://coordination.cpts.fr/fhir/StructureDefinition/subscription-signature-secret"  # noqa: S105 - an extension URL, not a secret
@@ -56,6 +58,38 @@ class Spec:
     heartbeat_s: int | None = None
     timeout_s: int | None = None
     secret: str | None = None
+    # Backport backport-max-count: most triggering resources in one notification Bundle.
+    max_count: int = 1
+    # R4 Subscription.end as epoch microseconds: "the time for the server to turn the subscription off".
+    end_us: int | None = None
+
+
+def _end(value: Any) -> int | None:
+    """Subscription.end (an R4 instant; a dateTime with a time zone is accepted too)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise _unprocessable(f"end '{value}' is not an instant", "Subscription.end") from exc
+    if moment.tzinfo is None:
+        if len(str(value)) > 10:
+            raise _unprocessable(f"end '{value}' needs a time zone", "Subscription.end")
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _max_count(channel: dict[str, Any]) -> int:
+    """backport-max-count on Subscription.channel, a positiveInt (absent: one event per notification)."""
+    found = _extensions(channel, MAX_COUNT)
+    if not found:
+        return 1
+    value = found[0].get("valuePositiveInt", found[0].get("valueInteger"))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _unprocessable(
+            f"backport-max-count must be a positiveInt, not {value!r}", "Subscription.channel.extension"
+        )
+    return value
 
 
 def parse(res_id: str, body: dict[str, Any]) -> Spec:
@@ -139,4 +173,6 @@ def parse(res_id: str, body: dict[str, Any]) -> Spec:
         heartbeat_s=int(heartbeat[0]) if heartbeat and heartbeat[0] else None,
         timeout_s=int(timeout[0]) if timeout and timeout[0] else None,
         secret=str(secret[0]) if secret and secret[0] else None,
+        max_count=_max_count(channel),
+        end_us=_end(body.get("end")),
     )

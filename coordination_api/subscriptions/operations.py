@@ -14,9 +14,10 @@ from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.http import base_url, check_content_type, fhir_json_response, read_body
 from coordination_api.fhir.resources import parse_json
+from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
 from coordination_api.subscriptions import model, notify
-from coordination_api.subscriptions.service import SubscriptionService
+from coordination_api.subscriptions.service import SubscriptionService, effective_status
 
 
 def _service() -> SubscriptionService:
@@ -48,8 +49,12 @@ def _state(conn: Connection, res_id: str) -> tuple[Row[Any], model.Spec]:
     return row, compiled.spec
 
 
+def _status(row: Row[Any]) -> str:
+    return effective_status(row.status, row.end_us, now_us())
+
+
 def _status_entry(row: Row[Any], spec: model.Spec, base: str) -> dict[str, Any]:
-    parameters = notify.status_parameters(spec, row.status, "query-status", row.events, [], "empty", base)
+    parameters = notify.status_parameters(spec, _status(row), "query-status", row.events, [], "empty", base)
     if row.error:
         parameters["parameter"].append({"name": "error", "valueCodeableConcept": {"text": row.error}})
     return {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": parameters, "search": {"mode": "match"}}
@@ -74,7 +79,7 @@ def status(res_id: str | None = None) -> Response:
             rows = conn.execute(select(st.c.res_id).order_by(st.c.res_pk).limit(1000)).scalars().all()
             found = [_state(conn, i) for i in rows]
         for row, spec in found:
-            if not wanted or row.status in wanted:
+            if not wanted or _status(row) in wanted:
                 entries.append(_status_entry(row, spec, base))
     bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
     return fhir_json_response(bundle)
@@ -113,9 +118,16 @@ def events(res_id: str) -> Response:
         found = [notify.Event(r.event_number, r.focus, r.created_us) for r in rows]
         resources = notify.focus_versions(conn, found) if content == "full-resource" else {}
         for focus, stored in list(resources.items()):
+            # The reader's scopes and care-team rule apply to replayed data; what they may not read
+            # is replayed id-only (Backport: a server may send less than full-resource).
+            if not access.readable(stored.res_type):
+                del resources[focus]
+                continue
             try:
-                access.check_stored(conn, stored)  # the reader's access policy applies to replayed data
+                access.check_stored(conn, stored)
             except FhirError:
                 del resources[focus]
-    bundle = notify.bundle(spec, row.status, "query-event", row.events, found, content, base_url(), resources)
+    bundle = notify.bundle(
+        spec, _status(row), "query-event", row.events, found, content, base_url(), resources
+    )
     return fhir_json_response(bundle)

@@ -12,7 +12,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, insert, select, update
+from flask import g, has_request_context
+from sqlalchemy import ColumnElement, false, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from coordination_api.errors import Category, FhirError
@@ -26,6 +27,37 @@ log = logging.getLogger(__name__)
 
 # States whose subscriptions collect events (an errored one keeps counting, for $events replay).
 COLLECTING = ("requested", "active", "error")
+OWNER_COLUMNS = ("owner_client", "owner_practitioner", "owner_patient", "owner_scopes")
+
+
+def not_ended(now: int) -> ColumnElement[bool]:
+    """R4 Subscription.end: a subscription past its end matches nothing and is sent nothing."""
+    st = subscription_state
+    return or_(st.c.end_us.is_(None), st.c.end_us > now)
+
+
+def effective_status(status: str, end_us: int | None, now: int) -> str:
+    """The status to report: "off" once Subscription.end has passed, even before the worker says so."""
+    return "off" if end_us is not None and end_us <= now else status
+
+
+def request_owner() -> dict[str, Any] | None:
+    """The caller of the current HTTP request as owner columns; None outside a request or without a
+    caller (then the owner is left as it was; a new subscription is unrestricted, like CLI writes)."""
+    if not has_request_context():
+        return None
+    who = g.get("principal")
+    if who is None:
+        return None
+    if who.unrestricted:
+        return dict.fromkeys(OWNER_COLUMNS)
+    return {
+        "owner_client": who.client_id,
+        "owner_practitioner": who.practitioner_id,
+        # patient/ scopes confine a user token to its launch patient (as access.patient_filter does).
+        "owner_patient": who.patient_id if "patient" in who.scopes.contexts() else None,
+        "owner_scopes": " ".join(sorted(who.scopes.raw)),
+    }
 
 
 @dataclass(frozen=True)
@@ -115,7 +147,14 @@ class SubscriptionService:
             "topic": spec.topic_url,
             "endpoint": spec.endpoint,
             "heartbeat_s": spec.heartbeat_s,
+            "max_count": max(1, min(spec.max_count, self.config.max_count_cap)),
+            "end_us": spec.end_us,
         }
+        # The owner is whoever last wrote the Subscription through the API: whoever points it at an
+        # endpoint gets only what they may read themselves. The worker's own status writes keep it.
+        owner = request_owner()
+        if owner is not None:
+            values.update(owner)
         if row is None:
             endpoint.check_or_422(spec.endpoint, self.config)
             conn.execute(
@@ -142,7 +181,7 @@ class SubscriptionService:
         types = sorted({s.res_type for s in written})
         candidates = conn.execute(
             select(st.c.res_pk, st.c.version, st.c.res_id, st.c.resource_type)
-            .where(st.c.status.in_(COLLECTING), st.c.resource_type.in_(types))
+            .where(st.c.status.in_(COLLECTING), st.c.resource_type.in_(types), not_ended(now_us()))
             .order_by(st.c.res_pk)  # one lock order for every writer (PostgreSQL row locks below)
         ).all()
         previous: dict[int, dict[str, Any] | None] = {}

@@ -4,7 +4,8 @@ ARCHITECTURE.md "delivery worker": rows are claimed with SELECT … FOR UPDATE S
 (on SQLite the claim runs in a BEGIN IMMEDIATE transaction, which serialises claimers) and leased;
 a crash between the POST and the database update re-sends after the lease (at least once;
 receivers deduplicate by event number). Only the lowest pending event of a subscription is
-claimable, so event n+1 never leaves before event n is delivered.
+claimable, so event n+1 never leaves before event n is delivered; with backport-max-count the
+head claims the consecutive pending events after it, and they travel (and fail) together.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from sqlalchemy.engine import Connection
 from coordination_api.storage.engine import WRITE
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
-from coordination_api.subscriptions import endpoint, model, notify
-from coordination_api.subscriptions.service import SubscriptionService
+from coordination_api.subscriptions import endpoint, model, notify, reach
+from coordination_api.subscriptions.service import COLLECTING, SubscriptionService, not_ended
 
 log = logging.getLogger(__name__)
 _RANDOM = secrets.SystemRandom()
@@ -51,7 +52,7 @@ class Deliverer:
 
     def run_once(self) -> int:
         """One pass; returns how many notifications it attempted."""
-        return self.handshakes() + self.deliveries() + self.heartbeats()
+        return self.expirations() + self.handshakes() + self.deliveries() + self.heartbeats()
 
     # -- claiming -------------------------------------------------------------------------------
 
@@ -63,6 +64,27 @@ class Deliverer:
 
     def _lease(self) -> int:
         return now_us() + int(self.svc.config.lease * US)
+
+    # -- Subscription.end (R4: "the time for the server to turn the subscription off") --------------
+
+    def expirations(self) -> int:
+        st = subscription_state
+        now = now_us()
+        with self.engine.connect() as conn, conn.begin():
+            ended = conn.execute(
+                select(st.c.res_pk, st.c.res_id).where(st.c.status.in_(COLLECTING), ~not_ended(now))
+            ).all()
+        for res_pk, res_id in ended:
+            with self.repo.writing() as conn:
+                turned = conn.execute(
+                    update(st)
+                    .where(st.c.res_pk == res_pk, st.c.status.in_(COLLECTING))
+                    .values(status="off", handshake_due=False, lease_until=None)
+                ).rowcount
+                if turned:
+                    self._write_status(conn, res_id, "off", None)
+            log.info("subscription %s reached its end: off", res_id)
+        return len(ended)
 
     # -- handshake (Backport "Handshake": a requested subscription becomes active) -----------------
 
@@ -77,6 +99,7 @@ class Deliverer:
                     st.c.status == "requested",
                     st.c.handshake_due == true(),
                     or_(st.c.lease_until.is_(None), st.c.lease_until < now),
+                    not_ended(now),
                 )
                 .order_by(st.c.res_pk)
                 .limit(self.svc.config.batch_size)
@@ -145,7 +168,7 @@ class Deliverer:
         )
         with self._claiming() as conn:
             stmt = (
-                select(o.c.pk)
+                select(o.c.pk, o.c.sub_pk, o.c.event_number, st.c.max_count)
                 .select_from(o.join(st, st.c.res_pk == o.c.sub_pk))
                 .where(
                     o.c.status == "pending",
@@ -153,6 +176,7 @@ class Deliverer:
                     or_(o.c.lease_until.is_(None), o.c.lease_until < now),
                     st.c.status == "active",
                     st.c.handshake_due == false(),
+                    not_ended(now),
                     o.c.event_number == head,
                 )
                 .order_by(o.c.next_attempt_us, o.c.pk)
@@ -160,22 +184,55 @@ class Deliverer:
             )
             if self.pg:
                 stmt = stmt.with_for_update(of=o, skip_locked=True)
-            pks = list(conn.scalars(stmt))
+            batches = [
+                [pk, *self._followers(conn, sub_pk, number, count)]
+                for pk, sub_pk, number, count in conn.execute(stmt)
+            ]
+            pks = [pk for batch in batches for pk in batch]
             if pks:
                 conn.execute(
                     update(o).where(o.c.pk.in_(pks)).values(lease_until=lease, attempts=o.c.attempts + 1)
                 )
-        for pk in pks:
-            self._deliver(pk, lease)
-        return len(pks)
+        for batch in batches:
+            self._deliver(batch, lease)
+        return len(batches)
 
-    def _deliver(self, pk: int, lease: int) -> None:
+    def _followers(self, conn: Connection, sub_pk: int, head: int, max_count: int | None) -> list[int]:
+        """Backport backport-max-count: the pending events right after the head (consecutive numbers,
+        so the order holds), up to max-count events in all. They are only ever claimed with their
+        head, so the head's claim covers them."""
+        if not max_count or max_count <= 1:
+            return []
+        o = subscription_outbox
+        stmt = (
+            select(o.c.pk, o.c.event_number)
+            .where(
+                o.c.sub_pk == sub_pk,
+                o.c.status == "pending",
+                o.c.event_number > head,
+                o.c.event_number < head + max_count,
+            )
+            .order_by(o.c.event_number)
+        )
+        if self.pg:
+            stmt = stmt.with_for_update(skip_locked=True)
+        out: list[int] = []
+        for pk, number in conn.execute(stmt):
+            if number != head + len(out) + 1:
+                break  # a gap (a row locked elsewhere): stop, the rest goes in a later notification
+            out.append(pk)
+        return out
+
+    def _deliver(self, batch: list[int], lease: int) -> None:
         o = subscription_outbox
         st = subscription_state
         with self.engine.connect() as conn, conn.begin():
-            row = conn.execute(select(o).where(o.c.pk == pk)).first()
-            if row is None:
-                return
+            rows = conn.execute(
+                select(o).where(o.c.pk.in_(batch), o.c.lease_until == lease).order_by(o.c.event_number)
+            ).all()
+            if not rows or rows[0].pk != batch[0]:
+                return  # the head was reclaimed meanwhile (lease over): its new claimer sends it
+            row = rows[0]
             state = conn.execute(select(st).where(st.c.res_pk == row.sub_pk)).first()
             compiled = (
                 self.svc.compiled(conn, row.sub_pk, state.version, state.res_id)
@@ -184,24 +241,39 @@ class Deliverer:
             )
             if state is None or compiled is None:
                 return
+            if state.end_us is not None and state.end_us <= now_us():
+                return  # Subscription.end passed since the claim: nothing more is sent
             spec = compiled.spec
-            event = notify.Event(row.event_number, row.focus, row.created_us)
-            resources = notify.focus_versions(conn, [event]) if spec.content == "full-resource" else {}
+            events = [notify.Event(r.event_number, r.focus, r.created_us) for r in rows]
+            resources: dict[str, Any] = {}
+            if spec.content == "full-resource":
+                # Only what the owner may read now travels in full; the rest goes id-only.
+                allowed = reach.full_resource_focuses(conn, state, [e.focus for e in events])
+                resources = {
+                    focus: stored
+                    for focus, stored in notify.focus_versions(conn, events).items()
+                    if focus in allowed
+                }
         body = notify.bundle(
-            spec, "active", "event-notification", state.events, [event], spec.content, self.base, resources
+            spec, "active", "event-notification", state.events, events, spec.content, self.base, resources
         )
         error = self._post(spec, body)
         now = now_us()
+        sent = [r.pk for r in rows]
         with self.repo.writing() as conn:
-            mine = (o.c.pk == pk, o.c.lease_until == lease)
+            mine = (o.c.pk == row.pk, o.c.lease_until == lease)
             if error is None:
                 conn.execute(
                     update(o)
-                    .where(*mine)
+                    .where(o.c.pk.in_(sent), o.c.lease_until == lease)
                     .values(status="delivered", delivered_us=now, lease_until=None, last_error=None)
                 )
                 conn.execute(update(st).where(st.c.res_pk == row.sub_pk).values(last_sent_us=now))
                 return
+            # The followers wait behind the head again; the head carries the retry schedule.
+            conn.execute(
+                update(o).where(o.c.pk.in_(sent[1:]), o.c.lease_until == lease).values(lease_until=None)
+            )
             first = row.first_failure_us or now
             config = self.svc.config
             if now - first >= config.retry_period * US:
@@ -247,6 +319,7 @@ class Deliverer:
                     st.c.status == "active",
                     st.c.handshake_due == false(),
                     st.c.heartbeat_s.is_not(None),
+                    not_ended(now),
                     func.coalesce(st.c.last_sent_us, 0) + st.c.heartbeat_s * US <= now,
                     or_(st.c.lease_until.is_(None), st.c.lease_until < now),
                     ~pending,

@@ -33,6 +33,12 @@ def upgrade() -> None:
         sa.Column("lease_until", sa.BigInteger(), nullable=True),
         sa.Column("last_sent_us", sa.BigInteger(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("max_count", sa.Integer(), nullable=False),
+        sa.Column("end_us", sa.BigInteger(), nullable=True),
+        sa.Column("owner_client", sa.String(length=255), nullable=True),
+        sa.Column("owner_practitioner", sa.String(length=64), nullable=True),
+        sa.Column("owner_patient", sa.String(length=64), nullable=True),
+        sa.Column("owner_scopes", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["res_pk"], ["resource.pk"], name=op.f("fk_subscription_state_res_pk"), ondelete="CASCADE"
         ),

@@ -1,0 +1,108 @@
+"""Only subscribers allowed to see the patient get full resources: the care-team rule for
+practitioner-owned subscriptions, the SMART scopes for backend clients (Backport IG "Payload Types":
+a server may send less than full-resource; here, id-only)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.auth.test_security import _care_team, _practitioner, _user_token
+from tests.conftest import Fhir, system_token
+from tests.subscriptions.conftest import Receiver
+from tests.subscriptions.test_delivery import classic, encounter
+
+Pump = Callable[..., None]
+
+
+def _as(app: Flask, token: str) -> Fhir:
+    client: FlaskClient = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return Fhir(client)
+
+
+def _subscribe(fhir: Fhir, sys_fhir: Fhir, pump: Pump, body: dict[str, Any]) -> str:
+    response = fhir.request("POST", "/fhir/Subscription", body)
+    assert response.status_code == 201, response.get_json()
+    sub_id: str = response.get_json()["id"]
+    pump(lambda: sys_fhir.request("GET", f"/fhir/Subscription/{sub_id}").get_json()["status"] == "active")
+    return sub_id
+
+
+def _by_focus(receiver: Receiver) -> dict[str, dict[str, Any]]:
+    """Event-notification entries by focus reference ("Encounter/id")."""
+    out = {}
+    for note in receiver.of_kind("event-notification"):
+        for entry in note.body["entry"][1:]:
+            out["/".join(entry["fullUrl"].split("/")[-2:])] = entry
+    return out
+
+
+def _patient(fhir: Fhir) -> str:
+    patient_id: str = fhir.create({"resourceType": "Patient", "name": [{"family": "Martin"}]})["id"]
+    return patient_id
+
+
+def test_practitioner_gets_full_resources_of_care_team_patients_only(
+    sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
+) -> None:
+    sub_app.test_client().get("/fhir/.well-known/smart-configuration")  # loads the session key
+    practitioner = _practitioner(sub_app)
+    mine, other = _patient(sub_fhir), _patient(sub_fhir)
+    _care_team(sub_fhir.client, mine, f"Practitioner/{practitioner}")
+    doctor = _as(sub_app, _user_token(sub_app, "user/*.cruds"))
+    body = classic(receiver.url, payload="application/fhir+json")
+    sub_id = _subscribe(doctor, sub_fhir, pump, body)
+
+    in_team = sub_fhir.create(encounter(patient=mine))["id"]
+    outside = sub_fhir.create(encounter(patient=other))["id"]
+    pump(lambda: len(receiver.of_kind("event-notification")) == 2)
+    entries = _by_focus(receiver)
+    assert entries[f"Encounter/{in_team}"]["resource"]["id"] == in_team
+    assert "resource" not in entries[f"Encounter/{outside}"]  # degraded to id-only
+    assert entries[f"Encounter/{outside}"]["response"]["etag"] == 'W/"1"'
+
+    # $events applies the same rule to its caller: the practitioner's replay hides the other patient.
+    replay = doctor.request("GET", f"/fhir/Subscription/{sub_id}/$events").get_json()
+    replayed = {"/".join(e["fullUrl"].split("/")[-2:]): e for e in replay["entry"][1:]}
+    assert replayed[f"Encounter/{in_team}"]["resource"]["id"] == in_team
+    assert "resource" not in replayed[f"Encounter/{outside}"]
+
+    # "Now": once the practitioner leaves the care team, that patient's data goes id-only too.
+    team = sub_fhir.search(f"CareTeam?subject=Patient/{mine}")["entry"][0]["resource"]
+    response = sub_fhir.request("PUT", f"/fhir/CareTeam/{team['id']}", {**team, "status": "inactive"})
+    assert response.status_code == 200, response.get_json()
+    later = sub_fhir.create(encounter(patient=mine))["id"]
+    pump(lambda: len(receiver.of_kind("event-notification")) == 3)
+    assert "resource" not in _by_focus(receiver)[f"Encounter/{later}"]
+
+
+def test_backend_client_gets_full_resources_only_of_types_it_may_read(
+    sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
+) -> None:
+    client = sub_app.test_client()
+    reader = _as(sub_app, system_token(client, "system/Subscription.cruds system/Encounter.rs"))
+    blind = _as(sub_app, system_token(client, "system/Subscription.cruds system/Patient.rs"))
+    full = _subscribe(reader, sub_fhir, pump, classic(receiver.url, payload="application/fhir+json"))
+    limited = _subscribe(blind, sub_fhir, pump, classic(receiver.url, payload="application/fhir+json"))
+    enc_id = sub_fhir.create(encounter())["id"]
+    pump(lambda: len(receiver.of_kind("event-notification")) == 2)
+    by_sub = {
+        note.status["subscription"]["reference"].rsplit("/", 1)[-1]: note
+        for note in receiver.of_kind("event-notification")
+    }
+    assert by_sub[full].body["entry"][1]["resource"]["id"] == enc_id
+    id_only = by_sub[limited].body["entry"][1]
+    assert "resource" not in id_only
+    assert id_only["fullUrl"].endswith(f"Encounter/{enc_id}")
+    assert by_sub[limited].status["notification-event"][0]["focus"]["reference"].endswith(enc_id)
+
+    # $events with full-resource: the caller's scopes decide, not the subscription's.
+    replay = blind.request("GET", f"/fhir/Subscription/{full}/$events?content=full-resource")
+    assert replay.status_code == 200, replay.get_json()
+    assert "resource" not in replay.get_json()["entry"][1]
+    replay = reader.request("GET", f"/fhir/Subscription/{limited}/$events?content=full-resource")
+    assert replay.get_json()["entry"][1]["resource"]["id"] == enc_id
