@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from coordination_api.subscriptions.config import SubscriptionSettings
+
 PREFIX = "COORDINATION_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +40,33 @@ def _int(value: str | None, default: int) -> int:
     if value is None or value == "":
         return default
     return int(value)
+
+
+def _float(value: str | None, default: float) -> float:
+    if value is None or value == "":
+        return default
+    return float(value)
+
+
+def _subscriptions(env: Mapping[str, str]) -> SubscriptionSettings:
+    """``COORDINATION_SUBSCRIPTION_<FIELD>`` for each field of SubscriptionSettings (delays in seconds)."""
+    d = SubscriptionSettings()
+    p = PREFIX + "SUBSCRIPTION_"
+    networks = tuple(n for n in env.get(p + "ALLOWED_NETWORKS", "").split() if n)
+    return SubscriptionSettings(
+        allow_loopback=_bool(env.get(p + "ALLOW_LOOPBACK"), d.allow_loopback),
+        allowed_networks=networks or d.allowed_networks,
+        connect_timeout=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect_timeout),
+        read_timeout=_float(env.get(p + "READ_TIMEOUT"), d.read_timeout),
+        retry_base=_float(env.get(p + "RETRY_BASE"), d.retry_base),
+        retry_cap=_float(env.get(p + "RETRY_CAP"), d.retry_cap),
+        retry_jitter=_float(env.get(p + "RETRY_JITTER"), d.retry_jitter),
+        retry_period=_float(env.get(p + "RETRY_PERIOD"), d.retry_period),
+        lease=_float(env.get(p + "LEASE"), d.lease),
+        poll_interval=_float(env.get(p + "POLL_INTERVAL"), d.poll_interval),
+        batch_size=_int(env.get(p + "BATCH_SIZE"), d.batch_size),
+        max_events=_int(env.get(p + "MAX_EVENTS"), d.max_events),
+    )
 
 
 @dataclass(frozen=True)
@@ -83,6 +112,8 @@ class Settings:
     # memory-queue sink) and is an explicit operator choice.
     audit_reads: str = "sync"
     audit_queue_max: int = 10_000
+    # Subscription delivery (worker delays, retries, endpoint safety): COORDINATION_SUBSCRIPTION_*.
+    subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -114,5 +145,6 @@ class Settings:
             cors_origins=tuple(o for o in env.get(PREFIX + "CORS_ORIGINS", "").split() if o),
             trusted_proxies=_int(env.get(PREFIX + "TRUSTED_PROXIES"), 0),
             secure_cookies=_bool(env.get(PREFIX + "SECURE_COOKIES"), False),
+            subscriptions=_subscriptions(env),
         )
         return replace(base, **overrides) if overrides else base

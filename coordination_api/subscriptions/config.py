@@ -22,7 +22,7 @@ class SubscriptionSettings:
     retry_jitter: float = 0.2
     retry_period: float = 24 * 3600.0
     # A claimed row / handshake belongs to its worker for this long (then another may retry it).
-    lease: float = 60.0
+    lease: float = 20.0  # > connect + read timeout; a crashed worker's row waits this long
     # Idle wait of the worker loop between polls, and rows claimed per pass.
     poll_interval: float = 1.0
     batch_size: int = 50
