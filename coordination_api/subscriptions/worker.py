@@ -226,6 +226,15 @@ class Deliverer:
     def _deliver(self, batch: list[int], lease: int) -> None:
         o = subscription_outbox
         st = subscription_state
+        # A pass claims many rows under one lease and sends them one after the other: each row's lease
+        # is renewed just before its POST, so a slow endpoint earlier in the pass never lets another
+        # worker send it as well (unless this one has stopped meanwhile).
+        renewed = self._lease()
+        with self.repo.writing() as conn:
+            conn.execute(
+                update(o).where(o.c.pk.in_(batch), o.c.lease_until == lease).values(lease_until=renewed)
+            )
+        lease = renewed
         with self.engine.connect() as conn, conn.begin():
             rows = conn.execute(
                 select(o).where(o.c.pk.in_(batch), o.c.lease_until == lease).order_by(o.c.event_number)
