@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from flask import Response, request
+from flask import Response
 from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select
 from sqlalchemy.engine import Connection
 
@@ -22,13 +22,13 @@ from coordination_api.errors import Category, FhirError, Issue, operation_outcom
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
 from coordination_api.fhir.http import base_url, fhir_json_response, prefer, version_headers
+from coordination_api.fhir.search import request_params
 from coordination_api.search.compiler import SearchCompiler
 from coordination_api.search.paging import PageToken
 from coordination_api.search.values import split_or
 
 TYPE = "AuditEvent"
 CLIENT_SYSTEM = "urn:coordination:client"  # agent.who.identifier.system of client applications
-_HTTP_ONLY = {"_format", "_pretty", "_page"}
 _IGNORED_CONTROLS = {"_summary", "_elements"}  # accepted, whole events are returned
 ae = audit_event
 
@@ -143,25 +143,14 @@ def _compile(params: list[tuple[str, str]], strict: bool) -> tuple[list[ColumnEl
     return where, issues
 
 
-def _params() -> list[tuple[str, str]]:
-    params = [(k, v) for k, v in request.args.items(multi=True) if k not in _HTTP_ONLY]
-    if request.method == "POST":
-        if (request.mimetype or "").lower() not in {"", "application/x-www-form-urlencoded"}:
-            raise FhirError(
-                Category.UNSUPPORTED_MEDIA_TYPE,
-                "POST _search takes application/x-www-form-urlencoded parameters",
-            )
-        params += [(k, v) for k, v in request.form.items(multi=True) if k not in _HTTP_ONLY]
-    return params
-
-
 def search() -> Response:
     access.require(TYPE, "s")
-    page = request.values.get("_page")
+    params = request_params()
+    page = next((v for k, v in params if k == "_page"), None)
     if page is not None:
         token = PageToken.decode(page)
     else:
-        params = _params()
+        params = [p for p in params if p[0] != "_page"]
         token = PageToken(params, 0, _count(params), 0)
     where, issues = _compile(token.params, prefer("handling") == "strict")
     where += _scope_filters()

@@ -21,7 +21,8 @@ from coordination_api.storage.repository import Stored
 _HTTP_ONLY = {"_format", "_pretty"}
 
 
-def _request_params() -> list[tuple[str, str]]:
+def request_params() -> list[tuple[str, str]]:
+    """Search parameters of a GET query string or a POST _search form (``_page`` included)."""
     params = [(k, v) for k, v in request.args.items(multi=True) if k not in _HTTP_ONLY]
     if request.method == "POST":
         media = (request.mimetype or "").lower()
@@ -89,7 +90,7 @@ def search(resource_type: str) -> Response:
     check_type(resource_type, write=False)
     access.require(resource_type, "s")
     svc = services()
-    params = _request_params()
+    params = request_params()
     strict = prefer("handling") == "strict"
     page = next((v for k, v in params if k == "_page"), None)
     with svc.repo.reading() as conn:
