@@ -19,7 +19,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from coordination_api.coordination.events import EncounterEvent, EventError
+from coordination_api.coordination.events import EncounterEvent, EventError, content_of
 from coordination_api.errors import FhirError
 from coordination_api.fhir import create as fhir_create  # module import: create.py imports nde, nde us
 from coordination_api.fhir.context import Services
@@ -173,7 +173,7 @@ def _encounter(
 ) -> Stored | None:
     if event.encounter is None:
         return None
-    incoming = {k: v for k, v in event.encounter.items() if k not in {"id", "meta"}}
+    incoming = content_of(event.encounter)
     incoming["subject"] = {"reference": f"Patient/{patient.res_id}"}
     if provider is not None:
         incoming["serviceProvider"] = {"reference": f"Organization/{provider.res_id}"}
@@ -189,7 +189,7 @@ def _encounter(
     if created:
         return stored
     merged = _merge(stored.json(), incoming, event.kind)
-    if merged == {k: v for k, v in stored.json().items() if k not in {"id", "meta"}}:
+    if merged == content_of(stored.json()):
         return stored
     updated, _created = svc.repo.update(conn, "Encounter", stored.res_id, _valid(merged, "Encounter"))
     return updated
@@ -197,7 +197,7 @@ def _encounter(
 
 def _merge(current: dict[str, Any], incoming: dict[str, Any], kind: str) -> dict[str, Any]:
     """The stored Encounter brought up to date by a later event of the same visit."""
-    merged = {k: v for k, v in current.items() if k not in {"id", "meta"}}
+    merged = content_of(current)
     for key, value in incoming.items():
         if key == "period":
             period = dict(merged.get("period") or {})
@@ -230,7 +230,7 @@ def _documents(
     conn: Connection, svc: Services, event: EncounterEvent, patient: Stored, encounter: Stored | None
 ) -> None:
     for reference, binary in event.documents:
-        doc = {k: v for k, v in reference.items() if k not in {"id", "meta"}}
+        doc = content_of(reference)
         if binary is not None:
             stored_binary = svc.repo.create(
                 conn, "Binary", _valid({k: v for k, v in binary.items() if k != "id"}, "Binary")

@@ -18,6 +18,11 @@ KINDS = frozenset(
 )
 
 
+def content_of(resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource's content without its sender-side ``id`` and ``meta`` (we assign our own)."""
+    return {k: v for k, v in resource.items() if k not in {"id", "meta"}}
+
+
 class EventError(Exception):
     """The message cannot become an encounter event.
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from coordination_api.coordination import discharge
-from coordination_api.coordination.events import EncounterEvent, EventError
+from coordination_api.coordination.events import EncounterEvent, EventError, content_of
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir.context import Services
 from fhir_profiles.french_identifiers import FINESS
@@ -47,10 +47,6 @@ def _contained(resource: dict[str, Any], reference: Any, resource_type: str) -> 
         if isinstance(item, dict) and item.get("id") == wanted and item.get("resourceType") == resource_type:
             return item
     return None
-
-
-def _strip(resource: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resource.items() if k not in {"id", "meta"}}
 
 
 def to_event(resource: dict[str, Any], coding: dict[str, Any]) -> EncounterEvent:
@@ -85,9 +81,9 @@ def to_event(resource: dict[str, Any], coding: dict[str, Any]) -> EncounterEvent
         kind=kind,
         sender=f"nde:{finess[0]}" if finess else "nde:" + str((sender or {}).get("name") or "unknown"),
         message_id=(f"{identifiers[0].get('system', '')}|{identifiers[0]['value']}" if identifiers else ""),
-        patient=_strip(patient),
-        encounter={k: v for k, v in _strip(encounter).items() if k != "subject"},
-        service_provider=_strip(sender) if sender else None,
+        patient=content_of(patient),
+        encounter={k: v for k, v in content_of(encounter).items() if k != "subject"},
+        service_provider=content_of(sender) if sender else None,
         occurred=when,
     )
 

@@ -17,7 +17,7 @@ from typing import Any
 from flask import Response, request
 
 from coordination_api.coordination import discharge
-from coordination_api.coordination.events import EncounterEvent, EventError
+from coordination_api.coordination.events import EncounterEvent, EventError, content_of
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
@@ -64,10 +64,6 @@ class _Message:
         )
 
 
-def _strip(resource: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resource.items() if k not in {"id", "meta"}}
-
-
 def to_event(bundle: dict[str, Any]) -> EncounterEvent:
     """The message as an encounter event (EventError: a fatal-error response)."""
     header = bundle["entry"][0]["resource"]
@@ -111,8 +107,8 @@ def to_event(bundle: dict[str, Any]) -> EncounterEvent:
             for content in resource.get("content") or []:
                 url = (content.get("attachment") or {}).get("url")
                 binary = binary or message.resolve({"reference": url}, "Binary")
-            documents.append((_strip(resource), _strip(binary) if binary else None))
-    body = _strip(encounter)
+            documents.append((content_of(resource), content_of(binary) if binary else None))
+    body = content_of(encounter)
     body.pop("subject", None)
     body.pop("serviceProvider", None)
     body.pop("participant", None)
@@ -121,10 +117,10 @@ def to_event(bundle: dict[str, Any]) -> EncounterEvent:
         kind=kind,
         sender=str(source.get("endpoint") or source.get("name") or ""),
         message_id=str(header.get("id") or (bundle.get("identifier") or {}).get("value") or ""),
-        patient=_strip(patient),
+        patient=content_of(patient),
         encounter=body,
-        service_provider=_strip(provider) if provider else None,
-        practitioners=[_strip(p) for p in practitioners],
+        service_provider=content_of(provider) if provider else None,
+        practitioners=[content_of(p) for p in practitioners],
         documents=documents,
         occurred=bundle.get("timestamp"),
     )
