@@ -7,12 +7,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from coordination_api.search.dates import format_instant
-from coordination_api.storage.repository import Stored, now_us
-from coordination_api.storage.schema import resource_history
+from coordination_api.storage.repository import Repository, Stored, now_us
 from coordination_api.subscriptions import model
 
 
@@ -61,19 +59,14 @@ def status_parameters(
     return {"resourceType": "Parameters", "meta": {"profile": [model.STATUS_PROFILE]}, "parameter": params}
 
 
-def focus_versions(conn: Connection, events: list[Event]) -> dict[str, Stored]:
+def focus_versions(repo: Repository, conn: Connection, events: list[Event]) -> dict[str, Stored]:
     """The focus resources as they were at each event (from the history table)."""
-    h = resource_history
     out: dict[str, Stored] = {}
     for event in events:
         res_type, res_id, _h, version = event.focus.split("/")
-        row = conn.execute(
-            select(
-                h.c.res_pk, h.c.res_type, h.c.res_id, h.c.version, h.c.last_updated, h.c.deleted, h.c.content
-            ).where(h.c.res_type == res_type, h.c.res_id == res_id, h.c.version == int(version))
-        ).first()
-        if row is not None:
-            out[event.focus] = Stored(*row)
+        stored = repo.version(conn, res_type, res_id, int(version))
+        if stored is not None:
+            out[event.focus] = stored
     return out
 
 

@@ -116,7 +116,7 @@ def events(res_id: str) -> Response:
             stmt = stmt.where(o.c.event_number <= until)
         rows = conn.execute(stmt.order_by(o.c.event_number).limit(svc.config.max_events)).all()
         found = [notify.Event(r.event_number, r.focus, r.created_us) for r in rows]
-        resources = notify.focus_versions(conn, found) if content == "full-resource" else {}
+        resources = notify.focus_versions(svc.repo, conn, found) if content == "full-resource" else {}
         for focus, stored in list(resources.items()):
             # The reader's scopes and care-team rule apply to replayed data; what they may not read
             # is replayed id-only (Backport: a server may send less than full-resource).

@@ -260,7 +260,7 @@ class Deliverer:
                 allowed = reach.full_resource_focuses(conn, state, [e.focus for e in events])
                 resources = {
                     focus: stored
-                    for focus, stored in notify.focus_versions(conn, events).items()
+                    for focus, stored in notify.focus_versions(self.repo, conn, events).items()
                     if focus in allowed
                 }
         body = notify.bundle(
