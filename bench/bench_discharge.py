@@ -35,6 +35,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -288,8 +289,13 @@ def closed_loop_http(poster: Poster, prefix: str, concurrency: int, seconds: flo
                     run.errors += 1
             i += 1
 
+    return _run_clients(run, concurrency, client, latencies)
+
+
+def _run_clients(run: Run, count: int, client: Callable[[int], None], latencies: list[float]) -> Run:
+    """Run ``count`` closed-loop clients to the end and fill in the run's rate and latencies."""
     start = time.monotonic()
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(concurrency)]
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(count)]
     for t in threads:
         t.start()
     for t in threads:
@@ -326,16 +332,7 @@ def closed_loop_mllp(port: int, prefix: str, connections: int, seconds: float) -
                         run.errors += 1
                 i += 1
 
-    start = time.monotonic()
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    run.seconds = time.monotonic() - start
-    run.rate = run.messages / run.seconds
-    run.latencies(latencies)
-    return run
+    return _run_clients(run, connections, client, latencies)
 
 
 def pending_rows(db: Database) -> int:
