@@ -20,15 +20,17 @@ from sqlalchemy import (
     Text,
 )
 
+# BIGINT autoincrement on PostgreSQL; INTEGER PRIMARY KEY (rowid alias) on SQLite. Shared with
+# coordination_api.storage.schema (auth/ imports nothing of coordination_api, so they live here).
 PK = BigInteger().with_variant(Integer(), "sqlite")
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
-auth_metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+auth_metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 oauth_client = Table(
     "oauth_client",

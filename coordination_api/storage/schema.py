@@ -22,17 +22,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-# BIGINT autoincrement on PostgreSQL; INTEGER PRIMARY KEY (rowid alias) on SQLite.
-PK = BigInteger().with_variant(Integer(), "sqlite")
+from auth.schema import NAMING_CONVENTION, PK
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 resource = Table(
     "resource",
