@@ -15,10 +15,12 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from sqlalchemy import insert, select
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
+from coordination_api.coordination import protocols
 from coordination_api.coordination.events import EncounterEvent, EventError, content_of
 from coordination_api.errors import FhirError
 from coordination_api.fhir import create as fhir_create  # module import: create.py imports nde, nde us
@@ -55,23 +57,30 @@ def process_in(conn: Connection, svc: Services, event: EncounterEvent) -> Outcom
     if not event.sender or not event.message_id:
         raise EventError("The message has no sender or no message id", code="101", location="MSH-10")
     key = (message_log.c.sender == event.sender[:255], message_log.c.message_id == event.message_id[:255])
-    try:
-        with conn.begin_nested():
-            conn.execute(
-                insert(message_log),
-                {
-                    "sender": event.sender[:255],
-                    "message_id": event.message_id[:255],
-                    "kind": event.kind,
-                    "received_us": int(time.time() * 1_000_000),
-                    "outcome": "{}",
-                },
-            )
-    except IntegrityError:
+    # The primary key decides between a first delivery and a replay, also between two concurrent
+    # deliveries of one message (the second waits on the key, then inserts nothing).
+    claimed = conn.execute(
+        _insert_for(conn)(message_log)
+        .values(
+            sender=event.sender[:255],
+            message_id=event.message_id[:255],
+            kind=event.kind,
+            received_us=int(time.time() * 1_000_000),
+            outcome="{}",
+        )
+        .on_conflict_do_nothing()
+        .returning(message_log.c.sender)
+    ).first()
+    if claimed is None:
         return _replay(conn, event)
     outcome = _store(conn, svc, event)
     conn.execute(message_log.update().where(*key).values(outcome=outcome.to_json()))
     return outcome
+
+
+def _insert_for(conn: Connection) -> Any:
+    """The dialect's INSERT (both have ON CONFLICT DO NOTHING … RETURNING)."""
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
 def _replay(conn: Connection, event: EncounterEvent) -> Outcome:
@@ -84,20 +93,25 @@ def _replay(conn: Connection, event: EncounterEvent) -> Outcome:
     return Outcome(data["kind"], data["patient"], data.get("encounter"), replayed=True)
 
 
-def _valid(resource: dict[str, Any], resource_type: str) -> dict[str, Any]:
+def _valid(resource: dict[str, Any], resource_type: str, event: EncounterEvent) -> dict[str, Any]:
     try:
-        return validate_resource(resource, resource_type)
+        return validate_resource(resource, resource_type, structure=not event.structure_checked)
     except FhirError as exc:
         raise EventError(f"{resource_type}: {exc.diagnostics}", code="102", location=resource_type) from exc
 
 
 def _upsert_by_identifier(
-    conn: Connection, svc: Services, resource_type: str, body: dict[str, Any], identifier: dict[str, Any]
+    conn: Connection,
+    svc: Services,
+    event: EncounterEvent,
+    resource_type: str,
+    body: dict[str, Any],
+    identifier: dict[str, Any],
 ) -> tuple[Stored, bool]:
     """Conditional create on one identifier: (stored, created). The database decides between
     concurrent senders (the conditional-create claim), not a check-then-insert."""
     criteria = identifier_criteria(identifier)
-    result = fhir_create.create_in(conn, svc, resource_type, _valid(body, resource_type), criteria)
+    result = fhir_create.create_in(conn, svc, resource_type, _valid(body, resource_type, event), criteria)
     assert result.stored is not None
     return result.stored, result.status == 201
 
@@ -127,10 +141,10 @@ def _patient(conn: Connection, svc: Services, event: EncounterEvent) -> Stored:
     local = [i for i in identifiers if i["system"] not in INS_SYSTEMS]
     keys = ins[:1] + local[:1]
     if not keys:
-        result = fhir_create.create_in(conn, svc, "Patient", _valid(patient, "Patient"))
+        result = fhir_create.create_in(conn, svc, "Patient", _valid(patient, "Patient", event))
         assert result.stored is not None
         return result.stored
-    stored, created = _upsert_by_identifier(conn, svc, "Patient", patient, keys[0])
+    stored, created = _upsert_by_identifier(conn, svc, event, "Patient", patient, keys[0])
     if created:
         return stored
     # Found by INS: make sure this sender's IPP is on the record too (matching by IPP next time).
@@ -140,27 +154,30 @@ def _patient(conn: Connection, svc: Services, event: EncounterEvent) -> Stored:
     if missing:
         current["identifier"] = [*(current.get("identifier") or []), *missing]
         current.pop("meta", None)
-        stored, _created = svc.repo.update(conn, "Patient", stored.res_id, _valid(current, "Patient"))
+        stored, _created = svc.repo.update(conn, "Patient", stored.res_id, _valid(current, "Patient", event))
     return stored
 
 
-def _organization(conn: Connection, svc: Services, organization: dict[str, Any] | None) -> Stored | None:
+def _organization(conn: Connection, svc: Services, event: EncounterEvent) -> Stored | None:
+    organization = event.service_provider
     if organization is None:
         return None
     finess = [i for i in organization.get("identifier") or [] if i.get("system") == FINESS and i.get("value")]
     body = {k: v for k, v in organization.items() if k != "id"}
     if finess:
-        return _upsert_by_identifier(conn, svc, "Organization", body, finess[0])[0]
-    result = fhir_create.create_in(conn, svc, "Organization", _valid(body, "Organization"))
+        return _upsert_by_identifier(conn, svc, event, "Organization", body, finess[0])[0]
+    result = fhir_create.create_in(conn, svc, "Organization", _valid(body, "Organization", event))
     return result.stored
 
 
-def _practitioner(conn: Connection, svc: Services, practitioner: dict[str, Any]) -> Stored | None:
+def _practitioner(
+    conn: Connection, svc: Services, event: EncounterEvent, practitioner: dict[str, Any]
+) -> Stored | None:
     rpps = [i for i in practitioner.get("identifier") or [] if i.get("system") == RPPS and i.get("value")]
     if not rpps:
         return None  # an unidentified practitioner is not worth a record of its own
     body = {k: v for k, v in practitioner.items() if k != "id"}
-    return _upsert_by_identifier(conn, svc, "Practitioner", body, rpps[0])[0]
+    return _upsert_by_identifier(conn, svc, event, "Practitioner", body, rpps[0])[0]
 
 
 def _encounter(
@@ -183,15 +200,15 @@ def _encounter(
         ]
     visit = [i for i in incoming.get("identifier") or [] if i.get("system") and i.get("value")]
     if not visit:
-        result = fhir_create.create_in(conn, svc, "Encounter", _valid(incoming, "Encounter"))
+        result = fhir_create.create_in(conn, svc, "Encounter", _valid(incoming, "Encounter", event))
         return result.stored
-    stored, created = _upsert_by_identifier(conn, svc, "Encounter", incoming, visit[0])
+    stored, created = _upsert_by_identifier(conn, svc, event, "Encounter", incoming, visit[0])
     if created:
         return stored
     merged = _merge(stored.json(), incoming, event.kind)
     if merged == content_of(stored.json()):
         return stored
-    updated, _created = svc.repo.update(conn, "Encounter", stored.res_id, _valid(merged, "Encounter"))
+    updated, _created = svc.repo.update(conn, "Encounter", stored.res_id, _valid(merged, "Encounter", event))
     return updated
 
 
@@ -233,7 +250,7 @@ def _documents(
         doc = content_of(reference)
         if binary is not None:
             stored_binary = svc.repo.create(
-                conn, "Binary", _valid({k: v for k, v in binary.items() if k != "id"}, "Binary")
+                conn, "Binary", _valid({k: v for k, v in binary.items() if k != "id"}, "Binary", event)
             )
             for content in doc.get("content") or []:
                 attachment = content.get("attachment")
@@ -243,15 +260,17 @@ def _documents(
         doc["subject"] = {"reference": f"Patient/{patient.res_id}"}
         if encounter is not None:
             doc.setdefault("context", {})["encounter"] = [{"reference": f"Encounter/{encounter.res_id}"}]
-        svc.repo.create(conn, "DocumentReference", _valid(doc, "DocumentReference"))
+        svc.repo.create(conn, "DocumentReference", _valid(doc, "DocumentReference", event))
 
 
 def _store(conn: Connection, svc: Services, event: EncounterEvent) -> Outcome:
     patient = _patient(conn, svc, event)
-    provider = _organization(conn, svc, event.service_provider)
-    practitioners = [p for p in (_practitioner(conn, svc, x) for x in event.practitioners) if p is not None]
+    provider = _organization(conn, svc, event)
+    practitioners = [p for p in (_practitioner(conn, svc, event, x) for x in event.practitioners) if p]
     encounter = _encounter(conn, svc, event, patient, provider, practitioners)
     _documents(conn, svc, event, patient, encounter)
+    if event.kind == "discharge" and encounter is not None:  # protocols triggered by a discharge
+        protocols.start_on_discharge(conn, svc, f"Patient/{patient.res_id}", f"Encounter/{encounter.res_id}")
     return Outcome(
         event.kind,
         f"Patient/{patient.res_id}",

@@ -57,3 +57,6 @@ class EncounterEvent:
     # (DocumentReference JSON, Binary JSON or None): e.g. the discharge letter (LOINC 11490-0)
     documents: list[tuple[dict[str, Any], dict[str, Any] | None]] = field(default_factory=list)
     occurred: str | None = None  # FHIR dateTime of the event (EVN-2/EVN-6, MessageHeader timestamp)
+    # The door already checked the resources' R4 structure (a $process-message Bundle is validated
+    # whole): intake then applies only the profile and French identifier rules to each of them.
+    structure_checked: bool = False

@@ -23,6 +23,7 @@ from auth.service import AuthService, UnauthenticatedError
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir.http import fhir_json_response
 from coordination_api.search.compiler import SearchQuery
+from coordination_api.storage.indexer import outside_compartments
 from coordination_api.storage.repository import Stored
 from coordination_api.storage.schema import idx_compartment, resource
 
@@ -213,7 +214,19 @@ def visibility(pk: Any) -> list[ColumnElement[bool]]:
 
 def _patients_of(conn: Connection, pks: list[int]) -> list[tuple[str, bool]]:
     """(patient, reachable) for each compartment the resources are in."""
+    return _reach(conn, pks, patient_filter())
+
+
+def _reach_of(conn: Connection, stored: list[Stored]) -> list[tuple[str, bool]]:
+    """``_patients_of`` for written versions; a system client's reach is everything, so the
+    compartments the write just indexed answer without a query."""
     f = patient_filter()
+    if f is None and all(s.compartment is not None for s in stored):
+        return [(p, True) for p in dict.fromkeys(p for s in stored for p in s.compartment or ())]
+    return _reach(conn, [s.pk for s in stored], f)
+
+
+def _reach(conn: Connection, pks: list[int], f: PatientFilter | None) -> list[tuple[str, bool]]:
     c = idx_compartment
     if f is None:
         ok: ColumnElement[Any] = true()
@@ -272,6 +285,9 @@ def check_stored(conn: Connection, stored: Stored) -> None:
     """A resource read by id: 403 when it is in the compartment of a patient out of reach."""
     if not has_request_context() or g.get("principal") is None:
         return
+    if outside_compartments(stored.res_type):
+        check_reach(stored, [])
+        return
     check_reach(stored, _patients_of(conn, [stored.pk]))
 
 
@@ -318,7 +334,7 @@ def guard_write(conn: Connection, stored: list[Stored], phase: str) -> None:
     created: set[str] = g.setdefault("created_patients", set())
     if phase == "after":
         created.update(s.res_id for s in stored if s.res_type == "Patient" and s.version == 1)
-    reach = _patients_of(conn, [s.pk for s in stored])
+    reach = _reach_of(conn, stored)
     _note(stored, [p for p, _ok in reach])
     if any(not ok and p not in created for p, ok in reach):
         raise FhirError(

@@ -114,6 +114,7 @@ def to_event(bundle: dict[str, Any]) -> EncounterEvent:
     body.pop("participant", None)
     source = header.get("source") or {}
     return EncounterEvent(
+        structure_checked=True,
         kind=kind,
         sender=str(source.get("endpoint") or source.get("name") or ""),
         message_id=str(header.get("id") or (bundle.get("identifier") or {}).get("value") or ""),

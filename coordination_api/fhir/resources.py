@@ -262,9 +262,15 @@ def _message(error: dict[str, Any], expression: str) -> str:
 
 
 def validate_resource(
-    resource: Any, expected_type: str | None = None, root: str | None = None, *, profiles: bool = True
+    resource: Any,
+    expected_type: str | None = None,
+    root: str | None = None,
+    *,
+    profiles: bool = True,
+    structure: bool = True,
 ) -> dict[str, Any]:
-    """Check a decoded resource: R4 structure, then French identifiers and claimed profiles (422)."""
+    """Check a decoded resource: R4 structure (unless the caller checked it already, e.g. as part of
+    its Bundle), then French identifiers and claimed profiles (422)."""
     if not isinstance(resource, dict):
         raise FhirError(Category.STRUCTURE, "A FHIR resource must be a JSON object")
     resource_type = resource.get("resourceType")
@@ -283,6 +289,10 @@ def validate_resource(
             expression=root or resource_type,
         )
     root = root or resource_type
+    if not structure:
+        if profiles:
+            enforce(resource, root)
+        return resource
     _check_r4_only(resource, root)
     model = resource_model(resource_type)
     try:

@@ -240,6 +240,11 @@ def _compartment_params() -> dict[str, frozenset[str]]:
     }
 
 
+def outside_compartments(resource_type: str) -> bool:
+    """True for types no Patient compartment ever holds (e.g. Organization, Practitioner)."""
+    return resource_type != "Patient" and resource_type not in _compartment_params()
+
+
 def _add_compartment_rows(rows: Rows, resource_type: str, resource: dict[str, Any]) -> None:
     """The patients whose compartment holds this resource (a Patient is in its own)."""
     params = _compartment_params().get(resource_type, frozenset())

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -47,6 +47,9 @@ class Stored:
     last_updated: int
     deleted: bool
     content: str | None
+    # The patients whose compartment holds this version, when the write that made it just indexed
+    # them (None = not known here: ask idx_compartment).
+    compartment: tuple[str, ...] | None = field(default=None, compare=False)
 
     @property
     def etag(self) -> str:
@@ -251,12 +254,14 @@ class Repository:
                 }
             )
             fulls.append(full)
+        statement = insert(resource).returning(resource.c.pk, sort_by_parameter_order=True)
+        if all(res_id is None for _t, res_id, _b in items):
+            # Server-assigned ids are random UUIDs: no conflict to recover from, so no savepoint.
+            pks = [row[0] for row in conn.execute(statement, rows)]
+            return self._created(conn, rows, fulls, pks, ts, method)
         try:
             with conn.begin_nested():
-                result = conn.execute(
-                    insert(resource).returning(resource.c.pk, sort_by_parameter_order=True), rows
-                )
-                pks = [row[0] for row in result]
+                pks = [row[0] for row in conn.execute(statement, rows)]
         except IntegrityError as exc:
             if len(items) == 1:
                 raise FhirError(
@@ -267,12 +272,25 @@ class Repository:
                 self.create(conn, r["res_type"], b, r["res_id"], method)
                 for r, (_t, _i, b) in zip(rows, items, strict=True)
             ]
+        return self._created(conn, rows, fulls, pks, ts, method)
+
+    def _created(
+        self,
+        conn: Connection,
+        rows: list[dict[str, Any]],
+        fulls: list[dict[str, Any]],
+        pks: list[int],
+        ts: int,
+        method: str,
+    ) -> list[Stored]:
+        """History, index rows and hooks of freshly inserted resources."""
         stored = [
             Stored(pk, row["res_type"], row["res_id"], 1, ts, False, row["content"])
             for pk, row in zip(pks, rows, strict=True)
         ]
         conn.execute(insert(resource_history), [self._history_row(s, method) for s in stored])
-        self._insert_index(conn, list(zip(stored, fulls, strict=True)))
+        patients = self._insert_index(conn, list(zip(stored, fulls, strict=True)))
+        stored = [replace(s, compartment=patients.get(s.pk, ())) for s in stored]
         self._check(conn, stored, "after")
         return stored
 
@@ -325,7 +343,9 @@ class Repository:
                 continue
             stored = Stored(current.pk, res_type, res_id, version, ts, False, content)
             self._history(conn, stored, method)
-            self._index(conn, stored, full, fresh=False)
+            self._clear_index(conn, stored.pk, stored.res_type)
+            patients = self._insert_index(conn, [(stored, full)])
+            stored = replace(stored, compartment=patients.get(stored.pk, ()))
             self._check(conn, [stored], "after")
             return stored, current.deleted
         raise FhirError(Category.CONFLICT, f"{res_type}/{res_id} was modified concurrently; retry")
@@ -410,14 +430,13 @@ class Repository:
         if derived is not None:
             conn.execute(delete(derived[0]).where(derived[0].c.res_pk == pk))
 
-    def _index(self, conn: Connection, stored: Stored, full: dict[str, Any], *, fresh: bool) -> None:
-        if not fresh:
-            self._clear_index(conn, stored.pk, stored.res_type)
-        self._insert_index(conn, [(stored, full)])
-
-    def _insert_index(self, conn: Connection, items: list[tuple[Stored, dict[str, Any]]]) -> None:
-        """Index rows of many resources, one executemany per index table."""
+    def _insert_index(
+        self, conn: Connection, items: list[tuple[Stored, dict[str, Any]]]
+    ) -> dict[int, tuple[str, ...]]:
+        """Index rows of many resources, one executemany per index table; returns each resource's
+        compartment patients (the rows just written)."""
         batched: dict[str, list[dict[str, Any]]] = {}
+        patients: dict[int, tuple[str, ...]] = {}
         policy_rows: dict[str, list[dict[str, Any]]] = {}
         for stored, full in items:
             derived = DERIVED.get(stored.res_type)
@@ -429,6 +448,8 @@ class Repository:
                 for row in rows:
                     row["res_pk"] = stored.pk
                 batched.setdefault(kind, []).extend(rows)
+                if kind == "compartment":
+                    patients[stored.pk] = tuple(dict.fromkeys(row["patient_id"] for row in rows))
         for kind, rows in batched.items():
             if len(rows) >= COPY_THRESHOLD and conn.dialect.name == "postgresql":
                 _copy_rows(conn, INDEX_TABLES[kind].name, rows)
@@ -436,6 +457,7 @@ class Repository:
                 conn.execute(insert(INDEX_TABLES[kind]), rows)
         for res_type, rows in policy_rows.items():
             conn.execute(insert(DERIVED[res_type][0]), rows)
+        return patients
 
 
 # Bulk index rows go through COPY on PostgreSQL (several times cheaper than an executemany).

@@ -17,7 +17,7 @@ from coordination_api.fhir.resources import parse_json
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
 from coordination_api.subscriptions import model, notify
-from coordination_api.subscriptions.service import SubscriptionService, effective_status
+from coordination_api.subscriptions.service import SubscriptionService, effective_status, request_owner
 
 
 def _service() -> SubscriptionService:
@@ -40,9 +40,25 @@ def _params() -> list[tuple[str, str]]:
     return out
 
 
+def _owned_by_caller(row: Row[Any]) -> bool:
+    """A subscription's status and events are its owner's: the client (system token) or the
+    practitioner (user token) that last wrote it. One written without a caller (CLI, security
+    disabled) has no owner and is open to any caller allowed to read Subscriptions."""
+    caller = request_owner()
+    if caller is None or all(caller[c] is None for c in ("owner_client", "owner_practitioner")):
+        return True  # no principal: security disabled on loopback
+    if row.owner_client is None and row.owner_practitioner is None:
+        return True
+    if row.owner_practitioner is not None or caller["owner_practitioner"] is not None:
+        return bool(row.owner_practitioner == caller["owner_practitioner"])
+    return bool(row.owner_client == caller["owner_client"])
+
+
 def _state(conn: Connection, res_id: str) -> tuple[Row[Any], model.Spec]:
     st = subscription_state
     row = conn.execute(select(st).where(st.c.res_id == res_id)).first()
+    if row is not None and not _owned_by_caller(row):
+        row = None  # someone else's subscription: as unknown as a missing one (no existence oracle)
     compiled = _service().compiled(conn, row.res_pk, row.version, row.res_id) if row is not None else None
     if row is None or compiled is None:
         raise FhirError(Category.NOT_FOUND, f"Subscription/{res_id} is not known to the notification service")
@@ -76,8 +92,8 @@ def status(res_id: str | None = None) -> Response:
             found = [_state(conn, i) for i in ids]
         else:
             st = subscription_state
-            rows = conn.execute(select(st.c.res_id).order_by(st.c.res_pk).limit(1000)).scalars().all()
-            found = [_state(conn, i) for i in rows]
+            rows = conn.execute(select(st).order_by(st.c.res_pk).limit(1000)).all()
+            found = [_state(conn, r.res_id) for r in rows if _owned_by_caller(r)]
         for row, spec in found:
             if not wanted or _status(row) in wanted:
                 entries.append(_status_entry(row, spec, base))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,11 @@ class SubscriptionService:
         self.config = config
         self._cache: dict[tuple[int, int, str], Compiled] = {}
         self._lock = threading.Lock()
+        # Candidate subscriptions per resource type, read once per write transaction (an intake
+        # message writes several resources; each would otherwise ask again).
+        self._candidates: weakref.WeakKeyDictionary[Connection, tuple[Any, dict[str, list[Any]]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- compiled criteria, cached per subscription version -------------------------------------
 
@@ -118,6 +124,7 @@ class SubscriptionService:
     def on_written(self, conn: Connection, stored: list[Stored]) -> None:
         for item in stored:
             if item.res_type == "Subscription":
+                self._candidates.pop(conn, None)
                 self._subscription_written(conn, item)
         written = [s for s in stored if s.res_type != "Subscription" and not s.deleted]
         if written:
@@ -177,13 +184,7 @@ class SubscriptionService:
         )
 
     def _match(self, conn: Connection, written: list[Stored]) -> None:
-        st = subscription_state
-        types = sorted({s.res_type for s in written})
-        candidates = conn.execute(
-            select(st.c.res_pk, st.c.version, st.c.res_id, st.c.resource_type)
-            .where(st.c.status.in_(COLLECTING), st.c.resource_type.in_(types), not_ended(now_us()))
-            .order_by(st.c.res_pk)  # one lock order for every writer (PostgreSQL row locks below)
-        ).all()
+        candidates = self._candidates_for(conn, sorted({s.res_type for s in written}))
         previous: dict[int, dict[str, Any] | None] = {}
         for candidate in candidates:
             compiled = self.compiled(conn, candidate.res_pk, candidate.version, candidate.res_id)
@@ -209,6 +210,27 @@ class SubscriptionService:
             for item in items:
                 if item.pk in matched:
                     self._enqueue(conn, candidate.res_pk, item)
+
+    def _candidates_for(self, conn: Connection, types: list[str]) -> list[Any]:
+        """Collecting subscriptions on these types, in one lock order (PostgreSQL row locks in
+        ``_enqueue``); cached for the rest of this transaction."""
+        transaction = conn.get_transaction()
+        cached = self._candidates.get(conn)
+        if cached is None or cached[0] is not transaction:
+            cached = (transaction, {})
+            self._candidates[conn] = cached
+        known = cached[1]
+        missing = [t for t in types if t not in known]
+        if missing:
+            st = subscription_state
+            rows = conn.execute(
+                select(st.c.res_pk, st.c.version, st.c.res_id, st.c.resource_type)
+                .where(st.c.status.in_(COLLECTING), st.c.resource_type.in_(missing), not_ended(now_us()))
+                .order_by(st.c.res_pk)
+            ).all()
+            for t in missing:
+                known[t] = [row for row in rows if row.resource_type == t]
+        return sorted((row for t in types for row in known[t]), key=lambda row: row.res_pk)
 
     def _before(self, conn: Connection, item: Stored, cache: dict[int, dict[str, Any] | None]) -> Any:
         """The version this write replaced (None when created), for topic triggers."""

@@ -26,6 +26,7 @@ from flask import Flask
 from sqlalchemy import false, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 
+from coordination_api.coordination import dispatch
 from coordination_api.storage.engine import WRITE
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
@@ -193,9 +194,18 @@ class Deliverer:
                 conn.execute(
                     update(o).where(o.c.pk.in_(pks)).values(lease_until=lease, attempts=o.c.attempts + 1)
                 )
+        sent = 0
         for batch in batches:
-            self._deliver(batch, lease)
-        return len(batches)
+            # A subscription with a backlog is streamed: marking a notification delivered claims the
+            # next one in the same transaction, so an ordered stream costs two transactions an event
+            # instead of a claim pass each (bounded by batch_size, then the claim query again).
+            claimed: tuple[list[int], int] | None = (batch, lease)
+            streak = 0
+            while claimed is not None and streak < self.svc.config.batch_size:
+                claimed = self._deliver(*claimed, fresh=streak == 0)
+                streak += 1
+            sent += streak
+        return sent
 
     def _followers(self, conn: Connection, sub_pk: int, head: int, max_count: int | None) -> list[int]:
         """Backport backport-max-count: the pending events right after the head (consecutive numbers,
@@ -223,24 +233,28 @@ class Deliverer:
             out.append(pk)
         return out
 
-    def _deliver(self, batch: list[int], lease: int) -> None:
+    def _deliver(self, batch: list[int], lease: int, *, fresh: bool = False) -> tuple[list[int], int] | None:
+        """Send one claimed notification; on success, return the next claimed one of the same
+        subscription (its following events), if any is due."""
         o = subscription_outbox
         st = subscription_state
         # A pass claims many rows under one lease and sends them one after the other: each row's lease
         # is renewed just before its POST, so a slow endpoint earlier in the pass never lets another
-        # worker send it as well (unless this one has stopped meanwhile).
-        renewed = self._lease()
-        with self.repo.writing() as conn:
-            conn.execute(
-                update(o).where(o.c.pk.in_(batch), o.c.lease_until == lease).values(lease_until=renewed)
-            )
-        lease = renewed
+        # worker send it as well (unless this one has stopped meanwhile). The first of a pass was
+        # claimed a moment ago: its lease is still whole.
+        if not fresh:
+            renewed = self._lease()
+            with self.repo.writing() as conn:
+                conn.execute(
+                    update(o).where(o.c.pk.in_(batch), o.c.lease_until == lease).values(lease_until=renewed)
+                )
+            lease = renewed
         with self.engine.connect() as conn, conn.begin():
             rows = conn.execute(
                 select(o).where(o.c.pk.in_(batch), o.c.lease_until == lease).order_by(o.c.event_number)
             ).all()
             if not rows or rows[0].pk != batch[0]:
-                return  # the head was reclaimed meanwhile (lease over): its new claimer sends it
+                return None  # the head was reclaimed meanwhile (lease over): its new claimer sends it
             row = rows[0]
             state = conn.execute(select(st).where(st.c.res_pk == row.sub_pk)).first()
             compiled = (
@@ -249,9 +263,9 @@ class Deliverer:
                 else None
             )
             if state is None or compiled is None:
-                return
+                return None
             if state.end_us is not None and state.end_us <= now_us():
-                return  # Subscription.end passed since the claim: nothing more is sent
+                return None  # Subscription.end passed since the claim: nothing more is sent
             spec = compiled.spec
             events = [notify.Event(r.event_number, r.focus, r.created_us) for r in rows]
             resources: dict[str, Any] = {}
@@ -278,7 +292,7 @@ class Deliverer:
                     .values(status="delivered", delivered_us=now, lease_until=None, last_error=None)
                 )
                 conn.execute(update(st).where(st.c.res_pk == row.sub_pk).values(last_sent_us=now))
-                return
+                return self._claim_next(conn, row.sub_pk, rows[-1].event_number + 1, state.max_count, now)
             # The followers wait behind the head again; the head carries the retry schedule.
             conn.execute(
                 update(o).where(o.c.pk.in_(sent[1:]), o.c.lease_until == lease).values(lease_until=None)
@@ -301,7 +315,7 @@ class Deliverer:
                 )
                 self._write_status(conn, state.res_id, "error", message)
                 log.warning("subscription %s: %s", state.res_id, message)
-                return
+                return None
             delay = min(config.retry_cap, config.retry_base * 2 ** max(row.attempts - 1, 0))
             delay *= 1 + _RANDOM.uniform(-config.retry_jitter, config.retry_jitter)
             conn.execute(
@@ -314,6 +328,38 @@ class Deliverer:
                     last_error=error,
                 )
             )
+        return None
+
+    def _claim_next(
+        self, conn: Connection, sub_pk: int, number: int, max_count: int | None, now: int
+    ) -> tuple[list[int], int] | None:
+        """Claim event ``number`` of a subscription (the new head once the previous ones are
+        delivered) and its followers, as the claim pass would, inside the caller's transaction."""
+        o = subscription_outbox
+        st = subscription_state
+        stmt = (
+            select(o.c.pk)
+            .select_from(o.join(st, st.c.res_pk == o.c.sub_pk))
+            .where(
+                o.c.sub_pk == sub_pk,
+                o.c.event_number == number,
+                o.c.status == "pending",
+                o.c.next_attempt_us <= now,
+                or_(o.c.lease_until.is_(None), o.c.lease_until < now),
+                st.c.status == "active",
+                st.c.handshake_due == false(),
+                not_ended(now),
+            )
+        )
+        if self.pg:
+            stmt = stmt.with_for_update(of=o, skip_locked=True)
+        head = conn.scalar(stmt)
+        if head is None:
+            return None
+        batch = [head, *self._followers(conn, sub_pk, number, max_count)]
+        lease = self._lease()
+        conn.execute(update(o).where(o.c.pk.in_(batch)).values(lease_until=lease, attempts=o.c.attempts + 1))
+        return batch, lease
 
     # -- heartbeat (Backport "heartbeat-period": a notification when idle for that long) ------------
 
@@ -401,7 +447,7 @@ def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) 
     try:
         while not stop_event.is_set():
             try:
-                worked = deliverer.run_once()
+                worked = deliverer.run_once() + dispatch.run_due(app)  # Task dispatch timers
             except Exception:  # a failed pass (database restart…) must not stop the worker
                 log.exception("subscription delivery pass failed")
                 worked = 0

@@ -100,9 +100,28 @@ def test_backend_client_gets_full_resources_only_of_types_it_may_read(
     assert id_only["fullUrl"].endswith(f"Encounter/{enc_id}")
     assert by_sub[limited].status["notification-event"][0]["focus"]["reference"].endswith(enc_id)
 
-    # $events with full-resource: the caller's scopes decide, not the subscription's.
-    replay = blind.request("GET", f"/fhir/Subscription/{full}/$events?content=full-resource")
+    # $events with full-resource: the caller's scopes decide, not the content asked for.
+    replay = blind.request("GET", f"/fhir/Subscription/{limited}/$events?content=full-resource")
     assert replay.status_code == 200, replay.get_json()
     assert "resource" not in replay.get_json()["entry"][1]
-    replay = reader.request("GET", f"/fhir/Subscription/{limited}/$events?content=full-resource")
+    replay = reader.request("GET", f"/fhir/Subscription/{full}/$events?content=full-resource")
     assert replay.get_json()["entry"][1]["resource"]["id"] == enc_id
+
+
+def test_status_and_events_belong_to_the_subscription_owner(
+    sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
+) -> None:
+    client = sub_app.test_client()
+    owner = _as(sub_app, system_token(client, "system/Subscription.cruds system/Encounter.rs"))
+    other = _as(sub_app, system_token(client, "system/Subscription.cruds system/Encounter.rs"))
+    sub_id = _subscribe(owner, sub_fhir, pump, classic(receiver.url))
+    assert owner.request("GET", f"/fhir/Subscription/{sub_id}/$status").status_code == 200
+    assert owner.request("GET", f"/fhir/Subscription/{sub_id}/$events").status_code == 200
+    # Another client learns nothing, not even that the subscription exists.
+    for operation in ("$status", "$events"):
+        response = other.request("GET", f"/fhir/Subscription/{sub_id}/{operation}")
+        assert response.status_code == 404, response.get_json()
+        assert response.get_json()["resourceType"] == "OperationOutcome"
+    assert other.request("GET", "/fhir/Subscription/$status").get_json()["total"] == 0
+    listed = owner.request("GET", "/fhir/Subscription/$status").get_json()
+    assert listed["total"] == 1
