@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from flask import Response, current_app, g, has_request_context, request
-from sqlalchemy import ColumnElement, exists, literal, select, true
+from sqlalchemy import ColumnElement, and_, exists, literal, or_, select, true
 from sqlalchemy.engine import Connection
 
 from auth import policy
@@ -25,7 +25,7 @@ from coordination_api.fhir.http import fhir_json_response
 from coordination_api.search.compiler import SearchQuery
 from coordination_api.storage.indexer import outside_compartments
 from coordination_api.storage.repository import Stored
-from coordination_api.storage.schema import idx_compartment, resource
+from coordination_api.storage.schema import idx_compartment, resource, subscription_state
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ def require_any(resource_type: str, permissions: str) -> None:
 def secure(query: SearchQuery) -> None:
     """A search sees only what the policy allows, its includes too (SMART: scopes per included type)."""
     query.access = visibility(resource.c.pk)
+    if query.resource_type == "Subscription":
+        query.access += subscription_owner_filter(resource.c.pk)
     who = principal()
     if who.unrestricted or not (query.includes or query.revincludes):
         return
@@ -166,6 +168,48 @@ def secure(query: SearchQuery) -> None:
         query.include_types = frozenset(
             s.resource_type for s in who.scopes.scopes if s.context in contexts and "r" in s.permissions
         )
+
+
+# -- Subscriptions belong to their owner ------------------------------------------------------------
+# A Subscription's channel carries the subscriber's endpoint credentials (channel.header, the
+# signature secret): only whoever configured it (the client of a system token, the practitioner of a
+# user token; recorded in subscription_state) may read, search, change it or ask its $status/$events.
+# One configured without a caller (CLI, security disabled) is open to every allowed reader.
+
+
+def owns_subscription(owner_client: str | None, owner_practitioner: str | None) -> bool:
+    who = principal()
+    if who.unrestricted or (owner_client is None and owner_practitioner is None):
+        return True
+    if who.is_user or owner_practitioner is not None:
+        return owner_practitioner == who.practitioner_id
+    return owner_client == who.client_id
+
+
+def subscription_owner_filter(pk: Any) -> list[ColumnElement[bool]]:
+    """SQL: keep the Subscriptions the caller owns (and those without an owner)."""
+    who = principal()
+    if who.unrestricted:
+        return []
+    s = subscription_state.alias("owner")
+    unowned = and_(s.c.owner_client.is_(None), s.c.owner_practitioner.is_(None))
+    if who.is_user:
+        mine: ColumnElement[bool] = s.c.owner_practitioner == who.practitioner_id
+    else:
+        mine = and_(s.c.owner_practitioner.is_(None), s.c.owner_client == who.client_id)
+    return [~exists(select(literal(1)).where(s.c.res_pk == pk, ~or_(unowned, mine)))]
+
+
+def check_subscription_owner(conn: Connection, stored: Stored) -> None:
+    """404 for someone else's Subscription (as unknown as a missing one: no existence oracle)."""
+    if stored.res_type != "Subscription" or not has_request_context() or g.get("principal") is None:
+        return
+    st = subscription_state
+    row = conn.execute(
+        select(st.c.owner_client, st.c.owner_practitioner).where(st.c.res_pk == stored.pk)
+    ).first()
+    if row is not None and not owns_subscription(row.owner_client, row.owner_practitioner):
+        raise FhirError(Category.NOT_FOUND, f"Subscription/{stored.res_id} is not known")
 
 
 def readable(resource_type: str) -> bool:
@@ -245,6 +289,12 @@ def read_current(resource_type: str, res_id: str) -> tuple[Stored | None, list[t
     who = g.get("principal")
     if who is None or who.unrestricted:
         return repo.read_current(resource_type, res_id), []
+    if resource_type == "Subscription":
+        with repo.engine.connect() as conn:
+            current = repo.current(conn, resource_type, res_id)
+            if current is not None:
+                check_subscription_owner(conn, current)
+        return current, []
     params: dict[str, Any] = {"type": resource_type, "id": res_id}
     if who.is_user:
         break_glass = g.audit is not None and g.audit.break_glass_reason is not None
@@ -285,6 +335,7 @@ def check_stored(conn: Connection, stored: Stored) -> None:
     """A resource read by id: 403 when it is in the compartment of a patient out of reach."""
     if not has_request_context() or g.get("principal") is None:
         return
+    check_subscription_owner(conn, stored)
     if outside_compartments(stored.res_type):
         check_reach(stored, [])
         return
@@ -331,6 +382,9 @@ def guard_write(conn: Connection, stored: list[Stored], phase: str) -> None:
         if request.blueprint == "fhir":
             raise FhirError(Category.SECURITY, "Not authenticated", headers={"WWW-Authenticate": "Bearer"})
         return  # another door (e.g. HL7 v2 intake) authorises on its own
+    if phase == "before":
+        for item in stored:
+            check_subscription_owner(conn, item)
     created: set[str] = g.setdefault("created_patients", set())
     if phase == "after":
         created.update(s.res_id for s in stored if s.res_type == "Patient" and s.version == 1)

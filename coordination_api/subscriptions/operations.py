@@ -17,7 +17,7 @@ from coordination_api.fhir.resources import parse_json
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
 from coordination_api.subscriptions import model, notify
-from coordination_api.subscriptions.service import SubscriptionService, effective_status, request_owner
+from coordination_api.subscriptions.service import SubscriptionService, effective_status
 
 
 def _service() -> SubscriptionService:
@@ -41,17 +41,7 @@ def _params() -> list[tuple[str, str]]:
 
 
 def _owned_by_caller(row: Row[Any]) -> bool:
-    """A subscription's status and events are its owner's: the client (system token) or the
-    practitioner (user token) that last wrote it. One written without a caller (CLI, security
-    disabled) has no owner and is open to any caller allowed to read Subscriptions."""
-    caller = request_owner()
-    if caller is None or all(caller[c] is None for c in ("owner_client", "owner_practitioner")):
-        return True  # no principal: security disabled on loopback
-    if row.owner_client is None and row.owner_practitioner is None:
-        return True
-    if row.owner_practitioner is not None or caller["owner_practitioner"] is not None:
-        return bool(row.owner_practitioner == caller["owner_practitioner"])
-    return bool(row.owner_client == caller["owner_client"])
+    return access.owns_subscription(row.owner_client, row.owner_practitioner)
 
 
 def _state(conn: Connection, res_id: str) -> tuple[Row[Any], model.Spec]:

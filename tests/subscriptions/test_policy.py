@@ -28,7 +28,7 @@ def _subscribe(fhir: Fhir, sys_fhir: Fhir, pump: Pump, body: dict[str, Any]) -> 
     response = fhir.request("POST", "/fhir/Subscription", body)
     assert response.status_code == 201, response.get_json()
     sub_id: str = response.get_json()["id"]
-    pump(lambda: sys_fhir.request("GET", f"/fhir/Subscription/{sub_id}").get_json()["status"] == "active")
+    pump(lambda: fhir.request("GET", f"/fhir/Subscription/{sub_id}").get_json()["status"] == "active")
     return sub_id
 
 
