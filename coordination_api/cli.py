@@ -154,6 +154,30 @@ def db_upgrade() -> None:
         f"database is up to date; conformance artefacts: {loaded.created} created, "
         f"{loaded.updated} updated, {loaded.unchanged} unchanged"
     )
+    from coordination_api.coordination.protocol_library import load_definitions
+
+    protocols = load_definitions(current_app.extensions["coordination"], mode="missing")
+    click.echo(f"protocol library (created only when missing): {protocols.summary()}")
+
+
+@click.group("protocols")
+def protocols_group() -> None:
+    """Protocol library (PlanDefinition / ActivityDefinition)."""
+
+
+@protocols_group.command("load")
+@click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@with_appcontext
+def protocols_load(directory: Path | None) -> None:
+    """Create or update definitions by url and version (default: the shipped French library)."""
+    from coordination_api.coordination.protocol_library import load_definitions
+    from coordination_api.errors import FhirError
+
+    try:
+        loaded = load_definitions(current_app.extensions["coordination"], directory)
+    except FhirError as exc:
+        raise click.ClickException(exc.diagnostics) from exc
+    click.echo(f"protocols: {loaded.summary()}")
 
 
 @click.command("import")
@@ -294,7 +318,7 @@ def keys_rotate() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (serve, worker, mllp, db, import_command, clients, users, keys):
+    for command in (serve, worker, mllp, db, import_command, clients, users, keys, protocols_group):
         if command.name not in app.cli.commands:
             app.cli.add_command(command)
 

@@ -59,6 +59,34 @@ SUBSCRIPTION: dict[str, Any] = {
 }
 
 
+# R4 patient-operation-everything / encounter-operation-everything (fhir/everything.py).
+EVERYTHING: dict[str, dict[str, Any]] = {
+    t: {
+        "operation": [
+            {"name": "everything", "definition": f"http://hl7.org/fhir/OperationDefinition/{t}-everything"}
+        ]
+    }
+    for t in ("Patient", "Encounter")
+}
+
+# R4 plandefinition-operation-apply and our $start (fhir/apply.py; README "Protocols").
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "PlanDefinition": {
+        "operation": [
+            {"name": "apply", "definition": "http://hl7.org/fhir/OperationDefinition/PlanDefinition-apply"},
+            {
+                "name": "start",
+                "definition": "https://coordination.cpts.fr/fhir/OperationDefinition/PlanDefinition-start",
+                "documentation": "POST [base]/PlanDefinition/[id]/$start with the $apply parameters: stores "
+                "the CarePlan (active), its RequestGroup and Tasks/ServiceRequests/CommunicationRequests in "
+                "one transaction; 201 with a transaction-response Bundle, or 200 when this protocol was "
+                "already started for that encounter.",
+            },
+        ]
+    }
+}
+
+
 def _topics() -> list[dict[str, Any]]:
     return [
         {
@@ -115,7 +143,11 @@ def _resources(svc: Services) -> tuple[dict[str, Any], ...]:
         if resource_type == AUDIT_EVENT["type"]:
             out.append(AUDIT_EVENT)
             continue
-        extra = SUBSCRIPTION if resource_type == "Subscription" else {}
+        extra = (
+            SUBSCRIPTION
+            if resource_type == "Subscription"
+            else EVERYTHING.get(resource_type) or PROTOCOLS.get(resource_type, {})
+        )
         params = svc.repo.registry.params(resource_type)
         search_params = [
             {"name": p.code, "definition": p.url, "type": p.type}

@@ -8,10 +8,12 @@ from coordination_api import subscriptions
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import (
     access,
+    apply,
     audit_trail,
     capabilities,
     create,
     delete,
+    everything,
     history,
     messaging,
     patch,
@@ -25,6 +27,8 @@ from coordination_api.fhir.http import check_accept
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 subscriptions.register_routes(bp)  # $status, $events (static rules win over /<type>/<id>)
+apply.register_routes(bp)  # PlanDefinition $apply, $start
+everything.register_routes(bp)  # Patient/[id]/$everything, Encounter/[id]/$everything
 
 
 @bp.before_request

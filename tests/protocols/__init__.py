@@ -1,0 +1,1 @@
+"""Protocols: PlanDefinition $apply / $start, the shipped library, start on discharge."""
