@@ -201,9 +201,10 @@ class Deliverer:
             # instead of a claim pass each (bounded by batch_size, then the claim query again).
             claimed: tuple[list[int], int] | None = (batch, lease)
             streak = 0
-            while claimed is not None and streak < self.svc.config.batch_size:
-                claimed = self._deliver(*claimed, fresh=streak == 0)
+            while claimed is not None:
                 streak += 1
+                more = streak < self.svc.config.batch_size
+                claimed = self._deliver(*claimed, fresh=streak == 1, claim_next=more)
             sent += streak
         return sent
 
@@ -233,7 +234,9 @@ class Deliverer:
             out.append(pk)
         return out
 
-    def _deliver(self, batch: list[int], lease: int, *, fresh: bool = False) -> tuple[list[int], int] | None:
+    def _deliver(
+        self, batch: list[int], lease: int, *, fresh: bool = False, claim_next: bool = False
+    ) -> tuple[list[int], int] | None:
         """Send one claimed notification; on success, return the next claimed one of the same
         subscription (its following events), if any is due."""
         o = subscription_outbox
@@ -292,6 +295,8 @@ class Deliverer:
                     .values(status="delivered", delivered_us=now, lease_until=None, last_error=None)
                 )
                 conn.execute(update(st).where(st.c.res_pk == row.sub_pk).values(last_sent_us=now))
+                if not claim_next:
+                    return None
                 return self._claim_next(conn, row.sub_pk, rows[-1].event_number + 1, state.max_count, now)
             # The followers wait behind the head again; the head carries the retry schedule.
             conn.execute(

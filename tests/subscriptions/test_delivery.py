@@ -7,6 +7,7 @@ import hmac
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -164,6 +165,21 @@ def test_five_events_arrive_in_order(sub_fhir: Fhir, receiver: Receiver, pump: P
     numbers = [int(n.status["notification-event"][0]["event-number"]) for n in notes]
     assert numbers == [1, 2, 3, 4, 5]
     assert [n.body["entry"][1]["resource"]["id"] for n in notes] == ids
+
+
+def test_backlog_longer_than_a_pass_streams_without_waiting_for_leases(
+    sub_fhir: Fhir, sub_app: Flask, receiver: Receiver, pump: Pump
+) -> None:
+    # One pass streams at most batch_size notifications of a subscription; what follows must stay
+    # claimable by the next pass at once (not leased until the lease runs out: 5 s here).
+    config = sub_app.extensions["subscriptions"].config
+    sub_app.extensions["subscriptions"].config = replace(config, batch_size=3)
+    active(sub_fhir, pump, receiver, classic(receiver.url))
+    for _ in range(10):
+        sub_fhir.create(encounter())
+    pump(lambda: len(receiver.of_kind("event-notification")) == 10, timeout=3.0)
+    notes = receiver.of_kind("event-notification")
+    assert [int(n.status["notification-event"][0]["event-number"]) for n in notes] == list(range(1, 11))
 
 
 def test_receiver_down_then_back(sub_fhir: Fhir, sub_app: Flask, receiver: Receiver, pump: Pump) -> None:
