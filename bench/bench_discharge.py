@@ -68,7 +68,7 @@ from bench_core import (
 
 import coordination_api  # noqa: F401  (first: connectors.hl7v2 imports it back)
 from connectors.hl7v2.mllp import END, START, read_frame
-from tests.coordination.messages import discharge_message
+from tests.coordination.messages import discharge_message, patient
 from tests.hl7v2.test_parse_mapping import adt
 
 TOPIC = "https://coordination.cpts.fr/fhir/SubscriptionTopic/encounter-discharge"
@@ -253,8 +253,9 @@ class Run:
 class Poster:
     """$process-message over one keep-alive session per thread."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, birth_date: str) -> None:
         self.url = server.base + "/fhir/$process-message"
+        self.patient = {**patient(), "birthDate": birth_date}
         self.headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, **server.auth}
         self.local = threading.local()
 
@@ -262,7 +263,9 @@ class Poster:
         session: requests.Session | None = getattr(self.local, "session", None)
         if session is None:
             session = self.local.session = requests.Session()
-        body = orjson.dumps(discharge_message(message_id=f"msg-{visit}", visit=visit))
+        body = orjson.dumps(
+            discharge_message(message_id=f"msg-{visit}", visit=visit, patient_resource=self.patient)
+        )
         try:
             response = session.post(self.url, data=body, headers=self.headers, timeout=60)
         except requests.RequestException:
@@ -481,6 +484,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mllp-connections", type=int, default=4, help="(b) persistent MLLP connections")
     p.add_argument("--throughput-seconds", type=float, default=10.0, help="(a) and (b) run time each")
     p.add_argument("--rate", type=float, default=50.0, help="(c)/(d) messages per second")
+    p.add_argument(
+        "--birth-date",
+        default="1980-05-12",
+        help="the $process-message patient's birth date; 75 or older (e.g. 1938-05-12) also starts "
+        "the shipped retour-a-domicile protocol on every discharge (issue 7 auto-start)",
+    )
     p.add_argument("--duration", type=float, default=60.0, help="(c)/(d) seconds each")
     p.add_argument("--restart-delay", type=float, default=2.0, help="(d) seconds between kill and restart")
     p.add_argument(
@@ -541,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             mllp = start_mllp(args, db, workdir)
             workers.start()
             subscribe(api, receiver)
-            poster = Poster(api)
+            poster = Poster(api, args.birth_date)
             # Not timed: the first requests of each process build the models (seconds).
             for k in range(4 * args.workers):
                 if not poster.post(f"WARM-{k}"):

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -356,15 +357,26 @@ def _period(window: Window) -> dict[str, str]:
 # -- applicability ---------------------------------------------------------------------------------
 
 
-def _run(expression: str, ctx: Context, where: str) -> list[Any]:
-    """A FHIRPath expression over the Patient, with the variables of :meth:`Context.variables`."""
+@lru_cache(maxsize=1024)
+def _compiled(expression: str) -> Callable[..., list[Any]] | str:
+    """The expression parsed once (fhirpathpy's ANTLR parser costs tens of milliseconds a parse;
+    a protocol's expressions run on every discharge), or why it does not parse."""
     error = syntax_error(expression)
     if error:
+        return error
+    compiled: Callable[..., list[Any]] = fhirpathpy.compile(expression, _R4)
+    return compiled
+
+
+def _run(expression: str, ctx: Context, where: str) -> list[Any]:
+    """A FHIRPath expression over the Patient, with the variables of :meth:`Context.variables`."""
+    compiled = _compiled(expression)
+    if isinstance(compiled, str):
         raise FhirError(
-            Category.UNPROCESSABLE, f"{where}: the expression does not parse ({error})", expression=where
+            Category.UNPROCESSABLE, f"{where}: the expression does not parse ({compiled})", expression=where
         )
     try:
-        result: list[Any] = fhirpathpy.evaluate(ctx.patient, expression, ctx.variables(expression), _R4)
+        result: list[Any] = compiled(ctx.patient, ctx.variables(expression))
     except Exception as exc:  # fhirpathpy raises bare exceptions on evaluation errors
         raise FhirError(
             Category.UNPROCESSABLE, f"{where}: the expression cannot be evaluated ({exc})", expression=where
