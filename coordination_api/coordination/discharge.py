@@ -198,7 +198,16 @@ def _encounter(
         incoming["participant"] = [
             {"individual": {"reference": f"Practitioner/{p.res_id}"}} for p in practitioners
         ]
-    visit = [i for i in incoming.get("identifier") or [] if i.get("system") and i.get("value")]
+    identifiers = incoming.get("identifier") or []
+    visit = [i for i in identifiers if i.get("system") and i.get("value")]
+    if not visit and any(i.get("value") for i in identifiers):
+        # A visit number without assigning authority (PV1-19 without its HD, an Encounter.identifier
+        # without system) is unique within its sender only: scope it by the sender, so that the
+        # admission and the discharge of one stay still meet on the same Encounter.
+        incoming["identifier"] = identifiers = [dict(i) for i in identifiers]
+        bare = next(i for i in identifiers if i.get("value"))
+        bare["system"] = visit_system(event.sender)
+        visit = [bare]
     if not visit:
         result = fhir_create.create_in(conn, svc, "Encounter", _valid(incoming, "Encounter", event))
         return result.stored
@@ -210,6 +219,11 @@ def _encounter(
         return stored
     updated, _created = svc.repo.update(conn, "Encounter", stored.res_id, _valid(merged, "Encounter", event))
     return updated
+
+
+def visit_system(sender: str) -> str:
+    """The identifier system of a sender's unscoped visit numbers."""
+    return f"urn:coordination:visit-number:{quote(sender, safe='')}"
 
 
 def _merge(current: dict[str, Any], incoming: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -44,6 +44,21 @@ def test_admit_then_discharge_over_http(client: FlaskClient, fhir: Fhir) -> None
     assert len(fhir.search("Patient")["entry"]) == 1
 
 
+def test_visit_number_without_authority_is_scoped_by_the_sender(client: FlaskClient, fhir: Fhir) -> None:
+    bare = {19: "NDA-LOCAL-7"}
+    admit = client.post("/hl7v2", data=adt("A01", control_id="S1", pv1=bare), headers=ER7)
+    assert _msa(admit.data) == ["AA", "S1"], admit.data
+    leave = client.post(
+        "/hl7v2", data=adt("A03", control_id="S2", pv1={**bare, 45: "20240320113000"}), headers=ER7
+    )
+    assert _msa(leave.data) == ["AA", "S2"], leave.data
+    encounters = fhir.search("Encounter")["entry"]
+    assert len(encounters) == 1, "admission and discharge of one stay are one Encounter"
+    identifier = encounters[0]["resource"]["identifier"][0]
+    assert identifier["value"] == "NDA-LOCAL-7"
+    assert identifier["system"].startswith("urn:coordination:visit-number:")
+
+
 def test_bad_messages_get_ae_or_ar_and_store_nothing(client: FlaskClient, fhir: Fhir) -> None:
     ae = client.post(
         "/hl7v2",
