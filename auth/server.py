@@ -26,6 +26,8 @@ from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from authlib.oidc.core import UserInfo
+from authlib.oidc.core.grants import OpenIDCode
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -281,6 +283,49 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         return self.store.user(authorization_code.username)
 
 
+class SmartOpenIDCode(OpenIDCode):  # type: ignore[misc]
+    """OpenID Connect for the code grant (SMART App Launch 2 "scopes-and-launch-context": with
+    ``openid fhirUser`` the token response carries an id_token whose ``fhirUser`` names the user's
+    FHIR resource). Signed with the access tokens' key, published at /auth/jwks."""
+
+    def __init__(self, keys: KeyStore, urls: Urls, policy: TokenPolicy, issuer: Callable[[], str]) -> None:
+        super().__init__(require_nonce=False)
+        self.keys = keys
+        self.urls = urls
+        self.policy = policy
+        self.issuer_of = issuer
+
+    def exists_nonce(self, nonce: str, request: Any) -> bool:
+        # A nonce travels in a single-use code (a replayed code is refused and revokes its grant):
+        # there is nothing to look up beforehand.
+        return False
+
+    def resolve_client_private_key(self, client: Client) -> Any:
+        return self.keys.signing_key()
+
+    def get_client_algorithm(self, client: Client) -> str:
+        return ALG
+
+    def get_encode_header(self, client: Client) -> dict[str, Any]:
+        key = self.keys.signing_key()
+        return {"alg": ALG, "kid": key.kid, "typ": "JWT"}
+
+    def get_client_claims(self, client: Client) -> dict[str, Any]:
+        now = int(time.time())
+        return {
+            "iss": self.issuer_of(),
+            "aud": [client.client_id],
+            "iat": now,
+            "exp": now + self.policy.access_ttl,
+        }
+
+    def generate_user_info(self, user: User, scope: str) -> UserInfo:
+        info = UserInfo(sub=user.username)
+        if "fhirUser" in smart.split(scope):
+            info["fhirUser"] = f"{self.urls.fhir_base()[0]}/Practitioner/{user.practitioner_id}"
+        return info
+
+
 class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = [CLIENT_SECRET_BASIC, PRIVATE_KEY_JWT, NONE]
     INCLUDE_NEW_REFRESH_TOKEN = True
@@ -415,7 +460,7 @@ def build_server(
     # subclasses made for this server, so that two applications in one process stay apart.
     code_grant = type("CodeGrant", (AuthorizationCodeGrant,), {"store": store, "policy": policy})
     server.register_grant(ClientCredentials)
-    server.register_grant(code_grant, [S256Only(required=True)])
+    server.register_grant(code_grant, [S256Only(required=True), SmartOpenIDCode(keys, urls, policy, issuer)])
     server.register_grant(type("RefreshGrant", (RefreshTokenGrant,), {"store": store}))
     server.register_endpoint(
         type("IntrospectionEndpoint", (Introspection,), {"store": store, "issuer_of": staticmethod(issuer)})

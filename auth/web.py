@@ -16,6 +16,7 @@ from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session
 
 from auth import scopes as smart
+from auth.keys import ALG
 from auth.models import AUTH_METHODS
 from auth.service import AuthService
 
@@ -36,6 +37,7 @@ CAPABILITIES = [
     "permission-patient",
     "permission-v1",
     "permission-v2",
+    "sso-openid-connect",
 ]
 
 
@@ -73,6 +75,30 @@ def smart_configuration() -> Response:
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "capabilities": CAPABILITIES,
+    }
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.get("/fhir/.well-known/openid-configuration")
+def openid_configuration() -> Response:
+    """OpenID Connect Discovery 1.0 section 4, at the issuer (our FHIR base): SMART App Launch 2
+    requires it of a server offering sso-openid-connect."""
+    root = _root()
+    body = {
+        "issuer": service().issuer(),
+        "jwks_uri": f"{root}/auth/jwks",
+        "authorization_endpoint": f"{root}/auth/authorize",
+        "token_endpoint": f"{root}/auth/token",
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [ALG],
+        "scopes_supported": ["openid", "fhirUser", "profile"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "fhirUser"],
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "code_challenge_methods_supported": ["S256"],
+        "grant_types_supported": GRANT_TYPES,
     }
     response = jsonify(body)
     response.headers["Cache-Control"] = "public, max-age=300"
