@@ -7,9 +7,13 @@
   the care team, and over break-the-glass too (L.1111-17: emergency access unless the patient objected).
 - Break-the-glass: a practitioner states a reason and reaches a patient outside the care team; flagged
   and audited, still limited by their scopes and by Consent denials.
+- Task dispatch (L.1110-4, professionals taking part in the care): a practitioner a requested Task is
+  offered to (``Task.restriction.recipient``) reaches its patient while the offer stands, so as to
+  decide; the owner of an open Task reaches its patient while they own it. Consent denials still win.
 
 The rules are evaluated in SQL on every request (CareTeams change after login) from rows derived from
-CareTeam, Consent and PractitionerRole at write time; this module derives the rows and builds the SQL.
+CareTeam, Consent, PractitionerRole and Task at write time; this module derives the rows and builds the
+SQL.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, literal, or_, select
+from sqlalchemy import CompoundSelect, Select, and_, literal, or_, select
 from sqlalchemy.engine import Connection
 
-from auth.schema import care_team_access, consent_deny, practitioner_affiliation
+from auth.schema import care_team_access, consent_deny, practitioner_affiliation, task_access
 from auth.scopes import ScopeSet
 
 # Member/actor types whose references grant or deny (others, e.g. RelatedPerson, grant nothing here).
@@ -176,12 +180,57 @@ def affiliation_rows(role: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+# Task statuses during which the owner is taking part in the care (R4 task-status; the others are
+# draft, or over: rejected, cancelled, failed, completed, entered-in-error).
+OPEN_TASK_STATUSES = frozenset({"requested", "received", "accepted", "ready", "in-progress", "on-hold"})
+
+
+def task_access_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Offers (restriction.recipient of a requested Task, within restriction.period) and the owner of an
+    open Task reach the Task's patient (``Task.for``)."""
+    patient = _ref(task.get("for"))
+    status = task.get("status")
+    if patient is None or patient[0] != "Patient" or status not in OPEN_TASK_STATUSES:
+        return []
+    rows: list[dict[str, Any]] = []
+    if status == "requested":
+        restriction = task.get("restriction")
+        if not isinstance(restriction, dict):
+            restriction = {}
+        start, end = _period(restriction.get("period"))
+        for recipient in restriction.get("recipient") or []:
+            actor = _ref(recipient)
+            if actor is not None and actor[0] in ACTOR_TYPES:
+                rows.append(
+                    {
+                        "patient_id": patient[1],
+                        "member": f"{actor[0]}/{actor[1]}",
+                        "kind": "offer",
+                        "start_us": start,
+                        "end_us": end,
+                    }
+                )
+    owner = _ref(task.get("owner"))
+    if owner is not None and owner[0] in ACTOR_TYPES:
+        rows.append(
+            {
+                "patient_id": patient[1],
+                "member": f"{owner[0]}/{owner[1]}",
+                "kind": "owner",
+                "start_us": None,
+                "end_us": None,
+            }
+        )
+    return rows
+
+
 # Resource type -> (derived table, the function that derives its rows). The repository keeps them in
 # step with every write of these types, in the same database transaction.
 DERIVED = {
     "CareTeam": (care_team_access, care_team_rows),
     "Consent": (consent_deny, consent_rows),
     "PractitionerRole": (practitioner_affiliation, affiliation_rows),
+    "Task": (task_access, task_access_rows),
 }
 
 
@@ -214,19 +263,22 @@ def denied_patients(refs: Iterable[str], now_us: int) -> Select[Any]:
     return select(c.c.patient_id).where(c.c.actor.in_([*refs, "*"]), _covers(c, now_us))
 
 
-def care_team_patients(refs: Iterable[str], now_us: int) -> Select[Any]:
-    t = care_team_access
-    return select(t.c.patient_id).where(t.c.member.in_(list(refs)), _covers(t, now_us))
+def care_team_patients(refs: Iterable[str], now_us: int) -> CompoundSelect[Any]:
+    """Patients whose care team lists these actors now, or whose open Tasks offer to / are owned by them."""
+    refs = list(refs)
+    t, k = care_team_access, task_access
+    team = select(t.c.patient_id).where(t.c.member.in_(refs), _covers(t, now_us))
+    tasks = select(k.c.patient_id).where(k.c.member.in_(refs), _covers(k, now_us))
+    return team.union(tasks)
 
 
 def allowed_patients(refs: list[str], now_us: int, launch_patient: str | None) -> Select[Any]:
-    """Patients this practitioner may reach now: care team, minus denials, within the launch context."""
-    t = care_team_access
-    stmt = select(t.c.patient_id).where(
-        t.c.member.in_(refs), _covers(t, now_us), t.c.patient_id.not_in(denied_patients(refs, now_us))
-    )
+    """Patients this practitioner may reach now: care team (and Task offers / ownership), minus denials,
+    within the launch context."""
+    reached = care_team_patients(refs, now_us).subquery()
+    stmt = select(reached.c.patient_id).where(reached.c.patient_id.not_in(denied_patients(refs, now_us)))
     if launch_patient is not None:
-        stmt = stmt.where(t.c.patient_id == launch_patient)
+        stmt = stmt.where(reached.c.patient_id == launch_patient)
     return stmt
 
 
@@ -257,8 +309,10 @@ def reach_case(break_glass: bool, launch_patient: bool) -> str:
     team = (
         "1 = 1"
         if break_glass
-        else "EXISTS (SELECT 1 FROM care_team_access t WHERE t.patient_id = c.patient_id "
-        f"AND t.member IN ({_ACTORS}) AND {_covers_sql('t')})"
+        else "(EXISTS (SELECT 1 FROM care_team_access t WHERE t.patient_id = c.patient_id "
+        f"AND t.member IN ({_ACTORS}) AND {_covers_sql('t')}) "
+        "OR EXISTS (SELECT 1 FROM task_access k WHERE k.patient_id = c.patient_id "
+        f"AND k.member IN ({_ACTORS}) AND {_covers_sql('k')}))"
     )
     denied = (
         "EXISTS (SELECT 1 FROM consent_deny d WHERE d.patient_id = c.patient_id "

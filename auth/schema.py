@@ -172,6 +172,22 @@ practitioner_affiliation = Table(
     Index(None, "res_pk"),
 )
 
+# Task dispatch (CSP L.1110-4: professionals taking part in the care): one row per actor a Task gives
+# reach to its patient — "offer": each Task.restriction.recipient while the Task is requested;
+# "owner": Task.owner while the Task is open. Rebuilt on every Task write.
+task_access = Table(
+    "task_access",
+    auth_metadata,
+    Column("res_pk", PK, nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("member", String(140), nullable=False),
+    Column("kind", String(8), nullable=False),  # offer | owner
+    Column("start_us", BigInteger, nullable=True),
+    Column("end_us", BigInteger, nullable=True),
+    Index(None, "member", "patient_id"),
+    Index(None, "res_pk"),
+)
+
 # Droit d'opposition: one row per (Consent, denied actor); actor "*" denies everyone.
 consent_deny = Table(
     "consent_deny",

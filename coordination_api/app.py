@@ -7,8 +7,9 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from coordination_api import hl7v2, security, subscriptions
+from coordination_api import hl7v2, logs, metrics, security, subscriptions
 from coordination_api.config import Settings
+from coordination_api.coordination import dispatch
 from coordination_api.errors import register_error_handlers
 from coordination_api.fhir import profiles, routes
 from coordination_api.fhir.context import Services
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["coordination"] = Services(settings=settings, repo=repo, compiler=compiler)
     security.init_app(app, settings, repo)
     subscriptions.init_app(app, repo, settings)
+    dispatch.init_app(app, repo, settings.dispatch)  # after subscriptions: its hook runs second
 
     @app.before_request
     def _request_id() -> None:
@@ -66,6 +68,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     routes.register(app)
     hl7v2.register(app)
     app.register_blueprint(health_bp)
+    metrics.init_app(app)  # GET /metrics, DB pool gauge
+    logs.init_app(app, settings)  # JSON logs, access line + latency histogram per request
 
     from coordination_api.cli import register_commands
 

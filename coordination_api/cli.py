@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -68,32 +71,47 @@ def serve(
             f"Refusing to bind {host}: security is disabled (COORDINATION_SECURITY_DISABLED), "
             "so the API only listens on loopback."
         )
-    from coordination_api.server import run_gunicorn
+    from coordination_api.server import supervise
 
-    # Child processes, not threads: gunicorn forks its workers from this process, and a forked
-    # copy of open database connections must never be shared.
-    children = []
+    # Child processes, not threads: gunicorn forks its workers, and a forked copy of open database
+    # connections must never be shared. gunicorn runs in a child of its own too, so that every child
+    # starts with the metrics directory in its environment (metrics.py).
+    metrics_dir = settings.metrics_multiproc_dir or tempfile.mkdtemp(prefix="coordination-metrics-")
+    for stale in Path(metrics_dir).glob("*.db"):  # counters of an earlier run are not ours
+        stale.unlink()
+    # /readyz waits for a delivery worker's heartbeat when serve starts one (unless configured).
+    requires_worker = settings.ready_requires_worker
+    if requires_worker is None:
+        requires_worker = not no_worker
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+        "COORDINATION_READY_REQUIRES_WORKER": "1" if requires_worker else "0",
+    }
+    http = [sys.executable, "-m", "coordination_api.server", "--host", host, "--port", str(port)]
+    children = {"http": _spawn([*http, "--workers", str(workers), "--threads", str(threads)], env)}
     if not no_mllp:
-        children.append(_child("mllp", "--host", host, "--port", str(mllp_port)))
+        children["mllp"] = _spawn(_script("mllp", "--host", host, "--port", str(mllp_port)), env)
     if not no_worker:
-        children.append(_child("worker"))
+        children["worker"] = _spawn(_script("worker"), env)
     try:
-        run_gunicorn(host, port, workers, threads)
+        code = supervise(children, metrics_dir)
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        if not settings.metrics_multiproc_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    if code:
+        sys.exit(code)
 
 
-def _child(*args: str) -> subprocess.Popen[bytes]:
-    """``coordination <args>`` as a child process of ``serve``."""
+def _script(*args: str) -> list[str]:
+    """The argv of ``coordination <args>``."""
     script = Path(sys.executable).parent / "coordination"
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "coordination_api.cli"]
-    return subprocess.Popen([*argv, *args])
+    return [*argv, *args]
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env)
 
 
 @click.command("worker")

@@ -70,6 +70,40 @@ def _subscriptions(env: Mapping[str, str]) -> SubscriptionSettings:
 
 
 @dataclass(frozen=True)
+class DispatchSettings:
+    """Task dispatch (coordination/dispatch.py): ``COORDINATION_DISPATCH_<FIELD>``, delays in seconds."""
+
+    # An open Task is offered to the patient's usual professional for this long, then to the area.
+    usual_seconds: float = 1800.0
+    # Not accepted this long after it entered dispatch: escalated to the CPTS coordinator.
+    escalate_seconds: float = 7200.0
+    # The coordinator, as a reference ("Organization/x", "PractitionerRole/y", "Practitioner/z");
+    # empty: the patient's CareTeam participant whose role has the code ``coordinator_role`` (in any
+    # system; default: the care-circle role of the CareTeam profile).
+    coordinator: str = ""
+    coordinator_role: str = "coordinateur-parcours"
+    # Due Tasks one tick claims, and how long the claim holds; PractitionerRoles of a kind examined
+    # for area coverage.
+    batch_size: int = 50
+    lease_seconds: float = 60.0
+    max_candidates: int = 500
+
+
+def _dispatch(env: Mapping[str, str]) -> DispatchSettings:
+    d = DispatchSettings()
+    p = PREFIX + "DISPATCH_"
+    return DispatchSettings(
+        usual_seconds=_float(env.get(p + "USUAL_SECONDS"), d.usual_seconds),
+        escalate_seconds=_float(env.get(p + "ESCALATE_SECONDS"), d.escalate_seconds),
+        coordinator=env.get(p + "COORDINATOR", d.coordinator).strip(),
+        coordinator_role=env.get(p + "COORDINATOR_ROLE", d.coordinator_role).strip(),
+        batch_size=_int(env.get(p + "BATCH_SIZE"), d.batch_size),
+        lease_seconds=_float(env.get(p + "LEASE_SECONDS"), d.lease_seconds),
+        max_candidates=_int(env.get(p + "MAX_CANDIDATES"), d.max_candidates),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the application is configured with, resolved once at start."""
 
@@ -85,6 +119,16 @@ class Settings:
     db_echo: bool = False
     secret_key: str | None = None
     log_level: str = "INFO"
+    # Observability (logs.py, metrics.py, health.py): "json" (one object a line) or "text"; one access
+    # line per request (off for benchmarks); prometheus_client's multiprocess directory (its own
+    # variable PROMETHEUS_MULTIPROC_DIR, set by `serve` for its children); /readyz wants a delivery
+    # worker heartbeat younger than worker_heartbeat_max_age seconds when ready_requires_worker
+    # (None: not set; `serve` then decides from --no-worker).
+    log_format: str = "json"
+    access_log: bool = True
+    metrics_multiproc_dir: str = ""
+    ready_requires_worker: bool | None = None
+    worker_heartbeat_max_age: float = 30.0
     # A meta.profile we do not ship: a warning (default) or a refusal.
     reject_unknown_profiles: bool = False
     # Security (auth/): turning it off is for benchmarks and local experiments only; `serve` then
@@ -114,12 +158,15 @@ class Settings:
     audit_queue_max: int = 10_000
     # Subscription delivery (worker delays, retries, endpoint safety): COORDINATION_SUBSCRIPTION_*.
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
+    # Task dispatch (offer delays, coordinator): COORDINATION_DISPATCH_*.
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
         base = cls(
-            database_url=env.get(PREFIX + "DATABASE_URL") or _default_database_url(),
+            # The URL holds the database password: COORDINATION_DATABASE_URL_FILE (docker secret) too.
+            database_url=_read_secret(env, "DATABASE_URL") or _default_database_url(),
             public_base_url=env.get(PREFIX + "PUBLIC_BASE_URL", "").rstrip("/"),
             max_body_bytes=_int(env.get(PREFIX + "MAX_BODY_BYTES"), 10 * 1024 * 1024),
             default_page_size=_int(env.get(PREFIX + "DEFAULT_PAGE_SIZE"), 20),
@@ -130,6 +177,15 @@ class Settings:
             db_echo=_bool(env.get(PREFIX + "DB_ECHO"), False),
             secret_key=_read_secret(env, "SECRET_KEY"),
             log_level=env.get(PREFIX + "LOG_LEVEL", "INFO").upper(),
+            log_format=env.get(PREFIX + "LOG_FORMAT", "json").strip().lower(),
+            access_log=_bool(env.get(PREFIX + "ACCESS_LOG"), True),
+            metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
+            ready_requires_worker=(
+                None
+                if not env.get(PREFIX + "READY_REQUIRES_WORKER")
+                else _bool(env.get(PREFIX + "READY_REQUIRES_WORKER"), False)
+            ),
+            worker_heartbeat_max_age=_float(env.get(PREFIX + "WORKER_HEARTBEAT_MAX_AGE"), 30.0),
             reject_unknown_profiles=_bool(env.get(PREFIX + "REJECT_UNKNOWN_PROFILES"), False),
             security_disabled=_bool(env.get(PREFIX + "SECURITY_DISABLED"), False),
             access_token_ttl=_int(env.get(PREFIX + "ACCESS_TOKEN_TTL"), 300),
@@ -146,5 +202,6 @@ class Settings:
             trusted_proxies=_int(env.get(PREFIX + "TRUSTED_PROXIES"), 0),
             secure_cookies=_bool(env.get(PREFIX + "SECURE_COOKIES"), False),
             subscriptions=_subscriptions(env),
+            dispatch=_dispatch(env),
         )
         return replace(base, **overrides) if overrides else base

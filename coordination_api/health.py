@@ -1,13 +1,23 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the delivery workers' heartbeat that readiness reads."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
-from sqlalchemy import text
+import logging
+import os
+import socket
+import time
+from functools import cache
 
+from flask import Blueprint, Response, current_app, jsonify
+from sqlalchemy import Engine, delete, func, select, text, update
+
+from coordination_api.config import Settings
 from coordination_api.errors import Category, FhirError
+from coordination_api.storage.schema import worker_heartbeat
 
 bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
+US = 1_000_000
 
 
 @bp.get("/healthz")
@@ -18,11 +28,73 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """The database answers."""
+    """The database answers, its schema is at the newest migration and, when a delivery worker is
+    expected (``COORDINATION_READY_REQUIRES_WORKER``), one has beaten recently."""
     engine = current_app.extensions["coordination"].repo.engine
+    settings: Settings = current_app.config["SETTINGS"]
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:
         raise FhirError(Category.TRANSIENT, "Database is not reachable") from exc
+    if not _migrations_current(engine):
+        raise FhirError(Category.TRANSIENT, "Database schema is not current: run `coordination db upgrade`")
+    if settings.ready_requires_worker and not worker_alive(engine, settings.worker_heartbeat_max_age):
+        raise FhirError(
+            Category.TRANSIENT,
+            f"No delivery worker heartbeat in the last {settings.worker_heartbeat_max_age:g} s",
+        )
     return jsonify(status="ready")
+
+
+def _migrations_current(engine: Engine) -> bool:
+    from coordination_api.storage.migrate import current_revisions
+
+    return current_revisions(engine) == _head_revisions()
+
+
+@cache
+def _head_revisions() -> frozenset[str]:
+    """The newest migration(s) this code ships (read once: they do not change while it runs)."""
+    from coordination_api.storage.migrate import head_revisions
+
+    return head_revisions()
+
+
+def worker_alive(engine: Engine, max_age: float) -> bool:
+    """A delivery worker has written its heartbeat within ``max_age`` seconds."""
+    with engine.connect() as conn:
+        newest = conn.scalar(select(func.max(worker_heartbeat.c.seen_us)))
+    return newest is not None and newest >= int((time.time() - max_age) * US)
+
+
+class WorkerHeartbeat:
+    """The heartbeat row of one delivery worker process: upserted at most every ``interval`` seconds,
+    deleted on a clean stop. Rows of workers gone for ``forget_after`` seconds are removed."""
+
+    def __init__(self, engine: Engine, interval: float = 5.0, forget_after: float = 3600.0) -> None:
+        self.engine = engine
+        self.interval = interval
+        self.forget_after = forget_after
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"[:140]
+        self._next = 0.0
+
+    def beat(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        hb = worker_heartbeat
+        now = int(time.time() * US)
+        with self.engine.begin() as conn:
+            seen = conn.execute(update(hb).where(hb.c.worker_id == self.worker_id).values(seen_us=now))
+            if not seen.rowcount:
+                conn.execute(hb.insert().values(worker_id=self.worker_id, seen_us=now))
+                conn.execute(delete(hb).where(hb.c.seen_us < now - int(self.forget_after * US)))
+        self._next = time.monotonic() + self.interval
+
+    def stop(self) -> None:
+        """Remove this worker's row (a clean exit is not a dead worker still counted alive)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(worker_heartbeat).where(worker_heartbeat.c.worker_id == self.worker_id))
+        except Exception as exc:  # noqa: BLE001 - the row then simply ages out
+            log.warning("worker heartbeat row not removed (%s)", type(exc).__name__)

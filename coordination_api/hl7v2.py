@@ -19,6 +19,7 @@ from auth.policy import Principal
 from auth.scopes import ScopeSet
 from connectors.hl7v2 import handle
 from connectors.hl7v2.mllp import MllpServer
+from coordination_api import metrics
 from coordination_api.coordination import discharge
 from coordination_api.coordination.events import EncounterEvent
 from coordination_api.errors import Category, FhirError
@@ -65,6 +66,7 @@ def receive() -> Response:
     svc: Services = current_app.extensions["coordination"]
     ack = handle(raw, _process(svc))  # type: ignore[arg-type]
     code = ack_code(ack)
+    metrics.hl7v2_message("http", code)
     if g.get("audit") is not None:
         g.audit.entities.append(f"hl7v2/{code}")
     return Response(ack, status=_STATUS[code], content_type=f"{ER7}; charset=utf-8")
@@ -86,6 +88,7 @@ def mllp_server(
         with app.app_context():
             ack = handle(raw, process)  # type: ignore[arg-type]
             code = ack_code(ack)
+            metrics.hl7v2_message("mllp", code)
             record = AuditRecord("operation", "MLLP", "mllp", None, None, entities=[f"hl7v2/{code}"])
             who = Principal(client_id="mllp", scopes=ScopeSet((), frozenset()))
             try:

@@ -72,7 +72,8 @@ class MllpServer:
         self._stopping.wait()
 
     def stop(self) -> None:
-        """Stop accepting, close every open connection and wait briefly for the threads."""
+        """Stop accepting and reading, let the messages being handled be answered, then wait briefly
+        for the connection threads."""
         self._stopping.set()
         if self._accept_thread is not None:
             self._accept_thread.join(timeout=5)
@@ -83,8 +84,9 @@ class MllpServer:
         with self._lock:
             connections, threads = list(self._connections), list(self._threads)
         for conn in connections:
+            # Stop reading only: a message being handled still gets its ACK, then the thread ends.
             with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+                conn.shutdown(socket.SHUT_RD)
         for thread in threads:
             thread.join(timeout=5)
 

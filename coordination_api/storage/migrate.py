@@ -27,9 +27,17 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+def head_revisions() -> frozenset[str]:
+    """The newest migration(s) of the code."""
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
+def current_revisions(engine: Engine) -> frozenset[str]:
+    """The migration(s) the database is at."""
+    with engine.connect() as conn:
+        return frozenset(MigrationContext.configure(conn).get_current_heads())
+
+
 def is_current(engine: Engine) -> bool:
     """True when the database is at the newest migration."""
-    script = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False)))
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_heads()
-    return set(current) == set(script.get_heads())
+    return current_revisions(engine) == head_revisions()

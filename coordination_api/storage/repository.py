@@ -202,6 +202,22 @@ class Repository:
         ).first()
         return Stored(*row) if row else None
 
+    def _current_locked(self, conn: Connection, res_type: str, res_id: str) -> Stored | None:
+        """The current row under a row lock, for a version-aware (If-Match) update: of concurrent
+        writers naming the same version one wins, the others see the new version (412) before any
+        other check. A row another writer holds is about to change: 412 at once, rather than waiting
+        with a pooled connection held (PostgreSQL; SQLite's write transactions are serialised)."""
+        if conn.dialect.name != "postgresql":
+            return self.current(conn, res_type, res_id)
+        stmt = select(*CURRENT_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
+        row = conn.execute(stmt.with_for_update(skip_locked=True)).first()
+        if row is None and conn.execute(stmt).first() is not None:
+            raise FhirError(
+                Category.PRECONDITION_FAILED,
+                f"{res_type}/{res_id} is being modified concurrently; read it again",
+            )
+        return Stored(*row) if row else None
+
     def version(self, conn: Connection, res_type: str, res_id: str, version: int) -> Stored | None:
         h = resource_history
         row = conn.execute(
@@ -315,7 +331,10 @@ class Repository:
     ) -> tuple[Stored, bool]:
         """Write a new version, or create it if absent (update-as-create). Returns (stored, created)."""
         for _attempt in range(3):
-            current = self.current(conn, res_type, res_id)
+            if if_match is None:
+                current = self.current(conn, res_type, res_id)
+            else:
+                current = self._current_locked(conn, res_type, res_id)
             if current is None:
                 if if_match is not None:
                     raise FhirError(

@@ -247,3 +247,31 @@ subscription_outbox = Table(
     Index(None, "status", "next_attempt_us"),
     Index(None, "sub_pk", "status", "event_number"),
 )
+
+# Task dispatch (coordination/dispatch.py): one row per Task that entered dispatch. ``stage`` is the
+# Task's dispatch-status (offered-usual | offered-area | escalated | taken | closed); the tick advances
+# rows whose ``next_due_us`` has passed (NULL: nothing more to do). Times in epoch microseconds.
+task_dispatch = Table(
+    "task_dispatch",
+    metadata,
+    Column(
+        "task_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    ),
+    Column("task_id", String(64), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("entered_us", BigInteger, nullable=False),
+    Column("stage_since_us", BigInteger, nullable=False),
+    Column("next_due_us", BigInteger, nullable=True),
+    # A tick that claimed the row owns it until then (a crashed worker's claim expires).
+    Column("lease_until", BigInteger, nullable=True),
+    Index(None, "next_due_us"),
+)
+
+# Delivery workers' liveness (observability): each `coordination worker` process upserts its row every
+# few seconds and deletes it on a clean exit; /readyz wants a recent one when a worker is expected.
+worker_heartbeat = Table(
+    "worker_heartbeat",
+    metadata,
+    Column("worker_id", String(140), primary_key=True),
+    Column("seen_us", BigInteger, nullable=False),
+)

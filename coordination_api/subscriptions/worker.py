@@ -26,6 +26,7 @@ from flask import Flask
 from sqlalchemy import false, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 
+from coordination_api import health, metrics
 from coordination_api.coordination import dispatch
 from coordination_api.storage.engine import WRITE
 from coordination_api.storage.repository import now_us
@@ -295,6 +296,7 @@ class Deliverer:
                     .values(status="delivered", delivered_us=now, lease_until=None, last_error=None)
                 )
                 conn.execute(update(st).where(st.c.res_pk == row.sub_pk).values(last_sent_us=now))
+                metrics.delivery("rest-hook", "ok")
                 if not claim_next:
                     return None
                 return self._claim_next(conn, row.sub_pk, rows[-1].event_number + 1, state.max_count, now)
@@ -320,6 +322,7 @@ class Deliverer:
                 )
                 self._write_status(conn, state.res_id, "error", message)
                 log.warning("subscription %s: %s", state.res_id, message)
+                metrics.delivery("rest-hook", "failed")
                 return None
             delay = min(config.retry_cap, config.retry_base * 2 ** max(row.attempts - 1, 0))
             delay *= 1 + _RANDOM.uniform(-config.retry_jitter, config.retry_jitter)
@@ -333,6 +336,7 @@ class Deliverer:
                     last_error=error,
                 )
             )
+        metrics.delivery("rest-hook", "retrying")
         return None
 
     def _claim_next(
@@ -449,9 +453,11 @@ class Deliverer:
 def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) -> None:
     """Deliver until ``stop_event`` is set (or one pass when ``once``)."""
     deliverer = Deliverer(app)
+    heartbeat = health.WorkerHeartbeat(deliverer.engine)  # read by /readyz
     try:
         while not stop_event.is_set():
             try:
+                heartbeat.beat()
                 worked = deliverer.run_once() + dispatch.run_due(app)  # Task dispatch timers
             except Exception:  # a failed pass (database restart…) must not stop the worker
                 log.exception("subscription delivery pass failed")
@@ -461,6 +467,7 @@ def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) 
             if not worked:
                 stop_event.wait(deliverer.svc.config.poll_interval)
     finally:
+        heartbeat.stop()
         deliverer.close()
 
 
@@ -475,6 +482,7 @@ def run_worker(app: Flask) -> None:
     signal.signal(signal.SIGINT, _stop)
     log.info("subscription delivery worker started")
     worker_loop(app, stop)
+    log.info("subscription delivery worker stopped")
 
 
 def start_in_thread(app: Flask) -> tuple[threading.Thread, threading.Event]:
