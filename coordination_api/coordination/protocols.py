@@ -758,25 +758,30 @@ def start_key(plan_definition: dict[str, Any], encounter_ref: str | None) -> dic
 def start_in(conn: Connection, svc: Services, plan_definition: dict[str, Any], ctx: Context) -> Started:
     """Store the plan in the caller's transaction: CarePlan (active), RequestGroup, requests.
 
-    The CarePlan comes first, by a conditional create on its start identifier: the same protocol
-    started again for the same encounter finds it and writes nothing. The actions are built after,
-    so an error in them (a bad expression, an unknown definition) rolls the CarePlan back too.
+    The actions are built first (in memory), then the CarePlan is written by a conditional create on
+    its start identifier: the same protocol started again for the same encounter finds it and writes
+    nothing more. The CarePlan's activities name the RequestGroup and each request, so that
+    ``CarePlan?_include=CarePlan:activity-reference`` gives practice software the Tasks themselves.
+    Everything is in the caller's transaction: an error rolls it all back.
     """
     _check_plan_definition(plan_definition)
-    group_id = str(uuid.uuid4())
+    group_id, care_plan_id = str(uuid.uuid4()), str(uuid.uuid4())
     care_plan = _care_plan(ctx, plan_definition, stored=True)
     key = start_key(plan_definition, ctx.encounter_ref)
     criteria = None
     if key is not None:
         care_plan["identifier"] = [key]
         criteria = f"identifier={_token(key['system'])}|{_token(key['value'])}"
-    care_plan["activity"] = [{"reference": {"reference": f"RequestGroup/{group_id}"}}]
-    result = fhir_create.create_in(conn, svc, "CarePlan", _valid(care_plan), criteria)
+    builder = _Builder(conn, svc, ctx, stored=True, care_plan=f"CarePlan/{care_plan_id}")
+    actions = builder.actions(plan_definition.get("action") or [], "PlanDefinition")
+    care_plan["activity"] = [{"reference": {"reference": f"RequestGroup/{group_id}"}}] + [
+        {"reference": {"reference": f"{request['resourceType']}/{request['id']}"}}
+        for request in builder.requests
+    ]
+    result = fhir_create.create_in(conn, svc, "CarePlan", _valid(care_plan), criteria, res_id=care_plan_id)
     assert result.stored is not None
     if result.status != 201:
         return Started(result.stored, False, [])
-    builder = _Builder(conn, svc, ctx, stored=True, care_plan=f"CarePlan/{result.stored.res_id}")
-    actions = builder.actions(plan_definition.get("action") or [], "PlanDefinition")
     group = _request_group(ctx, plan_definition, True, actions)
     group["basedOn"] = [{"reference": f"CarePlan/{result.stored.res_id}"}]
     items: list[tuple[str, str | None, dict[str, Any]]] = [("RequestGroup", group_id, _valid(group))]
