@@ -8,8 +8,10 @@
 - Break-the-glass: a practitioner states a reason and reaches a patient outside the care team; flagged
   and audited, still limited by their scopes and by Consent denials.
 - Task dispatch (L.1110-4, professionals taking part in the care): a practitioner a requested Task is
-  offered to (``Task.restriction.recipient``) reaches its patient while the offer stands, so as to
-  decide; the owner of an open Task reaches its patient while they own it. Consent denials still win.
+  offered to (``Task.restriction.recipient``) sees, while the offer stands, only what deciding needs:
+  the patient's Patient resource and Tasks (``OFFER_TYPES``), not the rest of the record; the owner of
+  an open Task takes part in the care and reaches the patient while they own it. Consent denials
+  still win.
 
 The rules are evaluated in SQL on every request (CareTeams change after login) from rows derived from
 CareTeam, Consent, PractitionerRole and Task at write time; this module derives the rows and builds the
@@ -263,23 +265,38 @@ def denied_patients(refs: Iterable[str], now_us: int) -> Select[Any]:
     return select(c.c.patient_id).where(c.c.actor.in_([*refs, "*"]), _covers(c, now_us))
 
 
+# What a professional a Task is offered to may see of its patient (the rest waits for the accept).
+OFFER_TYPES = ("Patient", "Task")
+
+
 def care_team_patients(refs: Iterable[str], now_us: int) -> CompoundSelect[Any]:
-    """Patients whose care team lists these actors now, or whose open Tasks offer to / are owned by them."""
+    """Patients whose care team lists these actors now, or whose open Tasks they own."""
     refs = list(refs)
     t, k = care_team_access, task_access
     team = select(t.c.patient_id).where(t.c.member.in_(refs), _covers(t, now_us))
-    tasks = select(k.c.patient_id).where(k.c.member.in_(refs), _covers(k, now_us))
-    return team.union(tasks)
+    owned = select(k.c.patient_id).where(k.c.member.in_(refs), k.c.kind == "owner", _covers(k, now_us))
+    return team.union(owned)
 
 
-def allowed_patients(refs: list[str], now_us: int, launch_patient: str | None) -> Select[Any]:
-    """Patients this practitioner may reach now: care team (and Task offers / ownership), minus denials,
-    within the launch context."""
-    reached = care_team_patients(refs, now_us).subquery()
+def _reachable(reached: Any, refs: list[str], now_us: int, launch_patient: str | None) -> Select[Any]:
     stmt = select(reached.c.patient_id).where(reached.c.patient_id.not_in(denied_patients(refs, now_us)))
     if launch_patient is not None:
         stmt = stmt.where(reached.c.patient_id == launch_patient)
     return stmt
+
+
+def allowed_patients(refs: list[str], now_us: int, launch_patient: str | None) -> Select[Any]:
+    """Patients this practitioner may reach now: care team and owned Tasks, minus denials, within the
+    launch context."""
+    return _reachable(care_team_patients(refs, now_us).subquery(), refs, now_us, launch_patient)
+
+
+def offered_patients(refs: list[str], now_us: int, launch_patient: str | None) -> Select[Any]:
+    """Patients with a Task offered to this practitioner now (their ``OFFER_TYPES`` only), minus
+    denials, within the launch context."""
+    k = task_access
+    offers = select(k.c.patient_id).where(k.c.member.in_(refs), k.c.kind == "offer", _covers(k, now_us))
+    return _reachable(offers.subquery(), refs, now_us, launch_patient)
 
 
 def _covers_sql(alias: str) -> str:
@@ -312,7 +329,8 @@ def reach_case(break_glass: bool, launch_patient: bool) -> str:
         else "(EXISTS (SELECT 1 FROM care_team_access t WHERE t.patient_id = c.patient_id "
         f"AND t.member IN ({_ACTORS}) AND {_covers_sql('t')}) "
         "OR EXISTS (SELECT 1 FROM task_access k WHERE k.patient_id = c.patient_id "
-        f"AND k.member IN ({_ACTORS}) AND {_covers_sql('k')}))"
+        f"AND k.member IN ({_ACTORS}) AND {_covers_sql('k')} "
+        f"AND (k.kind = 'owner' OR c.res_type IN ({', '.join(repr(t) for t in OFFER_TYPES)}))))"
     )
     denied = (
         "EXISTS (SELECT 1 FROM consent_deny d WHERE d.patient_id = c.patient_id "
@@ -324,10 +342,12 @@ def reach_case(break_glass: bool, launch_patient: bool) -> str:
 
 @dataclass(frozen=True)
 class PatientFilter:
-    """The patients a request may reach, as SQL: either only ``allowed`` ones, or all but ``denied`` ones."""
+    """The patients a request may reach, as SQL: either only ``allowed`` ones (and, for the
+    ``OFFER_TYPES`` of their record, the ``offered`` ones), or all but ``denied`` ones."""
 
     allowed: Select[Any] | None = None
     denied: Select[Any] | None = None
+    offered: Select[Any] | None = None
 
 
 def patient_filter(
@@ -341,4 +361,7 @@ def patient_filter(
                 literal(launch_patient).not_in(denied_patients(refs, now_us))
             )
         )
-    return PatientFilter(allowed=allowed_patients(refs, now_us, launch_patient))
+    return PatientFilter(
+        allowed=allowed_patients(refs, now_us, launch_patient),
+        offered=offered_patients(refs, now_us, launch_patient),
+    )

@@ -249,7 +249,10 @@ def visibility(pk: Any) -> list[ColumnElement[bool]]:
         return []
     c = idx_compartment.alias("acl")
     if f.allowed is not None:
-        outside = c.c.patient_id.not_in(f.allowed)
+        outside: ColumnElement[bool] = c.c.patient_id.not_in(f.allowed)
+        if f.offered is not None:
+            offered = and_(c.c.res_type.in_(policy.OFFER_TYPES), c.c.patient_id.in_(f.offered))
+            outside = and_(outside, ~offered)
     else:
         assert f.denied is not None
         outside = c.c.patient_id.in_(f.denied)
@@ -276,6 +279,8 @@ def _reach(conn: Connection, pks: list[int], f: PatientFilter | None) -> list[tu
         ok: ColumnElement[Any] = true()
     elif f.allowed is not None:
         ok = c.c.patient_id.in_(f.allowed)
+        if f.offered is not None:
+            ok = or_(ok, and_(c.c.res_type.in_(policy.OFFER_TYPES), c.c.patient_id.in_(f.offered)))
     else:
         ok = c.c.patient_id.not_in(f.denied)  # type: ignore[arg-type]
     rows = conn.execute(select(c.c.patient_id, ok).where(c.c.res_pk.in_(pks)).distinct()).all()

@@ -184,6 +184,32 @@ def test_offered_practitioner_reads_and_accepts_others_cannot(cpts: Cpts) -> Non
     assert cpts.dispatcher.tick(later(100_000)) == 0  # taken: no more stages
 
 
+def test_an_offer_shows_the_task_and_the_patient_not_the_record_until_accepted(cpts: Cpts) -> None:
+    # Least privilege: a professional of the area deciding on an offer sees the Patient and its Tasks;
+    # the rest of the record opens only once they take the Task (and take part in the care).
+    area_nurse = cpts.role("area-nurse", location=address("33000"), login=True)
+    observation = cpts.create(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "Poids"},
+            "subject": {"reference": f"Patient/{cpts.patient}"},
+        }
+    )
+    task = cpts.task()
+    assert recipients(task) == [area_nurse]  # nobody usual: offered to the area at once
+    nurse = cpts.user("area-nurse")
+    assert nurse.request("GET", f"/fhir/Task/{task['id']}").status_code == 200
+    assert nurse.request("GET", f"/fhir/Patient/{cpts.patient}").status_code == 200
+    assert nurse.request("GET", f"/fhir/Observation/{observation}").status_code == 403
+    assert nurse.ids(f"Observation?patient={cpts.patient}") == set()
+
+    accept = {**task, "status": "accepted", "owner": {"reference": area_nurse}}
+    response = nurse.request("PUT", f"/fhir/Task/{task['id']}", accept, If_Match='W/"2"')
+    assert response.status_code == 200, response.get_json()
+    assert nurse.request("GET", f"/fhir/Observation/{observation}").status_code == 200
+
+
 def test_accepting_a_task_no_longer_requested_is_a_conflict(cpts: Cpts) -> None:
     nurse = cpts.practitioner("usual-nurse", login=True)
     colleague = cpts.practitioner("colleague", login=True)
