@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import g, has_request_context
-from sqlalchemy import ColumnElement, false, insert, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, false, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from coordination_api.errors import Category, FhirError
@@ -35,6 +35,23 @@ def not_ended(now: int) -> ColumnElement[bool]:
     """R4 Subscription.end: a subscription past its end matches nothing and is sent nothing."""
     st = subscription_state
     return or_(st.c.end_us.is_(None), st.c.end_us > now)
+
+
+# Built once: this runs in every write transaction (statement construction costs more than the query).
+_CANDIDATES = (
+    select(
+        subscription_state.c.res_pk,
+        subscription_state.c.version,
+        subscription_state.c.res_id,
+        subscription_state.c.resource_type,
+    )
+    .where(
+        subscription_state.c.status.in_(COLLECTING),
+        subscription_state.c.resource_type.in_(bindparam("types", expanding=True)),
+        or_(subscription_state.c.end_us.is_(None), subscription_state.c.end_us > bindparam("now")),
+    )
+    .order_by(subscription_state.c.res_pk)
+)
 
 
 def effective_status(status: str, end_us: int | None, now: int) -> str:
@@ -222,12 +239,7 @@ class SubscriptionService:
         known = cached[1]
         missing = [t for t in types if t not in known]
         if missing:
-            st = subscription_state
-            rows = conn.execute(
-                select(st.c.res_pk, st.c.version, st.c.res_id, st.c.resource_type)
-                .where(st.c.status.in_(COLLECTING), st.c.resource_type.in_(missing), not_ended(now_us()))
-                .order_by(st.c.res_pk)
-            ).all()
+            rows = conn.execute(_CANDIDATES, {"types": missing, "now": now_us()}).all()
             for t in missing:
                 known[t] = [row for row in rows if row.resource_type == t]
         return sorted((row for t in types for row in known[t]), key=lambda row: row.res_pk)
