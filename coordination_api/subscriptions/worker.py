@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import requests
 from flask import Flask
-from sqlalchemy import false, func, or_, select, true, update
+from sqlalchemy import ColumnElement, false, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 
 from coordination_api import health, metrics
@@ -37,6 +37,19 @@ from coordination_api.subscriptions.service import COLLECTING, SubscriptionServi
 log = logging.getLogger(__name__)
 _RANDOM = secrets.SystemRandom()
 US = 1_000_000
+
+
+def _deliverable(now: int) -> list[ColumnElement[bool]]:
+    """Outbox rows (joined to their subscription state) that may be claimed and sent now."""
+    o, st = subscription_outbox, subscription_state
+    return [
+        o.c.status == "pending",
+        o.c.next_attempt_us <= now,
+        or_(o.c.lease_until.is_(None), o.c.lease_until < now),
+        st.c.status == "active",
+        st.c.handshake_due == false(),
+        not_ended(now),
+    ]
 
 
 class Deliverer:
@@ -172,15 +185,7 @@ class Deliverer:
             stmt = (
                 select(o.c.pk, o.c.sub_pk, o.c.event_number, st.c.max_count)
                 .select_from(o.join(st, st.c.res_pk == o.c.sub_pk))
-                .where(
-                    o.c.status == "pending",
-                    o.c.next_attempt_us <= now,
-                    or_(o.c.lease_until.is_(None), o.c.lease_until < now),
-                    st.c.status == "active",
-                    st.c.handshake_due == false(),
-                    not_ended(now),
-                    o.c.event_number == head,
-                )
+                .where(*_deliverable(now), o.c.event_number == head)
                 .order_by(o.c.next_attempt_us, o.c.pk)
                 .limit(self.svc.config.batch_size)
             )
@@ -349,16 +354,7 @@ class Deliverer:
         stmt = (
             select(o.c.pk)
             .select_from(o.join(st, st.c.res_pk == o.c.sub_pk))
-            .where(
-                o.c.sub_pk == sub_pk,
-                o.c.event_number == number,
-                o.c.status == "pending",
-                o.c.next_attempt_us <= now,
-                or_(o.c.lease_until.is_(None), o.c.lease_until < now),
-                st.c.status == "active",
-                st.c.handshake_due == false(),
-                not_ended(now),
-            )
+            .where(*_deliverable(now), o.c.sub_pk == sub_pk, o.c.event_number == number)
         )
         if self.pg:
             stmt = stmt.with_for_update(of=o, skip_locked=True)
@@ -476,7 +472,8 @@ def run_worker(app: Flask) -> None:
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: Any) -> None:
-        stop.set()
+        # From another thread: set() here could deadlock on the lock the main thread holds in wait().
+        threading.Thread(target=stop.set).start()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
