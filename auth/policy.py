@@ -21,7 +21,7 @@ SQL.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -269,12 +269,17 @@ def denied_patients(refs: Iterable[str], now_us: int) -> Select[Any]:
 OFFER_TYPES = ("Patient", "Task")
 
 
-def care_team_patients(refs: Iterable[str], now_us: int) -> CompoundSelect[Any]:
-    """Patients whose care team lists these actors now, or whose open Tasks they own."""
+def care_team_patients(
+    refs: Iterable[str], now_us: int, ignore_tasks: Collection[int] = ()
+) -> CompoundSelect[Any]:
+    """Patients whose care team lists these actors now, or whose open Tasks they own (not counting
+    the Tasks ``ignore_tasks``: a write may not lean on the grant it gives itself)."""
     refs = list(refs)
     t, k = care_team_access, task_access
     team = select(t.c.patient_id).where(t.c.member.in_(refs), _covers(t, now_us))
     owned = select(k.c.patient_id).where(k.c.member.in_(refs), k.c.kind == "owner", _covers(k, now_us))
+    if ignore_tasks:
+        owned = owned.where(k.c.res_pk.not_in(list(ignore_tasks)))
     return team.union(owned)
 
 
@@ -285,10 +290,13 @@ def _reachable(reached: Any, refs: list[str], now_us: int, launch_patient: str |
     return stmt
 
 
-def allowed_patients(refs: list[str], now_us: int, launch_patient: str | None) -> Select[Any]:
+def allowed_patients(
+    refs: list[str], now_us: int, launch_patient: str | None, ignore_tasks: Collection[int] = ()
+) -> Select[Any]:
     """Patients this practitioner may reach now: care team and owned Tasks, minus denials, within the
     launch context."""
-    return _reachable(care_team_patients(refs, now_us).subquery(), refs, now_us, launch_patient)
+    reached = care_team_patients(refs, now_us, ignore_tasks).subquery()
+    return _reachable(reached, refs, now_us, launch_patient)
 
 
 def offered_patients(refs: list[str], now_us: int, launch_patient: str | None) -> Select[Any]:
@@ -348,6 +356,30 @@ class PatientFilter:
     allowed: Select[Any] | None = None
     denied: Select[Any] | None = None
     offered: Select[Any] | None = None
+
+
+def write_filter(
+    refs: list[str], now_us: int, launch_patient: str | None, break_glass: bool, ignore_tasks: Collection[int]
+) -> PatientFilter:
+    """The reach of a write: as ``patient_filter`` but without offers (an offer lets its recipient
+    read and accept the Task, not file data) and without the owner grants of ``ignore_tasks``."""
+    if break_glass:
+        return patient_filter(refs, now_us, launch_patient, break_glass)
+    return PatientFilter(allowed=allowed_patients(refs, now_us, launch_patient, ignore_tasks))
+
+
+def offered_to(task: dict[str, Any], refs: Iterable[str], now_us: int) -> bool:
+    """Is this Task, as stored, a requested one offered to one of these actors now?"""
+    if task.get("status") != "requested":
+        return False
+    rows = [r for r in task_access_rows(task) if r["kind"] == "offer"]
+    mine = set(refs)
+    return any(
+        r["member"] in mine
+        and (r["start_us"] is None or r["start_us"] <= now_us)
+        and (r["end_us"] is None or r["end_us"] >= now_us)
+        for r in rows
+    )
 
 
 def patient_filter(

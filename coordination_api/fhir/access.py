@@ -229,17 +229,30 @@ def patient_filter() -> PatientFilter | None:
     if cached is not None:
         return cached
     now = int(time.time() * 1_000_000)
-    engine = current_app.extensions["coordination"].repo.engine
-    assert who.practitioner_id is not None
-    with engine.connect() as conn:
-        refs = policy.actor_refs(conn, who.practitioner_id, now)
-    # patient/ scopes confine the token to its launch patient (SMART scopes-and-launch-context).
-    only = who.patient_id if "patient" in who.scopes.contexts() else None
-    result = policy.patient_filter(
-        refs, now, only, g.audit is not None and g.audit.break_glass_reason is not None
-    )
+    result = policy.patient_filter(_actor_refs(now), now, _launch_patient(who), _break_glass())
     g.patient_filter = result
     return result
+
+
+def _actor_refs(now: int) -> list[str]:
+    """The caller's references (practitioner, roles, organizations), once per request."""
+    cached: list[str] | None = g.get("actor_refs")
+    if cached is None:
+        who = principal()
+        assert who.practitioner_id is not None
+        engine = current_app.extensions["coordination"].repo.engine
+        with engine.connect() as conn:
+            cached = g.actor_refs = policy.actor_refs(conn, who.practitioner_id, now)
+    return cached
+
+
+def _launch_patient(who: Principal) -> str | None:
+    # patient/ scopes confine the token to its launch patient (SMART scopes-and-launch-context).
+    return who.patient_id if "patient" in who.scopes.contexts() else None
+
+
+def _break_glass() -> bool:
+    return g.audit is not None and g.audit.break_glass_reason is not None
 
 
 def visibility(pk: Any) -> list[ColumnElement[bool]]:
@@ -393,13 +406,67 @@ def guard_write(conn: Connection, stored: list[Stored], phase: str) -> None:
     created: set[str] = g.setdefault("created_patients", set())
     if phase == "after":
         created.update(s.res_id for s in stored if s.res_type == "Patient" and s.version == 1)
-    reach = _reach_of(conn, stored)
+    if not who.is_user or who.unrestricted:
+        reach = _reach_of(conn, stored)
+    else:
+        stored = _offer_takes(stored, phase)
+        if not stored:
+            return
+        reach = _write_reach(conn, stored)
     _note(stored, [p for p, _ok in reach])
     if any(not ok and p not in created for p, ok in reach):
         raise FhirError(
             Category.FORBIDDEN,
             "Writing to this patient's record is reserved to the patient's care team",
         )
+
+
+# -- writes by practitioners --------------------------------------------------------------------------
+# An offer (Task.restriction.recipient) lets its recipient read the Task and the Patient, and take the
+# Task: the one write it allows is the accept (owner = the taker, status accepted). A Task a request
+# writes never lends its own owner grant to that request's checks (a practitioner cannot make
+# themself the owner of a new Task to open a record); only an accepted offer does.
+
+
+def _offer_takes(stored: list[Stored], phase: str) -> list[Stored]:
+    """Set apart the offered Tasks the caller is taking; returns the rest, for the care-team rule."""
+    now = int(time.time() * 1_000_000)
+    takes: set[int] = g.setdefault("offer_takes", set())
+    accepted: set[int] = g.setdefault("accepted_offers", set())
+    prior_owners: dict[int, tuple[Any, Any]] = g.setdefault("prior_owners", {})
+    refs = _actor_refs(now)
+    rest = []
+    for item in stored:
+        if item.res_type != "Task":
+            rest.append(item)
+            continue
+        task = item.json()
+        owner = (task.get("owner") or {}).get("reference")
+        subject = (task.get("for") or {}).get("reference")
+        if phase == "before":
+            prior_owners[item.pk] = (owner, subject)
+            if policy.offered_to(task, refs, now):
+                takes.add(item.pk)  # decided on the new version (after)
+            else:
+                rest.append(item)
+            continue
+        if item.pk in takes and task.get("status") == "accepted" and owner in refs:
+            accepted.add(item.pk)  # the accept of an offer: allowed, and its grant now counts
+            continue
+        if prior_owners.get(item.pk) == (owner, subject) and owner in refs:
+            continue  # the owner updating (e.g. completing) their own Task, for the same patient
+        if item.pk not in prior_owners or owner != prior_owners[item.pk][0]:
+            g.setdefault("written_tasks", set()).add(item.pk)  # an owner grant this request gives
+        rest.append(item)  # any other write: the care-team rule, offers not counted
+    return rest
+
+
+def _write_reach(conn: Connection, stored: list[Stored]) -> list[tuple[str, bool]]:
+    who = principal()
+    now = int(time.time() * 1_000_000)
+    ignore = set(g.get("written_tasks", set())) - set(g.get("accepted_offers", set()))
+    f = policy.write_filter(_actor_refs(now), now, _launch_patient(who), _break_glass(), ignore)
+    return _reach(conn, [s.pk for s in stored], f)
 
 
 def audit_in_transaction(conn: Connection) -> None:

@@ -210,6 +210,43 @@ def test_an_offer_shows_the_task_and_the_patient_not_the_record_until_accepted(c
     assert nurse.request("GET", f"/fhir/Observation/{observation}").status_code == 200
 
 
+def test_an_offer_cannot_be_turned_into_access_to_the_record(cpts: Cpts) -> None:
+    area_nurse = cpts.role("area-nurse", location=address("33000"), login=True)
+    cpts.practitioner("colleague")
+    observation = cpts.create(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "Poids"},
+            "subject": {"reference": f"Patient/{cpts.patient}"},
+        }
+    )
+    task = cpts.task()
+    nurse = cpts.user("area-nurse")
+    # A Task of one's own for that patient does not open the record (nor is it written).
+    own = {
+        "resourceType": "Task",
+        "status": "in-progress",
+        "intent": "order",
+        "for": {"reference": f"Patient/{cpts.patient}"},
+        "owner": {"reference": area_nurse},
+    }
+    assert nurse.request("POST", "/fhir/Task", own).status_code == 403
+    assert nurse.request("GET", f"/fhir/Observation/{observation}").status_code == 403
+    # The offered Task may be accepted, not handed to someone else, nor the Patient changed.
+    handed = {**task, "status": "accepted", "owner": {"reference": cpts.refs["colleague"]}}
+    assert nurse.request("PUT", f"/fhir/Task/{task['id']}", handed, If_Match='W/"2"').status_code == 403
+    patient = cpts.fhir.request("GET", f"/fhir/Patient/{cpts.patient}").get_json()
+    assert nurse.request("PUT", f"/fhir/Patient/{cpts.patient}", patient).status_code == 403
+    # Once accepted, the owner works on their Task (same owner: the grant is theirs already).
+    accept = {**task, "status": "accepted", "owner": {"reference": area_nurse}}
+    taken = nurse.request("PUT", f"/fhir/Task/{task['id']}", accept, If_Match='W/"2"')
+    assert taken.status_code == 200, taken.get_json()
+    done = {**taken.get_json(), "status": "completed"}
+    finished = nurse.request("PUT", f"/fhir/Task/{task['id']}", done, If_Match='W/"3"')
+    assert finished.status_code == 200, finished.get_json()
+
+
 def test_accepting_a_task_no_longer_requested_is_a_conflict(cpts: Cpts) -> None:
     nurse = cpts.practitioner("usual-nurse", login=True)
     colleague = cpts.practitioner("colleague", login=True)
