@@ -70,7 +70,7 @@ def history(resource_type: str | None = None, res_id: str | None = None) -> Resp
         where.append(h.c.res_id == res_id)
     # Versions are shown by the compartment their resource is in now (deleted ones: none).
     where.extend(access.visibility(h.c.res_pk))
-    if resource_type == "Subscription":
+    if resource_type in (None, "Subscription"):  # system history holds Subscriptions too
         where.extend(access.subscription_owner_filter(h.c.res_pk))
     with svc.repo.reading() as conn:
         if res_id is not None and resource_type is not None:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, Row
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.http import base_url, check_content_type, fhir_json_response, read_body
-from coordination_api.fhir.resources import parse_json
+from coordination_api.fhir.resources import parse_json, validate_resource
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
 from coordination_api.subscriptions import model, notify
@@ -31,8 +31,9 @@ def _params() -> list[tuple[str, str]]:
     if request.method == "POST" and request.get_data(cache=True):
         check_content_type()
         body = parse_json(read_body())
-        if body.get("resourceType") != "Parameters":
+        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
             raise FhirError(Category.INVALID, "The body of an operation must be a Parameters resource")
+        validate_resource(body, "Parameters")
         for param in body.get("parameter") or []:
             value = next((v for k, v in param.items() if k.startswith("value")), None)
             if value is not None:
@@ -81,9 +82,21 @@ def status(res_id: str | None = None) -> Response:
         if ids:
             found = [_state(conn, i) for i in ids]
         else:
+            # The caller's own subscriptions (owner filter in SQL, before the limit); deleted or
+            # unparsable ones are skipped, not an error for the whole list.
             st = subscription_state
-            rows = conn.execute(select(st).order_by(st.c.res_pk).limit(1000)).all()
-            found = [_state(conn, r.res_id) for r in rows if _owned_by_caller(r)]
+            rows = conn.execute(
+                select(st.c.res_id)
+                .where(*access.subscription_owner_filter(st.c.res_pk))
+                .order_by(st.c.res_pk)
+                .limit(1000)
+            ).scalars()
+            found = []
+            for listed in rows:
+                try:
+                    found.append(_state(conn, listed))
+                except FhirError:
+                    continue
         for row, spec in found:
             if not wanted or _status(row) in wanted:
                 entries.append(_status_entry(row, spec, base))

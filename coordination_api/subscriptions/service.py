@@ -161,6 +161,24 @@ class SubscriptionService:
                     .where(st.c.res_pk == item.pk)
                     .values(status=new_status, version=item.version, handshake_due=False)
                 )
+            elif not item.deleted:
+                # Created "off" (R4: a client may submit requested or off): nothing to match yet, but
+                # its owner is recorded, as for any other (its channel may carry credentials).
+                channel = body.get("channel") if isinstance(body.get("channel"), dict) else {}
+                conn.execute(
+                    insert(st).values(
+                        res_pk=item.pk,
+                        res_id=item.res_id,
+                        version=item.version,
+                        status="off",
+                        resource_type="",
+                        endpoint=str((channel or {}).get("endpoint") or ""),
+                        events=0,
+                        handshake_due=False,
+                        max_count=1,
+                        **(request_owner() or {}),
+                    )
+                )
             return
         spec = model.parse(item.res_id, body)
         self.compile(spec)  # a criteria we cannot evaluate is refused now (422), not at match time

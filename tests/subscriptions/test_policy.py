@@ -125,3 +125,51 @@ def test_status_and_events_belong_to_the_subscription_owner(
     assert other.request("GET", "/fhir/Subscription/$status").get_json()["total"] == 0
     listed = owner.request("GET", "/fhir/Subscription/$status").get_json()
     assert listed["total"] == 1
+
+
+def test_another_client_sees_no_trace_of_a_subscription_in_reads_searches_or_history(
+    sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
+) -> None:
+    client = sub_app.test_client()
+    owner = _as(sub_app, system_token(client, "system/*.cruds"))
+    other = _as(sub_app, system_token(client, "system/*.cruds"))
+    secret = "Authorization: Bearer receiver-secret"
+    live = _subscribe(owner, sub_fhir, pump, classic(receiver.url, header=[secret]))
+    off = owner.request(
+        "POST", "/fhir/Subscription", {**classic(receiver.url, header=[secret]), "status": "off"}
+    )
+    assert off.status_code == 201, off.get_json()
+    for sub_id in (live, off.get_json()["id"]):
+        assert owner.request("GET", f"/fhir/Subscription/{sub_id}").status_code == 200
+        assert other.request("GET", f"/fhir/Subscription/{sub_id}").status_code == 404
+        assert other.request("GET", f"/fhir/Subscription/{sub_id}/_history").status_code == 404
+        changed = other.request(
+            "PUT", f"/fhir/Subscription/{sub_id}", {**classic(receiver.url), "id": sub_id}
+        )
+        assert changed.status_code == 404, changed.get_json()
+    assert other.search("Subscription").get("total", 0) == 0
+    for url in ("/fhir/_history", "/fhir/Subscription/_history"):
+        text = other.request("GET", url).get_data(as_text=True)
+        assert "receiver-secret" not in text
+    assert "receiver-secret" in owner.request("GET", "/fhir/_history").get_data(as_text=True)
+
+
+def test_status_listing_survives_a_deleted_subscription_and_bad_bodies(
+    sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
+) -> None:
+    gone = _subscribe(sub_fhir, sub_fhir, pump, classic(receiver.url))
+    kept = _subscribe(sub_fhir, sub_fhir, pump, classic(receiver.url))
+    assert sub_fhir.request("DELETE", f"/fhir/Subscription/{gone}").status_code in {200, 204}
+    listed = sub_fhir.request("GET", "/fhir/Subscription/$status")
+    assert listed.status_code == 200, listed.get_json()
+    references = [
+        p["valueReference"]["reference"]
+        for e in listed.get_json()["entry"]
+        for p in e["resource"]["parameter"]
+        if p["name"] == "subscription"
+    ]
+    assert [r.rsplit("/", 1)[-1] for r in references] == [kept]
+    for body in ([], "x", {"resourceType": "Parameters", "parameter": [1]}):
+        response = sub_fhir.request("POST", f"/fhir/Subscription/{kept}/$status", body)
+        assert response.status_code == 400, response.get_json()
+        assert response.get_json()["resourceType"] == "OperationOutcome"
