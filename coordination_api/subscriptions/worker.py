@@ -61,6 +61,8 @@ class Deliverer:
         settings = app.config.get("SETTINGS")
         self.base = str(getattr(settings, "public_base_url", "") or "")
         self.session = requests.Session()
+        # Set on SIGTERM: the notification being sent finishes, the rest of the pass waits (its lease).
+        self.stopping = threading.Event()
 
     def close(self) -> None:
         self.session.close()
@@ -202,15 +204,19 @@ class Deliverer:
                 )
         sent = 0
         for batch in batches:
+            if self.stopping.is_set():
+                break
             # A subscription with a backlog is streamed: marking a notification delivered claims the
             # next one in the same transaction, so an ordered stream costs two transactions an event
             # instead of a claim pass each (bounded by batch_size, then the claim query again).
             claimed: tuple[list[int], int] | None = (batch, lease)
             streak = 0
-            while claimed is not None:
+            while claimed is not None and not self.stopping.is_set():
                 streak += 1
                 more = streak < self.svc.config.batch_size
-                claimed = self._deliver(*claimed, fresh=streak == 1, claim_next=more)
+                # Only the pass's first notification holds a lease claimed a moment ago; the others'
+                # leases may have run while earlier ones streamed: _deliver renews them first.
+                claimed = self._deliver(*claimed, fresh=streak == 1 and sent == 0, claim_next=more)
             sent += streak
         return sent
 
@@ -295,15 +301,15 @@ class Deliverer:
         with self.repo.writing() as conn:
             mine = (o.c.pk == row.pk, o.c.lease_until == lease)
             if error is None:
-                conn.execute(
+                marked = conn.execute(
                     update(o)
                     .where(o.c.pk.in_(sent), o.c.lease_until == lease)
                     .values(status="delivered", delivered_us=now, lease_until=None, last_error=None)
-                )
+                ).rowcount
                 conn.execute(update(st).where(st.c.res_pk == row.sub_pk).values(last_sent_us=now))
                 metrics.delivery("rest-hook", "ok")
-                if not claim_next:
-                    return None
+                if not claim_next or marked != len(sent):
+                    return None  # (a lost lease: another worker has these rows; it goes on from them)
                 return self._claim_next(conn, row.sub_pk, rows[-1].event_number + 1, state.max_count, now)
             # The followers wait behind the head again; the head carries the retry schedule.
             conn.execute(
@@ -449,6 +455,7 @@ class Deliverer:
 def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) -> None:
     """Deliver until ``stop_event`` is set (or one pass when ``once``)."""
     deliverer = Deliverer(app)
+    deliverer.stopping = stop_event
     heartbeat = health.WorkerHeartbeat(deliverer.engine)  # read by /readyz
     try:
         while not stop_event.is_set():
