@@ -315,8 +315,16 @@ def _duration(quantity: Any, where: str) -> timedelta:
             f"{where}: unit '{unit}' is not a UCUM time unit ({', '.join(_UNITS)})",
             expression=where,
         )
-    return timedelta(seconds=float(quantity["value"]) * _UNITS[unit])
+    seconds = float(quantity["value"]) * _UNITS[unit]
+    if not 0 <= seconds <= _MAX_DELAY_SECONDS:
+        raise FhirError(
+            Category.UNPROCESSABLE, f"{where}: a delay must be between 0 and 100 years", expression=where
+        )
+    return timedelta(seconds=seconds)
 
+
+# A protocol's delays are days to months; beyond a century is a typo (and overflows datetime).
+_MAX_DELAY_SECONDS = 100 * 365.25 * 86400
 
 Window = tuple[datetime, datetime | None]
 
@@ -407,6 +415,10 @@ def _fhirpath_expression(holder: dict[str, Any], where: str) -> str:
     return str(expression["expression"])
 
 
+# What a dynamicValue may not rewrite: the kind and identity of the request the engine builds.
+_FIXED_ELEMENTS = frozenset({"resourceType", "id", "meta", "contained", "implicitRules"})
+
+
 def apply_dynamic_values(
     body: dict[str, Any], holders: list[tuple[dict[str, Any], str]], ctx: Context
 ) -> None:
@@ -419,6 +431,12 @@ def apply_dynamic_values(
             if not isinstance(path, str) or not path or not all(p.isidentifier() for p in path.split(".")):
                 raise FhirError(
                     Category.UNPROCESSABLE, f"{at}.path must be a dotted element path", expression=at
+                )
+            if path.split(".")[0] in _FIXED_ELEMENTS:
+                raise FhirError(
+                    Category.UNPROCESSABLE,
+                    f"{at}.path may not set '{path.split('.')[0]}' (the request's identity is the engine's)",
+                    expression=at,
                 )
             result = [
                 v if isinstance(v, str | int | float | bool | dict | list) else str(v)
@@ -833,4 +851,7 @@ def start_on_discharge(conn: Connection, svc: Services, patient: str, encounter:
                 exc.category.name,
                 (exc.issues[0].expression or ["?"])[0] if exc.issues else "?",
             )
+        except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+            # A CPTS-authored definition we did not foresee must not cost the hospital its discharge.
+            log.warning("protocol %s not started on discharge: %s", name, type(exc).__name__)
     return started

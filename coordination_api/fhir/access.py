@@ -360,6 +360,22 @@ def check_stored(conn: Connection, stored: Stored) -> None:
     check_reach(stored, _patients_of(conn, [stored.pk]))
 
 
+def check_record_reach(conn: Connection, patient_id: str) -> None:
+    """403 unless this request reaches the patient's whole record (not only through a Task offer)."""
+    f = patient_filter()
+    if f is None:
+        return
+    if f.allowed is not None:
+        ok = conn.scalar(select(literal(1)).where(literal(patient_id).in_(f.allowed)))
+    else:
+        assert f.denied is not None
+        ok = conn.scalar(select(literal(1)).where(literal(patient_id).not_in(f.denied)))
+    if not ok:
+        raise FhirError(
+            Category.FORBIDDEN, "This patient's record is shared only within the patient's care team"
+        )
+
+
 def check_reach(stored: Stored, reach: list[tuple[str, bool]]) -> None:
     """403 unless every patient whose compartment holds ``stored`` is within reach."""
     if not has_request_context() or g.get("principal") is None:

@@ -100,10 +100,21 @@ def _plan_definition(svc: Services, res_id: str) -> dict[str, Any]:
 
 
 def _check_subject(svc: Services, params: protocols.ApplyParameters) -> None:
-    """The caller may apply a protocol only for a patient within their reach (care-team rule)."""
+    """Applying a protocol reads the patient's data (encounter, cercle de soins, prescriptions) into
+    its conditions and dynamic values: the caller needs read scopes on those types and the patient's
+    whole record within reach (the care-team rule; a Task offer alone is not enough)."""
+    for resource_type in CONTEXT_TYPES:
+        access.require(resource_type, "r")
+    if params.encounter:
+        access.require("Encounter", "r")
     with svc.repo.reading() as conn:
         stored = protocols.subject_stored(conn, svc, params)
         access.check_stored(conn, stored)
+        access.check_record_reach(conn, stored.res_id)
+
+
+# The types a protocol's context reads besides the subject and the encounter (protocols.load_context).
+CONTEXT_TYPES = ("Patient", "CareTeam", "ServiceRequest")
 
 
 def apply_type() -> Response:

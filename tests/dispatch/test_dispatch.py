@@ -203,6 +203,10 @@ def test_an_offer_shows_the_task_and_the_patient_not_the_record_until_accepted(c
     assert nurse.request("GET", f"/fhir/Patient/{cpts.patient}").status_code == 200
     assert nurse.request("GET", f"/fhir/Observation/{observation}").status_code == 403
     assert nurse.ids(f"Observation?patient={cpts.patient}") == set()
+    # Nor through a protocol's conditions and dynamic values, which read the record.
+    plan = cpts.create({"resourceType": "PlanDefinition", "status": "active", "action": [{"title": "x"}]})
+    applied = nurse.request("GET", f"/fhir/PlanDefinition/{plan}/$apply?subject=Patient/{cpts.patient}")
+    assert applied.status_code == 403, applied.get_json()
 
     accept = {**task, "status": "accepted", "owner": {"reference": area_nurse}}
     response = nurse.request("PUT", f"/fhir/Task/{task['id']}", accept, If_Match='W/"2"')

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from flask.testing import FlaskClient
 
-from tests.conftest import Fhir
+from tests.conftest import Fhir, system_token
 from tests.protocols.builders import (
     ELDERLY,
     ROLE,
@@ -248,3 +249,46 @@ def test_dynamic_values_are_set_on_the_request(fhir: Fhir) -> None:
     [task] = [r for r in response.get_json()["contained"] if r["resourceType"] == "Task"]
     assert task["description"] == "Appeler Durand"
     assert task["priority"] == "urgent"
+
+
+def _single_action(fhir: Fhir, action: dict[str, Any]) -> str:
+    created: str = fhir.create({"resourceType": "PlanDefinition", "status": "active", "action": [action]})[
+        "id"
+    ]
+    return created
+
+
+def test_an_absurd_delay_is_422_not_a_crash(fhir: Fhir) -> None:
+    patient = new_patient(fhir)
+    for timing in (
+        {"timingDuration": {"value": 99999999, "code": "a"}},
+        {"timingRange": {"low": {"value": 1e12, "code": "d"}}},
+        {"timingDuration": {"value": -2, "code": "d"}},
+    ):
+        definition = _single_action(fhir, {"title": "Visite", **timing})
+        response = fhir.request("GET", f"/fhir/PlanDefinition/{definition}/$apply?subject={patient}")
+        assert response.status_code == 422, response.get_json()
+
+
+def test_a_dynamic_value_cannot_change_what_the_request_is(fhir: Fhir) -> None:
+    patient = new_patient(fhir)
+    for path in ("resourceType", "id", "meta.source"):
+        action = {
+            "title": "Visite",
+            "dynamicValue": [
+                {"path": path, "expression": {"language": "text/fhirpath", "expression": "'x'"}}
+            ],
+        }
+        definition = _single_action(fhir, action)
+        response = fhir.request("GET", f"/fhir/PlanDefinition/{definition}/$apply?subject={patient}")
+        assert response.status_code == 422, response.get_json()
+
+
+def test_apply_needs_read_scopes_on_what_the_protocol_reads(app: Flask, fhir: Fhir) -> None:
+    patient = new_patient(fhir)
+    definition = _single_action(fhir, {"title": "Visite"})
+    narrow: FlaskClient = app.test_client()
+    scope = "system/PlanDefinition.rs system/Patient.rs"
+    narrow.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {system_token(narrow, scope)}"
+    response = narrow.get(f"/fhir/PlanDefinition/{definition}/$apply?subject={patient}")
+    assert response.status_code == 403, response.get_json()
