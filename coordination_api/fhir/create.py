@@ -31,7 +31,8 @@ def create_in(
 ) -> WriteResult:
     """Create inside an open transaction. The server assigns the id (a client id is ignored, R4 3.1.0.7)."""
     if not if_none_exist:
-        return WriteResult(201, svc.repo.create(conn, resource_type, body, res_id))
+        created = svc.repo.create(conn, resource_type, body, res_id)
+        return WriteResult(201, svc.repo.latest(conn, created))
     params = parse_criteria(if_none_exist)
     key = criteria_hash(resource_type, params)
     for _attempt in range(4):
@@ -48,7 +49,7 @@ def create_in(
         stored = svc.repo.create(conn, resource_type, body, res_id)
         if svc.repo.claim_conditional(conn, resource_type, key, stored.pk):
             savepoint.commit()
-            return WriteResult(201, stored)
+            return WriteResult(201, svc.repo.latest(conn, stored))
         # A concurrent writer created a match first (the database unique key decided): undo ours.
         savepoint.rollback()
         if not find_matches(conn, svc, resource_type, params):

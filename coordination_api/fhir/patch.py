@@ -74,4 +74,5 @@ def patch(resource_type: str, res_id: str) -> Response:
             raise FhirError(Category.UNPROCESSABLE, "A patch may not change the resourceType or id")
         body = validate_resource(patched, resource_type)
         stored, _created = svc.repo.update(conn, resource_type, res_id, body, current.version, method="PATCH")
+        stored = svc.repo.latest(conn, stored)
     return write_response(WriteResult(200, stored))

@@ -250,6 +250,9 @@ class TransactionProcessor:
             elif entry.method == "PUT":
                 _guard(entry, self._plan_put)
         self._write_all([e for e in ordered if e.method in {"POST", "PUT"} and e.result is None])
+        for entry in ordered:  # a write hook may have written an entry's resource again
+            if entry.method in {"POST", "PUT", "PATCH"} and entry.result and entry.result.stored:
+                entry.result.stored = self.svc.repo.latest(self.conn, entry.result.stored)
         for entry in ordered:
             if entry.method in {"GET", "HEAD"}:
                 _guard(entry, lambda e: read_entry(self.conn, self.svc, e, self.base))

@@ -50,7 +50,7 @@ def update_in(
 ) -> WriteResult:
     check_update_body(res_id, body)
     stored, created = svc.repo.update(conn, resource_type, res_id, body, if_match)
-    return WriteResult(201 if created else 200, stored)
+    return WriteResult(201 if created else 200, svc.repo.latest(conn, stored))
 
 
 def conditional_target(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -123,6 +124,11 @@ class Repository:
         # statements (token, read, access check): one pool checkout instead of one each.
         self.request_raw: Callable[[], Any] | None = None
         self.before_write: Callable[[], None] | None = None
+        # The newest version each write transaction made of each resource: a write hook may write
+        # again what was just written (dispatch's offer on a new Task); the answer shows the last.
+        self._latest: weakref.WeakKeyDictionary[Connection, dict[tuple[str, str], Stored]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @contextmanager
     def raw(self) -> Iterator[Any]:
@@ -148,10 +154,24 @@ class Repository:
                 self.before_commit(conn)
 
     def _check(self, conn: Connection, stored: list[Stored], phase: str) -> None:
+        if phase == "after":
+            self._remember(conn, stored)
         if self.guard is not None:
             self.guard(conn, stored, phase)
         if phase == "after":
             self._written(conn, stored)
+
+    def _remember(self, conn: Connection, stored: list[Stored]) -> None:
+        seen = self._latest.setdefault(conn, {})
+        for item in stored:
+            known = seen.get((item.res_type, item.res_id))
+            if known is None or known.version < item.version:
+                seen[(item.res_type, item.res_id)] = item
+
+    def latest(self, conn: Connection, stored: Stored) -> Stored:
+        """The newest version of ``stored``'s resource this transaction has written (itself if none)."""
+        known = self._latest.get(conn, {}).get((stored.res_type, stored.res_id))
+        return known if known is not None and known.version > stored.version else stored
 
     def _written(self, conn: Connection, stored: list[Stored]) -> None:
         for hook in self.on_written:

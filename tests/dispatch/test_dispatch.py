@@ -42,6 +42,32 @@ def test_created_task_is_offered_to_the_usual_nurse_in_the_same_transaction(cpts
     assert [v["meta"]["versionId"] for v in _history(cpts.fhir, task["id"])] == ["2", "1"]
 
 
+def test_the_create_response_is_the_offered_version(cpts: Cpts) -> None:
+    # R4 http.html#create: the answer describes the resource as stored; the offer is its version 2,
+    # so an accept may use the create's ETag.
+    nurse = cpts.practitioner("usual-nurse")
+    cpts.care_team((nurse, NURSE))
+    body = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "for": {"reference": f"Patient/{cpts.patient}"},
+        "performerType": [NURSE],
+    }
+    response = cpts.fhir.request("POST", "/fhir/Task", body)
+    assert response.status_code == 201
+    assert response.headers["ETag"] == 'W/"2"'
+    assert response.headers["Location"].endswith("/_history/2")
+    assert recipients(response.get_json()) == [nurse]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": body, "request": {"method": "POST", "url": "Task"}}],
+    }
+    answer = cpts.fhir.request("POST", "/fhir", bundle).get_json()
+    assert answer["entry"][0]["response"]["etag"] == 'W/"2"'
+
+
 def test_task_created_in_a_transaction_enters_dispatch_too(cpts: Cpts) -> None:
     nurse = cpts.practitioner("usual-nurse")
     cpts.care_team((nurse, NURSE))
