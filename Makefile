@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 export COORDINATION_TEST_PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: install run test check lint typecheck pytest bench clean
+.PHONY: install run test check lint typecheck compose-check pytest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,18 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-check: lint typecheck
+# docker/compose.yaml through `docker compose config` when the client and its compose plugin are
+# here; no Docker engine is needed (and none runs on the development machines).
+compose-check:
+	@if docker compose version >/dev/null 2>&1; then \
+	  dir=$$(mktemp -d) && touch $$dir/db_password $$dir/database_url $$dir/secret_key && \
+	  COORDINATION_SECRETS_DIR=$$dir docker compose -f docker/compose.yaml config --quiet; \
+	  status=$$?; rm -rf $$dir; [ $$status -eq 0 ] && echo "docker/compose.yaml: valid"; exit $$status; \
+	else \
+	  echo "compose-check skipped: no 'docker compose' client here (tests/ops checks the file's structure)"; \
+	fi
+
+check: lint typecheck compose-check
 
 # The whole suite, on SQLite and on PostgreSQL (tests are parametrized over both backends).
 pytest: install

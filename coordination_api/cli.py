@@ -6,7 +6,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -114,14 +113,31 @@ def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env)
 
 
+_METRICS_PORT = click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), help="serve this process's /metrics on this port"
+)
+_METRICS_HOST = click.option("--metrics-host", default="127.0.0.1", show_default=True)
+
+
 @click.command("worker")
+@_METRICS_PORT
+@_METRICS_HOST
 @with_appcontext
-def worker() -> None:
+def worker(metrics_port: int | None, metrics_host: str) -> None:
     """Subscription delivery worker: handshakes, notifications in event order, heartbeats, retries
     (any number of processes; stops on SIGTERM)."""
     from coordination_api.subscriptions import run_worker
 
+    _serve_metrics(metrics_port, metrics_host)
     run_worker(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+def _serve_metrics(port: int | None, host: str) -> None:
+    """A process of its own (a container without ``serve``) can expose its counters itself."""
+    if port is not None:
+        from coordination_api.metrics import serve_metrics
+
+        serve_metrics(host, port)
 
 
 @click.command("mllp")
@@ -129,10 +145,21 @@ def worker() -> None:
 @click.option("--port", default=2575, type=int, show_default=True, envvar="MLLP_PORT")
 @click.option("--max-message-bytes", default=1_048_576, type=click.IntRange(1024), show_default=True)
 @click.option("--idle-timeout", default=60.0, type=click.FloatRange(1), show_default=True)
+@_METRICS_PORT
+@_METRICS_HOST
 @with_appcontext
-def mllp(host: str, port: int, max_message_bytes: int, idle_timeout: float) -> None:
+def mllp(
+    host: str,
+    port: int,
+    max_message_bytes: int,
+    idle_timeout: float,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     """HL7 v2 MLLP listener: ADT messages stored as encounter events, ACKs with MSA AA/AE/AR."""
     from coordination_api.hl7v2 import mllp_server
+
+    _serve_metrics(metrics_port, metrics_host)
 
     server = mllp_server(
         current_app._get_current_object(),  # type: ignore[attr-defined]
@@ -145,12 +172,14 @@ def mllp(host: str, port: int, max_message_bytes: int, idle_timeout: float) -> N
         server.start()
     except OSError as exc:
         raise click.ClickException(f"MLLP listener cannot bind {host}:{port}: {exc.strerror}") from None
+    from coordination_api.server import SignalWaiter
+
+    waiter = SignalWaiter()  # before saying we listen: a SIGTERM may follow at once
     click.echo(f"MLLP listening on {host}:{server.port}")
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        server.stop()
+    while not waiter.stop_requested:
+        waiter.wait(60.0)
+    server.stop()  # no new connection or message; those being handled are answered
+    click.echo("MLLP listener stopped")
 
 
 @click.group("db")

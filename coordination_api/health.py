@@ -13,6 +13,7 @@ from sqlalchemy import Engine, delete, func, select, text, update
 
 from coordination_api.config import Settings
 from coordination_api.errors import Category, FhirError
+from coordination_api.storage.migrate import current_revisions, head_revisions
 from coordination_api.storage.schema import worker_heartbeat
 
 bp = Blueprint("health", __name__)
@@ -32,32 +33,31 @@ def readyz() -> Response:
     expected (``COORDINATION_READY_REQUIRES_WORKER``), one has beaten recently."""
     engine = current_app.extensions["coordination"].repo.engine
     settings: Settings = current_app.config["SETTINGS"]
+    max_age = settings.worker_heartbeat_max_age
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+        current = _migrations_current(engine)
+        beating = current and (not settings.ready_requires_worker or worker_alive(engine, max_age))
     except Exception as exc:
         raise FhirError(Category.TRANSIENT, "Database is not reachable") from exc
-    if not _migrations_current(engine):
+    if not current:
         raise FhirError(Category.TRANSIENT, "Database schema is not current: run `coordination db upgrade`")
-    if settings.ready_requires_worker and not worker_alive(engine, settings.worker_heartbeat_max_age):
+    if not beating:
         raise FhirError(
             Category.TRANSIENT,
-            f"No delivery worker heartbeat in the last {settings.worker_heartbeat_max_age:g} s",
+            f"No delivery worker heartbeat in the last {max_age:g} s",
         )
     return jsonify(status="ready")
 
 
 def _migrations_current(engine: Engine) -> bool:
-    from coordination_api.storage.migrate import current_revisions
-
     return current_revisions(engine) == _head_revisions()
 
 
 @cache
 def _head_revisions() -> frozenset[str]:
     """The newest migration(s) this code ships (read once: they do not change while it runs)."""
-    from coordination_api.storage.migrate import head_revisions
-
     return head_revisions()
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, has_request_context, request
 
 from coordination_api import metrics
 from coordination_api.config import Settings
@@ -27,7 +27,8 @@ PACKAGES = ("coordination_api", "auth", "connectors")
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: ts, level, logger, msg, the record's ``fields`` extra, exc."""
+    """One JSON object a line: ts, level, logger, msg, request_id (in a request), the record's
+    ``fields`` extra, exc."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -36,6 +37,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if has_request_context():  # every line logged while serving a request names it
+            out["request_id"] = g.get("request_id")
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             out.update(fields)

@@ -28,12 +28,14 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event, func, select, text
 from werkzeug.routing import Rule
 
+from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox
 
 log = logging.getLogger(__name__)
@@ -158,8 +160,6 @@ class OutboxCollector(Collector):
         self.timeout_ms = timeout_ms
 
     def collect(self) -> Iterator[Metric]:
-        from coordination_api.storage.repository import now_us
-
         o = subscription_outbox
         ok = GaugeMetricFamily(
             "coordination_outbox_scrape_ok", "1 when the outbox gauges could be read at this scrape."
@@ -204,6 +204,13 @@ def metrics() -> Response:
     response = Response(body + generate_latest(scraped), mimetype=None)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """``/metrics`` of this process alone on ``host:port`` (a daemon thread), for a delivery worker or
+    MLLP listener that runs in a container of its own: compose's containers do not share a
+    multiprocess directory (each has its own PID namespace, and the files are named by PID)."""
+    start_http_server(port, addr=host)
 
 
 def init_app(app: Flask) -> None:

@@ -8,10 +8,12 @@ already in its environment, which prometheus_client needs before its first impor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import select
 import signal
 import subprocess
-import threading
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -63,30 +65,48 @@ def _forget_worker(metrics_dir: str) -> Any:
     return child_exit
 
 
+class SignalWaiter:
+    """Race-free waiting for SIGTERM / SIGINT (and SIGCHLD) in the main thread: the handlers only set a
+    flag, and Python's wakeup fd wakes the ``select``. (Setting a threading.Event from a handler can
+    deadlock: the signal may land while the main thread holds that Event's lock inside ``wait``.)"""
+
+    def __init__(self, *, children: bool = False) -> None:
+        self.stop_requested = False
+        self._read, write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        if children:  # a handler of its own, so that a child's death writes to the wakeup fd too
+            signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def _stop(self, _signum: int, _frame: Any) -> None:
+        self.stop_requested = True
+
+    def wait(self, timeout: float) -> None:
+        """Return on the next signal, or after ``timeout`` seconds."""
+        select.select([self._read], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._read, 4096)
+
+
 def supervise(children: dict[str, subprocess.Popen[bytes]], metrics_dir: str) -> int:
     """``serve``'s process: wait for SIGTERM/SIGINT (or a child's death), then SIGTERM every child and
-    wait for each to finish what it is doing (gunicorn: in-flight requests; worker: its pass; MLLP:
-    the messages being handled). Returns 0 after a requested stop in which every child exited cleanly."""
-    wake = threading.Event()
-    requested = threading.Event()
-
-    def _stop(_signum: int, _frame: Any) -> None:
-        requested.set()
-        wake.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGCHLD, lambda *_: wake.set())
-    while not requested.is_set() and all(child.poll() is None for child in children.values()):
-        wake.wait(1.0)  # woken at once by a signal; the timeout only guards a missed SIGCHLD
-        wake.clear()
-    died = [name for name, child in children.items() if child.poll() is not None]
-    if not requested.is_set():
+    wait for each to finish what it is doing (gunicorn: in-flight requests; worker: the notification
+    it is sending; MLLP: the messages being handled). Returns 0 after a requested stop in which every
+    child exited cleanly."""
+    waiter = SignalWaiter(children=True)
+    while not waiter.stop_requested and all(child.poll() is None for child in children.values()):
+        waiter.wait(5.0)
+    requested = waiter.stop_requested
+    if not requested:
+        died = [name for name, child in children.items() if child.poll() is not None]
         log.error("serve: %s exited unexpectedly; stopping the others", ", ".join(died))
     for child in children.values():
         if child.poll() is None:
             child.terminate()
-    clean = requested.is_set()
+    clean = requested
     for name, child in children.items():
         try:
             code = child.wait(timeout=GRACEFUL_TIMEOUT + 10)
@@ -98,9 +118,10 @@ def supervise(children: dict[str, subprocess.Popen[bytes]], metrics_dir: str) ->
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(child.pid, metrics_dir)  # type: ignore[no-untyped-call]
-        if code:
+        # -SIGTERM: our signal reached a child still starting (no handler yet, so nothing in flight).
+        if code not in (0, -signal.SIGTERM):
             log.warning("serve: %s exited with status %s", name, code)
-        clean = clean and code == 0
+            clean = False
     log.info("serve: stopped (%s)", "clean" if clean else "with errors")
     return 0 if clean else 1
 
@@ -113,6 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args(argv)
+    # Import the application's modules before gunicorn forks (it binds its socket first): each worker
+    # then only runs create_app, and an early request does not wait for every import.
+    import coordination_api.app  # noqa: F401
     from coordination_api.config import Settings
 
     metrics_dir = Settings.from_env().metrics_multiproc_dir
