@@ -451,13 +451,20 @@ def open_loop(
 # --------------------------------------------------------------------------------------------------
 
 
-def subscribe(server: Server, receiver: Receiver) -> str:
+MAX_COUNT_URL = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-max-count"
+
+
+def subscribe(server: Server, receiver: Receiver, max_count: int = 1) -> str:
+    channel: dict[str, Any] = {"type": "rest-hook", "endpoint": receiver.url, "payload": FHIR_JSON}
+    if max_count > 1:
+        # Backport "backport-max-count": the subscriber accepts several events per notification.
+        channel["extension"] = [{"url": MAX_COUNT_URL, "valuePositiveInt": max_count}]
     body = {
         "resourceType": "Subscription",
         "status": "requested",
         "reason": "bench: sorties d'hospitalisation",
         "criteria": TOPIC,
-        "channel": {"type": "rest-hook", "endpoint": receiver.url, "payload": FHIR_JSON},
+        "channel": channel,
     }
     headers = {"Content-Type": FHIR_JSON, **server.auth}
     response = requests.post(
@@ -484,6 +491,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mllp-connections", type=int, default=4, help="(b) persistent MLLP connections")
     p.add_argument("--throughput-seconds", type=float, default=10.0, help="(a) and (b) run time each")
     p.add_argument("--rate", type=float, default=50.0, help="(c)/(d) messages per second")
+    p.add_argument(
+        "--max-count",
+        type=int,
+        default=1,
+        help="the subscription's backport-max-count (events per notification when a backlog forms)",
+    )
     p.add_argument(
         "--birth-date",
         default="1980-05-12",
@@ -549,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
             api = start_api(args, db, workdir)
             mllp = start_mllp(args, db, workdir)
             workers.start()
-            subscribe(api, receiver)
+            subscribe(api, receiver, args.max_count)
             poster = Poster(api, args.birth_date)
             # Not timed: the first requests of each process build the models (seconds).
             for k in range(4 * args.workers):

@@ -10,7 +10,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, and_, false, func, literal, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -179,6 +192,12 @@ def _codepoint_order_pg(element: _CodepointOrder, compiler: SQLCompiler, **kw: A
 
 def _bad(param: str, message: str) -> FhirError:
     return FhirError(Category.INVALID, f"Search parameter '{param}': {message}")
+
+
+def _absent(table: Any, cols: Cols, where: tuple[ColumnElement[bool], ...]) -> ColumnElement[bool]:
+    """No index row of this resource matches: a correlated NOT EXISTS (an anti-join on the res_pk
+    index; ``pk NOT IN (all matching rows)`` made PostgreSQL hash every row of the type)."""
+    return ~exists(select(literal(1)).where(table.c.res_pk == cols.pk, *where))
 
 
 class SearchCompiler:
@@ -372,10 +391,10 @@ class SearchCompiler:
         negate: bool = False,
     ) -> ColumnElement[bool]:
         table = INDEX_TABLES[param.type]
-        sub = select(table.c.res_pk).where(
-            table.c.param == param.code, table.c.res_type == resource_type, or_(*ors)
-        )
-        return cols.pk.not_in(sub) if negate else cols.pk.in_(sub)
+        where = (table.c.param == param.code, table.c.res_type == resource_type, or_(*ors))
+        if negate:
+            return _absent(table, cols, where)
+        return cols.pk.in_(select(table.c.res_pk).where(*where))
 
     def _missing(self, resource_type: str, cols: Cols, param: SearchParam, value: str) -> ColumnElement[bool]:
         if value not in {"true", "false"}:
@@ -383,8 +402,10 @@ class SearchCompiler:
         if param.code == "_id" or param.code == "_lastUpdated":
             return false() if value == "true" else true()
         table = INDEX_TABLES[param.type]
-        sub = select(table.c.res_pk).where(table.c.param == param.code, table.c.res_type == resource_type)
-        return cols.pk.not_in(sub) if value == "true" else cols.pk.in_(sub)
+        where = (table.c.param == param.code, table.c.res_type == resource_type)
+        if value == "true":
+            return _absent(table, cols, where)
+        return cols.pk.in_(select(table.c.res_pk).where(*where))
 
     def _id(self, cols: Cols, modifier: str, value: str) -> ColumnElement[bool]:
         ids = [v for v in split_or(value) if v]
