@@ -537,13 +537,7 @@ def _service_request(req: _Request, ctx: Context, stored: bool, care_plan: str) 
     body = _request_common(req, ctx, stored, care_plan)
     if req.code:
         body["code"] = req.code
-    body["subject"] = {"reference": ctx.subject}
-    if ctx.encounter_ref:
-        body["encounter"] = {"reference": ctx.encounter_ref}
-    body["occurrencePeriod"] = _period(req.window)
-    body["authoredOn"] = _fhir_instant(ctx.now)
-    if ctx.requester:
-        body["requester"] = {"reference": ctx.requester}
+    _order_fields(body, req, ctx)
     if req.owner is not None:
         body["performer"] = [{"reference": req.owner}]
     elif req.roles:
@@ -560,6 +554,15 @@ def _communication_request(req: _Request, ctx: Context, stored: bool, care_plan:
         body["category"] = [req.code]
     if req.text:
         body["payload"] = [{"contentString": req.text}]
+    _order_fields(body, req, ctx)
+    if req.owner is not None:
+        body["recipient"] = [{"reference": req.owner}]
+    return body
+
+
+def _order_fields(body: dict[str, Any], req: _Request, ctx: Context) -> None:
+    """Subject, encounter, occurrence window, authoredOn and requester (ServiceRequest and
+    CommunicationRequest name them alike)."""
     body["subject"] = {"reference": ctx.subject}
     if ctx.encounter_ref:
         body["encounter"] = {"reference": ctx.encounter_ref}
@@ -567,9 +570,6 @@ def _communication_request(req: _Request, ctx: Context, stored: bool, care_plan:
     body["authoredOn"] = _fhir_instant(ctx.now)
     if ctx.requester:
         body["requester"] = {"reference": ctx.requester}
-    if req.owner is not None:
-        body["recipient"] = [{"reference": req.owner}]
-    return body
 
 
 def _request_common(req: _Request, ctx: Context, stored: bool, care_plan: str) -> dict[str, Any]:

@@ -19,8 +19,9 @@ from coordination_api.coordination import protocols
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, services
-from coordination_api.fhir.http import base_url, check_content_type, fhir_json_response, read_body
-from coordination_api.fhir.resources import parse_json, validate_resource
+from coordination_api.fhir.http import base_url, fhir_json_response
+from coordination_api.fhir.operation_input import parameters_body
+from coordination_api.fhir.resources import validate_resource
 from coordination_api.storage.repository import Stored
 
 _SINGLE = {
@@ -57,22 +58,16 @@ class _Input:
     def __init__(self) -> None:
         self.values: dict[str, list[str]] = {k: list(v) for k, v in request.args.lists()}
         self.plan_definition: dict[str, Any] | None = None
-        if request.method == "POST" and request.get_data(cache=True):
-            check_content_type()
-            body = parse_json(read_body())
-            if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-                raise FhirError(Category.INVALID, "The body of an operation must be a Parameters resource")
-            validate_resource(body, "Parameters")
-            for param in body.get("parameter") or []:
-                name = str(param.get("name"))
-                if name == "planDefinition" and isinstance(param.get("resource"), dict):
-                    self.plan_definition = validate_resource(
-                        param["resource"], "PlanDefinition", "Parameters.parameter.resource"
-                    )
-                    continue
-                value = _value(param)
-                if value is not None:
-                    self.values.setdefault(name, []).append(value)
+        for param in parameters_body():
+            name = str(param.get("name"))
+            if name == "planDefinition" and isinstance(param.get("resource"), dict):
+                self.plan_definition = validate_resource(
+                    param["resource"], "PlanDefinition", "Parameters.parameter.resource"
+                )
+                continue
+            value = _value(param)
+            if value is not None:
+                self.values.setdefault(name, []).append(value)
 
     def one(self, name: str) -> str | None:
         values = self.values.get(name) or []

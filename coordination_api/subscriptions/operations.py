@@ -12,8 +12,8 @@ from sqlalchemy.engine import Connection, Row
 
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
-from coordination_api.fhir.http import base_url, check_content_type, fhir_json_response, read_body
-from coordination_api.fhir.resources import parse_json, validate_resource
+from coordination_api.fhir.http import base_url, fhir_json_response
+from coordination_api.fhir.operation_input import parameters_body, primitive_value
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
 from coordination_api.subscriptions import model, notify
@@ -28,16 +28,10 @@ def _service() -> SubscriptionService:
 def _params() -> list[tuple[str, str]]:
     """Operation parameters: the query string, plus a Parameters body on POST (R4 operations.html)."""
     out = [(k, v) for k, values in request.args.lists() for v in values]
-    if request.method == "POST" and request.get_data(cache=True):
-        check_content_type()
-        body = parse_json(read_body())
-        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-            raise FhirError(Category.INVALID, "The body of an operation must be a Parameters resource")
-        validate_resource(body, "Parameters")
-        for param in body.get("parameter") or []:
-            value = next((v for k, v in param.items() if k.startswith("value")), None)
-            if value is not None:
-                out.append((str(param.get("name")), str(value)))
+    for param in parameters_body():
+        value = primitive_value(param)
+        if value is not None:
+            out.append((str(param.get("name")), str(value)))
     return out
 
 
