@@ -177,24 +177,17 @@ def secure(query: SearchQuery) -> None:
 # One configured without a caller (CLI, security disabled) is open to every allowed reader.
 
 
-def owns_subscription(owner_client: str | None, owner_practitioner: str | None) -> bool:
-    who = principal()
-    if who.unrestricted or (owner_client is None and owner_practitioner is None):
-        return True
-    if who.is_user or owner_practitioner is not None:
-        return owner_practitioner == who.practitioner_id
-    return owner_client == who.client_id
-
-
 def subscription_owner_filter(pk: Any) -> list[ColumnElement[bool]]:
-    """SQL: keep the Subscriptions the caller owns (and those without an owner)."""
+    """SQL: keep the Subscriptions the caller owns (and those without an owner); the one form of the
+    rule, for searches, history, reads, writes and $status/$events."""
     who = principal()
     if who.unrestricted:
         return []
     s = subscription_state.alias("owner")
     unowned = and_(s.c.owner_client.is_(None), s.c.owner_practitioner.is_(None))
+    # NULL-safe: a row owned by a backend client (no practitioner) is not a practitioner's own.
     if who.is_user:
-        mine: ColumnElement[bool] = s.c.owner_practitioner == who.practitioner_id
+        mine = and_(s.c.owner_practitioner.is_not(None), s.c.owner_practitioner == who.practitioner_id)
     else:
         mine = and_(s.c.owner_practitioner.is_(None), s.c.owner_client == who.client_id)
     return [~exists(select(literal(1)).where(s.c.res_pk == pk, ~or_(unowned, mine)))]
@@ -204,11 +197,7 @@ def check_subscription_owner(conn: Connection, stored: Stored) -> None:
     """404 for someone else's Subscription (as unknown as a missing one: no existence oracle)."""
     if stored.res_type != "Subscription" or not has_request_context() or g.get("principal") is None:
         return
-    st = subscription_state
-    row = conn.execute(
-        select(st.c.owner_client, st.c.owner_practitioner).where(st.c.res_pk == stored.pk)
-    ).first()
-    if row is not None and not owns_subscription(row.owner_client, row.owner_practitioner):
+    if conn.scalar(select(literal(1)).where(*subscription_owner_filter(literal(stored.pk)))) is None:
         raise FhirError(Category.NOT_FOUND, f"Subscription/{stored.res_id} is not known")
 
 

@@ -35,15 +35,12 @@ def _params() -> list[tuple[str, str]]:
     return out
 
 
-def _owned_by_caller(row: Row[Any]) -> bool:
-    return access.owns_subscription(row.owner_client, row.owner_practitioner)
-
-
 def _state(conn: Connection, res_id: str) -> tuple[Row[Any], model.Spec]:
     st = subscription_state
-    row = conn.execute(select(st).where(st.c.res_id == res_id)).first()
-    if row is not None and not _owned_by_caller(row):
-        row = None  # someone else's subscription: as unknown as a missing one (no existence oracle)
+    # Someone else's subscription is as unknown as a missing one (no existence oracle).
+    row = conn.execute(
+        select(st).where(st.c.res_id == res_id, *access.subscription_owner_filter(st.c.res_pk))
+    ).first()
     compiled = _service().compiled(conn, row.res_pk, row.version, row.res_id) if row is not None else None
     if row is None or compiled is None:
         raise FhirError(Category.NOT_FOUND, f"Subscription/{res_id} is not known to the notification service")

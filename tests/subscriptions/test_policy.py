@@ -173,3 +173,16 @@ def test_status_listing_survives_a_deleted_subscription_and_bad_bodies(
         response = sub_fhir.request("POST", f"/fhir/Subscription/{kept}/$status", body)
         assert response.status_code == 400, response.get_json()
         assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_practitioner_does_not_find_a_backend_clients_subscription(
+    sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
+) -> None:
+    sub_app.test_client().get("/fhir/.well-known/smart-configuration")  # loads the session key
+    _practitioner(sub_app)
+    backend = _as(sub_app, system_token(sub_app.test_client(), "system/*.cruds"))
+    sub_id = _subscribe(backend, sub_fhir, pump, classic(receiver.url, header=["Authorization: Bearer x"]))
+    doctor = _as(sub_app, _user_token(sub_app, "user/*.cruds"))
+    assert doctor.request("GET", f"/fhir/Subscription/{sub_id}").status_code == 404
+    assert doctor.search("Subscription").get("total", 0) == 0
+    assert sub_id not in doctor.request("GET", "/fhir/Subscription/_history").get_data(as_text=True)
