@@ -51,8 +51,9 @@ import fhir_profiles
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
-from coordination_api.fhir.http import base_url, check_content_type, fhir_json_response, read_body
-from coordination_api.fhir.resources import parse_json, supported_types
+from coordination_api.fhir.http import base_url, fhir_json_response
+from coordination_api.fhir.operation_input import parameters_body
+from coordination_api.fhir.resources import supported_types
 from coordination_api.search.dates import InvalidDateError, parse_range
 from coordination_api.search.executor import snapshot_pk
 from coordination_api.search.paging import PageToken
@@ -186,12 +187,8 @@ def _request_params() -> list[tuple[str, str]]:
         return params
     if (request.mimetype or "").lower() == "application/x-www-form-urlencoded":
         return params + [(k, v) for k, v in request.form.items(multi=True) if k not in _HTTP_ONLY]
-    check_content_type()
-    body = parse_json(read_body())
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise _bad("the body of a POST must be a Parameters resource")
-    for index, param in enumerate(body.get("parameter") or []):
-        values = [v for k, v in param.items() if k.startswith("value")] if isinstance(param, dict) else []
+    for index, param in enumerate(parameters_body()):
+        values = [v for k, v in param.items() if k.startswith("value")]
         if len(values) != 1 or not isinstance(param.get("name"), str):
             raise FhirError(
                 Category.INVALID,
