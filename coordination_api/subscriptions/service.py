@@ -31,7 +31,7 @@ COLLECTING = ("requested", "active", "error")
 OWNER_COLUMNS = ("owner_client", "owner_practitioner", "owner_patient", "owner_scopes")
 
 
-def not_ended(now: int) -> ColumnElement[bool]:
+def not_ended(now: int | ColumnElement[int]) -> ColumnElement[bool]:
     """R4 Subscription.end: a subscription past its end matches nothing and is sent nothing."""
     st = subscription_state
     return or_(st.c.end_us.is_(None), st.c.end_us > now)
@@ -48,7 +48,7 @@ _CANDIDATES = (
     .where(
         subscription_state.c.status.in_(COLLECTING),
         subscription_state.c.resource_type.in_(bindparam("types", expanding=True)),
-        or_(subscription_state.c.end_us.is_(None), subscription_state.c.end_us > bindparam("now")),
+        not_ended(bindparam("now")),
     )
     .order_by(subscription_state.c.res_pk)
 )
