@@ -15,6 +15,7 @@ from coordination_api.fhir import profiles, routes
 from coordination_api.fhir.context import Services
 from coordination_api.fhir.resources import supported_types
 from coordination_api.health import bp as health_bp
+from coordination_api.jobs import Jobs
 from coordination_api.search.compiler import SearchCompiler
 from coordination_api.search.registry import SearchRegistry
 from coordination_api.storage.engine import make_engine
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     security.init_app(app, settings, repo)
     subscriptions.init_app(app, repo, settings)
     dispatch.init_app(app, repo, settings.dispatch)  # after subscriptions: its hook runs second
+    app.extensions["jobs"] = Jobs(repo, settings.jobs)  # connector kinds register their handlers
 
     @app.before_request
     def _request_id() -> None:

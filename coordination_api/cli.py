@@ -351,6 +351,45 @@ def users_create(
     click.echo(json.dumps(out) if as_json else f"user {username} -> Practitioner/{practitioner_id}")
 
 
+@click.group("jobs")
+def jobs_group() -> None:
+    """Connector jobs: calls to outside services waiting, retrying, or dead (the dead-letter)."""
+
+
+@jobs_group.command("list")
+@click.option("--status", type=click.Choice(["pending", "done", "dead"]), default=None)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def jobs_list(status: str | None, limit: int, as_json: bool) -> None:
+    """The newest jobs (payloads are not shown: they may name patients)."""
+    from sqlalchemy import select
+
+    from coordination_api.jobs import of
+    from coordination_api.storage.schema import connector_job as j
+
+    stmt = select(j.c.pk, j.c.kind, j.c.status, j.c.attempts, j.c.last_error).order_by(j.c.pk.desc())
+    if status:
+        stmt = stmt.where(j.c.status == status)
+    with of(current_app).repo.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(stmt.limit(limit))]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        click.echo(f"{r['pk']}\t{r['kind']}\t{r['status']}\t{r['attempts']}\t{r['last_error'] or ''}")
+
+
+@jobs_group.command("retry")
+@click.argument("pk", type=int, required=False)
+@with_appcontext
+def jobs_retry(pk: int | None) -> None:
+    """Queue dead jobs again (one by number, or all), once their cause is fixed."""
+    from coordination_api.jobs import of
+
+    click.echo(f"{of(current_app).retry_dead(pk)} job(s) queued again")
+
+
 @click.group("keys")
 def keys() -> None:
     """Token-signing keys."""
@@ -365,7 +404,18 @@ def keys_rotate() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (serve, worker, mllp, db, import_command, clients, users, keys, protocols_group):
+    for command in (
+        serve,
+        worker,
+        mllp,
+        db,
+        import_command,
+        clients,
+        users,
+        keys,
+        protocols_group,
+        jobs_group,
+    ):
         if command.name not in app.cli.commands:
             app.cli.add_command(command)
 

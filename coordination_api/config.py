@@ -104,6 +104,31 @@ def _dispatch(env: Mapping[str, str]) -> DispatchSettings:
 
 
 @dataclass(frozen=True)
+class JobSettings:
+    """``COORDINATION_JOBS_<FIELD>``: retries (seconds), attempts before the dead-letter, claims."""
+
+    retry_base: float = 5.0
+    retry_cap: float = 3600.0
+    retry_jitter: float = 0.2
+    max_attempts: int = 15
+    lease: float = 300.0  # longer than any handler's total timeouts
+    batch_size: int = 20
+
+
+def _jobs(env: Mapping[str, str]) -> JobSettings:
+    d = JobSettings()
+    p = PREFIX + "JOBS_"
+    return JobSettings(
+        retry_base=_float(env.get(p + "RETRY_BASE"), d.retry_base),
+        retry_cap=_float(env.get(p + "RETRY_CAP"), d.retry_cap),
+        retry_jitter=_float(env.get(p + "RETRY_JITTER"), d.retry_jitter),
+        max_attempts=_int(env.get(p + "MAX_ATTEMPTS"), d.max_attempts),
+        lease=_float(env.get(p + "LEASE"), d.lease),
+        batch_size=_int(env.get(p + "BATCH_SIZE"), d.batch_size),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the application is configured with, resolved once at start."""
 
@@ -160,6 +185,8 @@ class Settings:
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
     # Task dispatch (offer delays, coordinator): COORDINATION_DISPATCH_*.
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    # Connector jobs (calls to outside services through the outbox): COORDINATION_JOBS_*.
+    jobs: JobSettings = field(default_factory=JobSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -203,5 +230,6 @@ class Settings:
             secure_cookies=_bool(env.get(PREFIX + "SECURE_COOKIES"), False),
             subscriptions=_subscriptions(env),
             dispatch=_dispatch(env),
+            jobs=_jobs(env),
         )
         return replace(base, **overrides) if overrides else base

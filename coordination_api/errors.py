@@ -15,6 +15,8 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from connectors.errors import ConnectorError, Failure
+
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +43,8 @@ class Category(enum.Enum):
     TOO_MANY_REQUESTS = (429, "throttled")
     EXCEPTION = (500, "exception")
     TRANSIENT = (503, "transient")
+    BAD_GATEWAY = (502, "transient")
+    GATEWAY_TIMEOUT = (504, "timeout")
 
     @property
     def status(self) -> int:
@@ -134,6 +138,14 @@ def from_http_exception(exc: HTTPException) -> FhirError:
     return FhirError(category, message, headers=headers)
 
 
+def from_connector_error(exc: ConnectorError) -> FhirError:
+    """An outside service failed (connectors/): 504 for a timeout, else 502; never a 500."""
+    category = Category.GATEWAY_TIMEOUT if exc.failure is Failure.TIMEOUT else Category.BAD_GATEWAY
+    if exc.failure is Failure.NOT_CONFIGURED:
+        category = Category.NOT_SUPPORTED
+    return FhirError(category, str(exc))
+
+
 def register_error_handlers(app: Flask) -> None:
     """The single translator from exceptions to HTTP status + OperationOutcome."""
     from coordination_api.fhir.http import fhir_json_response
@@ -141,6 +153,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(FhirError)
     def _fhir_error(exc: FhirError) -> Response:
         return _render(exc)
+
+    @app.errorhandler(ConnectorError)
+    def _connector_error(exc: ConnectorError) -> Response:
+        log.warning("outside service failed: %s", exc)
+        return _render(from_connector_error(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from auth.schema import NAMING_CONVENTION, PK
@@ -274,4 +275,34 @@ worker_heartbeat = Table(
     metadata,
     Column("worker_id", String(140), primary_key=True),
     Column("seen_us", BigInteger, nullable=False),
+)
+
+# Connector jobs (coordination_api/jobs.py): calls to outside services promised by a committed write
+# (DMP/MHD pushes, directory enrichment…), run by the delivery worker with retries and backoff; a job
+# that cannot succeed ends "dead" with its reason (the dead-letter). ``job_key`` deduplicates pending
+# jobs of a kind (a partial unique index: a finished job never blocks a new one).
+connector_job = Table(
+    "connector_job",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),
+    Column("job_key", String(300), nullable=True),
+    Column("payload", Text, nullable=False),
+    # pending | done | dead
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_us", BigInteger, nullable=False),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("lease_until", BigInteger, nullable=True),
+    Column("finished_us", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index(None, "status", "next_attempt_us"),
+    Index(
+        "uq_connector_job_pending_key",
+        "kind",
+        "job_key",
+        unique=True,
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
 )

@@ -26,7 +26,7 @@ from flask import Flask
 from sqlalchemy import ColumnElement, false, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 
-from coordination_api import health, metrics
+from coordination_api import health, jobs, metrics
 from coordination_api.coordination import dispatch
 from coordination_api.storage.engine import WRITE
 from coordination_api.storage.repository import now_us
@@ -461,7 +461,11 @@ def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) 
         while not stop_event.is_set():
             try:
                 heartbeat.beat()
-                worked = deliverer.run_once() + dispatch.run_due(app)  # Task dispatch timers
+                worked = (
+                    deliverer.run_once()
+                    + dispatch.run_due(app)  # Task dispatch timers
+                    + jobs.run_due(app)  # connector jobs (outside services)
+                )
             except Exception:  # a failed pass (database restart…) must not stop the worker
                 log.exception("subscription delivery pass failed")
                 worked = 0

@@ -1,0 +1,104 @@
+"""One way to talk HTTP to an outside service: explicit timeouts, TLS verification, optional client
+certificate (mutual TLS), retries with backoff only for idempotent methods, and errors translated to
+`connectors.errors.ConnectorError`.
+
+Every connector builds its session here so that these rules hold everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from connectors.errors import ConnectorError, Failure
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """How to reach one service. ``verify`` is True, or the path of a CA bundle (never False in
+    production); ``client_cert``/``client_key`` are file paths for mutual TLS."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    retries: int = 3
+    backoff: float = 0.5  # seconds: backoff * 2**(n-1) between idempotent retries
+    verify: bool | str = True
+    client_cert: str | None = None
+    client_key: str | None = None
+    user_agent: str = "coordination-cpts/0.1"
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.read_timeout)
+
+
+def session(settings: HttpSettings, headers: Mapping[str, str] | None = None) -> requests.Session:
+    """A session that retries idempotent calls on connection errors, 429 and 502/503/504."""
+    s = requests.Session()
+    retry = Retry(
+        total=settings.retries,
+        connect=settings.retries,
+        read=settings.retries,
+        status=settings.retries,
+        backoff_factor=settings.backoff,
+        status_forcelist=(429, 502, 503, 504),
+        allowed_methods=IDEMPOTENT,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    adapter = HTTPAdapter(max_retries=retry)
+    s.mount("https://", adapter)
+    s.mount("http://", adapter)
+    s.verify = settings.verify
+    if settings.client_cert:
+        s.cert = (settings.client_cert, settings.client_key) if settings.client_key else settings.client_cert
+    s.headers["User-Agent"] = settings.user_agent
+    s.headers.update(headers or {})
+    return s
+
+
+def call(
+    service: str,
+    s: requests.Session,
+    settings: HttpSettings,
+    method: str,
+    url: str,
+    **kwargs: Any,
+) -> requests.Response:
+    """One request; a 2xx/3xx response, or ConnectorError (4xx REFUSED, 5xx/429 UNAVAILABLE…).
+
+    Non-idempotent methods (POST) are sent once: the caller's outbox decides about retrying them.
+    """
+    kwargs.setdefault("timeout", settings.timeout)
+    kwargs.setdefault("allow_redirects", False)
+    try:
+        response = s.request(method, url, **kwargs)
+    except requests.Timeout as exc:
+        raise ConnectorError(service, Failure.TIMEOUT, f"{method} timed out ({type(exc).__name__})") from exc
+    except requests.exceptions.SSLError as exc:
+        raise ConnectorError(service, Failure.UNAVAILABLE, "TLS handshake failed") from exc
+    except requests.RequestException as exc:
+        raise ConnectorError(service, Failure.UNAVAILABLE, f"{method} failed ({type(exc).__name__})") from exc
+    status = response.status_code
+    if status == 429 or status >= 500:
+        response.close()
+        raise ConnectorError(service, Failure.UNAVAILABLE, f"answered HTTP {status}", status=status)
+    if status >= 400:
+        response.close()
+        raise ConnectorError(service, Failure.REFUSED, f"answered HTTP {status}", status=status)
+    return response
+
+
+def json_body(service: str, response: requests.Response) -> Any:
+    """The JSON of a response, or BAD_ANSWER."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise ConnectorError(service, Failure.BAD_ANSWER, "answer is not JSON") from exc
