@@ -344,7 +344,15 @@ def users_create(
 
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     try:
-        practitioner_id = create_practitioner_user(current_app, username, rpps, password, family, given)
+        practitioner_id = create_practitioner_user(
+            current_app,
+            username,
+            rpps,
+            password,
+            family,
+            given,
+            notify=lambda message: click.echo(f"warning: {message}", err=True),
+        )
     except AccountError as exc:
         raise click.ClickException(str(exc)) from exc
     out = {"username": username, "fhirUser": f"Practitioner/{practitioner_id}"}
@@ -418,6 +426,9 @@ def register_commands(app: Flask) -> None:
     ):
         if command.name not in app.cli.commands:
             app.cli.add_command(command)
+    from coordination_api.directory import directory_group
+
+    app.cli.add_command(directory_group)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,80 @@ def _jobs(env: Mapping[str, str]) -> JobSettings:
 
 
 @dataclass(frozen=True)
+class AnnuaireSettings:
+    """The ANS directory (connectors/annuaire): ``COORDINATION_ANNUAIRE_<FIELD>``; an empty base URL
+    means no directory (NullDirectory). The API key (``COORDINATION_ANNUAIRE_API_KEY`` or ``…_FILE``)
+    is sent as the ``ESANTE-API-KEY`` header and never shown (repr=False)."""
+
+    base_url: str = ""  # e.g. https://gateway.api.esante.gouv.fr/fhir/v2
+    api_key: str | None = field(default=None, repr=False)
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    retries: int = 3
+    backoff: float = 0.5
+    ca_bundle: str = ""  # a CA bundle path instead of the system's (TLS is always verified)
+    cache_ttl: float = 3600.0  # seconds a look-up answer is reused; 0: no cache
+    cache_size: int = 10_000
+    page_size: int = 100  # _count of paged searches
+    max_pages: int = 10_000
+
+
+def _annuaire(env: Mapping[str, str]) -> AnnuaireSettings:
+    d = AnnuaireSettings()
+    p = PREFIX + "ANNUAIRE_"
+    return AnnuaireSettings(
+        base_url=env.get(p + "BASE_URL", "").strip().rstrip("/"),
+        api_key=_read_secret(env, "ANNUAIRE_API_KEY"),
+        connect_timeout=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect_timeout),
+        read_timeout=_float(env.get(p + "READ_TIMEOUT"), d.read_timeout),
+        retries=_int(env.get(p + "RETRIES"), d.retries),
+        backoff=_float(env.get(p + "BACKOFF"), d.backoff),
+        ca_bundle=env.get(p + "CA_BUNDLE", "").strip(),
+        cache_ttl=_float(env.get(p + "CACHE_TTL"), d.cache_ttl),
+        cache_size=_int(env.get(p + "CACHE_SIZE"), d.cache_size),
+        page_size=_int(env.get(p + "PAGE_SIZE"), d.page_size),
+        max_pages=_int(env.get(p + "MAX_PAGES"), d.max_pages),
+    )
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Bulk Data $export (coordination_api/bulk): ``COORDINATION_EXPORT_<FIELD>``, delays in seconds.
+
+    ``directory`` (``COORDINATION_EXPORT_DIR``; empty: ``instance/exports``) holds the NDJSON files; with
+    several app processes it must be a volume they all share (any of them serves the downloads).
+    """
+
+    directory: str = ""
+    ttl: float = 3600.0  # files (and the job) are removed this long after completion
+    resources_per_file: int = 100_000
+    max_jobs_per_client: int = 2  # jobs not yet finished; more: 429
+    lease: float = 60.0  # a worker's claim; renewed while it writes
+    chunk_size: int = 1000  # rows read from the database at a time
+    slice: float = 5.0  # a worker pass works this long on an export, then lets other work run
+    poll_interval: int = 2  # Retry-After of an in-progress status answer
+    # A job starts this long after its kick-off, so that writes in flight at transactionTime have
+    # committed before it reads (it exports the database as of that instant).
+    settle: float = 1.0
+
+
+def _export(env: Mapping[str, str]) -> ExportSettings:
+    d = ExportSettings()
+    p = PREFIX + "EXPORT_"
+    return ExportSettings(
+        directory=env.get(p + "DIR", d.directory).strip(),
+        ttl=_float(env.get(p + "TTL"), d.ttl),
+        resources_per_file=_int(env.get(p + "RESOURCES_PER_FILE"), d.resources_per_file),
+        max_jobs_per_client=_int(env.get(p + "MAX_JOBS_PER_CLIENT"), d.max_jobs_per_client),
+        lease=_float(env.get(p + "LEASE"), d.lease),
+        chunk_size=_int(env.get(p + "CHUNK_SIZE"), d.chunk_size),
+        slice=_float(env.get(p + "SLICE"), d.slice),
+        poll_interval=_int(env.get(p + "POLL_INTERVAL"), d.poll_interval),
+        settle=_float(env.get(p + "SETTLE"), d.settle),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the application is configured with, resolved once at start."""
 
@@ -187,6 +261,10 @@ class Settings:
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     # Connector jobs (calls to outside services through the outbox): COORDINATION_JOBS_*.
     jobs: JobSettings = field(default_factory=JobSettings)
+    # The ANS directory (Annuaire Santé FHIR API): COORDINATION_ANNUAIRE_*.
+    annuaire: AnnuaireSettings = field(default_factory=AnnuaireSettings)
+    # Bulk Data $export (files, expiry, per-client limit): COORDINATION_EXPORT_*.
+    export: ExportSettings = field(default_factory=ExportSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -231,5 +309,7 @@ class Settings:
             subscriptions=_subscriptions(env),
             dispatch=_dispatch(env),
             jobs=_jobs(env),
+            annuaire=_annuaire(env),
+            export=_export(env),
         )
         return replace(base, **overrides) if overrides else base

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from coordination_api import directory
 from coordination_api.coordination import protocols
 from coordination_api.coordination.events import EncounterEvent, EventError, content_of
 from coordination_api.errors import FhirError
@@ -165,7 +166,10 @@ def _organization(conn: Connection, svc: Services, event: EncounterEvent) -> Sto
     finess = [i for i in organization.get("identifier") or [] if i.get("system") == FINESS and i.get("value")]
     body = {k: v for k, v in organization.items() if k != "id"}
     if finess:
-        return _upsert_by_identifier(conn, svc, event, "Organization", body, finess[0])[0]
+        stored, created = _upsert_by_identifier(conn, svc, event, "Organization", body, finess[0])
+        if created:  # unknown here until now: the directory completes it later (connector job)
+            directory.enqueue_enrichment(conn, svc, "Organization", finess[0]["value"])
+        return stored
     result = fhir_create.create_in(conn, svc, "Organization", _valid(body, "Organization", event))
     return result.stored
 
@@ -177,7 +181,10 @@ def _practitioner(
     if not rpps:
         return None  # an unidentified practitioner is not worth a record of its own
     body = {k: v for k, v in practitioner.items() if k != "id"}
-    return _upsert_by_identifier(conn, svc, event, "Practitioner", body, rpps[0])[0]
+    stored, created = _upsert_by_identifier(conn, svc, event, "Practitioner", body, rpps[0])
+    if created:  # unknown here until now: the directory completes it later (connector job)
+        directory.enqueue_enrichment(conn, svc, "Practitioner", rpps[0]["value"])
+    return stored
 
 
 def _encounter(

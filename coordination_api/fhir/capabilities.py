@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Response
 
+from coordination_api.bulk import views as bulk
 from coordination_api.fhir.context import Services, services
 from coordination_api.fhir.http import base_url, fhir_json_response
 from coordination_api.subscriptions.topics import TOPICS
@@ -178,6 +179,7 @@ def _resources(svc: Services) -> tuple[dict[str, Any], ...]:
                         "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
                     },
                     *extra.get("operation", []),
+                    *bulk.TYPE_OPERATIONS.get(resource_type, []),  # Bulk Data $export
                 ],
             }
         )
@@ -190,6 +192,7 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
         rest["security"] = _security(base)
     rest["resource"] = list(_resources(svc))
     rest["interaction"] = [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}]
+    rest["operation"] = bulk.SYSTEM_OPERATIONS
     return {
         "resourceType": "CapabilityStatement",
         "extension": _topics(),
@@ -197,6 +200,7 @@ def capability_statement(svc: Services, base: str) -> dict[str, Any]:
         "date": "2026-11-23",
         "publisher": "coordination (open-source CPTS care-coordination backend)",
         "kind": "instance",
+        "instantiates": [bulk.INSTANTIATES],  # Bulk Data Access IG 2.0.0 server
         "software": {"name": "coordination", "version": SOFTWARE_VERSION},
         "implementation": {"description": "CPTS care-coordination FHIR facade", "url": base},
         "fhirVersion": "4.0.1",

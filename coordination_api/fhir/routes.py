@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, request
 
 from coordination_api import subscriptions
+from coordination_api.bulk import views as bulk
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import (
     access,
@@ -29,11 +30,13 @@ bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 subscriptions.register_routes(bp)  # $status, $events (static rules win over /<type>/<id>)
 apply.register_routes(bp)  # PlanDefinition $apply, $start
 everything.register_routes(bp)  # Patient/[id]/$everything, Encounter/[id]/$everything
+bulk.register_routes(bp)  # Bulk Data $export, its status and files
 
 
 @bp.before_request
 def _negotiate() -> None:
-    check_accept()
+    if request.endpoint not in bulk.NDJSON_ENDPOINTS:  # export files are NDJSON
+        check_accept()
     access.authenticate()
 
 

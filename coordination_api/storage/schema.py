@@ -306,3 +306,45 @@ connector_job = Table(
         postgresql_where=text("status = 'pending'"),
     ),
 )
+
+# Bulk Data $export jobs (coordination_api/bulk; Bulk Data Access IG 2.0.0 export.html). One row per
+# kick-off; the delivery worker produces it in slices under a lease and records in ``progress`` (JSON)
+# how far it got and each file's length, so that another worker resumes after a crash. ``status``:
+# pending | completed | failed | cancelled. Times in epoch microseconds.
+bulk_export_job = Table(
+    "bulk_export_job",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    # The id in the status and file URLs: random, unguessable.
+    Column("job_id", String(64), nullable=False, unique=True),
+    # The client that kicked it off (NULL: security disabled); only it may poll, download, delete.
+    Column("owner_client", String(255), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("level", String(16), nullable=False),  # system | patient | group
+    Column("request_url", Text, nullable=False),
+    # The parsed kick-off (types, _since, _typeFilter queries, notes), JSON.
+    Column("params", Text, nullable=False),
+    Column("transaction_us", BigInteger, nullable=False),
+    # Highest resource pk at the first claim (0 before): later resources are not looked at.
+    Column("max_pk", BigInteger, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("finished_us", BigInteger, nullable=True),
+    Column("expires_us", BigInteger, nullable=True),
+    Column("lease_until", BigInteger, nullable=True),
+    # Claims that found an expired lease (a crashed worker): the job fails after a few.
+    Column("restarts", Integer, nullable=False, default=0),
+    Column("progress", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Index(None, "status", "created_us"),
+    Index(None, "owner_client", "status"),
+)
+
+# The patients a Patient- or Group-level export is limited to (the ``patient`` parameter, or the
+# Group's members), joined to idx_compartment by the export's queries.
+bulk_export_patient = Table(
+    "bulk_export_patient",
+    metadata,
+    Column("job_pk", PK, ForeignKey("bulk_export_job.pk", ondelete="CASCADE"), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    PrimaryKeyConstraint("job_pk", "patient_id"),
+)

@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, false, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 
 from coordination_api import health, jobs, metrics
+from coordination_api.bulk import export as bulk_export
 from coordination_api.coordination import dispatch
 from coordination_api.storage.engine import WRITE
 from coordination_api.storage.repository import now_us
@@ -465,6 +466,7 @@ def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) 
                     deliverer.run_once()
                     + dispatch.run_due(app)  # Task dispatch timers
                     + jobs.run_due(app)  # connector jobs (outside services)
+                    + bulk_export.run_due(app)  # Bulk Data $export jobs
                 )
             except Exception:  # a failed pass (database restart…) must not stop the worker
                 log.exception("subscription delivery pass failed")
