@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -85,6 +86,8 @@ def call(
     except requests.exceptions.SSLError as exc:
         raise ConnectorError(service, Failure.UNAVAILABLE, "TLS handshake failed") from exc
     except requests.RequestException as exc:
+        if _retried_timeouts(exc):
+            raise ConnectorError(service, Failure.TIMEOUT, f"{method} timed out (after retries)") from exc
         raise ConnectorError(service, Failure.UNAVAILABLE, f"{method} failed ({type(exc).__name__})") from exc
     status = response.status_code
     if status == 429 or status >= 500:
@@ -94,6 +97,18 @@ def call(
         response.close()
         raise ConnectorError(service, Failure.REFUSED, f"answered HTTP {status}", status=status)
     return response
+
+
+def _retried_timeouts(exc: requests.RequestException) -> bool:
+    """urllib3 retried read timeouts, then requests reports a ConnectionError (MaxRetryError): still a
+    timeout for our callers (504, not 502). Its NewConnectionError (refused, DNS) derives from
+    ConnectTimeoutError but is no timeout."""
+    if not isinstance(exc, requests.ConnectionError) or not exc.args:
+        return False
+    reason = getattr(exc.args[0], "reason", None)
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return False
+    return isinstance(reason, urllib3.exceptions.TimeoutError)
 
 
 def json_body(service: str, response: requests.Response) -> Any:

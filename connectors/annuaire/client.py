@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
-import urllib3
 
 from connectors import http
 from connectors.annuaire.cache import TTLCache
@@ -200,10 +199,6 @@ class AnnuaireSante:
         try:
             response = http.call(SERVICE, self._session, self.settings, "GET", url, params=params)
         except ConnectorError as exc:
-            if _timed_out(exc):
-                # urllib3 retried the read timeouts, then requests reports a ConnectionError
-                # (MaxRetryError): still a timeout for our callers (504, not 502).
-                raise ConnectorError(SERVICE, Failure.TIMEOUT, "GET timed out (after retries)") from exc
             if exc.status in (401, 403):
                 raise ConnectorError(
                     SERVICE,
@@ -223,17 +218,6 @@ class AnnuaireSante:
         finally:
             response.close()
         return _bundle(body)
-
-
-def _timed_out(exc: ConnectorError) -> bool:
-    cause = exc.__cause__
-    if exc.failure is not Failure.UNAVAILABLE or not isinstance(cause, requests.ConnectionError):
-        return False
-    reason = getattr(cause.args[0], "reason", None) if cause.args else None
-    # urllib3's NewConnectionError (refused, DNS) derives from its ConnectTimeoutError: not a timeout.
-    if isinstance(reason, urllib3.exceptions.NewConnectionError):
-        return False
-    return isinstance(reason, urllib3.exceptions.TimeoutError)
 
 
 def _bundle(body: Any) -> dict[str, Any]:
