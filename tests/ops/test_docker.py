@@ -147,3 +147,13 @@ def test_compose_config_with_the_docker_client() -> None:
         ["make", "-s", "compose-check"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_export_files_live_on_a_volume_shared_by_app_and_worker() -> None:
+    """Bulk Data files are written by the worker and served by the app: one volume for both."""
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    export_dir = services["app"]["environment"]["COORDINATION_EXPORT_DIR"]
+    for name in ("app", "worker"):
+        assert f"exports:{export_dir}" in services[name]["volumes"], name
+    assert "exports" in compose["volumes"]
