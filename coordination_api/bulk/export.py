@@ -25,13 +25,14 @@ from urllib.parse import parse_qsl
 
 import orjson
 from flask import Flask
-from sqlalchemy import ColumnElement, Select, and_, exists, false, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, literal, or_, select
 from sqlalchemy.engine import Connection, Row
 
 from coordination_api.bulk import jobs
 from coordination_api.bulk.files import FilesLostError, Progress, Writer, job_dir, remove_job_files
 from coordination_api.bulk.kickoff import ExportParams
 from coordination_api.config import ExportSettings
+from coordination_api.fhir import access
 from coordination_api.fhir.context import Services
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import (
@@ -39,7 +40,6 @@ from coordination_api.storage.schema import (
     idx_compartment,
     resource,
     resource_history,
-    subscription_state,
 )
 
 log = logging.getLogger(__name__)
@@ -71,18 +71,6 @@ def run_due(app: Flask) -> int:
         log.exception("bulk export %s: the pass failed; it will be resumed", claim.job_id)
         jobs.give_up(engine, claim)
     return worked + 1
-
-
-def owner_filter(client: str) -> ColumnElement[bool]:
-    """Subscriptions belong to their owner (fhir/access.subscription_owner_filter, the same rule for a
-    backend client, which the worker cannot ask outside the request): theirs and unowned ones only."""
-    s = subscription_state.alias("owner")
-    unowned = and_(s.c.owner_client.is_(None), s.c.owner_practitioner.is_(None))
-    mine = and_(s.c.owner_practitioner.is_(None), s.c.owner_client == client)
-    return or_(
-        r.c.res_type != "Subscription",
-        ~exists(select(literal(1)).where(s.c.res_pk == r.c.pk, ~or_(unowned, mine))),
-    )
 
 
 class Producer:
@@ -174,7 +162,12 @@ class Producer:
         else:
             where.append(or_(r.c.deleted == false(), r.c.last_updated > job.transaction_us))
         if job.owner_client is not None and "Subscription" in params.types:
-            where.append(owner_filter(job.owner_client))
+            where.append(
+                or_(
+                    r.c.res_type != "Subscription",
+                    access.owned_subscription(r.c.pk, client_id=job.owner_client),
+                )
+            )
         return select(r.c.pk, r.c.res_type, r.c.res_id, r.c.last_updated, r.c.deleted, r.c.content).where(
             *where
         )

@@ -183,14 +183,25 @@ def subscription_owner_filter(pk: Any) -> list[ColumnElement[bool]]:
     who = principal()
     if who.unrestricted:
         return []
+    if who.is_user:
+        return [owned_subscription(pk, practitioner_id=who.practitioner_id)]
+    return [owned_subscription(pk, client_id=who.client_id)]
+
+
+def owned_subscription(
+    pk: Any, *, client_id: str | None = None, practitioner_id: str | None = None
+) -> ColumnElement[bool]:
+    """SQL: the Subscription ``pk`` (or a row that is no Subscription) is unowned, or owned by this
+    backend client (``client_id``) or this practitioner (``practitioner_id``: a user token's). Usable
+    outside a request (the bulk export worker)."""
     s = subscription_state.alias("owner")
     unowned = and_(s.c.owner_client.is_(None), s.c.owner_practitioner.is_(None))
     # NULL-safe: a row owned by a backend client (no practitioner) is not a practitioner's own.
-    if who.is_user:
-        mine = and_(s.c.owner_practitioner.is_not(None), s.c.owner_practitioner == who.practitioner_id)
+    if client_id is None:
+        mine = and_(s.c.owner_practitioner.is_not(None), s.c.owner_practitioner == practitioner_id)
     else:
-        mine = and_(s.c.owner_practitioner.is_(None), s.c.owner_client == who.client_id)
-    return [~exists(select(literal(1)).where(s.c.res_pk == pk, ~or_(unowned, mine)))]
+        mine = and_(s.c.owner_practitioner.is_(None), s.c.owner_client == client_id)
+    return ~exists(select(literal(1)).where(s.c.res_pk == pk, ~or_(unowned, mine)))
 
 
 def check_subscription_owner(conn: Connection, stored: Stored) -> None:
