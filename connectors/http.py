@@ -78,6 +78,8 @@ def call(
     Non-idempotent methods (POST) are sent once: the caller's outbox decides about retrying them.
     """
     kwargs.setdefault("timeout", settings.timeout)
+    # Per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a session's CA path.
+    kwargs.setdefault("verify", settings.verify)
     kwargs.setdefault("allow_redirects", False)
     try:
         response = s.request(method, url, **kwargs)

@@ -7,7 +7,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from coordination_api import directory, hl7v2, logs, metrics, security, subscriptions
+from coordination_api import directory, eparcours, hl7v2, logs, metrics, security, subscriptions
 from coordination_api.config import Settings
 from coordination_api.coordination import dispatch
 from coordination_api.errors import register_error_handlers
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     dispatch.init_app(app, repo, settings.dispatch)  # after subscriptions: its hook runs second
     app.extensions["jobs"] = Jobs(repo, settings.jobs)  # connector kinds register their handlers
     directory.init_app(app, settings)  # the ANS directory and its enrichment jobs
+    eparcours.init_app(app, repo, settings)  # forwarding to the regional platform (jobs outbox)
 
     @app.before_request
     def _request_id() -> None:

@@ -203,6 +203,39 @@ def _export(env: Mapping[str, str]) -> ExportSettings:
 
 
 @dataclass(frozen=True)
+class EparcoursSettings:
+    """The regional e-parcours platform (coordination_api/eparcours.py): ``COORDINATION_EPARCOURS_<FIELD>``.
+
+    ``url`` (empty: nothing is forwarded) receives FHIR message Bundles over mutual TLS: the client
+    certificate and key files the platform issued, and its CA bundle (TLS is always verified).
+    """
+
+    url: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    ca_file: str = ""
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    types: tuple[str, ...] = ("Encounter", "CarePlan")
+    sender: str = ""  # MessageHeader.source.name (the CPTS)
+
+
+def _eparcours(env: Mapping[str, str]) -> EparcoursSettings:
+    d = EparcoursSettings()
+    p = PREFIX + "EPARCOURS_"
+    return EparcoursSettings(
+        url=env.get(p + "URL", "").strip(),
+        client_cert=env.get(p + "CLIENT_CERT", "").strip(),
+        client_key=env.get(p + "CLIENT_KEY", "").strip(),
+        ca_file=env.get(p + "CA_FILE", "").strip(),
+        connect_timeout=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect_timeout),
+        read_timeout=_float(env.get(p + "READ_TIMEOUT"), d.read_timeout),
+        types=tuple(t for t in env.get(p + "TYPES", "").split() if t) or d.types,
+        sender=env.get(p + "SENDER", "").strip(),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the application is configured with, resolved once at start."""
 
@@ -261,6 +294,8 @@ class Settings:
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     # Connector jobs (calls to outside services through the outbox): COORDINATION_JOBS_*.
     jobs: JobSettings = field(default_factory=JobSettings)
+    # Regional e-parcours platform forwarding (mutual TLS): COORDINATION_EPARCOURS_*.
+    eparcours: EparcoursSettings = field(default_factory=EparcoursSettings)
     # The ANS directory (Annuaire Santé FHIR API): COORDINATION_ANNUAIRE_*.
     annuaire: AnnuaireSettings = field(default_factory=AnnuaireSettings)
     # Bulk Data $export (files, expiry, per-client limit): COORDINATION_EXPORT_*.
@@ -309,6 +344,7 @@ class Settings:
             subscriptions=_subscriptions(env),
             dispatch=_dispatch(env),
             jobs=_jobs(env),
+            eparcours=_eparcours(env),
             annuaire=_annuaire(env),
             export=_export(env),
         )
