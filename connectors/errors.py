@@ -27,11 +27,15 @@ class ConnectorError(Exception):
     The message never holds a credential or patient data.
     """
 
-    def __init__(self, service: str, failure: Failure, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, service: str, failure: Failure, message: str, *, status: int | None = None, body: bytes = b""
+    ) -> None:
         super().__init__(f"{service}: {message}")
         self.service = service
         self.failure = failure
         self.status = status
+        # The start of a refusal's body (e.g. an OperationOutcome), for the caller to read; never logged.
+        self.body = body
 
     @property
     def retryable(self) -> bool:

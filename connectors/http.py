@@ -96,8 +96,12 @@ def call(
         response.close()
         raise ConnectorError(service, Failure.UNAVAILABLE, f"answered HTTP {status}", status=status)
     if status >= 400:
+        try:
+            body = response.content[:4096]
+        except requests.RequestException:  # the refusal stands without its body
+            body = b""
         response.close()
-        raise ConnectorError(service, Failure.REFUSED, f"answered HTTP {status}", status=status)
+        raise ConnectorError(service, Failure.REFUSED, f"answered HTTP {status}", status=status, body=body)
     return response
 
 

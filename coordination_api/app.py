@@ -11,7 +11,7 @@ from coordination_api import directory, eparcours, hl7v2, logs, metrics, securit
 from coordination_api.config import Settings
 from coordination_api.coordination import dispatch
 from coordination_api.errors import register_error_handlers
-from coordination_api.fhir import profiles, routes
+from coordination_api.fhir import dmp, profiles, routes
 from coordination_api.fhir.context import Services
 from coordination_api.fhir.resources import supported_types
 from coordination_api.health import bp as health_bp
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["jobs"] = Jobs(repo, settings.jobs)  # connector kinds register their handlers
     directory.init_app(app, settings)  # the ANS directory and its enrichment jobs
     eparcours.init_app(app, repo, settings)  # forwarding to the regional platform (jobs outbox)
+    dmp.init_app(app, settings)  # DMP pushes (IHE MHD ITI-65) through the jobs outbox
 
     @app.before_request
     def _request_id() -> None:

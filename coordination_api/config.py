@@ -236,6 +236,38 @@ def _eparcours(env: Mapping[str, str]) -> EparcoursSettings:
 
 
 @dataclass(frozen=True)
+class DmpSettings:
+    """The DMP through a PDSm (coordination_api/fhir/dmp.py): ``COORDINATION_DMP_<FIELD>``.
+
+    ``recipient_url`` (empty: the Null recipient, nothing sent) receives IHE MHD ITI-65 transaction
+    Bundles; ``client_cert``/``client_key``/``ca_file`` for mutual TLS; ``source_oid`` is our system's OID
+    (SubmissionSet sourceId).
+    """
+
+    recipient_url: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    ca_file: str = ""
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    source_oid: str = "1.2.250.1.999.1"
+
+
+def _dmp(env: Mapping[str, str]) -> DmpSettings:
+    d = DmpSettings()
+    p = PREFIX + "DMP_"
+    return DmpSettings(
+        recipient_url=env.get(p + "RECIPIENT_URL", "").strip(),
+        client_cert=env.get(p + "CLIENT_CERT", "").strip(),
+        client_key=env.get(p + "CLIENT_KEY", "").strip(),
+        ca_file=env.get(p + "CA_FILE", "").strip(),
+        connect_timeout=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect_timeout),
+        read_timeout=_float(env.get(p + "READ_TIMEOUT"), d.read_timeout),
+        source_oid=env.get(p + "SOURCE_OID", d.source_oid).strip(),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the application is configured with, resolved once at start."""
 
@@ -294,6 +326,8 @@ class Settings:
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     # Connector jobs (calls to outside services through the outbox): COORDINATION_JOBS_*.
     jobs: JobSettings = field(default_factory=JobSettings)
+    # DMP pushes through a PDSm (IHE MHD ITI-65): COORDINATION_DMP_*.
+    dmp: DmpSettings = field(default_factory=DmpSettings)
     # Regional e-parcours platform forwarding (mutual TLS): COORDINATION_EPARCOURS_*.
     eparcours: EparcoursSettings = field(default_factory=EparcoursSettings)
     # The ANS directory (Annuaire Santé FHIR API): COORDINATION_ANNUAIRE_*.
@@ -344,6 +378,7 @@ class Settings:
             subscriptions=_subscriptions(env),
             dispatch=_dispatch(env),
             jobs=_jobs(env),
+            dmp=_dmp(env),
             eparcours=_eparcours(env),
             annuaire=_annuaire(env),
             export=_export(env),

@@ -88,6 +88,22 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 }
 
 
+# Our $dmp-push (fhir/dmp.py; docs/integration.md "DMP").
+DMP: dict[str, dict[str, Any]] = {
+    "DocumentReference": {
+        "operation": [
+            {
+                "name": "dmp-push",
+                "definition": "https://coordination.cpts.fr/fhir/OperationDefinition/DocumentReference-dmp-push",
+                "documentation": "POST [base]/DocumentReference/[id]/$dmp-push: queue the document for "
+                "the DMP (IHE MHD ITI-65 to the configured PDSm); 202, the outcome is recorded on the "
+                "DocumentReference (extension dmp-submission).",
+            }
+        ]
+    }
+}
+
+
 def _topics() -> list[dict[str, Any]]:
     return [
         {
@@ -147,7 +163,7 @@ def _resources(svc: Services) -> tuple[dict[str, Any], ...]:
         extra = (
             SUBSCRIPTION
             if resource_type == "Subscription"
-            else EVERYTHING.get(resource_type) or PROTOCOLS.get(resource_type, {})
+            else EVERYTHING.get(resource_type) or PROTOCOLS.get(resource_type) or DMP.get(resource_type, {})
         )
         params = svc.repo.registry.params(resource_type)
         search_params = [

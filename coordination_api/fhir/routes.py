@@ -14,6 +14,7 @@ from coordination_api.fhir import (
     capabilities,
     create,
     delete,
+    dmp,
     everything,
     history,
     messaging,
@@ -31,6 +32,7 @@ subscriptions.register_routes(bp)  # $status, $events (static rules win over /<t
 apply.register_routes(bp)  # PlanDefinition $apply, $start
 everything.register_routes(bp)  # Patient/[id]/$everything, Encounter/[id]/$everything
 bulk.register_routes(bp)  # Bulk Data $export, its status and files
+dmp.register_routes(bp)  # DocumentReference $dmp-push (IHE MHD ITI-65)
 
 
 @bp.before_request

@@ -1,0 +1,238 @@
+"""``POST [base]/DocumentReference/[id]/$dmp-push``: send a document to the DMP through a PDSm (IHE
+MHD ITI-65, connectors/mhd), through the connector-jobs outbox.
+
+The request is checked at once (the caller may read and update the document and reach its patient;
+the patient has a qualified INS, VALI or QUAL, which the DMP requires; the document has content);
+then one transaction records ``requested`` on the DocumentReference and queues the job: 202. The
+worker sends the ITI-65 Bundle and records the outcome on the DocumentReference (our extension
+``dmp-submission``: status requested | sent | failed, date, the recipient's location or its reason).
+A recipient that is down or slow is retried with backoff; one that refuses ends the job (dead-letter)
+with ``failed`` recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Flask, Response, request
+from sqlalchemy.engine import Connection
+
+from connectors import http
+from connectors.errors import ConnectorError, Failure
+from connectors.mhd import DocumentRecipient, MhdRecipient, NullRecipient, provide_bundle, refusal
+from coordination_api import jobs
+from coordination_api.config import DmpSettings, Settings
+from coordination_api.errors import Category, FhirError, Issue, operation_outcome
+from coordination_api.fhir import access
+from coordination_api.fhir.context import Services, services
+from coordination_api.fhir.http import base_url, fhir_json_response
+from coordination_api.fhir.resources import validate_resource
+from coordination_api.fhir.update import update_in
+from coordination_api.storage.repository import Repository, Stored
+from fhir_profiles.french_identifiers import INS_SYSTEMS, TRUSTED_STATUSES, identity_statuses
+
+log = logging.getLogger(__name__)
+PUSH = "dmp-push"
+SUBMISSION = "https://coordination.cpts.fr/fhir/StructureDefinition/dmp-submission"
+
+
+def build(settings: DmpSettings) -> DocumentRecipient:
+    if not settings.recipient_url:
+        return NullRecipient()
+    return MhdRecipient(
+        settings.recipient_url,
+        http.HttpSettings(
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            verify=settings.ca_file or True,
+            client_cert=settings.client_cert or None,
+            client_key=settings.client_key or None,
+        ),
+    )
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    app.extensions["dmp"] = build(settings.dmp)
+    jobs.register(app, PUSH, push_job)
+
+
+# -- what the document and its patient must offer -----------------------------------------------
+
+
+def submission_status(document: dict[str, Any]) -> str | None:
+    for ext in document.get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == SUBMISSION:
+            for sub in ext.get("extension") or []:
+                if isinstance(sub, dict) and sub.get("url") == "status":
+                    return str(sub.get("valueCode"))
+    return None
+
+
+def _with_submission(document: dict[str, Any], status: str, **details: str) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [
+        {"url": "status", "valueCode": status},
+        {"url": "date", "valueDateTime": datetime.now(UTC).isoformat(timespec="seconds")},
+    ]
+    if details.get("location"):
+        parts.append({"url": "location", "valueUri": details["location"]})
+    if details.get("diagnostics"):
+        parts.append({"url": "diagnostics", "valueString": details["diagnostics"][:1000]})
+    others = [
+        e for e in document.get("extension") or [] if not (isinstance(e, dict) and e.get("url") == SUBMISSION)
+    ]
+    new = {k: v for k, v in document.items() if k != "meta"}
+    new["extension"] = [*others, {"url": SUBMISSION, "extension": parts}]
+    return new
+
+
+def _patient_id(document: dict[str, Any]) -> str | None:
+    subject = document.get("subject")
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    if isinstance(ref, str) and ref.startswith("Patient/") and ref.count("/") == 1:
+        return ref.split("/", 1)[1]
+    return None
+
+
+def qualified_ins(patient: dict[str, Any]) -> dict[str, Any] | None:
+    """The Patient's INS when its identity is validated or qualified (CONTRACT.md "French identifiers")."""
+    if not identity_statuses(patient) & TRUSTED_STATUSES:
+        return None
+    for identifier in patient.get("identifier") or []:
+        if (
+            isinstance(identifier, dict)
+            and identifier.get("system") in INS_SYSTEMS
+            and identifier.get("value")
+        ):
+            return identifier
+    return None
+
+
+def _content(repo: Repository, conn: Connection, document: dict[str, Any]) -> tuple[bytes, str] | None:
+    """The document's bytes and type: the attachment's data, or the stored Binary its url names."""
+    contents = document.get("content") or []
+    attachment = contents[0].get("attachment") if contents and isinstance(contents[0], dict) else None
+    if not isinstance(attachment, dict):
+        return None
+    content_type = str(attachment.get("contentType") or "application/octet-stream")
+    data = attachment.get("data")
+    url = str(attachment.get("url") or "")
+    if data is None and "Binary/" in url:
+        binary = repo.current(conn, "Binary", url.rsplit("Binary/", 1)[1].split("/", 1)[0])
+        if binary is None or binary.deleted:
+            return None
+        body = binary.json()
+        data = body.get("data")
+        content_type = str(body.get("contentType") or content_type)
+    if not isinstance(data, str) or not data:
+        return None
+    try:
+        return base64.b64decode(data, validate=True), content_type
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _unprocessable(message: str, expression: str | None = None) -> FhirError:
+    return FhirError(Category.UNPROCESSABLE, message, expression=expression)
+
+
+# -- the operation ------------------------------------------------------------------------------
+
+
+def dmp_push(res_id: str) -> Response:
+    access.require("DocumentReference", "r")
+    access.require("DocumentReference", "u")
+    stored, reach = access.read_current("DocumentReference", res_id)
+    if stored is None:
+        raise FhirError(Category.NOT_FOUND, f"DocumentReference/{res_id} is not known")
+    if stored.deleted:
+        raise FhirError(Category.DELETED, f"DocumentReference/{res_id} was deleted")
+    access.check_reach(stored, reach)
+    document = stored.json()
+    force = request.args.get("force", "").lower() == "true"
+    if submission_status(document) == "sent" and not force:
+        raise FhirError(
+            Category.CONFLICT,
+            f"DocumentReference/{res_id} was already sent to the DMP; add ?force=true to send it again",
+        )
+    svc = services()
+    patient_id = _patient_id(document)
+    if patient_id is None:
+        raise _unprocessable("the document has no subject Patient", "DocumentReference.subject")
+    with svc.repo.reading() as conn:
+        patient = svc.repo.current(conn, "Patient", patient_id)
+        if patient is None or patient.deleted:
+            raise _unprocessable(
+                f"the subject Patient/{patient_id} is not known", "DocumentReference.subject"
+            )
+        if qualified_ins(patient.json()) is None:
+            raise _unprocessable(
+                "the DMP requires the patient's INS with a validated or qualified identity (VALI or QUAL)",
+                "Patient.identifier",
+            )
+        if _content(svc.repo, conn, document) is None:
+            raise _unprocessable(
+                "the document has no content to send (attachment.data, or attachment.url naming a "
+                "stored Binary)",
+                "DocumentReference.content.attachment",
+            )
+    with svc.repo.writing() as conn:
+        if jobs.enqueue(conn, PUSH, {"document": res_id}, key=res_id):
+            new = validate_resource(
+                {**_with_submission(document, "requested"), "id": res_id}, "DocumentReference"
+            )
+            update_in(conn, svc, "DocumentReference", res_id, new, if_match=stored.version)
+    outcome = operation_outcome([Issue("information", "informational", "queued for the DMP")])
+    headers = {"Content-Location": f"{base_url()}/DocumentReference/{res_id}"}
+    return fhir_json_response(outcome, 202, headers)
+
+
+def register_routes(bp: Blueprint) -> None:
+    bp.add_url_rule("/DocumentReference/<res_id>/$dmp-push", "dmp_push", dmp_push, methods=["POST"])
+
+
+# -- the job ------------------------------------------------------------------------------------
+
+
+def _record(svc: Services, res_id: str, status: str, **details: str) -> None:
+    with svc.repo.writing() as conn:
+        current = svc.repo.current(conn, "DocumentReference", res_id)
+        if current is None or current.deleted:
+            return
+        new = validate_resource({**_with_submission(current.json(), status, **details), "id": res_id})
+        update_in(conn, svc, "DocumentReference", res_id, new)
+
+
+def push_job(app: Flask, payload: dict[str, Any]) -> None:
+    svc: Services = app.extensions["coordination"]
+    settings: Settings = app.config["SETTINGS"]
+    res_id = str(payload["document"])
+    with svc.repo.reading() as conn:
+        stored: Stored | None = svc.repo.current(conn, "DocumentReference", res_id)
+        if stored is None or stored.deleted:
+            return
+        document = stored.json()
+        patient_id = _patient_id(document)
+        patient = svc.repo.current(conn, "Patient", patient_id) if patient_id else None
+        content = _content(svc.repo, conn, document)
+    ins = qualified_ins(patient.json()) if patient is not None and not patient.deleted else None
+    if ins is None or content is None or patient is None:
+        # Changed since the request was accepted: nothing to send, and the reason is recorded.
+        _record(svc, res_id, "failed", diagnostics="no qualified INS or no content any more")
+        return
+    bundle = provide_bundle(
+        document, content[0], content[1], patient.json(), ins, source_oid=settings.dmp.source_oid
+    )
+    recipient: DocumentRecipient = app.extensions["dmp"]
+    try:
+        result = recipient.provide(bundle)
+    except ConnectorError as exc:
+        if not exc.retryable:
+            reason = refusal(exc.body) if exc.failure is Failure.REFUSED else ""
+            _record(svc, res_id, "failed", diagnostics=reason or str(exc))
+        raise
+    location = result.locations[1] if len(result.locations) > 1 else ""
+    _record(svc, res_id, "sent", location=location)
