@@ -56,6 +56,7 @@ def _subscriptions(env: Mapping[str, str]) -> SubscriptionSettings:
     return SubscriptionSettings(
         allow_loopback=_bool(env.get(p + "ALLOW_LOOPBACK"), d.allow_loopback),
         allowed_networks=networks or d.allowed_networks,
+        mail_domains=tuple(m for m in env.get(p + "MAIL_DOMAINS", "").split() if m) or d.mail_domains,
         connect_timeout=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect_timeout),
         read_timeout=_float(env.get(p + "READ_TIMEOUT"), d.read_timeout),
         retry_base=_float(env.get(p + "RETRY_BASE"), d.retry_base),
@@ -268,6 +269,41 @@ def _dmp(env: Mapping[str, str]) -> DmpSettings:
 
 
 @dataclass(frozen=True)
+class MssanteSettings:
+    """MSSanté, the subscriptions' ``email`` channel: ``COORDINATION_MSSANTE_<FIELD>``.
+
+    ``smtp_host`` empty: the Null sender (nothing mailed). SMTP submission with STARTTLS; the client
+    certificate and key the operator issued; its CA; optional login (password from env or _FILE).
+    """
+
+    smtp_host: str = ""
+    smtp_port: int = 587
+    from_address: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    ca_file: str = ""
+    username: str = ""
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 20.0
+
+
+def _mssante(env: Mapping[str, str]) -> MssanteSettings:
+    d = MssanteSettings()
+    p = PREFIX + "MSSANTE_"
+    return MssanteSettings(
+        smtp_host=env.get(p + "SMTP_HOST", "").strip(),
+        smtp_port=_int(env.get(p + "SMTP_PORT"), d.smtp_port),
+        from_address=env.get(p + "FROM", "").strip(),
+        client_cert=env.get(p + "CLIENT_CERT", "").strip(),
+        client_key=env.get(p + "CLIENT_KEY", "").strip(),
+        ca_file=env.get(p + "CA_FILE", "").strip(),
+        username=env.get(p + "SMTP_USERNAME", "").strip(),
+        password=_read_secret(env, "MSSANTE_SMTP_PASSWORD"),
+        timeout=_float(env.get(p + "TIMEOUT"), d.timeout),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the application is configured with, resolved once at start."""
 
@@ -326,6 +362,8 @@ class Settings:
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     # Connector jobs (calls to outside services through the outbox): COORDINATION_JOBS_*.
     jobs: JobSettings = field(default_factory=JobSettings)
+    # MSSanté (the email subscription channel): COORDINATION_MSSANTE_*.
+    mssante: MssanteSettings = field(default_factory=MssanteSettings)
     # DMP pushes through a PDSm (IHE MHD ITI-65): COORDINATION_DMP_*.
     dmp: DmpSettings = field(default_factory=DmpSettings)
     # Regional e-parcours platform forwarding (mutual TLS): COORDINATION_EPARCOURS_*.
@@ -378,6 +416,7 @@ class Settings:
             subscriptions=_subscriptions(env),
             dispatch=_dispatch(env),
             jobs=_jobs(env),
+            mssante=_mssante(env),
             dmp=_dmp(env),
             eparcours=_eparcours(env),
             annuaire=_annuaire(env),

@@ -8,6 +8,7 @@ The host is resolved and every address checked; plain http:// and loopback only 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -35,8 +36,27 @@ def _resolve(host: str, port: int) -> list[IP]:
     return out
 
 
+_MAILBOX = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)")
+
+
+def check_mailto(url: str, config: SubscriptionSettings) -> str:
+    """The one address of a ``mailto:`` endpoint (RFC 6068), in an allowed domain; else EndpointError."""
+    address = url[len("mailto:") :]
+    found = _MAILBOX.fullmatch(address)
+    if not found:
+        raise EndpointError(f"endpoint '{url}' must be mailto: followed by one e-mail address")
+    domain = found.group(1).lower()
+    allowed = [d.lower() for d in config.mail_domains]
+    if allowed and not any(domain == d or (d.startswith("*.") and domain.endswith(d[1:])) for d in allowed):
+        raise EndpointError(f"e-mail domain '{domain}' is not allowed here; allowed: {', '.join(allowed)}")
+    return address
+
+
 def check(url: str, config: SubscriptionSettings) -> None:
     """Raise EndpointError when ``url`` may not receive notifications."""
+    if url.lower().startswith("mailto:"):
+        check_mailto(url, config)
+        return
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)

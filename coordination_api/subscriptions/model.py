@@ -21,6 +21,8 @@ STATUS_PROFILE = BACKPORT + "backport-subscription-status-r4"
 SECRET = "https://coordination.cpts.fr/fhir/StructureDefinition/subscription-signature-secret"  # noqa: S105 - an extension URL, not a secret
 
 CONTENTS = ("empty", "id-only", "full-resource")
+# R4 subscription-channel-type: rest-hook, and email (MSSanté, connectors/mssante).
+CHANNELS = ("rest-hook", "email")
 LIVE = ("requested", "active")
 
 
@@ -62,6 +64,7 @@ class Spec:
     max_count: int = 1
     # R4 Subscription.end as epoch microseconds: "the time for the server to turn the subscription off".
     end_us: int | None = None
+    channel_type: str = "rest-hook"
 
 
 def _end(value: Any) -> int | None:
@@ -98,14 +101,20 @@ def parse(res_id: str, body: dict[str, Any]) -> Spec:
     criteria = str(body.get("criteria") or "").strip()
     channel = body.get("channel") if isinstance(body.get("channel"), dict) else {}
     assert isinstance(channel, dict)
-    if channel.get("type") != "rest-hook":
+    channel_type = str(channel.get("type") or "")
+    if channel_type not in CHANNELS:
         raise _unprocessable(
-            f"channel.type '{channel.get('type')}' is not supported; use rest-hook",
+            f"channel.type '{channel_type}' is not supported; use rest-hook or email",
             "Subscription.channel.type",
         )
     endpoint = str(channel.get("endpoint") or "")
     if not endpoint:
-        raise _unprocessable("a rest-hook channel needs an endpoint", "Subscription.channel.endpoint")
+        raise _unprocessable(f"a {channel_type} channel needs an endpoint", "Subscription.channel.endpoint")
+    if (channel_type == "email") != endpoint.lower().startswith("mailto:"):
+        raise _unprocessable(
+            "an email channel needs a mailto: endpoint, and a mailto: endpoint the email channel",
+            "Subscription.channel.endpoint",
+        )
     topic = None
     topic_url = None
     if criteria.startswith(("http://", "https://")):
@@ -175,4 +184,5 @@ def parse(res_id: str, body: dict[str, Any]) -> Spec:
         secret=str(secret[0]) if secret and secret[0] else None,
         max_count=_max_count(channel),
         end_us=_end(body.get("end")),
+        channel_type=channel_type,
     )

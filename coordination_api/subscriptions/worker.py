@@ -26,6 +26,8 @@ from flask import Flask
 from sqlalchemy import ColumnElement, false, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 
+from connectors import mssante
+from connectors.errors import ConnectorError
 from coordination_api import health, jobs, metrics
 from coordination_api.bulk import export as bulk_export
 from coordination_api.coordination import dispatch
@@ -53,6 +55,24 @@ def _deliverable(now: int) -> list[ColumnElement[bool]]:
     ]
 
 
+def _mail_sender(settings: Any) -> tuple[mssante.MailSender, str]:
+    """The MSSanté sender of the app's settings (the Null one when no SMTP host is configured)."""
+    config = getattr(settings, "mssante", None)
+    if config is None or not config.smtp_host:
+        return mssante.NullSender(), "notifications@localhost"
+    smtp = mssante.SmtpSettings(
+        host=config.smtp_host,
+        port=config.smtp_port,
+        timeout=config.timeout,
+        ca_file=config.ca_file,
+        client_cert=config.client_cert,
+        client_key=config.client_key,
+        username=config.username,
+        password=config.password,
+    )
+    return mssante.SmtpSender(smtp), config.from_address or "notifications@localhost"
+
+
 class Deliverer:
     def __init__(self, app: Flask) -> None:
         self.svc: SubscriptionService = app.extensions["subscriptions"]
@@ -62,6 +82,7 @@ class Deliverer:
         settings = app.config.get("SETTINGS")
         self.base = str(getattr(settings, "public_base_url", "") or "")
         self.session = requests.Session()
+        self.mail, self.mail_from = _mail_sender(settings)
         # Set on SIGTERM: the notification being sent finishes, the rest of the pass waits (its lease).
         self.stopping = threading.Event()
 
@@ -308,7 +329,7 @@ class Deliverer:
                     .values(status="delivered", delivered_us=now, lease_until=None, last_error=None)
                 ).rowcount
                 conn.execute(update(st).where(st.c.res_pk == row.sub_pk).values(last_sent_us=now))
-                metrics.delivery("rest-hook", "ok")
+                metrics.delivery(spec.channel_type, "ok")
                 if not claim_next or marked != len(sent):
                     return None  # (a lost lease: another worker has these rows; it goes on from them)
                 return self._claim_next(conn, row.sub_pk, rows[-1].event_number + 1, state.max_count, now)
@@ -334,7 +355,7 @@ class Deliverer:
                 )
                 self._write_status(conn, state.res_id, "error", message)
                 log.warning("subscription %s: %s", state.res_id, message)
-                metrics.delivery("rest-hook", "failed")
+                metrics.delivery(spec.channel_type, "failed")
                 return None
             delay = min(config.retry_cap, config.retry_base * 2 ** max(row.attempts - 1, 0))
             delay *= 1 + _RANDOM.uniform(-config.retry_jitter, config.retry_jitter)
@@ -348,7 +369,7 @@ class Deliverer:
                     last_error=error,
                 )
             )
-        metrics.delivery("rest-hook", "retrying")
+        metrics.delivery(spec.channel_type, "retrying")
         return None
 
     def _claim_next(
@@ -429,7 +450,9 @@ class Deliverer:
     # -- transport: rest-hook (R4 subscription.html#channels) --------------------------------------
 
     def _post(self, spec: model.Spec, body: dict[str, Any]) -> str | None:
-        """POST the notification; None when the endpoint answered 2xx, else why not."""
+        """Send the notification on its channel; None when it was accepted, else why not."""
+        if spec.channel_type == "email":
+            return self._mail(spec, body)
         config = self.svc.config
         try:
             endpoint.check(spec.endpoint, config)  # again at send time: DNS may have changed
@@ -451,6 +474,32 @@ class Deliverer:
                 return f"endpoint answered HTTP {response.status_code}"
         except requests.RequestException as exc:
             return f"{type(exc).__name__}: {exc}"[:500]
+
+    # -- transport: email (MSSanté; connectors/mssante) -------------------------------------------
+
+    def _mail(self, spec: model.Spec, body: dict[str, Any]) -> str | None:
+        """Mail the notification; heartbeats are not mailed (a mailbox is no liveness probe: the
+        Backport IG leaves heartbeats to channels that use them). The handshake is mailed: it tells
+        the recipient the subscription exists and proves the address works."""
+        kind = next(
+            (
+                p.get("valueCode")
+                for p in body["entry"][0]["resource"].get("parameter") or []
+                if p.get("name") == "type"
+            ),
+            None,
+        )
+        if kind == "heartbeat":
+            return None
+        try:
+            address = endpoint.check_mailto(spec.endpoint, self.svc.config)
+            message = mssante.notification_message(body, to=address, sender=self.mail_from)
+            self.mail.send(message)
+        except endpoint.EndpointError as exc:
+            return str(exc)
+        except ConnectorError as exc:
+            return str(exc)
+        return None
 
 
 def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) -> None:
