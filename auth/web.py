@@ -304,3 +304,6 @@ def authorize() -> Response:
         grant.request.launch_patient = chosen
     response = svc.server.create_authorization_response(grant=grant, grant_user=user)
     return response
+
+
+from auth import psc as _psc  # noqa: E402, F401 - registers the Pro Santé Connect routes on bp

@@ -304,6 +304,46 @@ def _mssante(env: Mapping[str, str]) -> MssanteSettings:
 
 
 @dataclass(frozen=True)
+class PscSettings:
+    """Pro Santé Connect login (connectors/psc, auth/psc.py): ``COORDINATION_PSC_<FIELD>``.
+
+    ``discovery_url`` empty: no PSC login. ``redirect_uri`` empty: ``/auth/psc/callback`` as reached;
+    ``auto_create``: a professional unknown here gets a Practitioner and a federated login at first
+    login; ``introspect``: the PSC access token is introspected (RFC 7662) and must be active.
+    """
+
+    discovery_url: str = ""
+    client_id: str = ""
+    client_secret: str | None = field(default=None, repr=False)
+    redirect_uri: str = ""
+    scopes: str = "openid scope_all"
+    acr_values: str = "eidas1"
+    auto_create: bool = False
+    introspect: bool = False
+    ca_file: str = ""
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+
+
+def _psc(env: Mapping[str, str]) -> PscSettings:
+    d = PscSettings()
+    p = PREFIX + "PSC_"
+    return PscSettings(
+        discovery_url=env.get(p + "DISCOVERY_URL", "").strip(),
+        client_id=env.get(p + "CLIENT_ID", "").strip(),
+        client_secret=_read_secret(env, "PSC_CLIENT_SECRET"),
+        redirect_uri=env.get(p + "REDIRECT_URI", "").strip(),
+        scopes=env.get(p + "SCOPES", d.scopes).strip(),
+        acr_values=env.get(p + "ACR_VALUES", d.acr_values).strip(),
+        auto_create=_bool(env.get(p + "AUTO_CREATE"), d.auto_create),
+        introspect=_bool(env.get(p + "INTROSPECT"), d.introspect),
+        ca_file=env.get(p + "CA_FILE", "").strip(),
+        connect_timeout=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect_timeout),
+        read_timeout=_float(env.get(p + "READ_TIMEOUT"), d.read_timeout),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the application is configured with, resolved once at start."""
 
@@ -362,6 +402,8 @@ class Settings:
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     # Connector jobs (calls to outside services through the outbox): COORDINATION_JOBS_*.
     jobs: JobSettings = field(default_factory=JobSettings)
+    # Pro Santé Connect login: COORDINATION_PSC_*.
+    psc: PscSettings = field(default_factory=PscSettings)
     # MSSanté (the email subscription channel): COORDINATION_MSSANTE_*.
     mssante: MssanteSettings = field(default_factory=MssanteSettings)
     # DMP pushes through a PDSm (IHE MHD ITI-65): COORDINATION_DMP_*.
@@ -416,6 +458,7 @@ class Settings:
             subscriptions=_subscriptions(env),
             dispatch=_dispatch(env),
             jobs=_jobs(env),
+            psc=_psc(env),
             mssante=_mssante(env),
             dmp=_dmp(env),
             eparcours=_eparcours(env),

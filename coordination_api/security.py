@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,13 +14,18 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from auth import policy
 from auth.audit import AuditWriter
+from auth.psc import PscLogin
 from auth.server import TokenPolicy, Urls
 from auth.service import AuthConfig, AuthService
 from auth.web import bp as auth_bp
+from connectors.http import HttpSettings
+from connectors.psc import NullProSanteConnect, PscClient, PscClientSettings
 from coordination_api.config import Settings
 from coordination_api.fhir import access
 from coordination_api.storage.engine import close_reader, open_reader
 from coordination_api.storage.repository import Repository
+
+log = logging.getLogger(__name__)
 
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
 CORS_HEADERS = (
@@ -29,6 +35,40 @@ CORS_HEADERS = (
 
 def _as_reached() -> str:
     return request.host_url.rstrip("/")
+
+
+def _psc_login(app: Flask, settings: Settings) -> PscLogin:
+    """Pro Santé Connect for the login page (connectors/psc), and first-login provisioning."""
+    config = settings.psc
+    if not config.discovery_url:
+        return PscLogin(NullProSanteConnect())
+    client = PscClient(
+        PscClientSettings(
+            discovery_url=config.discovery_url,
+            client_id=config.client_id,
+            client_secret=config.client_secret,
+            scopes=config.scopes,
+            acr_values=config.acr_values,
+            introspect=config.introspect,
+            http=HttpSettings(
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+                verify=config.ca_file or True,
+            ),
+        )
+    )
+
+    def provision(rpps: str, given: str | None, family: str | None) -> bool:
+        from coordination_api.accounts import AccountError, create_practitioner_user
+
+        try:
+            create_practitioner_user(app, f"psc-{rpps}", rpps, None, family, given)
+        except AccountError:
+            log.warning("Pro Santé Connect first login: the account could not be created")
+            return False
+        return True
+
+    return PscLogin(client, provision if config.auto_create else None, config.redirect_uri)
 
 
 def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
@@ -82,6 +122,7 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
     app.extensions["auth"] = service
     app.extensions["audit_writer"] = AuditWriter(repo.engine, settings.audit_reads, settings.audit_queue_max)
     app.register_blueprint(auth_bp)
+    app.extensions["psc"] = _psc_login(app, settings)
     repo.guard = access.guard_write
     repo.request_raw = _request_raw(app, repo)
     repo.before_write = release_request_raw
