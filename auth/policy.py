@@ -16,25 +16,48 @@
 The rules are evaluated in SQL on every request (CareTeams change after login) from rows derived from
 CareTeam, Consent, PractitionerRole and Task at write time; this module derives the rows and builds the
 SQL.
+
+Writes cannot widen the writer's reach (docs/security.md):
+
+- A practitioner's write is judged on the state before it and on the state it would produce, and the
+  second judgment uses the access rows as they were *before the request* (``snapshot``): rows the write
+  itself creates never count for it.
+- Changing who reaches a patient (``reach_change``) is reserved: CareTeam membership, status, period or
+  subject to the patient's *coordinators* (a participant of an active CareTeam of the patient whose role
+  has the configured code, by default ``coordinateur-parcours``, or the configured CPTS coordinator) and
+  to system clients; PractitionerRole affiliations (practitioner, organization, period, active) to
+  system clients only (directory data); lifting a Consent denial to coordinators and system clients
+  (recording an objection is open to whoever may write to the patient's record); giving another
+  professional a Task grant (owner, offer) to coordinators, the dispatch engine and system clients. The
+  one grant a practitioner gives herself is the accept of a Task offered to her, which may change only
+  ``ACCEPT_FIELDS``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, and_, literal, or_, select
+import orjson
+from sqlalchemy import CompoundSelect, Select, and_, bindparam, literal, or_, select, text
 from sqlalchemy.engine import Connection
 
 from auth.schema import care_team_access, consent_deny, practitioner_affiliation, task_access
 from auth.scopes import ScopeSet
 
+# Writes the server's own engines make on behalf of the rule (dispatch stages offering a Task), inside a
+# caller's request: judged as the engine's, not as the caller's own change of reach.
+ENGINE_WRITE: ContextVar[bool] = ContextVar("policy_engine_write", default=False)
+
 # Member/actor types whose references grant or deny (others, e.g. RelatedPerson, grant nothing here).
 ACTOR_TYPES = ("Practitioner", "PractitionerRole", "Organization")
-_REF = re.compile(r"(?:^|/)(Practitioner|PractitionerRole|Organization|Patient)/([A-Za-z0-9\-.]{1,64})$")
+# Relative references only: absolute ones to this server's base are stored relative (the repository),
+# and an absolute one elsewhere names someone of another server, never one of ours.
+_REF = re.compile(r"^(Practitioner|PractitionerRole|Organization|Patient)/([A-Za-z0-9\-.]{1,64})$")
 
 
 @dataclass(frozen=True)
@@ -368,6 +391,27 @@ def write_filter(
     return PatientFilter(allowed=allowed_patients(refs, now_us, launch_patient, ignore_tasks))
 
 
+def task_patient(task: dict[str, Any]) -> str | None:
+    """The patient id of ``Task.for`` (None unless it names a Patient)."""
+    patient = _ref(task.get("for"))
+    return patient[1] if patient is not None and patient[0] == "Patient" else None
+
+
+def reachable_among(conn: Connection, f: PatientFilter, patients: Collection[str]) -> set[str]:
+    """Of ``patients``, those the filter reaches (not counting offers)."""
+    if not patients:
+        return set()
+    wanted = list(patients)
+    if f.allowed is not None:
+        sub = f.allowed.subquery()
+        rows = conn.execute(select(sub.c.patient_id).where(sub.c.patient_id.in_(wanted))).all()
+        return {r[0] for r in rows}
+    assert f.denied is not None
+    sub = f.denied.subquery()
+    denied = {r[0] for r in conn.execute(select(sub.c.patient_id).where(sub.c.patient_id.in_(wanted)))}
+    return set(wanted) - denied
+
+
 def offered_to(task: dict[str, Any], refs: Iterable[str], now_us: int) -> bool:
     """Is this Task, as stored, a requested one offered to one of these actors now?"""
     if task.get("status") != "requested":
@@ -397,3 +441,158 @@ def patient_filter(
         allowed=allowed_patients(refs, now_us, launch_patient),
         offered=offered_patients(refs, now_us, launch_patient),
     )
+
+
+# -- writes that change who reaches a patient ------------------------------------------------------
+
+# What the accept of an offered Task may change besides ``meta`` (R4 Task: the taker sets the owner and
+# the status, may note and schedule); never ``for``, ``focus``, ``encounter`` or anything else.
+ACCEPT_FIELDS = frozenset({"status", "owner", "lastModified", "executionPeriod", "note"})
+
+
+def _row_key(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, v) for k, v in row.items() if k not in {"res_pk", "role_id"}))
+
+
+@dataclass(frozen=True)
+class ReachChange:
+    """The access rows a write adds and removes, and the patients whose reach they touch."""
+
+    res_type: str
+    added: tuple[dict[str, Any], ...]
+    removed: tuple[dict[str, Any], ...]
+
+    @property
+    def patients(self) -> frozenset[str]:
+        return frozenset(r["patient_id"] for r in (*self.added, *self.removed) if "patient_id" in r)
+
+
+def reach_change(res_type: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> ReachChange | None:
+    """What replacing ``old`` by ``new`` (None: absent or deleted) changes in the access rows."""
+    derived = DERIVED.get(res_type)
+    if derived is None:
+        return None
+    before = {_row_key(r): r for r in (derived[1](old) if old else [])}
+    after = {_row_key(r): r for r in (derived[1](new) if new else [])}
+    added = tuple(after[k] for k in after.keys() - before.keys())
+    removed = tuple(before[k] for k in before.keys() - after.keys())
+    if not added and not removed:
+        return None
+    return ReachChange(res_type, added, removed)
+
+
+def change_refusal(change: ReachChange, refs: Collection[str], coordinated: Collection[str]) -> str | None:
+    """Why a practitioner (whose references are ``refs``, coordinating the patients ``coordinated``)
+    may not make this change, or None when she may."""
+    if change.res_type == "PractitionerRole":
+        return (
+            "PractitionerRole affiliations (practitioner, organization, period, active) are directory "
+            "data, changed by system clients only"
+        )
+    outside = sorted(change.patients - set(coordinated))
+    if change.res_type == "CareTeam" and outside:
+        return (
+            "Changing a care team (members, status, period, subject) is reserved to the patient's "
+            "coordinators"
+        )
+    if change.res_type == "Consent" and any(r["patient_id"] in outside for r in change.removed):
+        return "Lifting a patient's objection (Consent deny) is reserved to the patient's coordinators"
+    if change.res_type == "Task" and any(
+        r["member"] not in refs and r["patient_id"] in outside for r in change.added
+    ):
+        return (
+            "Giving a Task to another professional (owner, restriction.recipient) is reserved to the "
+            "patient's coordinators; open Tasks are offered by dispatch"
+        )
+    return None
+
+
+def accept_refusal(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The accept of an offered Task changes ``ACCEPT_FIELDS`` only."""
+    changed = sorted(
+        k
+        for k in (old.keys() | new.keys()) - ACCEPT_FIELDS - {"meta", "id", "resourceType"}
+        if old.get(k) != new.get(k)
+    )
+    if changed:
+        allowed = ", ".join(sorted(ACCEPT_FIELDS))
+        return f"Accepting an offered Task may change only {allowed}; not {', '.join(changed)}"
+    return None
+
+
+def coordinated_patients(
+    conn: Connection,
+    refs: Collection[str],
+    patients: Collection[str],
+    now_us: int,
+    *,
+    coordinator: str,
+    coordinator_role: str,
+) -> set[str]:
+    """Of ``patients``, those these actors coordinate now: the configured CPTS coordinator coordinates
+    every patient; otherwise an active CareTeam of the patient lists them with the coordinator role."""
+    if not patients:
+        return set()
+    if coordinator and coordinator in refs:
+        return set(patients)
+    t = care_team_access
+    rows = conn.execute(
+        select(t.c.res_pk, t.c.patient_id).where(
+            t.c.patient_id.in_(list(patients)), t.c.member.in_(list(refs)), _covers(t, now_us)
+        )
+    ).all()
+    if not rows:
+        return set()
+    # The role is on the CareTeam itself (participant.role), read from the stored resource.
+    contents = dict(
+        conn.execute(
+            text("SELECT pk, content FROM resource WHERE pk IN :pks").bindparams(
+                bindparam("pks", expanding=True)
+            ),
+            {"pks": sorted({r[0] for r in rows})},
+        ).all()
+    )
+    out: set[str] = set()
+    for pk, patient in rows:
+        content = contents.get(pk)
+        team = orjson.loads(content) if content else {}
+        for participant in team.get("participant") or []:
+            if not isinstance(participant, dict):
+                continue
+            member = _ref(participant.get("member"))
+            if member is None or f"{member[0]}/{member[1]}" not in refs:
+                continue
+            codes = {
+                c.get("code")
+                for concept in participant.get("role") or []
+                if isinstance(concept, dict)
+                for c in concept.get("coding") or []
+                if isinstance(c, dict)
+            }
+            start, end = _narrow(_period(team.get("period")), _period(participant.get("period")))
+            if (
+                coordinator_role in codes
+                and (start is None or start <= now_us)
+                and (end is None or end >= now_us)
+            ):
+                out.add(patient)
+    return out
+
+
+# Whose login a resource stands for: a login is bound to a Practitioner through its identifiers (RPPS,
+# Pro Santé Connect's SubjectNameID), so a practitioner changing a Practitioner's identifiers could log
+# in as someone else.
+IDENTITY_TYPES = frozenset({"Practitioner"})
+
+
+def identity_refusal(res_type: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | None:
+    """Why a practitioner may not make this write to a Practitioner (None when she may): changing the
+    identifiers of an existing one is reserved to system clients (the directory, an operator)."""
+    if res_type not in IDENTITY_TYPES or old is None:
+        return None
+    if (new or {}).get("identifier") != old.get("identifier"):
+        return (
+            "Practitioner identifiers (RPPS, ADELI) bind logins and are directory data: changed by "
+            "system clients only"
+        )
+    return None

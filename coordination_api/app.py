@@ -9,7 +9,7 @@ from flask import Flask, Response, g, request
 
 from coordination_api import directory, eparcours, hl7v2, logs, metrics, security, subscriptions
 from coordination_api.config import Settings
-from coordination_api.coordination import dispatch
+from coordination_api.coordination import consent_actors, dispatch
 from coordination_api.errors import register_error_handlers
 from coordination_api.fhir import dmp, profiles, routes
 from coordination_api.fhir.context import Services
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo)
     registry = SearchRegistry.default(supported_types())
     repo = Repository(engine, registry)
+    repo.prepare.append(consent_actors.resolve)  # a Consent's objection is never stored unenforceable
     compiler = SearchCompiler(
         registry,
         default_count=settings.default_page_size,

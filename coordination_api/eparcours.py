@@ -21,7 +21,9 @@ from connectors import http
 from connectors.eparcours import EparcoursPlatform, NullPlatform, Platform, PlatformSettings, message_bundle
 from coordination_api import jobs
 from coordination_api.config import EparcoursSettings, Settings
+from coordination_api.storage.indexer import UNRESOLVED
 from coordination_api.storage.repository import Repository, Stored, now_us
+from coordination_api.storage.schema import history_compartment
 
 log = logging.getLogger(__name__)
 FORWARD = "eparcours-forward"
@@ -102,9 +104,20 @@ def forward_job(app: Flask, payload: dict[str, Any]) -> None:
         if stored is None or stored.deleted:
             return  # gone (expunged): nothing left to tell
         focus = stored.json()
+        # The patients are the version's own compartments (history_compartment: whatever form the
+        # subject took); one this server cannot name, or any objection to everyone: not forwarded.
+        hc = history_compartment
+        holders = set(
+            conn.execute(
+                select(hc.c.patient_id).where(hc.c.res_pk == stored.pk, hc.c.version == stored.version)
+            ).scalars()
+        )
         patient_id = _patient_id(focus)
+        if UNRESOLVED in holders or (patient_id is not None and patient_id not in holders):
+            log.info("e-parcours: %s/%s not forwarded (no patient of ours)", stored.res_type, stored.res_id)
+            return
         patient = repo.current(conn, "Patient", patient_id) if patient_id else None
-        if patient_id and _opposed(conn, patient_id):
+        if any(_opposed(conn, p) for p in holders):
             log.info("e-parcours: %s/%s not forwarded (the patient objects)", stored.res_type, stored.res_id)
             return
     message = message_bundle(

@@ -124,6 +124,13 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
     app.register_blueprint(auth_bp)
     app.extensions["psc"] = _psc_login(app, settings)
     repo.guard = access.guard_write
+
+    def local_bases() -> tuple[str, ...]:
+        if not has_request_context():
+            return (configured,) if configured else ()
+        return tuple(dict.fromkeys(fhir_bases()))
+
+    repo.local_bases = local_bases
     repo.request_raw = _request_raw(app, repo)
     repo.before_write = release_request_raw
     service.raw = repo.raw

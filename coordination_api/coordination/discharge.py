@@ -27,7 +27,7 @@ from coordination_api.errors import FhirError
 from coordination_api.fhir import create as fhir_create  # module import: create.py imports nde, nde us
 from coordination_api.fhir.context import Services
 from coordination_api.fhir.resources import validate_resource
-from coordination_api.storage.repository import Stored
+from coordination_api.storage.repository import Stored, new_id
 from coordination_api.storage.schema import message_log
 from fhir_profiles.french_identifiers import FINESS, INS_SYSTEMS, RPPS, TRUSTED_STATUSES, identity_statuses
 
@@ -269,10 +269,12 @@ def _documents(
 ) -> None:
     for reference, binary in event.documents:
         doc = content_of(reference)
+        doc_id = new_id()
         if binary is not None:
-            stored_binary = svc.repo.create(
-                conn, "Binary", _valid({k: v for k, v in binary.items() if k != "id"}, "Binary", event)
-            )
+            # The letter is read as its DocumentReference is (Binary.securityContext, issue 16).
+            content = {k: v for k, v in binary.items() if k != "id"}
+            content["securityContext"] = {"reference": f"DocumentReference/{doc_id}"}
+            stored_binary = svc.repo.create(conn, "Binary", _valid(content, "Binary", event))
             for content in doc.get("content") or []:
                 attachment = content.get("attachment")
                 if isinstance(attachment, dict):
@@ -281,7 +283,7 @@ def _documents(
         doc["subject"] = {"reference": f"Patient/{patient.res_id}"}
         if encounter is not None:
             doc.setdefault("context", {})["encounter"] = [{"reference": f"Encounter/{encounter.res_id}"}]
-        svc.repo.create(conn, "DocumentReference", _valid(doc, "DocumentReference", event))
+        svc.repo.create(conn, "DocumentReference", _valid(doc, "DocumentReference", event), doc_id)
 
 
 def _store(conn: Connection, svc: Services, event: EncounterEvent) -> Outcome:

@@ -30,7 +30,6 @@ dispatch row second, the same lock order as an accept's.
 from __future__ import annotations
 
 import logging
-from contextvars import ContextVar
 from typing import Any
 
 from flask import Flask, g, has_request_context
@@ -86,8 +85,6 @@ SENDER_TYPES = (
     "HealthcareService",
 )
 US = 1_000_000
-# Set while the dispatcher writes a Task itself (its own stage writes are not someone taking it).
-_OWN_WRITE: ContextVar[bool] = ContextVar("dispatch_own_write", default=False)
 
 Coding = tuple[str | None, str]
 
@@ -179,7 +176,7 @@ class Dispatcher:
             if (row is None or row.stage not in OPEN_STAGES) and self._dispatchable(task):
                 self._enter(conn, item, task, row is not None)
             return
-        if row is None or _OWN_WRITE.get():
+        if row is None or policy.ENGINE_WRITE.get():
             return
         previous = self._previous(conn, item)
         self._check_taker(conn, previous, task)
@@ -291,11 +288,11 @@ class Dispatcher:
             log.warning("task %s escalated, but no CPTS coordinator is configured or found", item.res_id)
         elif stage == "escalated" and body.get("owner") is None:
             body["owner"] = {"reference": owner}
-        token = _OWN_WRITE.set(True)
+        token = policy.ENGINE_WRITE.set(True)
         try:
             self.repo.update(conn, "Task", item.res_id, body, if_match=item.version)
         finally:
-            _OWN_WRITE.reset(token)
+            policy.ENGINE_WRITE.reset(token)
         td = task_dispatch
         conn.execute(
             update(td)

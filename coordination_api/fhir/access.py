@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
 
 from flask import Response, current_app, g, has_request_context, request
 from sqlalchemy import ColumnElement, and_, exists, literal, or_, select, true
@@ -25,7 +26,7 @@ from coordination_api.fhir.http import fhir_json_response
 from coordination_api.search.compiler import SearchQuery
 from coordination_api.storage.indexer import outside_compartments
 from coordination_api.storage.repository import Stored
-from coordination_api.storage.schema import idx_compartment, resource, subscription_state
+from coordination_api.storage.schema import history_compartment, idx_compartment, resource, subscription_state
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ MIN_REASON = 10  # a reason worth reading, not "x"
 UNRESTRICTED = Principal(client_id=None, scopes=ScopeSet((), frozenset()), unrestricted=True)
 # Routes of the FHIR blueprint anyone may call (SMART conformance.html: discovery is public).
 PUBLIC_ENDPOINTS = {"fhir.metadata"}
+# Blueprints whose requests carry no token and act for the server itself: the login pages (auth/web,
+# Pro Santé Connect first-login provisioning of the caller's own Practitioner).
+SELF_AUTHORISED_DOORS = frozenset({"auth"})
 
 # (endpoint, method) -> restful-interaction code, for the audit subtype.
 _INTERACTIONS = {
@@ -68,6 +72,8 @@ def principal() -> Principal:
         return UNRESTRICTED  # the operator's own commands (import, db upgrade) run outside HTTP
     p: Principal | None = g.get("principal")
     if p is None:
+        if request.blueprint in SELF_AUTHORISED_DOORS:
+            return UNRESTRICTED  # the server's own step of a login (first-login provisioning)
         # Deny by default: a request that was never authenticated reaches nothing.
         raise FhirError(Category.SECURITY, "Not authenticated", headers={"WWW-Authenticate": "Bearer"})
     return p
@@ -212,6 +218,17 @@ def check_subscription_owner(conn: Connection, stored: Stored) -> None:
         raise FhirError(Category.NOT_FOUND, f"Subscription/{stored.res_id} is not known")
 
 
+def hop_guard(resource_type: str, pk: Any) -> list[ColumnElement[bool]]:
+    """A chain or ``_has`` hop reads resources of ``resource_type`` on the caller's behalf: her scopes
+    must allow searching them, and only those the policy lets her see count (search.html#chaining,
+    #has; issue 16: a hop is no yes/no oracle on data out of reach)."""
+    require(resource_type, "s")
+    rules = visibility(pk)
+    if resource_type == "Subscription":
+        rules += subscription_owner_filter(pk)
+    return rules
+
+
 def readable(resource_type: str) -> bool:
     try:
         require(resource_type, "r")
@@ -260,16 +277,56 @@ def visibility(pk: Any) -> list[ColumnElement[bool]]:
     f = patient_filter()
     if f is None:
         return []
-    c = idx_compartment.alias("acl")
+    c = idx_compartment.alias()  # anonymous: a chain or _has hop nests its own
+    return [~exists(select(literal(1)).where(c.c.res_pk == pk, _outside(f, c.c.patient_id, c.c.res_type)))]
+
+
+def version_visibility(pk: Any, version: Any, res_type: Any) -> list[ColumnElement[bool]]:
+    """``visibility`` for versions (history): each judged by the compartments it was in itself."""
+    f = patient_filter()
+    if f is None:
+        return []
+    c = history_compartment.alias()
+    hidden = _outside(f, c.c.patient_id, res_type)
+    return [~exists(select(literal(1)).where(c.c.res_pk == pk, c.c.version == version, hidden))]
+
+
+def _outside(f: PatientFilter, patient: Any, res_type: Any) -> ColumnElement[bool]:
+    """SQL: the compartment's patient ``patient`` (of a ``res_type`` resource) is out of reach."""
     if f.allowed is not None:
-        outside: ColumnElement[bool] = c.c.patient_id.not_in(f.allowed)
+        outside: ColumnElement[bool] = patient.not_in(f.allowed)
         if f.offered is not None:
-            offered = and_(c.c.res_type.in_(policy.OFFER_TYPES), c.c.patient_id.in_(f.offered))
+            offered = and_(res_type.in_(policy.OFFER_TYPES), patient.in_(f.offered))
             outside = and_(outside, ~offered)
-    else:
-        assert f.denied is not None
-        outside = c.c.patient_id.in_(f.denied)
-    return [~exists(select(literal(1)).where(c.c.res_pk == pk, outside))]
+        return outside
+    assert f.denied is not None
+    return cast(ColumnElement[bool], patient.in_(f.denied))
+
+
+def check_version(conn: Connection, stored: Stored) -> None:
+    """A version read by vread: 403 unless every patient whose compartment held it is within reach."""
+    if not has_request_context() or g.get("principal") is None:
+        return
+    check_subscription_owner(conn, stored)
+    f = patient_filter()
+    hc = history_compartment
+    rows = conn.execute(
+        select(hc.c.patient_id).where(hc.c.res_pk == stored.pk, hc.c.version == stored.version)
+    ).scalars()
+    patients = list(rows)
+    if f is None or not patients:
+        check_reach(stored, [(p, True) for p in patients])
+        return
+    reach = conn.execute(
+        select(
+            literal(1).label("x"),
+            *[
+                (~_outside(f, literal(p), literal(stored.res_type))).label(f"p{i}")
+                for i, p in enumerate(patients)
+            ],
+        )
+    ).one()
+    check_reach(stored, [(p, bool(reach[i + 1])) for i, p in enumerate(patients)])
 
 
 def _patients_of(conn: Connection, pks: list[int]) -> list[tuple[str, bool]]:
@@ -406,8 +463,11 @@ def guard_write(conn: Connection, stored: list[Stored], phase: str) -> None:
     """Repository hook, inside the write transaction: the care-team rule on what is written.
 
     ``before``: the current version (one may not change or delete what one may not see);
-    ``after``: the new version (one may not file data into an unreachable patient's record).
-    A Patient created by this very request is reachable by its creator for the rest of it.
+    ``after``: the new version (one may not file data into an unreachable patient's record), judged on
+    the access rows as they were before this request (``_snapshot_reach``): rows the write creates
+    never count for it. A practitioner's change of who reaches a patient (``policy.reach_change``) is
+    refused unless the policy allows it. A Patient created by this very request, and the patient of an
+    offer accepted by it, are reachable by the caller for the rest of it.
     """
     if not has_request_context() or not stored:
         return
@@ -425,10 +485,18 @@ def guard_write(conn: Connection, stored: list[Stored], phase: str) -> None:
     if not who.is_user or who.unrestricted:
         reach = _reach_of(conn, stored)
     else:
-        stored = _offer_takes(stored, phase)
+        priors: dict[int, dict[str, Any]] = g.setdefault("prior_versions", {})
+        if phase == "before":
+            for item in stored:
+                if item.res_type in policy.DERIVED or item.res_type in policy.IDENTITY_TYPES:
+                    priors[item.pk] = item.json()
+        elif not policy.ENGINE_WRITE.get():
+            _check_reach_changes(conn, stored, priors)
+        stored = _offer_takes(stored, phase, priors)
         if not stored:
             return
         reach = _write_reach(conn, stored)
+        created = created | g.setdefault("accepted_patients", set())
     _note(stored, [p for p, _ok in reach])
     if any(not ok and p not in created for p, ok in reach):
         raise FhirError(
@@ -439,17 +507,47 @@ def guard_write(conn: Connection, stored: list[Stored], phase: str) -> None:
 
 # -- writes by practitioners --------------------------------------------------------------------------
 # An offer (Task.restriction.recipient) lets its recipient read the Task and the Patient, and take the
-# Task: the one write it allows is the accept (owner = the taker, status accepted). A Task a request
-# writes never lends its own owner grant to that request's checks (a practitioner cannot make
-# themself the owner of a new Task to open a record); only an accepted offer does.
+# Task: the one write it allows is the accept (owner = the taker, status accepted, ACCEPT_FIELDS only).
 
 
-def _offer_takes(stored: list[Stored], phase: str) -> list[Stored]:
+def _check_reach_changes(conn: Connection, stored: list[Stored], priors: dict[int, dict[str, Any]]) -> None:
+    """403 when a practitioner's write changes who reaches a patient and the policy reserves it."""
+    now = int(time.time() * 1_000_000)
+    for item in stored:
+        reason = policy.identity_refusal(
+            item.res_type, priors.get(item.pk), None if item.deleted else item.json()
+        )
+        if reason is not None:
+            raise FhirError(Category.FORBIDDEN, reason)
+        if item.res_type not in policy.DERIVED:
+            continue
+        new = None if item.deleted else item.json()
+        change = policy.reach_change(item.res_type, priors.get(item.pk), new)
+        if change is None:
+            continue
+        refs = _actor_refs(now)
+        if item.pk in g.get("offer_takes", set()) and not any(r["member"] not in refs for r in change.added):
+            continue  # the accept of an offer (its fields are checked in _offer_takes)
+        dispatch = current_app.config["SETTINGS"].dispatch
+        with _snapshot() as snap:
+            coordinated = policy.coordinated_patients(
+                snap,
+                refs,
+                change.patients,
+                now,
+                coordinator=dispatch.coordinator,
+                coordinator_role=dispatch.coordinator_role,
+            )
+        coordinated |= set(g.get("created_patients", set())) & change.patients
+        reason = policy.change_refusal(change, refs, coordinated)
+        if reason is not None:
+            raise FhirError(Category.FORBIDDEN, reason)
+
+
+def _offer_takes(stored: list[Stored], phase: str, priors: dict[int, dict[str, Any]]) -> list[Stored]:
     """Set apart the offered Tasks the caller is taking; returns the rest, for the care-team rule."""
     now = int(time.time() * 1_000_000)
     takes: set[int] = g.setdefault("offer_takes", set())
-    accepted: set[int] = g.setdefault("accepted_offers", set())
-    prior_owners: dict[int, tuple[Any, Any]] = g.setdefault("prior_owners", {})
     refs = _actor_refs(now)
     rest = []
     for item in stored:
@@ -457,32 +555,56 @@ def _offer_takes(stored: list[Stored], phase: str) -> list[Stored]:
             rest.append(item)
             continue
         task = item.json()
-        owner = (task.get("owner") or {}).get("reference")
-        subject = (task.get("for") or {}).get("reference")
         if phase == "before":
-            prior_owners[item.pk] = (owner, subject)
             if policy.offered_to(task, refs, now):
                 takes.add(item.pk)  # decided on the new version (after)
             else:
                 rest.append(item)
             continue
+        owner = (task.get("owner") or {}).get("reference")
         if item.pk in takes and task.get("status") == "accepted" and owner in refs:
-            accepted.add(item.pk)  # the accept of an offer: allowed, and its grant now counts
+            reason = policy.accept_refusal(priors.get(item.pk, {}), task)
+            if reason is not None:
+                raise FhirError(Category.FORBIDDEN, reason)
+            subject = policy.task_patient(task)
+            if subject is not None:  # the accept's grant counts for the rest of the request
+                g.setdefault("accepted_patients", set()).add(subject)
             continue
-        if prior_owners.get(item.pk) == (owner, subject) and owner in refs:
-            continue  # the owner updating (e.g. completing) their own Task, for the same patient
-        if item.pk not in prior_owners or owner != prior_owners[item.pk][0]:
-            g.setdefault("written_tasks", set()).add(item.pk)  # an owner grant this request gives
         rest.append(item)  # any other write: the care-team rule, offers not counted
     return rest
 
 
+@contextmanager
+def _snapshot() -> Iterator[Connection]:
+    """A connection of its own: it sees the access rows as committed before this request's write."""
+    engine = current_app.extensions["coordination"].repo.engine
+    with engine.connect() as conn:
+        yield conn
+
+
 def _write_reach(conn: Connection, stored: list[Stored]) -> list[tuple[str, bool]]:
-    who = principal()
-    now = int(time.time() * 1_000_000)
-    ignore = set(g.get("written_tasks", set())) - set(g.get("accepted_offers", set()))
-    f = policy.write_filter(_actor_refs(now), now, _launch_patient(who), _break_glass(), ignore)
-    return _reach(conn, [s.pk for s in stored], f)
+    """(patient, reachable) for each compartment of the written versions, reach judged on the access
+    rows before this request (without offers: an offer lets one read and accept, not file data)."""
+    c = idx_compartment
+    patients: list[str] = []
+    unknown = [s.pk for s in stored if s.compartment is None]
+    for s in stored:
+        patients.extend(s.compartment or ())
+    if unknown:
+        patients.extend(
+            r[0] for r in conn.execute(select(c.c.patient_id).where(c.c.res_pk.in_(unknown)).distinct())
+        )
+    wanted = list(dict.fromkeys(patients))
+    known: dict[str, bool] = g.setdefault("snapshot_reach", {})
+    missing = [p for p in wanted if p not in known]
+    if missing:
+        who = principal()
+        now = int(time.time() * 1_000_000)
+        f = policy.write_filter(_actor_refs(now), now, _launch_patient(who), _break_glass(), ())
+        with _snapshot() as snap:
+            ok = policy.reachable_among(snap, f, missing)
+        known.update((p, p in ok) for p in missing)
+    return [(p, known[p]) for p in wanted]
 
 
 def audit_in_transaction(conn: Connection) -> None:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, request
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from connectors import http
@@ -33,6 +35,7 @@ from coordination_api.fhir.http import base_url, fhir_json_response
 from coordination_api.fhir.resources import validate_resource
 from coordination_api.fhir.update import update_in
 from coordination_api.storage.repository import Repository, Stored
+from coordination_api.storage.schema import idx_compartment
 from fhir_profiles.french_identifiers import INS_SYSTEMS, TRUSTED_STATUSES, identity_statuses
 
 log = logging.getLogger(__name__)
@@ -111,8 +114,16 @@ def qualified_ins(patient: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _content(repo: Repository, conn: Connection, document: dict[str, Any]) -> tuple[bytes, str] | None:
-    """The document's bytes and type: the attachment's data, or the stored Binary its url names."""
+_LOCAL_BINARY = re.compile(r"^Binary/([A-Za-z0-9\-.]{1,64})$")
+
+
+def _content(
+    repo: Repository, conn: Connection, document: dict[str, Any], patient_id: str | None
+) -> tuple[bytes, str] | None:
+    """The document's bytes and type: the attachment's data, or the stored Binary its url names — a
+    Binary of this server (``Binary/<id>``, or under our own base) whose securityContext puts it in
+    the document's patient's compartment and no other (issue 16: a push never carries another
+    patient's letter)."""
     contents = document.get("content") or []
     attachment = contents[0].get("attachment") if contents and isinstance(contents[0], dict) else None
     if not isinstance(attachment, dict):
@@ -120,10 +131,20 @@ def _content(repo: Repository, conn: Connection, document: dict[str, Any]) -> tu
     content_type = str(attachment.get("contentType") or "application/octet-stream")
     data = attachment.get("data")
     url = str(attachment.get("url") or "")
-    if data is None and "Binary/" in url:
-        binary = repo.current(conn, "Binary", url.rsplit("Binary/", 1)[1].split("/", 1)[0])
+    for base in repo.local_bases():
+        if url.startswith(base + "/"):
+            url = url[len(base) + 1 :]
+    local = _LOCAL_BINARY.match(url)
+    if data is None and local is not None:
+        binary = repo.current(conn, "Binary", local.group(1))
         if binary is None or binary.deleted:
             return None
+        c = idx_compartment
+        holders = set(conn.execute(select(c.c.patient_id).where(c.c.res_pk == binary.pk)).scalars())
+        if patient_id is None or holders != {patient_id}:
+            return None
+        access.require("Binary", "r")  # the caller's own scopes and read decision on the Binary
+        access.check_stored(conn, binary)
         body = binary.json()
         data = body.get("data")
         content_type = str(body.get("contentType") or content_type)
@@ -173,10 +194,10 @@ def dmp_push(res_id: str) -> Response:
                 "the DMP requires the patient's INS with a validated or qualified identity (VALI or QUAL)",
                 "Patient.identifier",
             )
-        if _content(svc.repo, conn, document) is None:
+        if _content(svc.repo, conn, document, patient_id) is None:
             raise _unprocessable(
                 "the document has no content to send (attachment.data, or attachment.url naming a "
-                "stored Binary)",
+                "Binary of this server whose securityContext is this document or its patient)",
                 "DocumentReference.content.attachment",
             )
     with svc.repo.writing() as conn:
@@ -217,7 +238,7 @@ def push_job(app: Flask, payload: dict[str, Any]) -> None:
         document = stored.json()
         patient_id = _patient_id(document)
         patient = svc.repo.current(conn, "Patient", patient_id) if patient_id else None
-        content = _content(svc.repo, conn, document)
+        content = _content(svc.repo, conn, document, patient_id)
     ins = qualified_ins(patient.json()) if patient is not None and not patient.deleted else None
     if ins is None or content is None or patient is None:
         # Changed since the request was accepted: nothing to send, and the reason is recorded.

@@ -68,8 +68,8 @@ def history(resource_type: str | None = None, res_id: str | None = None) -> Resp
         where.append(h.c.res_type == resource_type)
     if res_id is not None:
         where.append(h.c.res_id == res_id)
-    # Versions are shown by the compartment their resource is in now (deleted ones: none).
-    where.extend(access.visibility(h.c.res_pk))
+    # Each version is shown by the compartments it was in itself (issue 16).
+    where.extend(access.version_visibility(h.c.res_pk, h.c.version, h.c.res_type))
     if resource_type in (None, "Subscription"):  # system history holds Subscriptions too
         where.extend(access.subscription_owner_filter(h.c.res_pk))
     with svc.repo.reading() as conn:

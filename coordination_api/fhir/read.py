@@ -76,9 +76,8 @@ def vread(resource_type: str, res_id: str, version_id: str) -> Response:
     svc = services()
     with svc.repo.reading() as conn:
         stored = svc.repo.version(conn, resource_type, res_id, int(version_id))
-        current = svc.repo.current(conn, resource_type, res_id)
-        if current is not None:
-            access.check_stored(conn, current)  # the resource's present compartment decides
+        if stored is not None:
+            access.check_version(conn, stored)  # the version's own compartments decide
     if stored is None:
         raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id}/_history/{version_id} is not known")
     if stored.deleted:

@@ -96,11 +96,15 @@ def search(resource_type: str) -> Response:
     with svc.repo.reading() as conn:
         if page is not None:
             token = PageToken.decode(page)
-            query = svc.compiler.compile(resource_type, token.params, base_url=base_url(), strict=strict)
+            query = svc.compiler.compile(
+                resource_type, token.params, base_url=base_url(), strict=strict, hop_guard=access.hop_guard
+            )
             query.count, query.offset = token.count, token.offset
             query.set_cursor(token.after, token.backward)
         else:
-            query = svc.compiler.compile(resource_type, params, base_url=base_url(), strict=strict)
+            query = svc.compiler.compile(
+                resource_type, params, base_url=base_url(), strict=strict, hop_guard=access.hop_guard
+            )
             token = PageToken([p for p in params if p[0] != "_page"], 0, query.count, snapshot_pk(conn))
         query.max_pk = token.bound
         access.secure(query)

@@ -499,16 +499,18 @@ def read_entry(conn: Connection, svc: Services, entry: Entry, base: str) -> None
             stored = repo.current(conn, entry.resource_type, entry.res_id)
         if stored is None:
             raise FhirError(Category.NOT_FOUND, f"{name} is not known")
-        # A version's access is decided by the resource's present compartment.
-        current = stored if entry.version is None else repo.current(conn, entry.resource_type, entry.res_id)
-        if current is not None:
-            access.check_stored(conn, current)
+        if entry.version is None:
+            access.check_stored(conn, stored)
+        else:
+            access.check_version(conn, stored)  # the version's own compartments decide
         if stored.deleted:
             raise FhirError(Category.DELETED, f"{name} was deleted")
         entry.result = WriteResult(200, stored)
         entry.body = stored.content
     else:
-        query = svc.compiler.compile(entry.resource_type, entry.params, base_url=base)
+        query = svc.compiler.compile(
+            entry.resource_type, entry.params, base_url=base, hop_guard=access.hop_guard
+        )
         token = PageToken(entry.params, 0, query.count, snapshot_pk(conn))
         query.max_pk = token.bound
         access.secure(query)

@@ -10,6 +10,7 @@ from flask import Response
 from sqlalchemy.engine import Connection
 
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
+from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, WriteResult
 from coordination_api.fhir.http import (
     base_url,
@@ -46,11 +47,14 @@ def criteria_hash(resource_type: str, params: list[tuple[str, str]]) -> str:
 def find_matches(
     conn: Connection, svc: Services, resource_type: str, params: list[tuple[str, str]], limit: int = 2
 ) -> list[Stored]:
-    """Resources matching conditional criteria (unknown parameters are an error here)."""
-    query = svc.compiler.compile(resource_type, params, strict=True)
+    """Resources matching conditional criteria (unknown parameters are an error here), among those
+    the caller may see: a conditional create, update, delete or reference answers alike whether or not
+    data out of the caller's reach matches (issue 16: no existence oracle)."""
+    query = svc.compiler.compile(resource_type, params, strict=True, hop_guard=access.hop_guard)
     query.count = limit
     query.total = "none"
     query.includes, query.revincludes = [], []
+    access.secure(query)
     return run_search(conn, svc.repo, query).matches
 
 

@@ -6,7 +6,9 @@ database plans it with its indexes whatever the number of stored resources.
 
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,6 +202,10 @@ def _absent(table: Any, cols: Cols, where: tuple[ColumnElement[bool], ...]) -> C
     return ~exists(select(literal(1)).where(table.c.res_pk == cols.pk, *where))
 
 
+# (hop resource type, its pk column) -> the access filters of the hop; raises to refuse it.
+HopGuard = Callable[[str, ColumnElement[Any]], list[ColumnElement[bool]]]
+
+
 class SearchCompiler:
     """Turns (name, value) pairs into a :class:`SearchQuery` for one resource type."""
 
@@ -210,6 +216,10 @@ class SearchCompiler:
         self.default_count = default_count
         self.max_count = max_count
         self.sqlite = dialect == "sqlite"
+        self._hop_guard: HopGuard | None = None
+
+    def _hop(self, resource_type: str, pk: ColumnElement[Any]) -> list[ColumnElement[bool]]:
+        return [] if self._hop_guard is None else self._hop_guard(resource_type, pk)
 
     def _prefix(self, column: ColumnElement[Any], prefix: str) -> ColumnElement[bool]:
         """Starts-with on a normalized column, in the form each database can answer from its index."""
@@ -229,7 +239,15 @@ class SearchCompiler:
         *,
         base_url: str = "",
         strict: bool = False,
+        hop_guard: HopGuard | None = None,
     ) -> SearchQuery:
+        """``hop_guard`` is asked for every resource a chain or ``_has`` reads on the way (its type and
+        pk column): it raises to refuse the hop, or returns the access filters the hop must meet, the
+        same as the caller's own search of that type (issue 16: no oracle through a hop)."""
+        if hop_guard is not None and self._hop_guard is not hop_guard:
+            guarded = copy.copy(self)
+            guarded._hop_guard = hop_guard
+            return guarded.compile(resource_type, params, base_url=base_url, strict=strict)
         query = SearchQuery(resource_type, count=self.default_count, sqlite=self.sqlite)
         sort_spec: str | None = None
         for name, value in params:
@@ -677,7 +695,11 @@ class SearchCompiler:
         target = resource.alias(f"chain{depth}")
         hop = Cols(target.c.pk, target.c.res_type, target.c.res_id, target.c.last_updated)
         per_type = [
-            and_(target.c.res_type == t, self._criterion(t, hop, rest, value, base_url, depth + 1))
+            and_(
+                target.c.res_type == t,
+                self._criterion(t, hop, rest, value, base_url, depth + 1),
+                *self._hop(t, target.c.pk),
+            )
             for t in targets
         ]
         sub = (
@@ -726,6 +748,7 @@ class SearchCompiler:
                 idx_reference.c.target_id == cols.res_id,
                 source.c.deleted == false(),
                 inner,
+                *self._hop(source_type, source.c.pk),
             )
         )
         return sub.exists()

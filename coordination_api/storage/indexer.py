@@ -240,18 +240,57 @@ def _compartment_params() -> dict[str, frozenset[str]]:
     }
 
 
+# A compartment row for a patient this server cannot name: a reference to a Patient by identifier only
+# or on another server, a Binary without a (known) securityContext. No care team reaches it, so such a
+# resource is for system clients only (deny by default), never for every practitioner.
+UNRESOLVED = "#unresolved"
+# The reference row through which a Binary follows its securityContext (not a search parameter).
+SECURITY_CONTEXT = "security-context"
+
+
 def outside_compartments(resource_type: str) -> bool:
-    """True for types no Patient compartment ever holds (e.g. Organization, Practitioner)."""
-    return resource_type != "Patient" and resource_type not in _compartment_params()
+    """True for types no Patient compartment ever holds (e.g. Organization, Practitioner); a Binary is
+    in the compartments of its securityContext."""
+    return resource_type not in ("Patient", "Binary") and resource_type not in _compartment_params()
+
+
+def binary_context(resource: dict[str, Any]) -> tuple[str, str] | None:
+    """(type, id) of a Binary's local securityContext, None if it has none (or a foreign one)."""
+    refs = _references(resource.get("securityContext"))
+    if not refs or not refs[0]["target_type"] or not refs[0]["target_id"]:
+        return None
+    return refs[0]["target_type"], refs[0]["target_id"]
 
 
 def _add_compartment_rows(rows: Rows, resource_type: str, resource: dict[str, Any]) -> None:
     """The patients whose compartment holds this resource (a Patient is in its own)."""
+    if resource_type == "Binary":
+        context = binary_context(resource)
+        if context is not None:  # the compartments themselves are the repository's (they need a lookup)
+            rows["reference"].append(
+                {
+                    "res_type": "Binary",
+                    "param": SECURITY_CONTEXT,
+                    "target_type": context[0],
+                    "target_id": context[1],
+                    "target_url": None,
+                    "identifier_system": None,
+                    "identifier_value": None,
+                }
+            )
+        return
     params = _compartment_params().get(resource_type, frozenset())
     patients = {
         (row["param"], row["target_id"])
         for row in rows.get("reference", [])
         if row["param"] in params and row.get("target_type") == "Patient" and row.get("target_id")
+    }
+    patients |= {
+        (row["param"], UNRESOLVED)
+        for row in rows.get("reference", [])
+        if row["param"] in params
+        and not row.get("target_id")
+        and (row.get("target_type") == "Patient" or "/Patient/" in (row.get("target_url") or ""))
     }
     if resource_type == "Patient" and resource.get("id"):
         patients.add(("_id", resource["id"]))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from sqlalchemy import Engine, and_, delete, insert, select, tuple_, update
+from sqlalchemy import Engine, and_, delete, insert, literal, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -28,10 +28,13 @@ from coordination_api.errors import Category, FhirError
 from coordination_api.search.dates import format_instant
 from coordination_api.search.registry import SearchRegistry
 from coordination_api.storage.engine import WRITE, close_reader, open_reader
-from coordination_api.storage.indexer import index_rows
+from coordination_api.storage.indexer import SECURITY_CONTEXT, UNRESOLVED, binary_context, index_rows
 from coordination_api.storage.schema import (
     INDEX_TABLES,
     conditional_create,
+    history_compartment,
+    idx_compartment,
+    idx_reference,
     resource,
     resource_history,
 )
@@ -82,9 +85,15 @@ def new_id() -> str:
 
 
 def _with_meta(
-    resource_type: str, res_id: str, body: dict[str, Any], version: int, ts: int
+    resource_type: str,
+    res_id: str,
+    body: dict[str, Any],
+    version: int,
+    ts: int,
+    local_bases: tuple[str, ...] = (),
 ) -> tuple[str, dict[str, Any]]:
-    """The canonical stored JSON (id and meta set by the server) and the dict it encodes."""
+    """The canonical stored JSON (id and meta set by the server) and the dict it encodes; references
+    to this server's own base (``local_bases``) are stored relative."""
     meta = dict(body.get("meta") or {})
     meta["versionId"] = str(version)
     meta["lastUpdated"] = format_instant(ts)
@@ -92,7 +101,33 @@ def _with_meta(
     for key, value in body.items():
         if key not in out:
             out[key] = value
-    return orjson.dumps(out).decode(), out
+    content = orjson.dumps(out).decode()
+    if any(f'"{base}/' in content for base in local_bases):
+        out = _localize(out, local_bases)
+        content = orjson.dumps(out).decode()
+    return content, out
+
+
+_LOCAL_TAIL = re.compile(r"^[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?$")
+
+
+def _localize(value: Any, bases: tuple[str, ...]) -> Any:
+    """``value`` with every Reference.reference to one of ``bases`` made relative (R4 references.html
+    3.1.3.5: a reference to the server's own base is the same as a relative one): compartments,
+    chains, includes and the access policy see one form."""
+    if isinstance(value, list):
+        return [_localize(v, bases) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _localize(v, bases) for k, v in value.items()}
+    ref = out.get("reference")
+    if isinstance(ref, str):
+        for base in bases:
+            tail = ref[len(base) + 1 :] if ref.startswith(base + "/") else None
+            if tail is not None and _LOCAL_TAIL.match(tail):
+                out["reference"] = tail
+                break
+    return out
 
 
 CURRENT_COLS = (
@@ -124,6 +159,12 @@ class Repository:
         # statements (token, read, access check): one pool checkout instead of one each.
         self.request_raw: Callable[[], Any] | None = None
         self.before_write: Callable[[], None] | None = None
+        # This server's own FHIR base(s) (configured, and as the current request reached it): absolute
+        # references to them are stored relative.
+        self.local_bases: Callable[[], tuple[str, ...]] = tuple
+        # Called on every body before it is stored (in the write transaction): may complete it (e.g. a
+        # Consent actor given by identifier gets its reference) or refuse it with a FhirError.
+        self.prepare: list[Callable[[Connection, str, dict[str, Any]], dict[str, Any]]] = []
         # The newest version each write transaction made of each resource: a write hook may write
         # again what was just written (dispatch's offer on a new Task); the answer shows the last.
         self._latest: weakref.WeakKeyDictionary[Connection, dict[tuple[str, str], Stored]] = (
@@ -275,10 +316,13 @@ class Repository:
         if not items:
             return []
         ts = now_us()
+        bases = self.local_bases()
         rows: list[dict[str, Any]] = []
         fulls: list[dict[str, Any]] = []
         for res_type, res_id, body in items:
-            content, full = _with_meta(res_type, res_id or new_id(), body, 1, ts)
+            for prepare in self.prepare:
+                body = prepare(conn, res_type, body)
+            content, full = _with_meta(res_type, res_id or new_id(), body, 1, ts, bases)
             rows.append(
                 {
                     "res_type": res_type,
@@ -327,6 +371,7 @@ class Repository:
         conn.execute(insert(resource_history), [self._history_row(s, method) for s in stored])
         patients = self._insert_index(conn, list(zip(stored, fulls, strict=True)))
         stored = [replace(s, compartment=patients.get(s.pk, ())) for s in stored]
+        self._record_compartments(conn, stored)
         self._check(conn, stored, "after")
         return stored
 
@@ -370,7 +415,9 @@ class Repository:
             self._check(conn, [current], "before")
             version = current.version + 1
             ts = max(now_us(), current.last_updated)
-            content, full = _with_meta(res_type, res_id, body, version, ts)
+            for prepare in self.prepare:
+                body = prepare(conn, res_type, body)
+            content, full = _with_meta(res_type, res_id, body, version, ts, self.local_bases())
             result = conn.execute(
                 update(resource)
                 .where(resource.c.pk == current.pk, resource.c.version == current.version)
@@ -385,6 +432,7 @@ class Repository:
             self._clear_index(conn, stored.pk, stored.res_type)
             patients = self._insert_index(conn, [(stored, full)])
             stored = replace(stored, compartment=patients.get(stored.pk, ()))
+            self._record_compartments(conn, [stored])
             self._check(conn, [stored], "after")
             return stored, current.deleted
         raise FhirError(Category.CONFLICT, f"{res_type}/{res_id} was modified concurrently; retry")
@@ -412,8 +460,17 @@ class Repository:
             self._history(conn, stored, "DELETE")
             # The compartment rows stay: they keep protecting the deleted resource's history.
             self._clear_index(conn, current.pk, res_type, keep_compartment=True)
+            hc = history_compartment
+            conn.execute(
+                insert(hc).from_select(
+                    ["res_pk", "version", "patient_id"],
+                    select(hc.c.res_pk, literal(version), hc.c.patient_id).where(
+                        hc.c.res_pk == current.pk, hc.c.version == current.version
+                    ),
+                )
+            )
             conn.execute(delete(conditional_create).where(conditional_create.c.res_pk == current.pk))
-            self._written(conn, [stored])
+            self._check(conn, [stored], "after")
             return stored
         raise FhirError(Category.CONFLICT, f"{res_type}/{res_id} was modified concurrently; retry")
 
@@ -496,7 +553,81 @@ class Repository:
                 conn.execute(insert(INDEX_TABLES[kind]), rows)
         for res_type, rows in policy_rows.items():
             conn.execute(insert(DERIVED[res_type][0]), rows)
+        self._follow_contexts(conn, items, patients)
         return patients
+
+    def _follow_contexts(
+        self,
+        conn: Connection,
+        items: list[tuple[Stored, dict[str, Any]]],
+        patients: dict[int, tuple[str, ...]],
+    ) -> None:
+        """A Binary is in the compartments of its securityContext (R4 Binary: "the resource that
+        determines access"), kept in step when that resource is written (created later, moved)."""
+        binaries = [(s.pk, binary_context(full)) for s, full in items if s.res_type == "Binary"]
+        others = [(s.res_type, s.res_id) for s, _full in items if s.res_type != "Binary"]
+        moved: list[int] = []
+        if others:
+            r = idx_reference
+            for start in range(0, len(others), 500):
+                found = conn.execute(
+                    select(r.c.res_pk, r.c.target_type, r.c.target_id).where(
+                        r.c.param == SECURITY_CONTEXT,
+                        r.c.res_type == "Binary",
+                        tuple_(r.c.target_type, r.c.target_id).in_(others[start : start + 500]),
+                    )
+                ).all()
+                for pk, target_type, target_id in found:
+                    if any(pk == b for b, _c in binaries):
+                        continue  # written in this batch: its rows are being made now
+                    conn.execute(delete(idx_compartment).where(idx_compartment.c.res_pk == pk))
+                    binaries.append((pk, (target_type, target_id)))
+                    moved.append(pk)
+        rows: list[dict[str, Any]] = []
+        for pk, context in binaries:
+            patients[pk] = self._context_patients(conn, context)
+            rows.extend(
+                {"res_pk": pk, "res_type": "Binary", "param": SECURITY_CONTEXT, "patient_id": p}
+                for p in patients[pk]
+            )
+        if rows:
+            conn.execute(insert(idx_compartment), rows)
+        # A Binary whose context moved: its current version follows (it was not rewritten).
+        hc = history_compartment
+        for pk in moved:
+            version = select(resource.c.version).where(resource.c.pk == pk).scalar_subquery()
+            conn.execute(delete(hc).where(hc.c.res_pk == pk, hc.c.version == version))
+            if patients[pk]:
+                current = conn.execute(select(resource.c.version).where(resource.c.pk == pk)).scalar_one()
+                conn.execute(
+                    insert(hc), [{"res_pk": pk, "version": current, "patient_id": p} for p in patients[pk]]
+                )
+
+    @staticmethod
+    def _record_compartments(conn: Connection, stored: list[Stored]) -> None:
+        """The compartments of these new versions, kept with the version (vread, history)."""
+        rows = [
+            {"res_pk": s.pk, "version": s.version, "patient_id": p}
+            for s in stored
+            for p in s.compartment or ()
+        ]
+        if rows:
+            conn.execute(insert(history_compartment), rows)
+
+    @staticmethod
+    def _context_patients(conn: Connection, context: tuple[str, str] | None) -> tuple[str, ...]:
+        if context is None:
+            return (UNRESOLVED,)
+        if context[0] == "Patient":
+            return (context[1],)
+        target = conn.execute(
+            select(resource.c.pk).where(resource.c.res_type == context[0], resource.c.res_id == context[1])
+        ).scalar()
+        if target is None:
+            return (UNRESOLVED,)  # not (yet) here: nobody's until it is
+        c = idx_compartment
+        found = conn.execute(select(c.c.patient_id).where(c.c.res_pk == target).distinct()).scalars()
+        return tuple(found)
 
 
 # Bulk index rows go through COPY on PostgreSQL (several times cheaper than an executemany).

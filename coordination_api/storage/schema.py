@@ -60,6 +60,17 @@ resource_history = Table(
     Index(None, "last_updated"),
 )
 
+# The patients whose compartment held each version (issue 16: vread and history judge a version by its
+# own compartments, not by where the resource is now). A deletion keeps the compartments it ended.
+history_compartment = Table(
+    "history_compartment",
+    metadata,
+    Column("res_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    PrimaryKeyConstraint("res_pk", "version", "patient_id"),
+)
+
 # Conditional create (R4 http.html#ccreate): a unique row per (type, normalized criteria)
 # makes concurrent identical conditional creates collapse into one.
 conditional_create = Table(

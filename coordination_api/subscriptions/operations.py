@@ -105,6 +105,20 @@ def _number(params: list[tuple[str, str]], name: str) -> int | None:
         raise FhirError(Category.INVALID, f"{name} must be an event number, not '{values[-1]}'") from exc
 
 
+def _may_read(conn: Connection, svc: Any, focus: str) -> bool:
+    res_type, res_id = focus.split("/")[:2]
+    if not access.readable(res_type):
+        return False
+    stored = svc.repo.current(conn, res_type, res_id)
+    if stored is None:
+        return False
+    try:
+        access.check_stored(conn, stored)
+    except FhirError:
+        return False
+    return True
+
+
 def events(res_id: str) -> Response:
     """Subscription/[id]/$events: past notifications replayed from the outbox (a history Bundle)."""
     access.require("Subscription", "r")
@@ -126,17 +140,10 @@ def events(res_id: str) -> Response:
             stmt = stmt.where(o.c.event_number <= until)
         rows = conn.execute(stmt.order_by(o.c.event_number).limit(svc.config.max_events)).all()
         found = [notify.Event(r.event_number, r.focus, r.created_us) for r in rows]
+        # The reader's scopes and care-team rule apply to replayed events: nothing, not even an id,
+        # about a resource the reader may not read now (issue 16).
+        found = [e for e in found if _may_read(conn, svc, e.focus)]
         resources = notify.focus_versions(svc.repo, conn, found) if content == "full-resource" else {}
-        for focus, stored in list(resources.items()):
-            # The reader's scopes and care-team rule apply to replayed data; what they may not read
-            # is replayed id-only (Backport: a server may send less than full-resource).
-            if not access.readable(stored.res_type):
-                del resources[focus]
-                continue
-            try:
-                access.check_stored(conn, stored)
-            except FhirError:
-                del resources[focus]
     bundle = notify.bundle(
         spec, _status(row), "query-event", row.events, found, content, base_url(), resources
     )

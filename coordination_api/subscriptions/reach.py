@@ -1,8 +1,6 @@
-"""Which focus resources a subscription's owner may receive in full (the issue's rule: only subscribers
-allowed to see the patient get full resources).
-
-Backport IG "Payload Types": a server may send less than asked, so a focus the owner may not read
-now travels id-only. The care-team rule is auth.policy's, evaluated in the worker's transaction (no
+"""Which focus resources a subscription's owner may hear of: an event about a focus the owner may not
+read now is not sent at all, not even its id (issue 16; Backport IG "Payload Types": a server may send
+less than asked). The care-team rule is auth.policy's, evaluated in the worker's transaction (no
 request context): the same ``reach_case`` SQL as the read-by-id hot path, over ``idx_compartment``.
 """
 
@@ -29,8 +27,8 @@ def _reach_sql(launch: bool) -> str:
     )
 
 
-def full_resource_focuses(conn: Connection, owner: Any, focuses: Iterable[str]) -> set[str]:
-    """The focuses ("Type/id/_history/n") the owner may get in full; ``owner`` is a subscription_state
+def readable_focuses(conn: Connection, owner: Any, focuses: Iterable[str]) -> set[str]:
+    """The focuses ("Type/id/_history/n") the owner may read now; ``owner`` is a subscription_state
     row (owner_* columns). No owner scopes: written outside a request, unrestricted."""
     wanted = list(dict.fromkeys(focuses))
     if owner.owner_scopes is None:

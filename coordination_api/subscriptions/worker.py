@@ -305,19 +305,19 @@ class Deliverer:
                 return None  # Subscription.end passed since the claim: nothing more is sent
             spec = compiled.spec
             events = [notify.Event(r.event_number, r.focus, r.created_us) for r in rows]
+            # Nothing, not even an id, about a resource the owner may not read now (issue 16).
+            allowed = reach.readable_focuses(conn, state, [e.focus for e in events])
+            events = [e for e in events if e.focus in allowed]
             resources: dict[str, Any] = {}
             if spec.content == "full-resource":
-                # Only what the owner may read now travels in full; the rest goes id-only.
-                allowed = reach.full_resource_focuses(conn, state, [e.focus for e in events])
-                resources = {
-                    focus: stored
-                    for focus, stored in notify.focus_versions(self.repo, conn, events).items()
-                    if focus in allowed
-                }
-        body = notify.bundle(
-            spec, "active", "event-notification", state.events, events, spec.content, self.base, resources
-        )
-        error = self._post(spec, body)
+                resources = notify.focus_versions(self.repo, conn, events)
+        if events:
+            body = notify.bundle(
+                spec, "active", "event-notification", state.events, events, spec.content, self.base, resources
+            )
+            error = self._post(spec, body)
+        else:
+            error = None  # every event of the batch is withheld: they count as done, nothing is sent
         now = now_us()
         sent = [r.pk for r in rows]
         with self.repo.writing() as conn:

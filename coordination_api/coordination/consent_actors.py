@@ -1,0 +1,76 @@
+"""A Consent's deny actors given by identifier are resolved to the professional they name, or refused.
+
+The opposition (CSP L.1110-4 III) is enforced from ``Consent.provision.actor.reference`` references
+(auth.policy.consent_rows). An actor given only by identifier (an RPPS, a FINESS) would be stored and
+ignored: the patient's objection would fail open. At every door (REST, transaction, import) such an
+actor is resolved here, before the Consent is stored, to the one Practitioner, PractitionerRole or
+Organization carrying that identifier (the reference is added, the identifier kept); none or several:
+422, nothing stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from auth.policy import ACTOR_TYPES
+from coordination_api.errors import Category, FhirError
+from coordination_api.storage.schema import idx_token, resource
+
+
+def resolve(conn: Connection, res_type: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with each identifier-only actor of its provisions resolved (Consent only)."""
+    if res_type != "Consent" or not isinstance(body.get("provision"), dict):
+        return body
+    _walk(conn, body["provision"], "provision")
+    return body
+
+
+def _walk(conn: Connection, provision: dict[str, Any], path: str) -> None:
+    for i, actor in enumerate(provision.get("actor") or []):
+        if isinstance(actor, dict) and isinstance(actor.get("reference"), dict):
+            _resolve_actor(conn, actor["reference"], f"{path}.actor[{i}].reference")
+    for i, child in enumerate(provision.get("provision") or []):
+        if isinstance(child, dict):
+            _walk(conn, child, f"{path}.provision[{i}]")
+
+
+def _resolve_actor(conn: Connection, reference: dict[str, Any], path: str) -> None:
+    if isinstance(reference.get("reference"), str):
+        return  # a literal reference: auth.policy reads it as it is
+    identifier = reference.get("identifier")
+    if not isinstance(identifier, dict) or not identifier.get("value"):
+        raise FhirError(
+            Category.UNPROCESSABLE,
+            f"Consent.{path} names no one: give a reference or an identifier (a Consent actor "
+            "that cannot be resolved would leave the patient's objection unenforced)",
+        )
+    wanted = reference.get("type")
+    types = [wanted] if isinstance(wanted, str) else list(ACTOR_TYPES)
+    t = idx_token
+    stmt = (
+        select(resource.c.res_type, resource.c.res_id)
+        .join(t, t.c.res_pk == resource.c.pk)
+        .where(
+            t.c.res_type.in_(types),
+            t.c.param == "identifier",
+            t.c.code == str(identifier["value"]),
+            resource.c.deleted.is_(False),
+        )
+        .distinct()
+        .limit(2)
+    )
+    if identifier.get("system"):
+        stmt = stmt.where(t.c.system == str(identifier["system"]))
+    found = conn.execute(stmt).all()
+    if len(found) != 1:
+        who = f"{identifier.get('system') or ''}|{identifier['value']}"
+        raise FhirError(
+            Category.UNPROCESSABLE,
+            f"Consent.{path}: the identifier {who} names "
+            + ("no known professional or organization" if not found else "several resources")
+            + "; the objection cannot be enforced, so the Consent is refused",
+        )
+    reference["reference"] = f"{found[0][0]}/{found[0][1]}"

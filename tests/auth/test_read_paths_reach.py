@@ -1,0 +1,307 @@
+"""Every read path applies the one care-team rule (issue 16, findings 5-7 and the medium ones).
+
+ALICE is a practitioner with a user token on patient P's care team and not on Q's.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.auth.test_security import (
+    _bearer,
+    _care_team,
+    _create,
+    _observation,
+    _patient,
+    _practitioner,
+    _user_token,
+)
+
+
+@pytest.fixture(autouse=True)
+def _session_key_ready(app: Flask) -> None:
+    app.test_client().get("/fhir/.well-known/smart-configuration")
+
+
+class World:
+    def __init__(self, app: Flask, client: FlaskClient) -> None:
+        self.app = app
+        self.client = client
+        self.alice = _practitioner(app, "alice", "10000000001")
+        self.p = _patient(client, "Martin")
+        self.q = _patient(client, "Secret")
+        self.p_obs = _observation(client, self.p)
+        self.q_obs = _observation(client, self.q)
+        _care_team(client, self.p, f"Practitioner/{self.alice}")
+        self.token = _user_token(app, "user/*.cruds", "alice")
+
+    def get(self, url: str, **headers: str) -> Any:
+        return self.client.get(url, headers=_bearer(self.token, **headers))
+
+    def send(self, method: str, url: str, body: Any, **headers: str) -> Any:
+        return self.client.open(
+            url,
+            method=method,
+            json=body,
+            headers={**_bearer(self.token, **headers), "Content-Type": "application/fhir+json"},
+        )
+
+    def ids(self, url: str) -> set[str]:
+        response = self.get(url)
+        assert response.status_code == 200, response.get_json()
+        return {e["resource"]["id"] for e in response.get_json().get("entry", [])}
+
+
+@pytest.fixture
+def world(app: Flask, client: FlaskClient) -> World:
+    return World(app, client)
+
+
+# -- finding 5: references to our own base are local --------------------------------------------------
+
+
+def test_an_absolute_reference_to_our_base_is_stored_relative(world: World, client: FlaskClient) -> None:
+    body = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "poids"},
+        "subject": {"reference": f"http://localhost/fhir/Patient/{world.q}"},
+    }
+    obs = _create(client, body)
+    stored = client.get(f"/fhir/Observation/{obs}").get_json()
+    assert stored["subject"]["reference"] == f"Patient/{world.q}"
+    assert world.get(f"/fhir/Observation/{obs}").status_code == 403
+    assert obs not in world.ids("/fhir/Observation")
+
+
+def test_alice_cannot_write_into_an_unreachable_record_through_an_absolute_reference(world: World) -> None:
+    body = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "poids"},
+        "subject": {"reference": f"http://localhost/fhir/Patient/{world.q}"},
+    }
+    assert world.send("POST", "/fhir/Observation", body).status_code == 403
+
+
+def test_a_patient_named_by_identifier_only_is_for_system_clients(world: World, client: FlaskClient) -> None:
+    body = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "poids"},
+        "subject": {"type": "Patient", "identifier": {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "1"}},
+    }
+    obs = _create(client, body)
+    assert world.get(f"/fhir/Observation/{obs}").status_code == 403
+    assert obs not in world.ids("/fhir/Observation")
+
+
+# -- finding 6: Binary follows its securityContext ----------------------------------------------------
+
+
+def _letter(client: FlaskClient, patient: str) -> tuple[str, str]:
+    doc = _create(
+        client,
+        {
+            "resourceType": "DocumentReference",
+            "status": "current",
+            "subject": {"reference": f"Patient/{patient}"},
+            "content": [{"attachment": {"contentType": "text/plain"}}],
+        },
+    )
+    binary = _create(
+        client,
+        {
+            "resourceType": "Binary",
+            "contentType": "text/plain",
+            "securityContext": {"reference": f"DocumentReference/{doc}"},
+            "data": base64.b64encode(b"lettre de sortie").decode(),
+        },
+    )
+    return doc, binary
+
+
+def test_a_binary_is_read_as_its_document_is(world: World, client: FlaskClient) -> None:
+    _doc, mine = _letter(client, world.p)
+    _doc, theirs = _letter(client, world.q)
+    assert world.get(f"/fhir/Binary/{mine}").status_code == 200
+    assert world.get(f"/fhir/Binary/{theirs}").status_code == 403
+    assert world.ids("/fhir/Binary") == {mine}
+
+
+def test_a_binary_without_context_is_for_system_clients_only(world: World, client: FlaskClient) -> None:
+    orphan = _create(
+        client,
+        {"resourceType": "Binary", "contentType": "text/plain", "data": base64.b64encode(b"x").decode()},
+    )
+    assert client.get(f"/fhir/Binary/{orphan}").status_code == 200
+    assert world.get(f"/fhir/Binary/{orphan}").status_code == 403
+
+
+def test_a_binary_follows_its_document_when_it_moves(world: World, client: FlaskClient) -> None:
+    doc, binary = _letter(client, world.q)
+    assert world.get(f"/fhir/Binary/{binary}").status_code == 403
+    moved = client.get(f"/fhir/DocumentReference/{doc}").get_json()
+    moved["subject"] = {"reference": f"Patient/{world.p}"}
+    assert client.put(f"/fhir/DocumentReference/{doc}", json=moved).status_code == 200
+    assert world.get(f"/fhir/Binary/{binary}").status_code == 200
+
+
+def test_a_binary_created_before_its_document_follows_it(world: World, client: FlaskClient) -> None:
+    binary = _create(
+        client,
+        {
+            "resourceType": "Binary",
+            "contentType": "text/plain",
+            "securityContext": {"reference": "DocumentReference/later"},
+            "data": base64.b64encode(b"x").decode(),
+        },
+    )
+    assert world.get(f"/fhir/Binary/{binary}").status_code == 403
+    body = {
+        "resourceType": "DocumentReference",
+        "id": "later",
+        "status": "current",
+        "subject": {"reference": f"Patient/{world.p}"},
+        "content": [{"attachment": {"url": f"Binary/{binary}"}}],
+    }
+    assert client.put("/fhir/DocumentReference/later", json=body).status_code == 201
+    assert world.get(f"/fhir/Binary/{binary}").status_code == 200
+
+
+# -- finding 7: chains and _has hops -------------------------------------------------------------------
+
+
+def test_has_does_not_reveal_an_unreachable_patients_data(world: World) -> None:
+    found = world.ids("/fhir/Patient?_has:Observation:subject:code=8867-4")
+    assert found == {world.p}
+
+
+def test_a_chain_does_not_reveal_an_unreachable_patients_data(world: World, client: FlaskClient) -> None:
+    org = _create(client, {"resourceType": "Organization", "name": "Clinique"})
+    _create(
+        client,
+        {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+            "subject": {"reference": f"Patient/{world.q}"},
+            "serviceProvider": {"reference": f"Organization/{org}"},
+        },
+    )
+    assert world.ids(f"/fhir/Organization?_has:Encounter:service-provider:patient={world.q}") == set()
+    assert world.ids("/fhir/Encounter?subject:Patient.name=Secret") == set()
+
+
+def test_has_needs_a_scope_on_the_hop(anonymous_client: FlaskClient, app: Flask) -> None:
+    from tests.conftest import authed
+
+    system = authed(app.test_client())
+    p = _patient(system, "Martin")
+    _observation(system, p)
+    narrow = authed(app.test_client(), "system/Patient.rs")
+    response = narrow.get("/fhir/Patient?_has:Observation:subject:code=8867-4")
+    assert response.status_code == 403, response.get_json()
+    response = narrow.get("/fhir/Patient?general-practitioner.name=x")
+    assert response.status_code == 403, response.get_json()
+
+
+# -- versions are judged by their own compartments --------------------------------------------------
+
+
+def test_an_old_version_is_judged_by_its_own_patient(world: World, client: FlaskClient) -> None:
+    moved = client.get(f"/fhir/Observation/{world.q_obs}").get_json()
+    moved["subject"] = {"reference": f"Patient/{world.p}"}
+    assert client.put(f"/fhir/Observation/{world.q_obs}", json=moved).status_code == 200
+    assert world.get(f"/fhir/Observation/{world.q_obs}").status_code == 200
+    assert world.get(f"/fhir/Observation/{world.q_obs}/_history/2").status_code == 200
+    assert world.get(f"/fhir/Observation/{world.q_obs}/_history/1").status_code == 403
+    history = world.get(f"/fhir/Observation/{world.q_obs}/_history").get_json()
+    assert [e["response"]["etag"] for e in history["entry"]] == ['W/"2"']
+    type_history = world.get("/fhir/Observation/_history").get_json()
+    versions = {(e["fullUrl"].rsplit("/", 1)[1], e["response"]["etag"]) for e in type_history["entry"]}
+    assert (world.q_obs, 'W/"1"') not in versions
+    assert (world.q_obs, 'W/"2"') in versions
+
+
+# -- Consent fails closed -----------------------------------------------------------------------------
+
+
+def _deny(actor: dict[str, Any], patient: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
+            ]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient}"},
+        "policyRule": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
+        },
+        "provision": {"type": "deny", "actor": [{"role": {"text": "any"}, "reference": actor}]},
+    }
+
+
+def test_a_consent_actor_given_by_rpps_is_resolved_and_enforced(world: World, client: FlaskClient) -> None:
+    from fhir_profiles.french_identifiers import RPPS
+
+    assert world.get(f"/fhir/Observation/{world.p_obs}").status_code == 200
+    actor = {"type": "Practitioner", "identifier": {"system": RPPS, "value": "10000000001"}}
+    response = client.post("/fhir/Consent", json=_deny(actor, world.p))
+    assert response.status_code == 201, response.get_json()
+    assert (
+        response.get_json()["provision"]["actor"][0]["reference"]["reference"]
+        == f"Practitioner/{world.alice}"
+    )
+    assert world.get(f"/fhir/Observation/{world.p_obs}").status_code == 403
+
+
+def test_a_consent_actor_nobody_carries_is_refused(world: World, client: FlaskClient) -> None:
+    actor = {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "99999999999"}}
+    response = client.post("/fhir/Consent", json=_deny(actor, world.p))
+    assert response.status_code == 422, response.get_json()
+    assert "cannot be enforced" in response.get_json()["issue"][0]["diagnostics"]
+
+
+# -- conditional operations answer alike whether hidden data matches -----------------------------------
+
+
+def test_conditional_create_is_no_existence_oracle(world: World, client: FlaskClient) -> None:
+    hidden = {
+        "resourceType": "Observation",
+        "status": "final",
+        "identifier": [{"system": "urn:test", "value": "hidden-1"}],
+        "code": {"text": "poids"},
+        "subject": {"reference": f"Patient/{world.q}"},
+    }
+    _create(client, hidden)
+    mine = {**hidden, "subject": {"reference": f"Patient/{world.p}"}}
+    first = world.send("POST", "/fhir/Observation", mine, If_None_Exist="identifier=urn:test|hidden-1")
+    unused = {**mine, "identifier": [{"system": "urn:test", "value": "never-used"}]}
+    other = world.send("POST", "/fhir/Observation", unused, If_None_Exist="identifier=urn:test|never-used")
+    assert first.status_code == other.status_code == 201, (first.get_json(), other.get_json())
+    gone = world.send("DELETE", "/fhir/Observation?identifier=urn:test|hidden-1", None)
+    assert gone.status_code in (200, 204)
+    assert (
+        client.get(f"/fhir/Observation?identifier=urn:test|hidden-1&subject={world.q}").get_json()["total"]
+        == 1
+    )
+
+
+# -- practitioners' identities ------------------------------------------------------------------------
+
+
+def test_a_practitioner_cannot_change_a_colleagues_identifiers(world: World, client: FlaskClient) -> None:
+    bob = _practitioner(world.app, "bob", "10000000002")
+    body = client.get(f"/fhir/Practitioner/{bob}").get_json()
+    body["identifier"] = [*body.get("identifier", []), {"system": "urn:test:badge", "value": "x"}]
+    response = world.send("PUT", f"/fhir/Practitioner/{bob}", body)
+    assert response.status_code == 403, response.get_json()
