@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from flask import Response, current_app, g, has_request_context, request
 from sqlalchemy import ColumnElement, and_, exists, literal, or_, select, true
@@ -83,6 +84,18 @@ def _interaction() -> str:
     return _INTERACTIONS.get((request.endpoint or "", request.method), "operation")
 
 
+def _criteria() -> str | None:
+    """The search criteria a request carries, for the audit: its query string (GET, HEAD) and, for a
+    POST _search (R4 http.html#search, form body), its form parameters too."""
+    if request.method in {"GET", "HEAD"}:
+        return request.query_string.decode("latin-1") or None
+    if request.endpoint == "fhir.search_post":
+        form = urlencode(list(request.form.items(multi=True)))
+        query = request.query_string.decode("latin-1")
+        return "&".join(part for part in (query, form) if part) or None
+    return None
+
+
 def authenticate() -> None:
     """before_request of the FHIR blueprint: every route but metadata needs a valid Bearer token."""
     g.audit = AuditRecord(
@@ -91,7 +104,7 @@ def authenticate() -> None:
         path=request.path,
         address=request.remote_addr,
         request_id=g.get("request_id"),
-        query=request.query_string.decode("latin-1") or None if request.method in {"GET", "HEAD"} else None,
+        query=_criteria(),
     )
     if request.endpoint in PUBLIC_ENDPOINTS:
         g.audit = None
@@ -446,6 +459,21 @@ def check_reach(stored: Stored, reach: list[tuple[str, bool]]) -> None:
         )
 
 
+def note_counted(conn: Connection, query: SearchQuery) -> None:
+    """A search answered by a count only (``_summary=count``, ``_count=0``): the patients whose data
+    was counted go to the audit record all the same (at most ``COUNTED_PATIENTS``)."""
+    if g.get("audit") is None:
+        return
+    c = idx_compartment
+    rows = conn.execute(
+        select(c.c.patient_id).where(c.c.res_pk.in_(query.select_pks())).distinct().limit(COUNTED_PATIENTS)
+    )
+    g.audit.patients.update(r[0] for r in rows)
+
+
+COUNTED_PATIENTS = 1000
+
+
 def note_results(conn: Connection, stored: list[Stored]) -> None:
     """Search results: the patients they touch go to the audit record."""
     if not stored or g.get("audit") is None:
@@ -615,7 +643,7 @@ def audit_in_transaction(conn: Connection) -> None:
     if record is None or g.get("principal") is None:
         return
     write_audit(conn, record, g.principal, 200, int(time.time() * 1_000_000))
-    g.audit_written = True
+    g.audit_written = (len(record.entities), len(record.patients))
 
 
 def audit_response(response: Response) -> Response:
@@ -623,8 +651,9 @@ def audit_response(response: Response) -> Response:
     record: AuditRecord | None = g.get("audit")
     if record is None:
         return response
-    if g.get("audit_written") and response.status_code < 400:
-        return response
+    written = g.get("audit_written")
+    if written == (len(record.entities), len(record.patients)) and response.status_code < 400:
+        return response  # nothing was read after the write's own AuditEvent (e.g. a batch's reads)
     # The request's read connection goes back to the pool first: the writer thread may need it.
     release = current_app.extensions["coordination"].repo.before_write
     if release is not None:

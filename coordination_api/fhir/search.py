@@ -110,5 +110,7 @@ def search(resource_type: str) -> Response:
         access.secure(query)
         result = run_search(conn, svc.repo, query, svc.settings.max_include_results)
         access.note_results(conn, result.matches + result.included)
+        if query.summary == "count" or query.count == 0:
+            access.note_counted(conn, query)
     link_base = f"{base_url()}/{resource_type}"
     return fhir_json_response(bundle_json(query, result, base_url(), link_base, token))

@@ -516,6 +516,8 @@ def read_entry(conn: Connection, svc: Services, entry: Entry, base: str) -> None
         access.secure(query)
         result = run_search(conn, repo, query, svc.settings.max_include_results)
         access.note_results(conn, result.matches + result.included)
+        if query.summary == "count" or query.count == 0:
+            access.note_counted(conn, query)
         entry.result = WriteResult(200, None)
         entry.body = bundle_json(query, result, base, f"{base}/{entry.resource_type}", token)
     if entry.method == "HEAD":

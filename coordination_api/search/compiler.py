@@ -139,6 +139,10 @@ class SearchQuery:
             stmt = stmt.offset(self.offset)
         return stmt.order_by(*order).limit(limit)
 
+    def select_pks(self) -> Select[Any]:
+        """The pks of every match (no paging), e.g. to audit whose data a count covered."""
+        return select(resource.c.pk).where(*self._filters())
+
     def select_count(self) -> Select[Any]:
         return select(func.count()).select_from(resource).where(*self._filters())
 

@@ -283,3 +283,51 @@ def test_audit_backlog_is_bounded_and_never_dropped(tmp_path: Any) -> None:
         assert conn.execute(select(func.count()).select_from(audit_event)).scalar_one() == 5
     with pytest.raises(ValueError, match="audit mode"):
         AuditWriter(engine, "later")
+
+
+# -- issue 16: every read audited with its patients ----------------------------------------------------
+
+
+def _query_of(event: dict[str, Any]) -> str | None:
+    for entity in event.get("entity", []):
+        if "query" in entity:
+            return base64.b64decode(entity["query"]).decode()
+    return None
+
+
+def test_post_search_criteria_are_audited_like_get(client: FlaskClient) -> None:
+    patient_id = _patient(client, "Martin")
+    response = client.post(
+        "/fhir/Observation/_search",
+        data={"subject": f"Patient/{patient_id}", "code": "8867-4"},
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200, response.get_json()
+    events = _events(_search(client, "?subtype=search-type", _auditor(client)))
+    queries = [_query_of(e) for e in events]
+    assert any(q and f"subject=Patient%2F{patient_id}" in q and "code=8867-4" in q for q in queries), queries
+
+
+def test_a_count_only_search_is_audited_with_its_patients(client: FlaskClient) -> None:
+    patient_id = _patient(client, "Martin")
+    _observation(client, patient_id)
+    response = client.get(f"/fhir/Observation?subject={patient_id}&_summary=count")
+    assert response.status_code == 200 and response.get_json()["total"] == 1
+    events = _events(_search(client, f"?patient={patient_id}&subtype=search-type", _auditor(client)))
+    assert len(events) == 1
+
+
+def test_reads_of_a_batch_with_a_write_are_audited(client: FlaskClient) -> None:
+    patient_id = _patient(client, "Martin")
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "DELETE", "url": "Observation/nothing-here"}},
+            {"request": {"method": "GET", "url": f"Patient/{patient_id}"}},
+        ],
+    }
+    response = client.post("/fhir", json=batch, headers={"Content-Type": "application/fhir+json"})
+    assert response.status_code == 200, response.get_json()
+    events = _events(_search(client, f"?patient={patient_id}", _auditor(client)))
+    assert [e for e in events if e["subtype"][0]["code"] != "create"], events
