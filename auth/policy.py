@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import CompoundSelect, Select, and_, bindparam, literal, or_, select, text
+from sqlalchemy import CompoundSelect, Select, and_, bindparam, false, literal, or_, select, text
 from sqlalchemy.engine import Connection
 
 from auth.schema import care_team_access, consent_deny, practitioner_affiliation, task_access
@@ -381,6 +381,49 @@ class PatientFilter:
     offered: Select[Any] | None = None
 
 
+# A launch context that names no patient (a patient/ scope without launch/patient): reaches no one.
+NO_PATIENT = "#no-patient-context"
+
+
+def out_of_reach(f: PatientFilter, patient: Any, res_type: Any) -> Any:
+    """SQL: a compartment's patient (column or literal ``patient``) of a ``res_type`` resource is out
+    of the filter's reach; offers count for ``OFFER_TYPES`` only."""
+    if f.allowed is not None:
+        outside = patient.not_in(f.allowed)
+        if f.offered is not None:
+            offered = and_(res_type.in_(OFFER_TYPES), patient.in_(f.offered))
+            outside = and_(outside, ~offered)
+        return outside
+    assert f.denied is not None
+    return patient.in_(f.denied)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer for one resource: each patient of its compartments, and whether it is reachable."""
+
+    reach: tuple[tuple[str, bool], ...]
+
+    @property
+    def allowed(self) -> bool:
+        return all(ok for _p, ok in self.reach)
+
+
+def decide(conn: Connection, f: PatientFilter | None, res_type: str, patients: Collection[str]) -> Decision:
+    """May the caller whose reach is ``f`` (None: not limited by the care-team rule, a system client)
+    see a ``res_type`` resource held by these patients' compartments? (None of them: not patient data.)"""
+    wanted = list(dict.fromkeys(patients))
+    if f is None or not wanted:
+        return Decision(tuple((p, True) for p in wanted))
+    row = conn.execute(
+        select(
+            literal(1),
+            *[(~out_of_reach(f, literal(p), literal(res_type))).label(f"p{i}") for i, p in enumerate(wanted)],
+        )
+    ).one()
+    return Decision(tuple((p, bool(row[i + 1])) for i, p in enumerate(wanted)))
+
+
 def write_filter(
     refs: list[str], now_us: int, launch_patient: str | None, break_glass: bool, ignore_tasks: Collection[int]
 ) -> PatientFilter:
@@ -431,6 +474,8 @@ def patient_filter(
 ) -> PatientFilter:
     if break_glass and launch_patient is None:
         return PatientFilter(denied=denied_patients(refs, now_us))
+    if launch_patient == NO_PATIENT:
+        return PatientFilter(allowed=select(literal(NO_PATIENT).label("patient_id")).where(false()))
     if break_glass:
         return PatientFilter(
             allowed=select(literal(launch_patient).label("patient_id")).where(
@@ -544,7 +589,7 @@ def coordinated_patients(
     if not rows:
         return set()
     # The role is on the CareTeam itself (participant.role), read from the stored resource.
-    contents = dict(
+    contents: dict[int, str | None] = dict(
         conn.execute(
             text("SELECT pk, content FROM resource WHERE pk IN :pks").bindparams(
                 bindparam("pks", expanding=True)

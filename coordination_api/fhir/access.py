@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, current_app, g, has_request_context, request
@@ -277,8 +277,11 @@ def _actor_refs(now: int) -> list[str]:
 
 
 def _launch_patient(who: Principal) -> str | None:
-    # patient/ scopes confine the token to its launch patient (SMART scopes-and-launch-context).
-    return who.patient_id if "patient" in who.scopes.contexts() else None
+    # patient/ scopes confine the token to its launch patient (SMART scopes-and-launch-context); without
+    # a launch patient they reach no one (fail closed, whatever the token endpoint granted).
+    if "patient" not in who.scopes.contexts():
+        return None
+    return who.patient_id or policy.NO_PATIENT
 
 
 def _break_glass() -> bool:
@@ -291,7 +294,11 @@ def visibility(pk: Any) -> list[ColumnElement[bool]]:
     if f is None:
         return []
     c = idx_compartment.alias()  # anonymous: a chain or _has hop nests its own
-    return [~exists(select(literal(1)).where(c.c.res_pk == pk, _outside(f, c.c.patient_id, c.c.res_type)))]
+    return [
+        ~exists(
+            select(literal(1)).where(c.c.res_pk == pk, policy.out_of_reach(f, c.c.patient_id, c.c.res_type))
+        )
+    ]
 
 
 def version_visibility(pk: Any, version: Any, res_type: Any) -> list[ColumnElement[bool]]:
@@ -300,20 +307,8 @@ def version_visibility(pk: Any, version: Any, res_type: Any) -> list[ColumnEleme
     if f is None:
         return []
     c = history_compartment.alias()
-    hidden = _outside(f, c.c.patient_id, res_type)
+    hidden = policy.out_of_reach(f, c.c.patient_id, res_type)
     return [~exists(select(literal(1)).where(c.c.res_pk == pk, c.c.version == version, hidden))]
-
-
-def _outside(f: PatientFilter, patient: Any, res_type: Any) -> ColumnElement[bool]:
-    """SQL: the compartment's patient ``patient`` (of a ``res_type`` resource) is out of reach."""
-    if f.allowed is not None:
-        outside: ColumnElement[bool] = patient.not_in(f.allowed)
-        if f.offered is not None:
-            offered = and_(res_type.in_(policy.OFFER_TYPES), patient.in_(f.offered))
-            outside = and_(outside, ~offered)
-        return outside
-    assert f.denied is not None
-    return cast(ColumnElement[bool], patient.in_(f.denied))
 
 
 def check_version(conn: Connection, stored: Stored) -> None:
@@ -327,19 +322,8 @@ def check_version(conn: Connection, stored: Stored) -> None:
         select(hc.c.patient_id).where(hc.c.res_pk == stored.pk, hc.c.version == stored.version)
     ).scalars()
     patients = list(rows)
-    if f is None or not patients:
-        check_reach(stored, [(p, True) for p in patients])
-        return
-    reach = conn.execute(
-        select(
-            literal(1).label("x"),
-            *[
-                (~_outside(f, literal(p), literal(stored.res_type))).label(f"p{i}")
-                for i, p in enumerate(patients)
-            ],
-        )
-    ).one()
-    check_reach(stored, [(p, bool(reach[i + 1])) for i, p in enumerate(patients)])
+    decision = policy.decide(conn, f, stored.res_type, patients)
+    check_reach(stored, list(decision.reach))
 
 
 def _patients_of(conn: Connection, pks: list[int]) -> list[tuple[str, bool]]:
@@ -358,14 +342,7 @@ def _reach_of(conn: Connection, stored: list[Stored]) -> list[tuple[str, bool]]:
 
 def _reach(conn: Connection, pks: list[int], f: PatientFilter | None) -> list[tuple[str, bool]]:
     c = idx_compartment
-    if f is None:
-        ok: ColumnElement[Any] = true()
-    elif f.allowed is not None:
-        ok = c.c.patient_id.in_(f.allowed)
-        if f.offered is not None:
-            ok = or_(ok, and_(c.c.res_type.in_(policy.OFFER_TYPES), c.c.patient_id.in_(f.offered)))
-    else:
-        ok = c.c.patient_id.not_in(f.denied)  # type: ignore[arg-type]
+    ok = true() if f is None else ~policy.out_of_reach(f, c.c.patient_id, c.c.res_type)
     rows = conn.execute(select(c.c.patient_id, ok).where(c.c.res_pk.in_(pks)).distinct()).all()
     return [(row[0], bool(row[1])) for row in rows]
 
@@ -385,8 +362,8 @@ def read_current(resource_type: str, res_id: str) -> tuple[Stored | None, list[t
         return current, []
     params: dict[str, Any] = {"type": resource_type, "id": res_id}
     if who.is_user:
-        break_glass = g.audit is not None and g.audit.break_glass_reason is not None
-        launch = who.patient_id if "patient" in who.scopes.contexts() else None
+        break_glass = _break_glass()
+        launch = _launch_patient(who)
         case = policy.reach_case(break_glass, launch is not None)
         params.update(
             now=int(time.time() * 1_000_000), practitioner=who.agent, practitioner_id=who.practitioner_id

@@ -17,6 +17,7 @@ from flask import g, has_request_context
 from sqlalchemy import ColumnElement, bindparam, false, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from auth import policy
 from coordination_api.errors import Category, FhirError
 from coordination_api.search.compiler import SearchCompiler
 from coordination_api.storage.repository import Repository, Stored, now_us
@@ -73,7 +74,10 @@ def request_owner() -> dict[str, Any] | None:
         "owner_client": who.client_id,
         "owner_practitioner": who.practitioner_id,
         # patient/ scopes confine a user token to its launch patient (as access.patient_filter does).
-        "owner_patient": who.patient_id if "patient" in who.scopes.contexts() else None,
+        # Without a launch patient, patient/ scopes reach no one (policy.NO_PATIENT).
+        "owner_patient": (who.patient_id or policy.NO_PATIENT)
+        if "patient" in who.scopes.contexts()
+        else None,
         "owner_scopes": " ".join(sorted(who.scopes.raw)),
     }
 

@@ -161,13 +161,21 @@ def _patient(fhir: Fhir, status: str = "VALI") -> str:
     return created
 
 
-def _letter(fhir: Fhir, patient_id: str, *, with_content: bool = True, via_binary: bool = False) -> str:
+def _letter(
+    fhir: Fhir,
+    patient_id: str,
+    *,
+    with_content: bool = True,
+    via_binary: bool = False,
+    binary_of: str | None = None,
+) -> str:
     attachment: dict[str, Any] = {"contentType": "application/pdf", "title": "Lettre de liaison"}
     if with_content and via_binary:
         binary = fhir.create(
             {
                 "resourceType": "Binary",
                 "contentType": "application/pdf",
+                "securityContext": {"reference": f"Patient/{binary_of or patient_id}"},
                 "data": base64.b64encode(LETTER).decode(),
             }
         )
@@ -310,3 +318,20 @@ def test_without_a_recipient_the_null_one_accepts(app: Flask, fhir: Fhir) -> Non
     assert fhir.request("POST", f"/fhir/DocumentReference/{doc_id}/$dmp-push").status_code == 202
     _drain(app)
     assert _submission(fhir, doc_id)["status"] == "sent"
+
+
+def test_a_binary_of_another_patient_is_never_pushed(dmp_app: Flask, recipient: Recipient) -> None:
+    """Issue 16 (review of the DMP push): attachment.url naming another patient's letter, or a Binary
+    elsewhere, is not content of this document."""
+    fhir = Fhir(authed(dmp_app.test_client()))
+    patient, other = _patient(fhir), _patient(fhir)
+    doc_id = _letter(fhir, patient, via_binary=True, binary_of=other)
+    answer = fhir.request("POST", f"/fhir/DocumentReference/{doc_id}/$dmp-push")
+    assert answer.status_code == 422, answer.get_json()
+    doc = fhir.request("GET", f"/fhir/DocumentReference/{doc_id}").get_json()
+    binary_id = doc["content"][0]["attachment"]["url"].split("/")[1]
+    doc["content"][0]["attachment"]["url"] = f"https://evil.example/Binary/{binary_id}"
+    assert fhir.request("PUT", f"/fhir/DocumentReference/{doc_id}", doc).status_code == 200
+    answer = fhir.request("POST", f"/fhir/DocumentReference/{doc_id}/$dmp-push")
+    assert answer.status_code == 422, answer.get_json()
+    assert recipient.bundles == []

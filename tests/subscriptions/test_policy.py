@@ -1,6 +1,7 @@
-"""Only subscribers allowed to see the patient get full resources: the care-team rule for
+"""Subscribers hear only of what they may read at delivery: the care-team rule for
 practitioner-owned subscriptions, the SMART scopes for backend clients (Backport IG "Payload Types":
-a server may send less than full-resource; here, id-only)."""
+a server may send less than asked; here, an event about a resource the owner may not read is not sent
+at all, not even its id — issue 16)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 
+from coordination_api.storage.schema import subscription_outbox
 from tests.auth.test_security import _care_team, _practitioner, _user_token
 from tests.conftest import Fhir, system_token
 from tests.subscriptions.conftest import Receiver
@@ -46,9 +49,21 @@ def _patient(fhir: Fhir) -> str:
     return patient_id
 
 
-def test_practitioner_gets_full_resources_of_care_team_patients_only(
+def _settled(app: Flask) -> bool:
+    """Every outbox row has been handled (delivered, or withheld as delivered)."""
+    with app.extensions["coordination"].repo.engine.connect() as conn:
+        left = conn.execute(
+            select(func.count())
+            .select_from(subscription_outbox)
+            .where(subscription_outbox.c.status != "delivered")
+        ).scalar_one()
+    return int(left) == 0
+
+
+def test_practitioner_hears_only_of_care_team_patients(
     sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
 ) -> None:
+    """Issue 16: nothing, not even an id, about a resource the owner may not read at delivery."""
     sub_app.test_client().get("/fhir/.well-known/smart-configuration")  # loads the session key
     practitioner = _practitioner(sub_app)
     mine, other = _patient(sub_fhir), _patient(sub_fhir)
@@ -57,30 +72,30 @@ def test_practitioner_gets_full_resources_of_care_team_patients_only(
     body = classic(receiver.url, payload="application/fhir+json")
     sub_id = _subscribe(doctor, sub_fhir, pump, body)
 
-    in_team = sub_fhir.create(encounter(patient=mine))["id"]
     outside = sub_fhir.create(encounter(patient=other))["id"]
-    pump(lambda: len(receiver.of_kind("event-notification")) == 2)
+    in_team = sub_fhir.create(encounter(patient=mine))["id"]
+    pump(lambda: f"Encounter/{in_team}" in _by_focus(receiver) and _settled(sub_app))
     entries = _by_focus(receiver)
     assert entries[f"Encounter/{in_team}"]["resource"]["id"] == in_team
-    assert "resource" not in entries[f"Encounter/{outside}"]  # degraded to id-only
-    assert entries[f"Encounter/{outside}"]["response"]["etag"] == 'W/"1"'
+    assert f"Encounter/{outside}" not in entries  # withheld, not even id-only
+    assert all(outside not in str(note.body) for note in receiver.of_kind("event-notification"))
 
-    # $events applies the same rule to its caller: the practitioner's replay hides the other patient.
+    # $events applies the same rule to its caller: the practitioner's replay leaves the other out.
     replay = doctor.request("GET", f"/fhir/Subscription/{sub_id}/$events").get_json()
     replayed = {"/".join(e["fullUrl"].split("/")[-2:]): e for e in replay["entry"][1:]}
     assert replayed[f"Encounter/{in_team}"]["resource"]["id"] == in_team
-    assert "resource" not in replayed[f"Encounter/{outside}"]
+    assert f"Encounter/{outside}" not in replayed
 
-    # "Now": once the practitioner leaves the care team, that patient's data goes id-only too.
+    # "Now": once the practitioner leaves the care team, that patient's events are withheld too.
     team = sub_fhir.search(f"CareTeam?subject=Patient/{mine}")["entry"][0]["resource"]
     response = sub_fhir.request("PUT", f"/fhir/CareTeam/{team['id']}", {**team, "status": "inactive"})
     assert response.status_code == 200, response.get_json()
     later = sub_fhir.create(encounter(patient=mine))["id"]
-    pump(lambda: len(receiver.of_kind("event-notification")) == 3)
-    assert "resource" not in _by_focus(receiver)[f"Encounter/{later}"]
+    pump(lambda: _settled(sub_app))
+    assert f"Encounter/{later}" not in _by_focus(receiver)
 
 
-def test_backend_client_gets_full_resources_only_of_types_it_may_read(
+def test_backend_client_hears_only_of_types_it_may_read(
     sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
 ) -> None:
     client = sub_app.test_client()
@@ -89,21 +104,18 @@ def test_backend_client_gets_full_resources_only_of_types_it_may_read(
     full = _subscribe(reader, sub_fhir, pump, classic(receiver.url, payload="application/fhir+json"))
     limited = _subscribe(blind, sub_fhir, pump, classic(receiver.url, payload="application/fhir+json"))
     enc_id = sub_fhir.create(encounter())["id"]
-    pump(lambda: len(receiver.of_kind("event-notification")) == 2)
+    pump(lambda: len(receiver.of_kind("event-notification")) >= 1 and _settled(sub_app))
     by_sub = {
         note.status["subscription"]["reference"].rsplit("/", 1)[-1]: note
         for note in receiver.of_kind("event-notification")
     }
     assert by_sub[full].body["entry"][1]["resource"]["id"] == enc_id
-    id_only = by_sub[limited].body["entry"][1]
-    assert "resource" not in id_only
-    assert id_only["fullUrl"].endswith(f"Encounter/{enc_id}")
-    assert by_sub[limited].status["notification-event"][0]["focus"]["reference"].endswith(enc_id)
+    assert limited not in by_sub  # nothing about an Encounter to a client that may not read one
 
-    # $events with full-resource: the caller's scopes decide, not the content asked for.
+    # $events: the caller's scopes decide, whatever the content asked for.
     replay = blind.request("GET", f"/fhir/Subscription/{limited}/$events?content=full-resource")
     assert replay.status_code == 200, replay.get_json()
-    assert "resource" not in replay.get_json()["entry"][1]
+    assert len(replay.get_json()["entry"]) == 1  # the SubscriptionStatus only
     replay = reader.request("GET", f"/fhir/Subscription/{full}/$events?content=full-resource")
     assert replay.get_json()["entry"][1]["resource"]["id"] == enc_id
 
