@@ -46,6 +46,19 @@ MAX_ASSERTION_LIFETIME = 300  # SMART: exp no more than five minutes in the futu
 REFRESH_SCOPES = ("offline_access", "online_access")
 
 
+def patient_scoped(scope: str | None, patient: str | None) -> str:
+    """``patient/`` scopes only with a patient in context: without one they are dropped (SMART App
+    Launch 2, scopes-and-launch-context.html: patient-specific scopes are about "the patient in
+    context"; the server may grant fewer scopes than asked, RFC 6749 3.3). The authorize step drops
+    them already; this keeps any token that would carry them from reaching every patient."""
+    kept = [
+        s
+        for s in smart.split(scope)
+        if patient or (p := smart.parse_resource_scope(s)) is None or p.context != "patient"
+    ]
+    return " ".join(kept)
+
+
 @dataclass(frozen=True)
 class TokenPolicy:
     access_ttl: int = 300
@@ -307,7 +320,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
                 "client_id": request.client.client_id,
                 "username": user.username,
                 "redirect_uri": payload.redirect_uri or request.client.get_default_redirect_uri(),
-                "scope": request.scope if isinstance(getattr(request, "scope", None), str) else payload.scope,
+                "scope": patient_scoped(
+                    request.scope if isinstance(getattr(request, "scope", None), str) else payload.scope,
+                    getattr(request, "launch_patient", None),
+                ),
                 "code_challenge": payload.data.get("code_challenge"),
                 "code_challenge_method": payload.data.get("code_challenge_method"),
                 "nonce": payload.data.get("nonce"),

@@ -16,7 +16,7 @@ from auth.keys import KeyStore
 from auth.models import Token
 from auth.policy import Principal
 from auth.secrets import digest
-from auth.server import TokenPolicy, Urls, build_server
+from auth.server import TokenPolicy, Urls, build_server, patient_scoped
 from auth.store import AuthStore, Backoff
 
 
@@ -56,19 +56,6 @@ class AuthConfig:
                 self.login_account_lockout_max_seconds,
             ),
         )
-
-
-def patient_scoped(scope: str | None, patient: str | None) -> str:
-    """``patient/`` scopes only with a patient in context: without one they are dropped (SMART App
-    Launch 2, scopes-and-launch-context.html: patient-specific scopes are about "the patient in
-    context"; the server may grant fewer scopes than asked, RFC 6749 3.3). The authorize step drops
-    them already; this keeps any token that would carry them from reaching every patient."""
-    kept = [
-        s
-        for s in smart.split(scope)
-        if patient or (p := smart.parse_resource_scope(s)) is None or p.context != "patient"
-    ]
-    return " ".join(kept)
 
 
 class UnauthenticatedError(Exception):

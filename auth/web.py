@@ -351,10 +351,7 @@ def _patient_scopes_without_patient(grant: Any) -> list[str]:
     if "launch/patient" in scopes:
         return []
     parsed = [(s, smart.parse_resource_scope(s)) for s in scopes]
-    dropped = [s for s, p in parsed if p is not None and p.context == "patient"]
-    if dropped:
-        grant.request.scope = " ".join(s for s in scopes if s not in dropped)
-    return dropped
+    return [s for s, p in parsed if p is not None and p.context == "patient"]
 
 
 @bp.route("/auth/authorize", methods=["GET", "POST"])
@@ -370,8 +367,8 @@ def authorize() -> Response:
         return _error_page(error)
     if login_first or user is None:
         return redirect(f"/auth/login?{urlencode({'next': request.full_path})}", code=303)  # type: ignore[return-value]
-    dropped = _patient_scopes_without_patient(grant)
-    scope_list = smart.split(grant.request.scope)
+    dropped = _patient_scopes_without_patient(grant)  # (save_authorization_code drops them)
+    scope_list = [s for s in smart.split(grant.request.scope) if s not in dropped]
     wants_patient = "launch/patient" in scope_list
     patients = svc.patient_choices(user.practitioner_id) if wants_patient else None
     if request.method == "GET":
