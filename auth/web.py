@@ -1,7 +1,19 @@
 """HTTP endpoints of the authorization server (a thin Flask layer over authlib and AuthService).
 
 SMART App Launch 2: discovery (conformance.html), authorization code with PKCE (app-launch.html),
-backend services (backend-services.html); RFC 7662 introspection, RFC 7009 revocation.
+backend services (backend-services.html); RFC 7662 introspection, RFC 7009 revocation; OpenID Connect
+Core 3.1.2.1 prompt / max_age and RP-Initiated Logout 1.0 (/auth/logout).
+
+Login throttling (defaults, all COORDINATION_LOGIN_*; docs/security-auth.md):
+- every attempt (password form or Pro Santé Connect callback) is recorded for its address before
+  anything is checked; over 120 attempts a minute or 30 failures in 10 minutes from one address: 429;
+- failures are counted per (username, address) and per username, for every username submitted
+  (known or not), by one atomic upsert; after 5 consecutive failures from one address the username is
+  locked from that address for 60 s, doubled at each further failure (120, 240 ... at most 3600 s);
+  after 20 from all addresses together it is locked everywhere with the same doubling, at most 900 s;
+- while locked nothing is counted, the password is not checked (but hashed, for the same cost) and
+  the answer is 429 with Retry-After; counters are forgotten after a day, reset by a good login;
+- unknown username, disabled login and wrong password: the same 401 page, the same cost.
 """
 
 from __future__ import annotations
