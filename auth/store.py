@@ -30,6 +30,10 @@ ACCOUNT = "*"  # the login_failure row counting a username's failures from every
 FORGET_AFTER = 24 * 3600  # consecutive failures older than this start again from zero
 
 
+class _LockedError(Exception):
+    """Rolls back the counting of an attempt on a locked username."""
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Lock after ``threshold`` consecutive failures for ``base`` seconds, doubled at each further
@@ -203,50 +207,56 @@ class AuthStore:
             ).scalar()
         return max(0, int(until or 0) - now)
 
-    def count_failure(self, username: str, address: str, rules: tuple[Backoff, Backoff]) -> list[int]:
-        """Count one failed login for (username, address) and for the username alone, atomically
-        (INSERT .. ON CONFLICT DO UPDATE SET failures = failures + 1 RETURNING: no lost update under
-        parallel attempts), and lock by exponential backoff once a counter reaches its threshold.
+    def count_attempt(self, username: str, address: str, rules: tuple[Backoff, Backoff]) -> list[int] | None:
+        """Count this login attempt as a failure, before the password is checked (a good password then
+        clears the counters), for (username, address) and for the username alone; None, counting
+        nothing, when either is locked. One statement per counter, INSERT .. ON CONFLICT DO UPDATE SET
+        failures = failures + 1 WHERE not locked RETURNING failures: no lost update, and an attempt
+        that reaches a threshold sets the lock in the same transaction, so parallel attempts wait for
+        it on the row and then find the lock (never more password checks than the threshold).
         ``rules`` is (per username and address, per username); returns the two counts."""
         now = int(time.time())
         table = login_failure
-        counts = []
-        with self.engine.begin() as conn:
-            make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-            for scope, rule in zip((address[:64], ACCOUNT), rules, strict=True):
-                name = username[:150]
-                # Failures older than FORGET_AFTER are forgotten (a typo last month does not count).
-                stale = table.c.updated_at < now - FORGET_AFTER
-                stmt = (
-                    make(table)
-                    .values(username=name, address=scope, failures=1, locked_until=0, updated_at=now)
-                    .on_conflict_do_update(
-                        index_elements=[table.c.username, table.c.address],
-                        set_={
-                            "failures": case((stale, 1), else_=table.c.failures + 1),
-                            "locked_until": case((stale, 0), else_=table.c.locked_until),
-                            "updated_at": now,
-                        },
-                    )
-                    .returning(table.c.failures)
-                )
-                failures = int(conn.execute(stmt).scalar_one())
-                counts.append(failures)
-                delay = rule.delay(failures)
-                if delay:
-                    conn.execute(
-                        update(table)
-                        .where(
-                            table.c.username == name,
-                            table.c.address == scope,
-                            table.c.locked_until < now + delay,
+        name = username[:150]
+        counts: list[int] = []
+        try:
+            with self.engine.begin() as conn:
+                make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+                for scope, rule in zip((address[:64], ACCOUNT), rules, strict=True):
+                    # Failures older than FORGET_AFTER are forgotten (a typo last month does not count).
+                    stale = table.c.updated_at < now - FORGET_AFTER
+                    stmt = (
+                        make(table)
+                        .values(username=name, address=scope, failures=1, locked_until=0, updated_at=now)
+                        .on_conflict_do_update(
+                            index_elements=[table.c.username, table.c.address],
+                            set_={
+                                "failures": case((stale, 1), else_=table.c.failures + 1),
+                                "updated_at": now,
+                            },
+                            where=table.c.locked_until <= now,
                         )
-                        .values(locked_until=now + delay)
+                        .returning(table.c.failures)
                     )
-            if now % 32 == 0:  # cheap, occasional purge of forgotten counters
-                conn.execute(
-                    delete(table).where(table.c.updated_at < now - FORGET_AFTER, table.c.locked_until < now)
-                )
+                    failures = conn.execute(stmt).scalar()
+                    if failures is None:
+                        raise _LockedError
+                    counts.append(int(failures))
+                    delay = rule.delay(int(failures))
+                    if delay:
+                        conn.execute(
+                            update(table)
+                            .where(table.c.username == name, table.c.address == scope)
+                            .values(locked_until=now + delay)
+                        )
+                if now % 32 == 0:  # cheap, occasional purge of forgotten counters
+                    conn.execute(
+                        delete(table).where(
+                            table.c.updated_at < now - FORGET_AFTER, table.c.locked_until < now
+                        )
+                    )
+        except _LockedError:
+            return None
         return counts
 
     def clear_failures(self, username: str, address: str) -> None:

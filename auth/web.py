@@ -7,10 +7,12 @@ Core 3.1.2.1 prompt / max_age and RP-Initiated Logout 1.0 (/auth/logout).
 Login throttling (defaults, all COORDINATION_LOGIN_*; docs/security-auth.md):
 - every attempt (password form or Pro Santé Connect callback) is recorded for its address before
   anything is checked; over 120 attempts a minute or 30 failures in 10 minutes from one address: 429;
-- failures are counted per (username, address) and per username, for every username submitted
-  (known or not), by one atomic upsert; after 5 consecutive failures from one address the username is
-  locked from that address for 60 s, doubled at each further failure (120, 240 ... at most 3600 s);
-  after 20 from all addresses together it is locked everywhere with the same doubling, at most 900 s;
+- attempts are counted as failures before the password check (a good password then resets the
+  counters) per (username, address) and per username, for every username submitted (known or not),
+  by one atomic upsert that also refuses to count a locked username; after 5 consecutive failures
+  from one address the username is locked from that address for 60 s, doubled at each further
+  failure (120, 240 ... at most 3600 s); after 20 from all addresses together it is locked
+  everywhere with the same doubling, at most 900 s;
 - while locked nothing is counted, the password is not checked (but hashed, for the same cost) and
   the answer is 429 with Retry-After; counters are forgotten after a day, reset by a good login;
 - unknown username, disabled login and wrong password: the same 401 page, the same cost.
@@ -268,13 +270,13 @@ def login() -> Response:
     username = request.form.get("username", "").strip()[:150]
     password = request.form.get("password", "")[:1024]
     svc = service()
-    locked_for = svc.store.login_locked(username, _address())
-    if locked_for:
+    # Counted before the check (as a failure until the password proves right): parallel attempts
+    # cannot get more password checks than the lockout allows.
+    if svc.store.count_attempt(username, _address(), svc.config.backoff()) is None:
         verify_password(None, password)  # the same cost as a real check
-        return _too_many(locked_for)
+        return _too_many(max(1, svc.store.login_locked(username, _address())))
     user = svc.store.check_password(username, password)
     if user is None:
-        svc.store.count_failure(username, _address(), svc.config.backoff())
         return _page(
             "login.html",
             401,

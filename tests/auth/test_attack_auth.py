@@ -202,6 +202,24 @@ def test_sixteen_parallel_wrong_passwords_count_sixteen(database_url: str, app: 
         close_app(own)
 
 
+def test_parallel_wrong_passwords_get_no_more_checks_than_the_lockout_allows(
+    anonymous_client: FlaskClient, app: Flask
+) -> None:
+    _practitioner(app)
+    browsers = [_browser(app, "10.4.0.1") for _ in range(16)]
+    barrier = threading.Barrier(16)
+
+    def attempt(pair: tuple[FlaskClient, str]) -> int:
+        barrier.wait()
+        return int(_post_login(pair[0], pair[1], "dr", WRONG).status_code)
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(attempt, browsers))
+    # Counted before the check: exactly the 5 the lockout allows reach the password check.
+    assert sorted(statuses) == [401] * 5 + [429] * 11
+    assert _failures(app, "dr") == {"10.4.0.1": 5, "*": 5}
+
+
 def test_address_throttle_counts_before_the_password_check(database_url: str, app: Flask) -> None:
     own = _own_app(database_url, login_failures_per_address=4)
     try:
