@@ -334,7 +334,7 @@ def _needs_login(grant: Any, user: Any) -> bool:
     raw_max_age = request.values.get("max_age")
     max_age: int | None = None
     if raw_max_age is not None:
-        if not raw_max_age.isdigit():
+        if not (raw_max_age.isascii() and raw_max_age.isdigit()):
             raise _oauth_error("invalid_request", "max_age must be a number of seconds", grant)
         max_age = int(raw_max_age)
     if user is None:

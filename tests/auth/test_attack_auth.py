@@ -463,6 +463,9 @@ def test_prompt_login_and_max_age_force_a_fresh_login(anonymous_client: FlaskCli
         assert _login(browser, "dr", PASSWORD, next_url=url).headers["Location"] == url
         assert browser.get(url).status_code == 200  # the fresh login is accepted once
     assert browser.get(_authorize_url(client_id, challenge, scope, max_age="3600")).status_code == 200
+    for bad in ("-1", "ten", "\u00b2"):  # a malformed max_age is the client's error, never a 500
+        answer = browser.get(_authorize_url(client_id, challenge, scope, max_age=bad))
+        assert answer.status_code == 302 and "error=invalid_request" in answer.headers["Location"]
     # The id_token says when the user logged in (OIDC Core 2: auth_time, required with max_age).
     url = _authorize_url(client_id, challenge, scope, max_age="600")
     page = browser.get(url)
