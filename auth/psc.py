@@ -18,7 +18,7 @@ from typing import Any
 from flask import Response, current_app, redirect, request, session, url_for
 from werkzeug.exceptions import NotFound
 
-from auth.web import _page, _safe_next, _throttled, bp, service
+from auth.web import _page, _safe_next, _start_session, _throttled, bp, service
 from connectors.errors import ConnectorError, Failure
 from connectors.psc import NullProSanteConnect, ProSanteConnect
 
@@ -77,7 +77,7 @@ def psc_login() -> Response:
 @bp.get("/auth/psc/callback")
 def psc_callback() -> Response:
     psc = _psc()
-    throttled = _throttled()
+    attempt, throttled = _throttled()
     if throttled is not None:
         return throttled
     pending = session.pop("psc", None)  # single use: a replayed callback finds nothing
@@ -90,11 +90,9 @@ def psc_callback() -> Response:
         return _page("error.html", 400, error="Connexion expirée ou invalide ; recommencez.")
     if request.args.get("error"):
         return _page("error.html", 403, error="Pro Santé Connect n'a pas authentifié le professionnel.")
-    address = request.remote_addr or "unknown"
     try:
         identity = psc.client.login(request.args.get("code", ""), _redirect_uri(psc), str(pending["nonce"]))
     except ConnectorError as exc:
-        service().store.record_attempt(address, False)
         return _failure(exc)
     store = service().store
     user = store.user_by_rpps(identity.rpps)
@@ -105,15 +103,10 @@ def psc_callback() -> Response:
     ):
         user = store.user_by_rpps(identity.rpps)
     if user is None:  # unknown (and not created), or a disabled login
-        store.record_attempt(address, False)
         return _page(
             "error.html", 403, error="Ce professionnel n'est pas enregistré auprès de la CPTS ; contactez-la."
         )
-    store.record_attempt(address, True)
-    session.clear()  # a new session on login (session fixation), with a fresh CSRF token
-    session["user"] = user.username
-    session["auth_time"] = int(time.time())
-    session["csrf"] = secrets.token_urlsafe(32)
+    _start_session(user.username, attempt)
     safe = _safe_next(str(pending.get("next") or ""))
     if safe is None:
         return _page("done.html", username=user.username)

@@ -145,6 +145,20 @@ login_attempt = Table(
     Index(None, "address", "at"),
 )
 
+# Consecutive failed logins per (username, address) and per username (address "*"), whatever the
+# username (known or not, so that locking tells nothing); counted by one atomic upsert (auth/store.py).
+login_failure = Table(
+    "login_failure",
+    auth_metadata,
+    Column("username", String(150), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("username", "address"),
+    Index(None, "updated_at"),
+)
+
 # Care-team sharing rule (CSP L.1110-4): one row per CareTeam participant, rebuilt on every CareTeam write.
 care_team_access = Table(
     "care_team_access",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,19 @@ MAX_ASSERTION_LIFETIME = 300  # SMART: exp no more than five minutes in the futu
 REFRESH_SCOPES = ("offline_access", "online_access")
 
 
+def patient_scoped(scope: str | None, patient: str | None) -> str:
+    """``patient/`` scopes only with a patient in context: without one they are dropped (SMART App
+    Launch 2, scopes-and-launch-context.html: patient-specific scopes are about "the patient in
+    context"; the server may grant fewer scopes than asked, RFC 6749 3.3). The authorize step drops
+    them already; this keeps any token that would carry them from reaching every patient."""
+    kept = [
+        s
+        for s in smart.split(scope)
+        if patient or (p := smart.parse_resource_scope(s)) is None or p.context != "patient"
+    ]
+    return " ".join(kept)
+
+
 @dataclass(frozen=True)
 class TokenPolicy:
     access_ttl: int = 300
@@ -55,40 +69,73 @@ class TokenPolicy:
 
 @dataclass(frozen=True)
 class Urls:
-    """Where this server is reached, for ``aud`` checks and discovery (the request's own host)."""
+    """Where this server is reached. ``fhir_base`` (links, discovery) may follow the request's Host;
+    the audiences never do: ``audiences`` (access-token ``aud``, the authorize ``aud`` parameter) and
+    ``token`` (client-assertion ``aud``) are the configured public base, or the reached base only
+    when the Host is a loopback name or address (local development)."""
 
-    fhir_base: Callable[[], list[str]]  # the FHIR base as reached, then the configured public one
+    fhir_base: Callable[[], list[str]]  # the configured public base first, else the base as reached
     token: Callable[[], list[str]]
+    audiences: Callable[[], list[str]]
 
 
 class JwksCache:
-    """Client key sets from ``--jwks-url``: fetched with requests, cached, refetched on an unknown kid."""
+    """Client key sets from ``--jwks-url``: fetched with requests and cached ``ttl`` seconds. An
+    assertion with an unknown ``kid`` makes us fetch again (the client rotated its keys), but at most
+    once in ``refetch_interval`` seconds per URL: in between the answer "no such key" is cached, so
+    forged assertions cannot make us fetch on every request. A failed fetch is not retried for a
+    tenth of that interval. One fetch at a time per URL."""
 
-    def __init__(self, ttl: int = 300, timeout: float = 5.0) -> None:
+    def __init__(self, ttl: int = 300, timeout: float = 5.0, refetch_interval: int = 300) -> None:
         self.ttl = ttl
         self.timeout = timeout
-        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.refetch_interval = refetch_interval
+        # url -> (expires, fetched at, key set); url -> time of the last failed fetch
+        self._cache: dict[str, tuple[float, float, dict[str, Any]]] = {}
+        self._failed: dict[str, float] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _usable(self, url: str, kid: str | None, now: float) -> dict[str, Any] | None:
+        cached = self._cache.get(url)
+        if cached is None:
+            return None
+        expires, fetched, data = cached
+        known = kid is None or any(k.get("kid") == kid for k in data.get("keys", []) if isinstance(k, dict))
+        if now < expires and (known or now - fetched < self.refetch_interval):
+            return data
+        return None
 
     def get(self, url: str, kid: str | None) -> dict[str, Any]:
-        cached = self._cache.get(url)
-        fresh = cached is not None and cached[0] > time.monotonic()
-        known = cached is not None and (
-            kid is None or any(k.get("kid") == kid for k in cached[1].get("keys", []))
-        )
-        if cached is not None and fresh and known:
-            return cached[1]
-        try:
-            response = requests.get(url, timeout=self.timeout, headers={"Accept": "application/json"})
-            response.raise_for_status()
-            data = response.json()
-        except (requests.RequestException, ValueError) as exc:
-            if cached is not None:
-                return cached[1]
-            raise InvalidClientError(description="The client's JWKS URL could not be fetched") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-            raise InvalidClientError(description="The client's JWKS URL did not return a JWK Set")
-        self._cache[url] = (time.monotonic() + self.ttl, data)
-        return data
+        found = self._usable(url, kid, time.monotonic())
+        if found is not None:
+            return found
+        with self._guard:
+            lock = self._locks.setdefault(url, threading.Lock())
+        with lock:
+            now = time.monotonic()
+            found = self._usable(url, kid, now)  # fetched by another thread meanwhile
+            if found is not None:
+                return found
+            cached = self._cache.get(url)
+            if now - self._failed.get(url, -1e18) < self.refetch_interval / 10:
+                if cached is not None:
+                    return cached[2]
+                raise InvalidClientError(description="The client's JWKS URL could not be fetched")
+            try:
+                response = requests.get(url, timeout=self.timeout, headers={"Accept": "application/json"})
+                response.raise_for_status()
+                data = response.json()
+            except (requests.RequestException, ValueError) as exc:
+                self._failed[url] = now
+                if cached is not None:
+                    return cached[2]
+                raise InvalidClientError(description="The client's JWKS URL could not be fetched") from exc
+            if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+                self._failed[url] = now
+                raise InvalidClientError(description="The client's JWKS URL did not return a JWK Set")
+            self._cache[url] = (now + self.ttl, now, data)
+            return data
 
 
 class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
@@ -104,7 +151,13 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         self._kid: str | None = None
 
     def get_audiences(self) -> list[str]:
-        return self.urls.token()
+        # RFC 7523 3 item 3: our token endpoint's configured public URL, never the Host header.
+        audiences = self.urls.token()
+        if not audiences:
+            raise InvalidClientError(
+                description="This server's public base URL is not configured: no assertion audience"
+            )
+        return audiences
 
     def extract_assertion(self, assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
         headers, claims = super().extract_assertion(assertion)
@@ -164,7 +217,13 @@ class AccessTokens(JWTBearerTokenGenerator):  # type: ignore[misc]
         return self.keys.signing_key()
 
     def get_audiences(self, client: Client, user: User | None, scope: str) -> str:
-        return self.urls.fhir_base()[0]
+        # RFC 9068 2.2: aud is the resource server (our configured FHIR base), checked on every call.
+        audiences = self.urls.audiences()
+        if not audiences:
+            raise InvalidRequestError(
+                "This server's public base URL is not configured (COORDINATION_PUBLIC_BASE_URL)"
+            )
+        return audiences[0]
 
     def _get_expires_in(self, client: Client, grant_type: str) -> int:
         return self.policy.access_ttl
@@ -261,7 +320,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
                 "client_id": request.client.client_id,
                 "username": user.username,
                 "redirect_uri": payload.redirect_uri or request.client.get_default_redirect_uri(),
-                "scope": request.scope if isinstance(getattr(request, "scope", None), str) else payload.scope,
+                "scope": patient_scoped(
+                    request.scope if isinstance(getattr(request, "scope", None), str) else payload.scope,
+                    getattr(request, "launch_patient", None),
+                ),
                 "code_challenge": payload.data.get("code_challenge"),
                 "code_challenge_method": payload.data.get("code_challenge_method"),
                 "nonce": payload.data.get("nonce"),
@@ -335,6 +397,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
         token = self.store.refresh_token(refresh_token)
         if token is None or token.revoked or token.is_refresh_expired():
+            return None
+        # The presenting client (authenticated before this hook) must be the token's own before the
+        # token is spent: a stolen token shown by another client is refused and stays valid for its
+        # owner (RFC 6749 6: "validate the refresh token ... issued to the authenticated client").
+        client: Client | None = getattr(self.request, "client", None)
+        if client is None or not token.check_client(client):
             return None
         if not self.store.use_refresh_token(token):
             raise InvalidGrantError(description="Refresh token reused; the grant has been revoked")
@@ -448,14 +516,20 @@ def token_row(token: dict[str, Any], request: Any, policy: TokenPolicy) -> dict[
 
 
 def build_server(
-    store: AuthStore, keys: KeyStore, urls: Urls, policy: TokenPolicy, issuer: Callable[[], str]
+    store: AuthStore,
+    keys: KeyStore,
+    urls: Urls,
+    policy: TokenPolicy,
+    issuer: Callable[[], str],
+    jwks_refetch_seconds: int = 300,
 ) -> AuthorizationServer:
     def save_token(token: dict[str, Any], request: Any) -> None:
         store.save_token(token_row(token, request, policy))
 
     server = AuthorizationServer(query_client=store.client, save_token=save_token)
     server.register_token_generator("default", AccessTokens(keys, urls, policy, issuer))
-    server.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJwt(store, urls, JwksCache()))
+    jwks = JwksCache(refetch_interval=jwks_refetch_seconds)
+    server.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJwt(store, urls, jwks))
     # authlib instantiates grants and endpoints per request from classes: bind our store to
     # subclasses made for this server, so that two applications in one process stay apart.
     code_grant = type("CodeGrant", (AuthorizationCodeGrant,), {"store": store, "policy": policy})

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, case, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from auth.models import CLIENT_SECRET_BASIC, Client, Token, User
 from auth.schema import (
     login_attempt,
+    login_failure,
     oauth_assertion_jti,
     oauth_client,
     oauth_code,
@@ -21,6 +25,28 @@ from auth.schema import (
     server_secret,
 )
 from auth.secrets import digest, hash_password, random_token, verify_password
+
+ACCOUNT = "*"  # the login_failure row counting a username's failures from every address
+FORGET_AFTER = 24 * 3600  # consecutive failures older than this start again from zero
+
+
+class _LockedError(Exception):
+    """Rolls back the counting of an attempt on a locked username."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Lock after ``threshold`` consecutive failures for ``base`` seconds, doubled at each further
+    failure, never longer than ``cap``."""
+
+    threshold: int
+    base: int
+    cap: int
+
+    def delay(self, failures: int) -> int:
+        if failures < self.threshold:
+            return 0
+        return int(min(self.cap, self.base * 2 ** min(failures - self.threshold, 30)))
 
 
 class AuthStore:
@@ -127,41 +153,35 @@ class AuthStore:
             row = conn.execute(select(oauth_user).where(oauth_user.c.rpps == rpps)).first()
         return None if row is None or row.disabled else User(row.username, row.practitioner_id, row.rpps)
 
-    def check_login(
-        self, username: str, password: str, max_failures: int, lockout_seconds: int
-    ) -> tuple[User | None, int]:
-        """(user, 0) on success; (None, seconds locked) or (None, 0) on failure. Counts failures."""
-        now = int(time.time())
+    def check_password(self, username: str, password: str) -> User | None:
+        """The user when the password is right; one argon2 verification whatever the username (an
+        unknown or disabled login costs the same as a wrong password: no enumeration by timing)."""
         with self.engine.connect() as conn:
             row = conn.execute(select(oauth_user).where(oauth_user.c.username == username)).first()
-        if row is not None and row.locked_until > now:
-            verify_password(None, password)  # same cost as a real check
-            return None, row.locked_until - now
         ok = verify_password(row.password_hash if row is not None else None, password)
-        if row is None or row.disabled:
-            return None, 0
-        with self.engine.begin() as conn:
-            if ok:
-                conn.execute(
-                    update(oauth_user).where(oauth_user.c.username == username).values(failed_logins=0)
-                )
-                return User(row.username, row.practitioner_id, row.rpps, now), 0
-            failures = row.failed_logins + 1
-            locked = now + lockout_seconds if failures >= max_failures else 0
-            conn.execute(
-                update(oauth_user)
-                .where(oauth_user.c.username == username)
-                .values(failed_logins=0 if locked else failures, locked_until=locked)
-            )
-        return None, lockout_seconds if locked else 0
+        if row is None or row.disabled or not ok:
+            return None
+        return User(row.username, row.practitioner_id, row.rpps, int(time.time()))
 
     # -- login throttling ----------------------------------------------------------------------
 
-    def record_attempt(self, address: str, success: bool) -> None:
+    def begin_attempt(self, address: str) -> int:
+        """Record a login attempt from this address before anything is checked (a failure until
+        ``attempt_succeeded``), so that parallel attempts all count against the address throttle."""
         now = int(time.time())
         with self.engine.begin() as conn:
-            conn.execute(insert(login_attempt).values(address=address, at=now, success=success))
-            conn.execute(delete(login_attempt).where(login_attempt.c.at < now - 3600))
+            pk = conn.execute(
+                insert(login_attempt)
+                .values(address=address[:64], at=now, success=False)
+                .returning(login_attempt.c.pk)
+            ).scalar_one()
+            if pk % 64 == 0:  # cheap, occasional purge
+                conn.execute(delete(login_attempt).where(login_attempt.c.at < now - 3600))
+        return int(pk)
+
+    def attempt_succeeded(self, pk: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(login_attempt).where(login_attempt.c.pk == pk).values(success=True))
 
     def attempts(self, address: str, window: int) -> tuple[int, int]:
         """(all attempts, failed attempts) from this address within the window."""
@@ -169,11 +189,85 @@ class AuthStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(login_attempt.c.success, func.count())
-                .where(login_attempt.c.address == address, login_attempt.c.at >= since)
+                .where(login_attempt.c.address == address[:64], login_attempt.c.at >= since)
                 .group_by(login_attempt.c.success)
             ).all()
         counts = {bool(success): int(n) for success, n in rows}
         return sum(counts.values()), counts.get(False, 0)
+
+    def login_locked(self, username: str, address: str) -> int:
+        """Seconds this username is still locked from this address (its own lock or the account's)."""
+        now = int(time.time())
+        with self.engine.connect() as conn:
+            until = conn.execute(
+                select(func.max(login_failure.c.locked_until)).where(
+                    login_failure.c.username == username[:150],
+                    login_failure.c.address.in_([address[:64], ACCOUNT]),
+                )
+            ).scalar()
+        return max(0, int(until or 0) - now)
+
+    def count_attempt(self, username: str, address: str, rules: tuple[Backoff, Backoff]) -> list[int] | None:
+        """Count this login attempt as a failure, before the password is checked (a good password then
+        clears the counters), for (username, address) and for the username alone; None, counting
+        nothing, when either is locked. One statement per counter, INSERT .. ON CONFLICT DO UPDATE SET
+        failures = failures + 1 WHERE not locked RETURNING failures: no lost update, and an attempt
+        that reaches a threshold sets the lock in the same transaction, so parallel attempts wait for
+        it on the row and then find the lock (never more password checks than the threshold).
+        ``rules`` is (per username and address, per username); returns the two counts."""
+        now = int(time.time())
+        table = login_failure
+        name = username[:150]
+        counts: list[int] = []
+        try:
+            with self.engine.begin() as conn:
+                make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+                for scope, rule in zip((address[:64], ACCOUNT), rules, strict=True):
+                    # Failures older than FORGET_AFTER are forgotten (a typo last month does not count).
+                    stale = table.c.updated_at < now - FORGET_AFTER
+                    stmt = (
+                        make(table)
+                        .values(username=name, address=scope, failures=1, locked_until=0, updated_at=now)
+                        .on_conflict_do_update(
+                            index_elements=[table.c.username, table.c.address],
+                            set_={
+                                "failures": case((stale, 1), else_=table.c.failures + 1),
+                                "updated_at": now,
+                            },
+                            where=table.c.locked_until <= now,
+                        )
+                        .returning(table.c.failures)
+                    )
+                    failures = conn.execute(stmt).scalar()
+                    if failures is None:
+                        raise _LockedError
+                    counts.append(int(failures))
+                    delay = rule.delay(int(failures))
+                    if delay:
+                        conn.execute(
+                            update(table)
+                            .where(table.c.username == name, table.c.address == scope)
+                            .values(locked_until=now + delay)
+                        )
+                if now % 32 == 0:  # cheap, occasional purge of forgotten counters
+                    conn.execute(
+                        delete(table).where(
+                            table.c.updated_at < now - FORGET_AFTER, table.c.locked_until < now
+                        )
+                    )
+        except _LockedError:
+            return None
+        return counts
+
+    def clear_failures(self, username: str, address: str) -> None:
+        """A successful login resets its address's counter and the account's."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(login_failure).where(
+                    login_failure.c.username == username[:150],
+                    login_failure.c.address.in_([address[:64], ACCOUNT]),
+                )
+            )
 
     # -- authorization codes -------------------------------------------------------------------
 

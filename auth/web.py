@@ -1,7 +1,21 @@
 """HTTP endpoints of the authorization server (a thin Flask layer over authlib and AuthService).
 
 SMART App Launch 2: discovery (conformance.html), authorization code with PKCE (app-launch.html),
-backend services (backend-services.html); RFC 7662 introspection, RFC 7009 revocation.
+backend services (backend-services.html); RFC 7662 introspection, RFC 7009 revocation; OpenID Connect
+Core 3.1.2.1 prompt / max_age and RP-Initiated Logout 1.0 (/auth/logout).
+
+Login throttling (defaults, all COORDINATION_LOGIN_*; docs/security-auth.md):
+- every attempt (password form or Pro Santé Connect callback) is recorded for its address before
+  anything is checked; over 120 attempts a minute or 30 failures in 10 minutes from one address: 429;
+- attempts are counted as failures before the password check (a good password then resets the
+  counters) per (username, address) and per username, for every username submitted (known or not),
+  by one atomic upsert that also refuses to count a locked username; after 5 consecutive failures
+  from one address the username is locked from that address for 60 s, doubled at each further
+  failure (120, 240 ... at most 3600 s); after 20 from all addresses together it is locked
+  everywhere with the same doubling, at most 900 s;
+- while locked nothing is counted, the password is not checked (but hashed, for the same cost) and
+  the answer is 429 with Retry-After; counters are forgotten after a day, reset by a good login;
+- unknown username, disabled login and wrong password: the same 401 page, the same cost.
 """
 
 from __future__ import annotations
@@ -9,15 +23,21 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 
 from auth import scopes as smart
 from auth.keys import ALG
 from auth.models import AUTH_METHODS
+from auth.secrets import verify_password
 from auth.service import AuthService
 
 bp = Blueprint("auth", __name__, template_folder="templates")
@@ -68,6 +88,7 @@ def smart_configuration() -> Response:
         "token_endpoint": f"{root}/auth/token",
         "introspection_endpoint": f"{root}/auth/introspect",
         "revocation_endpoint": f"{root}/auth/revoke",
+        "end_session_endpoint": f"{root}/auth/logout",
         "grant_types_supported": GRANT_TYPES,
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
@@ -91,6 +112,7 @@ def openid_configuration() -> Response:
         "jwks_uri": f"{root}/auth/jwks",
         "authorization_endpoint": f"{root}/auth/authorize",
         "token_endpoint": f"{root}/auth/token",
+        "end_session_endpoint": f"{root}/auth/logout",
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [ALG],
@@ -112,22 +134,29 @@ def jwks() -> Response:
     return response
 
 
+def _oauth_call(call: Callable[[], Response]) -> Response:
+    """authlib refuses plain http off loopback (RFC 6749 3.1 / 10.9) while building its request,
+    before its own error handling: answer that as the OAuth error it is (400), not as a crash."""
+    try:
+        return call()
+    except InsecureTransportError as error:
+        response: Response = service().server.handle_error_response(None, error)
+        return response
+
+
 @bp.post("/auth/token")
 def token() -> Response:
-    response: Response = service().server.create_token_response()
-    return response
+    return _oauth_call(lambda: service().server.create_token_response())
 
 
 @bp.post("/auth/introspect")
 def introspect() -> Response:
-    response: Response = service().server.create_endpoint_response("introspection")
-    return response
+    return _oauth_call(lambda: service().server.create_endpoint_response("introspection"))
 
 
 @bp.post("/auth/revoke")
 def revoke() -> Response:
-    response: Response = service().server.create_endpoint_response("revocation")
-    return response
+    return _oauth_call(lambda: service().server.create_endpoint_response("revocation"))
 
 
 # -- login and consent (browser) ------------------------------------------------------------------
@@ -185,16 +214,24 @@ def _safe_next(target: str) -> str | None:
     return target
 
 
-def _throttled() -> Response | None:
+def _address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _throttled() -> tuple[int, Response | None]:
+    """Per address: the attempt is recorded first, then counted (parallel attempts all count), and
+    refused with 429 over the per-minute or per-10-minutes budget. (attempt id, refusal or None)."""
     cfg = service().config
-    address = request.remote_addr or "unknown"
-    attempts_last_minute, _failed = service().store.attempts(address, 60)
-    if attempts_last_minute >= cfg.login_attempts_per_minute:
-        return _too_many(60)
-    _attempts, failures_last_10_minutes = service().store.attempts(address, 600)
-    if failures_last_10_minutes >= cfg.login_failures_per_address:
-        return _too_many(600)
-    return None
+    store = service().store
+    address = _address()
+    attempt = store.begin_attempt(address)
+    attempts_last_minute, _failed = store.attempts(address, 60)
+    if attempts_last_minute > cfg.login_attempts_per_minute:
+        return attempt, _too_many(60)
+    _attempts, failures_last_10_minutes = store.attempts(address, 600)
+    if failures_last_10_minutes > cfg.login_failures_per_address:
+        return attempt, _too_many(600)
+    return attempt, None
 
 
 def _too_many(retry_after: int) -> Response:
@@ -203,26 +240,43 @@ def _too_many(retry_after: int) -> Response:
     return response
 
 
+def _start_session(username: str, attempt: int) -> None:
+    """A new session on login (session fixation), with a fresh CSRF token; the address and the
+    account's failure counters start again."""
+    store = service().store
+    store.attempt_succeeded(attempt)
+    store.clear_failures(username, _address())
+    now = int(time.time())
+    session.clear()
+    session["user"] = username
+    session["auth_time"] = now
+    session["fresh_login"] = now  # satisfies prompt=login / max_age once (see authorize)
+    session["csrf"] = secrets.token_urlsafe(32)
+
+
 @bp.route("/auth/login", methods=["GET", "POST"])
 def login() -> Response:
+    """Password login. An unknown username, a disabled login and a wrong password get the same
+    page, status and cost (one argon2 verification); the lockout counts usernames whether or not
+    they exist, so it tells nothing either (see the module docstring for the numbers)."""
     target = request.values.get("next", "")
     if request.method == "GET":
         return _page("login.html", csrf_token=_csrf_token(), next=target, username="", error=None)
-    throttled = _throttled()
+    attempt, throttled = _throttled()
     if throttled is not None:
         return throttled
     if not _check_csrf():
         return _page("error.html", 400, error="Formulaire expiré ou invalide ; rechargez la page.")
     username = request.form.get("username", "").strip()[:150]
     password = request.form.get("password", "")[:1024]
-    cfg = service().config
-    user, locked_for = service().store.check_login(
-        username, password, cfg.login_max_failures, cfg.login_lockout_seconds
-    )
-    service().store.record_attempt(request.remote_addr or "unknown", user is not None)
+    svc = service()
+    # Counted before the check (as a failure until the password proves right): parallel attempts
+    # cannot get more password checks than the lockout allows.
+    if svc.store.count_attempt(username, _address(), svc.config.backoff()) is None:
+        verify_password(None, password)  # the same cost as a real check
+        return _too_many(max(1, svc.store.login_locked(username, _address())))
+    user = svc.store.check_password(username, password)
     if user is None:
-        if locked_for:
-            return _too_many(locked_for)
         return _page(
             "login.html",
             401,
@@ -231,11 +285,7 @@ def login() -> Response:
             username=username,
             error="Identifiant ou mot de passe incorrect.",
         )
-    # A new session on login (session fixation), with a fresh CSRF token.
-    session.clear()
-    session["user"] = user.username
-    session["auth_time"] = int(time.time())
-    session["csrf"] = secrets.token_urlsafe(32)
+    _start_session(user.username, attempt)
     safe = _safe_next(target)
     if safe is None:
         return _page("done.html", username=user.username)
@@ -257,14 +307,65 @@ def _error_page(error: OAuth2Error) -> Response:
 
 
 def _check_aud(grant: Any) -> None:
-    """SMART app-launch.html: the aud parameter must name this FHIR server (token-leak protection)."""
+    """SMART app-launch.html: the aud parameter must name this FHIR server (token-leak protection):
+    its configured public base, never whatever the Host header says."""
     aud = request.values.get("aud")
-    accepted = [u.rstrip("/") for u in service().urls.fhir_base()]
+    accepted = [u.rstrip("/") for u in service().urls.audiences()]
     if not aud or aud.rstrip("/") not in accepted:
-        error = OAuth2Error(description="'aud' must be this FHIR server's base URL")
-        error.error = "invalid_request"
-        error.redirect_uri = grant.redirect_uri
-        raise error
+        raise _oauth_error("invalid_request", "'aud' must be this FHIR server's base URL", grant)
+
+
+def _oauth_error(code: str, description: str, grant: Any) -> OAuth2Error:
+    error = OAuth2Error(description=description)
+    error.error = code
+    error.redirect_uri = grant.redirect_uri
+    return error
+
+
+FRESH_LOGIN_SECONDS = 120  # a login just made satisfies prompt=login / max_age for this long, once
+
+
+def _needs_login(grant: Any, user: Any) -> bool:
+    """OpenID Connect Core 3.1.2.1 prompt / max_age, 3.1.2.6 errors: True when the user must (again)
+    enter credentials before this request goes on; raises the errors prompt=none asks for."""
+    prompts = set(request.values.get("prompt", "").split())
+    if "none" in prompts and len(prompts) > 1:
+        raise _oauth_error("invalid_request", "prompt=none cannot be combined with other values", grant)
+    raw_max_age = request.values.get("max_age")
+    max_age: int | None = None
+    if raw_max_age is not None:
+        if not (raw_max_age.isascii() and raw_max_age.isdigit()):
+            raise _oauth_error("invalid_request", "max_age must be a number of seconds", grant)
+        max_age = int(raw_max_age)
+    if user is None:
+        if "none" in prompts:
+            raise _oauth_error("login_required", "No one is logged in", grant)
+        return True
+    now = int(time.time())
+    fresh_at = session.get("fresh_login")
+    fresh = fresh_at == user.auth_time and now - user.auth_time <= FRESH_LOGIN_SECONDS
+    stale = max_age is not None and now - user.auth_time > max_age
+    if ("login" in prompts or stale) and not fresh:
+        if "none" in prompts:
+            raise _oauth_error("login_required", "The login is older than max_age", grant)
+        return True
+    if "none" in prompts:
+        # Every authorization is approved on the consent page: nothing can be granted silently.
+        raise _oauth_error("consent_required", "The user must approve this application", grant)
+    if fresh and ("login" in prompts or max_age is not None):
+        session.pop("fresh_login", None)  # used once: a reload asks again
+    return False
+
+
+def _patient_scopes_without_patient(grant: Any) -> list[str]:
+    """SMART App Launch 2 (scopes-and-launch-context.html): patient/ scopes are about the patient in
+    context, which standalone launch selects only with launch/patient. Without it they are dropped
+    (the token response's ``scope`` tells the app, RFC 6749 5.1) rather than reaching every patient."""
+    scopes = smart.split(grant.request.scope)
+    if "launch/patient" in scopes:
+        return []
+    parsed = [(s, smart.parse_resource_scope(s)) for s in scopes]
+    return [s for s, p in parsed if p is not None and p.context == "patient"]
 
 
 @bp.route("/auth/authorize", methods=["GET", "POST"])
@@ -274,11 +375,14 @@ def authorize() -> Response:
     try:
         grant = svc.server.get_consent_grant(end_user=user)
         _check_aud(grant)
+        # The consent form's POST was preceded by its GET, where prompt and max_age were honoured.
+        login_first = (user is None or request.method == "GET") and _needs_login(grant, user)
     except OAuth2Error as error:
         return _error_page(error)
-    if user is None:
+    if login_first or user is None:
         return redirect(f"/auth/login?{urlencode({'next': request.full_path})}", code=303)  # type: ignore[return-value]
-    scope_list = smart.split(grant.request.scope)
+    dropped = _patient_scopes_without_patient(grant)  # (save_authorization_code drops them)
+    scope_list = [s for s in smart.split(grant.request.scope) if s not in dropped]
     wants_patient = "launch/patient" in scope_list
     patients = svc.patient_choices(user.practitioner_id) if wants_patient else None
     if request.method == "GET":
@@ -287,6 +391,7 @@ def authorize() -> Response:
             client_name=grant.client.name,
             username=user.username,
             scopes=scope_list,
+            dropped=dropped,
             csrf_token=_csrf_token(),
             action=request.full_path,
             patients=patients,
@@ -304,6 +409,67 @@ def authorize() -> Response:
         grant.request.launch_patient = chosen
     response = svc.server.create_authorization_response(grant=grant, grant_user=user)
     return response
+
+
+LOGOUT_PARAMS = ("post_logout_redirect_uri", "client_id", "state", "id_token_hint")
+
+
+def _post_logout_target() -> str | None:
+    """OpenID Connect RP-Initiated Logout 1.0 section 3: only to a URI registered for the client
+    (its redirect URIs, exact match), the client named by client_id or by the id_token_hint we issued."""
+    target = request.values.get("post_logout_redirect_uri")
+    if not target:
+        return None
+    client_id = request.values.get("client_id") or _hinted_client(request.values.get("id_token_hint"))
+    client = service().store.client(client_id) if client_id else None
+    if client is None or not client.check_redirect_uri(target):
+        raise ValueError("post_logout_redirect_uri is not registered for this client")
+    state = request.values.get("state")
+    if state:
+        target += ("&" if "?" in target else "?") + urlencode({"state": state})
+    return target
+
+
+def _hinted_client(hint: str | None) -> str | None:
+    """The audience of an ID token we signed (expired ones are fine: RP-Initiated Logout 1.0 2)."""
+    if not hint:
+        return None
+    try:
+        keys = KeySet.import_key_set(service().keys.public_jwks())  # type: ignore[arg-type]
+        token = jwt.decode(hint, keys, algorithms=[ALG])
+    except (JoseError, ValueError, TypeError):
+        return None
+    aud = token.claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    return str(audiences[0]) if len(audiences) == 1 and isinstance(audiences[0], str) else None
+
+
+@bp.route("/auth/logout", methods=["GET", "POST"])
+def logout() -> Response:
+    """End the login session (OpenID Connect RP-Initiated Logout 1.0, the end_session_endpoint).
+    GET asks for confirmation (a link or image must not log anyone out); the POST carries the CSRF
+    token, clears the session, then returns to a registered post_logout_redirect_uri if one is given."""
+    try:
+        target = _post_logout_target()
+    except ValueError as exc:
+        return _page("error.html", 400, error=str(exc))
+    if request.method == "GET":
+        params = [(k, request.values[k]) for k in LOGOUT_PARAMS if request.values.get(k)]
+        user = session.get("user")
+        return _page(
+            "logout.html",
+            csrf_token=_csrf_token(),
+            params=params,
+            username=user if isinstance(user, str) else None,
+            done=False,
+            form_target=target,
+        )
+    if not _check_csrf():
+        return _page("error.html", 400, error="Formulaire expiré ou invalide ; rechargez la page.")
+    session.clear()
+    if target:
+        return redirect(target, code=303)  # type: ignore[return-value]
+    return _page("logout.html", done=True)
 
 
 from auth import psc as _psc  # noqa: E402, F401 - registers the Pro Santé Connect routes on bp

@@ -348,7 +348,9 @@ class Settings:
     """Everything the application is configured with, resolved once at start."""
 
     database_url: str = field(default_factory=_default_database_url)
-    # Public base URL of the FHIR endpoint; empty means "as the client reached it".
+    # Public base URL of the FHIR endpoint; empty means "as the client reached it". It is also the
+    # audience of access tokens and, with /fhir replaced by /auth/token, of client assertions: left
+    # empty, only a loopback Host (local development) is accepted as an audience.
     public_base_url: str = ""
     max_body_bytes: int = 10 * 1024 * 1024
     default_page_size: int = 20
@@ -378,12 +380,21 @@ class Settings:
     auth_code_ttl: int = 60
     offline_token_ttl: int = 90 * 24 * 3600
     online_token_ttl: int = 12 * 3600
-    # Login throttling: attempts a minute and failures per 10 minutes from one address; lockout of
-    # an account after consecutive failures.
+    # Login throttling (docs/security-auth.md): attempts a minute and failures per 10 minutes from
+    # one address; a username locked from one address after login_max_failures consecutive failures,
+    # and from every address after login_account_max_failures, for login_lockout_seconds doubled at
+    # each further failure up to login_lockout_max_seconds (per address) and
+    # login_account_lockout_max_seconds (per account).
     login_attempts_per_minute: int = 120
     login_failures_per_address: int = 30
     login_max_failures: int = 5
-    login_lockout_seconds: int = 300
+    login_lockout_seconds: int = 60
+    login_lockout_max_seconds: int = 3600
+    login_account_max_failures: int = 20
+    login_account_lockout_max_seconds: int = 900
+    # private_key_jwt: a client's JWKS URL is fetched again for an unknown kid at most once in this
+    # many seconds (a forged assertion cannot make us fetch on every request).
+    jwks_refetch_seconds: int = 300
     # Browsers allowed to call the API (CORS); empty = no cross-origin access.
     cors_origins: tuple[str, ...] = ()
     # Number of trusted reverse proxies in front (X-Forwarded-For/-Proto/-Host), for ProxyFix.
@@ -449,7 +460,13 @@ class Settings:
             login_attempts_per_minute=_int(env.get(PREFIX + "LOGIN_ATTEMPTS_PER_MINUTE"), 120),
             login_failures_per_address=_int(env.get(PREFIX + "LOGIN_FAILURES_PER_ADDRESS"), 30),
             login_max_failures=_int(env.get(PREFIX + "LOGIN_MAX_FAILURES"), 5),
-            login_lockout_seconds=_int(env.get(PREFIX + "LOGIN_LOCKOUT_SECONDS"), 300),
+            login_lockout_seconds=_int(env.get(PREFIX + "LOGIN_LOCKOUT_SECONDS"), 60),
+            login_lockout_max_seconds=_int(env.get(PREFIX + "LOGIN_LOCKOUT_MAX_SECONDS"), 3600),
+            login_account_max_failures=_int(env.get(PREFIX + "LOGIN_ACCOUNT_MAX_FAILURES"), 20),
+            login_account_lockout_max_seconds=_int(
+                env.get(PREFIX + "LOGIN_ACCOUNT_LOCKOUT_MAX_SECONDS"), 900
+            ),
+            jwks_refetch_seconds=_int(env.get(PREFIX + "JWKS_REFETCH_SECONDS"), 300),
             audit_reads=env.get(PREFIX + "AUDIT_READS", "sync"),
             audit_queue_max=_int(env.get(PREFIX + "AUDIT_QUEUE_MAX"), 10_000),
             cors_origins=tuple(o for o in env.get(PREFIX + "CORS_ORIGINS", "").split() if o),

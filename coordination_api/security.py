@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, g, has_request_context, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
@@ -35,6 +37,17 @@ CORS_HEADERS = (
 
 def _as_reached() -> str:
     return request.host_url.rstrip("/")
+
+
+def _loopback_host() -> bool:
+    """The request's Host names this machine (local development), never a remote name."""
+    host = urlsplit(request.host_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _psc_login(app: Flask, settings: Settings) -> PscLogin:
@@ -78,9 +91,15 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
         reached = _as_reached() + "/fhir"
         return [configured, reached] if configured else [reached]
 
+    def audiences() -> list[str]:
+        # The configured public base only; without one, the base as reached on a loopback Host only
+        # (development): an attacker-chosen Host header never becomes an accepted audience.
+        if configured:
+            return [configured]
+        return [_as_reached() + "/fhir"] if _loopback_host() else []
+
     def token_urls() -> list[str]:
-        roots = [u.rsplit("/fhir", 1)[0] for u in fhir_bases()]
-        return [f"{root}/auth/token" for root in roots]
+        return [f"{u.rsplit('/fhir', 1)[0]}/auth/token" for u in audiences()]
 
     def patient_choices(practitioner_id: str) -> list[tuple[str, str]]:
         now = int(time.time() * 1_000_000)
@@ -111,11 +130,15 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
         login_failures_per_address=settings.login_failures_per_address,
         login_max_failures=settings.login_max_failures,
         login_lockout_seconds=settings.login_lockout_seconds,
+        login_lockout_max_seconds=settings.login_lockout_max_seconds,
+        login_account_max_failures=settings.login_account_max_failures,
+        login_account_lockout_max_seconds=settings.login_account_lockout_max_seconds,
+        jwks_refetch_seconds=settings.jwks_refetch_seconds,
     )
     service = AuthService(
         repo.engine,
         config,
-        Urls(fhir_base=fhir_bases, token=token_urls),
+        Urls(fhir_base=fhir_bases, token=token_urls, audiences=audiences),
         issuer=lambda: fhir_bases()[0],
         patient_choices=patient_choices,
     )

@@ -2,8 +2,9 @@
 
 Authorization code flow (OpenID Connect Core 1.0 3.1) with ``acr_values=eidas1`` and the PSC scopes;
 the ID token is checked (3.1.3.7: signature against the provider's JWKS, ``iss``, ``aud``, ``exp``,
-``iat``, ``nonce``), then the UserInfo answer (JSON, or a JWT checked the same way) gives
-``SubjectNameID`` = idNatPs = "8" + RPPS. Optional RFC 7662 introspection of the PSC access token.
+``iat``, ``nonce``, and ``acr`` one of the ``acr_values`` asked, eidas1 by default), then the
+UserInfo answer (JSON, or a JWT checked the same way) gives ``SubjectNameID`` = idNatPs = "8" + RPPS.
+Optional RFC 7662 introspection of the PSC access token.
 """
 
 from __future__ import annotations
@@ -153,6 +154,11 @@ class PscClient:
             raise _refused("the ID token is issued in the future")
         if not nonce or claims.get("nonce") != nonce:
             raise _refused("the ID token's nonce is not the one of this login (replay?)")
+        # acr_values is only a request (OpenID Connect Core 3.1.2.1, 5.5.1.1 voluntary claim): the
+        # level actually reached is the ID token's acr, and a login below the one asked is refused.
+        wanted = s.acr_values.split()
+        if wanted and claims.get("acr") not in wanted:
+            raise _refused(f"the ID token's acr is not the level this login asked for ({' '.join(wanted)})")
         return claims
 
     def login(self, code: str, redirect_uri: str, nonce: str) -> PscIdentity:

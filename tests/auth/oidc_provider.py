@@ -55,8 +55,10 @@ class Provider:
             "iat": now,
             "exp": now - 3600 if k.get("expired") else now + 300,
             "nonce": k.get("nonce", nonce),
-            "acr": "eidas1",
+            "acr": k.get("acr", "eidas1"),
         }
+        if claims["acr"] is None:
+            del claims["acr"]
         other = RSAKey.generate_key(2048, parameters={"kid": "psc-1"}) if k.get("bad_signature") else None
         return self._sign(claims, other)
 
