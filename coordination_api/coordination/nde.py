@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from coordination_api.coordination import discharge
 from coordination_api.coordination.events import EncounterEvent, EventError, content_of
 from coordination_api.errors import Category, FhirError
+from coordination_api.fhir import access
 from coordination_api.fhir.context import Services
 from fhir_profiles.french_identifiers import FINESS
 
@@ -112,7 +113,10 @@ def intake(conn: Connection, svc: Services, resource: dict[str, Any]) -> dict[st
                 code="101",
                 location="CommunicationRequest.identifier",
             )
-        outcome = discharge.process_in(conn, svc, event)
+        origin = discharge.origin_for(access.principal()).at("CommunicationRequest.sender")
+        outcome = discharge.process_in(conn, svc, event, origin)
+    except discharge.SenderNotAllowedError as exc:
+        raise FhirError(Category.FORBIDDEN, str(exc), expression=exc.location) from exc
     except EventError as exc:
         raise FhirError(Category.UNPROCESSABLE, str(exc), expression=exc.location) from exc
     stored = dict(resource)
