@@ -56,18 +56,18 @@ def check_limits(text: str, limits: Limits) -> None:
             number = index + offset
             if seg_id == "MSH" and number == 2:
                 continue  # the encoding characters hold the repetition separator
-            if len(field) * 4 > limits.max_field_bytes and len(field.encode()) > limits.max_field_bytes:
-                raise EventError(
-                    f"{seg_id}-{number}: field larger than {limits.max_field_bytes} bytes "
-                    "(limit COORDINATION_HL7V2_MAX_FIELD_BYTES)",
-                    code="102",
-                    location=f"{seg_id}-{number}",
-                )
             count = field.count(repetition) + 1
             if count > limits.max_repetitions:
                 raise EventError(
                     f"{seg_id}-{number}: {count} repetitions, more than the limit of "
                     f"{limits.max_repetitions} (COORDINATION_HL7V2_MAX_REPETITIONS)",
+                    code="102",
+                    location=f"{seg_id}-{number}",
+                )
+            if len(field) * 4 > limits.max_field_bytes and len(field.encode()) > limits.max_field_bytes:
+                raise EventError(
+                    f"{seg_id}-{number}: field larger than {limits.max_field_bytes} bytes "
+                    "(limit COORDINATION_HL7V2_MAX_FIELD_BYTES)",
                     code="102",
                     location=f"{seg_id}-{number}",
                 )
