@@ -4,15 +4,17 @@ to it, and the de-duplication key is (authenticated client, sender, message id).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import hl7
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from coordination_api.app import create_app
 from coordination_api.config import Settings
+from coordination_api.storage.migrate import upgrade
 from coordination_api.storage.schema import message_log
 from tests.conftest import Fhir, close_app
 from tests.coordination.messages import HL7_SENDER, SENDER, discharge_message
@@ -170,3 +172,21 @@ def test_security_disabled_development_mode_accepts_any_sender(
         assert _log_rows(dev) == [("-", SENDER, "D-1")]
     finally:
         close_app(dev)
+
+
+def test_migration_0012_keeps_earlier_message_log_rows_under_no_client(tmp_path: Path) -> None:
+    old = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'old.db'}", security_disabled=True))
+    engine = old.extensions["coordination"].repo.engine
+    try:
+        upgrade(engine, "0010")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO message_log (sender, message_id, kind, received_us, outcome) "
+                    "VALUES ('S', 'M', 'discharge', 1, '{}')"
+                )
+            )
+        upgrade(engine)
+        assert _log_rows(old) == [("", "S", "M")]
+    finally:
+        engine.dispose()
