@@ -70,6 +70,14 @@ def serve(
             f"Refusing to bind {host}: security is disabled (COORDINATION_SECURITY_DISABLED), "
             "so the API only listens on loopback."
         )
+    if not no_mllp:
+        from coordination_api.hl7v2 import plain_host_allowed
+
+        if not plain_host_allowed(host, settings.hl7v2):
+            raise click.ClickException(
+                f"Refusing to start plain MLLP on {host}: use --no-mllp, MLLP over TLS "
+                "(COORDINATION_MLLP_TLS_*) or COORDINATION_MLLP_ALLOW_REMOTE_PLAIN."
+            )
     from coordination_api.server import supervise
 
     # Child processes, not threads: gunicorn forks its workers, and a forked copy of open database

@@ -126,6 +126,9 @@ def test_plain_mllp_listens_on_loopback_only_unless_allowed(app: Flask) -> None:
     allowed = replace(app.config["SETTINGS"].hl7v2, allow_remote_plain=True)
     assert mllp_server(app, everywhere, 0, max_message_bytes=65_536, config=allowed).host == everywhere
     assert Settings.from_env({"COORDINATION_MLLP_ALLOW_REMOTE_PLAIN": "1"}).hl7v2.allow_remote_plain
+    # `serve` refuses before starting anything (its MLLP child would bind the same address).
+    refused = app.test_cli_runner().invoke(args=["serve", "--host", everywhere, "--port", "1"])
+    assert refused.exit_code != 0 and "Refusing to start plain MLLP" in refused.output
 
 
 def _listener(app: Flask, config: Hl7v2Settings) -> MllpServer:
