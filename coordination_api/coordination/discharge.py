@@ -45,10 +45,16 @@ class Outcome:
     patient: str  # "Patient/<id>"
     encounter: str | None  # "Encounter/<id>"
     replayed: bool = False
+    organization: str | None = None  # "Organization/<id>": the service provider (the NdE sender)
 
     def to_json(self) -> str:
         return orjson.dumps(
-            {"kind": self.kind, "patient": self.patient, "encounter": self.encounter}
+            {
+                "kind": self.kind,
+                "patient": self.patient,
+                "encounter": self.encounter,
+                "organization": self.organization,
+            }
         ).decode()
 
 
@@ -165,7 +171,7 @@ def _insert_for(conn: Connection) -> Any:
 def _replay(conn: Connection, key: tuple[Any, ...]) -> Outcome:
     row = conn.execute(select(message_log.c.outcome).where(*key)).scalar_one()
     data = orjson.loads(row)
-    return Outcome(data["kind"], data["patient"], data.get("encounter"), replayed=True)
+    return Outcome(data["kind"], data["patient"], data.get("encounter"), True, data.get("organization"))
 
 
 def _valid(resource: dict[str, Any], resource_type: str, event: EncounterEvent) -> dict[str, Any]:
@@ -370,4 +376,5 @@ def _store(conn: Connection, svc: Services, event: EncounterEvent) -> Outcome:
         event.kind,
         f"Patient/{patient.res_id}",
         f"Encounter/{encounter.res_id}" if encounter is not None else None,
+        organization=f"Organization/{provider.res_id}" if provider is not None else None,
     )

@@ -190,3 +190,21 @@ def test_migration_0012_keeps_earlier_message_log_rows_under_no_client(tmp_path:
         assert _log_rows(old) == [("", "S", "M")]
     finally:
         engine.dispose()
+
+
+def test_another_senders_nde_with_the_same_identifier_does_not_swallow_it(
+    client: FlaskClient, fhir: Fhir
+) -> None:
+    app = client.application
+    other = nde(identifier="shared-id", ipp="IPP-OTHER")
+    other["contained"][1]["identifier"][0]["value"] = "440000289"  # another hospital's FINESS
+    first = _client(app, "440000289").post("/fhir/CommunicationRequest", json=other, headers=FHIR_JSON)
+    assert first.status_code == 201, first.get_json()
+    hospital = _client(app, "750100125")
+    real = hospital.post("/fhir/CommunicationRequest", json=nde(identifier="shared-id"), headers=FHIR_JSON)
+    assert real.status_code == 201, real.get_json()  # created, not the other sender's "resend"
+    assert real.get_json()["id"] != first.get_json()["id"]
+    assert real.get_json()["sender"]["reference"].startswith("Organization/")
+    again = hospital.post("/fhir/CommunicationRequest", json=nde(identifier="shared-id"), headers=FHIR_JSON)
+    assert again.status_code == 200 and again.get_json()["id"] == real.get_json()["id"]
+    assert len(fhir.search("Encounter")["entry"]) == 2
