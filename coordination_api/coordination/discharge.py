@@ -101,6 +101,8 @@ class SenderNotAllowedError(EventError):
 def check_sender(conn: Connection, origin: Origin, event: EncounterEvent) -> None:
     if origin.any_sender:
         return
+    if not origin.registered and origin.listener is None:  # fail closed: no rule means no sender
+        raise SenderNotAllowedError("No sender is allowed on this door", origin.sender_field)
     where = origin.sender_field
     candidates = {event.sender}
     if event.sender.startswith("nde:"):
