@@ -12,6 +12,7 @@ through the repository hook.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -127,6 +128,38 @@ def check_sender(conn: Connection, origin: Origin, event: EncounterEvent) -> Non
             )
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def check_strings(event: EncounterEvent) -> None:
+    """R4 datatypes.html#string: no character below U+0020 but TAB, CR and LF, in anything an intake
+    door stores (the HL7 v2 mapping refuses them per field already; this covers every door)."""
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, str):
+            found = _CONTROL.search(value)
+            if found:
+                raise EventError(
+                    f"{path}: control character U+{ord(found.group()):04X} not allowed in a FHIR string",
+                    code="102",
+                    location=path,
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+
+    walk(event.sender, "sender")
+    walk(event.message_id, "message id")
+    resources = [event.patient, event.encounter, event.service_provider, *event.practitioners]
+    resources += [r for pair in event.documents for r in pair]
+    for resource in resources:
+        if resource is not None:
+            walk(resource, str(resource.get("resourceType", "resource")))
+
+
 def process(svc: Services, event: EncounterEvent, origin: Origin) -> Outcome:
     """Store the event in one transaction; the same (client, sender, message id) again changes nothing."""
     with svc.repo.writing() as conn:
@@ -137,6 +170,7 @@ def process_in(conn: Connection, svc: Services, event: EncounterEvent, origin: O
     """``process`` inside the caller's transaction (e.g. the create of an NdE CommunicationRequest)."""
     if not event.sender or not event.message_id:
         raise EventError("The message has no sender or no message id", code="101", location="MSH-10")
+    check_strings(event)
     check_sender(conn, origin, event)
     key = (
         message_log.c.client == origin.client[:255],

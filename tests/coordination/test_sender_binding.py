@@ -208,3 +208,19 @@ def test_another_senders_nde_with_the_same_identifier_does_not_swallow_it(
     again = hospital.post("/fhir/CommunicationRequest", json=nde(identifier="shared-id"), headers=FHIR_JSON)
     assert again.status_code == 200 and again.get_json()["id"] == real.get_json()["id"]
     assert len(fhir.search("Encounter")["entry"]) == 2
+
+
+def test_control_characters_in_a_message_are_refused_never_stored(client: FlaskClient, fhir: Fhir) -> None:
+    hospital = _client(client.application, SENDER)
+    message = discharge_message(message_id="CTL-1")
+    message["entry"][2]["resource"]["name"][0]["family"] = "Lef\x1b[31mèvre"
+    response = hospital.post("/fhir/$process-message", json=message, headers=FHIR_JSON)
+    assert response.status_code == 422 and _code(response) == "fatal-error"
+    issue = response.get_json()["entry"][1]["resource"]["issue"][0]
+    assert "control character U+001B" in issue["diagnostics"]
+    assert issue["expression"] == ["Patient.name[0].family"]
+    nul = discharge_message(message_id="CTL-2")
+    nul["entry"][0]["resource"]["source"]["endpoint"] = SENDER + "\x00"
+    response = hospital.post("/fhir/$process-message", json=nul, headers=FHIR_JSON)
+    assert response.status_code == 400 and "NUL" in json.dumps(response.get_json())  # never a 500
+    assert fhir.search("Patient").get("entry") is None
