@@ -200,7 +200,11 @@ class MllpServer:
         info = Peer(peer)
         if self.ssl_context is not None:
             conn.settimeout(self.frame_deadline)
-            wrapped = self.ssl_context.wrap_socket(conn, server_side=True)
+            try:
+                wrapped = self.ssl_context.wrap_socket(conn, server_side=True)
+            except ssl.SSLError as exc:  # no or untrusted client certificate, protocol mismatch
+                log.warning("MLLP: TLS handshake from %s failed (%s)", peer, exc.reason)
+                raise
             with self._lock:  # stop() must reach the TLS socket (the TCP one is detached now)
                 self._connections.discard(conn)
                 self._connections.add(wrapped)
