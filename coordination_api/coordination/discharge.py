@@ -170,6 +170,9 @@ def process_in(conn: Connection, svc: Services, event: EncounterEvent, origin: O
     """``process`` inside the caller's transaction (e.g. the create of an NdE CommunicationRequest)."""
     if not event.sender or not event.message_id:
         raise EventError("The message has no sender or no message id", code="101", location="MSH-10")
+    if len(event.sender) > 255 or len(event.message_id) > 255:
+        # Truncating would make two distinct messages share a key (the second one a "replay").
+        raise EventError("The sender or the message id is longer than 255 characters", code="102")
     check_strings(event)
     check_sender(conn, origin, event)
     key = (

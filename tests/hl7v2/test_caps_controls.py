@@ -97,3 +97,9 @@ def test_escaped_line_breaks_become_spaces_in_single_line_fields(client: FlaskCl
     assert stored["address"][0]["line"] == ["12 rue Haute"]
     text = str(stored)
     assert not any(c in text for c in "\r\n\t\x1b\x00")
+
+
+def test_an_overlong_msh10_gets_ae_rather_than_a_truncated_key(client: FlaskClient, fhir: Fhir) -> None:
+    status, (code, text, location) = _post(client, adt("A01", control_id="X" * 200))
+    assert (status, code) == (422, "AE")
+    assert "longer than 199 characters" in text and location == "MSH^1^10"
