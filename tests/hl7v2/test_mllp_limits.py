@@ -109,7 +109,7 @@ def test_a_dribbling_frame_is_cut_at_the_deadline(deadline_server: MllpServer, o
                 closed = True
                 break
         elapsed = time.monotonic() - started
-    assert closed and 0.9 <= elapsed < 2.5
+    assert closed and 0.9 <= elapsed < 4.0  # the idle timeout (10 s) would be far later
 
 
 def test_the_deadline_is_per_frame_not_per_connection(deadline_server: MllpServer) -> None:
