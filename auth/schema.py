@@ -48,6 +48,16 @@ oauth_client = Table(
     Column("revoked", Boolean, nullable=False, default=False),
 )
 
+# The message senders a client may send as (issue 16, "senders are bound to credentials"): an HL7 v2
+# "MSH-3^MSH-4", a MessageHeader.source.endpoint, a FINESS of an NdE sender. No row: no sender.
+oauth_client_sender = Table(
+    "oauth_client_sender",
+    auth_metadata,
+    Column("client_id", String(64), nullable=False),
+    Column("sender", String(255), nullable=False),
+    PrimaryKeyConstraint("client_id", "sender"),
+)
+
 oauth_user = Table(
     "oauth_user",
     auth_metadata,

@@ -19,6 +19,7 @@ from auth.schema import (
     login_failure,
     oauth_assertion_jti,
     oauth_client,
+    oauth_client_sender,
     oauth_code,
     oauth_token,
     oauth_user,
@@ -123,6 +124,21 @@ class AuthStore:
             ).rowcount
             conn.execute(update(oauth_token).where(oauth_token.c.client_id == client_id).values(revoked=True))
         return bool(done)
+
+    # -- message senders a client may send as (issue 16) ---------------------------------------
+
+    def add_senders(self, client_id: str, senders: list[str]) -> None:
+        """Bind senders (HL7 v2 ``MSH-3^MSH-4``, ``MessageHeader.source.endpoint``, NdE FINESS) to the
+        client; a sender may be bound to several clients (e.g. a hospital's two interfaces)."""
+        with self.engine.begin() as conn:
+            known = set(
+                conn.execute(
+                    select(oauth_client_sender.c.sender).where(oauth_client_sender.c.client_id == client_id)
+                ).scalars()
+            )
+            rows = [{"client_id": client_id, "sender": s} for s in dict.fromkeys(senders) if s not in known]
+            if rows:  # an operator's command: a concurrent duplicate fails on the primary key
+                conn.execute(insert(oauth_client_sender), rows)
 
     # -- users ---------------------------------------------------------------------------------
 

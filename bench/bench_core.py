@@ -452,7 +452,10 @@ def system_token(
     args: argparse.Namespace, db: Database, server: Server, scope: str = "system/*.cruds"
 ) -> str:
     """A SMART Backend Services token (client_secret_basic) from the server under test."""
-    client = register_client(args, db, "--scope", scope, "--auth", "client_secret_basic")
+    # Issue 16: a client sends messages only as its registered senders (those of tests/coordination).
+    senders = ("mllp://hopital-nord.example/ADT", "SIH-PASTEL^CHU-NANTES", "750100125")
+    options = [f"--sender={sender}" for sender in senders]
+    client = register_client(args, db, "--scope", scope, "--auth", "client_secret_basic", *options)
     resp = requests.post(
         server.base + "/auth/token",
         data={"grant_type": "client_credentials", "scope": scope},

@@ -175,7 +175,8 @@ def start_api(args: argparse.Namespace, db: Database, workdir: Path) -> Server:
 
 def start_mllp(args: argparse.Namespace, db: Database, workdir: Path) -> Server:
     argv = [bin_path(args, "coordination"), "mllp", "--host", HOST, "--port", "{port}"]
-    server = Server("mllp", argv, env_for(args, db), workdir / "mllp.log", REPO_ROOT)
+    env = env_for(args, db, COORDINATION_MLLP_SENDERS="SIH-PASTEL^CHU-NANTES")  # adt()'s MSH-3^MSH-4
+    server = Server("mllp", argv, env, workdir / "mllp.log", REPO_ROOT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:

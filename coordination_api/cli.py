@@ -70,6 +70,14 @@ def serve(
             f"Refusing to bind {host}: security is disabled (COORDINATION_SECURITY_DISABLED), "
             "so the API only listens on loopback."
         )
+    if not no_mllp:
+        from coordination_api.hl7v2 import plain_host_allowed
+
+        if not plain_host_allowed(host, settings.hl7v2):
+            raise click.ClickException(
+                f"Refusing to start plain MLLP on {host}: use --no-mllp, MLLP over TLS "
+                "(COORDINATION_MLLP_TLS_*) or COORDINATION_MLLP_ALLOW_REMOTE_PLAIN."
+            )
     from coordination_api.server import supervise
 
     # Child processes, not threads: gunicorn forks its workers, and a forked copy of open database
@@ -141,33 +149,38 @@ def _serve_metrics(port: int | None, host: str) -> None:
 
 
 @click.command("mllp")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default=None, help="default COORDINATION_MLLP_HOST (127.0.0.1)")
 @click.option("--port", default=2575, type=int, show_default=True, envvar="MLLP_PORT")
 @click.option("--max-message-bytes", default=1_048_576, type=click.IntRange(1024), show_default=True)
-@click.option("--idle-timeout", default=60.0, type=click.FloatRange(1), show_default=True)
+@click.option("--idle-timeout", default=None, type=click.FloatRange(1), help="default 60 s (settings)")
 @_METRICS_PORT
 @_METRICS_HOST
 @with_appcontext
 def mllp(
-    host: str,
+    host: str | None,
     port: int,
     max_message_bytes: int,
-    idle_timeout: float,
+    idle_timeout: float | None,
     metrics_port: int | None,
     metrics_host: str,
 ) -> None:
-    """HL7 v2 MLLP listener: ADT messages stored as encounter events, ACKs with MSA AA/AE/AR."""
+    """HL7 v2 MLLP listener: ADT messages stored as encounter events, ACKs with MSA AA/AE/AR.
+    Plain MLLP binds loopback only unless COORDINATION_MLLP_ALLOW_REMOTE_PLAIN; it accepts the senders
+    of COORDINATION_MLLP_SENDERS; with COORDINATION_MLLP_TLS_* it requires client certificates."""
     from coordination_api.hl7v2 import mllp_server
 
     _serve_metrics(metrics_port, metrics_host)
-
-    server = mllp_server(
-        current_app._get_current_object(),  # type: ignore[attr-defined]
-        host,
-        port,
-        max_message_bytes=max_message_bytes,
-        idle_timeout=idle_timeout,
-    )
+    host = host or _settings().hl7v2.host
+    try:
+        server = mllp_server(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            host,
+            port,
+            max_message_bytes=max_message_bytes,
+            idle_timeout=idle_timeout,
+        )
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         server.start()
     except OSError as exc:
@@ -269,6 +282,14 @@ def clients() -> None:
 @click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--jwks-url")
 @click.option("--redirect-uri", "redirect_uris", multiple=True)
+@click.option(
+    "--sender",
+    "senders",
+    multiple=True,
+    help="a message sender this client may send as (repeatable): HL7 v2 'MSH-3^MSH-4' (e.g. "
+    "'SIH^CHU'), a $process-message MessageHeader.source.endpoint, an NdE sender FINESS; "
+    "without any, the client may send no message",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the credentials as JSON")
 @with_appcontext
 def clients_create(
@@ -278,6 +299,7 @@ def clients_create(
     jwks_file: str | None,
     jwks_url: str | None,
     redirect_uris: tuple[str, ...],
+    senders: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Register a client; its secret (client_secret_basic) is shown once and stored hashed."""
@@ -287,9 +309,13 @@ def clients_create(
         jwks = check_registration(scope, auth_method, jwks_file, jwks_url, list(redirect_uris))
     except RegistrationError as exc:
         raise click.BadParameter(str(exc)) from exc
+    for sender in senders:
+        if not sender.strip() or len(sender) > 255 or not sender.isprintable():
+            raise click.BadParameter(f"invalid sender {sender[:80]!r} (1-255 printable characters)")
     client_id, secret = _auth().store.create_client(
         name, " ".join(scope.split()), auth_method, list(redirect_uris), jwks, jwks_url
     )
+    _auth().store.add_senders(client_id, list(senders))
     out: dict[str, Any] = {"client_id": client_id, "client_secret": secret}
     if as_json:
         click.echo(json.dumps(out))

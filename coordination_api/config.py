@@ -344,6 +344,55 @@ def _psc(env: Mapping[str, str]) -> PscSettings:
 
 
 @dataclass(frozen=True)
+class Hl7v2Settings:
+    """HL7 v2 intake (issue 16). Caps ``COORDINATION_HL7V2_MAX_REPETITIONS`` / ``_MAX_FIELD_BYTES`` (every
+    door: AE naming the limit and the field). The MLLP listener, ``COORDINATION_MLLP_<FIELD>``: plain MLLP
+    binds loopback only unless ``ALLOW_REMOTE_PLAIN``; it accepts only ``SENDERS`` (space-separated
+    ``MSH-3^MSH-4``; none by default, any when security is disabled) and keys its messages by ``CLIENT``.
+    ``TLS_CERT``/``TLS_KEY``/``TLS_CA_FILE``: MLLP over TLS requiring a client certificate signed by that CA
+    (IHE ATNA secure node); ``TLS_CLIENTS`` maps a certificate to a registered client, space-separated
+    ``cn:<subject CN>=<client id>`` or ``sha256:<fingerprint hex>=<client id>``; the client's registered
+    senders apply (and ``SENDERS`` too when set). A frame must complete within ``FRAME_DEADLINE`` s."""
+
+    max_repetitions: int = 100
+    max_field_bytes: int = 65_536
+    host: str = "127.0.0.1"
+    allow_remote_plain: bool = False
+    senders: tuple[str, ...] = ()
+    client: str = "mllp"
+    frame_deadline: float = 30.0
+    idle_timeout: float = 60.0
+    max_connections: int = 64
+    max_connections_per_peer: int = 8
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca_file: str = ""
+    tls_clients: tuple[tuple[str, str], ...] = ()
+
+
+def _hl7v2(env: Mapping[str, str]) -> Hl7v2Settings:
+    d = Hl7v2Settings()
+    p = PREFIX + "MLLP_"
+    pairs = [item.rsplit("=", 1) for item in env.get(p + "TLS_CLIENTS", "").split() if "=" in item]
+    return Hl7v2Settings(
+        max_repetitions=_int(env.get(PREFIX + "HL7V2_MAX_REPETITIONS"), d.max_repetitions),
+        max_field_bytes=_int(env.get(PREFIX + "HL7V2_MAX_FIELD_BYTES"), d.max_field_bytes),
+        host=env.get(p + "HOST", d.host).strip() or d.host,
+        allow_remote_plain=_bool(env.get(p + "ALLOW_REMOTE_PLAIN"), d.allow_remote_plain),
+        senders=tuple(env.get(p + "SENDERS", "").split()),
+        client=env.get(p + "CLIENT", d.client).strip() or d.client,
+        frame_deadline=_float(env.get(p + "FRAME_DEADLINE"), d.frame_deadline),
+        idle_timeout=_float(env.get(p + "IDLE_TIMEOUT"), d.idle_timeout),
+        max_connections=_int(env.get(p + "MAX_CONNECTIONS"), d.max_connections),
+        max_connections_per_peer=_int(env.get(p + "MAX_CONNECTIONS_PER_PEER"), d.max_connections_per_peer),
+        tls_cert=env.get(p + "TLS_CERT", "").strip(),
+        tls_key=env.get(p + "TLS_KEY", "").strip(),
+        tls_ca_file=env.get(p + "TLS_CA_FILE", "").strip(),
+        tls_clients=tuple((k, v) for k, v in pairs),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the application is configured with, resolved once at start."""
 
@@ -425,6 +474,8 @@ class Settings:
     annuaire: AnnuaireSettings = field(default_factory=AnnuaireSettings)
     # Bulk Data $export (files, expiry, per-client limit): COORDINATION_EXPORT_*.
     export: ExportSettings = field(default_factory=ExportSettings)
+    # HL7 v2 caps (COORDINATION_HL7V2_*) and the MLLP listener (COORDINATION_MLLP_*).
+    hl7v2: Hl7v2Settings = field(default_factory=Hl7v2Settings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -481,5 +532,6 @@ class Settings:
             eparcours=_eparcours(env),
             annuaire=_annuaire(env),
             export=_export(env),
+            hl7v2=_hl7v2(env),
         )
         return replace(base, **overrides) if overrides else base

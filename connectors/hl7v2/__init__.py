@@ -8,21 +8,22 @@ from typing import Any
 
 from connectors.hl7v2.ack import ack
 from connectors.hl7v2.mapping import to_event
-from connectors.hl7v2.parse import decode, parse
+from connectors.hl7v2.parse import Limits, decode, parse
 from coordination_api.coordination.events import EncounterEvent, EventError
 
-__all__ = ["ack", "decode", "handle", "parse", "to_event"]
+__all__ = ["Limits", "ack", "decode", "handle", "parse", "to_event"]
 
 log = logging.getLogger(__name__)
 
 
-def handle(raw: bytes, process: Callable[[EncounterEvent], Any]) -> bytes:
-    """One raw message → its ACK bytes: parse, map, ``process(event)``, AA; EventError → AE or AR
-    (rejected); any other failure → AE 207 with a generic text (nothing of the message is logged)."""
+def handle(raw: bytes, process: Callable[[EncounterEvent], Any], limits: Limits | None = None) -> bytes:
+    """One raw message → its ACK bytes: parse (within ``limits``), map, ``process(event)``, AA;
+    EventError → AE or AR (rejected); any other failure → AE 207 with a generic text (nothing of the
+    message is logged)."""
     msg = None
     event: EncounterEvent | None = None
     try:
-        msg = parse(raw)
+        msg = parse(raw, limits)
         event = to_event(msg)
         process(event)
     except EventError as error:

@@ -53,7 +53,7 @@ def _salvage(raw: bytes | None) -> Segment | None:
     if len(set(delimiters)) != 5 or any(c.isalnum() or c.isspace() for c in delimiters):
         return None
     d = Delimiters(delimiters[0], delimiters[1], delimiters[2], delimiters[3], delimiters[4])
-    return Segment(text, d)
+    return Segment(text, d, lenient=True)
 
 
 def _clean(text: str, limit: int = 199) -> str:
@@ -75,7 +75,7 @@ def ack(msg: Any | None, code: str, error: EventError | None = None, *, raw: byt
     msh: Segment | None = None
     if msg is not None:
         try:
-            msh = segment(msg, "MSH")
+            msh = segment(msg, "MSH", lenient=True)
         except Exception:  # noqa: BLE001 - never fail to acknowledge
             msh = None
     if msh is None:
@@ -121,6 +121,12 @@ def ack(msg: Any | None, code: str, error: EventError | None = None, *, raw: byt
         match = _LOCATION.fullmatch(error.location or "")
         if match:
             location = f"{match.group(1)}^1^{match.group(2)}" if match.group(2) else f"{match.group(1)}^1"
-        err = ["ERR", "", location, f"{error_code}^{ERROR_TEXT[error_code]}^HL70357", "E", "", "", "", text]
+        # ERR-5 (user table 0533): our own code when table 0357 has none, e.g. a sender not allowed.
+        application = getattr(error, "application_code", "")
+        err = [
+            *("ERR", "", location, f"{error_code}^{ERROR_TEXT[error_code]}^HL70357", "E"),
+            f"{application}^^L" if application else "",
+            *("", "", text),
+        ]
         segments.append("|".join(err))
     return ("\r".join(segments) + "\r").encode("utf-8")

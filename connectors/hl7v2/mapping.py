@@ -110,6 +110,10 @@ def to_event(msg: Any) -> EncounterEvent:
     message_id = msh.get(10)
     if not message_id:
         raise EventError("MSH-10 (message control id) is required", code="101", location="MSH-10")
+    if len(message_id) > 199:  # ST 199 (HL7 v2.7 2.14.9.10); it is part of the de-duplication key
+        raise EventError(
+            "MSH-10 (message control id) is longer than 199 characters", code="102", location="MSH-10"
+        )
     application, facility = msh.get(3), msh.get(4)
     if not application and not facility:
         raise EventError("MSH-3/MSH-4 (sending application/facility) required", code="101", location="MSH-3")

@@ -5,11 +5,20 @@ Character set (MSH-18, HL7 table 0211; IHE PAM France 2.x, "MSH-18"): ``UNICODE 
 we then read the message as UTF-8 when the bytes are valid UTF-8 and as ISO-8859-1 otherwise (a Latin-1
 French name with accents is never valid UTF-8, while ASCII reads the same in both). A declared charset the
 bytes do not match is rejected rather than guessed: a wrongly decoded name is a patient-safety risk.
+
+Caps (issue 16): a field over ``Limits.max_field_bytes`` (UTF-8) or with more than
+``Limits.max_repetitions`` repetitions gets an AE naming the field and the limit, before anything is
+parsed further. Control characters: FHIR R4 strings hold no character below U+0020 but TAB, CR and LF
+(datatypes.html#string). No field this intake maps is multi-line (names, addresses, identifiers, codes,
+displays), so in every mapped value a line break or tab (``\\.br\\``, ``\\X0D0A\\``, ``\\X09\\``)
+is replaced by a space, and any other control character (C0, DEL, C1; raw or from ``\\Xhh\\``) is refused
+with an AE naming the field (MSH-10 and the sender fields included). Acknowledgements read leniently.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import hl7
@@ -25,6 +34,55 @@ CHARSETS = {
     "ASCII": "ascii",
 }
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
+_LINE = re.compile(r"[\t\r\n]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-field caps (settings COORDINATION_HL7V2_MAX_REPETITIONS / _MAX_FIELD_BYTES)."""
+
+    max_repetitions: int = 100
+    max_field_bytes: int = 65_536
+
+
+def check_limits(text: str, limits: Limits) -> None:
+    """AE (102, the field named) for a field over the size cap or with too many repetitions."""
+    field_sep, repetition = text[3], text[5]
+    for seg in text.split("\r"):
+        seg_id = seg[:3]
+        offset = 1 if seg_id == "MSH" else 0  # MSH-1 is the field separator itself
+        for index, field in enumerate(seg.split(field_sep)[1:], start=1):
+            number = index + offset
+            if seg_id == "MSH" and number == 2:
+                continue  # the encoding characters hold the repetition separator
+            count = field.count(repetition) + 1
+            if count > limits.max_repetitions:
+                raise EventError(
+                    f"{seg_id}-{number}: {count} repetitions, more than the limit of "
+                    f"{limits.max_repetitions} (COORDINATION_HL7V2_MAX_REPETITIONS)",
+                    code="102",
+                    location=f"{seg_id}-{number}",
+                )
+            if len(field) * 4 > limits.max_field_bytes and len(field.encode()) > limits.max_field_bytes:
+                raise EventError(
+                    f"{seg_id}-{number}: field larger than {limits.max_field_bytes} bytes "
+                    "(limit COORDINATION_HL7V2_MAX_FIELD_BYTES)",
+                    code="102",
+                    location=f"{seg_id}-{number}",
+                )
+
+
+def clean_text(text: str, where: str) -> str:
+    """A mapped value as a FHIR string: line breaks and tabs become a space, other controls refused."""
+    if _CONTROL.search(text):
+        char = _CONTROL.search(text).group()  # type: ignore[union-attr]
+        raise EventError(
+            f"{where}: control character U+{ord(char):04X} not allowed (FHIR string)",
+            code="102",
+            location=where,
+        )
+    return _LINE.sub(" ", text) if _LINE.search(text) else text
 
 
 def _first_segment(raw: bytes) -> bytes | None:
@@ -75,7 +133,7 @@ def decode(raw: bytes) -> str:
         ) from None
 
 
-def parse(raw: bytes) -> Any:
+def parse(raw: bytes, limits: Limits | None = None) -> Any:
     """Bytes → ``hl7.Message``; EventError(rejected) when this is not one parseable HL7 v2 message.
 
     Segment separators ``\\r\\n`` and ``\\n`` are normalised to ``\\r`` (HL7 v2.5 2.5.3 requires ``\\r``;
@@ -90,6 +148,7 @@ def parse(raw: bytes) -> Any:
             "The message does not start with an MSH segment", code="100", location="MSH", rejected=True
         )
     check_separators(text)
+    check_limits(text, limits or Limits())
     for segment in text.split("\r"):
         if not segment:
             continue
@@ -203,8 +262,9 @@ Components = list[list[str]]  # components → subcomponents, unescaped
 class Segment:
     """One segment's fields by HL7 sequence number (``seg[3]`` is PID-3; for MSH, ``seg[9]`` is MSH-9)."""
 
-    def __init__(self, text: str, delimiters: Delimiters) -> None:
+    def __init__(self, text: str, delimiters: Delimiters, *, lenient: bool = False) -> None:
         self.d = delimiters
+        self.lenient = lenient  # acknowledgements: controls dropped, never refused
         self.id = text[:3]
         parts = text.split(delimiters.field)
         if self.id == "MSH":
@@ -221,9 +281,14 @@ class Segment:
             return [[[raw]]] if raw else []
         d = self.d
         return [
-            [[d.unescape(s) for s in c.split(d.subcomponent)] for c in rep.split(d.component)]
+            [[self._text(d.unescape(s), n) for s in c.split(d.subcomponent)] for c in rep.split(d.component)]
             for rep in raw.split(d.repetition)
         ]
+
+    def _text(self, text: str, n: int) -> str:
+        if self.lenient:
+            return _CONTROL.sub("", _LINE.sub(" ", text))
+        return clean_text(text, f"{self.id}-{n}")
 
     def get(self, n: int, component: int = 1, subcomponent: int = 1, repetition: int = 1) -> str:
         """One value (1-based indexes), stripped; '' when absent. ``""`` (HL7 null) reads as ''."""
@@ -239,17 +304,17 @@ def value(components: Components, component: int = 1, subcomponent: int = 1) -> 
     return "" if text == '""' else text
 
 
-def segments(msg: Any, segment_id: str) -> list[Segment]:
+def segments(msg: Any, segment_id: str, *, lenient: bool = False) -> list[Segment]:
     """All segments with that id, in message order."""
     delimiters = Delimiters.of(msg)
     found = []
     for seg in msg:
         text = str(seg)
         if text[:3] == segment_id:
-            found.append(Segment(text, delimiters))
+            found.append(Segment(text, delimiters, lenient=lenient))
     return found
 
 
-def segment(msg: Any, segment_id: str) -> Segment | None:
-    found = segments(msg, segment_id)
+def segment(msg: Any, segment_id: str, *, lenient: bool = False) -> Segment | None:
+    found = segments(msg, segment_id, lenient=lenient)
     return found[0] if found else None

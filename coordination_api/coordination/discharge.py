@@ -1,16 +1,20 @@
 """Encounter events to stored resources: the one write behind the three intake doors.
 
-One database transaction per message: the message log row (sender, message id) first, so that a
-replay hits the primary key and gets the first answer back; then the patient (matched by INS only when
-the identity is validated or qualified, else by the sender's IPP, else created; never on name and birth
-date), the service provider and practitioners (by FINESS / RPPS), the Encounter keyed by the sender's
-visit number, and the documents. Subscriptions' outbox rows ride along through the repository hook.
+One database transaction per message. The sender is checked first: a client sends only as the senders
+registered to it (issue 16, "senders are bound to credentials"). Then the message log row (client,
+sender, message id) is claimed, so that a replay hits the primary key and gets the first answer back,
+and another client claiming the same sender and id first changes nothing for the real one. Then the
+patient (matched by INS only when the identity is validated or qualified, else by the sender's IPP, else
+created; never on name and birth date), the service provider and practitioners (by FINESS / RPPS), the
+Encounter keyed by the sender's visit number, and the documents. Subscriptions' outbox rows ride along
+through the repository hook.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +24,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from auth.policy import Principal
+from auth.schema import oauth_client_sender
 from coordination_api import directory
 from coordination_api.coordination import protocols
 from coordination_api.coordination.events import EncounterEvent, EventError, content_of
@@ -40,29 +46,146 @@ class Outcome:
     patient: str  # "Patient/<id>"
     encounter: str | None  # "Encounter/<id>"
     replayed: bool = False
+    organization: str | None = None  # "Organization/<id>": the service provider (the NdE sender)
 
     def to_json(self) -> str:
         return orjson.dumps(
-            {"kind": self.kind, "patient": self.patient, "encounter": self.encounter}
+            {
+                "kind": self.kind,
+                "patient": self.patient,
+                "encounter": self.encounter,
+                "organization": self.organization,
+            }
         ).decode()
 
 
-def process(svc: Services, event: EncounterEvent) -> Outcome:
-    """Store the event in one transaction; the same (sender, message id) again changes nothing."""
+@dataclass(frozen=True)
+class Origin:
+    """Who delivers a message: the authenticated client and the senders it may send as.
+
+    ``registered``: the client's senders in ``oauth_client_sender`` apply (HTTP doors, MLLP over TLS
+    with a mapped certificate); ``listener``: the senders an MLLP listener accepts (None: no listener
+    restriction); ``any_sender``: security disabled or an operator command (no credentials at all).
+    A client with no registered sender may send as none (secure default).
+    """
+
+    client: str
+    registered: bool = True
+    listener: frozenset[str] | None = None
+    any_sender: bool = False
+    sender_field: str = "MSH-3"  # where the door reads the sender (named in the refusal)
+
+    def at(self, sender_field: str) -> Origin:
+        return replace(self, sender_field=sender_field)
+
+
+UNRESTRICTED = Origin("-", registered=False, any_sender=True)
+
+
+def origin_for(who: Principal) -> Origin:
+    """The origin of a message posted over HTTP by ``who`` (security disabled: any sender)."""
+    if who.unrestricted or who.client_id is None:
+        return UNRESTRICTED
+    return Origin(who.client_id)
+
+
+class SenderNotAllowedError(EventError):
+    """The message's sender is not one the delivering client (or listener) may send as: HTTP 403,
+    HL7 v2 AR."""
+
+    application_code = "SENDER-NOT-ALLOWED"  # HL7 v2 ERR-5 (table 0357 has no security code)
+
+    def __init__(self, message: str, location: str) -> None:
+        super().__init__(message, code="207", location=location, rejected=True)
+
+
+def check_sender(conn: Connection, origin: Origin, event: EncounterEvent) -> None:
+    if origin.any_sender:
+        return
+    if not origin.registered and origin.listener is None:  # fail closed: no rule means no sender
+        raise SenderNotAllowedError("No sender is allowed on this door", origin.sender_field)
+    where = origin.sender_field
+    candidates = {event.sender}
+    if event.sender.startswith("nde:"):
+        candidates.add(event.sender[4:])  # an NdE sender may be registered by its bare FINESS
+    if origin.listener is not None and not candidates & origin.listener:
+        raise SenderNotAllowedError(
+            f"Sender {event.sender[:120]!r} is not accepted by this listener (COORDINATION_MLLP_SENDERS)",
+            where,
+        )
+    if origin.registered:
+        found = conn.execute(
+            select(oauth_client_sender.c.sender).where(
+                oauth_client_sender.c.client_id == origin.client,
+                oauth_client_sender.c.sender.in_(sorted(c[:255] for c in candidates)),
+            )
+        ).first()
+        if found is None:
+            raise SenderNotAllowedError(
+                f"Sender {event.sender[:120]!r} is not registered to this client "
+                "(coordination clients create ... --sender)",
+                where,
+            )
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def check_strings(event: EncounterEvent) -> None:
+    """R4 datatypes.html#string: no character below U+0020 but TAB, CR and LF, in anything an intake
+    door stores (the HL7 v2 mapping refuses them per field already; this covers every door)."""
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, str):
+            found = _CONTROL.search(value)
+            if found:
+                raise EventError(
+                    f"{path}: control character U+{ord(found.group()):04X} not allowed in a FHIR string",
+                    code="102",
+                    location=path,
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+
+    walk(event.sender, "sender")
+    walk(event.message_id, "message id")
+    resources = [event.patient, event.encounter, event.service_provider, *event.practitioners]
+    resources += [r for pair in event.documents for r in pair]
+    for resource in resources:
+        if resource is not None:
+            walk(resource, str(resource.get("resourceType", "resource")))
+
+
+def process(svc: Services, event: EncounterEvent, origin: Origin) -> Outcome:
+    """Store the event in one transaction; the same (client, sender, message id) again changes nothing."""
     with svc.repo.writing() as conn:
-        return process_in(conn, svc, event)
+        return process_in(conn, svc, event, origin)
 
 
-def process_in(conn: Connection, svc: Services, event: EncounterEvent) -> Outcome:
+def process_in(conn: Connection, svc: Services, event: EncounterEvent, origin: Origin) -> Outcome:
     """``process`` inside the caller's transaction (e.g. the create of an NdE CommunicationRequest)."""
     if not event.sender or not event.message_id:
         raise EventError("The message has no sender or no message id", code="101", location="MSH-10")
-    key = (message_log.c.sender == event.sender[:255], message_log.c.message_id == event.message_id[:255])
+    if len(event.sender) > 255 or len(event.message_id) > 255:
+        # Truncating would make two distinct messages share a key (the second one a "replay").
+        raise EventError("The sender or the message id is longer than 255 characters", code="102")
+    check_strings(event)
+    check_sender(conn, origin, event)
+    key = (
+        message_log.c.client == origin.client[:255],
+        message_log.c.sender == event.sender[:255],
+        message_log.c.message_id == event.message_id[:255],
+    )
     # The primary key decides between a first delivery and a replay, also between two concurrent
     # deliveries of one message (the second waits on the key, then inserts nothing).
     claimed = conn.execute(
         _insert_for(conn)(message_log)
         .values(
+            client=origin.client[:255],
             sender=event.sender[:255],
             message_id=event.message_id[:255],
             kind=event.kind,
@@ -73,7 +196,7 @@ def process_in(conn: Connection, svc: Services, event: EncounterEvent) -> Outcom
         .returning(message_log.c.sender)
     ).first()
     if claimed is None:
-        return _replay(conn, event)
+        return _replay(conn, key)
     outcome = _store(conn, svc, event)
     conn.execute(message_log.update().where(*key).values(outcome=outcome.to_json()))
     return outcome
@@ -84,14 +207,10 @@ def _insert_for(conn: Connection) -> Any:
     return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
-def _replay(conn: Connection, event: EncounterEvent) -> Outcome:
-    row = conn.execute(
-        select(message_log.c.outcome).where(
-            message_log.c.sender == event.sender[:255], message_log.c.message_id == event.message_id[:255]
-        )
-    ).scalar_one()
+def _replay(conn: Connection, key: tuple[Any, ...]) -> Outcome:
+    row = conn.execute(select(message_log.c.outcome).where(*key)).scalar_one()
     data = orjson.loads(row)
-    return Outcome(data["kind"], data["patient"], data.get("encounter"), replayed=True)
+    return Outcome(data["kind"], data["patient"], data.get("encounter"), True, data.get("organization"))
 
 
 def _valid(resource: dict[str, Any], resource_type: str, event: EncounterEvent) -> dict[str, Any]:
@@ -298,4 +417,5 @@ def _store(conn: Connection, svc: Services, event: EncounterEvent) -> Outcome:
         event.kind,
         f"Patient/{patient.res_id}",
         f"Encounter/{encounter.res_id}" if encounter is not None else None,
+        organization=f"Organization/{provider.res_id}" if provider is not None else None,
     )

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from coordination_api.coordination import discharge
 from coordination_api.coordination.events import EncounterEvent, EventError, content_of
 from coordination_api.errors import Category, FhirError
+from coordination_api.fhir import access
 from coordination_api.fhir.context import Services
 from fhir_profiles.french_identifiers import FINESS
 
@@ -88,11 +89,27 @@ def to_event(resource: dict[str, Any], coding: dict[str, Any]) -> EncounterEvent
     )
 
 
+def _sender_finess(resource: dict[str, Any]) -> str | None:
+    sender = _contained(resource, resource.get("sender"), "Organization")
+    for identifier in (sender or {}).get("identifier") or []:
+        if isinstance(identifier, dict) and identifier.get("system") == FINESS and identifier.get("value"):
+            return str(identifier["value"])
+    return None
+
+
 def identifier_criteria(resource: dict[str, Any]) -> str | None:
-    """Conditional-create criteria on the first identifier (None without one)."""
+    """Conditional-create criteria on the first identifier and the sending Organization's FINESS (None
+    without an identifier): another sender's NdE with the same identifier is not this one's resend
+    (issue 16; the message log then keys the event by client, sender and identifier)."""
     for identifier in resource.get("identifier") or []:
         if isinstance(identifier, dict) and identifier.get("value"):
-            return discharge.identifier_criteria(identifier)
+            criteria = discharge.identifier_criteria(identifier)
+            finess = _sender_finess(resource)
+            if finess:
+                criteria += "&" + discharge.identifier_criteria({"system": FINESS, "value": finess}).replace(
+                    "identifier=", "sender:Organization.identifier=", 1
+                )
+            return criteria
     return None
 
 
@@ -112,7 +129,10 @@ def intake(conn: Connection, svc: Services, resource: dict[str, Any]) -> dict[st
                 code="101",
                 location="CommunicationRequest.identifier",
             )
-        outcome = discharge.process_in(conn, svc, event)
+        origin = discharge.origin_for(access.principal()).at("CommunicationRequest.sender")
+        outcome = discharge.process_in(conn, svc, event, origin)
+    except discharge.SenderNotAllowedError as exc:
+        raise FhirError(Category.FORBIDDEN, str(exc), expression=exc.location) from exc
     except EventError as exc:
         raise FhirError(Category.UNPROCESSABLE, str(exc), expression=exc.location) from exc
     stored = dict(resource)
@@ -122,6 +142,11 @@ def intake(conn: Connection, svc: Services, resource: dict[str, Any]) -> dict[st
     if outcome.encounter:
         stored["encounter"] = {"reference": outcome.encounter}
         keep = [c for c in keep if c.get("resourceType") != "Encounter"]
+    if outcome.organization and _sender_finess(resource):
+        # The stored sender is the Organization found by FINESS, so that a resend is recognised by
+        # (sender, identifier) and never by the identifier alone (identifier_criteria, issue 16).
+        stored["sender"] = {"reference": outcome.organization}
+        keep = [c for c in keep if c.get("resourceType") != "Organization"]
     if keep:
         stored["contained"] = keep
     else:

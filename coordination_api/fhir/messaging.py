@@ -194,8 +194,12 @@ def process_message() -> Response:
         raise FhirError(Category.NOT_SUPPORTED, "Only synchronous messaging is supported (async=true is not)")
     bundle = _message_bundle()
     header = bundle["entry"][0]["resource"]
+    origin = discharge.origin_for(access.principal()).at("MessageHeader.source.endpoint")
     try:
-        outcome = discharge.process(services(), to_event(bundle))
+        outcome = discharge.process(services(), to_event(bundle), origin)
+    except discharge.SenderNotAllowedError as exc:
+        # Issue 16: a client sends only as its registered senders (plain 403 OperationOutcome).
+        raise FhirError(Category.FORBIDDEN, str(exc), expression=exc.location) from exc
     except EventError as exc:
         where = [exc.location] if exc.location else None
         status = 400 if exc.rejected else 422

@@ -184,16 +184,18 @@ INDEX_TABLES = {
 
 # Intake idempotency (discharge issue): one row per message a sender sent, whatever the door
 # ($process-message, NdE, HL7 v2). The primary key makes a replay a no-op (no check-then-insert);
-# ``outcome`` keeps the first answer so that the replay gets the same one.
+# ``outcome`` keeps the first answer so that the replay gets the same one. The key starts with the
+# authenticated client (issue 16): another client claiming the same sender and id never swallows it.
 message_log = Table(
     "message_log",
     metadata,
+    Column("client", String(255), nullable=False),
     Column("sender", String(255), nullable=False),
     Column("message_id", String(255), nullable=False),
     Column("kind", String(40), nullable=False),
     Column("received_us", BigInteger, nullable=False),
     Column("outcome", Text, nullable=False),
-    PrimaryKeyConstraint("sender", "message_id"),
+    PrimaryKeyConstraint("client", "sender", "message_id"),
 )
 
 # Subscriptions (R4 subscription.html, Subscriptions R5 Backport IG 1.1.0). One state row per

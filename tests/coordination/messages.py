@@ -7,6 +7,8 @@ import copy
 import uuid
 from typing import Any
 
+from flask.testing import FlaskClient
+
 from fhir_profiles.french_identifiers import (
     FINESS,
     INS_NIR,
@@ -21,6 +23,20 @@ NOS_R254 = "https://mos.esante.gouv.fr/NOS/TRE_R254-TypeEvenement/FHIR/TRE-R254-
 IPP_SYSTEM = "urn:oid:1.2.250.1.71.4.2.7.750100125"
 VISIT_SYSTEM = "urn:oid:1.2.250.1.71.4.2.7.750100125.2"
 SENDER = "mllp://hopital-nord.example/ADT"
+HL7_SENDER = "SIH-PASTEL^CHU-NANTES"  # MSH-3^MSH-4 of tests.hl7v2.test_parse_mapping.adt()
+NDE_SENDER = "750100125"  # the FINESS of the NdE sending Organization (tests.coordination.test_nde)
+TEST_SENDERS = (SENDER, HL7_SENDER, NDE_SENDER)
+
+
+def as_sender(client: FlaskClient, *senders: str) -> FlaskClient:
+    """Register the test messages' senders to the client whose token ``client`` carries, as an operator
+    would with ``coordination clients create --sender`` (issue 16: a client sends only as its own)."""
+    token = str(client.environ_base["HTTP_AUTHORIZATION"]).split()[1]
+    store = client.application.extensions["auth"].store
+    stored = store.access_token(token)
+    assert stored is not None
+    store.add_senders(stored.client_id, list(senders or TEST_SENDERS))
+    return client
 
 
 def ins(number13: str = "1850578006084") -> str:

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 
 from connectors.hl7v2.mllp import send
 from tests.conftest import Fhir, system_token
+from tests.coordination.messages import HL7_SENDER, as_sender
 from tests.hl7v2.test_parse_mapping import adt
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
@@ -28,14 +29,18 @@ def _msa(ack: bytes) -> list[str]:
 
 
 def test_admit_then_discharge_over_http(client: FlaskClient, fhir: Fhir) -> None:
-    admit = client.post("/hl7v2", data=adt("A01", control_id="H1"), headers=ER7)
+    admit = as_sender(client).post("/hl7v2", data=adt("A01", control_id="H1"), headers=ER7)
     assert admit.status_code == 200, admit.data
     assert _msa(admit.data) == ["AA", "H1"]
-    leave = client.post("/hl7v2", data=adt("A03", control_id="H2", pv1={45: "20240320113000"}), headers=ER7)
+    leave = as_sender(client).post(
+        "/hl7v2", data=adt("A03", control_id="H2", pv1={45: "20240320113000"}), headers=ER7
+    )
     assert _msa(leave.data) == ["AA", "H2"]
     encounters = fhir.search("Encounter")["entry"]
     assert len(encounters) == 1 and encounters[0]["resource"]["status"] == "finished"
-    again = client.post("/hl7v2", data=adt("A03", control_id="H2", pv1={45: "20240320113000"}), headers=ER7)
+    again = as_sender(client).post(
+        "/hl7v2", data=adt("A03", control_id="H2", pv1={45: "20240320113000"}), headers=ER7
+    )
     assert _msa(again.data) == ["AA", "H2"]
     assert (
         encounters[0]["resource"]["meta"]["versionId"]
@@ -46,9 +51,9 @@ def test_admit_then_discharge_over_http(client: FlaskClient, fhir: Fhir) -> None
 
 def test_visit_number_without_authority_is_scoped_by_the_sender(client: FlaskClient, fhir: Fhir) -> None:
     bare = {19: "NDA-LOCAL-7"}
-    admit = client.post("/hl7v2", data=adt("A01", control_id="S1", pv1=bare), headers=ER7)
+    admit = as_sender(client).post("/hl7v2", data=adt("A01", control_id="S1", pv1=bare), headers=ER7)
     assert _msa(admit.data) == ["AA", "S1"], admit.data
-    leave = client.post(
+    leave = as_sender(client).post(
         "/hl7v2", data=adt("A03", control_id="S2", pv1={**bare, 45: "20240320113000"}), headers=ER7
     )
     assert _msa(leave.data) == ["AA", "S2"], leave.data
@@ -60,7 +65,7 @@ def test_visit_number_without_authority_is_scoped_by_the_sender(client: FlaskCli
 
 
 def test_bad_messages_get_ae_or_ar_and_store_nothing(client: FlaskClient, fhir: Fhir) -> None:
-    ae = client.post(
+    ae = as_sender(client).post(
         "/hl7v2",
         data=adt(
             "A01",
@@ -70,9 +75,9 @@ def test_bad_messages_get_ae_or_ar_and_store_nothing(client: FlaskClient, fhir: 
         headers=ER7,
     )
     assert ae.status_code == 422 and _msa(ae.data)[0] == "AE"
-    ar = client.post("/hl7v2", data=adt("A99", control_id="B2"), headers=ER7)
+    ar = as_sender(client).post("/hl7v2", data=adt("A99", control_id="B2"), headers=ER7)
     assert ar.status_code == 400 and _msa(ar.data)[0] == "AR"
-    garbage = client.post("/hl7v2", data=b"\x00\xffnot hl7 at all", headers=ER7)
+    garbage = as_sender(client).post("/hl7v2", data=b"\x00\xffnot hl7 at all", headers=ER7)
     assert garbage.status_code == 400 and _msa(garbage.data)[0] == "AR"
     assert fhir.search("Patient").get("entry") is None
 
@@ -96,7 +101,7 @@ def _free_port() -> int:
 @pytest.fixture
 def mllp_listener(client: FlaskClient, database_url: str) -> Iterator[int]:
     port = _free_port()
-    env = {**os.environ, "COORDINATION_DATABASE_URL": database_url}
+    env = {**os.environ, "COORDINATION_DATABASE_URL": database_url, "COORDINATION_MLLP_SENDERS": HL7_SENDER}
     process = subprocess.Popen(
         [str(BIN / "coordination"), "mllp", "--port", str(port), "--idle-timeout", "5"],
         env=env,

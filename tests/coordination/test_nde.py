@@ -8,7 +8,7 @@ from flask.testing import FlaskClient
 
 from fhir_profiles.french_identifiers import FINESS
 from tests.conftest import Fhir
-from tests.coordination.messages import IPP_SYSTEM, NOS_R254, ins, patient
+from tests.coordination.messages import IPP_SYSTEM, NOS_R254, as_sender, ins, patient
 
 EVENT_TYPE = "https://interop.esante.gouv.fr/ig/fhir/nde/StructureDefinition/event-type"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -41,7 +41,7 @@ def nde(code: str = "SOR", identifier: str | None = "nde-1", **patient_args: Any
 
 
 def test_nde_discharge_is_stored_searchable_and_an_encounter_event(client: FlaskClient, fhir: Fhir) -> None:
-    response = client.post("/fhir/CommunicationRequest", json=nde(), headers=FHIR_JSON)
+    response = as_sender(client).post("/fhir/CommunicationRequest", json=nde(), headers=FHIR_JSON)
     assert response.status_code == 201, response.get_json()
     stored = response.get_json()
     patients = fhir.search(f"Patient?identifier={IPP_SYSTEM}|IPP0001")["entry"]
@@ -57,8 +57,12 @@ def test_nde_discharge_is_stored_searchable_and_an_encounter_event(client: Flask
 
 
 def test_nde_resent_changes_nothing(client: FlaskClient, fhir: Fhir) -> None:
-    first = client.post("/fhir/CommunicationRequest", json=nde(identifier="same"), headers=FHIR_JSON)
-    second = client.post("/fhir/CommunicationRequest", json=nde(identifier="same"), headers=FHIR_JSON)
+    first = as_sender(client).post(
+        "/fhir/CommunicationRequest", json=nde(identifier="same"), headers=FHIR_JSON
+    )
+    second = as_sender(client).post(
+        "/fhir/CommunicationRequest", json=nde(identifier="same"), headers=FHIR_JSON
+    )
     assert first.status_code == 201 and second.status_code == 200
     assert second.get_json()["id"] == first.get_json()["id"]
     assert len(fhir.search("CommunicationRequest")["entry"]) == 1
@@ -67,7 +71,7 @@ def test_nde_resent_changes_nothing(client: FlaskClient, fhir: Fhir) -> None:
 
 def test_nde_errors_are_4xx_and_write_nothing(client: FlaskClient, fhir: Fhir) -> None:
     for body in [nde(code="XYZ"), nde(identifier=None), nde(status="PROV")]:
-        response = client.post("/fhir/CommunicationRequest", json=body, headers=FHIR_JSON)
+        response = as_sender(client).post("/fhir/CommunicationRequest", json=body, headers=FHIR_JSON)
         assert response.status_code in {400, 422}, response.get_json()
         assert response.get_json()["resourceType"] == "OperationOutcome"
     assert fhir.search("CommunicationRequest").get("entry") is None
@@ -76,5 +80,5 @@ def test_nde_errors_are_4xx_and_write_nothing(client: FlaskClient, fhir: Fhir) -
 
 def test_plain_communication_request_is_untouched(client: FlaskClient) -> None:
     body = {"resourceType": "CommunicationRequest", "status": "active"}
-    response = client.post("/fhir/CommunicationRequest", json=body, headers=FHIR_JSON)
+    response = as_sender(client).post("/fhir/CommunicationRequest", json=body, headers=FHIR_JSON)
     assert response.status_code == 201

@@ -11,6 +11,7 @@ from tests.coordination.messages import (
     IPP_SYSTEM,
     NOS_R254,
     VISIT_SYSTEM,
+    as_sender,
     discharge_message,
     ins,
     patient,
@@ -20,7 +21,7 @@ FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 def _post(client: FlaskClient, message: dict[str, Any]) -> Any:
-    return client.post("/fhir/$process-message", json=message, headers=FHIR_JSON)
+    return as_sender(client).post("/fhir/$process-message", json=message, headers=FHIR_JSON)
 
 
 def _response_header(body: dict[str, Any]) -> dict[str, Any]:
@@ -142,12 +143,12 @@ def test_not_a_message_is_400_operation_outcome(client: FlaskClient) -> None:
         response = _post(client, body)
         assert response.status_code == 400, body
         assert response.get_json()["resourceType"] == "OperationOutcome"
-    response = client.post("/fhir/$process-message", data=b"{not json", headers=FHIR_JSON)
+    response = as_sender(client).post("/fhir/$process-message", data=b"{not json", headers=FHIR_JSON)
     assert response.status_code == 400
     assert (
-        client.post(
-            "/fhir/$process-message?async=true", json=discharge_message(), headers=FHIR_JSON
-        ).status_code
+        as_sender(client)
+        .post("/fhir/$process-message?async=true", json=discharge_message(), headers=FHIR_JSON)
+        .status_code
         == 400
     )
 
@@ -165,7 +166,7 @@ def test_process_message_needs_write_scopes(client: FlaskClient) -> None:
     from tests.conftest import system_token
 
     token = system_token(client, "system/*.rs")
-    response = client.post(
+    response = as_sender(client).post(
         "/fhir/$process-message",
         json=discharge_message(),
         headers={**FHIR_JSON, "Authorization": f"Bearer {token}"},

@@ -14,7 +14,7 @@ from coordination_api.directory import ENRICH
 from coordination_api.storage.schema import connector_job as j
 from fhir_profiles.french_identifiers import FINESS, ID_NAT_ST, RPPS
 from tests.conftest import Fhir
-from tests.coordination.messages import discharge_message
+from tests.coordination.messages import as_sender, discharge_message
 from tests.directory.ans_server import DirectoryServer
 
 PASSWORD = "a long enough password"
@@ -81,7 +81,7 @@ def test_users_create_succeeds_with_the_directory_down(
 
 
 def _discharge(client: FlaskClient, message_id: str = "msg-enrich") -> None:
-    response = client.post(
+    response = as_sender(client).post(
         "/fhir/$process-message", json=discharge_message(message_id=message_id), headers=FHIR_JSON
     )
     assert response.status_code == 200, response.get_json()

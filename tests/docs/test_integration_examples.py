@@ -8,6 +8,7 @@ from pathlib import Path
 from flask.testing import FlaskClient
 
 from tests.conftest import Fhir
+from tests.coordination.messages import as_sender
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "integration.md"
 
@@ -29,7 +30,8 @@ def test_the_hl7v2_example_is_acknowledged_and_stored(client: FlaskClient, fhir:
     method, path = request_line.split()
     assert (method, headers["Content-Type"]) == ("POST", "x-application/hl7-v2+er7")
     er7 = body.strip("\n").replace("\n", "\r") + "\r"
-    answer = client.post(path, data=er7.encode(), headers={"Content-Type": headers["Content-Type"]})
+    sender = as_sender(client, "SIH^CHU")  # MSH-3^MSH-4 of the example, registered as documented
+    answer = sender.post(path, data=er7.encode(), headers={"Content-Type": headers["Content-Type"]})
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert "MSA|AA|MSG0001" in answer.get_data(as_text=True)
     encounters = fhir.search("Encounter?status=finished")

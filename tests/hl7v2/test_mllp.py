@@ -42,7 +42,12 @@ def accept_all(event: EncounterEvent) -> None:
 @pytest.fixture
 def server() -> Iterator[MllpServer]:
     srv = MllpServer(
-        "127.0.0.1", 0, lambda raw: handle(raw, accept_all), max_message_bytes=64_000, idle_timeout=2.0
+        "127.0.0.1",
+        0,
+        lambda raw: handle(raw, accept_all),
+        max_message_bytes=64_000,
+        idle_timeout=2.0,
+        max_connections_per_peer=32,  # test_concurrent_connections opens 20 at once
     )
     srv.start()
     try:

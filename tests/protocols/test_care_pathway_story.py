@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from coordination_api.accounts import create_practitioner_user
 from tests.auth.test_security import PASSWORD, _user_token
 from tests.conftest import Fhir
-from tests.coordination.messages import discharge_message, patient
+from tests.coordination.messages import as_sender, discharge_message, patient
 from tests.protocols.builders import ELDERLY, care_team, load_library, practitioner
 
 FHIR_JSON = "application/fhir+json"
@@ -47,7 +47,9 @@ def test_discharge_to_plan_to_accepted_visit_to_everything(
 
     # The hospital's discharge message.
     message = discharge_message(message_id="story-1", patient_resource=patient(status="PROV"), letter=False)
-    response = client.post("/fhir/$process-message", json=message, headers={"Content-Type": FHIR_JSON})
+    response = as_sender(client).post(
+        "/fhir/$process-message", json=message, headers={"Content-Type": FHIR_JSON}
+    )
     assert response.status_code == 200, response.get_json()
 
     # The GP sees the plan and its Tasks in one search.

@@ -10,14 +10,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import Fhir
-from tests.coordination.messages import IPP_SYSTEM, discharge_message, patient
+from tests.coordination.messages import IPP_SYSTEM, as_sender, discharge_message, patient
 from tests.protocols.builders import ELDERLY, circle, load_library
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 def _post(client: FlaskClient, message: dict[str, Any]) -> Any:
-    response = client.post("/fhir/$process-message", json=message, headers=FHIR_JSON)
+    response = as_sender(client).post("/fhir/$process-message", json=message, headers=FHIR_JSON)
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["entry"][0]["resource"]["response"]["code"] == "ok"
     return response

@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from tests.conftest import Fhir
-from tests.coordination.messages import discharge_message
+from tests.coordination.messages import as_sender, discharge_message
 from tests.subscriptions.conftest import Receiver
 from tests.subscriptions.test_delivery import active
 from tests.subscriptions.test_intake_doors import _discharge_subscription
@@ -179,7 +179,7 @@ def test_sigkill_mid_delivery_loses_nothing(
 
         first.append(workers.start())
         for k in range(N):
-            response = sub_fhir.client.post(
+            response = as_sender(sub_fhir.client).post(
                 "/fhir/$process-message",
                 json=discharge_message(message_id=f"crash-{k}", visit=f"V-CRASH-{k:03d}"),
                 headers={"Content-Type": "application/fhir+json"},

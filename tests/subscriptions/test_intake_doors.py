@@ -7,7 +7,7 @@ from typing import Any
 
 from coordination_api.subscriptions.topics import TOPIC_BASE
 from tests.conftest import Fhir
-from tests.coordination.messages import discharge_message
+from tests.coordination.messages import as_sender, discharge_message
 from tests.coordination.test_nde import nde
 from tests.hl7v2.test_parse_mapping import adt
 from tests.subscriptions.conftest import Receiver
@@ -44,19 +44,21 @@ def test_each_door_reaches_the_subscriber(sub_fhir: Fhir, receiver: Receiver, pu
     active(sub_fhir, pump, receiver, _discharge_subscription(receiver))
     client = sub_fhir.client
     # 1. $process-message
-    response = client.post(
+    response = as_sender(client).post(
         "/fhir/$process-message",
         json=discharge_message(message_id="door-1", visit="V-FHIR"),
         headers={"Content-Type": "application/fhir+json"},
     )
     assert response.status_code == 200, response.get_json()
     # 2. NdE CommunicationRequest (a discharge: the derived Encounter is finished)
-    response = client.post("/fhir/CommunicationRequest", json=nde(identifier="door-2", ipp="IPP-NDE"))
+    response = as_sender(client).post(
+        "/fhir/CommunicationRequest", json=nde(identifier="door-2", ipp="IPP-NDE")
+    )
     assert response.status_code == 201, response.get_json()
     # 3. HL7 v2 over HTTP: admission, then discharge of the same visit
     for trigger, control in (("A01", "door-3a"), ("A03", "door-3b")):
         pv1 = {45: "20240320113000"} if trigger == "A03" else None
-        response = client.post(
+        response = as_sender(client).post(
             "/hl7v2",
             data=adt(trigger, control_id=control, pv1=pv1),
             headers={"Content-Type": "x-application/hl7-v2+er7"},
@@ -72,7 +74,7 @@ def test_each_door_reaches_the_subscriber(sub_fhir: Fhir, receiver: Receiver, pu
     ]
     assert numbers == [str(i) for i in range(1, len(numbers) + 1)]
     # The same HL7 discharge again: no new event.
-    client.post(
+    as_sender(client).post(
         "/hl7v2",
         data=adt("A03", control_id="door-3b", pv1={45: "20240320113000"}),
         headers={"Content-Type": "x-application/hl7-v2+er7"},
