@@ -835,3 +835,32 @@ def _dedupe(issues: list[ValidationIssue]) -> list[ValidationIssue]:
             seen.add(key)
             out.append(issue)
     return out
+
+
+# R4 datatypes.html#string: "Strings SHOULD not contain Unicode character points below 32, except for
+# u0009 (horizontal tab), u0010 (carriage return) and u0013 (line feed)" (regex [ \r\n\t\S]+). We
+# refuse them on every write: an ESC or NUL stored in a name or a note reaches terminals, HL7 v2
+# messages and PDFs downstream.
+_FORBIDDEN_CONTROLS = frozenset(chr(c) for c in range(32)) - {"\t", "\r", "\n"}
+
+
+def control_character(resource: Any, root: str) -> tuple[str, int] | None:
+    """(FHIRPath of the first string holding a forbidden control character, its code point), or None.
+
+    Iterative (the body's depth is bounded before this runs, but no recursion is needed anyway)."""
+    stack: list[tuple[Any, str]] = [(resource, root)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if not _FORBIDDEN_CONTROLS.isdisjoint(node):
+                return path, next(ord(ch) for ch in node if ch in _FORBIDDEN_CONTROLS)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if not _FORBIDDEN_CONTROLS.isdisjoint(key):
+                    return f"{path}.{key!r}", next(ord(ch) for ch in key if ch in _FORBIDDEN_CONTROLS)
+                if key == "resourceType":
+                    continue
+                stack.append((value, f"{path}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((value, f"{path}[{index}]") for index, value in enumerate(node))
+    return None

@@ -115,6 +115,34 @@ def read_body() -> bytes:
     return data
 
 
+def max_json_depth() -> int:
+    limit: int = current_app.config["SETTINGS"].max_json_depth
+    return limit
+
+
+def too_deep(limit: int) -> FhirError:
+    return FhirError(
+        Category.STRUCTURE,
+        f"JSON nesting exceeds the maximum depth of {limit} nested arrays/objects "
+        "(COORDINATION_MAX_JSON_DEPTH)",
+    )
+
+
+def check_depth(data: Any, limit: int) -> None:
+    """Refuse JSON nested deeper than ``limit`` arrays/objects, before anything walks it recursively
+    (model validation, profile rules, indexing): deep nesting must be a 400, never a RecursionError.
+    Iterative on purpose; orjson itself stops at 1024 levels."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise too_deep(limit)
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+
+
 def parse_etag(value: str | None, header: str) -> int | None:
     if value is None or value.strip() == "":
         return None
