@@ -4,10 +4,11 @@ forged paging tokens, and caller-supplied FHIRPath regexes that would backtrack 
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import orjson
 import pytest
@@ -332,3 +333,76 @@ def test_control_characters_refused_in_patch_transaction_batch_and_messages(fhir
     assert response.status_code == 400, response.get_json()
     assert "control character" in response.get_data(as_text=True)
     assert fhir.ids("Patient") == {created["id"]}
+
+
+# -- 4. paging tokens -------------------------------------------------------------------------------
+
+
+def _next(bundle: dict[str, Any]) -> str | None:
+    return next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
+
+
+def _page_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["_page"][0]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_paging_round_trip_and_forged_tokens(fhir: Fhir) -> None:
+    created = {
+        fhir.create({"resourceType": "Patient", "name": [{"family": f"P{i}"}]})["id"] for i in range(7)
+    }
+    seen: list[str] = []
+    url: str | None = "/fhir/Patient?_count=2"
+    pages = 0
+    while url is not None:
+        bundle = fhir.search(url.split("/fhir/", 1)[1])
+        seen += [e["resource"]["id"] for e in bundle.get("entry", [])]
+        assert len(bundle.get("entry", [])) <= 2
+        url = _next(bundle)
+        pages += 1
+    assert sorted(seen) == sorted(created) and pages == 4  # an honest round trip
+
+    first = fhir.search("Patient?_count=2")
+    token = _page_of(_next(first) or "")
+    payload, _, mac = token.partition(".")
+    data = orjson.loads(_unb64(payload))
+    forged_tokens = [
+        _b64(orjson.dumps({**data, "c": 100_000})) + "." + mac,  # page size past the cap, old signature
+        _b64(orjson.dumps({**data, "c": 100_000})),  # unsigned
+        _b64(orjson.dumps({**data, "p": [["family", "P1"]]})) + "." + mac,  # another query
+        _b64(orjson.dumps({**data, "o": 0, "k": None})) + "." + mac,  # another position
+        payload + "." + mac[::-1],
+        payload + "." + _b64(b"\0" * 20),
+        payload,
+    ]
+    for forged in forged_tokens:
+        response = fhir.request("GET", f"/fhir/Patient?_page={forged}")
+        assert response.status_code == 400, (forged, response.get_json())
+        assert "_page token" in response.get_json()["issue"][0]["diagnostics"]
+    # A token of a Patient search is valid only where it was issued as a whole: its query is signed.
+    response = fhir.request("GET", f"/fhir/Patient?_page={token}")
+    assert response.status_code == 200
+
+
+def test_signed_history_and_everything_tokens(fhir: Fhir) -> None:
+    patient = fhir.create({"resourceType": "Patient"})["id"]
+    for i in range(3):
+        fhir.request(
+            "PUT",
+            f"/fhir/Patient/{patient}",
+            {"resourceType": "Patient", "id": patient, "gender": "male" if i % 2 else "female"},
+        )
+    history = fhir.search(f"Patient/{patient}/_history?_count=1")
+    token = _page_of(_next(history) or "")
+    assert fhir.request("GET", f"/fhir/Patient/{patient}/_history?_page={token}").status_code == 200
+    payload, _, mac = token.partition(".")
+    data = orjson.loads(_unb64(payload))
+    forged = _b64(orjson.dumps({**data, "c": 10_000})) + "." + mac
+    assert fhir.request("GET", f"/fhir/Patient/{patient}/_history?_page={forged}").status_code == 400
