@@ -28,7 +28,7 @@ from fhirpathpy.models import models as fhirpath_models
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
-from fhir_profiles import r4_compat
+from fhir_profiles import fhirpath_safety, r4_compat
 from fhir_profiles.conformance import Conformance
 from fhir_profiles.issues import ValidationIssue
 from fhir_profiles.native_invariants import native_check
@@ -134,7 +134,8 @@ def _compile_invariant(raw: dict[str, Any]) -> Invariant | None:
         error = syntax_error(expression)
         if error:
             raise ValueError(error)
-        compiled = fhirpathpy.compile(expression, model=_R4_MODEL)
+        # Regex functions with a timeout: the pattern is ours, the string is the caller's.
+        compiled = fhirpathpy.compile(expression, model=_R4_MODEL, options=fhirpath_safety.OPTIONS)
     except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare exceptions on parse errors
         log.warning("invariant %s not compiled: %s", raw.get("key"), exc)
         reason = f"the expression does not compile ({exc})"
@@ -628,6 +629,9 @@ class Validator:
         env = {"resource": run.resource, "rootResource": run.resource}
         try:
             result = invariant.check(node, env)
+        except fhirpath_safety.ExpressionLimitError as exc:
+            run.add("warning", "invariant", f"Invariant {invariant.key} could not be evaluated: {exc}", expr)
+            return
         except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare exceptions while evaluating
             run.add("warning", "invariant", f"Invariant {invariant.key} could not be evaluated: {exc}", expr)
             return

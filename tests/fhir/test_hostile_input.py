@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -406,3 +407,69 @@ def test_signed_history_and_everything_tokens(fhir: Fhir) -> None:
     data = orjson.loads(_unb64(payload))
     forged = _b64(orjson.dumps({**data, "c": 10_000})) + "." + mac
     assert fhir.request("GET", f"/fhir/Patient/{patient}/_history?_page={forged}").status_code == 400
+
+
+# -- 6. caller-supplied FHIRPath: regexes and time bounded ----------------------------------------------
+
+
+def _plan(expression: str, *, dynamic: bool = False) -> dict[str, Any]:
+    fhirpath = {"language": "text/fhirpath", "expression": expression}
+    action: dict[str, Any] = {"title": "Hostile"}
+    if dynamic:
+        action["dynamicValue"] = [{"path": "description", "expression": fhirpath}]
+    else:
+        action["condition"] = [{"kind": "applicability", "expression": fhirpath}]
+    return {"resourceType": "PlanDefinition", "status": "active", "action": [action]}
+
+
+PATHOLOGICAL = [
+    "'{s}'.matches('(a|a)+$')",
+    "'{s}'.matches('(a|aa)+$')",
+    "'{s}'.replaceMatches('(a|a)+$', 'x') = 'x'",
+]
+
+
+@pytest.mark.parametrize("template", PATHOLOGICAL)
+def test_catastrophic_regex_in_apply_is_stopped(fhir: Fhir, template: str) -> None:
+    patient = fhir.create({"resourceType": "Patient"})["id"]
+    text = "a" * 34 + "!"
+    expression = template.format(s=text)
+    for plan in (_plan(expression), _plan(expression, dynamic=True)):
+        definition = fhir.create(plan)
+        started = time.monotonic()
+        response = fhir.request(
+            "GET", f"/fhir/PlanDefinition/{definition['id']}/$apply?subject=Patient/{patient}"
+        )
+        elapsed = time.monotonic() - started
+        assert response.status_code == 422, response.get_json()
+        diagnostics = response.get_json()["issue"][0]["diagnostics"]
+        assert "COORDINATION_EXPRESSION_REGEX_TIMEOUT" in diagnostics
+        assert elapsed < 10, elapsed  # unbounded, 35 characters of (a|a)+$ take hours
+
+
+def test_catastrophic_regex_in_an_inline_plan_definition(fhir: Fhir) -> None:
+    patient = fhir.create({"resourceType": "Patient"})["id"]
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "subject", "valueString": f"Patient/{patient}"},
+            {"name": "planDefinition", "resource": _plan("'" + "a" * 40 + "!'.matches('(a|a)+$')")},
+        ],
+    }
+    response = fhir.request("POST", "/fhir/PlanDefinition/$apply", body)
+    assert response.status_code == 422, response.get_json()
+    assert "regular expression" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_honest_regexes_still_work(fhir: Fhir) -> None:
+    patient = fhir.create({"resourceType": "Patient", "name": [{"family": "Durand"}]})["id"]
+    expression = (
+        "%patient.name.family.first().matches('^Dur[a-z]+$')"
+        " and 'a-b'.replaceMatches('(a)-(b)', '$2$1') = 'ba'"
+    )
+    definition = fhir.create(_plan(expression))
+    response = fhir.request(
+        "GET", f"/fhir/PlanDefinition/{definition['id']}/$apply?subject=Patient/{patient}"
+    )
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["resourceType"] == "CarePlan"
