@@ -190,6 +190,20 @@ def test_edge_dates_property_search_and_write(fhir: Fhir) -> None:
         if written.status_code in (200, 201):
             read = fhir.request("GET", f"/fhir/Observation/edge{n}")
             assert read.status_code == 200
+        # The access rows a CareTeam derives (auth/policy.py) parse its period too.
+        team = fhir.request(
+            "PUT",
+            f"/fhir/CareTeam/edge{n}",
+            {
+                "resourceType": "CareTeam",
+                "id": f"edge{n}",
+                "status": "active",
+                "subject": {"reference": "Patient/edge"},
+                "period": {"end": value},
+                "participant": [{"member": {"reference": "Practitioner/edge"}, "period": {"start": value}}],
+            },
+        )
+        assert team.status_code in (200, 201, 400), (value, team.get_json())
 
     check()
 
@@ -473,3 +487,30 @@ def test_honest_regexes_still_work(fhir: Fhir) -> None:
     )
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["resourceType"] == "CarePlan"
+
+
+def test_an_evaluation_past_its_time_budget_is_stopped(fhir: Fhir) -> None:
+    """Pure-Python blow-up (64,000 elements: seconds of fhirpathpy): stopped at the time limit (2 s)."""
+    patient = fhir.create({"resourceType": "Patient"})["id"]
+    numbers = "(" + "|".join(str(i) for i in range(1, 41)) + ")"
+    definition = fhir.create(_plan(f"{numbers}.select({numbers}.select({numbers})).count() > 0"))
+    started = time.monotonic()
+    response = fhir.request(
+        "GET", f"/fhir/PlanDefinition/{definition['id']}/$apply?subject=Patient/{patient}"
+    )
+    elapsed = time.monotonic() - started
+    assert response.status_code == 422, response.get_json()
+    assert "COORDINATION_EXPRESSION_TIME_LIMIT" in response.get_json()["issue"][0]["diagnostics"]
+    assert elapsed < 10, elapsed
+    # The request thread is usable afterwards (no stray interruption pending).
+    assert fhir.request("GET", f"/fhir/Patient/{patient}").status_code == 200
+
+
+def test_long_expressions_are_refused(fhir: Fhir) -> None:
+    patient = fhir.create({"resourceType": "Patient"})["id"]
+    definition = fhir.create(_plan(" or ".join(["true"] * 1200)))
+    response = fhir.request(
+        "GET", f"/fhir/PlanDefinition/{definition['id']}/$apply?subject=Patient/{patient}"
+    )
+    assert response.status_code == 422
+    assert "longer than the limit of 4000 characters" in response.get_json()["issue"][0]["diagnostics"]
