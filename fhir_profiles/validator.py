@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -845,7 +846,7 @@ def _dedupe(issues: list[ValidationIssue]) -> list[ValidationIssue]:
 # u0009 (horizontal tab), u0010 (carriage return) and u0013 (line feed)" (regex [ \r\n\t\S]+). We
 # refuse them on every write: an ESC or NUL stored in a name or a note reaches terminals, HL7 v2
 # messages and PDFs downstream.
-_FORBIDDEN_CONTROLS = frozenset(chr(c) for c in range(32)) - {"\t", "\r", "\n"}
+_FORBIDDEN_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def control_character(resource: Any, root: str) -> tuple[str, int] | None:
@@ -856,12 +857,14 @@ def control_character(resource: Any, root: str) -> tuple[str, int] | None:
     while stack:
         node, path = stack.pop()
         if isinstance(node, str):
-            if not _FORBIDDEN_CONTROLS.isdisjoint(node):
-                return path, next(ord(ch) for ch in node if ch in _FORBIDDEN_CONTROLS)
+            found = _FORBIDDEN_CONTROL.search(node)
+            if found:
+                return path, ord(found.group())
         elif isinstance(node, dict):
             for key, value in node.items():
-                if not _FORBIDDEN_CONTROLS.isdisjoint(key):
-                    return f"{path}.{key!r}", next(ord(ch) for ch in key if ch in _FORBIDDEN_CONTROLS)
+                found = _FORBIDDEN_CONTROL.search(key)
+                if found:
+                    return f"{path}.{key!r}", ord(found.group())
                 if key == "resourceType":
                     continue
                 stack.append((value, f"{path}.{key}"))
