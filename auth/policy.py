@@ -39,7 +39,7 @@ import re
 from collections.abc import Collection, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -104,17 +104,21 @@ def _instant(text: Any, *, end: bool) -> int | None:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
             return int(moment.timestamp() * 1_000_000)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
-    if end:
-        if step == "year":
-            low = low.replace(year=low.year + 1)
-        elif step == "month":
-            low = (low + timedelta(days=32)).replace(day=1)
-        else:
-            low = low + timedelta(days=1)
-        return int(low.timestamp() * 1_000_000) - 1
-    return int(low.timestamp() * 1_000_000)
+    start = int(low.timestamp() * 1_000_000)
+    if not end:
+        return start
+    # The end of the partial date as start + its length: datetime arithmetic past 9999-12-31 overflows.
+    import calendar
+
+    if step == "year":
+        days = 366 if calendar.isleap(low.year) else 365
+    elif step == "month":
+        days = calendar.monthrange(low.year, low.month)[1]
+    else:
+        days = 1
+    return start + days * 86_400_000_000 - 1
 
 
 def _period(period: Any) -> tuple[int | None, int | None]:

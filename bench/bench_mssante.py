@@ -97,7 +97,9 @@ def main() -> int:
     )
     app = create_app(settings)
     upgrade(app.extensions["coordination"].repo.engine)
-    app.extensions["subscriptions"].config = SubscriptionSettings(batch_size=500, poll_interval=0.01)
+    app.extensions["subscriptions"].config = SubscriptionSettings(
+        batch_size=500, poll_interval=0.01, mail_domains=("*.mssante.fr",)
+    )
     client = app.test_client()
     headers = {"Content-Type": "application/fhir+json"}
     results = {}

@@ -7,9 +7,11 @@ Every connector builds its session here so that these rules hold everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -62,6 +64,60 @@ def session(settings: HttpSettings, headers: Mapping[str, str] | None = None) ->
         s.cert = (settings.client_cert, settings.client_key) if settings.client_key else settings.client_cert
     s.headers["User-Agent"] = settings.user_agent
     s.headers.update(headers or {})
+    return s
+
+
+class PinnedAdapter(HTTPAdapter):
+    """Connects to the address ``resolve(host, port)`` chose (and checked) at connection time, while the
+    Host header, TLS SNI and certificate verification keep the URL's name.
+
+    Against DNS rebinding (a name that resolves to a public address when checked, then to an internal
+    one when connected): there is one resolution, the checked one, and the connection goes to it.
+    ``resolve`` raises to refuse. Pools are keyed by address and name, so a kept-alive connection is
+    always one to a checked address.
+    """
+
+    def __init__(self, resolve: Callable[[str, int], str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.resolve = resolve
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> Any:
+        found = super().build_connection_pool_key_attributes(request, verify, cert)
+        host_params: dict[str, Any] = dict(found[0])
+        pool_kwargs: dict[str, Any] = dict(found[1])
+        name = str(host_params["host"])
+        port = host_params["port"] or (443 if host_params["scheme"] == "https" else 80)
+        address = self.resolve(name, int(port))
+        host_params = {**host_params, "host": address, "port": port}
+        if host_params["scheme"] == "https" and not _is_ip(name):
+            pool_kwargs["server_hostname"] = name  # SNI
+            pool_kwargs["assert_hostname"] = name  # the certificate must name the host, not the address
+        return host_params, pool_kwargs
+
+    def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
+        if "Host" not in request.headers and request.url:
+            request.headers["Host"] = urlsplit(request.url).netloc.rpartition("@")[2]
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def pinned_session(resolve: Callable[[str, int], str]) -> requests.Session:
+    """A session whose every connection goes to the address ``resolve`` returns (see PinnedAdapter);
+    no proxy from the environment (it would resolve the name itself), no retries (the caller's outbox
+    retries)."""
+    s = requests.Session()
+    s.trust_env = False
+    adapter = PinnedAdapter(resolve, max_retries=0)
+    s.mount("https://", adapter)
+    s.mount("http://", adapter)
     return s
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -28,7 +29,7 @@ from fhirpathpy.models import models as fhirpath_models
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
-from fhir_profiles import r4_compat
+from fhir_profiles import fhirpath_safety, r4_compat
 from fhir_profiles.conformance import Conformance
 from fhir_profiles.issues import ValidationIssue
 from fhir_profiles.native_invariants import native_check
@@ -134,7 +135,8 @@ def _compile_invariant(raw: dict[str, Any]) -> Invariant | None:
         error = syntax_error(expression)
         if error:
             raise ValueError(error)
-        compiled = fhirpathpy.compile(expression, model=_R4_MODEL)
+        # Regex functions with a timeout: the pattern is ours, the string is the caller's.
+        compiled = fhirpathpy.compile(expression, model=_R4_MODEL, options=fhirpath_safety.OPTIONS)
     except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare exceptions on parse errors
         log.warning("invariant %s not compiled: %s", raw.get("key"), exc)
         reason = f"the expression does not compile ({exc})"
@@ -628,6 +630,9 @@ class Validator:
         env = {"resource": run.resource, "rootResource": run.resource}
         try:
             result = invariant.check(node, env)
+        except fhirpath_safety.ExpressionLimitError as exc:
+            run.add("warning", "invariant", f"Invariant {invariant.key} could not be evaluated: {exc}", expr)
+            return
         except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare exceptions while evaluating
             run.add("warning", "invariant", f"Invariant {invariant.key} could not be evaluated: {exc}", expr)
             return
@@ -835,3 +840,34 @@ def _dedupe(issues: list[ValidationIssue]) -> list[ValidationIssue]:
             seen.add(key)
             out.append(issue)
     return out
+
+
+# R4 datatypes.html#string: "Strings SHOULD not contain Unicode character points below 32, except for
+# u0009 (horizontal tab), u0010 (carriage return) and u0013 (line feed)" (regex [ \r\n\t\S]+). We
+# refuse them on every write: an ESC or NUL stored in a name or a note reaches terminals, HL7 v2
+# messages and PDFs downstream.
+_FORBIDDEN_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def control_character(resource: Any, root: str) -> tuple[str, int] | None:
+    """(FHIRPath of the first string holding a forbidden control character, its code point), or None.
+
+    Iterative (the body's depth is bounded before this runs, but no recursion is needed anyway)."""
+    stack: list[tuple[Any, str]] = [(resource, root)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            found = _FORBIDDEN_CONTROL.search(node)
+            if found:
+                return path, ord(found.group())
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                found = _FORBIDDEN_CONTROL.search(key)
+                if found:
+                    return f"{path}.{key!r}", ord(found.group())
+                if key == "resourceType":
+                    continue
+                stack.append((value, f"{path}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((value, f"{path}[{index}]") for index, value in enumerate(node))
+    return None

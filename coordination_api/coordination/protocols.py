@@ -17,7 +17,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -33,6 +33,8 @@ from coordination_api.fhir.context import Services
 from coordination_api.fhir.resources import validate_resource
 from coordination_api.fhir.write_common import find_matches
 from coordination_api.storage.repository import Stored
+from fhir_profiles import fhirpath_safety
+from fhir_profiles.fhirpath_safety import ExpressionLimits
 from fhir_profiles.validator import syntax_error
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,8 @@ class Context:
     members: list[Member]
     load_service_requests: Callable[[], list[dict[str, Any]]]
     _service_requests: list[dict[str, Any]] | None = None
+    # Bounds of every FHIRPath evaluation (COORDINATION_EXPRESSION_*).
+    limits: ExpressionLimits = field(default_factory=ExpressionLimits)
 
     @property
     def subject(self) -> str:
@@ -285,8 +289,20 @@ def load_context(conn: Connection, svc: Services, params: ApplyParameters) -> Co
     def service_requests() -> list[dict[str, Any]]:
         return _search(conn, svc, "ServiceRequest", [("patient", params.subject), ("status", "active")])
 
+    settings = svc.settings
+    limits = ExpressionLimits(
+        time_limit=settings.expression_time_limit, regex_timeout=settings.expression_regex_timeout
+    )
     return Context(
-        params, patient, encounter, trigger, now, care_teams, _members(care_teams, now), service_requests
+        params,
+        patient,
+        encounter,
+        trigger,
+        now,
+        care_teams,
+        _members(care_teams, now),
+        service_requests,
+        limits=limits,
     )
 
 
@@ -372,19 +388,33 @@ def _compiled(expression: str) -> Callable[..., list[Any]] | str:
     error = syntax_error(expression)
     if error:
         return error
-    compiled: Callable[..., list[Any]] = fhirpathpy.compile(expression, _R4)
+    # matches()/replaceMatches() with a regex timeout (fhir_profiles/fhirpath_safety.py).
+    compiled: Callable[..., list[Any]] = fhirpathpy.compile(expression, _R4, fhirpath_safety.OPTIONS)
     return compiled
 
 
 def _run(expression: str, ctx: Context, where: str) -> list[Any]:
     """A FHIRPath expression over the Patient, with the variables of :meth:`Context.variables`."""
+    if len(expression) > ctx.limits.max_expression:
+        raise FhirError(
+            Category.UNPROCESSABLE,
+            f"{where}: the expression is longer than the limit of {ctx.limits.max_expression} characters",
+            expression=where,
+        )
     compiled = _compiled(expression)
     if isinstance(compiled, str):
         raise FhirError(
             Category.UNPROCESSABLE, f"{where}: the expression does not parse ({compiled})", expression=where
         )
+    env = ctx.variables(expression)
     try:
-        result: list[Any] = compiled(ctx.patient, ctx.variables(expression))
+        # Caller-supplied (a PlanDefinition anyone with write access stored): a time budget for the
+        # whole evaluation and a timeout for each regex.
+        result: list[Any] = fhirpath_safety.bounded(lambda: compiled(ctx.patient, env), ctx.limits)
+    except fhirpath_safety.ExpressionLimitError as exc:
+        raise FhirError(
+            Category.UNPROCESSABLE, f"{where}: the expression was stopped: {exc.message}", expression=where
+        ) from None
     except Exception as exc:  # fhirpathpy raises bare exceptions on evaluation errors
         raise FhirError(
             Category.UNPROCESSABLE, f"{where}: the expression cannot be evaluated ({exc})", expression=where

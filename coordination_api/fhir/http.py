@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from typing import Any
 
@@ -10,6 +12,7 @@ from flask import Response, current_app, g, request
 
 from coordination_api.errors import Category, FhirError
 from coordination_api.search.dates import format_http_date
+from coordination_api.search.paging import Signer, use_signer
 
 FHIR_JSON = "application/fhir+json"
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
@@ -113,6 +116,47 @@ def read_body() -> bytes:
     if len(data) > limit or (length is None and len(data) >= limit):
         raise FhirError(Category.TOO_LARGE, f"Request body exceeds the maximum of {limit} bytes")
     return data
+
+
+def install_page_signer() -> None:
+    """Page tokens of this request are signed with the server secret (the configured
+    COORDINATION_SECRET_KEY, else the generated one the database keeps) and clamped to the cap."""
+    app = current_app
+    signer = app.extensions.get("page_token_signer")
+    if signer is None:
+        settings = app.config["SETTINGS"]
+        secret = settings.secret_key or app.extensions["auth"].store.shared_secret("page-token-key")
+        key = hmac.new(b"coordination page token", str(secret).encode(), hashlib.sha256).digest()
+        signer = app.extensions["page_token_signer"] = Signer(key, settings.max_page_size)
+    use_signer(signer)
+
+
+def max_json_depth() -> int:
+    limit: int = current_app.config["SETTINGS"].max_json_depth
+    return limit
+
+
+def too_deep(limit: int) -> FhirError:
+    return FhirError(
+        Category.STRUCTURE,
+        f"JSON nesting exceeds the maximum depth of {limit} nested arrays/objects "
+        "(COORDINATION_MAX_JSON_DEPTH)",
+    )
+
+
+def check_depth(data: Any, limit: int) -> None:
+    """Refuse JSON nested deeper than ``limit`` arrays/objects, before anything walks it recursively
+    (model validation, profile rules, indexing): deep nesting must be a 400, never a RecursionError.
+    Iterative on purpose; orjson itself stops at 1024 levels."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise too_deep(limit)
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
 
 
 def parse_etag(value: str | None, header: str) -> int | None:

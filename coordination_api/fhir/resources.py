@@ -16,7 +16,9 @@ from pydantic import ValidationError
 import fhir_profiles
 from coordination_api.errors import Category, FhirError, Issue
 from coordination_api.fhir.elements import element_types, resource_model
+from coordination_api.fhir.http import check_depth, max_json_depth, too_deep
 from coordination_api.fhir.profiles import enforce
+from fhir_profiles.validator import control_character
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,13 @@ def parse_json(body: bytes) -> Any:
     if not body:
         raise FhirError(Category.INVALID, "Request body is empty; a FHIR resource was expected")
     try:
-        return orjson.loads(body)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc) or "recursion" in str(exc):  # beyond orjson's own limit (1024 levels)
+            raise too_deep(max_json_depth()) from exc
         raise FhirError(Category.STRUCTURE, f"Body is not valid JSON: {exc}") from exc
+    check_depth(data, max_json_depth())
+    return data
 
 
 def _find(node: Any, path: tuple[str, ...], expression: str, repeat: str | None = None) -> str | None:
@@ -289,6 +295,15 @@ def validate_resource(
             expression=root or resource_type,
         )
     root = root or resource_type
+    found = control_character(resource, root)
+    if found is not None:
+        path, point = found
+        raise FhirError(
+            Category.VALUE,
+            f"{path}: strings may not contain control character U+{point:04X} (R4 datatypes.html#string: "
+            "only TAB, CR and LF below U+0020)",
+            expression=path,
+        )
     if not structure:
         if profiles:
             enforce(resource, root)

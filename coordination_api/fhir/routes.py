@@ -25,7 +25,7 @@ from coordination_api.fhir import (
     update,
     validate,
 )
-from coordination_api.fhir.http import check_accept
+from coordination_api.fhir.http import check_accept, install_page_signer
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 subscriptions.register_routes(bp)  # $status, $events (static rules win over /<type>/<id>)
@@ -33,6 +33,9 @@ apply.register_routes(bp)  # PlanDefinition $apply, $start
 everything.register_routes(bp)  # Patient/[id]/$everything, Encounter/[id]/$everything
 bulk.register_routes(bp)  # Bulk Data $export, its status and files
 dmp.register_routes(bp)  # DocumentReference $dmp-push (IHE MHD ITI-65)
+
+
+bp.before_request(install_page_signer)  # _page tokens are signed (search/paging.py)
 
 
 @bp.before_request

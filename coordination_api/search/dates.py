@@ -17,6 +17,7 @@ _DATE_RE = re.compile(
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY = 86_400_000_000
 
 
 class InvalidDateError(ValueError):
@@ -36,18 +37,19 @@ def parse_range(text: str) -> tuple[int, int]:
     parts = match.groupdict()
     try:
         year = int(parts["y"])
+        # High bounds are low + span in integer microseconds: low + timedelta would overflow
+        # datetime at the end of year 9999 (9999-12-31 is a valid FHIR date).
         if parts["m"] is None:
             low = datetime(year, 1, 1, tzinfo=UTC)
-            return _us(low), _us(datetime(year + 1, 1, 1, tzinfo=UTC)) - 1 if year < 9999 else MAX_US
+            return _us(low), _us(low) + (366 if calendar.isleap(year) else 365) * _DAY - 1
         month = int(parts["m"])
         if parts["d"] is None:
             low = datetime(year, month, 1, tzinfo=UTC)
-            days = calendar.monthrange(year, month)[1]
-            return _us(low), _us(low + timedelta(days=days)) - 1
+            return _us(low), _us(low) + calendar.monthrange(year, month)[1] * _DAY - 1
         day = int(parts["d"])
         if parts["H"] is None:
             low = datetime(year, month, day, tzinfo=UTC)
-            return _us(low), _us(low + timedelta(days=1)) - 1
+            return _us(low), _us(low) + _DAY - 1
         tz: timezone = UTC
         if parts["tz"] and parts["tz"] != "Z":
             sign = 1 if parts["tz"][0] == "+" else -1
@@ -56,7 +58,7 @@ def parse_range(text: str) -> tuple[int, int]:
         hour, minute = int(parts["H"]), int(parts["M"])
         if parts["S"] is None:
             low = datetime(year, month, day, hour, minute, tzinfo=tz)
-            return _us(low), _us(low + timedelta(minutes=1)) - 1
+            return _us(low), _us(low) + 60_000_000 - 1
         second = int(parts["S"])
         if second == 60:  # leap second: clamp
             second = 59
@@ -65,12 +67,11 @@ def parse_range(text: str) -> tuple[int, int]:
         if fraction:
             digits = fraction[1:]
             micro = int((digits + "000000")[:6])
-            low = low + timedelta(microseconds=micro)
             # Precision of the fraction given (capped at microseconds).
             step = 10 ** max(0, 6 - len(digits))
-            return _us(low), _us(low) + step - 1
-        return _us(low), _us(low + timedelta(seconds=1)) - 1
-    except ValueError as exc:  # e.g. month 13, Feb 30
+            return _us(low) + micro, _us(low) + micro + step - 1
+        return _us(low), _us(low) + 1_000_000 - 1
+    except (ValueError, OverflowError) as exc:  # e.g. month 13, Feb 30, a zone beyond ±24 h
         raise InvalidDateError(f"'{text}' is not a valid FHIR date/dateTime: {exc}") from exc
 
 

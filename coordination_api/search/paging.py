@@ -2,18 +2,48 @@
 
 Search pages also carry a keyset cursor (the sort key values and pk of the row a page starts after,
 or ends before): later pages do not shift when resources are deleted or updated meanwhile.
+
+Tokens are signed (HMAC-SHA256 with a key derived from the server secret, see fhir/http.py), so a
+client cannot edit one (raise ``_count`` past the cap, point it at another query or position); a
+page size read back is also clamped to the configured cap, in case the cap was lowered since.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
+import secrets
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from coordination_api.errors import Category, FhirError
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The request's signing key and page-size cap (set per request by the FHIR blueprint)."""
+
+    key: bytes
+    max_count: int
+
+
+# Outside a request (never for links we serve): a per-process key, tokens valid in this process only.
+_FALLBACK = Signer(secrets.token_bytes(32), 2**62)
+_signer: ContextVar[Signer] = ContextVar("page_token_signer", default=_FALLBACK)
+
+
+def use_signer(signer: Signer) -> None:
+    _signer.set(signer)
+
+
+def _mac(key: bytes, payload: str) -> str:
+    digest = hmac.new(key, payload.encode(), hashlib.sha256).digest()[:20]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 @dataclass(frozen=True)
@@ -32,10 +62,18 @@ class PageToken:
             if self.backward:
                 data["r"] = True
         raw = orjson.dumps(data)
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        payload = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return f"{payload}.{_mac(_signer.get().key, payload)}"
 
     @classmethod
     def decode(cls, token: str) -> PageToken:
+        signer = _signer.get()
+        payload, _, mac = token.partition(".")
+        if not hmac.compare_digest(mac.encode(), _mac(signer.key, payload).encode()):
+            raise FhirError(
+                Category.INVALID, "Invalid _page token: it was not issued by this server or was altered"
+            )
+        token = payload
         try:
             padded = token + "=" * (-len(token) % 4)
             data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -56,7 +94,8 @@ class PageToken:
             backward = data.get("r", False)
             if type(backward) is not bool:
                 raise TypeError("direction")
-            return cls([(k, v) for k, v in pairs], numbers[0], numbers[1], numbers[2], after, backward)
+            count = min(numbers[1], signer.max_count)
+            return cls([(k, v) for k, v in pairs], numbers[0], count, numbers[2], after, backward)
         except (binascii.Error, ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
             raise FhirError(Category.INVALID, "Invalid or corrupted _page token") from exc
 

@@ -12,7 +12,8 @@ class SubscriptionSettings:
     # allows http://127.0.0.1; production turns it off). Networks (CIDR) exempt from the SSRF guard.
     allow_loopback: bool = True
     allowed_networks: tuple[str, ...] = ()
-    # email (MSSanté) channel: the domains its mailto: endpoints may name ("*.mssante.fr"); empty: any.
+    # email (MSSanté) channel: the domains its mailto: endpoints may name ("*.mssante.fr"); empty (the
+    # default): no mailto: endpoint is accepted.
     mail_domains: tuple[str, ...] = ()
     # HTTP timeouts of one POST (connect, read).
     connect_timeout: float = 5.0

@@ -26,7 +26,7 @@ from flask import Flask
 from sqlalchemy import ColumnElement, false, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 
-from connectors import mssante
+from connectors import http, mssante
 from connectors.errors import ConnectorError
 from coordination_api import health, jobs, metrics
 from coordination_api.bulk import export as bulk_export
@@ -81,7 +81,10 @@ class Deliverer:
         self.pg = self.engine.dialect.name == "postgresql"
         settings = app.config.get("SETTINGS")
         self.base = str(getattr(settings, "public_base_url", "") or "")
-        self.session = requests.Session()
+        # Every connection goes to the address checked when it is made (DNS rebinding; endpoint.py).
+        self.session = http.pinned_session(
+            lambda host, port: endpoint.pinned_address(host, port, self.svc.config)
+        )
         self.mail, self.mail_from = _mail_sender(settings)
         # Set on SIGTERM: the notification being sent finishes, the rest of the pass waits (its lease).
         self.stopping = threading.Event()
@@ -472,6 +475,8 @@ class Deliverer:
                 if 200 <= response.status_code < 300:
                     return None
                 return f"endpoint answered HTTP {response.status_code}"
+        except endpoint.EndpointError as exc:  # refused at connection time
+            return str(exc)
         except requests.RequestException as exc:
             return f"{type(exc).__name__}: {exc}"[:500]
 
