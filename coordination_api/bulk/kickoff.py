@@ -152,8 +152,11 @@ def _type_filter(value: str, base: str) -> list[tuple[str, str]]:
                     f"_typeFilter '{item}': '{name}' is not allowed in an export filter", "_typeFilter"
                 )
         try:
-            compiler.compile(rtype, pairs, base_url=base, strict=True)
+            # Every chain or _has hop of a filter reads its type: the client's scopes must allow it.
+            compiler.compile(rtype, pairs, base_url=base, strict=True, hop_guard=access.hop_guard)
         except FhirError as exc:
+            if exc.category is Category.FORBIDDEN:
+                raise
             raise _bad(f"_typeFilter '{item}': {exc.diagnostics}", "_typeFilter") from exc
         out.append((rtype, query))
     return out

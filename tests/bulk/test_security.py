@@ -140,3 +140,13 @@ def test_concurrent_jobs_are_limited_per_client(client: FlaskClient, fhir: Fhir,
     started(client, "/fhir/$export")
     drain(export_app)
     started(client, "/fhir/$export")  # finished jobs do not count
+
+
+def test_type_filter_hops_need_their_own_scope(client: FlaskClient, fhir: Fhir, export_app: Flask) -> None:
+    """Issue 16: a _typeFilter's chain or _has is no oracle on a type the client may not read."""
+    record(fhir, "p1")
+    narrow = _client(export_app, "system/Patient.rs system/Encounter.read")
+    query = "/fhir/$export?_type=Encounter&_typeFilter=Encounter%3F_has%3AObservation%3Aencounter%3Acode%3D1"
+    assert "'s' on Observation" in bad(kick_off(narrow, query), 403)
+    query = "/fhir/$export?_type=Patient&_typeFilter=Patient%3Fgeneral-practitioner.name%3Dx"
+    assert "do not allow 's' on" in bad(kick_off(narrow, query), 403)
