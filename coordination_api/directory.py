@@ -411,16 +411,39 @@ def sync_organization(
                 conn, svc, summary, f"HealthcareService/{hs['id']}", partial(service_body, hs, org_ref)
             )
     people: dict[str, str | None] = {}  # directory Practitioner id -> our reference (None: failed)
+    seen: set[str] = set()  # the directory ids of the roles listed this time
     done = 0
     for batch in _batches(directory.organization_members(source["id"]), batch_size):
         with svc.repo.writing() as conn:
             for member in batch:
+                seen.add(str(member.role.get("id")))
                 _sync_member(conn, svc, summary, member, org_ref, people)
         done += len(batch)
         if progress is not None:
             progress(done, batch[0].total)
+    with svc.repo.writing() as conn:
+        _end_unlisted_roles(conn, svc, summary, org_ref, seen)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _end_unlisted_roles(
+    conn: Connection, svc: Services, summary: SyncSummary, org_ref: str, seen: set[str]
+) -> None:
+    """A role the directory no longer lists for this organization (the professional left) is made
+    inactive once the whole member list was read: an affiliation is access to the patients whose care
+    team names the organization (auth/policy), so a stale one must not outlive the directory's."""
+    system = SOURCE_SYSTEM + "PractitionerRole"
+    ours = find_matches(
+        conn, svc, "PractitionerRole", [("organization", org_ref), ("active", "true")], limit=100_000
+    )
+    for role in ours:
+        body = role.json()
+        ids = [i.get("value") for i in body.get("identifier") or [] if i.get("system") == system]
+        if not ids or ids[0] in seen:
+            continue  # not from the directory (an operator's), or still listed
+        body["active"] = False
+        _write_one(conn, svc, summary, f"PractitionerRole/{ids[0]}", partial(dict, body))
 
 
 def _sync_member(

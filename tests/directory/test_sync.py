@@ -108,3 +108,22 @@ def test_sync_of_an_unknown_or_malformed_organization(
 def test_sync_without_a_configured_directory_is_refused(app: Flask) -> None:
     result = _sync(app)
     assert result.exit_code == 1 and "no directory configured" in result.output
+
+
+def test_a_member_who_left_loses_the_role(dir_app: Flask, dir_fhir: Fhir, ans: DirectoryServer) -> None:
+    """Review of issue 8 (stale affiliations are access): a role the directory no longer lists for the
+    organization is made inactive by the next full sync; it grants no more care-team reach."""
+    assert _sync(dir_app).exit_code == 0
+    gone = ans.data.resources["PractitionerRole"].pop("pr-1")
+    try:
+        ans.reset()
+        dir_app.extensions["directory"].cache.clear()
+        again = _sync(dir_app)
+        assert again.exit_code == 0, again.output
+    finally:
+        ans.data.add(gone)
+    [doctor] = _resources(dir_fhir, f"Practitioner?identifier={RPPS}|10000000001")
+    [role] = _resources(dir_fhir, f"PractitionerRole?practitioner=Practitioner/{doctor['id']}")
+    assert role["active"] is False
+    others = _resources(dir_fhir, "PractitionerRole?active=true")
+    assert others, "the roles still listed stay active"
