@@ -37,10 +37,13 @@ class MailSender(Protocol):
 
 
 class NullSender:
-    """Development: nothing configured, nothing sent."""
+    """Nothing configured: nothing is sent, and the caller is told so (never a silent success: the
+    notification stays pending and the subscription shows the error until MSSanté is configured)."""
 
     def send(self, message: EmailMessage) -> None:
-        log.debug("MSSanté not configured: a notification mail was not sent")
+        raise ConnectorError(
+            "mssante", Failure.NOT_CONFIGURED, "MSSanté is not configured (COORDINATION_MSSANTE_SMTP_HOST)"
+        )
 
 
 @dataclass(frozen=True)

@@ -263,3 +263,26 @@ def test_a_certificate_the_operator_does_not_know_is_refused_and_retried(
         assert smtp.inbox.messages == []
     finally:
         close_app(stranger)
+
+
+def test_without_mssante_configured_nothing_is_marked_sent(database_url: str, app: Flask) -> None:
+    """Review of issue 8 (honest connectors): with no SMTP server configured, an email subscription
+    never becomes active and no notification is marked delivered; the error says what is missing."""
+    made = create_app(Settings(database_url=database_url, audit_reads="sync"))
+    made.config["TESTING"] = True
+    made.extensions["subscriptions"].config = replace(FAST, mail_domains=("*.mssante.fr",))
+    _truncate(made)
+    try:
+        fhir = Fhir(authed(made.test_client()))
+        sub = fhir.create(_subscription("mailto:dr.martin@cabinet.mssante.fr"))
+
+        def told() -> bool:
+            current = fhir.request("GET", f"/fhir/Subscription/{sub['id']}").get_json()
+            return current["status"] == "error" or "not configured" in str(current.get("error", ""))
+
+        _pump(made, told)
+        current = fhir.request("GET", f"/fhir/Subscription/{sub['id']}").get_json()
+        assert current["status"] != "active"
+        assert all(row.status != "delivered" for row in _rows(made))
+    finally:
+        close_app(made)
