@@ -118,10 +118,30 @@ class Jobs:
         """Run the due jobs once; how many were attempted."""
         if not self.handlers:
             return 0
-        claimed = self._claim()
+        return self.run_claimed(app, self._claim())
+
+    def run_claimed(self, app: Flask, claimed: list[tuple[int, str, str, int]]) -> int:
+        """Run a claimed batch, each job under a lease renewed just before it runs."""
         for pk, kind, payload, lease in claimed:
-            self._run(app, pk, kind, orjson.loads(payload), lease)
+            renewed = self._renew(pk, lease)
+            if renewed is None:
+                continue  # the batch's lease ran out before this job's turn: another worker has it
+            self._run(app, pk, kind, orjson.loads(payload), renewed)
         return len(claimed)
+
+    def _renew(self, pk: int, lease: int) -> int | None:
+        """A fresh lease for one claimed job just before it runs, if it is still ours (a batch runs its
+        jobs one after another: without this, a late job's lease could lapse while earlier ones ran,
+        and a second worker would send it too)."""
+        j = connector_job
+        now = now_us()
+        if lease <= now:
+            return None
+        fresh = now + int(self.settings.lease * US)
+        with self.repo.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            stmt = update(j).where(j.c.pk == pk, j.c.lease_until == lease).values(lease_until=fresh)
+            done = conn.execute(stmt).rowcount
+        return fresh if done == 1 else None
 
     def _run(self, app: Flask, pk: int, kind: str, payload: dict[str, Any], lease: int) -> None:
         retry: bool
