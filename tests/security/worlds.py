@@ -39,7 +39,7 @@ periods = st.sampled_from(sorted(PERIODS))
 @st.composite
 def worlds(draw: st.DrawFn) -> dict[str, Any]:
     """A recipe: the resources to PUT in order (ids fixed), then the updates that move resources."""
-    roles = draw(
+    roles: list[dict[str, Any]] = draw(
         st.lists(
             st.fixed_dictionaries(
                 {
@@ -55,7 +55,7 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
     members = [*(f"Practitioner/{p}" for p in PRACTITIONERS), *(f"Organization/{o}" for o in ORGANIZATIONS)]
     members += [f"PractitionerRole/r{i}" for i in range(len(roles))]
     member = st.sampled_from(members)
-    teams = draw(
+    teams: list[dict[str, Any]] = draw(
         st.lists(
             st.fixed_dictionaries(
                 {
@@ -71,7 +71,7 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
             max_size=4,
         )
     )
-    consents = draw(
+    consents: list[dict[str, Any]] = draw(
         st.lists(
             st.fixed_dictionaries(
                 {
@@ -84,7 +84,7 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
             max_size=2,
         )
     )
-    tasks = draw(
+    tasks: list[dict[str, Any]] = draw(
         st.lists(
             st.fixed_dictionaries(
                 {
@@ -99,7 +99,7 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
             max_size=3,
         )
     )
-    observations = draw(
+    observations: list[dict[str, Any]] = draw(
         st.lists(
             st.fixed_dictionaries(
                 {
