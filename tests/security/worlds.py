@@ -25,6 +25,7 @@ COORDINATOR = {
     "coding": [{"system": "http://snomed.info/sct", "code": "768820003", "display": "Care coordinator"}]
 }
 NURSE = {"coding": [{"system": "http://snomed.info/sct", "code": "224535009", "display": "Registered nurse"}]}
+PRCP = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]}
 CODES = ["8867-4", "29463-7"]
 TASK_STATUSES = ["requested", "accepted", "in-progress", "completed", "draft", "cancelled", "on-hold"]
 
@@ -175,14 +176,7 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
         if consent["actor"]:
             provision["actor"] = [
                 {
-                    "role": {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                "code": "PRCP",
-                            }
-                        ]
-                    },
+                    "role": PRCP,
                     "reference": ref(consent["actor"]),
                 }
             ]
@@ -282,6 +276,62 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
             moved["subject"] = ref(f"Patient/{obs['moved_to']}")
             moves.append(moved)
     return {"resources": resources, "moves": moves}
+
+
+def seeded(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A random world plus fixed targets that random ones rarely hit together: alice is on p2's team but
+    p2 objects to her (Consent), a Task for p1 is offered to her, bob's role in o1 puts o1 on p0's team."""
+    base = [
+        {
+            "resourceType": "PractitionerRole",
+            "id": "rx",
+            "active": True,
+            "practitioner": ref("Practitioner/bob"),
+            "organization": ref("Organization/o1"),
+        },
+        {
+            "resourceType": "CareTeam",
+            "id": "ctx",
+            "status": "active",
+            "subject": ref("Patient/p0"),
+            "participant": [{"member": ref("Organization/o1"), "role": [NURSE]}],
+        },
+        {
+            "resourceType": "CareTeam",
+            "id": "cty",
+            "status": "active",
+            "subject": ref("Patient/p2"),
+            "participant": [{"member": ref("Practitioner/alice"), "role": [COORDINATOR]}],
+        },
+        {
+            "resourceType": "Consent",
+            "id": "csx",
+            "status": "active",
+            "scope": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                        "code": "patient-privacy",
+                    }
+                ]
+            },
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": ref("Patient/p2"),
+            "provision": {"type": "deny", "actor": [{"role": PRCP, "reference": ref("Practitioner/alice")}]},
+        },
+        {
+            "resourceType": "Task",
+            "id": "tx",
+            "status": "requested",
+            "intent": "order",
+            "code": {"text": "Soins"},
+            "for": ref("Patient/p1"),
+            "restriction": {"recipient": [ref("Practitioner/alice")]},
+        },
+    ]
+    resources = recipe["resources"]
+    split = len(PATIENTS) + len(PRACTITIONERS) + len(ORGANIZATIONS)  # after the fixed people
+    return {"resources": [*resources[:split], *base, *resources[split:]], "moves": recipe["moves"]}
 
 
 def build(fhir: Fhir, recipe: dict[str, Any]) -> None:
