@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 export COORDINATION_TEST_PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: install run test check lint typecheck compose-check pytest bench clean
+.PHONY: install run test check lint typecheck compose-check pytest test-security-long bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ pytest: install
 	$(BIN)/pytest -p no:cacheprovider --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
 test: check pytest
+
+# The access-invariant properties (tests/security, issue 16) with hundreds of random worlds per
+# property instead of the fixed-seed CI profile; takes tens of minutes.
+test-security-long: install
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest -p no:cacheprovider -p no:logging tests/security $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/bench_core.py

@@ -90,6 +90,8 @@ def cluster() -> Iterator[Cluster]:
         )
         client = json.loads(created.stdout)
         ports = [_free_port(), _free_port()]
+        # Behind one load balancer both processes are the same server: one public base (token audience).
+        env["COORDINATION_PUBLIC_BASE_URL"] = f"http://127.0.0.1:{ports[0]}/fhir"
         for port in ports:
             processes.append(
                 subprocess.Popen(

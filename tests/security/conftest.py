@@ -66,7 +66,7 @@ def mint_token(app: Flask, scope: str, practitioner_id: str | None = None) -> st
             "practitioner_id": practitioner_id,
             "scope": scope,
             "patient": None,
-            "aud": None,
+            "aud": "http://localhost/fhir",  # the test client's base (loopback: accepted)
             "issued_at": now,
             "expires_at": now + 3600,
             "refresh_hash": None,

@@ -37,8 +37,9 @@ COMPARTMENT_PATHS: dict[str, list[str]] = {
     "Group": ["member.entity"],
 }
 _LOCAL = re.compile(r"^(?:" + re.escape(BASE) + r"/)?([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/.*)?$")
-# Roles taken as "coordinating" a CareTeam (documented assumption, see test_writes_never_widen_reach).
-COORDINATOR_CODES = {("http://snomed.info/sct", "768820003"), (None, "coordinator")}
+# The role taken as "coordinating" a CareTeam: docs/security.md (COORDINATION_DISPATCH_COORDINATOR_ROLE,
+# default ``coordinateur-parcours``, in any code system).
+COORDINATOR_CODES = {(None, "coordinateur-parcours")}
 
 
 def local_ref(reference: Any) -> str | None:

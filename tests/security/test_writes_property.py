@@ -5,7 +5,7 @@ After each write by ALICE (a user token), the system client reads the world back
 stay within what she reached, was offered or coordinated before the first write.
 
 Documented exception (issue 16, "a team coordinator adding a member"): a member of an active CareTeam
-whose participant.role carries SNOMED CT 768820003 "Care coordinator" (or the code ``coordinator``) may
+whose participant.role carries the code ``coordinateur-parcours`` (docs/security.md) may
 change that team; this never widens her own reach (she reaches that patient already), so the only
 allowance needed here is for the patients she coordinated before the writes. Accepting a Task offered to
 her (dispatch) opens its patient, so the patients offered to her before are allowed too.

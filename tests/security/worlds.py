@@ -22,7 +22,13 @@ PERIODS: dict[str, dict[str, str] | None] = {
     "future": {"start": "2190-01-01", "end": "2195-12-31"},
 }
 COORDINATOR = {
-    "coding": [{"system": "http://snomed.info/sct", "code": "768820003", "display": "Care coordinator"}]
+    "coding": [
+        {
+            "system": "https://coordination.example.org/fhir/CodeSystem/cercle-de-soins-role",
+            "code": "coordinateur-parcours",
+            "display": "Coordinateur de parcours",
+        }
+    ]
 }
 NURSE = {"coding": [{"system": "http://snomed.info/sct", "code": "224535009", "display": "Registered nurse"}]}
 PRCP = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]}
