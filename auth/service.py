@@ -22,7 +22,7 @@ from auth.store import AuthStore, Backoff
 
 @dataclass(frozen=True)
 class AuthConfig:
-    """Login throttling (numbers documented in docs/security-auth.md):
+    """Login throttling (numbers documented in docs/security.md section 7):
 
     - per address, counted before any check: ``login_attempts_per_minute`` attempts a minute and
       ``login_failures_per_address`` failures in 10 minutes, then 429;

@@ -4,7 +4,7 @@ SMART App Launch 2: discovery (conformance.html), authorization code with PKCE (
 backend services (backend-services.html); RFC 7662 introspection, RFC 7009 revocation; OpenID Connect
 Core 3.1.2.1 prompt / max_age and RP-Initiated Logout 1.0 (/auth/logout).
 
-Login throttling (defaults, all COORDINATION_LOGIN_*; docs/security-auth.md):
+Login throttling (defaults, all COORDINATION_LOGIN_*; docs/security.md section 7):
 - every attempt (password form or Pro Santé Connect callback) is recorded for its address before
   anything is checked; over 120 attempts a minute or 30 failures in 10 minutes from one address: 429;
 - attempts are counted as failures before the password check (a good password then resets the

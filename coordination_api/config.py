@@ -436,7 +436,7 @@ class Settings:
     auth_code_ttl: int = 60
     offline_token_ttl: int = 90 * 24 * 3600
     online_token_ttl: int = 12 * 3600
-    # Login throttling (docs/security-auth.md): attempts a minute and failures per 10 minutes from
+    # Login throttling (docs/security.md section 7): attempts a minute and failures per 10 minutes from
     # one address; a username locked from one address after login_max_failures consecutive failures,
     # and from every address after login_account_max_failures, for login_lockout_seconds doubled at
     # each further failure up to login_lockout_max_seconds (per address) and
