@@ -114,14 +114,17 @@ def test_a_member_who_left_loses_the_role(dir_app: Flask, dir_fhir: Fhir, ans: D
     """Review of issue 8 (stale affiliations are access): a role the directory no longer lists for the
     organization is made inactive by the next full sync; it grants no more care-team reach."""
     assert _sync(dir_app).exit_code == 0
-    gone = ans.data.resources["PractitionerRole"].pop("pr-1")
+    roles = ans.data.resources["PractitionerRole"]
+    saved = dict(roles)  # the directory server is shared by the module's tests: restored as it was
+    roles.pop("pr-1")
     try:
         ans.reset()
         dir_app.extensions["directory"].cache.clear()
         again = _sync(dir_app)
         assert again.exit_code == 0, again.output
     finally:
-        ans.data.add(gone)
+        roles.clear()
+        roles.update(saved)
     [doctor] = _resources(dir_fhir, f"Practitioner?identifier={RPPS}|10000000001")
     [role] = _resources(dir_fhir, f"PractitionerRole?practitioner=Practitioner/{doctor['id']}")
     assert role["active"] is False
