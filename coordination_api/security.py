@@ -154,6 +154,7 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
         return tuple(dict.fromkeys(fhir_bases()))
 
     repo.local_bases = local_bases
+    app.extensions["subscriptions_criteria_guard"] = access.criteria_hop_guard
     repo.request_raw = _request_raw(app, repo)
     repo.before_write = release_request_raw
     service.raw = repo.raw

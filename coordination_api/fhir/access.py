@@ -242,6 +242,20 @@ def hop_guard(resource_type: str, pk: Any) -> list[ColumnElement[bool]]:
     return rules
 
 
+def criteria_hop_guard(resource_type: str, pk: Any) -> list[ColumnElement[bool]]:
+    """A chain or ``_has`` hop in a Subscription's criteria: evaluated at every write, for every
+    patient, it would tell a practitioner about data beyond her care team, so her subscriptions may
+    not use one; a system client needs the scope on the hop's type (issue 16)."""
+    if principal().is_user:
+        raise FhirError(
+            Category.FORBIDDEN,
+            "A practitioner's Subscription criteria may not use chained parameters or _has "
+            "(they would be evaluated beyond the care team)",
+        )
+    require(resource_type, "s")
+    return []
+
+
 def readable(resource_type: str) -> bool:
     try:
         require(resource_type, "r")

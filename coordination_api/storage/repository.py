@@ -71,7 +71,9 @@ def check_if_match(if_match: int | None, current: Stored) -> None:
     if if_match is not None and if_match != current.version:
         raise FhirError(
             Category.PRECONDITION_FAILED,
-            f'Version conflict: If-Match W/"{if_match}" but current version is {current.version}',
+            # Not naming the current version: the caller may be one who may not read the resource
+            # (the version-aware check comes first so that of racing accepts the losers get 412).
+            f'Version conflict: If-Match W/"{if_match}" is not the current version; read it again',
         )
 
 

@@ -41,6 +41,7 @@ def init_app(app: Flask, repo: Repository, settings: Any, config: SubscriptionSe
     service = SubscriptionService(
         repo, app.extensions["coordination"].compiler, config or SubscriptionSettings.resolve(settings)
     )
+    service.criteria_guard = app.extensions.get("subscriptions_criteria_guard")
     app.extensions["subscriptions"] = service
     repo.on_written.append(service.on_written)
 

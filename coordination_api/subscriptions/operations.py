@@ -106,14 +106,20 @@ def _number(params: list[tuple[str, str]], name: str) -> int | None:
 
 
 def _may_read(conn: Connection, svc: Any, focus: str) -> bool:
-    res_type, res_id = focus.split("/")[:2]
+    """The reader may read the focus's version (the one the event is about, judged by its own
+    compartments, as a vread would be)."""
+    parts = focus.split("/")
+    res_type, res_id = parts[:2]
     if not access.readable(res_type):
         return False
-    stored = svc.repo.current(conn, res_type, res_id)
+    if len(parts) > 3 and parts[3].isdigit():
+        stored = svc.repo.version(conn, res_type, res_id, int(parts[3]))
+    else:
+        stored = svc.repo.current(conn, res_type, res_id)
     if stored is None:
         return False
     try:
-        access.check_stored(conn, stored)
+        access.check_version(conn, stored)
     except FhirError:
         return False
     return True

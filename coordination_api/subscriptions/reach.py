@@ -18,12 +18,14 @@ from coordination_api.storage.repository import now_us
 
 
 def _reach_sql(launch: bool) -> str:
-    # One row per patient compartment holding the focus (none: in no compartment). A focus whose row
-    # is gone yields a NULL patient: fail closed.
+    # One row per patient compartment that held the focus's version (history_compartment: the version
+    # that is sent is judged by its own compartments); none: in no compartment. A focus whose resource
+    # is gone yields no row at all: fail closed.
     case = policy.reach_case(False, launch)
     return (
-        f"SELECT c.patient_id, {case} FROM resource r LEFT JOIN idx_compartment c ON c.res_pk = r.pk "
-        "WHERE r.res_type = :type AND r.res_id = :id"
+        f"SELECT c.patient_id, {case} FROM (SELECT h.patient_id AS patient_id, r.res_type AS res_type "
+        "FROM resource r LEFT JOIN history_compartment h ON h.res_pk = r.pk "
+        "AND h.version = COALESCE(:version, r.version) WHERE r.res_type = :type AND r.res_id = :id) c"
     )
 
 
@@ -40,7 +42,9 @@ def readable_focuses(conn: Connection, owner: Any, focuses: Iterable[str]) -> se
     allowed: set[str] = set()
     now = now_us()
     for focus in wanted:
-        res_type, res_id = focus.split("/")[:2]
+        parts = focus.split("/")
+        res_type, res_id = parts[:2]
+        version = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else None
         if not scopes.allows(res_type, "r", contexts):
             continue
         if practitioner is None:
@@ -52,6 +56,7 @@ def readable_focuses(conn: Connection, owner: Any, focuses: Iterable[str]) -> se
             "now": now,
             "practitioner": f"Practitioner/{practitioner}",
             "practitioner_id": practitioner,
+            "version": version,
         }
         launch = owner.owner_patient
         if launch is not None:

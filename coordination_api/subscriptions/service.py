@@ -19,10 +19,10 @@ from sqlalchemy.engine import Connection
 
 from auth import policy
 from coordination_api.errors import Category, FhirError
-from coordination_api.search.compiler import SearchCompiler
+from coordination_api.search.compiler import HopGuard, SearchCompiler
 from coordination_api.storage.repository import Repository, Stored, now_us
 from coordination_api.storage.schema import resource, subscription_outbox, subscription_state
-from coordination_api.subscriptions import endpoint, model
+from coordination_api.subscriptions import endpoint, model, reach
 from coordination_api.subscriptions.config import SubscriptionSettings
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ _CANDIDATES = (
         subscription_state.c.version,
         subscription_state.c.res_id,
         subscription_state.c.resource_type,
+        subscription_state.c.owner_client,
+        subscription_state.c.owner_practitioner,
+        subscription_state.c.owner_patient,
+        subscription_state.c.owner_scopes,
     )
     .where(
         subscription_state.c.status.in_(COLLECTING),
@@ -53,6 +57,10 @@ _CANDIDATES = (
     )
     .order_by(subscription_state.c.res_pk)
 )
+
+
+def _focus(item: Stored) -> str:
+    return f"{item.res_type}/{item.res_id}/_history/{item.version}"
 
 
 def effective_status(status: str, end_us: int | None, now: int) -> str:
@@ -93,6 +101,8 @@ class SubscriptionService:
         self.repo = repo
         self.compiler = compiler
         self.config = config
+        # Set by the security layer: who may put a chain or _has hop in a Subscription's criteria.
+        self.criteria_guard: HopGuard | None = None
         self._cache: dict[tuple[int, int, str], Compiled] = {}
         self._lock = threading.Lock()
         # Candidate subscriptions per resource type, read once per write transaction (an intake
@@ -103,10 +113,12 @@ class SubscriptionService:
 
     # -- compiled criteria, cached per subscription version -------------------------------------
 
-    def compile(self, spec: model.Spec) -> list[ColumnElement[bool]]:
+    def compile(self, spec: model.Spec, hop_guard: HopGuard | None = None) -> list[ColumnElement[bool]]:
         try:
-            query = self.compiler.compile(spec.resource_type, spec.params, strict=True)
+            query = self.compiler.compile(spec.resource_type, spec.params, strict=True, hop_guard=hop_guard)
         except FhirError as exc:
+            if exc.category is Category.FORBIDDEN:
+                raise  # the writer may not ask this (a hop beyond their reach), not a bad criteria
             raise FhirError(
                 Category.UNPROCESSABLE,
                 f"Subscription criteria: {exc.diagnostics}",
@@ -185,7 +197,9 @@ class SubscriptionService:
                 )
             return
         spec = model.parse(item.res_id, body)
-        self.compile(spec)  # a criteria we cannot evaluate is refused now (422), not at match time
+        # A criteria we cannot evaluate is refused now (422), not at match time; its chains and _has
+        # hops are judged for the writer as a search of theirs would be (criteria_guard, issue 16).
+        self.compile(spec, self.criteria_guard)
         values: dict[str, Any] = {
             "res_id": item.res_id,
             "version": item.version,
@@ -246,9 +260,14 @@ class SubscriptionService:
                     )
                 )
             )
-            for item in items:
-                if item.pk in matched:
-                    self._enqueue(conn, candidate.res_pk, item)
+            hits = [item for item in items if item.pk in matched]
+            if hits and candidate.owner_scopes is not None:
+                # No event (not even a number) about a resource the owner may not read (issue 16):
+                # the count of events would otherwise tell that a hidden record changed.
+                readable = reach.readable_focuses(conn, candidate, [_focus(s) for s in hits])
+                hits = [s for s in hits if _focus(s) in readable]
+            for item in hits:
+                self._enqueue(conn, candidate.res_pk, item)
 
     def _candidates_for(self, conn: Connection, types: list[str]) -> list[Any]:
         """Collecting subscriptions on these types, in one lock order (PostgreSQL row locks in

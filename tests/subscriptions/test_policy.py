@@ -198,3 +198,61 @@ def test_a_practitioner_does_not_find_a_backend_clients_subscription(
     assert doctor.request("GET", f"/fhir/Subscription/{sub_id}").status_code == 404
     assert doctor.search("Subscription").get("total", 0) == 0
     assert sub_id not in doctor.request("GET", "/fhir/Subscription/_history").get_data(as_text=True)
+
+
+# -- issue 16, second review: what is sent is judged as a vread of it; no count, no hop oracle ---------
+
+
+def _alice_world(
+    sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
+) -> tuple[Fhir, str, str, str]:
+    sub_app.test_client().get("/fhir/.well-known/smart-configuration")
+    practitioner = _practitioner(sub_app)
+    mine, other = _patient(sub_fhir), _patient(sub_fhir)
+    _care_team(sub_fhir.client, mine, f"Practitioner/{practitioner}")
+    doctor = _as(sub_app, _user_token(sub_app, "user/*.cruds"))
+    sub_id = _subscribe(doctor, sub_fhir, pump, classic(receiver.url, payload="application/fhir+json"))
+    return doctor, sub_id, mine, other
+
+
+def test_a_replayed_version_is_judged_by_its_own_patient(
+    sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
+) -> None:
+    doctor, sub_id, mine, other = _alice_world(sub_app, sub_fhir, receiver, pump)
+    enc = sub_fhir.create({**encounter(patient=other), "reasonCode": [{"text": "secret of Q"}]})
+    moved = {**enc, "subject": {"reference": f"Patient/{mine}"}, "reasonCode": [{"text": "P"}]}
+    assert sub_fhir.request("PUT", f"/fhir/Encounter/{enc['id']}", moved).status_code == 200
+    pump(lambda: _settled(sub_app))
+    replay = doctor.request("GET", f"/fhir/Subscription/{sub_id}/$events?content=full-resource").get_json()
+    assert "secret of Q" not in str(replay)
+    assert "secret of Q" not in str([n.body for n in receiver.of_kind("event-notification")])
+
+
+def test_withheld_events_are_not_counted(
+    sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
+) -> None:
+    doctor, sub_id, _mine, other = _alice_world(sub_app, sub_fhir, receiver, pump)
+
+    def count() -> str:
+        status = doctor.request("GET", f"/fhir/Subscription/{sub_id}/$status").get_json()
+        params = status["entry"][0]["resource"]["parameter"] if "entry" in status else status["parameter"]
+        return str(next(p["valueString"] for p in params if p["name"] == "events-since-subscription-start"))
+
+    before = count()
+    sub_fhir.create(encounter(patient=other))
+    pump(lambda: _settled(sub_app))
+    assert count() == before
+
+
+def test_a_practitioners_criteria_may_not_hop(
+    sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
+) -> None:
+    doctor, _sub, _mine, other = _alice_world(sub_app, sub_fhir, receiver, pump)
+    criteria = f"Organization?_has:Encounter:service-provider:patient={other}"
+    response = doctor.request("POST", "/fhir/Subscription", classic(receiver.url, criteria=criteria))
+    assert response.status_code == 403, response.get_json()
+    narrow = _as(
+        sub_app, system_token(sub_app.test_client(), "system/Subscription.cruds system/Organization.rs")
+    )
+    response = narrow.request("POST", "/fhir/Subscription", classic(receiver.url, criteria=criteria))
+    assert response.status_code == 403, response.get_json()
