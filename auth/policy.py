@@ -546,14 +546,37 @@ def change_refusal(change: ReachChange, refs: Collection[str], coordinated: Coll
         )
     if change.res_type == "Consent" and any(r["patient_id"] in outside for r in change.removed):
         return "Lifting a patient's objection (Consent deny) is reserved to the patient's coordinators"
-    if change.res_type == "Task" and any(
-        r["member"] not in refs and r["patient_id"] in outside for r in change.added
-    ):
+    if change.res_type == "Task" and any(r["patient_id"] in outside for r in change.added):
+        # Herself too: an owner grant outlives her care-team membership and a break-the-glass reason;
+        # she takes a Task by accepting an offer (dispatch), or a coordinator gives it to her.
         return (
-            "Giving a Task to another professional (owner, restriction.recipient) is reserved to the "
-            "patient's coordinators; open Tasks are offered by dispatch"
+            "Giving a Task to a professional (owner, restriction.recipient) is reserved to the patient's "
+            "coordinators; open Tasks are offered by dispatch and taken by accepting the offer"
         )
     return None
+
+
+# Directory data (Annuaire Santé, the CPTS's own): who works where and on what; dispatch offers Tasks
+# from it (role codes, locations, services' areas), so a practitioner editing it could get herself
+# offered any patient's Task. Written by system clients (the directory sync, an operator) only.
+DIRECTORY_TYPES = frozenset({"PractitionerRole", "Location", "HealthcareService", "Organization", "Endpoint"})
+
+
+def directory_refusal(res_type: str) -> str | None:
+    if res_type in DIRECTORY_TYPES:
+        return (
+            f"{res_type} is directory data (who works where, on what): changed by system clients only "
+            "(the directory sync, an operator)"
+        )
+    return None
+
+
+def taken_already(old: dict[str, Any] | None, refs: Collection[str]) -> bool:
+    """The Task was already taken by someone else (no longer requested, another owner)."""
+    if old is None or old.get("status") == "requested":
+        return False
+    owner = _ref(old.get("owner"))
+    return owner is not None and f"{owner[0]}/{owner[1]}" not in refs
 
 
 def accept_refusal(old: dict[str, Any], new: dict[str, Any]) -> str | None:

@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     registry = SearchRegistry.default(supported_types())
     repo = Repository(engine, registry)
     repo.prepare.append(consent_actors.resolve)  # a Consent's objection is never stored unenforceable
+    repo.prepare.append(consent_actors.unique_rpps)  # one Practitioner per RPPS (logins, objections)
     compiler = SearchCompiler(
         registry,
         default_count=settings.default_page_size,

@@ -10,6 +10,7 @@ Organization carrying that identifier (the reference is added, the identifier ke
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import select
@@ -18,13 +19,32 @@ from sqlalchemy.engine import Connection
 from auth.policy import ACTOR_TYPES
 from coordination_api.errors import Category, FhirError
 from coordination_api.storage.schema import idx_token, resource
+from fhir_profiles.french_identifiers import ID_NAT_PS, RPPS
+
+_PERSON_SYSTEMS = frozenset({RPPS, ID_NAT_PS})
+
+# Actors a deny can name and the rule enforces (auth.policy.ACTOR_TYPES), or that the rule never grants
+# anything to (a deny naming them changes nothing, and is no fail-open).
+_ENFORCEABLE = re.compile(
+    r"^(Practitioner|PractitionerRole|Organization|RelatedPerson|Patient)/[A-Za-z0-9\-.]{1,64}$"
+)
+_PATIENT = re.compile(r"^Patient/[A-Za-z0-9\-.]{1,64}$")
 
 
-def resolve(conn: Connection, res_type: str, body: dict[str, Any]) -> dict[str, Any]:
-    """``body`` with each identifier-only actor of its provisions resolved (Consent only)."""
-    if res_type != "Consent" or not isinstance(body.get("provision"), dict):
+def resolve(conn: Connection, res_type: str, res_id: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with each identifier-only actor of its provisions resolved (Consent only); an actor or
+    a patient in any other form than the rule reads is refused (422), never stored and ignored."""
+    if res_type != "Consent":
         return body
-    _walk(conn, body["provision"], "provision")
+    patient = body.get("patient")
+    if isinstance(patient, dict) and not _PATIENT.match(str(patient.get("reference", ""))):
+        raise FhirError(
+            Category.UNPROCESSABLE,
+            "Consent.patient must reference a Patient of this server (Patient/<id>): the objection "
+            "would not be enforced otherwise",
+        )
+    if isinstance(body.get("provision"), dict):
+        _walk(conn, body["provision"], "provision")
     return body
 
 
@@ -39,7 +59,13 @@ def _walk(conn: Connection, provision: dict[str, Any], path: str) -> None:
 
 def _resolve_actor(conn: Connection, reference: dict[str, Any], path: str) -> None:
     if isinstance(reference.get("reference"), str):
-        return  # a literal reference: auth.policy reads it as it is
+        if not _ENFORCEABLE.match(reference["reference"]):
+            raise FhirError(
+                Category.UNPROCESSABLE,
+                f"Consent.{path} must be a Practitioner, PractitionerRole, Organization, RelatedPerson or "
+                "Patient of this server (Type/<id>): an objection to anyone else cannot be enforced",
+            )
+        return  # a literal local reference: auth.policy reads it as it is
     identifier = reference.get("identifier")
     if not isinstance(identifier, dict) or not identifier.get("value"):
         raise FhirError(
@@ -74,3 +100,36 @@ def _resolve_actor(conn: Connection, reference: dict[str, Any], path: str) -> No
             + "; the objection cannot be enforced, so the Consent is refused",
         )
     reference["reference"] = f"{found[0][0]}/{found[0][1]}"
+
+
+def unique_rpps(conn: Connection, res_type: str, res_id: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    """One Practitioner per RPPS (409 otherwise): an RPPS names one person, whom a login (Pro Santé
+    Connect) and a patient's objection by identifier must find, never a twin a practitioner made."""
+    if res_type != "Practitioner":
+        return body
+    t = idx_token
+    for identifier in body.get("identifier") or []:
+        if not isinstance(identifier, dict) or identifier.get("system") not in _PERSON_SYSTEMS:
+            continue
+        value = str(identifier.get("value") or "")
+        twin = conn.execute(
+            select(resource.c.res_id)
+            .join(t, t.c.res_pk == resource.c.pk)
+            .where(
+                t.c.res_type == "Practitioner",
+                t.c.param == "identifier",
+                t.c.system == identifier["system"],
+                t.c.code == value,
+                resource.c.deleted.is_(False),
+                resource.c.res_id != (res_id or ""),
+            )
+            .limit(1)
+        ).scalar()
+        if twin is not None:
+            raise FhirError(
+                Category.CONFLICT,
+                f"Practitioner/{twin} already carries the identifier {identifier['system']}|{value}: "
+                "one Practitioner per professional",
+                expression="Practitioner.identifier",
+            )
+    return body

@@ -89,6 +89,10 @@ def origin_for(who: Principal) -> Origin:
     return Origin(who.client_id)
 
 
+# The sender that opened a stay, on the Encounter (meta.tag): only it may update the stay later.
+INTAKE_SENDER = "https://coordination.cpts.fr/fhir/CodeSystem/intake-sender"
+
+
 class SenderNotAllowedError(EventError):
     """The message's sender is not one the delivering client (or listener) may send as: HTTP 403,
     HL7 v2 AR."""
@@ -337,10 +341,29 @@ def _encounter(
     if not visit:
         result = fhir_create.create_in(conn, svc, "Encounter", _valid(incoming, "Encounter", event))
         return result.stored
+    # The stay belongs to the sender that opened it (issue 16: a client bound to its own sender must not
+    # rewrite another hospital's stay by quoting its visit number), and to one patient.
+    incoming.setdefault("meta", {})["tag"] = [{"system": INTAKE_SENDER, "code": event.sender[:255]}]
     stored, created = _upsert_by_identifier(conn, svc, event, "Encounter", incoming, visit[0])
     if created:
         return stored
-    merged = _merge(stored.json(), incoming, event.kind)
+    current = stored.json()
+    owners = [
+        t.get("code")
+        for t in (current.get("meta") or {}).get("tag") or []
+        if t.get("system") == INTAKE_SENDER
+    ]
+    if owners and event.sender[:255] not in owners:
+        raise SenderNotAllowedError(
+            f"The visit number {visit[0]['value'][:64]!r} belongs to a stay another sender opened", "PV1-19"
+        )
+    if (current.get("subject") or {}).get("reference") != incoming["subject"]["reference"]:
+        raise EventError(
+            f"The visit number {visit[0]['value'][:64]!r} belongs to another patient's stay",
+            code="207",
+            location="PV1-19",
+        )
+    merged = _merge(current, incoming, event.kind)
     if merged == content_of(stored.json()):
         return stored
     updated, _created = svc.repo.update(conn, "Encounter", stored.res_id, _valid(merged, "Encounter", event))

@@ -533,7 +533,7 @@ def _check_reach_changes(conn: Connection, stored: list[Stored], priors: dict[in
     """403 when a practitioner's write changes who reaches a patient and the policy reserves it."""
     now = int(time.time() * 1_000_000)
     for item in stored:
-        reason = policy.identity_refusal(
+        reason = policy.directory_refusal(item.res_type) or policy.identity_refusal(
             item.res_type, priors.get(item.pk), None if item.deleted else item.json()
         )
         if reason is not None:
@@ -557,8 +557,10 @@ def _check_reach_changes(conn: Connection, stored: list[Stored], priors: dict[in
                 coordinator=dispatch.coordinator,
                 coordinator_role=dispatch.coordinator_role,
             )
-        coordinated |= set(g.get("created_patients", set())) & change.patients
         reason = policy.change_refusal(change, refs, coordinated)
+        if reason is not None and policy.taken_already(priors.get(item.pk), refs):
+            # Taking a Task someone else took meanwhile: the race was lost (409, as dispatch says).
+            raise FhirError(Category.CONFLICT, "This Task is no longer requested: it was taken already")
         if reason is not None:
             raise FhirError(Category.FORBIDDEN, reason)
 

@@ -17,6 +17,7 @@ from flask import Response
 from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select
 from sqlalchemy.engine import Connection
 
+from auth import policy
 from auth.schema import audit_event, audit_patient
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
@@ -91,7 +92,11 @@ def _criterion(name: str, value: str) -> ColumnElement[bool] | None:
         case "patient":
             ids = [_local_ref(name, v, "Patient").split("/", 1)[1] for v in values]
             p = audit_patient
-            return exists(select(literal(1)).where(p.c.audit_pk == ae.c.pk, p.c.patient_id.in_(ids)))
+            rules = [p.c.audit_pk == ae.c.pk, p.c.patient_id.in_(ids)]
+            f = access.patient_filter()
+            if f is not None:  # a practitioner: only patients she reaches now (no oracle on a guess)
+                rules.append(~policy.out_of_reach(f, p.c.patient_id, literal("Patient")))
+            return exists(select(literal(1)).where(*rules))
     return None
 
 
@@ -169,10 +174,12 @@ def search() -> Response:
         last = rows[-1]
         nxt = PageToken(token.params, token.offset + token.count, token.count, bound, [last[0], last[1]])
         links.append({"relation": "next", "url": f"{link_base}?{urlencode([('_page', nxt.encode())])}"})
+    with services().repo.reading() as conn:
+        contents = [_redacted(conn, content) for _recorded, _pk, _event_id, content in rows]
     entries = [
-        f'{{"fullUrl":{orjson.dumps(f"{link_base}/{event_id}").decode()},'
+        f'{{"fullUrl":{orjson.dumps(f"{link_base}/{row[2]}").decode()},'
         f'"resource":{content},"search":{{"mode":"match"}}}}'
-        for _recorded, _pk, event_id, content in rows
+        for row, content in zip(rows, contents, strict=True)
     ]
     if issues:
         outcome = orjson.dumps(operation_outcome(issues)).decode()
@@ -217,7 +224,32 @@ def read(event_id: str, version_id: str | None = None) -> Response:
         filters = _scope_filters()
         if filters and conn.execute(select(ae.c.pk).where(ae.c.pk == row[0], *filters)).first() is None:
             raise FhirError(Category.FORBIDDEN, "A practitioner may read only the audit of its own accesses")
-    return fhir_json_response(row[1], 200, version_headers(1, row[2]))
+        content = _redacted(conn, row[1])
+    return fhir_json_response(content, 200, version_headers(1, row[2]))
+
+
+def _redacted(conn: Connection, content: str) -> str:
+    """An event as a practitioner may see it: the patients she does not reach now are left out (her
+    refused request must not tell her whose record an id belongs to; issue 16)."""
+    f = access.patient_filter()
+    if f is None:
+        return content
+    event = orjson.loads(content)
+    named = [
+        str(e["what"]["reference"]).split("/", 1)[1]
+        for e in event.get("entity") or []
+        if str((e.get("what") or {}).get("reference", "")).startswith("Patient/")
+    ]
+    if not named:
+        return content
+    reach = dict(policy.decide(conn, f, "Patient", named).reach)
+    event["entity"] = [
+        e
+        for e in event.get("entity") or []
+        if not str((e.get("what") or {}).get("reference", "")).startswith("Patient/")
+        or reach.get(str(e["what"]["reference"]).split("/", 1)[1], False)
+    ]
+    return orjson.dumps(event).decode()
 
 
 def history() -> Response:

@@ -251,7 +251,7 @@ SECURITY_CONTEXT = "security-context"
 def outside_compartments(resource_type: str) -> bool:
     """True for types no Patient compartment ever holds (e.g. Organization, Practitioner); a Binary is
     in the compartments of its securityContext."""
-    return resource_type not in ("Patient", "Binary") and resource_type not in _compartment_params()
+    return resource_type not in ("Patient", "Binary", "Bundle") and resource_type not in _compartment_params()
 
 
 def binary_context(resource: dict[str, Any]) -> tuple[str, str] | None:
@@ -278,6 +278,19 @@ def _add_compartment_rows(rows: Rows, resource_type: str, resource: dict[str, An
                     "identifier_value": None,
                 }
             )
+        return
+    if resource_type == "Bundle":
+        # A stored Bundle (a document, a message) is in no compartment by definition, yet it may carry
+        # any patient's data: for system clients only, unless it holds nothing a compartment could.
+        raw = resource.get("entry")
+        entries: list[Any] = raw if isinstance(raw, list) else []
+        kinds = {
+            e["resource"].get("resourceType")
+            for e in entries
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+        }
+        if any(k == "Patient" or k == "Binary" or k in _compartment_params() for k in kinds):
+            rows["compartment"].append({"res_type": "Bundle", "param": "entry", "patient_id": UNRESOLVED})
         return
     params = _compartment_params().get(resource_type, frozenset())
     patients = {

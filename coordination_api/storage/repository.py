@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy import Engine, and_, delete, insert, literal, select, tuple_, update
@@ -87,15 +88,9 @@ def new_id() -> str:
 
 
 def _with_meta(
-    resource_type: str,
-    res_id: str,
-    body: dict[str, Any],
-    version: int,
-    ts: int,
-    local_bases: tuple[str, ...] = (),
+    resource_type: str, res_id: str, body: dict[str, Any], version: int, ts: int
 ) -> tuple[str, dict[str, Any]]:
-    """The canonical stored JSON (id and meta set by the server) and the dict it encodes; references
-    to this server's own base (``local_bases``) are stored relative."""
+    """The canonical stored JSON (id and meta set by the server) and the dict it encodes."""
     meta = dict(body.get("meta") or {})
     meta["versionId"] = str(version)
     meta["lastUpdated"] = format_instant(ts)
@@ -103,31 +98,53 @@ def _with_meta(
     for key, value in body.items():
         if key not in out:
             out[key] = value
-    content = orjson.dumps(out).decode()
-    if any(f'"{base}/' in content for base in local_bases):
-        out = _localize(out, local_bases)
-        content = orjson.dumps(out).decode()
-    return content, out
+    return orjson.dumps(out).decode(), out
 
 
-_LOCAL_TAIL = re.compile(r"^[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?$")
+_LOCAL_TAIL = re.compile(r"^([A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?)/?$")
+# An absolute Reference.reference somewhere in the body (the only case worth a walk).
+_ABSOLUTE_REFERENCE = re.compile(rb'"reference":"[A-Za-z][A-Za-z0-9+.\-]*://')
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _localize(value: Any, bases: tuple[str, ...]) -> Any:
-    """``value`` with every Reference.reference to one of ``bases`` made relative (R4 references.html
-    3.1.3.5: a reference to the server's own base is the same as a relative one): compartments,
-    chains, includes and the access policy see one form."""
+def localized(body: dict[str, Any], bases: tuple[str, ...]) -> dict[str, Any]:
+    """``body`` with every Reference.reference to one of ``bases`` made relative (R4 references.html
+    3.1.3.5: a reference to the server's own base is the same as a relative one), so that
+    compartments, chains, includes and the access policy see one form. The comparison is the URL's
+    (RFC 3986 6.2.2-6.2.3): scheme and host in any case, a default port, repeated or trailing slashes."""
+    if not bases or not _ABSOLUTE_REFERENCE.search(orjson.dumps(body)):
+        return body
+    keys = [k for k in (_url_key(b) for b in bases) if k is not None]
+    result: dict[str, Any] = _localize(body, keys)
+    return result
+
+
+def _url_key(url: str) -> tuple[str, str, int | None, str] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    path = re.sub(r"/{2,}", "/", parts.path).rstrip("/")
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme), path
+
+
+def _localize(value: Any, keys: list[tuple[str, str, int | None, str]]) -> Any:
     if isinstance(value, list):
-        return [_localize(v, bases) for v in value]
+        return [_localize(v, keys) for v in value]
     if not isinstance(value, dict):
         return value
-    out = {k: _localize(v, bases) for k, v in value.items()}
+    out = {k: _localize(v, keys) for k, v in value.items()}
     ref = out.get("reference")
-    if isinstance(ref, str):
-        for base in bases:
-            tail = ref[len(base) + 1 :] if ref.startswith(base + "/") else None
-            if tail is not None and _LOCAL_TAIL.match(tail):
-                out["reference"] = tail
+    if isinstance(ref, str) and "://" in ref:
+        key = _url_key(ref)
+        for scheme, host, port, path in keys:
+            if key is None or key[:3] != (scheme, host, port) or not key[3].startswith(path + "/"):
+                continue
+            tail = _LOCAL_TAIL.match(key[3][len(path) + 1 :])
+            if tail is not None:
+                out["reference"] = tail.group(1)
                 break
     return out
 
@@ -166,7 +183,7 @@ class Repository:
         self.local_bases: Callable[[], tuple[str, ...]] = tuple
         # Called on every body before it is stored (in the write transaction): may complete it (e.g. a
         # Consent actor given by identifier gets its reference) or refuse it with a FhirError.
-        self.prepare: list[Callable[[Connection, str, dict[str, Any]], dict[str, Any]]] = []
+        self.prepare: list[Callable[[Connection, str, str | None, dict[str, Any]], dict[str, Any]]] = []
         # The newest version each write transaction made of each resource: a write hook may write
         # again what was just written (dispatch's offer on a new Task); the answer shows the last.
         self._latest: weakref.WeakKeyDictionary[Connection, dict[tuple[str, str], Stored]] = (
@@ -322,9 +339,10 @@ class Repository:
         rows: list[dict[str, Any]] = []
         fulls: list[dict[str, Any]] = []
         for res_type, res_id, body in items:
+            body = localized(body, bases)
             for prepare in self.prepare:
-                body = prepare(conn, res_type, body)
-            content, full = _with_meta(res_type, res_id or new_id(), body, 1, ts, bases)
+                body = prepare(conn, res_type, res_id, body)
+            content, full = _with_meta(res_type, res_id or new_id(), body, 1, ts)
             rows.append(
                 {
                     "res_type": res_type,
@@ -417,9 +435,10 @@ class Repository:
             self._check(conn, [current], "before")
             version = current.version + 1
             ts = max(now_us(), current.last_updated)
+            body = localized(body, self.local_bases())
             for prepare in self.prepare:
-                body = prepare(conn, res_type, body)
-            content, full = _with_meta(res_type, res_id, body, version, ts, self.local_bases())
+                body = prepare(conn, res_type, res_id, body)
+            content, full = _with_meta(res_type, res_id, body, version, ts)
             result = conn.execute(
                 update(resource)
                 .where(resource.c.pk == current.pk, resource.c.version == current.version)
@@ -579,9 +598,13 @@ class Repository:
                         tuple_(r.c.target_type, r.c.target_id).in_(others[start : start + 500]),
                     )
                 ).all()
+                followers = self.by_pks(conn, [r[0] for r in found])
                 for pk, target_type, target_id in found:
                     if any(pk == b for b, _c in binaries):
                         continue  # written in this batch: its rows are being made now
+                    # Moving a Binary into the written resource's compartments is a write of that
+                    # Binary: whoever writes its context must have been able to write it where it was.
+                    self._check(conn, [followers[pk]], "before")
                     conn.execute(delete(idx_compartment).where(idx_compartment.c.res_pk == pk))
                     binaries.append((pk, (target_type, target_id)))
                     moved.append(pk)

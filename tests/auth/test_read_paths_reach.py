@@ -305,3 +305,89 @@ def test_a_practitioner_cannot_change_a_colleagues_identifiers(world: World, cli
     body["identifier"] = [*body.get("identifier", []), {"system": "urn:test:badge", "value": "x"}]
     response = world.send("PUT", f"/fhir/Practitioner/{bob}", body)
     assert response.status_code == 403, response.get_json()
+
+
+# -- second review of issue 16 ------------------------------------------------------------------------
+
+
+def test_whoever_writes_a_binarys_context_first_does_not_claim_it(world: World, client: FlaskClient) -> None:
+    binary = _create(
+        client,
+        {
+            "resourceType": "Binary",
+            "contentType": "text/plain",
+            "securityContext": {"reference": "DocumentReference/letter-q"},
+            "data": base64.b64encode(b"lettre de Q").decode(),
+        },
+    )
+    claim = {
+        "resourceType": "DocumentReference",
+        "id": "letter-q",
+        "status": "current",
+        "subject": {"reference": f"Patient/{world.p}"},
+        "content": [{"attachment": {"contentType": "text/plain"}}],
+    }
+    assert world.send("PUT", "/fhir/DocumentReference/letter-q", claim).status_code == 403
+    assert world.get(f"/fhir/Binary/{binary}").status_code == 403
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "HTTP://LOCALHOST/fhir/Practitioner/{id}",
+        "http://localhost:80/fhir/Practitioner/{id}",
+        "http://localhost/fhir//Practitioner/{id}",
+        "Practitioner/{id}/",
+        "https://elsewhere.example/fhir/Practitioner/{id}",
+        "CareTeam/{id}",
+    ],
+)
+def test_a_consent_actor_is_enforced_or_refused_never_ignored(
+    world: World, client: FlaskClient, form: str
+) -> None:
+    actor = {"reference": form.format(id=world.alice)}
+    response = client.post("/fhir/Consent", json=_deny(actor, world.p))
+    assert response.status_code in (201, 422), response.get_json()
+    if response.status_code == 201:
+        assert world.get(f"/fhir/Observation/{world.p_obs}").status_code == 403
+
+
+def test_a_practitioner_does_not_write_directory_data(world: World) -> None:
+    for body in (
+        {"resourceType": "Location", "status": "active", "name": "Bordeaux"},
+        {"resourceType": "HealthcareService", "active": True},
+        {"resourceType": "Organization", "name": "Cabinet"},
+    ):
+        response = world.send("POST", f"/fhir/{body['resourceType']}", body)
+        assert response.status_code == 403, response.get_json()
+        assert "directory data" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_one_practitioner_per_rpps(world: World) -> None:
+    from fhir_profiles.french_identifiers import RPPS
+
+    twin = {"resourceType": "Practitioner", "identifier": [{"system": RPPS, "value": "10000000001"}]}
+    response = world.send("POST", "/fhir/Practitioner", twin)
+    assert response.status_code == 409, response.get_json()
+
+
+def test_her_audit_trail_does_not_name_a_patient_she_was_refused(world: World, client: FlaskClient) -> None:
+    assert world.get(f"/fhir/Observation/{world.q_obs}").status_code == 403
+    token = _user_token(world.app, "user/*.cruds user/AuditEvent.rs", "alice")
+    trail = client.get(f"/fhir/AuditEvent?entity=Observation/{world.q_obs}", headers=_bearer(token))
+    assert trail.status_code == 200, trail.get_json()
+    assert trail.get_json().get("entry"), "her refused read is in her trail"
+    assert world.q not in str(trail.get_json())
+    guess = client.get(f"/fhir/AuditEvent?patient={world.q}", headers=_bearer(token))
+    assert guess.get_json().get("entry") is None
+
+
+def test_a_stored_bundle_with_patient_data_is_for_system_clients(world: World, client: FlaskClient) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}}],
+    }
+    stored = _create(client, bundle)
+    assert client.get(f"/fhir/Bundle/{stored}").status_code == 200
+    assert world.get(f"/fhir/Bundle/{stored}").status_code == 403

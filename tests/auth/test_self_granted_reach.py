@@ -118,7 +118,10 @@ def test_a_member_edits_a_team_without_changing_who_is_on_it(world: World, clien
     assert response.status_code == 200, response.get_json()
 
 
-def test_a_new_patient_and_its_first_team_in_one_transaction(world: World) -> None:
+def test_a_practitioner_cannot_give_herself_a_new_patients_team(world: World) -> None:
+    """Second review (H4, H5): a Patient she registers (or a Patient id she re-creates over data filed
+    under it, or one carrying someone's INS before the hospital's data arrives) gets its care team from
+    a coordinator or a system client, not from her."""
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -138,7 +141,7 @@ def test_a_new_patient_and_its_first_team_in_one_transaction(world: World) -> No
         ],
     }
     response = world.as_alice("POST", "/fhir", bundle)
-    assert response.status_code == 200, response.get_json()
+    assert response.status_code == 403, response.get_json()
 
 
 def test_a_practitioner_role_linking_herself_to_a_team_organization_is_refused(world: World) -> None:
@@ -227,5 +230,9 @@ def test_a_member_cannot_give_a_task_to_someone_else(world: World, client: Flask
     }
     response = world.as_alice("POST", "/fhir/Task", body)
     assert response.status_code == 403, response.get_json()
+    # Herself neither (second review, H3): an owner grant would outlive her team membership, or turn a
+    # break-the-glass access into a lasting one; she takes Tasks by accepting offers.
     mine = {**body, "owner": {"reference": f"Practitioner/{world.alice}"}}
-    assert world.as_alice("POST", "/fhir/Task", mine).status_code == 201
+    assert world.as_alice("POST", "/fhir/Task", mine).status_code == 403
+    unowned = {k: v for k, v in body.items() if k != "owner"}
+    assert world.as_alice("POST", "/fhir/Task", {**unowned, "status": "requested"}).status_code == 201

@@ -224,3 +224,29 @@ def test_control_characters_in_a_message_are_refused_never_stored(client: FlaskC
     response = hospital.post("/fhir/$process-message", json=nul, headers=FHIR_JSON)
     assert response.status_code == 400 and "U+0000" in json.dumps(response.get_json())  # never a 500
     assert fhir.search("Patient").get("entry") is None
+
+
+def test_a_client_cannot_rewrite_another_senders_stay_by_its_visit_number(
+    client: FlaskClient, fhir: Fhir
+) -> None:
+    """Second review of issue 16 (H7): the stay belongs to the sender that opened it."""
+    from tests.coordination.messages import patient
+
+    other_sender = "mllp://clinique-sud.example/ADT"
+    nord = _client(client.application, SENDER)
+    first = nord.post("/fhir/$process-message", json=discharge_message(message_id="N-1"), headers=FHIR_JSON)
+    assert first.status_code == 200 and _code(first) == "ok"
+    [entry] = fhir.search("Encounter")["entry"]
+    stay, nord_patient = entry["resource"]["id"], entry["resource"]["subject"]["reference"]
+
+    sud = _client(client.application, other_sender)
+    stranger = patient(nir=None, ipp="SUD-42")
+    stranger["identifier"] = [{"system": "urn:oid:1.2.250.1.71.4.2.7.130000000", "value": "SUD-42"}]
+    stranger["name"] = [{"family": "Autre", "given": ["Patient"]}]
+    forged = discharge_message(message_id="S-1", patient_resource=stranger, letter=False)
+    forged["entry"][0]["resource"]["source"]["endpoint"] = other_sender
+    response = sud.post("/fhir/$process-message", json=forged, headers=FHIR_JSON)
+    assert response.status_code == 403, response.get_json()
+    after = fhir.client.get(f"/fhir/Encounter/{stay}").get_json()
+    assert after["subject"]["reference"] == nord_patient
+    assert after["meta"]["versionId"] == entry["resource"]["meta"]["versionId"]
