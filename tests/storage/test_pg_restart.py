@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 import pytest
 from sqlalchemy import func, select
 
+from coordination_api import jobs
 from coordination_api.app import create_app
 from coordination_api.config import DatabaseTimeouts, Settings
 from coordination_api.storage.migrate import upgrade
 from coordination_api.storage.schema import resource, resource_history
+from coordination_api.subscriptions.worker import start_in_thread
 from tests.conftest import authed, close_app
 from tests.pgcluster import pg_cluster
 
@@ -144,4 +147,48 @@ def test_postgresql_restart_under_load_loses_no_acknowledged_write(mode: str) ->
             found = reader.get("/fhir/Patient?_count=1000&_elements=id").get_json()
             assert {e["resource"]["id"] for e in found.get("entry", [])} == stored
         finally:
+            close_app(app)
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def test_the_worker_loop_survives_a_database_restart_and_runs_the_jobs_due_meanwhile() -> None:
+    """The delivery worker's loop (subscriptions, dispatch timers, connector jobs, exports) logs a
+    failed pass, waits and goes on; it never exits because the database went away."""
+    with pg_cluster() as cluster:
+        settings = Settings(database_url=cluster.url, db_timeouts=DatabaseTimeouts(connect=CONNECT_TIMEOUT))
+        app = create_app(settings)
+        engine = app.extensions["coordination"].repo.engine
+        upgrade(engine)
+        ran: list[str] = []
+        jobs.register(app, "test-outage", lambda _app, payload: ran.append(payload["name"]))
+
+        def enqueue(name: str, delay_s: float = 0.0) -> None:
+            with engine.begin() as conn:
+                jobs.enqueue(conn, "test-outage", {"name": name}, delay_s=delay_s)
+
+        thread, stop = start_in_thread(app)
+        try:
+            enqueue("before")
+            assert _wait_for(lambda: "before" in ran, 10), "the worker did not run a job"
+            enqueue("due-during-the-outage", delay_s=1.0)
+            cluster.stop("fast")
+            time.sleep(DOWN_SECONDS + 1)  # several failed passes
+            assert thread.is_alive(), "the worker loop exited during the outage"
+            cluster.start()
+            assert _wait_for(lambda: "due-during-the-outage" in ran, RECOVERY_SECONDS + 5), ran
+            enqueue("after")
+            assert _wait_for(lambda: "after" in ran, 10), ran
+            assert thread.is_alive()
+            assert ran == ["before", "due-during-the-outage", "after"]
+        finally:
+            stop.set()
+            thread.join(30)
             close_app(app)
