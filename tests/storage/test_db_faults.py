@@ -4,6 +4,7 @@ cancelled by statement_timeout. Every connection carries the configured bounds."
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -135,3 +136,26 @@ def test_database_timeouts_come_from_the_environment() -> None:
     assert Settings.from_env({}).db_timeouts == DatabaseTimeouts(
         statement=30, lock=10, connect=5, idle_in_transaction=60
     )
+
+
+def test_a_database_that_accepts_but_never_answers_is_a_quick_503(database_url: str, backend: str) -> None:
+    """A server that takes the TCP connection and says nothing (hung host, half-open network): the
+    connect timeout bounds the wait, the answer is 503 with Retry-After, not a hang."""
+    if backend == "sqlite":
+        pytest.skip("SQLite is a file: there is no server to wait for")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the backlog; nothing ever answers them
+        port = silent.getsockname()[1]
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
+        application = create_app(Settings(database_url=url, db_timeouts=DatabaseTimeouts(connect=2)))
+        application.config["TESTING"] = True
+        try:
+            client = application.test_client()
+            started = time.monotonic()
+            response = client.get("/fhir/Patient/anything", headers={"Authorization": "Bearer not-a-token"})
+            elapsed = time.monotonic() - started
+        finally:
+            application.extensions["coordination"].repo.engine.dispose()
+    _assert_transient(response)
+    assert elapsed < 2 + 3, f"the request waited {elapsed:.1f} s"
