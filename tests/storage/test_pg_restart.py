@@ -81,7 +81,31 @@ def test_postgresql_restart_under_load_loses_no_acknowledged_write(mode: str) ->
                 n += 1
                 time.sleep(0.02)
 
+        reads: list[Attempt] = []
+        first = app.test_client()
+        first.environ_base["HTTP_AUTHORIZATION"] = authorization
+        known = first.post("/fhir/Patient", json={"resourceType": "Patient"})
+        assert known.status_code == 201
+
+        def read() -> None:
+            # Reads take the raw-connection path (storage.engine.open_reader) and are audited.
+            client = app.test_client()
+            client.environ_base["HTTP_AUTHORIZATION"] = authorization
+            urls = [f"/fhir/Patient/{known.get_json()['id']}", "/fhir/Patient?_count=5"]
+            n = 0
+            while not stop.is_set():
+                started = time.monotonic()
+                response = client.get(urls[n % 2])
+                outcome = response.get_json() or {}
+                codes = [issue.get("code") for issue in outcome.get("issue", [])]
+                retry_after = response.headers.get("Retry-After")
+                elapsed = time.monotonic() - started
+                reads.append(Attempt(started, elapsed, response.status_code, retry_after, codes, "", None))
+                n += 1
+                time.sleep(0.02)
+
         writers = [threading.Thread(target=write, args=(i,), daemon=True) for i in range(2)]
+        writers.append(threading.Thread(target=read, daemon=True))
         try:
             for thread in writers:
                 thread.start()
@@ -100,7 +124,8 @@ def test_postgresql_restart_under_load_loses_no_acknowledged_write(mode: str) ->
         print(  # shown with -s: what the run saw
             f"{mode}: {len(attempts)} writes, {sum(a.status == 201 for a in attempts)} acknowledged, "
             f"{sum(a.status == 503 for a in attempts)} refused (503), slowest "
-            f"{max(a.elapsed for a in attempts):.2f} s"
+            f"{max(a.elapsed for a in attempts):.2f} s; {len(reads)} reads, "
+            f"{sum(a.status == 503 for a in reads)} refused"
         )
         try:
             # Every answer: 201, or a quick 503 transient with Retry-After; never a 500.
@@ -111,6 +136,17 @@ def test_postgresql_restart_under_load_loses_no_acknowledged_write(mode: str) ->
                 assert a.retry_after is not None and int(a.retry_after) >= 1
                 assert a.codes == ["transient"], a.codes
                 assert a.elapsed < CONNECT_TIMEOUT + 3, f"a refusal took {a.elapsed:.1f} s"
+
+            # Reads too: 200, or a quick 503 transient with Retry-After.
+            assert {a.status for a in reads} <= {200, 503}, sorted({a.status for a in reads})
+            assert any(a.status == 503 for a in reads)
+            for a in reads:
+                if a.status == 503:
+                    assert a.retry_after is not None and a.codes == ["transient"], a
+                    assert a.elapsed < CONNECT_TIMEOUT + 3, f"a refused read took {a.elapsed:.1f} s"
+            assert [a.status for a in reads if a.started >= up + RECOVERY_SECONDS] == [
+                200 for a in reads if a.started >= up + RECOVERY_SECONDS
+            ]
 
             # Recovered: a write started after the restart succeeded within 5 s of it.
             after = [a for a in attempts if a.started >= up and a.status == 201]
