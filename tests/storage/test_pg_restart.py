@@ -87,7 +87,7 @@ def test_postgresql_restart_under_load_loses_no_acknowledged_write(mode: str) ->
         known = first.post("/fhir/Patient", json={"resourceType": "Patient"})
         assert known.status_code == 201
 
-        def read() -> None:
+        def keep_reading() -> None:
             # Reads take the raw-connection path (storage.engine.open_reader) and are audited.
             client = app.test_client()
             client.environ_base["HTTP_AUTHORIZATION"] = authorization
@@ -105,7 +105,7 @@ def test_postgresql_restart_under_load_loses_no_acknowledged_write(mode: str) ->
                 time.sleep(0.02)
 
         writers = [threading.Thread(target=write, args=(i,), daemon=True) for i in range(2)]
-        writers.append(threading.Thread(target=read, daemon=True))
+        writers.append(threading.Thread(target=keep_reading, daemon=True))
         try:
             for thread in writers:
                 thread.start()
