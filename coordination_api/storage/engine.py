@@ -38,7 +38,9 @@ def make_engine(
         # one that dies in use is invalidated by SQLAlchemy's disconnect detection.
         pool_pre_ping=True,
         pool_recycle=1800,
-        pool_timeout=30,  # waiting for a free pooled connection; then 503 (errors.py)
+        # Waiting for a free pooled connection, then 503 (errors.py): with a whole statement timeout
+        # after it, a request still ends within gunicorn's 60 s.
+        pool_timeout=10,
         connect_args=connect_args,
         echo=echo,
         hide_parameters=True,  # error messages (logged) must not quote values: patient data
