@@ -411,6 +411,10 @@ class DatabaseTimeouts:
     # PostgreSQL idle_in_transaction_session_timeout: a transaction left open (a stuck process) does
     # not hold its locks for ever (0 = none).
     idle_in_transaction: float = 60.0
+    # Waiting for a free pooled connection (all COORDINATION_DB_POOL_SIZE, and as many again of
+    # overflow, busy); with a whole statement timeout after it, a request still ends within gunicorn's
+    # 60 s.
+    pool: float = 10.0
 
 
 def _database_timeouts(env: Mapping[str, str]) -> DatabaseTimeouts:
@@ -421,6 +425,7 @@ def _database_timeouts(env: Mapping[str, str]) -> DatabaseTimeouts:
         lock=_float(env.get(p + "LOCK_TIMEOUT"), d.lock),
         connect=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect),
         idle_in_transaction=_float(env.get(p + "IDLE_IN_TRANSACTION_TIMEOUT"), d.idle_in_transaction),
+        pool=_float(env.get(p + "POOL_TIMEOUT"), d.pool),
     )
 
 
@@ -447,7 +452,7 @@ class Settings:
     expression_regex_timeout: float = 0.1
     db_pool_size: int = 10
     db_echo: bool = False
-    # COORDINATION_DB_STATEMENT_TIMEOUT, _LOCK_TIMEOUT, _CONNECT_TIMEOUT, _IDLE_IN_TRANSACTION_TIMEOUT.
+    # COORDINATION_DB_STATEMENT_TIMEOUT, _LOCK_, _CONNECT_, _IDLE_IN_TRANSACTION_, _POOL_TIMEOUT.
     db_timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
     secret_key: str | None = None
     log_level: str = "INFO"

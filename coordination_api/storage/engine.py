@@ -38,9 +38,7 @@ def make_engine(
         # one that dies in use is invalidated by SQLAlchemy's disconnect detection.
         pool_pre_ping=True,
         pool_recycle=1800,
-        # Waiting for a free pooled connection, then 503 (errors.py): with a whole statement timeout
-        # after it, a request still ends within gunicorn's 60 s.
-        pool_timeout=10,
+        pool_timeout=timeouts.pool,  # waiting for a free pooled connection, then 503 (errors.py)
         connect_args=connect_args,
         echo=echo,
         hide_parameters=True,  # error messages (logged) must not quote values: patient data
@@ -74,7 +72,13 @@ def _sqlite_engine(url: str, database: str | None, echo: bool, timeouts: Databas
     else:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, echo=echo, connect_args=connect_args, pool_size=20, max_overflow=20, hide_parameters=True
+            url,
+            echo=echo,
+            connect_args=connect_args,
+            pool_size=20,
+            max_overflow=20,
+            pool_timeout=timeouts.pool,
+            hide_parameters=True,
         )
 
     @event.listens_for(engine, "connect")

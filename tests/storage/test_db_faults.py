@@ -130,11 +130,14 @@ def test_database_timeouts_come_from_the_environment() -> None:
             "COORDINATION_DB_LOCK_TIMEOUT": "2.5",
             "COORDINATION_DB_CONNECT_TIMEOUT": "3",
             "COORDINATION_DB_IDLE_IN_TRANSACTION_TIMEOUT": "0",
+            "COORDINATION_DB_POOL_TIMEOUT": "4",
         }
     )
-    assert settings.db_timeouts == DatabaseTimeouts(statement=20, lock=2.5, connect=3, idle_in_transaction=0)
+    assert settings.db_timeouts == DatabaseTimeouts(
+        statement=20, lock=2.5, connect=3, idle_in_transaction=0, pool=4
+    )
     assert Settings.from_env({}).db_timeouts == DatabaseTimeouts(
-        statement=30, lock=10, connect=5, idle_in_transaction=60
+        statement=30, lock=10, connect=5, idle_in_transaction=60, pool=10
     )
 
 
@@ -159,3 +162,32 @@ def test_a_database_that_accepts_but_never_answers_is_a_quick_503(database_url: 
             application.extensions["coordination"].repo.engine.dispose()
     _assert_transient(response)
     assert elapsed < 2 + 3, f"the request waited {elapsed:.1f} s"
+
+
+def test_every_pooled_connection_busy_beyond_the_pool_timeout_is_503(database_url: str, backend: str) -> None:
+    """Other requests hold every pooled connection (here: the test holds them through the app's own
+    engine): the next request waits the pool timeout, then is refused with 503, not queued for ever."""
+    if backend == "sqlite":
+        pytest.skip("the SQLite pool (20 + 20) is the same code path; PostgreSQL's is sized by setting")
+    settings = Settings(
+        database_url=database_url, audit_reads="sync", db_pool_size=1, db_timeouts=DatabaseTimeouts(pool=0.5)
+    )
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    engine = application.extensions["coordination"].repo.engine
+    upgrade(engine)
+    try:
+        client = authed(application.test_client())
+        held = [engine.connect() for _ in range(2)]  # pool_size 1 + max_overflow 1
+        try:
+            started = time.monotonic()
+            response = _post_patient(client, "NoConnection")
+            elapsed = time.monotonic() - started
+        finally:
+            for conn in held:
+                conn.close()
+        _assert_transient(response)
+        assert elapsed < 3
+        assert _post_patient(client, "Connected").status_code == 201
+    finally:
+        close_app(application)
