@@ -21,6 +21,7 @@ from coordination_api.app import create_app
 from coordination_api.config import DatabaseTimeouts, Settings
 from coordination_api.storage.migrate import upgrade
 from tests.conftest import authed, close_app
+from tests.coordination.messages import as_sender, discharge_message
 
 
 @contextmanager
@@ -191,3 +192,24 @@ def test_every_pooled_connection_busy_beyond_the_pool_timeout_is_503(database_ur
         assert _post_patient(client, "Connected").status_code == 201
     finally:
         close_app(application)
+
+
+def test_a_discharge_message_refused_for_a_held_lock_is_503_and_stored_once_on_retry(
+    database_url: str, backend: str
+) -> None:
+    """$process-message (the intake door of issue 17): a 503 transient with Retry-After while the lock
+    is held, nothing stored; the sender's retry of the same message is processed once."""
+    with _app(database_url, DatabaseTimeouts(lock=0.3)) as app:
+        client = as_sender(authed(app.test_client()))
+        message = discharge_message(message_id=f"db-fault-{backend}")
+        headers = {"Content-Type": "application/fhir+json"}
+        with _write_lock_held(database_url, backend):
+            refused = client.post("/fhir/$process-message", json=message, headers=headers)
+        assert refused.status_code == 503, refused.get_json()
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert client.get("/fhir/Encounter").get_json().get("entry", []) == []
+        accepted = client.post("/fhir/$process-message", json=message, headers=headers)
+        assert accepted.status_code == 200, accepted.get_json()
+        again = client.post("/fhir/$process-message", json=message, headers=headers)
+        assert again.status_code == 200
+        assert len(client.get("/fhir/Encounter").get_json().get("entry", [])) == 1
