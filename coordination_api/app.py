@@ -39,7 +39,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     logging.getLogger("coordination_api").setLevel(settings.log_level)
 
     profiles.configure(reject_unknown_profiles=settings.reject_unknown_profiles)
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        echo=settings.db_echo,
+        timeouts=settings.db_timeouts,
+    )
     registry = SearchRegistry.default(supported_types())
     repo = Repository(engine, registry)
     repo.prepare.append(consent_actors.resolve)  # a Consent's objection is never stored unenforceable

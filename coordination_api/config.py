@@ -393,6 +393,43 @@ def _hl7v2(env: Mapping[str, str]) -> Hl7v2Settings:
 
 
 @dataclass(frozen=True)
+class DatabaseTimeouts:
+    """Bounds on every database connection (docs/database-faults.md), in seconds.
+
+    A statement cancelled by one of them, or a database that cannot be reached, is answered 503 with
+    Retry-After (errors.py), never 500, and never after the request's own timeout.
+    """
+
+    # PostgreSQL statement_timeout: longest single statement, 0 = none (SQLite has no equivalent).
+    statement: float = 30.0
+    # PostgreSQL lock_timeout (0 = wait for ever); SQLite busy_timeout, how long a writer waits for
+    # the write lock (0 = not at all).
+    lock: float = 10.0
+    # PostgreSQL connect_timeout (libpq rounds up to whole seconds, at least 2): how soon a request
+    # learns that the server is down.
+    connect: float = 5.0
+    # PostgreSQL idle_in_transaction_session_timeout: a transaction left open (a stuck process) does
+    # not hold its locks for ever (0 = none).
+    idle_in_transaction: float = 60.0
+    # Waiting for a free pooled connection (all COORDINATION_DB_POOL_SIZE, and as many again of
+    # overflow, busy); with a whole statement timeout after it, a request still ends within gunicorn's
+    # 60 s.
+    pool: float = 10.0
+
+
+def _database_timeouts(env: Mapping[str, str]) -> DatabaseTimeouts:
+    p = PREFIX + "DB_"
+    d = DatabaseTimeouts()
+    return DatabaseTimeouts(
+        statement=_float(env.get(p + "STATEMENT_TIMEOUT"), d.statement),
+        lock=_float(env.get(p + "LOCK_TIMEOUT"), d.lock),
+        connect=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect),
+        idle_in_transaction=_float(env.get(p + "IDLE_IN_TRANSACTION_TIMEOUT"), d.idle_in_transaction),
+        pool=_float(env.get(p + "POOL_TIMEOUT"), d.pool),
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the application is configured with, resolved once at start."""
 
@@ -415,6 +452,8 @@ class Settings:
     expression_regex_timeout: float = 0.1
     db_pool_size: int = 10
     db_echo: bool = False
+    # COORDINATION_DB_STATEMENT_TIMEOUT, _LOCK_, _CONNECT_, _IDLE_IN_TRANSACTION_, _POOL_TIMEOUT.
+    db_timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
     secret_key: str | None = None
     log_level: str = "INFO"
     # Observability (logs.py, metrics.py, health.py): "json" (one object a line) or "text"; one access
@@ -501,6 +540,7 @@ class Settings:
             expression_regex_timeout=_float(env.get(PREFIX + "EXPRESSION_REGEX_TIMEOUT"), 0.1),
             db_pool_size=_int(env.get(PREFIX + "DB_POOL_SIZE"), 10),
             db_echo=_bool(env.get(PREFIX + "DB_ECHO"), False),
+            db_timeouts=_database_timeouts(env),
             secret_key=_read_secret(env, "SECRET_KEY"),
             log_level=env.get(PREFIX + "LOG_LEVEL", "INFO").upper(),
             log_format=env.get(PREFIX + "LOG_FORMAT", "json").strip().lower(),

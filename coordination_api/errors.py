@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import enum
 import logging
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from flask import Flask, Response, g, request
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from connectors.errors import ConnectorError, Failure
@@ -146,6 +149,61 @@ def from_connector_error(exc: ConnectorError) -> FhirError:
     return FhirError(category, str(exc))
 
 
+# Retry-After (RFC 9110 section 10.2.3), in seconds, of a database that is busy (a lock held longer than
+# the lock timeout, a statement cancelled by the statement timeout) or unreachable (restart, failover).
+RETRY_AFTER_BUSY = 2
+RETRY_AFTER_UNAVAILABLE = 5
+
+# PostgreSQL SQLSTATEs (PostgreSQL 15 Appendix A) a retry can cure, and what the client is told.
+_PG_BUSY = {
+    "57014": "a statement ran longer than the database statement timeout",
+    "55P03": "a lock was held longer than the database lock timeout",
+    "40001": "a concurrent transaction conflicted (serialization failure)",
+    "40P01": "a concurrent transaction conflicted (deadlock)",
+    "25P03": "a transaction stayed idle longer than the database allows",
+    "53300": "the database has no free connection",
+}
+# Class 08 (connection exception) and the server shutting down or starting up.
+_PG_UNAVAILABLE = ("08", "57P01", "57P02", "57P03")
+# SQLite result codes: SQLITE_BUSY (the write lock stayed taken beyond busy_timeout), SQLITE_LOCKED.
+_SQLITE_BUSY = {5, 6}
+
+
+def from_database_error(exc: BaseException) -> FhirError | None:
+    """A database failure a retry can cure -> TRANSIENT (503 with Retry-After); None for any other
+    (a bug or a constraint: the caller answers 500). Accepts SQLAlchemy's wrappers and the raw
+    DBAPI errors of the read path (storage.engine.open_reader)."""
+    if isinstance(exc, sa_exc.TimeoutError):  # QueuePool: no connection freed in pool_timeout
+        return _transient("every database connection is in use", RETRY_AFTER_BUSY)
+    invalidated = False
+    if isinstance(exc, sa_exc.DBAPIError):
+        invalidated = exc.connection_invalidated
+        exc = exc.orig or exc
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if (code is not None and code & 0xFF in _SQLITE_BUSY) or "database is locked" in str(exc):
+            return _transient("another writer held the lock beyond the lock timeout", RETRY_AFTER_BUSY)
+        return None
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate or ""
+        if state in _PG_BUSY:
+            return _transient(_PG_BUSY[state], RETRY_AFTER_BUSY)
+        # No SQLSTATE: the connection failed or was lost (server restarted, refused, timed out).
+        if state.startswith(_PG_UNAVAILABLE) or (not state and isinstance(exc, psycopg.OperationalError)):
+            return _transient("the database is unreachable", RETRY_AFTER_UNAVAILABLE)
+        if invalidated or isinstance(exc, psycopg.InterfaceError):  # e.g. "the connection is closed"
+            return _transient("the database connection was lost", RETRY_AFTER_UNAVAILABLE)
+    return None
+
+
+def _transient(reason: str, retry_after: int) -> FhirError:
+    return FhirError(
+        Category.TRANSIENT,
+        f"Database temporarily unavailable: {reason}; retry later",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def register_error_handlers(app: Flask) -> None:
     """The single translator from exceptions to HTTP status + OperationOutcome."""
     from coordination_api.fhir.http import fhir_json_response
@@ -165,6 +223,14 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        database = from_database_error(exc)
+        if database is not None:
+            # The type and SQLSTATE only: the message may quote SQL parameters (patient data).
+            orig = getattr(exc, "orig", None) or exc
+            log.warning(
+                "database unavailable: %s (sqlstate %s)", type(orig).__name__, getattr(orig, "sqlstate", None)
+            )
+            return _render(database)
         request_id = getattr(g, "request_id", None) or str(uuid.uuid4())
         log.exception("unhandled error, request_id=%s", request_id)
         return _render(

@@ -22,7 +22,7 @@ from auth.audit import AuditRecord, AuditUnavailableError, AuditWriter, audit_ro
 from auth.policy import PatientFilter, Principal
 from auth.scopes import ScopeSet
 from auth.service import AuthService, UnauthenticatedError
-from coordination_api.errors import Category, FhirError, Issue, operation_outcome
+from coordination_api.errors import RETRY_AFTER_UNAVAILABLE, Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir.http import fhir_json_response
 from coordination_api.search.compiler import SearchQuery
 from coordination_api.storage.indexer import outside_compartments
@@ -661,5 +661,6 @@ def audit_response(response: Response) -> Response:
         return fhir_json_response(
             operation_outcome([Issue("error", "transient", "The access could not be audited; retry later")]),
             status=503,
+            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},  # RFC 9110 section 10.2.3
         )
     return response
