@@ -445,8 +445,8 @@ def test_invalid_if_match_is_400(fhir: Fhir, value: str) -> None:
 def test_stale_if_match_is_412(fhir: Fhir) -> None:
     created = fhir.create(PATIENT)
     url = f"/fhir/Patient/{created['id']}"
-    assert_outcome(fhir.request("PUT", url, created, If_Match='W/"2"'), 412, "current version is 1")
-    assert_outcome(fhir.request("DELETE", url, If_Match='W/"2"'), 412, "current version is 1")
+    assert_outcome(fhir.request("PUT", url, created, If_Match='W/"2"'), 412, "is not the current version")
+    assert_outcome(fhir.request("DELETE", url, If_Match='W/"2"'), 412, "is not the current version")
     assert fhir.request("GET", url).status_code == 200
 
 
