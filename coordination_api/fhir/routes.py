@@ -43,6 +43,11 @@ def _negotiate() -> None:
     if request.endpoint not in bulk.NDJSON_ENDPOINTS:  # export files are NDJSON
         check_accept()
     access.authenticate()
+    # An id, version or job in the path is text no database stores with control characters (PostgreSQL
+    # refuses NUL outright): 400 here, for every route, rather than a driver error later.
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+            raise FhirError(Category.INVALID, f"The URL's {name} must not contain control characters")
 
 
 @bp.after_request
