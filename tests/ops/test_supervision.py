@@ -53,7 +53,9 @@ def test_killed_children_are_restarted_logged_and_counted(tmp_path: Path) -> Non
         ("http", "SIGKILL", None, 0),
     ]
     assert exits[0]["level"] == "ERROR" and exits[0]["restart_in_s"] == 0.5
-    assert exits[0]["msg"] == "serve: worker exited unexpectedly (signal SIGKILL); restarting it in 0.5 s (restart 1)"
+    assert exits[0]["msg"] == (
+        "serve: worker exited unexpectedly (signal SIGKILL); restarting it in 0.5 s (restart 1)"
+    )
 
 
 def test_crash_looping_child_stops_the_service_with_a_clear_line(tmp_path: Path) -> None:
@@ -120,7 +122,9 @@ def test_killed_gunicorn_worker_fails_its_request_cleanly_and_is_replaced(tmp_pa
         assert got == b"", "connection closed without a byte of a response"
         wait_for(lambda: len(children_of(master)) == 1 and children_of(master) != [worker], 30, "new worker")
         for _ in range(5):
-            answer = requests.get(f"{served.base}/Patient?identifier=urn:kill|{tag}", headers=served.headers())
+            answer = requests.get(
+                f"{served.base}/Patient?identifier=urn:kill|{tag}", headers=served.headers(), timeout=10
+            )
             assert answer.status_code == 200
             assert answer.json().get("total", len(answer.json().get("entry", []))) == 0, "nothing stored"
         assert served.pid("http") == master, "gunicorn replaced its worker; serve restarted nothing"
