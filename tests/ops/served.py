@@ -155,8 +155,17 @@ def serve(
     )
     subprocess.run([CLI, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=300)
     created = subprocess.run(
-        [CLI, "clients", "create", "--name", "chaos", "--scope", "system/*.cruds", "--json"]
-        + ["--sender", SENDER],
+        [
+            CLI,
+            "clients",
+            "create",
+            "--name",
+            "chaos",
+            "--scope",
+            "system/*.cruds",
+            "--json",
+            *("--sender", SENDER),
+        ],
         env=env,
         check=True,
         capture_output=True,
