@@ -1,0 +1,230 @@
+"""Chaos under load (issue 17): discharges flow through ``$process-message`` at a steady rate into a real
+``coordination serve`` while ``kill -9`` hits the delivery worker, then the MLLP listener, then a
+gunicorn worker. Afterwards every acknowledged message (200, ``ok``) has exactly one stored Encounter,
+every matching notification reached the rest-hook receiver at least once, in event-number order, and
+HTTP never refused a connection.
+
+Short form in ``make test`` (on SQLite and PostgreSQL); ``make chaos-long`` runs the long form
+(``CHAOS_MESSAGES``, ``CHAOS_RATE`` per second, a kill every ``CHAOS_KILL_EVERY`` seconds, cycling over
+the three) and prints the figures: sent, acknowledged, delivered, duplicates, lost, time to recover."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import BACKENDS
+from tests.coordination.messages import VISIT_SYSTEM, discharge_message, ins, patient
+from tests.ops.served import Served, children_of, database, listening, serve, wait_for
+from tests.subscriptions.conftest import Receiver
+
+pytestmark = pytest.mark.live
+MESSAGES = int(os.environ.get("CHAOS_MESSAGES", "80"))
+RATE = float(os.environ.get("CHAOS_RATE", "10"))
+KILL_EVERY = float(os.environ.get("CHAOS_KILL_EVERY", "0"))  # 0: three kills, spread over the run
+HTTP_WORKERS = 2
+ATTEMPTS = 5  # a sender (interface engine) retries an unacknowledged message, same message id
+
+
+@dataclass
+class Sender:
+    served: Served
+    tag: str
+    acked: dict[str, float] = field(default_factory=dict)  # visit -> when acknowledged
+    unacked: list[str] = field(default_factory=list)
+    attempts: int = 0
+    dropped: int = 0  # connection reset or closed mid-request (a killed gunicorn worker's)
+    refused: list[float] = field(default_factory=list)
+    other: dict[str, int] = field(default_factory=dict)
+
+    def loop(self) -> None:
+        start = time.monotonic()
+        session = requests.Session()
+        for i in range(MESSAGES):
+            time.sleep(max(start + i / RATE - time.monotonic(), 0))
+            visit = f"{self.tag}-{i}"
+            message = discharge_message(
+                message_id=visit, visit=visit, patient_resource=patient(nir=ins(), ipp=f"IPP-{visit}")
+            )
+            for _ in range(ATTEMPTS):
+                if self._send(session, message):
+                    self.acked[visit] = time.monotonic()
+                    break
+                time.sleep(0.2)
+            else:
+                self.unacked.append(visit)
+
+    def _send(self, session: requests.Session, message: dict[str, Any]) -> bool:
+        self.attempts += 1
+        try:
+            answer = session.post(
+                f"{self.served.base}/$process-message",
+                json=message,
+                headers=self.served.headers(),
+                timeout=30,
+            )
+        except requests.ConnectionError as exc:
+            if "refused" in str(exc).lower():
+                self.refused.append(time.monotonic())
+            else:
+                self.dropped += 1
+            return False
+        if answer.status_code != 200:
+            key = str(answer.status_code)
+            self.other[key] = self.other.get(key, 0) + 1
+            return False
+        header = answer.json()["entry"][0]["resource"]
+        return bool(header["response"]["code"] == "ok")
+
+
+def _kill(served: Served, target: str) -> float:
+    """kill -9 one process of ``target``; seconds until it is replaced and serving again."""
+    if target == "http-worker":
+        master = served.pid("http")
+        assert master is not None
+        before = children_of(master)
+        victim = before[0]
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(
+            lambda: victim not in children_of(master) and len(children_of(master)) == HTTP_WORKERS,
+            30,
+            "gunicorn worker replaced",
+        )
+        return time.monotonic() - killed
+    old = served.pid(target)
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: served.running_again(target, old), 30, f"{target} restarted")
+    if target == "mllp":
+        wait_for(lambda: listening(served.mllp_port), 30, "MLLP listening again")
+    return time.monotonic() - killed
+
+
+def _stored_encounters(served: Served, run: str) -> dict[str, list[str]]:
+    """Visit number -> ids of the stored Encounters of this run."""
+    out: dict[str, list[str]] = {}
+    url: str | None = f"{served.base}/Encounter?identifier={VISIT_SYSTEM}|&_count=200"
+    while url:
+        page = requests.get(url, headers=served.headers(), timeout=60)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        for entry in body.get("entry", []):
+            resource = entry["resource"]
+            for identifier in resource.get("identifier", []):
+                if identifier.get("system") == VISIT_SYSTEM and identifier["value"].startswith(run):
+                    out.setdefault(identifier["value"], []).append(resource["id"])
+        url = next((link["url"] for link in body.get("link", []) if link["relation"] == "next"), None)
+    return out
+
+
+def _delivered(receiver: Receiver) -> tuple[list[int], set[str]]:
+    """Event numbers in the order received (duplicates kept) and the Encounter ids notified."""
+    numbers: list[int] = []
+    focus: set[str] = set()
+    for item in list(receiver.of_kind("event-notification")):
+        numbers.extend(int(e["event-number"]) for e in item.status["notification-event"])
+        for entry in item.body["entry"][1:]:
+            focus.add(entry["fullUrl"].split("/_history")[0].rsplit("/", 1)[-1])
+    return numbers, focus
+
+
+def _subscribe(served: Served, receiver: Receiver) -> str:
+    subscription = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "chaos",
+        "criteria": "Encounter?status=finished",
+        "channel": {"type": "rest-hook", "endpoint": receiver.url, "payload": "application/fhir+json"},
+    }
+    created = requests.post(
+        f"{served.base}/Subscription", json=subscription, headers=served.headers(), timeout=30
+    )
+    assert created.status_code == 201, created.text
+    sub_id: str = created.json()["id"]
+
+    def active() -> bool:
+        answer = requests.get(f"{served.base}/Subscription/{sub_id}", headers=served.headers(), timeout=10)
+        return bool(answer.json().get("status") == "active")
+
+    wait_for(active, 30, "subscription active", step=0.1)
+    return sub_id
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_9_of_each_child_loses_no_acknowledged_discharge(backend: str, tmp_path: Path) -> None:
+    receiver = Receiver()
+    receiver.start()
+    run = f"K{uuid.uuid4().hex[:8]}"
+    duration = MESSAGES / RATE
+    targets = ["worker", "mllp", "http-worker"]
+    if KILL_EVERY:
+        times = [KILL_EVERY * (k + 1) for k in range(int(duration / KILL_EVERY))]
+    else:
+        times = [duration * (k + 1) / 4 for k in range(3)]
+    try:
+        with (
+            database(backend, tmp_path) as url,
+            serve(url, tmp_path, "--workers", str(HTTP_WORKERS), "--threads", "4") as served,
+        ):
+            _subscribe(served, receiver)
+            sender = Sender(served, run)
+            thread = threading.Thread(target=sender.loop, daemon=True)
+            started = time.monotonic()
+            thread.start()
+            recovered: list[tuple[str, float]] = []
+            for k, at in enumerate(times):
+                time.sleep(max(started + at - time.monotonic(), 0))
+                target = targets[k % len(targets)]
+                recovered.append((target, _kill(served, target)))
+            thread.join(timeout=duration + 300)
+            assert not thread.is_alive()
+            stored = _stored_encounters(served, run)
+            wanted = {ids[0] for visit, ids in stored.items() if visit in sender.acked}
+            wait_for(lambda: wanted <= _delivered(receiver)[1], 60 + MESSAGES / 20, "every event notified")
+            time.sleep(1.0)  # a duplicate would arrive now
+            numbers, focus = _delivered(receiver)
+            assert served.process.poll() is None, "serve kept running"
+            restarts = {name: child["restarts"] for name, child in served.children().items()}
+    finally:
+        receiver.stop()
+    first_seen = list(dict.fromkeys(numbers))
+    figures = {
+        "backend": backend,
+        "sent": MESSAGES,
+        "attempts": sender.attempts,
+        "acknowledged": len(sender.acked),
+        "unacknowledged": len(sender.unacked),
+        "dropped_in_flight": sender.dropped,
+        "refused": len(sender.refused),
+        "other_statuses": sender.other,
+        "stored_encounters": sum(len(ids) for ids in stored.values()),
+        "delivered_events": len(first_seen),
+        "duplicates": len(numbers) - len(first_seen),
+        "lost": len(wanted - focus),
+        "recover_seconds": [(target, round(seconds, 2)) for target, seconds in recovered],
+        "serve_restarts": restarts,
+    }
+    print("\nchaos figures:", json.dumps(figures))
+    assert sender.refused == [], "HTTP never refused a connection (no kill touches gunicorn's socket)"
+    assert not sender.unacked, figures
+    assert all(len(stored.get(visit, [])) == 1 for visit in sender.acked), "one Encounter per ack"
+    assert all(len(ids) == 1 for ids in stored.values()), "never a second Encounter for one visit"
+    assert wanted <= focus and figures["lost"] == 0
+    assert first_seen == sorted(first_seen), "notifications in event-number order"
+    assert first_seen == list(range(1, len(first_seen) + 1)), "no event number skipped"
+    assert restarts["worker"] >= 1 and restarts["mllp"] >= 1 and restarts["http"] == 0
+    gaps = sorted(sender.acked.values())
+    assert max(b - a for a, b in itertools.pairwise(gaps)) < 10, "HTTP kept acknowledging"
