@@ -193,7 +193,12 @@ def test_kill_9_of_each_child_loses_no_acknowledged_discharge(backend: str, tmp_
             assert not thread.is_alive()
             stored = _stored_encounters(served, run)
             wanted = {ids[0] for visit, ids in stored.items() if visit in sender.acked}
-            wait_for(lambda: wanted <= _delivered(receiver)[1], 60 + MESSAGES / 20, "every event notified")
+            wait_for(
+                lambda: wanted <= _delivered(receiver)[1],
+                60 + MESSAGES / 20,
+                "every event notified",
+                step=0.5,
+            )
             time.sleep(1.0)  # a duplicate would arrive now
             numbers, focus = _delivered(receiver)
             assert served.process.poll() is None, "serve kept running"
