@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import requests
 
+from coordination_api.server import CRASH_LOOP_EXITS, CRASH_LOOP_WINDOW
 from tests.conftest import BACKENDS
 from tests.coordination.messages import VISIT_SYSTEM, discharge_message, ins, patient
 from tests.ops.served import Served, children_of, database, listening, serve, wait_for
@@ -171,6 +172,10 @@ def test_kill_9_of_each_child_loses_no_acknowledged_discharge(backend: str, tmp_
     duration = MESSAGES / RATE
     targets = ["worker", "mllp", "http-worker"]
     if KILL_EVERY:
+        # Each child is killed every 3 * KILL_EVERY s: more than CRASH_LOOP_EXITS - 1 kills of one child
+        # in CRASH_LOOP_WINDOW would be a crash loop, and serve would rightly stop.
+        per_child = 3 * KILL_EVERY
+        assert int(CRASH_LOOP_WINDOW // per_child) + 1 < CRASH_LOOP_EXITS, "CHAOS_KILL_EVERY too small"
         times = [KILL_EVERY * (k + 1) for k in range(int(duration / KILL_EVERY))]
     else:
         times = [duration * (k + 1) / 4 for k in range(3)]
