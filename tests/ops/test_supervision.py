@@ -6,6 +6,7 @@ runs both backends)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.ops.served import children_of, database, listening, serve, wait_for
+from tests.ops.served import Served, children_of, database, listening, serve, wait_for
 
 pytestmark = pytest.mark.live
 
@@ -129,3 +130,66 @@ def test_killed_gunicorn_worker_fails_its_request_cleanly_and_is_replaced(tmp_pa
             assert answer.json().get("total", len(answer.json().get("entry", []))) == 0, "nothing stored"
         assert served.pid("http") == master, "gunicorn replaced its worker; serve restarted nothing"
         assert served.children()["http"]["restarts"] == 0
+
+
+def _bundle(tag: str, size: int) -> bytes:
+    entries = [
+        {
+            "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+            "resource": {
+                "resourceType": "Patient",
+                "identifier": [{"system": f"urn:tx:{tag}", "value": str(i)}],
+            },
+            "request": {"method": "POST", "url": "Patient"},
+        }
+        for i in range(size)
+    ]
+    return json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}).encode()
+
+
+def _stored(served: Served, tag: str) -> int:
+    answer = requests.get(
+        f"{served.base}/Patient?identifier=urn:tx:{tag}|&_summary=count", headers=served.headers(), timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    return int(answer.json()["total"])
+
+
+def test_transaction_cut_by_a_killed_gunicorn_worker_leaves_nothing_behind(tmp_path: Path) -> None:
+    size = 200
+    with (
+        database("sqlite", tmp_path) as url,
+        serve(url, tmp_path, "--workers", "1", "--no-mllp") as served,
+    ):
+        warm = requests.post(served.base, data=_bundle("warm", 20), headers=served.headers(), timeout=120)
+        assert warm.status_code == 200
+        started = time.monotonic()
+        full = requests.post(served.base, data=_bundle("whole", size), headers=served.headers(), timeout=120)
+        took = time.monotonic() - started
+        assert full.status_code == 200 and _stored(served, "whole") == size
+        master = served.pid("http")
+        assert master is not None
+        (worker,) = children_of(master)
+        tag = uuid.uuid4().hex
+        body = _bundle(tag, size)
+        head = (
+            f"POST /fhir HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\n"
+            f"Authorization: Bearer {served.token}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", served.port), timeout=120) as conn:
+            conn.sendall(head + body)
+            time.sleep(took / 2)  # about halfway through the transaction
+            os.kill(worker, signal.SIGKILL)
+            got = b""
+            try:
+                while chunk := conn.recv(65536):
+                    got += chunk
+            except ConnectionResetError:
+                pass
+        wait_for(lambda: len(children_of(master)) == 1 and children_of(master) != [worker], 30, "new worker")
+        stored = _stored(served, tag)
+    print(f"\ntransaction of {size} (alone: {took:.2f} s) cut: {not got}, stored: {stored}")
+    if got:  # the worker had answered before it died: all of it, and all stored
+        assert got.startswith(b"HTTP/1.1 200") and stored == size
+    else:  # cut: all or nothing, never a part
+        assert stored in (0, size), stored
