@@ -26,7 +26,7 @@ import requests
 
 from coordination_api.server import CRASH_LOOP_EXITS, CRASH_LOOP_WINDOW
 from tests.conftest import BACKENDS
-from tests.coordination.messages import VISIT_SYSTEM, discharge_message, ins, patient
+from tests.coordination.messages import VISIT_SYSTEM, discharge_message, patient
 from tests.ops.served import Served, children_of, database, listening, serve, wait_for
 from tests.subscriptions.conftest import Receiver
 
@@ -35,11 +35,15 @@ MESSAGES = int(os.environ.get("CHAOS_MESSAGES", "80"))
 RATE = float(os.environ.get("CHAOS_RATE", "10"))
 KILL_EVERY = float(os.environ.get("CHAOS_KILL_EVERY", "0"))  # 0: three kills, spread over the run
 HTTP_WORKERS = 2
+SENDERS = int(os.environ.get("CHAOS_SENDERS", "4"))
 ATTEMPTS = 5  # a sender (interface engine) retries an unacknowledged message, same message id
 
 
 @dataclass
 class Sender:
+    """``SENDERS`` threads post discharge ``i`` at ``start + i / RATE`` (several, so that one slow answer
+    does not slow the rate); each retries an unacknowledged message with the same message id."""
+
     served: Served
     tag: str
     acked: dict[str, float] = field(default_factory=dict)  # visit -> when acknowledged
@@ -48,15 +52,31 @@ class Sender:
     dropped: int = 0  # connection reset or closed mid-request (a killed gunicorn worker's)
     refused: list[float] = field(default_factory=list)
     other: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    _next: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def loop(self) -> None:
+    def run(self) -> None:
         start = time.monotonic()
+        threads = [threading.Thread(target=self._loop, args=(start,), daemon=True) for _ in range(SENDERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.seconds = time.monotonic() - start
+
+    def _loop(self, start: float) -> None:
         session = requests.Session()
-        for i in range(MESSAGES):
+        while True:
+            with self._lock:
+                i, self._next = self._next, self._next + 1
+            if i >= MESSAGES:
+                return
             time.sleep(max(start + i / RATE - time.monotonic(), 0))
             visit = f"{self.tag}-{i}"
+            # A provisional identity of its own per message: no two messages race on one Patient.
             message = discharge_message(
-                message_id=visit, visit=visit, patient_resource=patient(nir=ins(), ipp=f"IPP-{visit}")
+                message_id=visit, visit=visit, patient_resource=patient("PROV", ipp=f"IPP-{visit}")
             )
             for _ in range(ATTEMPTS):
                 if self._send(session, message):
@@ -64,10 +84,12 @@ class Sender:
                     break
                 time.sleep(0.2)
             else:
-                self.unacked.append(visit)
+                with self._lock:
+                    self.unacked.append(visit)
 
     def _send(self, session: requests.Session, message: dict[str, Any]) -> bool:
-        self.attempts += 1
+        with self._lock:
+            self.attempts += 1
         try:
             answer = session.post(
                 f"{self.served.base}/$process-message",
@@ -76,14 +98,16 @@ class Sender:
                 timeout=30,
             )
         except requests.ConnectionError as exc:
-            if "refused" in str(exc).lower():
-                self.refused.append(time.monotonic())
-            else:
-                self.dropped += 1
+            with self._lock:
+                if "refused" in str(exc).lower():
+                    self.refused.append(time.monotonic())
+                else:
+                    self.dropped += 1
             return False
         if answer.status_code != 200:
-            key = str(answer.status_code)
-            self.other[key] = self.other.get(key, 0) + 1
+            with self._lock:
+                key = str(answer.status_code)
+                self.other[key] = self.other.get(key, 0) + 1
             return False
         header = answer.json()["entry"][0]["resource"]
         return bool(header["response"]["code"] == "ok")
@@ -186,7 +210,7 @@ def test_kill_9_of_each_child_loses_no_acknowledged_discharge(backend: str, tmp_
         ):
             _subscribe(served, receiver)
             sender = Sender(served, run)
-            thread = threading.Thread(target=sender.loop, daemon=True)
+            thread = threading.Thread(target=sender.run, daemon=True)
             started = time.monotonic()
             thread.start()
             recovered: list[tuple[str, float]] = []
@@ -214,6 +238,8 @@ def test_kill_9_of_each_child_loses_no_acknowledged_discharge(backend: str, tmp_
     figures = {
         "backend": backend,
         "sent": MESSAGES,
+        "seconds_sending": round(sender.seconds, 1),
+        "rate_achieved": round(MESSAGES / sender.seconds, 1) if sender.seconds else None,
         "attempts": sender.attempts,
         "acknowledged": len(sender.acked),
         "unacknowledged": len(sender.unacked),
