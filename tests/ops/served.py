@@ -23,7 +23,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests.conftest import PG_URL
-from tests.coordination.messages import SENDER
+from tests.coordination.messages import HL7_SENDER, SENDER
 from tests.ops.test_shutdown import _free_port
 
 BIN = Path(sys.executable).parent
@@ -152,6 +152,7 @@ def serve(
         COORDINATION_SUBSCRIPTION_POLL_INTERVAL="0.05",
         COORDINATION_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}/fhir",
         PROMETHEUS_MULTIPROC_DIR=str(state_dir),
+        COORDINATION_MLLP_SENDERS=HL7_SENDER,
     )
     subprocess.run([CLI, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=300)
     created = subprocess.run(

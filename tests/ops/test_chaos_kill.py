@@ -1,8 +1,9 @@
-"""Chaos under load (issue 17): discharges flow through ``$process-message`` at a steady rate into a real
-``coordination serve`` while ``kill -9`` hits the delivery worker, then the MLLP listener, then a
-gunicorn worker. Afterwards every acknowledged message (200, ``ok``) has exactly one stored Encounter,
-every matching notification reached the rest-hook receiver at least once, in event-number order, and
-HTTP never refused a connection.
+"""Chaos under load (issue 17): discharges flow into a real ``coordination serve`` at a steady rate,
+three in four through ``$process-message`` and one in four as HL7 v2 ADT^A03 over MLLP, while ``kill -9``
+hits the delivery worker, then the MLLP listener, then a gunicorn worker. Senders retry what was not
+acknowledged with the same message id, as interface engines do. Afterwards every acknowledged message
+(200 ``ok``, MSA AA) has exactly one stored Encounter, every matching notification reached the rest-hook
+receiver at least once, in event-number order, and HTTP never refused a connection.
 
 Short form in ``make test`` (on SQLite and PostgreSQL); ``make chaos-long`` runs the long form
 (``CHAOS_MESSAGES``, ``CHAOS_RATE`` per second, a kill every ``CHAOS_KILL_EVERY`` seconds, cycling over
@@ -14,21 +15,23 @@ import itertools
 import json
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 from sqlalchemy import create_engine, select
 
+from connectors.hl7v2.mllp import END, START, read_frame
 from coordination_api.server import CRASH_LOOP_EXITS, CRASH_LOOP_WINDOW
 from coordination_api.storage.schema import worker_heartbeat
 from tests.conftest import BACKENDS
 from tests.coordination.messages import VISIT_SYSTEM, discharge_message, patient
+from tests.hl7v2.test_parse_mapping import adt
 from tests.ops.served import Served, children_of, database, listening, serve, wait_for
 from tests.subscriptions.conftest import Receiver
 
@@ -38,7 +41,10 @@ RATE = float(os.environ.get("CHAOS_RATE", "10"))
 KILL_EVERY = float(os.environ.get("CHAOS_KILL_EVERY", "0"))  # 0: three kills, spread over the run
 HTTP_WORKERS = 2
 SENDERS = int(os.environ.get("CHAOS_SENDERS", "4"))
-ATTEMPTS = 5  # a sender (interface engine) retries an unacknowledged message, same message id
+RETRY_FOR = 60.0  # a sender (interface engine) retries an unacknowledged message, same message id
+MLLP_EVERY = 4  # every 4th discharge goes as HL7 v2 ADT^A03 over MLLP
+NDA_TAIL = "^^^CHU-NANTES&1.2.250.1.999.1.2&ISO^AN"
+MLLP_VISIT_SYSTEM = "urn:oid:1.2.250.1.999.1.2"
 
 
 @dataclass
@@ -54,6 +60,8 @@ class Sender:
     dropped: int = 0  # connection reset or closed mid-request (a killed gunicorn worker's)
     refused: list[float] = field(default_factory=list)
     other: dict[str, int] = field(default_factory=dict)
+    by_mllp: set[str] = field(default_factory=set)
+    mllp_refused: int = 0
     seconds: float = 0.0
     _next: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,20 +84,58 @@ class Sender:
                 return
             time.sleep(max(start + i / RATE - time.monotonic(), 0))
             visit = f"{self.tag}-{i}"
-            # A provisional identity of its own per message: no two messages race on one Patient.
-            message = discharge_message(
-                message_id=visit, visit=visit, patient_resource=patient("PROV", ipp=f"IPP-{visit}")
-            )
-            for _ in range(ATTEMPTS):
-                if self._send(session, message):
+            by_mllp = i % MLLP_EVERY == MLLP_EVERY - 1
+            deadline = time.monotonic() + RETRY_FOR
+            while time.monotonic() < deadline:
+                if self._send_mllp(visit) if by_mllp else self._send(session, visit):
                     self.acked[visit] = time.monotonic()
+                    if by_mllp:
+                        self.by_mllp.add(visit)
                     break
                 time.sleep(0.2)
             else:
                 with self._lock:
                     self.unacked.append(visit)
 
-    def _send(self, session: requests.Session, message: dict[str, Any]) -> bool:
+    def _send_mllp(self, visit: str) -> bool:
+        """One HL7 v2 ADT^A03 over a fresh MLLP connection; True on MSA AA."""
+        raw = adt(
+            "A03",
+            control_id=visit,
+            pid={
+                3: f"IPP-{visit}^^^CHU-NANTES&1.2.250.1.999.1.1&ISO^PI",
+                18: f"{visit}{NDA_TAIL}",
+                32: "PROV",
+            },
+            pv1={19: f"{visit}{NDA_TAIL}", 36: "8^Domicile", 45: "20240720143000+0200"},
+        )
+        with self._lock:
+            self.attempts += 1
+        try:
+            with socket.create_connection(("127.0.0.1", self.served.mllp_port), timeout=30) as conn:
+                conn.sendall(START + raw + END)
+                answer = read_frame(conn)
+        except ConnectionRefusedError:
+            with self._lock:
+                self.mllp_refused += 1  # the listener is being restarted: the sender queues and retries
+            return False
+        except OSError:
+            with self._lock:
+                self.dropped += 1
+            return False
+        if b"MSA|AA|" not in (answer or b""):
+            with self._lock:
+                key = "MSA " + (answer or b"").split(b"MSA|", 1)[-1][:2].decode(errors="replace")
+                self.other[key] = self.other.get(key, 0) + 1
+            return False
+        return True
+
+    def _send(self, session: requests.Session, visit: str) -> bool:
+        """One discharge through $process-message; True on 200 ``ok``."""
+        # A provisional identity of its own per message: no two messages race on one Patient.
+        message = discharge_message(
+            message_id=visit, visit=visit, patient_resource=patient("PROV", ipp=f"IPP-{visit}")
+        )
         with self._lock:
             self.attempts += 1
         try:
@@ -154,10 +200,10 @@ def _kill(served: Served, url: str, target: str) -> float:
     return time.monotonic() - killed
 
 
-def _stored_encounters(served: Served, run: str) -> dict[str, list[str]]:
+def _stored_encounters(served: Served, run: str, system: str) -> dict[str, list[str]]:
     """Visit number -> ids of the stored Encounters of this run."""
     out: dict[str, list[str]] = {}
-    url: str | None = f"{served.base}/Encounter?identifier={VISIT_SYSTEM}|&_count=200"
+    url: str | None = f"{served.base}/Encounter?identifier={system}|&_count=200"
     while url:
         page = requests.get(url, headers=served.headers(), timeout=60)
         assert page.status_code == 200, page.text
@@ -165,7 +211,7 @@ def _stored_encounters(served: Served, run: str) -> dict[str, list[str]]:
         for entry in body.get("entry", []):
             resource = entry["resource"]
             for identifier in resource.get("identifier", []):
-                if identifier.get("system") == VISIT_SYSTEM and identifier["value"].startswith(run):
+                if identifier.get("system") == system and identifier["value"].startswith(run):
                     out.setdefault(identifier["value"], []).append(resource["id"])
         url = next((link["url"] for link in body.get("link", []) if link["relation"] == "next"), None)
     return out
@@ -239,7 +285,9 @@ def test_kill_9_of_each_child_loses_no_acknowledged_discharge(backend: str, tmp_
                 recovered.append((target, _kill(served, url, target)))
             thread.join(timeout=duration + 600)
             assert not thread.is_alive()
-            stored = _stored_encounters(served, run)
+            stored = _stored_encounters(served, run, VISIT_SYSTEM) | _stored_encounters(
+                served, run, MLLP_VISIT_SYSTEM
+            )
             wanted = {ids[0] for visit, ids in stored.items() if visit in sender.acked}
             wait_for(
                 lambda: wanted <= _delivered(receiver)[1],
@@ -261,6 +309,8 @@ def test_kill_9_of_each_child_loses_no_acknowledged_discharge(backend: str, tmp_
         "rate_achieved": round(MESSAGES / sender.seconds, 1) if sender.seconds else None,
         "attempts": sender.attempts,
         "acknowledged": len(sender.acked),
+        "acknowledged_mllp": len(sender.by_mllp),
+        "mllp_refused": sender.mllp_refused,
         "unacknowledged": len(sender.unacked),
         "dropped_in_flight": sender.dropped,
         "refused": len(sender.refused),
