@@ -17,11 +17,12 @@ import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from coordination_api.health import ChildState, write_child_state
+from coordination_api.health import CHILD_STATE_FILE, ChildState, write_child_state
 
 log = logging.getLogger(__name__)
 # SIGTERM: gunicorn stops accepting and gives in-flight requests this long to finish.
@@ -269,6 +270,9 @@ def supervise(children: dict[str, Child], metrics_dir: str) -> int:
         if code not in (0, -signal.SIGTERM):
             log.warning("serve: %s exited with status %s", name, code)
             clean = False
+    if metrics_dir:  # no stale state for a process that shares the directory later
+        with contextlib.suppress(OSError):
+            (Path(metrics_dir) / CHILD_STATE_FILE).unlink()
     log.info("serve: stopped (%s)", "clean" if clean else "with errors")
     return 0 if clean else 1
 

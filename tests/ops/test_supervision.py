@@ -45,6 +45,7 @@ def test_killed_children_are_restarted_logged_and_counted(tmp_path: Path) -> Non
         exits = [r for r in served.log_lines() if "exited unexpectedly" in str(r.get("msg"))]
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(timeout=60) == 0
+        assert not (served.state_dir / "supervisor.json").exists(), "no stale child state after a stop"
     assert _metric(scrape, "coordination_child_restarts_total", "worker") == 1.0
     assert _metric(scrape, "coordination_child_restarts_total", "http") == 1.0
     assert _metric(scrape, "coordination_child_restarts_total", "mllp") == 0.0
