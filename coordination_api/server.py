@@ -54,6 +54,9 @@ def run_gunicorn(host: str, port: int, workers: int, threads: int, metrics_dir: 
         "timeout": 60,
         "accesslog": None,
         "preload_app": False,
+        # gunicornc is not used; its one socket per user ($HOME/.gunicorn/gunicorn.ctl) would be taken
+        # over by every other gunicorn of that user on the host (a second serve, tests in parallel).
+        "control_socket_disable": True,
     }
     if metrics_dir:
         options["child_exit"] = _forget_worker(metrics_dir)

@@ -62,6 +62,7 @@ class Sender:
     other: dict[str, int] = field(default_factory=dict)
     by_mllp: set[str] = field(default_factory=set)
     mllp_refused: int = 0
+    timeouts: int = 0  # no answer within 30 s
     seconds: float = 0.0
     _next: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -151,6 +152,10 @@ class Sender:
                     self.refused.append(time.monotonic())
                 else:
                     self.dropped += 1
+            return False
+        except requests.Timeout:
+            with self._lock:
+                self.timeouts += 1
             return False
         if answer.status_code != 200:
             with self._lock:
@@ -314,6 +319,7 @@ def test_kill_9_of_each_child_loses_no_acknowledged_discharge(backend: str, tmp_
         "unacknowledged": len(sender.unacked),
         "dropped_in_flight": sender.dropped,
         "refused": len(sender.refused),
+        "timeouts": sender.timeouts,
         "other_statuses": sender.other,
         "stored_encounters": sum(len(ids) for ids in stored.values()),
         "delivered_events": len(first_seen),
