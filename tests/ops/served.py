@@ -11,10 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,9 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+TOKEN_RENEW = 60.0  # seconds: a long chaos run outlives an access token
+
+
 @dataclass
 class Served:
     process: subprocess.Popen[bytes]
@@ -72,7 +76,25 @@ class Served:
     mllp_port: int
     state_dir: Path
     log_path: Path
-    token: str
+    client: dict[str, str]
+    _token: str = ""
+    _token_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def token(self) -> str:
+        """A client_credentials access token, renewed every ``TOKEN_RENEW`` seconds."""
+        with self._lock:
+            if not self._token or time.monotonic() - self._token_at > TOKEN_RENEW:
+                answer = requests.post(
+                    f"{self.root}/auth/token",
+                    data={"grant_type": "client_credentials", "scope": "system/*.cruds"},
+                    auth=(self.client["client_id"], self.client["client_secret"]),
+                    timeout=30,
+                )
+                answer.raise_for_status()
+                self._token, self._token_at = answer.json()["access_token"], time.monotonic()
+            return self._token
 
     @property
     def root(self) -> str:
@@ -181,18 +203,11 @@ def serve(
             stdout=log,
             stderr=log,
         )
-    served = Served(process, port, mllp, state_dir, log_path, token="")
+    served = Served(process, port, mllp, state_dir, log_path, client)
     try:
         if wait_ready:
             wait_for(served.ready, 90, "serve ready", step=0.1)
-            answer = requests.post(
-                f"{served.root}/auth/token",
-                data={"grant_type": "client_credentials", "scope": "system/*.cruds"},
-                auth=(client["client_id"], client["client_secret"]),
-                timeout=10,
-            )
-            answer.raise_for_status()
-            served.token = answer.json()["access_token"]
+            assert served.token
         yield served
     finally:
         if process.poll() is None:

@@ -63,6 +63,7 @@ class Sender:
     by_mllp: set[str] = field(default_factory=set)
     mllp_refused: int = 0
     timeouts: int = 0  # no answer within 30 s
+    cut_short: int = 0  # a response shorter than its Content-Length
     seconds: float = 0.0
     _next: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -156,6 +157,12 @@ class Sender:
         except requests.Timeout:
             with self._lock:
                 self.timeouts += 1
+            return False
+        except requests.RequestException:
+            # The worker died between the status line and the body (gunicorn writes them apart): the
+            # response is cut short of its Content-Length, the client sees a failure, never an ack.
+            with self._lock:
+                self.cut_short += 1
             return False
         if answer.status_code != 200:
             with self._lock:
@@ -320,6 +327,7 @@ def test_kill_9_of_each_child_loses_no_acknowledged_discharge(backend: str, tmp_
         "dropped_in_flight": sender.dropped,
         "refused": len(sender.refused),
         "timeouts": sender.timeouts,
+        "cut_short": sender.cut_short,
         "other_statuses": sender.other,
         "stored_encounters": sum(len(ids) for ids in stored.values()),
         "delivered_events": len(first_seen),
