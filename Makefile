@@ -59,8 +59,9 @@ clean:
 # Chaos, long form (issue 17): 10,000 discharges ($process-message, one in four over MLLP) at up to 20
 # a second while kill -9 hits the delivery worker, the MLLP listener and a gunicorn worker in turn every
 # 7 s (each child every 21 s, 3 kills in 60 s: below serve's crash-loop limit of 5 exits in 60 s).
-# Prints the figures (sent, acknowledged, delivered, duplicates, lost, time to recover after each kill). 15 to 30 minutes per backend on a
-# 2-core machine (the server, not the senders, bounds the rate: about 8 to 12 discharges a second);
+# Prints the figures (sent, acknowledged, delivered, duplicates, lost, time to recover after each kill).
+# 15 to 30 minutes per backend on a 2-core machine (the server, not the senders, bounds the rate:
+# about 8 to 12 discharges a second);
 # CHAOS_BACKENDS=sqlite (or postgresql) runs one.
 CHAOS_MESSAGES ?= 10000
 CHAOS_RATE ?= 20
