@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -78,7 +77,7 @@ def serve(
                 f"Refusing to start plain MLLP on {host}: use --no-mllp, MLLP over TLS "
                 "(COORDINATION_MLLP_TLS_*) or COORDINATION_MLLP_ALLOW_REMOTE_PLAIN."
             )
-    from coordination_api.server import supervise
+    from coordination_api.server import Child, supervise
 
     # Child processes, not threads: gunicorn forks its workers, and a forked copy of open database
     # connections must never be shared. gunicorn runs in a child of its own too, so that every child
@@ -96,11 +95,11 @@ def serve(
         "COORDINATION_READY_REQUIRES_WORKER": "1" if requires_worker else "0",
     }
     http = [sys.executable, "-m", "coordination_api.server", "--host", host, "--port", str(port)]
-    children = {"http": _spawn([*http, "--workers", str(workers), "--threads", str(threads)], env)}
+    children = {"http": Child("http", [*http, "--workers", str(workers), "--threads", str(threads)], env)}
     if not no_mllp:
-        children["mllp"] = _spawn(_script("mllp", "--host", host, "--port", str(mllp_port)), env)
+        children["mllp"] = Child("mllp", _script("mllp", "--host", host, "--port", str(mllp_port)), env)
     if not no_worker:
-        children["worker"] = _spawn(_script("worker"), env)
+        children["worker"] = Child("worker", _script("worker"), env)
     try:
         code = supervise(children, metrics_dir)
     finally:
@@ -115,10 +114,6 @@ def _script(*args: str) -> list[str]:
     script = Path(sys.executable).parent / "coordination"
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "coordination_api.cli"]
     return [*argv, *args]
-
-
-def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, env=env)
 
 
 _METRICS_PORT = click.option(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import time
 from functools import cache
+from pathlib import Path
+from typing import TypedDict
 
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import Engine, delete, func, select, text, update
@@ -19,6 +22,42 @@ from coordination_api.storage.schema import worker_heartbeat
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
 US = 1_000_000
+# Written by ``coordination serve`` in its metrics directory (PROMETHEUS_MULTIPROC_DIR, which every
+# child shares): the state of each supervised child, read by /readyz and /metrics.
+CHILD_STATE_FILE = "supervisor.json"
+
+
+class ChildState(TypedDict):
+    state: str  # "running" or "restarting"
+    pid: int | None
+    restarts: int
+    last_exit: str  # "", "exit 1", "signal SIGKILL"
+
+
+def write_child_state(directory: str, children: dict[str, ChildState]) -> None:
+    """Replace the state file atomically (a reader never sees half of it)."""
+    path = Path(directory) / CHILD_STATE_FILE
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"children": children}))
+    os.replace(tmp, path)
+
+
+def read_child_state(directory: str) -> dict[str, ChildState]:
+    """The supervised children's state; empty outside ``serve`` (or before its first write)."""
+    if not directory:
+        return {}
+    try:
+        data = json.loads((Path(directory) / CHILD_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    children = data.get("children") if isinstance(data, dict) else None
+    return children if isinstance(children, dict) else {}
+
+
+def degraded_parts(settings: Settings) -> list[str]:
+    """The supervised children that are down (being restarted by ``serve``), by name."""
+    children = read_child_state(settings.metrics_multiproc_dir)
+    return sorted(name for name, child in children.items() if child.get("state") != "running")
 
 
 @bp.get("/healthz")
@@ -30,7 +69,12 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     """The database answers, its schema is at the newest migration and, when a delivery worker is
-    expected (``COORDINATION_READY_REQUIRES_WORKER``), one has beaten recently."""
+    expected (``COORDINATION_READY_REQUIRES_WORKER``), one has beaten recently.
+
+    Under ``coordination serve``, a child being restarted (the delivery worker, the MLLP listener)
+    leaves the instance ready, with ``"status": "degraded"`` and the parts down in ``degraded``:
+    the HTTP API still takes and stores messages (notifications wait in the outbox), and a 503
+    would make a load balancer refuse that intake too (docs/operations.md, "Readiness")."""
     engine = current_app.extensions["coordination"].repo.engine
     settings: Settings = current_app.config["SETTINGS"]
     max_age = settings.worker_heartbeat_max_age
@@ -44,10 +88,15 @@ def readyz() -> Response:
     if not current:
         raise FhirError(Category.TRANSIENT, "Database schema is not current: run `coordination db upgrade`")
     if not beating:
+        degraded = degraded_parts(settings)
         raise FhirError(
             Category.TRANSIENT,
-            f"No delivery worker heartbeat in the last {max_age:g} s",
+            f"No delivery worker heartbeat in the last {max_age:g} s"
+            + (f" (being restarted: {', '.join(degraded)})" if degraded else ""),
         )
+    degraded = degraded_parts(settings)
+    if degraded:
+        return jsonify(status="degraded", degraded=degraded)
     return jsonify(status="ready")
 
 

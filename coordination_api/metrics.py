@@ -30,7 +30,7 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event, func, select, text
 from werkzeug.routing import Rule
@@ -189,12 +189,43 @@ class OutboxCollector(Collector):
         )
 
 
+class ChildCollector(Collector):
+    """``coordination serve``'s supervised children, from the state file it publishes (health.py):
+    restarts since serve started, and whether each is up now."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        from coordination_api.health import read_child_state
+
+        children = read_child_state(self.directory)
+        if not children:
+            return
+        restarts = CounterMetricFamily(
+            "coordination_child_restarts",
+            "Restarts of a child process of `coordination serve` after it exited unexpectedly.",
+            labels=["child"],
+        )
+        up = GaugeMetricFamily(
+            "coordination_child_up",
+            "1 while a child process of `coordination serve` runs, 0 while it waits to be restarted.",
+            labels=["child"],
+        )
+        for name, child in sorted(children.items()):
+            restarts.add_metric([name], float(child.get("restarts", 0)))
+            up.add_metric([name], 1.0 if child.get("state") == "running" else 0.0)
+        yield restarts
+        yield up
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus text exposition of every process's metrics and the scrape-time gauges."""
     settings = current_app.config["SETTINGS"]
     scraped = CollectorRegistry()
     scraped.register(OutboxCollector(current_app.extensions["coordination"].repo.engine))
+    scraped.register(ChildCollector(settings.metrics_multiproc_dir))
     if settings.metrics_multiproc_dir:
         shared = CollectorRegistry()
         multiprocess.MultiProcessCollector(shared, path=settings.metrics_multiproc_dir)  # type: ignore[no-untyped-call]

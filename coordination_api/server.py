@@ -14,9 +14,15 @@ import os
 import select
 import signal
 import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+
+from coordination_api.health import CHILD_STATE_FILE, ChildState, write_child_state
 
 log = logging.getLogger(__name__)
 # SIGTERM: gunicorn stops accepting and gives in-flight requests this long to finish.
@@ -48,6 +54,9 @@ def run_gunicorn(host: str, port: int, workers: int, threads: int, metrics_dir: 
         "timeout": 60,
         "accesslog": None,
         "preload_app": False,
+        # gunicornc is not used; its one socket per user ($HOME/.gunicorn/gunicorn.ctl) would be taken
+        # over by every other gunicorn of that user on the host (a second serve, tests in parallel).
+        "control_socket_disable": True,
     }
     if metrics_dir:
         options["child_exit"] = _forget_worker(metrics_dir)
@@ -91,37 +100,182 @@ class SignalWaiter:
             os.read(self._read, 4096)
 
 
-def supervise(children: dict[str, subprocess.Popen[bytes]], metrics_dir: str) -> int:
-    """``serve``'s process: wait for SIGTERM/SIGINT (or a child's death), then SIGTERM every child and
-    wait for each to finish what it is doing (gunicorn: in-flight requests; worker: the notification
-    it is sending; MLLP: the messages being handled). Returns 0 after a requested stop in which every
-    child exited cleanly."""
-    waiter = SignalWaiter(children=True)
-    while not waiter.stop_requested and all(child.poll() is None for child in children.values()):
-        waiter.wait(5.0)
-    requested = waiter.stop_requested
-    if not requested:
-        died = [name for name, child in children.items() if child.poll() is not None]
-        log.error("serve: %s exited unexpectedly; stopping the others", ", ".join(died))
-    for child in children.values():
-        if child.poll() is None:
-            child.terminate()
-    clean = requested
-    for name, child in children.items():
+# Restart policy of ``serve`` (docs/operations.md, "Supervision"): a child that exits unexpectedly is
+# started again after 0.5 s, doubling with each exit in the window up to 30 s; the 5th exit within
+# 60 s is a crash loop (a restart would not help: bad configuration, port taken, database gone), and
+# serve stops the others and exits 1 so that the service manager (systemd, Docker) sees it.
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+CRASH_LOOP_EXITS = 5
+CRASH_LOOP_WINDOW = 60.0
+
+
+@dataclass
+class Child:
+    """One supervised child: how to start it, its current process, and its exit history."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    exits: deque[float] = field(default_factory=deque)
+    restart_at: float | None = None
+    last_exit: str = ""
+
+    def start(self) -> None:
+        # A session of its own: when a gunicorn master dies, its orphaned workers are reached as a group.
+        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def describe_exit(code: int) -> str:
+    """``exit 1`` or ``signal SIGKILL`` (Popen reports a death by signal N as -N)."""
+    if code < 0:
         try:
-            code = child.wait(timeout=GRACEFUL_TIMEOUT + 10)
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit {code}"
+
+
+def _publish(children: dict[str, Child], metrics_dir: str) -> None:
+    if not metrics_dir:
+        return
+    state = {
+        name: ChildState(
+            state="running" if child.running() else "restarting",
+            pid=child.process.pid if child.process is not None and child.running() else None,
+            restarts=child.restarts,
+            last_exit=child.last_exit,
+        )
+        for name, child in children.items()
+    }
+    try:
+        write_child_state(metrics_dir, state)
+    except OSError as exc:  # readiness then shows no degraded part; supervision goes on
+        log.warning("serve: child state not published (%s)", exc.strerror)
+
+
+def _forget(pid: int, metrics_dir: str) -> None:
+    if metrics_dir:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
+
+
+def _reap(child: Child, now: float, metrics_dir: str) -> bool:
+    """Record the death of ``child``; schedule its restart. False when it is crash-looping."""
+    assert child.process is not None
+    code = child.process.returncode
+    pid = child.process.pid
+    child.process = None
+    _forget(pid, metrics_dir)
+    # Its own children (a gunicorn master's workers) finish what they are doing and go.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    child.last_exit = describe_exit(code)
+    child.exits.append(now)
+    while child.exits and child.exits[0] < now - CRASH_LOOP_WINDOW:
+        child.exits.popleft()
+    fields: dict[str, Any] = {
+        "child": child.name,
+        "pid": pid,
+        "exit_code": code if code >= 0 else None,
+        "signal": signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else None,
+        "restarts": child.restarts,
+        "exits_in_window": len(child.exits),
+    }
+    if len(child.exits) >= CRASH_LOOP_EXITS:
+        log.error(
+            "serve: %s exited %d times within %g s (last: %s); crash loop, stopping the service",
+            child.name,
+            len(child.exits),
+            CRASH_LOOP_WINDOW,
+            child.last_exit,
+            extra={"fields": fields},
+        )
+        return False
+    delay = min(BACKOFF_FIRST * 2 ** (len(child.exits) - 1), BACKOFF_MAX)
+    child.restart_at = now + delay
+    fields["restart_in_s"] = delay
+    log.error(
+        "serve: %s exited unexpectedly (%s); restarting it in %g s (restart %d)",
+        child.name,
+        child.last_exit,
+        delay,
+        child.restarts + 1,
+        extra={"fields": fields},
+    )
+    return True
+
+
+def supervise(children: dict[str, Child], metrics_dir: str) -> int:
+    """``serve``'s process: start every child and restart one that dies (with backoff, see above) while
+    the others keep running, until SIGTERM/SIGINT or a crash loop. Then SIGTERM every child and wait
+    for each to finish what it is doing (gunicorn: in-flight requests; worker: the notification it is
+    sending; MLLP: the messages being handled). Returns 0 after a requested stop in which every child
+    exited cleanly, 1 otherwise."""
+    waiter = SignalWaiter(children=True)
+    for child in children.values():
+        child.start()
+    _publish(children, metrics_dir)
+    crash_loop = False
+    while not waiter.stop_requested and not crash_loop:
+        now = time.monotonic()
+        changed = False
+        for child in children.values():
+            if child.process is not None and child.process.poll() is not None:
+                changed = True
+                if not _reap(child, now, metrics_dir):
+                    crash_loop = True
+                    break
+            elif child.process is None and child.restart_at is not None and child.restart_at <= now:
+                child.restart_at = None
+                child.restarts += 1
+                child.start()
+                changed = True
+                assert child.process is not None
+                log.info(
+                    "serve: %s restarted (restart %d)",
+                    child.name,
+                    child.restarts,
+                    extra={
+                        "fields": {"child": child.name, "pid": child.process.pid, "restarts": child.restarts}
+                    },
+                )
+        if changed:
+            _publish(children, metrics_dir)
+        if crash_loop:
+            break
+        due = [
+            c.restart_at - now for c in children.values() if c.restart_at is not None and c.process is None
+        ]
+        waiter.wait(max(min([5.0, *due]), 0.0))
+    for child in children.values():
+        if child.running():
+            assert child.process is not None
+            child.process.terminate()
+    clean = waiter.stop_requested and not crash_loop
+    for name, child in children.items():
+        if child.process is None:
+            continue
+        try:
+            code = child.process.wait(timeout=GRACEFUL_TIMEOUT + 10)
         except subprocess.TimeoutExpired:
             log.error("serve: %s did not stop in time; killed", name)
-            child.kill()
-            code = child.wait()
-        if metrics_dir:
-            from prometheus_client import multiprocess
-
-            multiprocess.mark_process_dead(child.pid, metrics_dir)  # type: ignore[no-untyped-call]
+            child.process.kill()
+            code = child.process.wait()
+        _forget(child.process.pid, metrics_dir)
         # -SIGTERM: our signal reached a child still starting (no handler yet, so nothing in flight).
         if code not in (0, -signal.SIGTERM):
             log.warning("serve: %s exited with status %s", name, code)
             clean = False
+    if metrics_dir:  # no stale state for a process that shares the directory later
+        with contextlib.suppress(OSError):
+            (Path(metrics_dir) / CHILD_STATE_FILE).unlink()
     log.info("serve: stopped (%s)", "clean" if clean else "with errors")
     return 0 if clean else 1
 
