@@ -1,6 +1,6 @@
 """Database engine creation, with the per-dialect settings both databases need.
 
-Every connection is bounded (docs/database-faults.md): PostgreSQL gets statement_timeout, lock_timeout
+Every connection is bounded (docs/operations.md "Database faults"): PostgreSQL gets statement_timeout, lock_timeout
 and idle_in_transaction_session_timeout at connect, and a connect timeout; SQLite gets busy_timeout.
 """
 
