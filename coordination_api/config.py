@@ -394,7 +394,7 @@ def _hl7v2(env: Mapping[str, str]) -> Hl7v2Settings:
 
 @dataclass(frozen=True)
 class DatabaseTimeouts:
-    """Bounds on every database connection (docs/operations.md "Database faults"), in seconds.
+    """Bounds on every database connection (docs/operations.md, database faults), in seconds.
 
     A statement cancelled by one of them, or a database that cannot be reached, is answered 503 with
     Retry-After (errors.py), never 500, and never after the request's own timeout.

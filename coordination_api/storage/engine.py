@@ -1,7 +1,8 @@
 """Database engine creation, with the per-dialect settings both databases need.
 
-Every connection is bounded (docs/operations.md "Database faults"): PostgreSQL gets statement_timeout, lock_timeout
-and idle_in_transaction_session_timeout at connect, and a connect timeout; SQLite gets busy_timeout.
+Every connection is bounded (docs/operations.md, database faults): PostgreSQL gets statement_timeout,
+lock_timeout and idle_in_transaction_session_timeout at connect, and a connect timeout; SQLite gets
+busy_timeout.
 """
 
 from __future__ import annotations

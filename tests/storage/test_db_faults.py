@@ -1,6 +1,6 @@
-"""Database faults a retry cures are 503 with Retry-After, never 500 (issue 17, docs/operations.md "Database faults"):
-a write lock held beyond the lock timeout (SQLite busy_timeout, PostgreSQL lock_timeout), a statement
-cancelled by statement_timeout. Every connection carries the configured bounds."""
+"""Database faults a retry cures are 503 with Retry-After, never 500 (issue 17; docs/operations.md,
+database faults): a write lock held beyond the lock timeout (SQLite busy_timeout, PostgreSQL
+lock_timeout), a statement cancelled by statement_timeout. Every connection carries the configured bounds."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_write_lock_held_beyond_the_lock_timeout_is_503_transient(database_url: 
 
 def test_statement_cancelled_by_the_statement_timeout_is_503(database_url: str, backend: str) -> None:
     if backend == "sqlite":
-        pytest.skip("SQLite has no statement timeout (docs/operations.md "Database faults")")
+        pytest.skip("SQLite has no statement timeout (docs/operations.md, database faults)")
     # No lock timeout: the write waits on the lock until statement_timeout cancels it (SQLSTATE 57014).
     with _app(database_url, DatabaseTimeouts(statement=0.5, lock=0)) as app:
         client = authed(app.test_client())
