@@ -448,7 +448,6 @@ class Settings:
     max_json_depth: int = 64
     # Caller-supplied FHIRPath ($apply, PlanDefinition conditions and dynamic values): seconds one
     # evaluation may run, and one regular expression inside it (matches(), replaceMatches()).
-    expression_time_limit: float = 2.0
     expression_regex_timeout: float = 0.1
     db_pool_size: int = 10
     db_echo: bool = False
@@ -536,7 +535,6 @@ class Settings:
             max_include_results=_int(env.get(PREFIX + "MAX_INCLUDE_RESULTS"), 1000),
             max_transaction_entries=_int(env.get(PREFIX + "MAX_TRANSACTION_ENTRIES"), 10_000),
             max_json_depth=_int(env.get(PREFIX + "MAX_JSON_DEPTH"), 64),
-            expression_time_limit=_float(env.get(PREFIX + "EXPRESSION_TIME_LIMIT"), 2.0),
             expression_regex_timeout=_float(env.get(PREFIX + "EXPRESSION_REGEX_TIMEOUT"), 0.1),
             db_pool_size=_int(env.get(PREFIX + "DB_POOL_SIZE"), 10),
             db_echo=_bool(env.get(PREFIX + "DB_ECHO"), False),

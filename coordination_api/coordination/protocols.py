@@ -290,9 +290,7 @@ def load_context(conn: Connection, svc: Services, params: ApplyParameters) -> Co
         return _search(conn, svc, "ServiceRequest", [("patient", params.subject), ("status", "active")])
 
     settings = svc.settings
-    limits = ExpressionLimits(
-        time_limit=settings.expression_time_limit, regex_timeout=settings.expression_regex_timeout
-    )
+    limits = ExpressionLimits(regex_timeout=settings.expression_regex_timeout)
     return Context(
         params,
         patient,

@@ -495,23 +495,6 @@ def test_honest_regexes_still_work(fhir: Fhir) -> None:
     assert response.get_json()["resourceType"] == "CarePlan"
 
 
-def test_an_evaluation_past_its_time_budget_is_stopped(fhir: Fhir) -> None:
-    """Pure-Python blow-up (64,000 elements: seconds of fhirpathpy): stopped at the time limit (2 s)."""
-    patient = fhir.create({"resourceType": "Patient"})["id"]
-    numbers = "(" + "|".join(str(i) for i in range(1, 41)) + ")"
-    definition = fhir.create(_plan(f"{numbers}.select({numbers}.select({numbers})).count() > 0"))
-    started = time.monotonic()
-    response = fhir.request(
-        "GET", f"/fhir/PlanDefinition/{definition['id']}/$apply?subject=Patient/{patient}"
-    )
-    elapsed = time.monotonic() - started
-    assert response.status_code == 422, response.get_json()
-    assert "COORDINATION_EXPRESSION_TIME_LIMIT" in response.get_json()["issue"][0]["diagnostics"]
-    assert elapsed < 10, elapsed
-    # The request thread is usable afterwards (no stray interruption pending).
-    assert fhir.request("GET", f"/fhir/Patient/{patient}").status_code == 200
-
-
 def test_long_expressions_are_refused(fhir: Fhir) -> None:
     patient = fhir.create({"resourceType": "Patient"})["id"]
     definition = fhir.create(_plan(" or ".join(["true"] * 1200)))
