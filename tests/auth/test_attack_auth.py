@@ -233,8 +233,9 @@ def test_address_throttle_counts_before_the_password_check(database_url: str, ap
 
         with ThreadPoolExecutor(12) as pool:
             statuses = list(pool.map(attempt, browsers))
-        # Each attempt is recorded before it is judged: at most 4 ever reach the password check.
-        assert 1 <= statuses.count(401) <= 4 and statuses.count(401) + statuses.count(429) == 12
+        # Each attempt is recorded before it is judged: at most 4 ever reach the password check (none,
+        # when all 12 are recorded before any is judged: the race is the attacker's loss either way).
+        assert statuses.count(401) <= 4 and statuses.count(401) + statuses.count(429) == 12
     finally:
         close_app(own)
 
