@@ -426,12 +426,7 @@ def check_record_reach(conn: Connection, patient_id: str) -> None:
     f = patient_filter()
     if f is None:
         return
-    if f.allowed is not None:
-        ok = conn.scalar(select(literal(1)).where(literal(patient_id).in_(f.allowed)))
-    else:
-        assert f.denied is not None
-        ok = conn.scalar(select(literal(1)).where(literal(patient_id).not_in(f.denied)))
-    if not ok:
+    if patient_id not in policy.reachable_among(conn, f, [patient_id]):
         raise FhirError(
             Category.FORBIDDEN, "This patient's record is shared only within the patient's care team"
         )
