@@ -18,6 +18,7 @@ from tests.auth.test_security import (
     _observation,
     _patient,
     _practitioner,
+    _session_key_ready,
     _user_token,
 )
 
@@ -25,9 +26,7 @@ CARE_CIRCLE = "https://coordination.example.org/fhir/CodeSystem/cercle-de-soins-
 COORDINATOR = {"coding": [{"system": CARE_CIRCLE, "code": "coordinateur-parcours"}]}
 
 
-@pytest.fixture(autouse=True)
-def _session_key_ready(app: Flask) -> None:
-    app.test_client().get("/fhir/.well-known/smart-configuration")
+__all__ = ["_session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
 
 
 class World:
