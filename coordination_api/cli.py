@@ -101,7 +101,7 @@ def serve(
     if not no_worker:
         children["worker"] = Child("worker", _script("worker"), env)
     try:
-        code = supervise(children, metrics_dir)
+        code = supervise(children, metrics_dir, settings.supervision)
     finally:
         if not settings.metrics_multiproc_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -67,6 +67,9 @@ def _subscriptions(env: Mapping[str, str]) -> SubscriptionSettings:
         poll_interval=_float(env.get(p + "POLL_INTERVAL"), d.poll_interval),
         batch_size=_int(env.get(p + "BATCH_SIZE"), d.batch_size),
         max_events=_int(env.get(p + "MAX_EVENTS"), d.max_events),
+        max_count_cap=_int(env.get(p + "MAX_COUNT_CAP"), d.max_count_cap),
+        concurrency=_int(env.get(p + "CONCURRENCY"), d.concurrency),
+        per_origin=_int(env.get(p + "PER_ORIGIN"), d.per_origin),
     )
 
 
@@ -200,6 +203,30 @@ def _export(env: Mapping[str, str]) -> ExportSettings:
         slice=_float(env.get(p + "SLICE"), d.slice),
         poll_interval=_int(env.get(p + "POLL_INTERVAL"), d.poll_interval),
         settle=_float(env.get(p + "SETTLE"), d.settle),
+    )
+
+
+@dataclass(frozen=True)
+class SupervisionSettings:
+    """Restart policy of ``coordination serve`` (server.py; docs/operations.md "Supervision"):
+    ``COORDINATION_SERVE_<FIELD>``. A child that exits is started again after ``backoff_first``
+    seconds, doubling with each exit in the window up to ``backoff_max``; the ``crash_loop_exits``-th
+    exit of one child within ``crash_loop_window`` seconds stops the service (exit status 1)."""
+
+    backoff_first: float = 0.5
+    backoff_max: float = 30.0
+    crash_loop_exits: int = 5
+    crash_loop_window: float = 60.0
+
+
+def _supervision(env: Mapping[str, str]) -> SupervisionSettings:
+    d = SupervisionSettings()
+    p = PREFIX + "SERVE_"
+    return SupervisionSettings(
+        backoff_first=max(0.0, _float(env.get(p + "BACKOFF_FIRST"), d.backoff_first)),
+        backoff_max=max(0.0, _float(env.get(p + "BACKOFF_MAX"), d.backoff_max)),
+        crash_loop_exits=max(1, _int(env.get(p + "CRASH_LOOP_EXITS"), d.crash_loop_exits)),
+        crash_loop_window=max(0.0, _float(env.get(p + "CRASH_LOOP_WINDOW"), d.crash_loop_window)),
     )
 
 
@@ -501,6 +528,8 @@ class Settings:
     # memory-queue sink) and is an explicit operator choice.
     audit_reads: str = "sync"
     audit_queue_max: int = 10_000
+    # Restart policy of `coordination serve`: COORDINATION_SERVE_*.
+    supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     # Subscription delivery (worker delays, retries, endpoint safety): COORDINATION_SUBSCRIPTION_*.
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
     # Task dispatch (offer delays, coordinator): COORDINATION_DISPATCH_*.
@@ -571,6 +600,7 @@ class Settings:
             cors_origins=tuple(o for o in env.get(PREFIX + "CORS_ORIGINS", "").split() if o),
             trusted_proxies=_int(env.get(PREFIX + "TRUSTED_PROXIES"), 0),
             secure_cookies=_bool(env.get(PREFIX + "SECURE_COOKIES"), False),
+            supervision=_supervision(env),
             subscriptions=_subscriptions(env),
             dispatch=_dispatch(env),
             jobs=_jobs(env),

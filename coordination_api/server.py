@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import logging
 import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from coordination_api.config import SupervisionSettings
 from coordination_api.health import CHILD_STATE_FILE, ChildState, write_child_state
 
 log = logging.getLogger(__name__)
@@ -100,16 +103,6 @@ class SignalWaiter:
             os.read(self._read, 4096)
 
 
-# Restart policy of ``serve`` (docs/operations.md, "Supervision"): a child that exits unexpectedly is
-# started again after 0.5 s, doubling with each exit in the window up to 30 s; the 5th exit within
-# 60 s is a crash loop (a restart would not help: bad configuration, port taken, database gone), and
-# serve stops the others and exits 1 so that the service manager (systemd, Docker) sees it.
-BACKOFF_FIRST = 0.5
-BACKOFF_MAX = 30.0
-CRASH_LOOP_EXITS = 5
-CRASH_LOOP_WINDOW = 60.0
-
-
 @dataclass
 class Child:
     """One supervised child: how to start it, its current process, and its exit history."""
@@ -125,10 +118,24 @@ class Child:
 
     def start(self) -> None:
         # A session of its own: when a gunicorn master dies, its orphaned workers are reached as a group.
-        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
+        )
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when ``serve`` dies, even by SIGKILL, so a killed
+    ``serve`` never leaves a headless API, listener or worker behind (prctl(2) PR_SET_PDEATHSIG).
+    ``serve`` is single-threaded, which makes preexec_fn safe here."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def describe_exit(code: int) -> str:
@@ -166,7 +173,7 @@ def _forget(pid: int, metrics_dir: str) -> None:
         multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
 
 
-def _reap(child: Child, now: float, metrics_dir: str) -> bool:
+def _reap(child: Child, now: float, metrics_dir: str, policy: SupervisionSettings) -> bool:
     """Record the death of ``child``; schedule its restart. False when it is crash-looping."""
     assert child.process is not None
     code = child.process.returncode
@@ -178,7 +185,7 @@ def _reap(child: Child, now: float, metrics_dir: str) -> bool:
         os.killpg(pid, signal.SIGTERM)
     child.last_exit = describe_exit(code)
     child.exits.append(now)
-    while child.exits and child.exits[0] < now - CRASH_LOOP_WINDOW:
+    while child.exits and child.exits[0] < now - policy.crash_loop_window:
         child.exits.popleft()
     fields: dict[str, Any] = {
         "child": child.name,
@@ -188,17 +195,17 @@ def _reap(child: Child, now: float, metrics_dir: str) -> bool:
         "restarts": child.restarts,
         "exits_in_window": len(child.exits),
     }
-    if len(child.exits) >= CRASH_LOOP_EXITS:
+    if len(child.exits) >= policy.crash_loop_exits:
         log.error(
             "serve: %s exited %d times within %g s (last: %s); crash loop, stopping the service",
             child.name,
             len(child.exits),
-            CRASH_LOOP_WINDOW,
+            policy.crash_loop_window,
             child.last_exit,
             extra={"fields": fields},
         )
         return False
-    delay = min(BACKOFF_FIRST * 2 ** (len(child.exits) - 1), BACKOFF_MAX)
+    delay = min(policy.backoff_first * 2 ** (len(child.exits) - 1), policy.backoff_max)
     child.restart_at = now + delay
     fields["restart_in_s"] = delay
     log.error(
@@ -212,12 +219,13 @@ def _reap(child: Child, now: float, metrics_dir: str) -> bool:
     return True
 
 
-def supervise(children: dict[str, Child], metrics_dir: str) -> int:
+def supervise(children: dict[str, Child], metrics_dir: str, policy: SupervisionSettings | None = None) -> int:
     """``serve``'s process: start every child and restart one that dies (with backoff, see above) while
     the others keep running, until SIGTERM/SIGINT or a crash loop. Then SIGTERM every child and wait
     for each to finish what it is doing (gunicorn: in-flight requests; worker: the notification it is
     sending; MLLP: the messages being handled). Returns 0 after a requested stop in which every child
     exited cleanly, 1 otherwise."""
+    policy = policy or SupervisionSettings()
     waiter = SignalWaiter(children=True)
     for child in children.values():
         child.start()
@@ -229,7 +237,7 @@ def supervise(children: dict[str, Child], metrics_dir: str) -> int:
         for child in children.values():
             if child.process is not None and child.process.poll() is not None:
                 changed = True
-                if not _reap(child, now, metrics_dir):
+                if not _reap(child, now, metrics_dir, policy):
                     crash_loop = True
                     break
             elif child.process is None and child.restart_at is not None and child.restart_at <= now:

@@ -76,3 +76,21 @@ def test_request_id_is_echoed_and_security_headers_set(client: FlaskClient) -> N
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     generated = client.get("/fhir/metadata", headers={"X-Request-ID": "x" * 500}).headers["X-Request-ID"]
     assert generated != "x" * 500 and len(generated) == 36
+
+
+def test_delivery_pool_and_restart_policy_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "COORDINATION_SUBSCRIPTION_CONCURRENCY": "16",
+            "COORDINATION_SUBSCRIPTION_PER_ORIGIN": "3",
+            "COORDINATION_SUBSCRIPTION_MAX_COUNT_CAP": "20",
+            "COORDINATION_SERVE_CRASH_LOOP_EXITS": "7",
+            "COORDINATION_SERVE_CRASH_LOOP_WINDOW": "120",
+            "COORDINATION_SERVE_BACKOFF_FIRST": "1",
+            "COORDINATION_SERVE_BACKOFF_MAX": "10",
+        }
+    )
+    assert (settings.subscriptions.concurrency, settings.subscriptions.per_origin) == (16, 3)
+    assert settings.subscriptions.max_count_cap == 20
+    s = settings.supervision
+    assert (s.crash_loop_exits, s.crash_loop_window, s.backoff_first, s.backoff_max) == (7, 120.0, 1.0, 10.0)

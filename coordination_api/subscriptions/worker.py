@@ -6,6 +6,11 @@ a crash between the POST and the database update re-sends after the lease (at le
 receivers deduplicate by event number). Only the lowest pending event of a subscription is
 claimable, so event n+1 never leaves before event n is delivered; with backport-max-count the
 head claims the consecutive pending events after it, and they travel (and fail) together.
+
+Sends run on a bounded pool (sending.py): a hanging or failing endpoint holds at most its origin's
+share of it, and the claim queries skip saturated origins, so other subscribers are not held up.
+The worker runs three lanes, each its own loop (notifications and dispatch timers; connector jobs;
+Bulk Data exports): a slow DMP or a long export never delays a notification.
 """
 
 from __future__ import annotations
@@ -16,15 +21,16 @@ import logging
 import secrets
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import orjson
 import requests
 from flask import Flask
 from sqlalchemy import ColumnElement, false, func, or_, select, true, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from connectors import http, mssante
 from connectors.errors import ConnectorError
@@ -35,6 +41,7 @@ from coordination_api.storage.engine import WRITE
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
 from coordination_api.subscriptions import endpoint, model, notify, reach
+from coordination_api.subscriptions.sending import Sender, origin, outside
 from coordination_api.subscriptions.service import COLLECTING, SubscriptionService, not_ended
 
 log = logging.getLogger(__name__)
@@ -81,20 +88,48 @@ class Deliverer:
         self.pg = self.engine.dialect.name == "postgresql"
         settings = app.config.get("SETTINGS")
         self.base = str(getattr(settings, "public_base_url", "") or "")
-        # Every connection goes to the address checked when it is made (DNS rebinding; endpoint.py).
-        self.session = http.pinned_session(
-            lambda host, port: endpoint.pinned_address(host, port, self.svc.config)
-        )
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
         self.mail, self.mail_from = _mail_sender(settings)
-        # Set on SIGTERM: the notification being sent finishes, the rest of the pass waits (its lease).
+        config = self.svc.config
+        self.sender = Sender(config.concurrency, config.per_origin)
+        # Set on SIGTERM: the notifications being sent finish, the rest waits (its lease).
         self.stopping = threading.Event()
 
+    @property
+    def session(self) -> requests.Session:
+        """This sending thread's HTTP session (requests sessions are not shared between threads).
+        Every connection goes to the address checked when it is made (DNS rebinding; endpoint.py)."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = http.pinned_session(
+                lambda host, port: endpoint.pinned_address(host, port, self.svc.config)
+            )
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
     def close(self) -> None:
-        self.session.close()
+        self.sender.close()
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
+    def run_pass(self) -> int:
+        """Claim what is due and start sending it; returns how many sends it started."""
+        return self.expirations() + self.handshakes() + self.deliveries() + self.heartbeats()
 
     def run_once(self) -> int:
-        """One pass; returns how many notifications it attempted."""
-        return self.expirations() + self.handshakes() + self.deliveries() + self.heartbeats()
+        """One pass, waiting for its sends to finish (tests, `--once`)."""
+        started = self.run_pass()
+        self.sender.drain()
+        return started
+
+    def _room(self) -> int:
+        return min(self.svc.config.batch_size, self.sender.free())
 
     # -- claiming -------------------------------------------------------------------------------
 
@@ -134,26 +169,44 @@ class Deliverer:
         st = subscription_state
         now = now_us()
         lease = self._lease()
+        room = self._room()
+        if room <= 0:
+            return 0
         with self._claiming() as conn:
             stmt = (
-                select(st.c.res_pk)
+                select(st.c.res_pk, st.c.endpoint)
                 .where(
                     st.c.status == "requested",
                     st.c.handshake_due == true(),
                     or_(st.c.lease_until.is_(None), st.c.lease_until < now),
                     not_ended(now),
+                    outside(st.c.endpoint, self.sender.saturated()),
                 )
                 .order_by(st.c.res_pk)
-                .limit(self.svc.config.batch_size)
+                .limit(room)
             )
             if self.pg:
                 stmt = stmt.with_for_update(skip_locked=True)
-            pks = list(conn.scalars(stmt))
-            if pks:
+            claimed = conn.execute(stmt).all()
+            if claimed:
+                pks = [pk for pk, _ in claimed]
                 conn.execute(update(st).where(st.c.res_pk.in_(pks)).values(lease_until=lease))
-        for pk in pks:
-            self._handshake(pk, lease)
-        return len(pks)
+        started = 0
+        for pk, url in claimed:
+            if self.sender.try_submit(origin(url), partial(self._handshake, pk, lease)):
+                started += 1
+            else:  # its origin filled up during this pass: the next pass claims it again
+                self._unlease(st, st.c.res_pk, [pk], lease)
+        return started
+
+    def _unlease(
+        self, table: Any, key: Any, pks: list[int], lease: int, *, undo_attempt: bool = False
+    ) -> None:
+        values: dict[str, Any] = {"lease_until": None}
+        if undo_attempt:
+            values["attempts"] = table.c.attempts - 1
+        with self.repo.writing() as conn:
+            conn.execute(update(table).where(key.in_(pks), table.c.lease_until == lease).values(**values))
 
     def _handshake(self, pk: int, lease: int) -> None:
         st = subscription_state
@@ -203,6 +256,9 @@ class Deliverer:
         head_table = subscription_outbox.alias("head")
         now = now_us()
         lease = self._lease()
+        room = self._room()
+        if room <= 0:
+            return 0
         head = (
             select(func.min(head_table.c.event_number))
             .where(head_table.c.sub_pk == o.c.sub_pk, head_table.c.status == "pending")
@@ -210,40 +266,48 @@ class Deliverer:
         )
         with self._claiming() as conn:
             stmt = (
-                select(o.c.pk, o.c.sub_pk, o.c.event_number, st.c.max_count)
+                select(o.c.pk, o.c.sub_pk, o.c.event_number, st.c.max_count, st.c.endpoint)
                 .select_from(o.join(st, st.c.res_pk == o.c.sub_pk))
-                .where(*_deliverable(now), o.c.event_number == head)
+                .where(
+                    *_deliverable(now),
+                    o.c.event_number == head,
+                    outside(st.c.endpoint, self.sender.saturated()),
+                )
                 .order_by(o.c.next_attempt_us, o.c.pk)
-                .limit(self.svc.config.batch_size)
+                .limit(room)
             )
             if self.pg:
                 stmt = stmt.with_for_update(of=o, skip_locked=True)
             batches = [
-                [pk, *self._followers(conn, sub_pk, number, count)]
-                for pk, sub_pk, number, count in conn.execute(stmt)
+                ([pk, *self._followers(conn, sub_pk, number, count)], url)
+                for pk, sub_pk, number, count, url in conn.execute(stmt)
             ]
-            pks = [pk for batch in batches for pk in batch]
+            pks = [pk for batch, _ in batches for pk in batch]
             if pks:
                 conn.execute(
                     update(o).where(o.c.pk.in_(pks)).values(lease_until=lease, attempts=o.c.attempts + 1)
                 )
-        sent = 0
-        for batch in batches:
-            if self.stopping.is_set():
-                break
-            # A subscription with a backlog is streamed: marking a notification delivered claims the
-            # next one in the same transaction, so an ordered stream costs two transactions an event
-            # instead of a claim pass each (bounded by batch_size, then the claim query again).
-            claimed: tuple[list[int], int] | None = (batch, lease)
-            streak = 0
-            while claimed is not None and not self.stopping.is_set():
-                streak += 1
-                more = streak < self.svc.config.batch_size
-                # Only the pass's first notification holds a lease claimed a moment ago; the others'
-                # leases may have run while earlier ones streamed: _deliver renews them first.
-                claimed = self._deliver(*claimed, fresh=streak == 1 and sent == 0, claim_next=more)
-            sent += streak
-        return sent
+        started = 0
+        for batch, url in batches:
+            if not self.stopping.is_set() and self.sender.try_submit(
+                origin(url), partial(self._stream, batch, lease)
+            ):
+                started += 1
+            else:  # its origin filled up during this pass (or we are stopping): claimed again later
+                self._unlease(o, o.c.pk, batch, lease, undo_attempt=True)
+        return started
+
+    def _stream(self, batch: list[int], lease: int) -> None:
+        """Send a claimed notification and, while its subscription has a backlog, the next ones:
+        marking one delivered claims the next in the same transaction, so an ordered stream costs two
+        transactions an event instead of a claim pass each (bounded by batch_size)."""
+        claimed: tuple[list[int], int] | None = (batch, lease)
+        streak = 0
+        while claimed is not None and not self.stopping.is_set():
+            streak += 1
+            more = streak < self.svc.config.batch_size
+            # The first lease was claimed a moment ago; a streamed one is renewed before its POST.
+            claimed = self._deliver(*claimed, fresh=streak == 1, claim_next=more)
 
     def _followers(self, conn: Connection, sub_pk: int, head: int, max_count: int | None) -> list[int]:
         """Backport backport-max-count: the pending events right after the head (consecutive numbers,
@@ -406,7 +470,7 @@ class Deliverer:
         pending = select(o.c.pk).where(o.c.sub_pk == st.c.res_pk, o.c.status == "pending").exists()
         with self.engine.connect() as conn, conn.begin():
             rows = conn.execute(
-                select(st.c.res_pk, st.c.last_sent_us).where(
+                select(st.c.res_pk, st.c.last_sent_us, st.c.endpoint).where(
                     st.c.status == "active",
                     st.c.handshake_due == false(),
                     st.c.heartbeat_s.is_not(None),
@@ -417,7 +481,10 @@ class Deliverer:
                 )
             ).all()
         sent = 0
-        for res_pk, last_sent in rows:
+        for res_pk, last_sent, url in rows:
+            key = origin(url)
+            if key in self.sender.saturated() or self.sender.free() <= 0:
+                continue  # next pass
             lease = self._lease()
             with self.repo.writing() as conn:
                 claimed = conn.execute(
@@ -437,18 +504,24 @@ class Deliverer:
                 )
             if compiled is None or state is None:
                 continue
-            body = notify.bundle(compiled.spec, "active", "heartbeat", state.events, [], "empty", self.base)
-            error = self._post(compiled.spec, body)
-            if error is not None:
-                log.info("subscription %s heartbeat failed: %s", state.res_id, error)
-            with self.repo.writing() as conn:
-                conn.execute(
-                    update(st)
-                    .where(st.c.res_pk == res_pk, st.c.lease_until == lease)
-                    .values(lease_until=None, last_sent_us=now_us())
-                )
-            sent += 1
+            if self.sender.try_submit(key, partial(self._heartbeat, state, compiled.spec, lease)):
+                sent += 1
+            else:
+                self._unlease(st, st.c.res_pk, [res_pk], lease)
         return sent
+
+    def _heartbeat(self, state: Row[Any], spec: model.Spec, lease: int) -> None:
+        st = subscription_state
+        body = notify.bundle(spec, "active", "heartbeat", state.events, [], "empty", self.base)
+        error = self._post(spec, body)
+        if error is not None:
+            log.info("subscription %s heartbeat failed: %s", state.res_id, error)
+        with self.repo.writing() as conn:
+            conn.execute(
+                update(st)
+                .where(st.c.res_pk == state.res_pk, st.c.lease_until == lease)
+                .values(lease_until=None, last_sent_us=now_us())
+            )
 
     # -- transport: rest-hook (R4 subscription.html#channels) --------------------------------------
 
@@ -507,28 +580,61 @@ class Deliverer:
         return None
 
 
+LANE_BACKOFF_CAP = 30.0  # seconds between passes of a lane whose passes keep failing
+
+
+def _lane(name: str, work: Callable[[], int], stop: threading.Event, poll: float) -> None:
+    """Run ``work`` until ``stop``: at once again when it did something, after ``poll`` when idle,
+    and with a doubling pause (to LANE_BACKOFF_CAP) while its passes fail (database down...)."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            worked = work()
+            failures = 0
+        except Exception:  # a failed pass (database restart...) must not stop the worker
+            failures += 1
+            log.exception("%s pass failed (%d in a row)", name, failures)
+            worked = 0
+        if failures:
+            stop.wait(min(LANE_BACKOFF_CAP, poll * 2**failures))
+        elif not worked:
+            stop.wait(poll)
+
+
 def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) -> None:
-    """Deliver until ``stop_event`` is set (or one pass when ``once``)."""
+    """Deliver until ``stop_event`` is set (or one pass of each lane when ``once``)."""
     deliverer = Deliverer(app)
     deliverer.stopping = stop_event
     heartbeat = health.WorkerHeartbeat(deliverer.engine)  # read by /readyz
+    poll = deliverer.svc.config.poll_interval
+
+    def notifications() -> int:
+        heartbeat.beat()
+        return deliverer.run_pass() + dispatch.run_due(app)  # Task dispatch timers
+
+    lanes: list[tuple[str, Callable[[], int]]] = [
+        ("connector jobs", lambda: jobs.run_due(app)),  # outside services: DMP, e-parcours, directory
+        ("bulk export", lambda: bulk_export.run_due(app)),
+    ]
     try:
-        while not stop_event.is_set():
+        if once:
             try:
-                heartbeat.beat()
-                worked = (
-                    deliverer.run_once()
-                    + dispatch.run_due(app)  # Task dispatch timers
-                    + jobs.run_due(app)  # connector jobs (outside services)
-                    + bulk_export.run_due(app)  # Bulk Data $export jobs
-                )
-            except Exception:  # a failed pass (database restart…) must not stop the worker
-                log.exception("subscription delivery pass failed")
-                worked = 0
-            if once:
-                return
-            if not worked:
-                stop_event.wait(deliverer.svc.config.poll_interval)
+                notifications()
+                deliverer.sender.drain()
+                for _, work in lanes:
+                    work()
+            except Exception:
+                log.exception("worker pass failed")
+            return
+        threads = [
+            threading.Thread(target=_lane, args=(name, work, stop_event, poll), name=name, daemon=True)
+            for name, work in lanes
+        ]
+        for thread in threads:
+            thread.start()
+        _lane("notifications", notifications, stop_event, poll)
+        for thread in threads:
+            thread.join()
     finally:
         heartbeat.stop()
         deliverer.close()

@@ -27,7 +27,7 @@ import requests
 from sqlalchemy import create_engine, select
 
 from connectors.hl7v2.mllp import END, START, read_frame
-from coordination_api.server import CRASH_LOOP_EXITS, CRASH_LOOP_WINDOW
+from coordination_api.config import SupervisionSettings
 from coordination_api.storage.schema import worker_heartbeat
 from tests.conftest import BACKENDS
 from tests.coordination.messages import VISIT_SYSTEM, discharge_message, patient
@@ -270,10 +270,13 @@ def test_kill_9_of_each_child_loses_no_acknowledged_discharge(backend: str, tmp_
     duration = MESSAGES / RATE
     targets = ["worker", "mllp", "http-worker"]
     if KILL_EVERY:
-        # Each child is killed every 3 * KILL_EVERY s: more than CRASH_LOOP_EXITS - 1 kills of one child
-        # in CRASH_LOOP_WINDOW would be a crash loop, and serve would rightly stop.
+        # Each child is killed every 3 * KILL_EVERY s: more than crash_loop_exits - 1 kills of one child
+        # in the crash-loop window would be a crash loop, and serve would rightly stop.
         per_child = 3 * KILL_EVERY
-        assert int(CRASH_LOOP_WINDOW // per_child) + 1 < CRASH_LOOP_EXITS, "CHAOS_KILL_EVERY too small"
+        policy = SupervisionSettings()
+        assert int(policy.crash_loop_window // per_child) + 1 < policy.crash_loop_exits, (
+            "CHAOS_KILL_EVERY too small"
+        )
     try:
         with (
             database(backend, tmp_path) as url,

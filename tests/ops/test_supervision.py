@@ -194,3 +194,32 @@ def test_transaction_cut_by_a_killed_gunicorn_worker_leaves_nothing_behind(tmp_p
         assert got.startswith(b"HTTP/1.1 200") and stored == size
     else:  # cut: all or nothing, never a part
         assert stored in (0, size), stored
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_restart_policy_is_configurable_and_a_killed_serve_takes_its_children_along(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COORDINATION_SERVE_BACKOFF_FIRST", "0.2")
+    with database("sqlite", tmp_path) as url, serve(url, tmp_path, "--workers", "1") as served:
+        worker = served.pid("worker")
+        assert worker
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: served.running_again("worker", worker), 10, "worker restarted")
+        exits = [r for r in served.log_lines() if "exited unexpectedly" in str(r.get("msg"))]
+        assert exits[0]["restart_in_s"] == 0.2
+        pids = [served.pid(name) for name in ("http", "mllp", "worker")]
+        assert all(pids)
+        gunicorn_workers = children_of(pids[0] or 0)
+        os.kill(served.process.pid, signal.SIGKILL)  # serve itself, with no chance to clean up
+        served.process.wait(timeout=10)
+        everyone = [p for p in [*pids, *gunicorn_workers] if p]
+        wait_for(lambda: not any(_alive(p) for p in everyone), 45, "every child gone with serve")
+        assert not listening(served.port) and not listening(served.mllp_port)
