@@ -80,8 +80,13 @@ def check_type(resource_type: str, *, write: bool) -> None:
         )
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def parse_json(body: bytes) -> Any:
-    """Decode a JSON body; syntax errors are 400 structure."""
+    """Decode a JSON body; syntax errors are 400 structure. A leading UTF-8 byte order mark is
+    ignored (RFC 8259 section 8.1 lets a parser ignore it)."""
+    body = body.removeprefix(UTF8_BOM)
     if not body:
         raise FhirError(Category.INVALID, "Request body is empty; a FHIR resource was expected")
     try:
