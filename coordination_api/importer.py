@@ -80,7 +80,7 @@ def _upsert_entry(resource: dict[str, Any]) -> dict[str, Any]:
 
 def _read_file(path: Path) -> tuple[str, list[dict[str, Any]]]:
     """(kind, raw entries): a transaction/batch keeps its entries, anything else becomes upserts."""
-    text = path.read_bytes()
+    text = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # RFC 8259 section 8.1: a BOM may be ignored
     stripped = text.lstrip()
     if path.suffix in {".ndjson", ".jsonl"} or (
         stripped[:1] == b"{" and b"\n{" in text.strip() and not _is_single_json(text)

@@ -146,3 +146,14 @@ def test_import_with_worker_processes(app: Flask, fhir: Fhir, tmp_path: Path) ->
     observed = fhir.search("Observation?_count=50&_include=Observation:subject")
     included = {e["resource"]["id"] for e in observed["entry"] if e["search"]["mode"] == "include"}
     assert included == patients
+
+
+def test_import_file_with_utf8_bom(app: Flask, fhir: Fhir, tmp_path: Path) -> None:
+    """RFC 8259 section 8.1: a byte order mark at the start of the file is ignored."""
+    single = tmp_path / "patient.json"
+    single.write_bytes(b"\xef\xbb\xbf" + orjson.dumps({"resourceType": "Patient", "id": "bom1"}))
+    lines = tmp_path / "patients.ndjson"
+    lines.write_bytes(b"\xef\xbb\xbf" + orjson.dumps({"resourceType": "Patient", "id": "bom2"}) + b"\n")
+    result = app.test_cli_runner().invoke(args=["import", str(single), str(lines)])
+    assert result.exit_code == 0, result.output
+    assert fhir.ids("Patient") == {"bom1", "bom2"}

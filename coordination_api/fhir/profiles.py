@@ -32,12 +32,17 @@ class ProfilePolicy:
         claimed = [p for p in (meta or {}).get("profile", []) if isinstance(p, str)]
         known = []
         for index, url in enumerate([*claimed, *(extra_profiles or [])]):
-            if self.validator.profile(url) is None:
-                severity = "error" if self.reject_unknown_profiles else "warning"
-                where = f"{root}.meta.profile[{index}]" if index < len(claimed) else root
-                issues.append(ValidationIssue(severity, "not-supported", f"Unknown profile {url}", where))
-            else:
+            if self.validator.profile(url) is not None:
                 known.append(url)
+            elif index >= len(claimed):
+                # R4 resource-operation-validate: "if the profile is nominated and cannot be used, the
+                # server SHALL return an error".
+                message = f"Nominated profile {url} is not known to this server"
+                issues.append(ValidationIssue("error", "not-supported", message, root))
+            else:
+                severity = "error" if self.reject_unknown_profiles else "warning"
+                where = f"{root}.meta.profile[{index}]"
+                issues.append(ValidationIssue(severity, "not-supported", f"Unknown profile {url}", where))
         issues += self.validator.validate(resource, known, root)
         return issues
 

@@ -17,7 +17,8 @@ import fhir_profiles
 from coordination_api.errors import Category, FhirError, Issue
 from coordination_api.fhir.elements import element_types, resource_model
 from coordination_api.fhir.http import check_depth, max_json_depth, too_deep
-from coordination_api.fhir.profiles import enforce
+from coordination_api.fhir.profiles import enforce, to_issue
+from fhir_profiles.narrative import check_narrative
 from fhir_profiles.validator import control_character
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,19 @@ def is_r4_type(resource_type: str) -> bool:
 
 
 def check_known_type(resource_type: str) -> None:
-    """Unknown or non-R4 types in the URL are 404 (R4 http.html#2.21.0.2: unsupported type)."""
+    """Unknown or non-R4 types in the URL are 404 (R4 http.html#2.21.0.2: unsupported type); the
+    non-persisted types are 405 (no REST interaction reaches them, only operations)."""
     if resource_type in supported_types():
         return
+    if resource_type in NOT_STORED:
+        raise FhirError(
+            Category.METHOD_NOT_ALLOWED,
+            f"{resource_type} resources are never stored (R4 http.html: Parameters and OperationOutcome "
+            "are not persisted); they are operation inputs and outputs, e.g. "
+            f"POST [base]/{resource_type}/$validate",
+            # RFC 9110 section 10.2.1: an empty Allow says the target allows no method.
+            headers={"Allow": ""},
+        )
     if resource_type in _r4b_only_types():
         raise FhirError(Category.NOT_FOUND, f"Resource type '{resource_type}' is not part of FHIR R4")
     raise FhirError(Category.NOT_FOUND, f"Unknown or unsupported resource type '{resource_type}'")
@@ -61,6 +72,12 @@ def check_known_type(resource_type: str) -> None:
 READ_ONLY_TYPES = frozenset({"StructureDefinition", "ValueSet", "CodeSystem", "SearchParameter"})
 # The audit trail is written by the server only, never through the API (tamper-evidence).
 SERVER_WRITTEN_TYPES = frozenset({"AuditEvent"})
+
+
+def check_operation_type(resource_type: str) -> None:
+    """A type-level operation (``$validate``) also takes the non-persisted types (R4 parameters.html)."""
+    if resource_type not in NOT_STORED:
+        check_known_type(resource_type)
 
 
 def check_type(resource_type: str, *, write: bool) -> None:
@@ -80,8 +97,13 @@ def check_type(resource_type: str, *, write: bool) -> None:
         )
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def parse_json(body: bytes) -> Any:
-    """Decode a JSON body; syntax errors are 400 structure."""
+    """Decode a JSON body; syntax errors are 400 structure. A leading UTF-8 byte order mark is
+    ignored (RFC 8259 section 8.1 lets a parser ignore it)."""
+    body = body.removeprefix(UTF8_BOM)
     if not body:
         raise FhirError(Category.INVALID, "Request body is empty; a FHIR resource was expected")
     try:
@@ -267,6 +289,31 @@ def _message(error: dict[str, Any], expression: str) -> str:
     return f"Invalid {expression}: {message}"
 
 
+def narrative_issues(node: Any, expression: str) -> list[Issue]:
+    """txt-1/txt-2 findings of every ``text.div`` in a resource, its contained resources and any
+    resource nested in it (Bundle entries, Parameters.parameter.resource)."""
+    found: list[Issue] = []
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            found += narrative_issues(item, f"{expression}[{index}]")
+        return found
+    if not isinstance(node, dict):
+        return found
+    text = node.get("text")
+    if "resourceType" in node and isinstance(text, dict) and "div" in text:
+        found += [to_issue(f) for f in check_narrative(text["div"], f"{expression}.text.div")]
+    for key, value in node.items():
+        if isinstance(value, dict | list):
+            found += narrative_issues(value, f"{expression}.{key}")
+    return found
+
+
+def _refuse_narrative(resource: dict[str, Any], root: str) -> None:
+    issues = narrative_issues(resource, root)
+    if issues:
+        raise FhirError(Category.UNPROCESSABLE, issues[0].diagnostics, issues=issues)
+
+
 def validate_resource(
     resource: Any,
     expected_type: str | None = None,
@@ -274,9 +321,11 @@ def validate_resource(
     *,
     profiles: bool = True,
     structure: bool = True,
+    narrative: bool = True,
 ) -> dict[str, Any]:
     """Check a decoded resource: R4 structure (unless the caller checked it already, e.g. as part of
-    its Bundle), then French identifiers and claimed profiles (422)."""
+    its Bundle), its narrative (txt-1, txt-2: 422), then French identifiers and claimed profiles (422).
+    ``narrative=False`` leaves the narrative to the caller (``$validate`` lists it with the rest)."""
     if not isinstance(resource, dict):
         raise FhirError(Category.STRUCTURE, "A FHIR resource must be a JSON object")
     resource_type = resource.get("resourceType")
@@ -330,6 +379,8 @@ def validate_resource(
             expression=root,
         ) from exc
     _check_json_types(resource, model, root)
+    if narrative:
+        _refuse_narrative(resource, root)
     if profiles:
         enforce(resource, root)
     return resource

@@ -1,7 +1,10 @@
 """$validate at type and instance level (R4 resource-operation-validate).
 
-Always 200 with an OperationOutcome listing every finding: base R4 structure, French identifier
-rules, the claimed meta.profile(s) and the ``profile`` parameter. Modes: create, update, delete.
+Always 200 with an OperationOutcome listing every finding: base R4 structure, the narrative (txt-1,
+txt-2), French identifier rules, the claimed meta.profile(s) and the ``profile`` parameter (a
+nominated profile the server does not have is an error: "if the profile is nominated and cannot be
+used, the server SHALL return an error"). Modes: create, update, delete. ``Parameters/$validate``
+validates a Parameters resource itself (R4 parameters.html: never stored, but a resource).
 """
 
 from __future__ import annotations
@@ -15,9 +18,40 @@ from coordination_api.fhir import access
 from coordination_api.fhir.context import services
 from coordination_api.fhir.http import check_content_type, fhir_json_response, read_body
 from coordination_api.fhir.profiles import policy, to_issue
-from coordination_api.fhir.resources import check_type, parse_json, validate_resource
+from coordination_api.fhir.resources import (
+    check_operation_type,
+    check_type,
+    narrative_issues,
+    parse_json,
+    validate_resource,
+)
 
 MODES = {"create", "update", "delete"}
+INPUT_NAMES = {"resource", "mode", "profile"}
+
+
+def _is_input_envelope(body: Any, resource_type: str) -> bool:
+    """Is a Parameters body the operation's input rather than the resource to validate?
+
+    For any type but Parameters, always. For ``Parameters/$validate`` only when its parameters are
+    the operation's own and one of them carries a Parameters ``resource``: otherwise the body is
+    the Parameters resource to validate.
+    """
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        return False
+    if resource_type != "Parameters":
+        return True
+    parameters = body.get("parameter")
+    if not isinstance(parameters, list) or not parameters:
+        return False
+    if not all(isinstance(p, dict) and p.get("name") in INPUT_NAMES for p in parameters):
+        return False
+    return any(
+        p.get("name") == "resource"
+        and isinstance(p.get("resource"), dict)
+        and p["resource"].get("resourceType") == "Parameters"
+        for p in parameters
+    )
 
 
 def _parameters(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, str | None]:
@@ -49,11 +83,7 @@ def _inputs(resource_type: str) -> tuple[dict[str, Any] | None, str, str | None]
     if data:
         check_content_type()
         body = parse_json(data)
-        if (
-            isinstance(body, dict)
-            and body.get("resourceType") == "Parameters"
-            and resource_type != "Parameters"
-        ):
+        if _is_input_envelope(body, resource_type):
             resource, body_mode, body_profile = _parameters(body)
             mode, profile = body_mode or mode, body_profile or profile
         else:
@@ -66,11 +96,12 @@ def _inputs(resource_type: str) -> tuple[dict[str, Any] | None, str, str | None]
 
 def _findings(resource: Any, resource_type: str, profile: str | None) -> list[Issue]:
     try:
-        validate_resource(resource, resource_type, profiles=False)
+        validate_resource(resource, resource_type, profiles=False, narrative=False)
     except FhirError as exc:
         return list(exc.issues)  # structure errors: the profile layer would only repeat them
     root = resource_type
-    return [to_issue(f) for f in policy().findings(resource, root, [profile] if profile else None)]
+    issues = narrative_issues(resource, root)
+    return issues + [to_issue(f) for f in policy().findings(resource, root, [profile] if profile else None)]
 
 
 def _respond(issues: list[Issue]) -> Response:
@@ -80,7 +111,7 @@ def _respond(issues: list[Issue]) -> Response:
 
 
 def validate_type(resource_type: str) -> Response:
-    check_type(resource_type, write=False)
+    check_operation_type(resource_type)
     access.require_any(resource_type, "cu")
     resource, mode, profile = _inputs(resource_type)
     if mode == "delete":

@@ -151,3 +151,26 @@ def test_unknown_profile_is_refused_when_configured(database_url: str) -> None:
     finally:
         profiles.configure(reject_unknown_profiles=False)
         strict.extensions["coordination"].repo.engine.dispose()
+
+
+def test_validate_with_an_unknown_nominated_profile_is_an_error(fhir: Fhir) -> None:
+    """R4 resource-operation-validate: a nominated profile that cannot be used SHALL be an error."""
+    unknown = "https://example.org/StructureDefinition/nowhere"
+    plain = {"resourceType": "Patient", "gender": "female"}
+    for response in (
+        fhir.request("POST", "/fhir/Patient/$validate", parameters(plain, profile=unknown)),
+        fhir.request("POST", f"/fhir/Patient/$validate?profile={unknown}", plain),
+    ):
+        assert response.status_code == 200
+        issues = response.get_json()["issue"]
+        assert any(
+            i["severity"] == "error" and i["code"] == "not-supported" and unknown in i["diagnostics"]
+            for i in issues
+        ), issues
+
+
+def test_validate_with_an_unknown_claimed_profile_stays_a_warning(fhir: Fhir) -> None:
+    unknown = "https://example.org/StructureDefinition/nowhere"
+    claimed = {"resourceType": "Patient", "meta": {"profile": [unknown]}}
+    issues = fhir.request("POST", "/fhir/Patient/$validate", claimed).get_json()["issue"]
+    assert [(i["severity"], i["code"]) for i in issues] == [("warning", "not-supported")]
