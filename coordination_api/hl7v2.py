@@ -58,9 +58,9 @@ def mapping_options(config: Hl7v2Settings) -> Options:
 
 
 class DatabaseUnavailableError(EventError):
-    """The database cannot take the message now (unreachable, lock or statement timeout): HL7 v2.5
-    2.9.2.2 AR, "rejected for reasons unrelated to the content (e.g. the system is down)"; ERR 207.
-    Nothing was stored: the sender resends the same message later."""
+    """The database cannot take the message now (unreachable, lock or statement timeout, a concurrent
+    write that won a race): HL7 v2.5 2.9.2.2 AR, "rejected for reasons unrelated to the content (e.g.
+    the system is down)"; ERR 207. Nothing was stored: the sender resends the same message later."""
 
     def __init__(self, reason: str, retry_after: str) -> None:
         super().__init__(reason, code="207", rejected=True)
@@ -88,6 +88,8 @@ class _Intake:
             raise
         except Exception as exc:
             transient = from_database_error(exc)
+            if isinstance(exc, FhirError) and exc.category in {Category.CONFLICT, Category.TRANSIENT}:
+                transient = exc  # a concurrent write won a race: a retry is cured as $process-message's
             if transient is None:
                 raise
             orig = getattr(exc, "orig", None) or exc  # type and SQLSTATE only: no patient data
@@ -97,7 +99,7 @@ class _Intake:
                 getattr(orig, "sqlstate", None),
             )
             self.unavailable = DatabaseUnavailableError(
-                transient.diagnostics, transient.headers.get("Retry-After", "5")
+                transient.diagnostics, transient.headers.get("Retry-After", "2")
             )
             raise self.unavailable from None
 
