@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -379,10 +380,17 @@ class Hl7v2Settings:
     ``TLS_CERT``/``TLS_KEY``/``TLS_CA_FILE``: MLLP over TLS requiring a client certificate signed by that CA
     (IHE ATNA secure node); ``TLS_CLIENTS`` maps a certificate to a registered client, space-separated
     ``cn:<subject CN>=<client id>`` or ``sha256:<fingerprint hex>=<client id>``; the client's registered
-    senders apply (and ``SENDERS`` too when set). A frame must complete within ``FRAME_DEADLINE`` s."""
+    senders apply (and ``SENDERS`` too when set). A frame must complete within ``FRAME_DEADLINE`` s.
+
+    Identifiers (issue 18): ``COORDINATION_HL7V2_LOCAL_ID_TYPES`` the PID-3 types (HL7 table 0203)
+    accepted as the sender's local patient identifier (comma-separated, default ``PI,MR,PN,AN``);
+    ``COORDINATION_HL7V2_AUTHORITIES`` assigning-authority namespaces (CX-4.1) → identifier system URI,
+    comma-separated ``<namespace>=<URI>`` (a bare OID reads as ``urn:oid:<OID>``)."""
 
     max_repetitions: int = 100
     max_field_bytes: int = 65_536
+    local_id_types: tuple[str, ...] = ("PI", "MR", "PN", "AN")
+    authorities: tuple[tuple[str, str], ...] = ()
     host: str = "127.0.0.1"
     allow_remote_plain: bool = False
     senders: tuple[str, ...] = ()
@@ -397,13 +405,38 @@ class Hl7v2Settings:
     tls_clients: tuple[tuple[str, str], ...] = ()
 
 
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
+_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+
+
+def _authorities(text: str) -> tuple[tuple[str, str], ...]:
+    """``COORDINATION_HL7V2_AUTHORITIES``: ``NS=urn:oid:1.2.3,NS2=https://…`` (comma or space separated)."""
+    pairs = []
+    for item in re.split(r"[,\s]+", text.strip()):
+        if not item:
+            continue
+        namespace, sep, uri = item.partition("=")
+        uri = f"urn:oid:{uri}" if _OID.fullmatch(uri) else uri
+        if not sep or not namespace or not _URI.fullmatch(uri):
+            raise ValueError(
+                f"{PREFIX}HL7V2_AUTHORITIES: {item[:80]!r} is not <namespace>=<absolute URI or OID>"
+            )
+        pairs.append((namespace, uri))
+    return tuple(pairs)
+
+
 def _hl7v2(env: Mapping[str, str]) -> Hl7v2Settings:
     d = Hl7v2Settings()
     p = PREFIX + "MLLP_"
+    types = env.get(PREFIX + "HL7V2_LOCAL_ID_TYPES")
     pairs = [item.rsplit("=", 1) for item in env.get(p + "TLS_CLIENTS", "").split() if "=" in item]
     return Hl7v2Settings(
         max_repetitions=_int(env.get(PREFIX + "HL7V2_MAX_REPETITIONS"), d.max_repetitions),
         max_field_bytes=_int(env.get(PREFIX + "HL7V2_MAX_FIELD_BYTES"), d.max_field_bytes),
+        local_id_types=(
+            tuple(t.upper() for t in re.split(r"[,\s]+", types) if t) if types else d.local_id_types
+        ),
+        authorities=_authorities(env.get(PREFIX + "HL7V2_AUTHORITIES", "")),
         host=env.get(p + "HOST", d.host).strip() or d.host,
         allow_remote_plain=_bool(env.get(p + "ALLOW_REMOTE_PLAIN"), d.allow_remote_plain),
         senders=tuple(env.get(p + "SENDERS", "").split()),

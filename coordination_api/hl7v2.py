@@ -27,13 +27,13 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from auth.audit import AuditRecord, AuditUnavailableError, audit_row
 from auth.policy import Principal
 from auth.scopes import ScopeSet
-from connectors.hl7v2 import Limits, handle
+from connectors.hl7v2 import Limits, Options, handle
 from connectors.hl7v2.mllp import Handler, MllpServer, Peer
 from coordination_api import metrics
 from coordination_api.config import Hl7v2Settings, Settings
 from coordination_api.coordination import discharge
-from coordination_api.coordination.events import EncounterEvent
-from coordination_api.errors import Category, FhirError
+from coordination_api.coordination.events import EncounterEvent, EventError
+from coordination_api.errors import Category, FhirError, from_database_error
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services
 
@@ -53,20 +53,55 @@ def limits(settings: Settings) -> Limits:
     return Limits(settings.hl7v2.max_repetitions, settings.hl7v2.max_field_bytes)
 
 
+def mapping_options(config: Hl7v2Settings) -> Options:
+    return Options(config.local_id_types, config.authorities)
+
+
+class DatabaseUnavailableError(EventError):
+    """The database cannot take the message now (unreachable, lock or statement timeout, a concurrent
+    write that won a race): HL7 v2.5 2.9.2.2 AR, "rejected for reasons unrelated to the content (e.g.
+    the system is down)"; ERR 207. Nothing was stored: the sender resends the same message later."""
+
+    def __init__(self, reason: str, retry_after: str) -> None:
+        super().__init__(reason, code="207", rejected=True)
+        self.retry_after = retry_after
+
+
 class _Intake:
-    """``process(event)`` for one door and origin; remembers a refused sender (HTTP 403)."""
+    """``process(event)`` for one door and origin; remembers a refused sender (HTTP 403) and a database
+    outage (HTTP 503 with Retry-After)."""
 
     def __init__(self, svc: Services, origin: discharge.Origin) -> None:
         self.svc = svc
         self.origin = origin
         self.sender_refused = False
+        self.unavailable: DatabaseUnavailableError | None = None
 
     def __call__(self, event: EncounterEvent) -> None:
+        self.sender_refused, self.unavailable = False, None
         try:
             discharge.process(self.svc, event, self.origin)
         except discharge.SenderNotAllowedError:
             self.sender_refused = True
             raise
+        except EventError:
+            raise
+        except Exception as exc:
+            transient = from_database_error(exc)
+            if isinstance(exc, FhirError) and exc.category in {Category.CONFLICT, Category.TRANSIENT}:
+                transient = exc  # a concurrent write won a race: a retry is cured as $process-message's
+            if transient is None:
+                raise
+            orig = getattr(exc, "orig", None) or exc  # type and SQLSTATE only: no patient data
+            log.warning(
+                "HL7 v2: database unavailable (%s, sqlstate %s)",
+                type(orig).__name__,
+                getattr(orig, "sqlstate", None),
+            )
+            self.unavailable = DatabaseUnavailableError(
+                transient.diagnostics, transient.headers.get("Retry-After", "2")
+            )
+            raise self.unavailable from None
 
 
 @bp.before_request
@@ -89,13 +124,18 @@ def receive() -> Response:
         raise FhirError(Category.INVALID, "POST /hl7v2 takes an HL7 v2 message (ER7) as its body")
     svc: Services = current_app.extensions["coordination"]
     intake = _Intake(svc, discharge.origin_for(access.principal()))
-    ack = handle(raw, intake, limits(current_app.config["SETTINGS"]))
+    settings: Settings = current_app.config["SETTINGS"]
+    ack = handle(raw, intake, limits(settings), mapping_options(settings.hl7v2))
     code = ack_code(ack)
     metrics.hl7v2_message("http", code)
     if g.get("audit") is not None:
         g.audit.entities.append(f"hl7v2/{code}")
     status = 403 if intake.sender_refused else _STATUS[code]
-    return Response(ack, status=status, content_type=f"{ER7}; charset=utf-8")
+    response = Response(ack, status=status, content_type=f"{ER7}; charset=utf-8")
+    if intake.unavailable is not None:  # AR 207: retry later (RFC 9110 section 10.2.3)
+        response.status_code = 503
+        response.headers["Retry-After"] = intake.unavailable.retry_after
+    return response
 
 
 def register(app: Flask) -> None:
@@ -165,6 +205,7 @@ def mllp_server(
     svc: Services = app.extensions["coordination"]
     writer = app.extensions["audit_writer"]
     caps = Limits(config.max_repetitions, config.max_field_bytes)
+    mapping = mapping_options(config)
     listener = frozenset(config.senders)
 
     def handler_for(origin: discharge.Origin) -> Handler:
@@ -173,7 +214,7 @@ def mllp_server(
 
         def handler(raw: bytes) -> bytes:
             with app.app_context():
-                ack = handle(raw, intake, caps)
+                ack = handle(raw, intake, caps, mapping)
                 code = ack_code(ack)
                 metrics.hl7v2_message("mllp", code)
                 record = AuditRecord("operation", "MLLP", "mllp", None, None, entities=[f"hl7v2/{code}"])

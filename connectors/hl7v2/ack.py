@@ -68,8 +68,55 @@ def _hd(seg: Segment | None, n: int) -> str:
     return "^".join(parts).rstrip("^")
 
 
-def ack(msg: Any | None, code: str, error: EventError | None = None, *, raw: bytes | None = None) -> bytes:
-    """The ACK for ``msg`` (a parsed ``hl7.Message``) or, when None, for what ``raw`` lets us salvage."""
+def _version(text: str) -> tuple[int, int]:
+    major, _, rest = text.partition(".")
+    return int(major), int(rest.partition(".")[0] or 0)
+
+
+def _err(error: EventError, severity: str, version: tuple[int, int]) -> str:
+    """One ERR segment (HL7 v2.5 2.15.5). Up to v2.4 the location and code are ERR-1 (ELD:
+    segment^sequence^field^code&text&HL70357); from v2.5, ERR-2 (ERL), ERR-3 (table 0357 code), ERR-4
+    severity (E error, W warning), ERR-5 our own code (user table 0533) and ERR-8 the text. ERR-1 is
+    kept for backward compatibility until v2.6 (withdrawn in v2.7)."""
+    error_code = error.code if error.code in ERROR_TEXT else "207"
+    text = _clean(str(error), 250)
+    segment_id, field_number = "", ""
+    match = _LOCATION.fullmatch(error.location or "")
+    if match:
+        segment_id, field_number = match.group(1), match.group(2) or ""
+    eld = "^".join(
+        [
+            segment_id,
+            "1" if segment_id else "",
+            field_number,
+            f"{error_code}&{ERROR_TEXT[error_code]}&HL70357",
+        ]
+    )
+    if version < (2, 5):
+        return f"ERR|{eld}"
+    location = ""
+    if segment_id:
+        location = f"{segment_id}^1^{field_number}" if field_number else f"{segment_id}^1"
+    application = getattr(error, "application_code", "")
+    fields = [
+        *("ERR", eld if version < (2, 7) else "", location),
+        *(f"{error_code}^{ERROR_TEXT[error_code]}^HL70357", severity),
+        f"{application}^^L" if application else "",
+        *("", "", text),
+    ]
+    return "|".join(fields)
+
+
+def ack(
+    msg: Any | None,
+    code: str,
+    error: EventError | None = None,
+    *,
+    raw: bytes | None = None,
+    warnings: list[EventError] | tuple[EventError, ...] = (),
+) -> bytes:
+    """The ACK for ``msg`` (a parsed ``hl7.Message``) or, when None, for what ``raw`` lets us salvage.
+    ``warnings`` add ERR segments of severity W (an AA stays an AA)."""
     if code not in {"AA", "AE", "AR"}:
         raise ValueError(f"Unknown acknowledgement code {code!r}")
     msh: Segment | None = None
@@ -114,19 +161,7 @@ def ack(msg: Any | None, code: str, error: EventError | None = None, *, raw: byt
     if code == "AA" or error is None:
         segments.append(f"MSA|AA|{control_id}")
     else:
-        error_code = error.code if error.code in ERROR_TEXT else "207"
-        text = _clean(str(error), 250)
-        segments.append(f"MSA|{code}|{control_id}|{text}")
-        location = ""
-        match = _LOCATION.fullmatch(error.location or "")
-        if match:
-            location = f"{match.group(1)}^1^{match.group(2)}" if match.group(2) else f"{match.group(1)}^1"
-        # ERR-5 (user table 0533): our own code when table 0357 has none, e.g. a sender not allowed.
-        application = getattr(error, "application_code", "")
-        err = [
-            *("ERR", "", location, f"{error_code}^{ERROR_TEXT[error_code]}^HL70357", "E"),
-            f"{application}^^L" if application else "",
-            *("", "", text),
-        ]
-        segments.append("|".join(err))
+        segments.append(f"MSA|{code}|{control_id}|{_clean(str(error), 250)}")
+        segments.append(_err(error, "E", _version(version)))
+    segments += [_err(warning, "W", _version(version)) for warning in warnings]
     return ("\r".join(segments) + "\r").encode("utf-8")

@@ -7,8 +7,10 @@ reliability in PID-32), PV1 (3.4.3, PAM FR "Segment PV1": NDA in PV1-19). Errors
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from connectors.hl7v2.parse import Components, Segment, segment, value
@@ -92,10 +94,26 @@ _TS = re.compile(
     r"(?:(?P<s>\d{2})(?:\.(?P<f>\d{1,4}))?)?)?)?)?)?(?P<tz>[+-]\d{4})?"
 )
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s]+")
+# HL7 table 0203 identifier types accepted in PID-3 as the sender's local patient identifier (IPP):
+# PI patient internal identifier, MR medical record number, PN person number, AN account number.
+LOCAL_ID_TYPES = ("PI", "MR", "PN", "AN")
+INS_TYPES = frozenset({"INS", "INS-NIR", "INS-NIA"})
 
 
-def to_event(msg: Any) -> EncounterEvent:
+@dataclass(frozen=True)
+class Options:
+    """Mapping settings (COORDINATION_HL7V2_LOCAL_ID_TYPES, COORDINATION_HL7V2_AUTHORITIES)."""
+
+    local_id_types: tuple[str, ...] = LOCAL_ID_TYPES
+    # Assigning-authority namespace id (HD-1) → identifier system URI.
+    authorities: tuple[tuple[str, str], ...] = ()
+
+
+def to_event(msg: Any, options: Options | None = None) -> EncounterEvent:
     """One parsed ADT message → EncounterEvent (EventError with an HL7 0357 code otherwise)."""
+    options = options or Options()
     msh = segment(msg, "MSH")
     if msh is None:
         raise EventError("No MSH segment", code="100", location="MSH", rejected=True)
@@ -127,15 +145,19 @@ def to_event(msg: Any) -> EncounterEvent:
     occurred = None
     if evn is not None:
         occurred = _ts(evn, 2) or _ts(evn, 6)
+    sender = f"{application}^{facility}"
+    authorities = Authorities(sender, options)
+    warnings: list[EventError] = []
     return EncounterEvent(
         kind=kind,
-        sender=f"{application}^{facility}",
+        sender=sender,
         message_id=message_id,
-        patient=patient(pid),
-        encounter=encounter(pv1, pid, kind),
+        patient=patient(pid, authorities, warnings),
+        encounter=encounter(pv1, pid, kind, authorities),
         service_provider=_organization(pv1, msh),
         practitioners=[p for p in (_practitioner(pv1, 7), _practitioner(pv1, 8)) if p is not None],
         occurred=occurred or _ts(msh, 7),
+        warnings=warnings,
     )
 
 
@@ -188,32 +210,78 @@ def _ts(seg: Segment, n: int) -> str | None:
 # -- Patient (PID) -------------------------------------------------------------------------------------------
 
 
-def _hd_system(components: Components, component: int) -> str | None:
-    """HD (namespace&universal id&type) → ``urn:oid:`` for an ISO OID, else the namespace id."""
-    namespace, universal = value(components, component, 1), value(components, component, 2)
-    if universal and _OID.fullmatch(universal):
-        return f"urn:oid:{universal}"
-    return namespace or universal or None
+class Authorities:
+    """Assigning authority (HD, HL7 v2.5 2.A.33) → ``Identifier.system``, always a URI.
+
+    A universal id (HD-2) of type ISO (HD-3, an OID) → ``urn:oid:``, UUID → ``urn:uuid:``, URI → itself;
+    else the namespace id (HD-1) through COORDINATION_HL7V2_AUTHORITIES, an OID namespace → ``urn:oid:``,
+    else ``urn:coordination:hl7v2:<sender>:<namespace>``: a bare namespace is unique within its sender
+    only (``MSH-3^MSH-4``, the sender ``discharge.check_sender`` binds to the client's credentials).
+    """
+
+    def __init__(self, sender: str, options: Options) -> None:
+        self.sender = sender
+        self.map = dict(options.authorities)
+        self.local_types = frozenset(t.strip().upper() for t in options.local_id_types if t.strip())
+
+    def system(self, components: Components, component: int) -> str | None:
+        namespace = value(components, component, 1)
+        universal = value(components, component, 2)
+        kind = value(components, component, 3).upper()
+        if universal:
+            if kind in {"ISO", ""} and _OID.fullmatch(universal):
+                return f"urn:oid:{universal}"
+            if kind in {"UUID", ""} and _UUID.fullmatch(universal):
+                return f"urn:uuid:{universal.lower()}"
+            if kind in {"URI", "URL"} and _URI.fullmatch(universal):
+                return universal
+        for key in (namespace, universal):
+            if key and key in self.map:
+                return self.map[key]
+        if namespace and _OID.fullmatch(namespace):
+            return f"urn:oid:{namespace}"
+        key = namespace or universal
+        if not key:
+            return None
+        return f"urn:coordination:hl7v2:{quote(self.sender, safe='')}:{quote(key, safe='')}"
 
 
-def patient(pid: Segment) -> dict[str, Any]:
-    """PID → FHIR Patient JSON (no id). An INS is kept only with a VALI/QUAL identity (CONTRACT)."""
+def patient(pid: Segment, authorities: Authorities, warnings: list[EventError]) -> dict[str, Any]:
+    """PID → FHIR Patient JSON (no id). An INS is kept only with a VALI/QUAL identity (CONTRACT).
+
+    PID-32 is HL7 user table 0445 (PAM FR values, fr-core-cs-v2-0445): a code outside it is not an
+    error but an identity that is not validated (the INS is not kept, no status is recorded), reported
+    as a warning (ERR severity W, code 103) in the AA.
+    """
+    options_types = authorities.local_types
     statuses = [value(rep) for rep in pid.repetitions(32) if value(rep)]
-    for code in statuses:
-        if code not in RELIABILITY_CODES:
-            raise EventError("PID-32: unknown identity reliability code", code="103", location="PID-32")
+    unknown = [code for code in statuses if code not in RELIABILITY_CODES]
+    if unknown:
+        warnings.append(
+            EventError(
+                f"PID-32: identity reliability code {unknown[0][:20]!r} unknown; "
+                "the identity is treated as not validated",
+                code="103",
+                location="PID-32",
+            )
+        )
+        statuses = [code for code in statuses if code in RELIABILITY_CODES and code not in TRUSTED_STATUSES]
     status = statuses[0] if statuses else None
     trusted = status in TRUSTED_STATUSES
     identifiers: list[dict[str, Any]] = []
-    for rep in pid.repetitions(3):
-        number, type_code = value(rep), value(rep, 5)
+    reps = [rep for rep in pid.repetitions(3) if any(value(rep, i) for i in range(1, 6))]
+    refused: list[str] = []  # why an identifier was not usable (PID-3 has nothing usable: the reason)
+    for rep in reps:
+        number, type_code = value(rep), value(rep, 5).upper()
         oid = value(rep, 4, 2)
         if oid not in INS_OIDS:
             oid = INS_NAMESPACES.get(value(rep, 4), oid)
-        if oid in INS_OIDS or type_code in {"INS", "INS-NIR", "INS-NIA"}:
+        if oid in INS_OIDS or type_code in INS_TYPES:
             if oid not in INS_OIDS:
                 raise EventError(
-                    "PID-3: INS without a known INS assigning authority", code="102", location="PID-3"
+                    "PID-3: INS without a known INS assigning authority (PID-3.4)",
+                    code="103",
+                    location="PID-3",
                 )
             reason = check_nir(number)
             if reason:
@@ -228,20 +296,30 @@ def patient(pid: Segment) -> dict[str, Any]:
                         "value": number,
                     }
                 )
-        elif type_code == "PI" and number:
-            authority = _hd_system(rep, 4)
+            else:
+                refused.append("ins")
+            continue
+        if not number:
+            refused.append("value")
+        elif not type_code:
+            refused.append("no-type")
+        elif type_code not in options_types:
+            refused.append("type")
+        else:
+            authority = authorities.system(rep, 4)
             if authority is None:
-                continue  # an unscoped IPP cannot be matched safely
+                refused.append("authority")  # an unscoped IPP cannot be matched safely
+                continue
             identifiers.append(
                 {
                     "use": "usual",
-                    "type": {"coding": [{"system": V2_0203, "code": "PI"}]},
+                    "type": {"coding": [{"system": V2_0203, "code": type_code}]},
                     "system": authority,
                     "value": number,
                 }
             )
     if not identifiers:
-        raise EventError("PID-3: no usable patient identifier (IPP or INS)", code="101", location="PID-3")
+        raise _no_identifier(refused, options_types)
     resource: dict[str, Any] = {"resourceType": "Patient"}
     if status:
         resource["extension"] = [
@@ -277,6 +355,33 @@ def patient(pid: Segment) -> dict[str, Any]:
     if addresses:
         resource["address"] = addresses
     return resource
+
+
+def _no_identifier(refused: list[str], types: frozenset[str]) -> EventError:
+    """The table 0357 code of a PID-3 without a usable identifier: 101 only when something is missing."""
+    accepted = ", ".join(sorted(types))
+    if not refused:
+        return EventError("PID-3: no patient identifier", code="101", location="PID-3")
+    if "type" in refused:
+        return EventError(
+            f"PID-3: no identifier of an accepted type (PID-3.5 in {accepted}, or an INS); "
+            "COORDINATION_HL7V2_LOCAL_ID_TYPES",
+            code="103",
+            location="PID-3",
+        )
+    if "no-type" in refused:
+        return EventError("PID-3: an identifier without its type (PID-3.5)", code="101", location="PID-3")
+    if "authority" in refused:
+        return EventError(
+            "PID-3: the local identifier has no assigning authority (PID-3.4)", code="101", location="PID-3"
+        )
+    if "value" in refused:
+        return EventError("PID-3: an identifier without its value (PID-3.1)", code="101", location="PID-3")
+    return EventError(
+        "PID-3: no local identifier (IPP), and the INS is used only with a validated identity (PID-32)",
+        code="101",
+        location="PID-3",
+    )
 
 
 def _name(rep: Components) -> dict[str, Any] | None:
@@ -345,13 +450,13 @@ def _address(rep: Components) -> dict[str, Any] | None:
 # -- Encounter (PV1) --------------------------------------------------------------------------------
 
 
-def encounter(pv1: Segment, pid: Segment, kind: str) -> dict[str, Any]:
+def encounter(pv1: Segment, pid: Segment, kind: str, authorities: Authorities) -> dict[str, Any]:
     """PV1 → FHIR Encounter JSON without id and subject; identifier[0] is the visit number (NDA)."""
     visit = pv1.repetitions(19)[:1] or pid.repetitions(18)[:1]  # PAM FR: PV1-19, else PID-18
     if not visit or not value(visit[0]):
         raise EventError("PV1-19: the visit number is required", code="101", location="PV1-19")
     identifier: dict[str, Any] = {"value": value(visit[0])}
-    system = _hd_system(visit[0], 4)
+    system = authorities.system(visit[0], 4)
     if system:
         identifier = {"system": system, **identifier}
     end = _ts(pv1, 45)

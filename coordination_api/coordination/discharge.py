@@ -360,7 +360,7 @@ def _encounter(
     if (current.get("subject") or {}).get("reference") != incoming["subject"]["reference"]:
         raise EventError(
             f"The visit number {visit[0]['value'][:64]!r} belongs to another patient's stay",
-            code="207",
+            code="205",  # HL7 table 0357 "duplicate key identifier": a content conflict, not our failure
             location="PV1-19",
         )
     merged = _merge(current, incoming, event.kind)

@@ -60,3 +60,5 @@ class EncounterEvent:
     # The door already checked the resources' R4 structure (a $process-message Bundle is validated
     # whole): intake then applies only the profile and French identifier rules to each of them.
     structure_checked: bool = False
+    # What the door accepted with a reservation (HL7 v2: ERR segments of severity W in the AA).
+    warnings: list[EventError] = field(default_factory=list)

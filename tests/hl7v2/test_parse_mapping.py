@@ -239,8 +239,25 @@ def test_invalid_ins_is_refused_even_with_provisional_identity() -> None:
     assert error_of(adt(pid={3: f"{IPP}~{INS_NIR_TEST_CX.format('12345')}", 32: "PROV"})).code == "102"
 
 
-def test_unknown_reliability_code_is_103() -> None:
-    assert error_of(adt(pid={32: "XXXX"})).code == "103"
+def test_unknown_reliability_code_is_a_warning_and_not_validated() -> None:
+    """Table 0445 is user-defined: a code outside PAM FR's is an identity that is not validated
+    (the INS is not kept, no status recorded), and the AA carries an ERR of severity W."""
+    raw = adt(pid={32: "XXXX"})
+    event = event_of(raw)
+    assert [i["system"] for i in event.patient["identifier"]] == ["urn:oid:1.2.250.1.999.1.1"]
+    assert "extension" not in event.patient
+    assert [(w.code, w.location) for w in event.warnings] == [("103", "PID-32")]
+    answer = ack_of(raw)
+    assert [str(x) for x in answer.segment("MSA")[1:3]] == ["AA", "MSG00001"]
+    err = answer.segment("ERR")
+    assert (str(err[2]), str(err[3]), str(err[4])) == ("PID^1^32", "103^Table value not found^HL70357", "W")
+    assert "not validated" in str(err[8])
+
+
+def test_unknown_reliability_code_beside_vali_is_not_validated() -> None:
+    event = event_of(adt(pid={32: "VALI~NOPE"}))
+    assert INS_NIR_TEST not in [i["system"] for i in event.patient["identifier"]]
+    assert "extension" not in event.patient
 
 
 def test_no_usable_identifier_is_101() -> None:
@@ -248,9 +265,9 @@ def test_no_usable_identifier_is_101() -> None:
     assert (error.code, error.location) == ("101", "PID-3")
 
 
-def test_ipp_with_namespace_only() -> None:
+def test_ipp_with_namespace_only_is_scoped_by_the_sender() -> None:
     event = event_of(adt(pid={3: "IPP9^^^CHUN^PI"}))
-    assert event.patient["identifier"][0]["system"] == "CHUN"
+    assert event.patient["identifier"][0]["system"] == "urn:coordination:hl7v2:SIH-PASTEL%5ECHU-NANTES:CHUN"
 
 
 # -- Errors ----------------------------------------------------------------------------------------
