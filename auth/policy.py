@@ -36,7 +36,7 @@ Writes cannot widen the writer's reach (docs/security.md):
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,10 +88,26 @@ def _ref(reference: Any) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
+# A bound that is present but cannot be read fails closed: a grant's start is "never", its end is
+# "already over"; a denial's bounds are "always" (never looser than what was written).
+_NEVER = 2**62
+_LONG_AGO = -(2**62)
+_LEAP_SECOND = re.compile(r"(T\d{2}:\d{2}):60(\.\d+)?")
+
+
+class _UnreadableDateError(ValueError):
+    """A date bound is present but is not a FHIR date/dateTime we can read."""
+
+
 def _instant(text: Any, *, end: bool) -> int | None:
-    """Epoch microseconds of a FHIR date/dateTime; an end bound covers the whole partial date."""
-    if not isinstance(text, str) or not text:
+    """Epoch microseconds of a FHIR date/dateTime; an end bound covers the whole partial date.
+    None when absent; _UnreadableDateError when present but not readable."""
+    if text is None:
         return None
+    if not isinstance(text, str) or not text:
+        raise _UnreadableDateError(repr(text))
+    # R4 datatypes.html#dateTime allows second 60 (a leap second): the last instant of that minute.
+    text = _LEAP_SECOND.sub(r"\1:59.999999", text)
     try:
         if len(text) == 4:
             low, step = datetime(int(text), 1, 1, tzinfo=UTC), "year"
@@ -104,8 +120,8 @@ def _instant(text: Any, *, end: bool) -> int | None:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
             return int(moment.timestamp() * 1_000_000)
-    except (ValueError, OverflowError):
-        return None
+    except (ValueError, OverflowError) as exc:
+        raise _UnreadableDateError(text) from exc
     start = int(low.timestamp() * 1_000_000)
     if not end:
         return start
@@ -121,10 +137,21 @@ def _instant(text: Any, *, end: bool) -> int | None:
     return start + days * 86_400_000_000 - 1
 
 
-def _period(period: Any) -> tuple[int | None, int | None]:
+def _period(period: Any, *, grant: bool = True) -> tuple[int | None, int | None]:
+    """The bounds of a Period; unreadable ones fail closed (see _NEVER): for a ``grant`` the period is
+    then empty, for a denial (``grant=False``) unbounded."""
     if not isinstance(period, dict):
         return None, None
-    return _instant(period.get("start"), end=False), _instant(period.get("end"), end=True)
+    bounds: list[int | None] = []
+    for key, end in (("start", False), ("end", True)):
+        try:
+            bounds.append(_instant(period.get(key), end=end))
+        except _UnreadableDateError:
+            if not grant:
+                bounds.append(None)
+            else:
+                bounds.append(_LONG_AGO if end else _NEVER)
+    return bounds[0], bounds[1]
 
 
 def _narrow(
@@ -135,8 +162,24 @@ def _narrow(
     return (max(starts) if starts else None, min(ends) if ends else None)
 
 
-def care_team_rows(careteam: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per participant that grants access; none unless the CareTeam is active."""
+def _role_codes(participant: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(
+        sorted(
+            {
+                f"{c.get('system') or ''}|{c.get('code') or ''}"
+                for concept in participant.get("role") or []
+                if isinstance(concept, dict)
+                for c in concept.get("coding") or []
+                if isinstance(c, dict)
+            }
+        )
+    )
+
+
+def care_team_rows(careteam: dict[str, Any], *, roles: bool = False) -> list[dict[str, Any]]:
+    """One row per participant that grants access; none unless the CareTeam is active. With
+    ``roles``, each row also carries the participant's role codes: the coordinator role is a grant
+    (coordinated_patients), so a change of roles is a change of reach (reach_change)."""
     if careteam.get("status") != "active":
         return []
     subject = _ref(careteam.get("subject"))
@@ -149,9 +192,15 @@ def care_team_rows(careteam: dict[str, Any]) -> list[dict[str, Any]]:
         if member is None or member[0] not in ACTOR_TYPES:
             continue
         start, end = _narrow(team_period, _period(participant.get("period")))
-        rows.append(
-            {"patient_id": subject[1], "member": f"{member[0]}/{member[1]}", "start_us": start, "end_us": end}
-        )
+        row: dict[str, Any] = {
+            "patient_id": subject[1],
+            "member": f"{member[0]}/{member[1]}",
+            "start_us": start,
+            "end_us": end,
+        }
+        if roles:
+            row["roles"] = _role_codes(participant)
+        rows.append(row)
     return rows
 
 
@@ -170,7 +219,7 @@ def consent_rows(consent: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(provision, dict):
             return
         kind = provision.get("type") or inherited
-        bounds = _narrow(bounds, _period(provision.get("period")))
+        bounds = _narrow(bounds, _period(provision.get("period"), grant=False))
         if kind == "deny":
             actors = [_ref(a.get("reference")) for a in provision.get("actor") or [] if isinstance(a, dict)]
             names = [f"{a[0]}/{a[1]}" for a in actors if a is not None and a[0] in ACTOR_TYPES]
@@ -255,7 +304,8 @@ def task_access_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
 
 # Resource type -> (derived table, the function that derives its rows). The repository keeps them in
 # step with every write of these types, in the same database transaction.
-DERIVED = {
+Derive = Callable[[dict[str, Any]], list[dict[str, Any]]]
+DERIVED: dict[str, tuple[Any, Derive]] = {
     "CareTeam": (care_team_access, care_team_rows),
     "Consent": (consent_deny, consent_rows),
     "PractitionerRole": (practitioner_affiliation, affiliation_rows),
@@ -516,13 +566,20 @@ class ReachChange:
         return frozenset(r["patient_id"] for r in (*self.added, *self.removed) if "patient_id" in r)
 
 
+def _care_team_rows_with_roles(careteam: dict[str, Any]) -> list[dict[str, Any]]:
+    return care_team_rows(careteam, roles=True)
+
+
 def reach_change(res_type: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> ReachChange | None:
     """What replacing ``old`` by ``new`` (None: absent or deleted) changes in the access rows."""
     derived = DERIVED.get(res_type)
     if derived is None:
         return None
-    before = {_row_key(r): r for r in (derived[1](old) if old else [])}
-    after = {_row_key(r): r for r in (derived[1](new) if new else [])}
+    rows_of: Derive = derived[1]
+    if res_type == "CareTeam":
+        rows_of = _care_team_rows_with_roles
+    before = {_row_key(r): r for r in (rows_of(old) if old else [])}
+    after = {_row_key(r): r for r in (rows_of(new) if new else [])}
     added = tuple(after[k] for k in after.keys() - before.keys())
     removed = tuple(before[k] for k in before.keys() - after.keys())
     if not added and not removed:
@@ -541,8 +598,8 @@ def change_refusal(change: ReachChange, refs: Collection[str], coordinated: Coll
     outside = sorted(change.patients - set(coordinated))
     if change.res_type == "CareTeam" and outside:
         return (
-            "Changing a care team (members, status, period, subject) is reserved to the patient's "
-            "coordinators"
+            "Changing a care team (members, their roles and periods, status, period, subject) is reserved "
+            "to the patient's coordinators"
         )
     if change.res_type == "Consent" and any(r["patient_id"] in outside for r in change.removed):
         return "Lifting a patient's objection (Consent deny) is reserved to the patient's coordinators"

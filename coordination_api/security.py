@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, g, has_request_context, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
-from itsdangerous import URLSafeTimedSerializer
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from auth import policy
@@ -165,6 +164,15 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
     app.secret_key = settings.secret_key
     if not settings.secret_key:
         app.session_interface = _SharedKeySessions(lambda: service.store.shared_secret("session-key"))
+
+        @app.before_request
+        def _session_key_failure() -> None:
+            # The key could not be loaded (database away) before any view ran: fail the request here,
+            # under the one error translator (503 + Retry-After), not as a 500 from Flask's internals.
+            failure = request.environ.pop(_SESSION_KEY_FAILURE, None)
+            if failure is not None:
+                raise failure
+
     app.config.update(
         SESSION_COOKIE_NAME="coordination_session",
         SESSION_COOKIE_HTTPONLY=True,
@@ -179,6 +187,9 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
         _cors(app, settings.cors_origins)
 
 
+_SESSION_KEY_FAILURE = "coordination.session_key_failure"
+
+
 class _SharedKeySessions(SecureCookieSessionInterface):
     """Loads the shared session key from the database on first use (after migrations have run)."""
 
@@ -189,12 +200,13 @@ class _SharedKeySessions(SecureCookieSessionInterface):
         # Only the login and consent pages use a session; the API never touches the database for it.
         if not request.path.startswith("/auth/"):
             return None
-        return super().open_session(app, request)
-
-    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         if not app.secret_key:
-            app.secret_key = self.load()
-        return super().get_signing_serializer(app)
+            try:
+                app.secret_key = self.load()
+            except Exception as exc:  # noqa: BLE001 - re-raised by the before_request hook
+                request.environ[_SESSION_KEY_FAILURE] = exc
+                return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 def _request_raw(app: Flask, repo: Repository) -> Callable[[], Any]:

@@ -67,8 +67,8 @@ def patch(resource_type: str, res_id: str) -> Response:
             raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id} is not known")
         if current.deleted:
             raise FhirError(Category.DELETED, f"{resource_type}/{res_id} was deleted")
+        access.check_stored(conn, current)  # 403 before anything is revealed, the version included
         check_if_match(if_match, current)
-        access.check_stored(conn, current)  # 403 before anything of the patch is revealed
         patched = _apply(current.json(), document)
         if patched.get("resourceType") != resource_type or patched.get("id") != res_id:
             raise FhirError(Category.UNPROCESSABLE, "A patch may not change the resourceType or id")

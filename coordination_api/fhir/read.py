@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from email.utils import parsedate_to_datetime
 
 from flask import Response, request
+from sqlalchemy.engine import Connection
 
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
@@ -48,6 +50,18 @@ def _not_modified(stored: Stored) -> bool:
     return False
 
 
+def _check_deleted(stored: Stored, conn: Connection | None = None) -> None:
+    """A deletion holds no content: whoever may not see the version it deleted gets 403, not 410 with
+    the version (review 17, R5: the 410 told that the resource existed and how often it changed)."""
+    svc = services()
+    with contextlib.ExitStack() as stack:
+        if conn is None:
+            conn = stack.enter_context(svc.repo.reading())
+        before = svc.repo.version(conn, stored.res_type, stored.res_id, stored.version - 1)
+        if before is not None:
+            access.check_version(conn, before)
+
+
 def read(resource_type: str, res_id: str) -> Response:
     check_type(resource_type, write=False)
     access.require(resource_type, "r")
@@ -55,6 +69,7 @@ def read(resource_type: str, res_id: str) -> Response:
     if stored is None:
         raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id} is not known")
     if stored.deleted:
+        _check_deleted(stored)
         raise FhirError(
             Category.DELETED,
             f"{resource_type}/{res_id} was deleted",
@@ -76,7 +91,9 @@ def vread(resource_type: str, res_id: str, version_id: str) -> Response:
     svc = services()
     with svc.repo.reading() as conn:
         stored = svc.repo.version(conn, resource_type, res_id, int(version_id))
-        if stored is not None:
+        if stored is not None and stored.deleted:
+            _check_deleted(stored, conn)
+        elif stored is not None:
             access.check_version(conn, stored)  # the version's own compartments decide
     if stored is None:
         raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id}/_history/{version_id} is not known")

@@ -431,8 +431,10 @@ class Repository:
                     if exc.category is Category.CONFLICT:
                         continue  # created concurrently: update it instead
                     raise
-            check_if_match(if_match, current)
+            # Reach before the version: a 412 must not tell someone who may not see the resource that
+            # it exists, nor its version (review 17, R4).
             self._check(conn, [current], "before")
+            check_if_match(if_match, current)
             version = current.version + 1
             ts = max(now_us(), current.last_updated)
             body = localized(body, self.local_bases())
@@ -466,8 +468,10 @@ class Repository:
             current = self.current(conn, res_type, res_id)
             if current is None or current.deleted:
                 return None
-            check_if_match(if_match, current)
+            # Reach before the version: a 412 must not tell someone who may not see the resource that
+            # it exists, nor its version (review 17, R4).
             self._check(conn, [current], "before")
+            check_if_match(if_match, current)
             version = current.version + 1
             ts = max(now_us(), current.last_updated)
             result = conn.execute(
