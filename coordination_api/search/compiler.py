@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import FromClause
 from sqlalchemy.sql.functions import FunctionElement
 
 from coordination_api.errors import Category, FhirError, Issue
@@ -37,12 +38,13 @@ from coordination_api.search.values import (
     parse_number,
     parse_quantity,
     parse_token,
+    split_keeping_escapes,
     split_or,
     split_prefix,
     split_unescaped,
     unescape,
 )
-from coordination_api.storage.indexer import URL_LIMIT, cut, normalize, parse_reference
+from coordination_api.storage.indexer import URL_LIMIT, component_param, cut, normalize, parse_reference
 from coordination_api.storage.schema import INDEX_TABLES, idx_reference, resource
 
 SUMMARY_VALUES = {"true", "false", "text", "data", "count"}
@@ -423,8 +425,12 @@ class SearchCompiler:
             raise _bad(f"{param.code}:missing", "value must be 'true' or 'false'")
         if param.code == "_id" or param.code == "_lastUpdated":
             return false() if value == "true" else true()
-        table = INDEX_TABLES[param.type]
-        where = (table.c.param == param.code, table.c.res_type == resource_type)
+        if param.type == "composite":  # present: some element has every component (see the indexer)
+            table = INDEX_TABLES[param.components[0].type]
+            where = (table.c.param == component_param(param.code, 0), table.c.res_type == resource_type)
+        else:
+            table = INDEX_TABLES[param.type]
+            where = (table.c.param == param.code, table.c.res_type == resource_type)
         if value == "true":
             return _absent(table, cols, where)
         return cols.pk.in_(select(table.c.res_pk).where(*where))
@@ -439,11 +445,89 @@ class SearchCompiler:
             raise _bad("_id", f"modifier ':{modifier}' is not supported")
         return cols.res_id.in_(ids)
 
+    # composite ------------------------------------------------------------------------------
+    def _composite(
+        self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> ColumnElement[bool]:
+        """``code-value-quantity=http://loinc.org|8480-6$gt100``: every component matches a value of
+        the same element (R4 search.html#composite), i.e. index rows with the same ``elem``."""
+        if modifier:
+            raise _bad(f"{param.code}:{modifier}", "modifiers are not supported on a composite parameter")
+        components = param.components
+        tables = [INDEX_TABLES[c.type].alias() for c in components]
+        as_params = [
+            SearchParam(param.code, c.type, param.url, c.expression, c.targets, (), (), resource_type=rtype)
+            for c in components
+        ]
+        alternatives: list[ColumnElement[bool]] = []
+        for raw in split_or(value, keep_escapes=True):
+            pieces = split_keeping_escapes(raw, "$")
+            if len(pieces) != len(components):
+                raise _bad(
+                    param.code,
+                    f"'{unescape(raw)}' must have {len(components)} components separated by '$'",
+                )
+            alternatives.append(
+                and_(
+                    *(
+                        or_(*self._component_ors(table, sub, piece, base_url))
+                        for table, sub, piece in zip(tables, as_params, pieces, strict=True)
+                    )
+                )
+            )
+        first = tables[0]
+        joined: Any = first
+        for index, table in enumerate(tables[1:], start=1):
+            joined = joined.join(
+                table,
+                and_(
+                    table.c.res_pk == first.c.res_pk,
+                    table.c.elem == first.c.elem,
+                    table.c.param == component_param(param.code, index),
+                ),
+            )
+        sub = (
+            select(first.c.res_pk)
+            .select_from(joined)
+            .where(
+                first.c.param == component_param(param.code, 0),
+                first.c.res_type == rtype,
+                or_(*alternatives),
+            )
+        )
+        return cols.pk.in_(sub)
+
+    def _component_ors(
+        self, table: FromClause, param: SearchParam, piece: str, base_url: str
+    ) -> list[ColumnElement[bool]]:
+        if not piece:
+            raise _bad(param.code, "every component of a composite value needs a value")
+        match param.type:
+            case "token":
+                return self._token_ors(table, param, piece)
+            case "quantity":
+                return self._quantity_ors(table, param, piece)
+            case "date":
+                return self._date_ors(table, param, piece)
+            case "number":
+                return self._number_ors(table, param, piece)
+            case "string":
+                return self._string_ors(table, param, "", piece, base_url)
+            case "uri":
+                return self._uri_ors(table, param, "", piece)
+            case _:
+                return self._reference_ors(table, param, "", piece, base_url)
+
     # string ---------------------------------------------------------------------------------
     def _string(
         self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
     ) -> ColumnElement[bool]:
-        table = INDEX_TABLES["string"]
+        ors = self._string_ors(INDEX_TABLES["string"], param, modifier, value, base_url)
+        return self._indexed(rtype, cols, param, ors)
+
+    def _string_ors(
+        self, table: FromClause, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> list[ColumnElement[bool]]:
         ors: list[ColumnElement[bool]] = []
         for raw in split_or(value):
             if modifier == "exact":
@@ -454,23 +538,26 @@ class SearchCompiler:
                 ors.append(self._prefix(table.c.value_norm, normalize(raw)))
             else:
                 raise _bad(f"{param.code}:{modifier}", "modifier not supported on a string parameter")
-        return self._indexed(rtype, cols, param, ors)
+        return ors
 
     # token ----------------------------------------------------------------------------------
     def _token(
         self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
     ) -> ColumnElement[bool]:
         table = INDEX_TABLES["token"]
-        ors: list[ColumnElement[bool]] = []
         if modifier == "text":
-            for raw in split_or(value):
-                ors.append(self._prefix(table.c.text_norm, normalize(raw)))
+            ors = [self._prefix(table.c.text_norm, normalize(raw)) for raw in split_or(value)]
             return self._indexed(rtype, cols, param, ors)
         if modifier not in {"", "not"}:
             raise FhirError(
                 Category.NOT_SUPPORTED,
                 f"Search parameter '{param.code}': modifier ':{modifier}' is not supported",
             )
+        ors = self._token_ors(table, param, value)
+        return self._indexed(rtype, cols, param, ors, negate=modifier == "not")
+
+    def _token_ors(self, table: FromClause, param: SearchParam, value: str) -> list[ColumnElement[bool]]:
+        ors: list[ColumnElement[bool]] = []
         for raw in split_or(value, keep_escapes=True):
             token = parse_token(raw)
             clauses: list[ColumnElement[bool]] = []
@@ -483,7 +570,7 @@ class SearchCompiler:
             if token.code is None and not token.system:
                 raise _bad(param.code, f"'{raw}' has neither a system nor a code")
             ors.append(and_(*clauses))
-        return self._indexed(rtype, cols, param, ors, negate=modifier == "not")
+        return ors
 
     # date -----------------------------------------------------------------------------------
     def _date(
@@ -491,9 +578,11 @@ class SearchCompiler:
     ) -> ColumnElement[bool]:
         if modifier:
             raise _bad(f"{param.code}:{modifier}", "modifier not supported on a date parameter")
-        table = INDEX_TABLES["date"]
-        ors = [self._date_range(table.c.low, table.c.high, param.code, raw) for raw in split_or(value)]
+        ors = self._date_ors(INDEX_TABLES["date"], param, value)
         return self._indexed(rtype, cols, param, ors)
+
+    def _date_ors(self, table: FromClause, param: SearchParam, value: str) -> list[ColumnElement[bool]]:
+        return [self._date_range(table.c.low, table.c.high, param.code, raw) for raw in split_or(value)]
 
     def _date_point(self, column: ColumnElement[Any], code: str, raw: str) -> ColumnElement[bool]:
         return self._date_range(column, column, code, raw)
@@ -560,20 +649,25 @@ class SearchCompiler:
     ) -> ColumnElement[bool]:
         if modifier:
             raise _bad(f"{param.code}:{modifier}", "modifier not supported on a number parameter")
-        table = INDEX_TABLES["number"]
+        return self._indexed(rtype, cols, param, self._number_ors(INDEX_TABLES["number"], param, value))
+
+    def _number_ors(self, table: FromClause, param: SearchParam, value: str) -> list[ColumnElement[bool]]:
         ors = []
         for raw in split_or(value):
             prefix, text = split_prefix(raw)
             number = parse_number(text, param.code)
             ors.append(self._numeric(table.c.value, prefix, number.low, number.high, number.value))
-        return self._indexed(rtype, cols, param, ors)
+        return ors
 
     def _quantity(
         self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
     ) -> ColumnElement[bool]:
         if modifier:
             raise _bad(f"{param.code}:{modifier}", "modifier not supported on a quantity parameter")
-        table = INDEX_TABLES["quantity"]
+        ors = self._quantity_ors(INDEX_TABLES["quantity"], param, value)
+        return self._indexed(rtype, cols, param, ors)
+
+    def _quantity_ors(self, table: FromClause, param: SearchParam, value: str) -> list[ColumnElement[bool]]:
         ors = []
         for raw in split_or(value, keep_escapes=True):
             quantity = parse_quantity(raw, param.code)
@@ -588,13 +682,17 @@ class SearchCompiler:
                 else:
                     clauses.append(table.c.code == code)
             ors.append(and_(*clauses))
-        return self._indexed(rtype, cols, param, ors)
+        return ors
 
     # uri ------------------------------------------------------------------------------------
     def _uri(
         self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
     ) -> ColumnElement[bool]:
-        table = INDEX_TABLES["uri"]
+        return self._indexed(rtype, cols, param, self._uri_ors(INDEX_TABLES["uri"], param, modifier, value))
+
+    def _uri_ors(
+        self, table: FromClause, param: SearchParam, modifier: str, value: str
+    ) -> list[ColumnElement[bool]]:
         ors: list[ColumnElement[bool]] = []
         for raw in split_or(value):
             if modifier == "":
@@ -608,13 +706,18 @@ class SearchCompiler:
                 ors.append(table.c.value.in_(sorted(prefixes)))
             else:
                 raise _bad(f"{param.code}:{modifier}", "modifier not supported on a uri parameter")
-        return self._indexed(rtype, cols, param, ors)
+        return ors
 
     # reference ------------------------------------------------------------------------------
     def _reference(
         self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
     ) -> ColumnElement[bool]:
-        table = idx_reference
+        ors = self._reference_ors(idx_reference, param, modifier, value, base_url)
+        return self._indexed(rtype, cols, param, ors)
+
+    def _reference_ors(
+        self, table: FromClause, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> list[ColumnElement[bool]]:
         ors: list[ColumnElement[bool]] = []
         type_modifier = self._type_modifier(param, modifier)
         for raw in split_or(value, keep_escapes=True):
@@ -629,8 +732,8 @@ class SearchCompiler:
                     clauses.append(table.c.identifier_system == cut(token.system))
                 ors.append(and_(*clauses) if clauses else false())
                 continue
-            ors.append(self._reference_value(param, type_modifier, raw, base_url))
-        return self._indexed(rtype, cols, param, ors)
+            ors.append(self._reference_value(table, param, type_modifier, raw, base_url))
+        return ors
 
     def _type_modifier(self, param: SearchParam, modifier: str) -> str | None:
         if modifier in {"", "identifier"}:
@@ -647,9 +750,8 @@ class SearchCompiler:
 
     @staticmethod
     def _reference_value(
-        param: SearchParam, type_modifier: str | None, raw: str, base_url: str
+        table: FromClause, param: SearchParam, type_modifier: str | None, raw: str, base_url: str
     ) -> ColumnElement[bool]:
-        table = idx_reference
         text = raw
         if base_url and text.startswith(base_url + "/"):
             text = text[len(base_url) + 1 :]

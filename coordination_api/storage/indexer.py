@@ -224,10 +224,56 @@ def index_rows(registry: SearchRegistry, resource_type: str, resource: dict[str,
         except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare Exception on unsupported functions
             log.debug("search parameter %s not evaluable: %s", param.code, exc)
             continue
-        if values:
+        if not values:
+            continue
+        if param.type == "composite":
+            _add_composite_rows(rows, param, resource_type, resource, values)
+        else:
             _add_rows(rows, param, resource_type, values)
     _add_compartment_rows(rows, resource_type, resource)
+    for kind, kind_rows in rows.items():  # one column set per table (executemany, COPY)
+        if kind != "compartment":
+            for row in kind_rows:
+                row.setdefault("elem", None)
     return rows
+
+
+def composite_rows(registry: SearchRegistry, resource_type: str, resource: dict[str, Any]) -> Rows:
+    """The rows of the composite parameters only (to backfill them, migration 0014)."""
+    rows: Rows = defaultdict(list)
+    for param in registry.indexed(resource_type):
+        if param.type == "composite":
+            try:
+                elements = param.extract(resource)
+            except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare Exception
+                log.debug("search parameter %s not evaluable: %s", param.code, exc)
+                continue
+            _add_composite_rows(rows, param, resource_type, resource, elements)
+    return rows
+
+
+def component_param(code: str, index: int) -> str:
+    """The index ``param`` of a composite's component rows: ``code-value-quantity$1``."""
+    return f"{code}${index}"
+
+
+def _add_composite_rows(
+    rows: Rows, param: SearchParam, resource_type: str, resource: dict[str, Any], elements: list[Any]
+) -> None:
+    """Rows of each component, tagged with the ordinal of the element they came from, so that a
+    search matches components of the same element only (R4 search.html#composite)."""
+    for ordinal, element in enumerate(elements):
+        try:
+            values = [c.extractor(element, resource) for c in param.components]
+        except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare Exception
+            log.debug("composite %s not evaluable: %s", param.code, exc)
+            return
+        if not all(values):  # an element without every component can match no composite value
+            continue
+        for index, (component, found) in enumerate(zip(param.components, values, strict=True)):
+            _add_rows(
+                rows, param, resource_type, found, component.type, component_param(param.code, index), ordinal
+            )
 
 
 @cache
@@ -311,9 +357,17 @@ def _add_compartment_rows(rows: Rows, resource_type: str, resource: dict[str, An
         rows["compartment"].append({"res_type": resource_type, "param": param, "patient_id": patient_id})
 
 
-def _add_rows(rows: Rows, param: SearchParam, resource_type: str, values: list[Any]) -> None:
-    common = {"res_type": resource_type, "param": param.code}
-    kind = param.type
+def _add_rows(
+    rows: Rows,
+    param: SearchParam,
+    resource_type: str,
+    values: list[Any],
+    kind: str | None = None,
+    code: str | None = None,
+    elem: int | None = None,
+) -> None:
+    common = {"res_type": resource_type, "param": code or param.code, "elem": elem}
+    kind = kind or param.type
     seen: set[tuple[Any, ...]] = set()
 
     def add(table: str, row: dict[str, Any]) -> None:
