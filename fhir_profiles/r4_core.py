@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any
 
 from fhir_profiles import DATA_DIR
+from fhir_profiles.conformance import Conformance, shipped
 
 CORE_DIR = DATA_DIR / "r4-core"
 
@@ -57,3 +58,11 @@ def value_sets() -> dict[str, dict[str, Any]]:
 def code_systems() -> dict[str, dict[str, Any]]:
     """R4 core CodeSystems by canonical url (``valuesets`` bundle)."""
     return _by_url("CodeSystem")
+
+
+@cache
+def terminology() -> Conformance:
+    """The CodeSystems and ValueSets search can expand (``:in``, ``:not-in``, ``:above``, ``:below``):
+    the R4 core ones, then ours (FR Core, base) which win on a shared url."""
+    core = [r for r in resources("valuesets") if r.get("resourceType") in {"CodeSystem", "ValueSet"}]
+    return Conformance([*core, *shipped().resources])

@@ -34,6 +34,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from coordination_api.errors import Category, FhirError, Issue
 from coordination_api.search.dates import MAX_US, MIN_US, InvalidDateError, parse_range
 from coordination_api.search.registry import CONTROL_PARAMS, SearchParam, SearchRegistry
+from coordination_api.search.terminology import subsumed, value_set_codes
 from coordination_api.search.values import (
     parse_number,
     parse_quantity,
@@ -44,7 +45,14 @@ from coordination_api.search.values import (
     split_unescaped,
     unescape,
 )
-from coordination_api.storage.indexer import URL_LIMIT, component_param, cut, normalize, parse_reference
+from coordination_api.storage.indexer import (
+    URL_LIMIT,
+    component_param,
+    cut,
+    normalize,
+    of_type_param,
+    parse_reference,
+)
 from coordination_api.storage.schema import INDEX_TABLES, idx_reference, resource
 
 SUMMARY_VALUES = {"true", "false", "text", "data", "count"}
@@ -548,13 +556,71 @@ class SearchCompiler:
         if modifier == "text":
             ors = [self._prefix(table.c.text_norm, normalize(raw)) for raw in split_or(value)]
             return self._indexed(rtype, cols, param, ors)
+        if modifier in {"in", "not-in"}:
+            ors = [clause for url in split_or(value) for clause in self._in_value_set(table, param, url)]
+            return self._indexed(rtype, cols, param, ors, negate=modifier == "not-in")
+        if modifier in {"above", "below"}:
+            ors = []
+            for raw in split_or(value, keep_escapes=True):
+                token = parse_token(raw)
+                codes = subsumed(token.system, token.code, modifier, param.code)
+                ors.append(and_(table.c.system == cut(token.system), table.c.code.in_(sorted(codes))))
+            return self._indexed(rtype, cols, param, ors)
+        if modifier == "of-type":
+            return self._of_type(rtype, cols, param, value)
         if modifier not in {"", "not"}:
-            raise FhirError(
-                Category.NOT_SUPPORTED,
-                f"Search parameter '{param.code}': modifier ':{modifier}' is not supported",
-            )
+            raise _bad(f"{param.code}:{modifier}", f"unknown modifier ':{modifier}' on a token parameter")
         ors = self._token_ors(table, param, value)
         return self._indexed(rtype, cols, param, ors, negate=modifier == "not")
+
+    @staticmethod
+    def _in_value_set(table: FromClause, param: SearchParam, url: str) -> list[ColumnElement[bool]]:
+        """The token is one of the codes of the value set (R4 search.html#token ``:in``); a token
+        without a system (an element of type ``code``, whose system is implicit) matches on its code."""
+        by_system: dict[str | None, set[str]] = {}
+        for system, code in value_set_codes(url, f"{param.code}:in"):
+            by_system.setdefault(system, set()).add(cut(code) or "")
+        out: list[ColumnElement[bool]] = []
+        for system, codes in sorted(by_system.items(), key=lambda item: item[0] or ""):
+            if system is None:
+                out.append(table.c.code.in_(sorted(codes)))
+            else:
+                system_matches = or_(table.c.system == cut(system), table.c.system.is_(None))
+                out.append(and_(table.c.code.in_(sorted(codes)), system_matches))
+        return out or [false()]
+
+    def _of_type(self, rtype: str, cols: Cols, param: SearchParam, value: str) -> ColumnElement[bool]:
+        """``identifier:of-type=system|code|value``: an Identifier whose type has that coding and whose
+        value is that value (R4 search.html#token); the type and value rows share ``elem``."""
+        kind = INDEX_TABLES["token"].alias()
+        ident = INDEX_TABLES["token"].alias()
+        ors: list[ColumnElement[bool]] = []
+        for raw in split_or(value, keep_escapes=True):
+            parts = split_unescaped(raw, "|")
+            if len(parts) != 3 or not all(parts):
+                raise _bad(f"{param.code}:of-type", f"'{unescape(raw)}' must be system|code|value")
+            ors.append(
+                and_(
+                    kind.c.system == cut(parts[0]),
+                    kind.c.code == cut(parts[1]),
+                    ident.c.code == cut(parts[2]),
+                )
+            )
+        sub = (
+            select(kind.c.res_pk)
+            .select_from(
+                kind.join(
+                    ident,
+                    and_(
+                        ident.c.res_pk == kind.c.res_pk,
+                        ident.c.elem == kind.c.elem,
+                        ident.c.param == of_type_param(param.code, 1),
+                    ),
+                )
+            )
+            .where(kind.c.param == of_type_param(param.code, 0), kind.c.res_type == rtype, or_(*ors))
+        )
+        return cols.pk.in_(sub)
 
     def _token_ors(self, table: FromClause, param: SearchParam, value: str) -> list[ColumnElement[bool]]:
         ors: list[ColumnElement[bool]] = []

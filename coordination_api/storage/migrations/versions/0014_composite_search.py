@@ -1,9 +1,9 @@
-"""Composite search parameters (R4 search.html#composite): index rows carry the ordinal of the element
-they came from (``elem``), and the component rows of the composites are written for the resources
-stored before (issue 18)
+"""Composite search parameters (R4 search.html#composite) and ``:of-type``: index rows carry the ordinal
+of the element they came from (``elem``); the rows of the composites' components and of typed
+Identifiers are written for the resources stored before (issue 18)
 
-Each resource of a type with composite parameters is read once; on a large store this runs for a while
-(one pass over those types, in batches).
+Each resource of a type with composite or identifier parameters is read once: on a large store this
+runs for a while (one pass, in batches).
 
 Revision ID: 0014
 Revises: 0013
@@ -35,13 +35,13 @@ def _backfill() -> None:
 
     from coordination_api.fhir.resources import supported_types
     from coordination_api.search.registry import SearchRegistry
-    from coordination_api.storage.indexer import composite_rows
+    from coordination_api.storage.indexer import composite_rows, identifier_param
     from coordination_api.storage.schema import INDEX_TABLES
 
     registry = SearchRegistry.default(supported_types())
     conn = op.get_bind()
     for res_type in sorted(registry.resource_types):
-        if not any(p.type == "composite" for p in registry.params(res_type).values()):
+        if not any(p.type == "composite" or identifier_param(p) for p in registry.params(res_type).values()):
             continue
         last = 0
         while True:
