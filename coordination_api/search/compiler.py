@@ -319,6 +319,8 @@ class SearchCompiler:
 
     def _include(self, query: SearchQuery, name: str, value: str) -> None:
         base, _, modifier = name.partition(":")
+        if base not in {"_include", "_revinclude"}:
+            raise _bad(name, "unknown parameter")
         if modifier not in {"", "iterate", "recurse"}:
             raise _bad(name, f"unknown modifier ':{modifier}'")
         iterate = modifier in {"iterate", "recurse"}
@@ -407,10 +409,8 @@ class SearchCompiler:
                 raise _bad(name, f"modifier ':{modifier}' is not supported")
             return or_(*(self._date_point(cols.last_updated, code, v) for v in split_or(value)))
         builder = getattr(self, f"_{param.type}", None)
-        if builder is None:
-            raise FhirError(
-                Category.NOT_SUPPORTED, f"Search parameter '{code}' of type {param.type} is not supported"
-            )
+        if builder is None:  # e.g. special (Location near): ignored and reported, or 400 when strict
+            raise _UnknownParamError(f"Search parameter '{code}' of type {param.type} is not supported")
         condition: ColumnElement[bool] = builder(resource_type, cols, param, modifier, value, base_url)
         return condition
 
