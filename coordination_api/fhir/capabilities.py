@@ -169,7 +169,6 @@ def _resources(svc: Services) -> tuple[dict[str, Any], ...]:
         search_params = [
             {"name": p.code, "definition": p.url, "type": p.type}
             for p in sorted(params.values(), key=lambda p: p.code)
-            if p.type != "composite"
         ]
         reference_params = [p for p in params.values() if p.type == "reference"]
         out.append(

@@ -86,6 +86,18 @@ def _link(link_base: str, params: list[tuple[str, str]], token: PageToken | None
     return f"{link_base}?{urlencode(params)}" if params else link_base
 
 
+def _beside_page(query: SearchQuery, names: list[str], strict: bool) -> None:
+    """A page token carries its search: parameters sent beside it are not applied, which a strict
+    client is told with a 400, a lenient one in the Bundle's OperationOutcome."""
+    if not names:
+        return
+    listed = ", ".join(sorted(set(names)))
+    message = f"Parameters sent with _page are not applied (the page token carries the search): {listed}"
+    if strict:
+        raise FhirError(Category.INVALID, message)
+    query.issues.append(Issue("warning", "not-supported", message))
+
+
 def search(resource_type: str) -> Response:
     check_type(resource_type, write=False)
     access.require(resource_type, "s")
@@ -99,6 +111,7 @@ def search(resource_type: str) -> Response:
             query = svc.compiler.compile(
                 resource_type, token.params, base_url=base_url(), strict=strict, hop_guard=access.hop_guard
             )
+            _beside_page(query, [name for name, _ in params if name != "_page"], strict)
             query.count, query.offset = token.count, token.offset
             query.set_cursor(token.after, token.backward)
         else:

@@ -28,21 +28,31 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import FromClause
 from sqlalchemy.sql.functions import FunctionElement
 
 from coordination_api.errors import Category, FhirError, Issue
 from coordination_api.search.dates import MAX_US, MIN_US, InvalidDateError, parse_range
 from coordination_api.search.registry import CONTROL_PARAMS, SearchParam, SearchRegistry
+from coordination_api.search.terminology import subsumed, value_set_codes
 from coordination_api.search.values import (
     parse_number,
     parse_quantity,
     parse_token,
+    split_keeping_escapes,
     split_or,
     split_prefix,
     split_unescaped,
     unescape,
 )
-from coordination_api.storage.indexer import URL_LIMIT, cut, normalize, parse_reference
+from coordination_api.storage.indexer import (
+    URL_LIMIT,
+    component_param,
+    cut,
+    normalize,
+    of_type_param,
+    parse_reference,
+)
 from coordination_api.storage.schema import INDEX_TABLES, idx_reference, resource
 
 SUMMARY_VALUES = {"true", "false", "text", "data", "count"}
@@ -309,6 +319,8 @@ class SearchCompiler:
 
     def _include(self, query: SearchQuery, name: str, value: str) -> None:
         base, _, modifier = name.partition(":")
+        if base not in {"_include", "_revinclude"}:
+            raise _bad(name, "unknown parameter")
         if modifier not in {"", "iterate", "recurse"}:
             raise _bad(name, f"unknown modifier ':{modifier}'")
         iterate = modifier in {"iterate", "recurse"}
@@ -397,10 +409,8 @@ class SearchCompiler:
                 raise _bad(name, f"modifier ':{modifier}' is not supported")
             return or_(*(self._date_point(cols.last_updated, code, v) for v in split_or(value)))
         builder = getattr(self, f"_{param.type}", None)
-        if builder is None:
-            raise FhirError(
-                Category.NOT_SUPPORTED, f"Search parameter '{code}' of type {param.type} is not supported"
-            )
+        if builder is None:  # e.g. special (Location near): ignored and reported, or 400 when strict
+            raise _UnknownParamError(f"Search parameter '{code}' of type {param.type} is not supported")
         condition: ColumnElement[bool] = builder(resource_type, cols, param, modifier, value, base_url)
         return condition
 
@@ -423,8 +433,12 @@ class SearchCompiler:
             raise _bad(f"{param.code}:missing", "value must be 'true' or 'false'")
         if param.code == "_id" or param.code == "_lastUpdated":
             return false() if value == "true" else true()
-        table = INDEX_TABLES[param.type]
-        where = (table.c.param == param.code, table.c.res_type == resource_type)
+        if param.type == "composite":  # present: some element has every component (see the indexer)
+            table = INDEX_TABLES[param.components[0].type]
+            where = (table.c.param == component_param(param.code, 0), table.c.res_type == resource_type)
+        else:
+            table = INDEX_TABLES[param.type]
+            where = (table.c.param == param.code, table.c.res_type == resource_type)
         if value == "true":
             return _absent(table, cols, where)
         return cols.pk.in_(select(table.c.res_pk).where(*where))
@@ -439,11 +453,89 @@ class SearchCompiler:
             raise _bad("_id", f"modifier ':{modifier}' is not supported")
         return cols.res_id.in_(ids)
 
+    # composite ------------------------------------------------------------------------------
+    def _composite(
+        self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> ColumnElement[bool]:
+        """``code-value-quantity=http://loinc.org|8480-6$gt100``: every component matches a value of
+        the same element (R4 search.html#composite), i.e. index rows with the same ``elem``."""
+        if modifier:
+            raise _bad(f"{param.code}:{modifier}", "modifiers are not supported on a composite parameter")
+        components = param.components
+        tables = [INDEX_TABLES[c.type].alias() for c in components]
+        as_params = [
+            SearchParam(param.code, c.type, param.url, c.expression, c.targets, (), (), resource_type=rtype)
+            for c in components
+        ]
+        alternatives: list[ColumnElement[bool]] = []
+        for raw in split_or(value, keep_escapes=True):
+            pieces = split_keeping_escapes(raw, "$")
+            if len(pieces) != len(components):
+                raise _bad(
+                    param.code,
+                    f"'{unescape(raw)}' must have {len(components)} components separated by '$'",
+                )
+            alternatives.append(
+                and_(
+                    *(
+                        or_(*self._component_ors(table, sub, piece, base_url))
+                        for table, sub, piece in zip(tables, as_params, pieces, strict=True)
+                    )
+                )
+            )
+        first = tables[0]
+        joined: Any = first
+        for index, table in enumerate(tables[1:], start=1):
+            joined = joined.join(
+                table,
+                and_(
+                    table.c.res_pk == first.c.res_pk,
+                    table.c.elem == first.c.elem,
+                    table.c.param == component_param(param.code, index),
+                ),
+            )
+        sub = (
+            select(first.c.res_pk)
+            .select_from(joined)
+            .where(
+                first.c.param == component_param(param.code, 0),
+                first.c.res_type == rtype,
+                or_(*alternatives),
+            )
+        )
+        return cols.pk.in_(sub)
+
+    def _component_ors(
+        self, table: FromClause, param: SearchParam, piece: str, base_url: str
+    ) -> list[ColumnElement[bool]]:
+        if not piece:
+            raise _bad(param.code, "every component of a composite value needs a value")
+        match param.type:
+            case "token":
+                return self._token_ors(table, param, piece)
+            case "quantity":
+                return self._quantity_ors(table, param, piece)
+            case "date":
+                return self._date_ors(table, param, piece)
+            case "number":
+                return self._number_ors(table, param, piece)
+            case "string":
+                return self._string_ors(table, param, "", piece, base_url)
+            case "uri":
+                return self._uri_ors(table, param, "", piece)
+            case _:
+                return self._reference_ors(table, param, "", piece, base_url)
+
     # string ---------------------------------------------------------------------------------
     def _string(
         self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
     ) -> ColumnElement[bool]:
-        table = INDEX_TABLES["string"]
+        ors = self._string_ors(INDEX_TABLES["string"], param, modifier, value, base_url)
+        return self._indexed(rtype, cols, param, ors)
+
+    def _string_ors(
+        self, table: FromClause, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> list[ColumnElement[bool]]:
         ors: list[ColumnElement[bool]] = []
         for raw in split_or(value):
             if modifier == "exact":
@@ -454,23 +546,84 @@ class SearchCompiler:
                 ors.append(self._prefix(table.c.value_norm, normalize(raw)))
             else:
                 raise _bad(f"{param.code}:{modifier}", "modifier not supported on a string parameter")
-        return self._indexed(rtype, cols, param, ors)
+        return ors
 
     # token ----------------------------------------------------------------------------------
     def _token(
         self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
     ) -> ColumnElement[bool]:
         table = INDEX_TABLES["token"]
-        ors: list[ColumnElement[bool]] = []
         if modifier == "text":
-            for raw in split_or(value):
-                ors.append(self._prefix(table.c.text_norm, normalize(raw)))
+            ors = [self._prefix(table.c.text_norm, normalize(raw)) for raw in split_or(value)]
             return self._indexed(rtype, cols, param, ors)
+        if modifier in {"in", "not-in"}:
+            ors = [clause for url in split_or(value) for clause in self._in_value_set(table, param, url)]
+            return self._indexed(rtype, cols, param, ors, negate=modifier == "not-in")
+        if modifier in {"above", "below"}:
+            ors = []
+            for raw in split_or(value, keep_escapes=True):
+                token = parse_token(raw)
+                codes = subsumed(token.system, token.code, modifier, param.code)
+                ors.append(and_(table.c.system == cut(token.system), table.c.code.in_(sorted(codes))))
+            return self._indexed(rtype, cols, param, ors)
+        if modifier == "of-type":
+            return self._of_type(rtype, cols, param, value)
         if modifier not in {"", "not"}:
-            raise FhirError(
-                Category.NOT_SUPPORTED,
-                f"Search parameter '{param.code}': modifier ':{modifier}' is not supported",
+            raise _bad(f"{param.code}:{modifier}", f"unknown modifier ':{modifier}' on a token parameter")
+        ors = self._token_ors(table, param, value)
+        return self._indexed(rtype, cols, param, ors, negate=modifier == "not")
+
+    @staticmethod
+    def _in_value_set(table: FromClause, param: SearchParam, url: str) -> list[ColumnElement[bool]]:
+        """The token is one of the codes of the value set (R4 search.html#token ``:in``); a token
+        without a system (an element of type ``code``, whose system is implicit) matches on its code."""
+        by_system: dict[str | None, set[str]] = {}
+        for system, code in value_set_codes(url, f"{param.code}:in"):
+            by_system.setdefault(system, set()).add(cut(code) or "")
+        out: list[ColumnElement[bool]] = []
+        for system, codes in sorted(by_system.items(), key=lambda item: item[0] or ""):
+            if system is None:
+                out.append(table.c.code.in_(sorted(codes)))
+            else:
+                system_matches = or_(table.c.system == cut(system), table.c.system.is_(None))
+                out.append(and_(table.c.code.in_(sorted(codes)), system_matches))
+        return out or [false()]
+
+    def _of_type(self, rtype: str, cols: Cols, param: SearchParam, value: str) -> ColumnElement[bool]:
+        """``identifier:of-type=system|code|value``: an Identifier whose type has that coding and whose
+        value is that value (R4 search.html#token); the type and value rows share ``elem``."""
+        kind = INDEX_TABLES["token"].alias()
+        ident = INDEX_TABLES["token"].alias()
+        ors: list[ColumnElement[bool]] = []
+        for raw in split_or(value, keep_escapes=True):
+            parts = split_unescaped(raw, "|")
+            if len(parts) != 3 or not all(parts):
+                raise _bad(f"{param.code}:of-type", f"'{unescape(raw)}' must be system|code|value")
+            ors.append(
+                and_(
+                    kind.c.system == cut(parts[0]),
+                    kind.c.code == cut(parts[1]),
+                    ident.c.code == cut(parts[2]),
+                )
             )
+        sub = (
+            select(kind.c.res_pk)
+            .select_from(
+                kind.join(
+                    ident,
+                    and_(
+                        ident.c.res_pk == kind.c.res_pk,
+                        ident.c.elem == kind.c.elem,
+                        ident.c.param == of_type_param(param.code, 1),
+                    ),
+                )
+            )
+            .where(kind.c.param == of_type_param(param.code, 0), kind.c.res_type == rtype, or_(*ors))
+        )
+        return cols.pk.in_(sub)
+
+    def _token_ors(self, table: FromClause, param: SearchParam, value: str) -> list[ColumnElement[bool]]:
+        ors: list[ColumnElement[bool]] = []
         for raw in split_or(value, keep_escapes=True):
             token = parse_token(raw)
             clauses: list[ColumnElement[bool]] = []
@@ -483,7 +636,7 @@ class SearchCompiler:
             if token.code is None and not token.system:
                 raise _bad(param.code, f"'{raw}' has neither a system nor a code")
             ors.append(and_(*clauses))
-        return self._indexed(rtype, cols, param, ors, negate=modifier == "not")
+        return ors
 
     # date -----------------------------------------------------------------------------------
     def _date(
@@ -491,9 +644,11 @@ class SearchCompiler:
     ) -> ColumnElement[bool]:
         if modifier:
             raise _bad(f"{param.code}:{modifier}", "modifier not supported on a date parameter")
-        table = INDEX_TABLES["date"]
-        ors = [self._date_range(table.c.low, table.c.high, param.code, raw) for raw in split_or(value)]
+        ors = self._date_ors(INDEX_TABLES["date"], param, value)
         return self._indexed(rtype, cols, param, ors)
+
+    def _date_ors(self, table: FromClause, param: SearchParam, value: str) -> list[ColumnElement[bool]]:
+        return [self._date_range(table.c.low, table.c.high, param.code, raw) for raw in split_or(value)]
 
     def _date_point(self, column: ColumnElement[Any], code: str, raw: str) -> ColumnElement[bool]:
         return self._date_range(column, column, code, raw)
@@ -560,20 +715,25 @@ class SearchCompiler:
     ) -> ColumnElement[bool]:
         if modifier:
             raise _bad(f"{param.code}:{modifier}", "modifier not supported on a number parameter")
-        table = INDEX_TABLES["number"]
+        return self._indexed(rtype, cols, param, self._number_ors(INDEX_TABLES["number"], param, value))
+
+    def _number_ors(self, table: FromClause, param: SearchParam, value: str) -> list[ColumnElement[bool]]:
         ors = []
         for raw in split_or(value):
             prefix, text = split_prefix(raw)
             number = parse_number(text, param.code)
             ors.append(self._numeric(table.c.value, prefix, number.low, number.high, number.value))
-        return self._indexed(rtype, cols, param, ors)
+        return ors
 
     def _quantity(
         self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
     ) -> ColumnElement[bool]:
         if modifier:
             raise _bad(f"{param.code}:{modifier}", "modifier not supported on a quantity parameter")
-        table = INDEX_TABLES["quantity"]
+        ors = self._quantity_ors(INDEX_TABLES["quantity"], param, value)
+        return self._indexed(rtype, cols, param, ors)
+
+    def _quantity_ors(self, table: FromClause, param: SearchParam, value: str) -> list[ColumnElement[bool]]:
         ors = []
         for raw in split_or(value, keep_escapes=True):
             quantity = parse_quantity(raw, param.code)
@@ -588,13 +748,17 @@ class SearchCompiler:
                 else:
                     clauses.append(table.c.code == code)
             ors.append(and_(*clauses))
-        return self._indexed(rtype, cols, param, ors)
+        return ors
 
     # uri ------------------------------------------------------------------------------------
     def _uri(
         self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
     ) -> ColumnElement[bool]:
-        table = INDEX_TABLES["uri"]
+        return self._indexed(rtype, cols, param, self._uri_ors(INDEX_TABLES["uri"], param, modifier, value))
+
+    def _uri_ors(
+        self, table: FromClause, param: SearchParam, modifier: str, value: str
+    ) -> list[ColumnElement[bool]]:
         ors: list[ColumnElement[bool]] = []
         for raw in split_or(value):
             if modifier == "":
@@ -608,13 +772,18 @@ class SearchCompiler:
                 ors.append(table.c.value.in_(sorted(prefixes)))
             else:
                 raise _bad(f"{param.code}:{modifier}", "modifier not supported on a uri parameter")
-        return self._indexed(rtype, cols, param, ors)
+        return ors
 
     # reference ------------------------------------------------------------------------------
     def _reference(
         self, rtype: str, cols: Cols, param: SearchParam, modifier: str, value: str, base_url: str
     ) -> ColumnElement[bool]:
-        table = idx_reference
+        ors = self._reference_ors(idx_reference, param, modifier, value, base_url)
+        return self._indexed(rtype, cols, param, ors)
+
+    def _reference_ors(
+        self, table: FromClause, param: SearchParam, modifier: str, value: str, base_url: str
+    ) -> list[ColumnElement[bool]]:
         ors: list[ColumnElement[bool]] = []
         type_modifier = self._type_modifier(param, modifier)
         for raw in split_or(value, keep_escapes=True):
@@ -629,8 +798,8 @@ class SearchCompiler:
                     clauses.append(table.c.identifier_system == cut(token.system))
                 ors.append(and_(*clauses) if clauses else false())
                 continue
-            ors.append(self._reference_value(param, type_modifier, raw, base_url))
-        return self._indexed(rtype, cols, param, ors)
+            ors.append(self._reference_value(table, param, type_modifier, raw, base_url))
+        return ors
 
     def _type_modifier(self, param: SearchParam, modifier: str) -> str | None:
         if modifier in {"", "identifier"}:
@@ -647,9 +816,8 @@ class SearchCompiler:
 
     @staticmethod
     def _reference_value(
-        param: SearchParam, type_modifier: str | None, raw: str, base_url: str
+        table: FromClause, param: SearchParam, type_modifier: str | None, raw: str, base_url: str
     ) -> ColumnElement[bool]:
-        table = idx_reference
         text = raw
         if base_url and text.startswith(base_url + "/"):
             text = text[len(base_url) + 1 :]

@@ -20,6 +20,7 @@ Extractor = Callable[[dict[str, Any]], list[Any]]
 _SIMPLE_PATH = re.compile(r"^[A-Z][A-Za-z]*(\.[a-z][A-Za-z0-9]*)+$")
 _AS_SPACE = re.compile(r"^(?P<path>.+?)\s+as\s+(?P<type>[A-Za-z]+)$")
 _AS_CALL = re.compile(r"^(?P<path>.+?)\.as\((?P<type>[A-Za-z]+)\)$")
+_OF_TYPE_CALL = re.compile(r"^(?P<path>.+?)\.ofType\((?P<type>[A-Za-z]+)\)$")
 _RESOLVE_IS = re.compile(r"^(?P<path>.+?)\.where\(resolve\(\)\s+is\s+(?P<type>[A-Za-z]+)\)$")
 _RESOURCE_BASES = {"Resource", "DomainResource"}
 
@@ -183,7 +184,8 @@ def _special_extractor(text: str) -> Extractor | None:
     return None
 
 
-def compile_part(part: str) -> Extractor:
+def _direct_extractor(part: str) -> Extractor | None:
+    """The fast evaluator for the shapes it knows, None for anything else."""
     text = _strip_parens(part)
     special = _special_extractor(text)
     if special is not None:
@@ -195,10 +197,60 @@ def compile_part(part: str) -> Extractor:
     match = _AS_SPACE.match(text) or _AS_CALL.match(text)
     if match:
         text, choice_type = _strip_parens(match.group("path")), match.group("type")
-    simple = _simple_extractor(text, choice_type, resolve_type)
-    if simple is not None:
-        return simple
-    return _fhirpath_extractor(_strip_parens(part))
+    else:
+        # ofType() on a choice element is its typed name (value.ofType(Quantity): valueQuantity).
+        match = _OF_TYPE_CALL.match(text)
+        if match and match.group("path").rsplit(".", 1)[-1] in _choice_names():
+            text, choice_type = _strip_parens(match.group("path")), match.group("type")
+        elif match:
+            return None
+    return _simple_extractor(text, choice_type, resolve_type)
+
+
+def compile_part(part: str) -> Extractor:
+    return _direct_extractor(part) or _fhirpath_extractor(_strip_parens(part))
+
+
+# (element, resource) -> values: a composite component's expression runs on one element of the
+# composite's base expression; ``%resource`` is the resource itself (R4 search.html#composite).
+RelativeExtractor = Callable[[Any, dict[str, Any]], list[Any]]
+
+
+def compile_relative(expression: str) -> RelativeExtractor:
+    """An extractor for an expression relative to an element (a composite component)."""
+    members: list[tuple[bool, Extractor]] = []
+    for part in split_union(expression):
+        text = _strip_parens(part)
+        if text.startswith("%resource."):
+            # Any capitalised root names "the node the path starts from" for the direct evaluator.
+            rooted = "Resource." + text[len("%resource.") :]
+            members.append((True, _direct_extractor(rooted) or _fhirpath_extractor(rooted)))
+        else:
+            members.append((False, _direct_extractor("Element." + text) or _fhirpath_extractor(text)))
+
+    def extract(node: Any, resource: dict[str, Any]) -> list[Any]:
+        out: list[Any] = []
+        for from_root, extractor in members:
+            if from_root:
+                out.extend(extractor(resource))
+            elif isinstance(node, dict):
+                out.extend(extractor(node))
+        return out
+
+    return extract
+
+
+def compile_elements(parts: list[str], resource_type: str) -> Extractor:
+    """The elements a composite's base expression selects; ``Observation`` alone is the resource."""
+    extractors = [(lambda r: [r]) if _strip_parens(p) == resource_type else compile_part(p) for p in parts]
+
+    def extract(resource: dict[str, Any]) -> list[Any]:
+        out: list[Any] = []
+        for extractor in extractors:
+            out.extend(extractor(resource))
+        return out
+
+    return extract
 
 
 def compile_expression(parts: list[str]) -> Extractor:

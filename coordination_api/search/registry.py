@@ -7,7 +7,15 @@ from functools import cached_property
 from typing import Any
 
 import fhir_profiles
-from coordination_api.search.expressions import Extractor, compile_expression, restrict_to_type
+from coordination_api.search.expressions import (
+    Extractor,
+    RelativeExtractor,
+    compile_elements,
+    compile_expression,
+    compile_relative,
+    restrict_to_type,
+)
+from fhir_profiles import r4_core
 
 # Parameters answered from resource columns, not index tables (R4 search.html#all).
 COLUMN_PARAMS = {"_id", "_lastUpdated"}
@@ -29,6 +37,24 @@ CONTROL_PARAMS = {
 
 
 @dataclass(frozen=True)
+class Component:
+    """One component of a composite parameter: the type of the parameter its ``definition`` names,
+    and an expression relative to the composite's element (R4 SearchParameter.component)."""
+
+    type: str
+    expression: str
+    targets: tuple[str, ...] = ()
+
+    @cached_property
+    def extractor(self) -> RelativeExtractor:
+        return compile_relative(self.expression)
+
+
+# The types a component may have: those whose values the index tables hold.
+COMPONENT_TYPES = {"token", "quantity", "date", "string", "number", "uri", "reference"}
+
+
+@dataclass(frozen=True)
 class SearchParam:
     """One search parameter as it applies to one resource type."""
 
@@ -40,9 +66,14 @@ class SearchParam:
     modifiers: tuple[str, ...]
     comparators: tuple[str, ...]
     parts: tuple[str, ...] = field(default=())
+    # A composite's components, in definition order (its values are ``value0$value1...``).
+    components: tuple[Component, ...] = field(default=())
+    resource_type: str = ""
 
     @cached_property
     def extractor(self) -> Extractor:
+        if self.type == "composite":
+            return compile_elements(list(self.parts), self.resource_type)
         return compile_expression(list(self.parts))
 
     def extract(self, resource: dict[str, Any]) -> list[Any]:
@@ -52,19 +83,46 @@ class SearchParam:
 class SearchRegistry:
     """Which parameters each resource type supports, with their compiled extractors."""
 
-    def __init__(self, definitions: tuple[dict[str, Any], ...], resource_types: frozenset[str]) -> None:
+    def __init__(
+        self,
+        definitions: tuple[dict[str, Any], ...],
+        resource_types: frozenset[str],
+        references: tuple[dict[str, Any], ...] = (),
+    ) -> None:
+        """``references``: further definitions a composite's components may name (by url)."""
         self.resource_types = resource_types
         self._by_type: dict[str, dict[str, SearchParam]] = {t: {} for t in resource_types}
+        self._by_url = {d["url"]: d for d in (*references, *definitions) if isinstance(d.get("url"), str)}
         for definition in definitions:
             self._add(definition)
 
     @classmethod
     def default(cls, resource_types: frozenset[str]) -> SearchRegistry:
-        return cls(fhir_profiles.search_parameters(), resource_types)
+        # The R4 composites come from the official bundle (the transcription has none).
+        core = r4_core.search_parameters()
+        return cls(
+            (*fhir_profiles.search_parameters(), *r4_core.composite_search_parameters()), resource_types, core
+        )
+
+    def _components(self, definition: dict[str, Any]) -> tuple[Component, ...] | None:
+        """The components of a composite, None when one names no usable parameter."""
+        out: list[Component] = []
+        for component in definition.get("component", []):
+            named = self._by_url.get(component.get("definition", ""))
+            expression = component.get("expression")
+            if named is None or named.get("type") not in COMPONENT_TYPES or not expression:
+                return None
+            out.append(Component(named["type"], expression, tuple(named.get("target", []))))
+        return tuple(out) if len(out) >= 2 else None
 
     def _add(self, definition: dict[str, Any]) -> None:
-        unusable = definition.get("type") == "composite" or not definition.get("expression")
-        if unusable and definition.get("code") not in COLUMN_PARAMS:
+        components: tuple[Component, ...] = ()
+        if definition.get("type") == "composite":
+            found = self._components(definition)
+            if found is None:
+                return
+            components = found
+        if not definition.get("expression") and definition.get("code") not in COLUMN_PARAMS:
             return
         bases = definition.get("base", [])
         types = self.resource_types if "Resource" in bases or "DomainResource" in bases else bases
@@ -84,6 +142,8 @@ class SearchRegistry:
                 modifiers=tuple(definition.get("modifier", [])),
                 comparators=tuple(definition.get("comparator", [])),
                 parts=tuple(parts),
+                components=components,
+                resource_type=resource_type,
             )
 
     def params(self, resource_type: str) -> dict[str, SearchParam]:

@@ -59,6 +59,28 @@ def split_unescaped(value: str, sep: str) -> list[str]:
     return parts
 
 
+def split_keeping_escapes(value: str, sep: str) -> list[str]:
+    """Split on an unescaped separator, every escape left in place for the pieces' own parsing
+    (``$`` between the components of a composite value, R4 search.html#composite)."""
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in value:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            current.append(char)
+            escaped = True
+        elif char == sep:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
 def unescape(value: str) -> str:
     """Drop the backslash of every escape sequence (``\\,`` ``\\|`` ``\\$`` ``\\\\``)."""
     return "".join(split_unescaped(value, ""))

@@ -224,10 +224,104 @@ def index_rows(registry: SearchRegistry, resource_type: str, resource: dict[str,
         except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare Exception on unsupported functions
             log.debug("search parameter %s not evaluable: %s", param.code, exc)
             continue
-        if values:
+        if not values:
+            continue
+        if param.type == "composite":
+            _add_composite_rows(rows, param, resource_type, resource, values)
+        else:
             _add_rows(rows, param, resource_type, values)
+            if identifier_param(param):
+                _of_type_rows(rows, param, resource_type, values)
     _add_compartment_rows(rows, resource_type, resource)
+    for kind, kind_rows in rows.items():  # one column set per table (executemany, COPY)
+        if kind != "compartment":
+            for row in kind_rows:
+                row.setdefault("elem", None)
     return rows
+
+
+def composite_rows(registry: SearchRegistry, resource_type: str, resource: dict[str, Any]) -> Rows:
+    """The rows of the composite parameters and of ``:of-type`` only (to backfill them, migration 0014)."""
+    rows: Rows = defaultdict(list)
+    for param in registry.indexed(resource_type):
+        if identifier_param(param):
+            try:
+                values = param.extract(resource)
+            except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare Exception
+                log.debug("search parameter %s not evaluable: %s", param.code, exc)
+                continue
+            _of_type_rows(rows, param, resource_type, values)
+        elif param.type == "composite":
+            try:
+                elements = param.extract(resource)
+            except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare Exception
+                log.debug("search parameter %s not evaluable: %s", param.code, exc)
+                continue
+            _add_composite_rows(rows, param, resource_type, resource, elements)
+    return rows
+
+
+def of_type_param(code: str, index: int) -> str:
+    """The index ``param`` of the rows ``:of-type`` searches: 0 the Identifier's type codings, 1 its
+    value, rows of one Identifier sharing ``elem`` (R4 search.html#token)."""
+    return component_param(f"{code}:of-type", index)
+
+
+def _of_type_rows(rows: Rows, param: SearchParam, resource_type: str, values: list[Any]) -> None:
+    ordinal = 0
+    for value in values:
+        if not isinstance(value, dict) or not isinstance(value.get("value"), str):
+            continue
+        kind = value.get("type")
+        codings = kind.get("coding") if isinstance(kind, dict) else None
+        if not isinstance(codings, list):
+            continue
+        typed = [c for c in codings if isinstance(c, dict) and isinstance(c.get("code"), str)]
+        if not typed:
+            continue
+        common = {"res_type": resource_type, "elem": ordinal, "text_norm": None}
+        for coding in typed:
+            rows["token"].append(
+                {
+                    **common,
+                    "param": of_type_param(param.code, 0),
+                    "system": cut(coding.get("system")),
+                    "code": cut(coding["code"]),
+                }
+            )
+        rows["token"].append(
+            {**common, "param": of_type_param(param.code, 1), "system": None, "code": cut(value["value"])}
+        )
+        ordinal += 1
+
+
+def identifier_param(param: SearchParam) -> bool:
+    """Token parameters that may hold Identifiers (the ones ``:of-type`` applies to)."""
+    return param.type == "token" and "identifier" in param.expression.lower()
+
+
+def component_param(code: str, index: int) -> str:
+    """The index ``param`` of a composite's component rows: ``code-value-quantity$1``."""
+    return f"{code}${index}"
+
+
+def _add_composite_rows(
+    rows: Rows, param: SearchParam, resource_type: str, resource: dict[str, Any], elements: list[Any]
+) -> None:
+    """Rows of each component, tagged with the ordinal of the element they came from, so that a
+    search matches components of the same element only (R4 search.html#composite)."""
+    for ordinal, element in enumerate(elements):
+        try:
+            values = [c.extractor(element, resource) for c in param.components]
+        except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare Exception
+            log.debug("composite %s not evaluable: %s", param.code, exc)
+            return
+        if not all(values):  # an element without every component can match no composite value
+            continue
+        for index, (component, found) in enumerate(zip(param.components, values, strict=True)):
+            _add_rows(
+                rows, param, resource_type, found, component.type, component_param(param.code, index), ordinal
+            )
 
 
 @cache
@@ -311,9 +405,17 @@ def _add_compartment_rows(rows: Rows, resource_type: str, resource: dict[str, An
         rows["compartment"].append({"res_type": resource_type, "param": param, "patient_id": patient_id})
 
 
-def _add_rows(rows: Rows, param: SearchParam, resource_type: str, values: list[Any]) -> None:
-    common = {"res_type": resource_type, "param": param.code}
-    kind = param.type
+def _add_rows(
+    rows: Rows,
+    param: SearchParam,
+    resource_type: str,
+    values: list[Any],
+    kind: str | None = None,
+    code: str | None = None,
+    elem: int | None = None,
+) -> None:
+    common = {"res_type": resource_type, "param": code or param.code, "elem": elem}
+    kind = kind or param.type
     seen: set[tuple[Any, ...]] = set()
 
     def add(table: str, row: dict[str, Any]) -> None:

@@ -83,7 +83,12 @@ conditional_create = Table(
 )
 
 
-def _index_table(name: str, *columns: Column[object], indexes: list[tuple[str, ...]]) -> Table:
+def _index_table(
+    name: str, *columns: Column[object], indexes: list[tuple[str, ...]], composite: bool = True
+) -> Table:
+    # elem: for the rows of a composite's components, the ordinal of the element they came from
+    # (rows of one element match together, R4 search.html#composite); NULL for other rows.
+    elem = [Column("elem", Integer, nullable=True)] if composite else []
     table = Table(
         name,
         metadata,
@@ -91,6 +96,7 @@ def _index_table(name: str, *columns: Column[object], indexes: list[tuple[str, .
         Column("res_type", String(64), nullable=False),
         Column("param", String(100), nullable=False),
         *columns,
+        *elem,
         Index(None, "res_pk"),
     )
     for cols in indexes:
@@ -169,6 +175,7 @@ idx_compartment = _index_table(
     "idx_compartment",
     Column("patient_id", String(64), nullable=False),
     indexes=[("patient_id", "res_pk")],
+    composite=False,
 )
 
 INDEX_TABLES = {

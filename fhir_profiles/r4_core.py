@@ -1,0 +1,68 @@
+"""The official FHIR R4 (4.0.1) definition bundles shipped in ``data/r4-core`` (see its README), as data.
+
+This module imports nothing of ours (see ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from functools import cache
+from typing import Any
+
+from fhir_profiles import DATA_DIR
+from fhir_profiles.conformance import Conformance, shipped
+
+CORE_DIR = DATA_DIR / "r4-core"
+
+
+@cache
+def bundle(name: str) -> dict[str, Any]:
+    """One definition bundle by file stem, e.g. ``search-parameters``, ``valuesets``."""
+    with gzip.open(CORE_DIR / f"{name}.json.gz", "rt", encoding="utf-8") as handle:
+        data: dict[str, Any] = json.load(handle)
+    return data
+
+
+def resources(name: str) -> tuple[dict[str, Any], ...]:
+    return tuple(e["resource"] for e in bundle(name).get("entry", []) if isinstance(e.get("resource"), dict))
+
+
+@cache
+def search_parameters() -> tuple[dict[str, Any], ...]:
+    """Every R4 core SearchParameter, composites included."""
+    return tuple(r for r in resources("search-parameters") if r.get("resourceType") == "SearchParameter")
+
+
+@cache
+def composite_search_parameters() -> tuple[dict[str, Any], ...]:
+    """The R4 core composite SearchParameters (search.html#composite)."""
+    return tuple(r for r in search_parameters() if r.get("type") == "composite")
+
+
+def _by_url(kind: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for res in resources("valuesets"):
+        if res.get("resourceType") == kind and isinstance(res.get("url"), str):
+            out.setdefault(res["url"], res)
+    return out
+
+
+@cache
+def value_sets() -> dict[str, dict[str, Any]]:
+    """R4 core ValueSets by canonical url (``valuesets`` bundle)."""
+    return _by_url("ValueSet")
+
+
+@cache
+def code_systems() -> dict[str, dict[str, Any]]:
+    """R4 core CodeSystems by canonical url (``valuesets`` bundle)."""
+    return _by_url("CodeSystem")
+
+
+@cache
+def terminology() -> Conformance:
+    """The CodeSystems and ValueSets search can expand (``:in``, ``:not-in``, ``:above``, ``:below``):
+    the R4 core ones, then ours (FR Core, base) which win on a shared url."""
+    core = [r for r in resources("valuesets") if r.get("resourceType") in {"CodeSystem", "ValueSet"}]
+    return Conformance([*core, *shipped().resources])
