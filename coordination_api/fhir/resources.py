@@ -17,7 +17,8 @@ import fhir_profiles
 from coordination_api.errors import Category, FhirError, Issue
 from coordination_api.fhir.elements import element_types, resource_model
 from coordination_api.fhir.http import check_depth, max_json_depth, too_deep
-from coordination_api.fhir.profiles import enforce
+from coordination_api.fhir.profiles import enforce, to_issue
+from fhir_profiles import base_rules
 from fhir_profiles.validator import control_character
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,15 @@ def _message(error: dict[str, Any], expression: str) -> str:
     return f"Invalid {expression}: {message}"
 
 
+def enforce_base(resource: dict[str, Any], root: str, *, entry_resources: bool = True) -> None:
+    """Refuse (422, every finding) a resource breaking a base R4 rule of the core definitions
+    (invariants, empty elements, ids; R4 conformance-rules.html)."""
+    findings = base_rules.check(resource, root, entry_resources=entry_resources)
+    if any(f.is_error for f in findings):
+        issues = [to_issue(f) for f in sorted(findings, key=lambda f: not f.is_error)]
+        raise FhirError(Category.UNPROCESSABLE, issues[0].diagnostics, issues=issues)
+
+
 def validate_resource(
     resource: Any,
     expected_type: str | None = None,
@@ -274,9 +284,10 @@ def validate_resource(
     *,
     profiles: bool = True,
     structure: bool = True,
+    base: bool = True,
 ) -> dict[str, Any]:
-    """Check a decoded resource: R4 structure (unless the caller checked it already, e.g. as part of
-    its Bundle), then French identifiers and claimed profiles (422)."""
+    """Check a decoded resource: R4 structure and the base R4 rules (unless the caller checked them
+    already, e.g. as part of its Bundle), then French identifiers and claimed profiles (422)."""
     if not isinstance(resource, dict):
         raise FhirError(Category.STRUCTURE, "A FHIR resource must be a JSON object")
     resource_type = resource.get("resourceType")
@@ -330,6 +341,8 @@ def validate_resource(
             expression=root,
         ) from exc
     _check_json_types(resource, model, root)
+    if base:
+        enforce_base(resource, root)
     if profiles:
         enforce(resource, root)
     return resource

@@ -1,6 +1,6 @@
 """$validate at type and instance level (R4 resource-operation-validate).
 
-Always 200 with an OperationOutcome listing every finding: base R4 structure, French identifier
+Always 200 with an OperationOutcome listing every finding: base R4 structure and rules, French identifier
 rules, the claimed meta.profile(s) and the ``profile`` parameter. Modes: create, update, delete.
 """
 
@@ -16,6 +16,7 @@ from coordination_api.fhir.context import services
 from coordination_api.fhir.http import check_content_type, fhir_json_response, read_body
 from coordination_api.fhir.profiles import policy, to_issue
 from coordination_api.fhir.resources import check_type, parse_json, validate_resource
+from fhir_profiles import base_rules
 
 MODES = {"create", "update", "delete"}
 
@@ -66,11 +67,13 @@ def _inputs(resource_type: str) -> tuple[dict[str, Any] | None, str, str | None]
 
 def _findings(resource: Any, resource_type: str, profile: str | None) -> list[Issue]:
     try:
-        validate_resource(resource, resource_type, profiles=False)
+        validate_resource(resource, resource_type, profiles=False, base=False)
     except FhirError as exc:
         return list(exc.issues)  # structure errors: the profile layer would only repeat them
     root = resource_type
-    return [to_issue(f) for f in policy().findings(resource, root, [profile] if profile else None)]
+    findings = base_rules.check(resource, root)
+    findings += policy().findings(resource, root, [profile] if profile else None)
+    return [to_issue(f) for f in findings]
 
 
 def _respond(issues: list[Issue]) -> Response:
