@@ -345,18 +345,22 @@ _DATE = re.compile(
 
 
 def compare_dates(left: Any, right: Any) -> int | None:
-    """-1/0/1 comparing two FHIR date/dateTime/instant strings, None when FHIRPath would give empty
-    (different precisions equal as far as both go) or the values do not parse."""
+    """-1/0/1 comparing two FHIR date/dateTime/instant strings, None when FHIRPath gives empty
+    (different precisions equal as far as both go); ValueError when not compared here."""
     a = _DATE.match(left) if isinstance(left, str) else None
     b = _DATE.match(right) if isinstance(right, str) else None
     if a is None or b is None:
-        return None
+        raise ValueError("not a date")
     if a.group(6) and b.group(6) and a.group(8) and b.group(8):
-        x = datetime.fromisoformat(left.replace("Z", "+00:00"))
-        y = datetime.fromisoformat(right.replace("Z", "+00:00"))
-        return (x > y) - (x < y)
+        # Leap seconds (:60) and the ends of the calendar do not fit datetime: leave it to FHIRPath.
+        try:
+            x = datetime.fromisoformat(left.replace("Z", "+00:00"))
+            y = datetime.fromisoformat(right.replace("Z", "+00:00"))
+            return (x > y) - (x < y)
+        except (ValueError, OverflowError):
+            raise ValueError("not comparable here") from None
     if bool(a.group(8)) != bool(b.group(8)) and a.group(4) and b.group(4):
-        return None  # one has a time zone and not the other: leave it to FHIRPath
+        raise ValueError("one has a time zone and not the other")
     xs = [g for g in a.groups()[:6] if g is not None]
     ys = [g for g in b.groups()[:6] if g is not None]
     for x_part, y_part in zip(xs, ys, strict=False):
@@ -374,14 +378,20 @@ def _per_1(value: Any, ctx: Context) -> bool | None:
     failure; so do we."""
     if not isinstance(value, dict) or "start" not in value or "end" not in value:
         return True
-    order = compare_dates(value["start"], value["end"])
+    try:
+        order = compare_dates(value["start"], value["end"])
+    except ValueError:
+        return None  # FHIRPath decides
     return order is not None and order <= 0
 
 
 def _task_inv_1(value: Any, ctx: Context) -> bool | None:
     if not isinstance(value, dict) or "lastModified" not in value or "authoredOn" not in value:
         return True
-    order = compare_dates(value["lastModified"], value["authoredOn"])
+    try:
+        order = compare_dates(value["lastModified"], value["authoredOn"])
+    except ValueError:
+        return None  # FHIRPath decides
     return None if order is None else order >= 0
 
 
@@ -607,6 +617,7 @@ def _compiled(expression: str) -> Callable[[Any, dict[str, Any]], Any] | None:
 class _Run:
     idx: Index
     entry_resources: bool = True
+    ignore: frozenset[str] = frozenset()
     issues: list[ValidationIssue] = field(default_factory=list)
 
     def add(self, severity: str, code: str, diagnostics: str, expression: str) -> None:
@@ -614,14 +625,19 @@ class _Run:
 
 
 def check(
-    resource: dict[str, Any], root: str | None = None, *, entry_resources: bool = True
+    resource: dict[str, Any],
+    root: str | None = None,
+    *,
+    entry_resources: bool = True,
+    ignore: frozenset[str] = frozenset(),
 ) -> list[ValidationIssue]:
     """Every base R4 finding for ``resource`` (a JSON object with ``resourceType``).
 
-    ``entry_resources=False`` skips ``Bundle.entry.resource`` (the caller validates them one by one).
+    ``entry_resources=False`` skips ``Bundle.entry.resource`` (the caller validates them one by one);
+    ``ignore``: invariant keys the caller checks itself.
     """
     idx = index()
-    run = _Run(idx, entry_resources)
+    run = _Run(idx, entry_resources, ignore)
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or resource_type not in idx.resources:
         return []
@@ -649,6 +665,8 @@ def _resource(run: _Run, resource: dict[str, Any], where: str, container: dict[s
 
 def _rules_on(run: _Run, rules: list[Rule], value: Any, where: str, ctx: Context) -> None:
     for rule in rules:
+        if rule.key in run.ignore:
+            continue
         reporting = REPORTING.get(rule.key)
         if reporting is not None:
             run.issues.extend(reporting(value, where))

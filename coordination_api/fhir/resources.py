@@ -268,13 +268,19 @@ def _message(error: dict[str, Any], expression: str) -> str:
     return f"Invalid {expression}: {message}"
 
 
-def enforce_base(resource: dict[str, Any], root: str, *, entry_resources: bool = True) -> None:
-    """Refuse (422, every finding) a resource breaking a base R4 rule of the core definitions
-    (invariants, empty elements, ids; R4 conformance-rules.html)."""
-    findings = base_rules.check(resource, root, entry_resources=entry_resources)
-    if any(f.is_error for f in findings):
+def enforce_base(
+    resource: dict[str, Any], root: str, *, entry_resources: bool = True, ignore: frozenset[str] = frozenset()
+) -> None:
+    """Refuse, with every finding, a resource breaking a base R4 rule of the core definitions
+    (R4 conformance-rules.html): 400 for empty elements and invalid ids (structure, as the model
+    checks), else 422 for invariants."""
+    findings = base_rules.check(resource, root, entry_resources=entry_resources, ignore=ignore)
+    errors = [f for f in findings if f.is_error]
+    if errors:
         issues = [to_issue(f) for f in sorted(findings, key=lambda f: not f.is_error)]
-        raise FhirError(Category.UNPROCESSABLE, issues[0].diagnostics, issues=issues)
+        invariants_only = all(f.code == "invariant" for f in errors)
+        category = Category.UNPROCESSABLE if invariants_only else Category.STRUCTURE
+        raise FhirError(category, issues[0].diagnostics, issues=issues)
 
 
 def validate_resource(
