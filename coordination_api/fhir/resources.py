@@ -18,6 +18,7 @@ from coordination_api.errors import Category, FhirError, Issue
 from coordination_api.fhir.elements import element_types, resource_model
 from coordination_api.fhir.http import check_depth, max_json_depth, too_deep
 from coordination_api.fhir.profiles import enforce, to_issue
+from fhir_profiles import base_rules
 from fhir_profiles.narrative import check_narrative
 from fhir_profiles.validator import control_character
 
@@ -314,6 +315,21 @@ def _refuse_narrative(resource: dict[str, Any], root: str) -> None:
         raise FhirError(Category.UNPROCESSABLE, issues[0].diagnostics, issues=issues)
 
 
+def enforce_base(
+    resource: dict[str, Any], root: str, *, entry_resources: bool = True, ignore: frozenset[str] = frozenset()
+) -> None:
+    """Refuse, with every finding, a resource breaking a base R4 rule of the core definitions
+    (R4 conformance-rules.html): 400 for empty elements and invalid ids (structure, as the model
+    checks), else 422 for invariants."""
+    findings = base_rules.check(resource, root, entry_resources=entry_resources, ignore=ignore)
+    errors = [f for f in findings if f.is_error]
+    if errors:
+        issues = [to_issue(f) for f in sorted(findings, key=lambda f: not f.is_error)]
+        invariants_only = all(f.code == "invariant" for f in errors)
+        category = Category.UNPROCESSABLE if invariants_only else Category.STRUCTURE
+        raise FhirError(category, issues[0].diagnostics, issues=issues)
+
+
 def validate_resource(
     resource: Any,
     expected_type: str | None = None,
@@ -322,10 +338,12 @@ def validate_resource(
     profiles: bool = True,
     structure: bool = True,
     narrative: bool = True,
+    base: bool = True,
 ) -> dict[str, Any]:
-    """Check a decoded resource: R4 structure (unless the caller checked it already, e.g. as part of
-    its Bundle), its narrative (txt-1, txt-2: 422), then French identifiers and claimed profiles (422).
-    ``narrative=False`` leaves the narrative to the caller (``$validate`` lists it with the rest)."""
+    """Check a decoded resource: R4 structure and the base R4 rules (unless the caller checked them
+    already, e.g. as part of its Bundle), its narrative (txt-1, txt-2: 422), then French identifiers
+    and claimed profiles (422). ``narrative=False`` leaves the narrative to the caller (``$validate``
+    lists it with the rest)."""
     if not isinstance(resource, dict):
         raise FhirError(Category.STRUCTURE, "A FHIR resource must be a JSON object")
     resource_type = resource.get("resourceType")
@@ -381,6 +399,8 @@ def validate_resource(
     _check_json_types(resource, model, root)
     if narrative:
         _refuse_narrative(resource, root)
+    if base:
+        enforce_base(resource, root)
     if profiles:
         enforce(resource, root)
     return resource

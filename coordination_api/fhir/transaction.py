@@ -27,7 +27,13 @@ from coordination_api.fhir.create import create_in
 from coordination_api.fhir.delete import conditional_delete_in, delete_in
 from coordination_api.fhir.http import base_url, check_content_type, fhir_json_response, prefer, read_body
 from coordination_api.fhir.links import rewrite_links
-from coordination_api.fhir.resources import check_type, parse_json, supported_types, validate_resource
+from coordination_api.fhir.resources import (
+    check_type,
+    enforce_base,
+    parse_json,
+    supported_types,
+    validate_resource,
+)
 from coordination_api.fhir.search import bundle_json
 from coordination_api.fhir.update import check_update_body, conditional_target, update_in
 from coordination_api.fhir.write_common import criteria_hash, find_matches, parse_criteria
@@ -602,7 +608,11 @@ def parse_bundle(body: bytes, max_entries: int) -> tuple[str, list[Any]]:
             {k: v for k, v in e.items() if k not in per_entry} if isinstance(e, dict) else e for e in entries
         ],
     }
-    validate_resource(envelope, "Bundle")
+    validate_resource(envelope, "Bundle", base=False)
+    # bdl-* on the whole Bundle; entry.request (bdl-3) is checked entry by entry (400, or that entry's
+    # failure in a batch); an empty transaction ("entry": []) stays accepted.
+    whole = {k: v for k, v in bundle.items() if not (k == "entry" and v == [])}
+    enforce_base(whole, "Bundle", entry_resources=False, ignore=frozenset({"bdl-3"}))
     return str(bundle_type), entries
 
 

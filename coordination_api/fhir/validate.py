@@ -1,7 +1,7 @@
 """$validate at type and instance level (R4 resource-operation-validate).
 
-Always 200 with an OperationOutcome listing every finding: base R4 structure, the narrative (txt-1,
-txt-2), French identifier rules, the claimed meta.profile(s) and the ``profile`` parameter (a
+Always 200 with an OperationOutcome listing every finding: base R4 structure and rules, the narrative
+(txt-1, txt-2), French identifier rules, the claimed meta.profile(s) and the ``profile`` parameter (a
 nominated profile the server does not have is an error: "if the profile is nominated and cannot be
 used, the server SHALL return an error"). Modes: create, update, delete. ``Parameters/$validate``
 validates a Parameters resource itself (R4 parameters.html: never stored, but a resource).
@@ -25,6 +25,7 @@ from coordination_api.fhir.resources import (
     parse_json,
     validate_resource,
 )
+from fhir_profiles import base_rules
 
 MODES = {"create", "update", "delete"}
 INPUT_NAMES = {"resource", "mode", "profile"}
@@ -96,12 +97,14 @@ def _inputs(resource_type: str) -> tuple[dict[str, Any] | None, str, str | None]
 
 def _findings(resource: Any, resource_type: str, profile: str | None) -> list[Issue]:
     try:
-        validate_resource(resource, resource_type, profiles=False, narrative=False)
+        validate_resource(resource, resource_type, profiles=False, narrative=False, base=False)
     except FhirError as exc:
         return list(exc.issues)  # structure errors: the profile layer would only repeat them
     root = resource_type
     issues = narrative_issues(resource, root)
-    return issues + [to_issue(f) for f in policy().findings(resource, root, [profile] if profile else None)]
+    findings = base_rules.check(resource, root)
+    findings += policy().findings(resource, root, [profile] if profile else None)
+    return issues + [to_issue(f) for f in findings]
 
 
 def _respond(issues: list[Issue]) -> Response:

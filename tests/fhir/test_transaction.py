@@ -462,6 +462,7 @@ def test_urn_uuid_is_replaced_in_uri_elements_and_narrative_but_not_canonical_or
         "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": pid},  # a string: not a link
         "subject": {"reference": pid},
         "content": [{"attachment": {"contentType": "application/fhir+json", "url": pid}}],
+        "context": {"related": [{"reference": "#prov"}]},  # dom-3: a contained resource is referenced
         "contained": [
             {
                 "resourceType": "Provenance",

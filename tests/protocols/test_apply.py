@@ -21,6 +21,7 @@ from tests.protocols.builders import (
 )
 
 PLAN = "retour-domicile-personne-agee"
+UCUM = "http://unitsofmeasure.org"
 
 
 def _apply(fhir: Fhir, **values: str) -> Any:
@@ -261,9 +262,9 @@ def _single_action(fhir: Fhir, action: dict[str, Any]) -> str:
 def test_an_absurd_delay_is_422_not_a_crash(fhir: Fhir) -> None:
     patient = new_patient(fhir)
     for timing in (
-        {"timingDuration": {"value": 99999999, "code": "a"}},
-        {"timingRange": {"low": {"value": 1e12, "code": "d"}}},
-        {"timingDuration": {"value": -2, "code": "d"}},
+        {"timingDuration": {"value": 99999999, "system": UCUM, "code": "a"}},
+        {"timingRange": {"low": {"value": 1e12, "system": UCUM, "code": "d"}}},
+        {"timingDuration": {"value": -2, "system": UCUM, "code": "d"}},
     ):
         definition = _single_action(fhir, {"title": "Visite", **timing})
         response = fhir.request("GET", f"/fhir/PlanDefinition/{definition}/$apply?subject={patient}")

@@ -1,0 +1,54 @@
+"""Agreement with the HL7 reference validator on R4 base-structure cases (issue 18).
+
+The cases are a subset of ``FHIR/fhir-test-cases`` ``validator/`` (``tests/data/fhir-test-cases``,
+see its README): each file is POSTed to ``[type]/$validate`` and "has errors / has none" is compared
+with the Java validator's outcome recorded in the manifest.
+
+Agreement: 44 of 46 (95.7 %) over HTTP; the misses are listed in ``KNOWN_MISSES`` with the reason
+(``base_rules.check`` alone agrees on 45 of 46: the Parameters one is the URL, not the rules). A miss
+that gets fixed does not fail the test; a new one does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Fhir
+
+CASES = Path(__file__).resolve().parent.parent / "data" / "fhir-test-cases"
+
+# name -> why we disagree with the reference validator.
+KNOWN_MISSES: dict[str, str] = {
+    "params-empty-r4": "Parameters is not a supported resource type yet: /fhir/Parameters/$validate is 404 "
+    "(another point of issue 18)",
+    "xml-bad-entities-json": "txt-1 (narrative XHTML, '&reg;' is not an XML entity): fhir_profiles.narrative "
+    "is wired into base_rules.REPORTING by another change",
+}
+
+
+def _manifest() -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = json.loads((CASES / "manifest.json").read_text())["test-cases"]
+    return cases
+
+
+def _has_errors(fhir: Fhir, case: dict[str, Any]) -> bool:
+    # A few files start with a UTF-8 byte-order mark: not what these cases test.
+    body = (CASES / case["file"]).read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        resource_type = json.loads(body).get("resourceType")
+    except ValueError:
+        resource_type = "Patient"  # not JSON: any type's $validate refuses the body
+    response = fhir.request("POST", f"/fhir/{resource_type}/$validate", body)
+    if response.status_code != 200:
+        assert response.status_code in {400, 404, 422}, (case["name"], response.status_code)
+        return True
+    return any(i["severity"] in {"error", "fatal"} for i in response.get_json()["issue"])
+
+
+def test_agreement_with_the_reference_validator(fhir: Fhir) -> None:
+    cases = _manifest()
+    misses = {c["name"] for c in cases if _has_errors(fhir, c) != c["has_errors"]}
+    assert misses <= set(KNOWN_MISSES), sorted(misses - set(KNOWN_MISSES))
+    assert (len(cases) - len(misses)) / len(cases) >= 0.95
