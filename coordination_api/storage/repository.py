@@ -55,6 +55,8 @@ class Stored:
     # The patients whose compartment holds this version, when the write that made it just indexed
     # them (None = not known here: ask idx_compartment).
     compartment: tuple[str, ...] | None = field(default=None, compare=False)
+    # True when the update that returned this made no version: the body was the current content.
+    unchanged: bool = field(default=False, compare=False)
 
     @property
     def etag(self) -> str:
@@ -91,6 +93,11 @@ def _with_meta(
     resource_type: str, res_id: str, body: dict[str, Any], version: int, ts: int
 ) -> tuple[str, dict[str, Any]]:
     """The canonical stored JSON (id and meta set by the server) and the dict it encodes."""
+    out = _full(resource_type, res_id, body, version, ts)
+    return orjson.dumps(out).decode(), out
+
+
+def _full(resource_type: str, res_id: str, body: dict[str, Any], version: int, ts: int) -> dict[str, Any]:
     meta = dict(body.get("meta") or {})
     meta["versionId"] = str(version)
     meta["lastUpdated"] = format_instant(ts)
@@ -98,7 +105,32 @@ def _with_meta(
     for key, value in body.items():
         if key not in out:
             out[key] = value
-    return orjson.dumps(out).decode(), out
+    return out
+
+
+# What the server sets on every version: the only difference a no-op update may have. The rest of
+# meta (profile, security, tag, source) is content: a change of it makes a version, as in HAPI.
+_SERVER_META = ("versionId", "lastUpdated")
+
+
+def _same_content(stored: str, new: dict[str, Any]) -> bool:
+    """Whether ``new`` says what the ``stored`` version says, server-set meta aside (a no-op update).
+    Dict comparison first (cheap, and no serialization on a real change); then the canonical bytes,
+    since dict equality holds ``1 == 1.0 == True`` and a decimal's precision is content."""
+    old: dict[str, Any] = orjson.loads(stored)
+    if old.keys() != new.keys() or any(v != old[k] for k, v in new.items() if k != "meta"):
+        return False
+    old_meta, new_meta = _content_meta(old), _content_meta(new)
+    if old_meta != new_meta:
+        return False
+    sort = orjson.OPT_SORT_KEYS
+    return orjson.dumps({**old, "meta": old_meta}, option=sort) == orjson.dumps(
+        {**new, "meta": new_meta}, option=sort
+    )
+
+
+def _content_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (resource.get("meta") or {}).items() if k not in _SERVER_META}
 
 
 _LOCAL_TAIL = re.compile(r"^([A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?)/?$")
@@ -414,7 +446,9 @@ class Repository:
         if_match: int | None = None,
         method: str = "PUT",
     ) -> tuple[Stored, bool]:
-        """Write a new version, or create it if absent (update-as-create). Returns (stored, created)."""
+        """Write a new version, or create it if absent (update-as-create). Returns (stored, created).
+        A body equal to the current version's content (server-set meta aside) writes nothing: the
+        current version comes back, marked ``unchanged``."""
         for _attempt in range(3):
             if if_match is None:
                 current = self.current(conn, res_type, res_id)
@@ -438,7 +472,15 @@ class Repository:
             body = localized(body, self.local_bases())
             for prepare in self.prepare:
                 body = prepare(conn, res_type, res_id, body)
-            content, full = _with_meta(res_type, res_id, body, version, ts)
+            full = _full(res_type, res_id, body, version, ts)
+            if current.content is not None and not current.deleted and _same_content(current.content, full):
+                # A no-op update (HAPI's behaviour): no version, no history, no hooks; the answer is
+                # the current version. The access rule still judges the write, as it would the new
+                # version (same content, same compartments), and the audit records the attempt.
+                if self.guard is not None:
+                    self.guard(conn, [current], "after")
+                return replace(current, unchanged=True), False
+            content = orjson.dumps(full).decode()
             result = conn.execute(
                 update(resource)
                 .where(resource.c.pk == current.pk, resource.c.version == current.version)
