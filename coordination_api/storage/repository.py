@@ -93,11 +93,6 @@ def _with_meta(
     resource_type: str, res_id: str, body: dict[str, Any], version: int, ts: int
 ) -> tuple[str, dict[str, Any]]:
     """The canonical stored JSON (id and meta set by the server) and the dict it encodes."""
-    out = _full(resource_type, res_id, body, version, ts)
-    return orjson.dumps(out).decode(), out
-
-
-def _full(resource_type: str, res_id: str, body: dict[str, Any], version: int, ts: int) -> dict[str, Any]:
     meta = dict(body.get("meta") or {})
     meta["versionId"] = str(version)
     meta["lastUpdated"] = format_instant(ts)
@@ -105,7 +100,7 @@ def _full(resource_type: str, res_id: str, body: dict[str, Any], version: int, t
     for key, value in body.items():
         if key not in out:
             out[key] = value
-    return out
+    return orjson.dumps(out).decode(), out
 
 
 # What the server sets on every version: the only difference a no-op update may have. The rest of
@@ -113,11 +108,17 @@ def _full(resource_type: str, res_id: str, body: dict[str, Any], version: int, t
 _SERVER_META = ("versionId", "lastUpdated")
 
 
-def _same_content(stored: str, new: dict[str, Any]) -> bool:
-    """Whether ``new`` says what the ``stored`` version says, server-set meta aside (a no-op update).
-    Dict comparison first (cheap, and no serialization on a real change); then the canonical bytes,
-    since dict equality holds ``1 == 1.0 == True`` and a decimal's precision is content."""
-    old: dict[str, Any] = orjson.loads(stored)
+def _same_content(current: Stored, content: str, new: dict[str, Any]) -> bool:
+    """Whether ``new`` (serialized as ``content``) says what the ``current`` version says, server-set
+    meta aside (a no-op update). Equal content serializes to the same length whatever the key order,
+    so a length that differs (the server-set values' own lengths aside) settles most changes for
+    free; otherwise the dicts are compared, then their canonical bytes, since dict equality holds
+    ``1 == 1.0 == True`` and a decimal's precision is content."""
+    if current.content is None or current.deleted:
+        return False
+    if len(content) - len(str(new["meta"]["versionId"])) != len(current.content) - len(str(current.version)):
+        return False  # lastUpdated is a fixed-length instant
+    old: dict[str, Any] = orjson.loads(current.content)
     if old.keys() != new.keys() or any(v != old[k] for k, v in new.items() if k != "meta"):
         return False
     old_meta, new_meta = _content_meta(old), _content_meta(new)
@@ -472,15 +473,14 @@ class Repository:
             body = localized(body, self.local_bases())
             for prepare in self.prepare:
                 body = prepare(conn, res_type, res_id, body)
-            full = _full(res_type, res_id, body, version, ts)
-            if current.content is not None and not current.deleted and _same_content(current.content, full):
+            content, full = _with_meta(res_type, res_id, body, version, ts)
+            if _same_content(current, content, full):
                 # A no-op update (HAPI's behaviour): no version, no history, no hooks; the answer is
                 # the current version. The access rule still judges the write, as it would the new
                 # version (same content, same compartments), and the audit records the attempt.
                 if self.guard is not None:
                     self.guard(conn, [current], "after")
                 return replace(current, unchanged=True), False
-            content = orjson.dumps(full).decode()
             result = conn.execute(
                 update(resource)
                 .where(resource.c.pk == current.pk, resource.c.version == current.version)
