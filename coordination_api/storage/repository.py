@@ -478,9 +478,10 @@ class Repository:
                 # A no-op update (HAPI's behaviour): no version, no history, no hooks; the answer is
                 # the current version. The access rule still judges the write, as it would the new
                 # version (same content, same compartments), and the audit records the attempt.
+                current = replace(current, unchanged=True)
                 if self.guard is not None:
                     self.guard(conn, [current], "after")
-                return replace(current, unchanged=True), False
+                return current, False
             result = conn.execute(
                 update(resource)
                 .where(resource.c.pk == current.pk, resource.c.version == current.version)
