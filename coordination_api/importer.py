@@ -64,10 +64,15 @@ class ImportSummary:
             status = entry.result.status if entry.result else 0
             if status == 201:
                 self.created += 1
-            elif status == 200 and entry.method == "PUT":
+            elif status == 200 and entry.method == "PUT" and not _unchanged(entry):
                 self.updated += 1
             else:
                 self.unchanged += 1
+
+
+def _unchanged(entry: Entry) -> bool:
+    stored = entry.result.stored if entry.result else None
+    return stored is not None and stored.unchanged
 
 
 def _upsert_entry(resource: dict[str, Any]) -> dict[str, Any]:

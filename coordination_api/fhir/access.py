@@ -495,7 +495,10 @@ def guard_write(conn: Connection, stored: list[Stored], phase: str) -> None:
             check_subscription_owner(conn, item)
     created: set[str] = g.setdefault("created_patients", set())
     if phase == "after":
-        created.update(s.res_id for s in stored if s.res_type == "Patient" and s.version == 1)
+        # (a no-op update of a version 1 creates nothing)
+        created.update(
+            s.res_id for s in stored if s.res_type == "Patient" and s.version == 1 and not s.unchanged
+        )
     if not who.is_user or who.unrestricted:
         reach = _reach_of(conn, stored)
     else:

@@ -55,6 +55,8 @@ class Stored:
     # The patients whose compartment holds this version, when the write that made it just indexed
     # them (None = not known here: ask idx_compartment).
     compartment: tuple[str, ...] | None = field(default=None, compare=False)
+    # True when the update that returned this made no version: the body was the current content.
+    unchanged: bool = field(default=False, compare=False)
 
     @property
     def etag(self) -> str:
@@ -99,6 +101,37 @@ def _with_meta(
         if key not in out:
             out[key] = value
     return orjson.dumps(out).decode(), out
+
+
+# What the server sets on every version: the only difference a no-op update may have. The rest of
+# meta (profile, security, tag, source) is content: a change of it makes a version, as in HAPI.
+_SERVER_META = ("versionId", "lastUpdated")
+
+
+def _same_content(current: Stored, content: str, new: dict[str, Any]) -> bool:
+    """Whether ``new`` (serialized as ``content``) says what the ``current`` version says, server-set
+    meta aside (a no-op update). Equal content serializes to the same length whatever the key order,
+    so a length that differs (the server-set values' own lengths aside) settles most changes for
+    free; otherwise the dicts are compared, then their canonical bytes, since dict equality holds
+    ``1 == 1.0 == True`` and a decimal's precision is content."""
+    if current.content is None or current.deleted:
+        return False
+    if len(content) - len(str(new["meta"]["versionId"])) != len(current.content) - len(str(current.version)):
+        return False  # lastUpdated is a fixed-length instant
+    old: dict[str, Any] = orjson.loads(current.content)
+    if old.keys() != new.keys() or any(v != old[k] for k, v in new.items() if k != "meta"):
+        return False
+    old_meta, new_meta = _content_meta(old), _content_meta(new)
+    if old_meta != new_meta:
+        return False
+    sort = orjson.OPT_SORT_KEYS
+    return orjson.dumps({**old, "meta": old_meta}, option=sort) == orjson.dumps(
+        {**new, "meta": new_meta}, option=sort
+    )
+
+
+def _content_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (resource.get("meta") or {}).items() if k not in _SERVER_META}
 
 
 _LOCAL_TAIL = re.compile(r"^([A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?)/?$")
@@ -414,7 +447,9 @@ class Repository:
         if_match: int | None = None,
         method: str = "PUT",
     ) -> tuple[Stored, bool]:
-        """Write a new version, or create it if absent (update-as-create). Returns (stored, created)."""
+        """Write a new version, or create it if absent (update-as-create). Returns (stored, created).
+        A body equal to the current version's content (server-set meta aside) writes nothing: the
+        current version comes back, marked ``unchanged``."""
         for _attempt in range(3):
             if if_match is None:
                 current = self.current(conn, res_type, res_id)
@@ -441,6 +476,14 @@ class Repository:
             for prepare in self.prepare:
                 body = prepare(conn, res_type, res_id, body)
             content, full = _with_meta(res_type, res_id, body, version, ts)
+            if _same_content(current, content, full):
+                # A no-op update (HAPI's behaviour): no version, no history, no hooks; the answer is
+                # the current version. The access rule still judges the write, as it would the new
+                # version (same content, same compartments), and the audit records the attempt.
+                current = replace(current, unchanged=True)
+                if self.guard is not None:
+                    self.guard(conn, [current], "after")
+                return current, False
             result = conn.execute(
                 update(resource)
                 .where(resource.c.pk == current.pk, resource.c.version == current.version)

@@ -12,12 +12,12 @@ import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 
 from coordination_api.app import create_app
 from coordination_api.config import Settings
 from coordination_api.storage.migrate import upgrade
-from coordination_api.storage.schema import resource
+from coordination_api.storage.schema import resource, resource_history
 from tests.bulk.data import put, record
 from tests.bulk.support import local, manifest, started
 from tests.conftest import PG_URL, Fhir, close_app
@@ -89,3 +89,42 @@ def test_an_export_imports_back_identical(
     assert "Observation/obs-p3-2" not in copy and copy["Patient/p2"]["gender"] == "other"
     assert len(copy) == 3 * 8 + 1 - 1  # three records, the Organization, less the deleted Observation
     assert copy == source
+
+
+def _versions(app: Flask) -> int:
+    with app.extensions["coordination"].repo.engine.connect() as conn:
+        count: int = conn.execute(select(func.count()).select_from(resource_history)).scalar_one()
+    return count
+
+
+def test_an_export_imported_twice_writes_no_new_version(
+    client: FlaskClient, fhir: Fhir, export_app: Flask, empty_app: Flask, tmp_path: Path
+) -> None:
+    """Issue 18: a re-import of the same NDJSON changes nothing (no-op updates), into the server the
+    export came from as into a copy of it."""
+    for pid in ("p1", "p2"):
+        record(fhir, pid)
+    put(fhir, {**_stored(export_app)["Patient/p2"], "id": "p2", "gender": "other"})
+    body = manifest(client, export_app, started(client, "/fhir/$export"))
+    files = []
+    for number, item in enumerate(body["output"]):
+        path = tmp_path / f"{number:03d}-{item['type']}.ndjson"
+        path.write_bytes(client.get(local(item["url"])).data)
+        files.append(str(path))
+    count = len(_stored(export_app))
+    # Back into the server it came from: every resource is already there as exported.
+    before = _versions(export_app)
+    result = export_app.test_cli_runner().invoke(args=["import", *files])
+    assert result.exit_code == 0, result.output
+    assert f"created: 0\nupdated: 0\nunchanged: {count}\nfailed: 0" in result.output
+    assert _versions(export_app) == before
+    # Into an empty server twice: created, then unchanged.
+    first = empty_app.test_cli_runner().invoke(args=["import", *files])
+    assert f"created: {count}\nupdated: 0\nunchanged: 0\nfailed: 0" in first.output
+    versions = _versions(empty_app)
+    assert versions == count
+    second = empty_app.test_cli_runner().invoke(args=["import", *files])
+    assert second.exit_code == 0, second.output
+    assert f"created: 0\nupdated: 0\nunchanged: {count}\nfailed: 0" in second.output
+    assert _versions(empty_app) == versions
+    assert _stored(empty_app) == _stored(export_app)
