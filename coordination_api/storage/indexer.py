@@ -344,6 +344,14 @@ def followed(resource_type: str, resource: dict[str, Any]) -> list[tuple[str, st
     return list(out)
 
 
+def named_rows(resource_type: str, resource: dict[str, Any]) -> Rows:
+    """The compartment and follow rows a resource gets without its search-parameter rows (for a
+    migration): the patients it names, the resources it follows."""
+    rows: Rows = defaultdict(list)
+    _add_compartment_rows(rows, resource_type, resource)
+    return rows
+
+
 def _add_compartment_rows(rows: Rows, resource_type: str, resource: dict[str, Any]) -> None:
     """The patients whose compartment holds this resource (a Patient is in its own).
 
