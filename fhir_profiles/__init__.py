@@ -40,3 +40,33 @@ def patient_compartment() -> dict[str, Any]:
     """The R4 Patient CompartmentDefinition."""
     data: dict[str, Any] = _load("compartment-patient.json")
     return data
+
+
+@cache
+def reference_elements() -> dict[str, tuple[tuple[str, frozenset[str]], ...]]:
+    """Resource type -> its Reference-typed elements as (path below the type, target type names), from
+    the R4 StructureDefinitions (r4-core/profiles-resources.json.gz). A target ``Resource`` means any;
+    an element without targetProfile is read as any too (R4 references.html)."""
+    import gzip
+
+    with gzip.open(DATA_DIR / "r4-core" / "profiles-resources.json.gz", "rt", encoding="utf-8") as handle:
+        bundle = json.load(handle)
+    out: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {}
+    for entry in bundle.get("entry", []):
+        sd = entry.get("resource") or {}
+        if sd.get("resourceType") != "StructureDefinition" or sd.get("kind") != "resource":
+            continue
+        if sd.get("derivation") == "constraint":
+            continue
+        found: list[tuple[str, frozenset[str]]] = []
+        for element in sd.get("snapshot", {}).get("element", []):
+            for kind in element.get("type", []):
+                if kind.get("code") != "Reference":
+                    continue
+                targets = frozenset(p.rsplit("/", 1)[-1] for p in kind.get("targetProfile", [])) or frozenset(
+                    {"Resource"}
+                )
+                path = element["path"].split(".", 1)[1] if "." in element["path"] else ""
+                found.append((path, targets))
+        out[sd["type"]] = tuple(found)
+    return out

@@ -25,7 +25,6 @@ from auth.service import AuthService, UnauthenticatedError
 from coordination_api.errors import RETRY_AFTER_UNAVAILABLE, Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir.http import fhir_json_response
 from coordination_api.search.compiler import SearchQuery
-from coordination_api.storage.indexer import outside_compartments
 from coordination_api.storage.repository import Stored
 from coordination_api.storage.schema import history_compartment, idx_compartment, resource, subscription_state
 
@@ -415,9 +414,7 @@ def check_stored(conn: Connection, stored: Stored) -> None:
     if not has_request_context() or g.get("principal") is None:
         return
     check_subscription_owner(conn, stored)
-    if outside_compartments(stored.res_type):
-        check_reach(stored, [])
-        return
+    # Whatever its type: a resource that names or follows a patient is in that patient's compartment.
     check_reach(stored, _patients_of(conn, [stored.pk]))
 
 

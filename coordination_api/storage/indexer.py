@@ -11,7 +11,7 @@ from typing import Any
 
 from coordination_api.search.dates import MAX_US, MIN_US, InvalidDateError, parse_range
 from coordination_api.search.registry import SearchParam, SearchRegistry
-from fhir_profiles import patient_compartment
+from fhir_profiles import patient_compartment, reference_elements
 
 log = logging.getLogger(__name__)
 
@@ -334,18 +334,39 @@ def _compartment_params() -> dict[str, frozenset[str]]:
     }
 
 
-# A compartment row for a patient this server cannot name: a reference to a Patient by identifier only
-# or on another server, a Binary without a (known) securityContext. No care team reaches it, so such a
-# resource is for system clients only (deny by default), never for every practitioner.
+# A compartment row for a patient this server cannot name: a reference to a Patient by identifier only,
+# conditionally or on another server, a contained Patient, a Binary without a (known) securityContext, a
+# followed resource that is not (yet) here. No care team reaches it, so such a resource is for system
+# clients only (deny by default), never for every practitioner.
 UNRESOLVED = "#unresolved"
 # The reference row through which a Binary follows its securityContext (not a search parameter).
 SECURITY_CONTEXT = "security-context"
+# The reference rows through which any other resource follows what a Reference(Any) element of it
+# points at (Provenance.target, AuditEvent.entity.what, Linkage.item.resource, ...), and the compartment
+# rows it gets from them (the repository keeps these in step with the followed resources).
+FOLLOWS = "#follows"
+# Compartment rows of a resource that names a Patient outside the CompartmentDefinition's parameters.
+NAMES_PATIENT = "#reference"
 
 
 def outside_compartments(resource_type: str) -> bool:
-    """True for types no Patient compartment ever holds (e.g. Organization, Practitioner); a Binary is
-    in the compartments of its securityContext."""
+    """True for types the R4 Patient CompartmentDefinition (with our additions) never lists, e.g.
+    Organization, Device, Provenance: the scope of a Patient-level export (bulk data export.html).
+    Not an access rule: any resource that names or follows a patient is in that patient's
+    compartment (``compartment_rule``), whatever its type."""
     return resource_type not in ("Patient", "Binary", "Bundle") and resource_type not in _compartment_params()
+
+
+@cache
+def follow_paths(resource_type: str) -> tuple[tuple[str, ...], ...]:
+    """Element paths (JSON keys) of the type's Reference(Any) elements, from the R4 StructureDefinitions
+    (a choice ``value[x]`` is read as ``valueReference``); Binary.securityContext is the Binary's own."""
+    out = []
+    for path, targets in reference_elements().get(resource_type, ()):
+        if "Resource" not in targets or not path or (resource_type, path) == ("Binary", "securityContext"):
+            continue
+        out.append(tuple(p[:-3] + "Reference" if p.endswith("[x]") else p for p in path.split(".")))
+    return tuple(out)
 
 
 def binary_context(resource: dict[str, Any]) -> tuple[str, str] | None:
@@ -356,23 +377,81 @@ def binary_context(resource: dict[str, Any]) -> tuple[str, str] | None:
     return refs[0]["target_type"], refs[0]["target_id"]
 
 
+def _at(value: Any, path: tuple[str, ...]) -> list[Any]:
+    """The values at a JSON path (lists flattened at every step)."""
+    values = [value]
+    for key in path:
+        step: list[Any] = []
+        for v in values:
+            got = v.get(key) if isinstance(v, dict) else None
+            if isinstance(got, list):
+                step.extend(got)
+            elif got is not None:
+                step.append(got)
+        values = step
+    return values
+
+
+def named_patients(resource: dict[str, Any]) -> set[str]:
+    """Every patient the resource names anywhere in its body (extensions and contained resources
+    included): ``Patient/<id>``, or UNRESOLVED for one this server cannot name."""
+    found: set[str] = set()
+
+    def walk(value: Any, root: bool) -> None:
+        if isinstance(value, list):
+            for item in value:
+                walk(item, False)
+            return
+        if not isinstance(value, dict):
+            return
+        if not root and value.get("resourceType") == "Patient":
+            found.add(UNRESOLVED)  # a contained Patient: no care team of ours covers it
+        ref = value.get("reference")
+        by_identifier = value.get("type") == "Patient" and isinstance(value.get("identifier"), dict)
+        if isinstance(ref, str) or by_identifier:
+            if isinstance(ref, str) and ref.startswith("Patient?"):
+                found.add(UNRESOLVED)  # a conditional reference left unresolved
+            for row in _references(value):
+                if row["target_type"] == "Patient":
+                    found.add(row["target_id"] or UNRESOLVED)
+                elif "/Patient/" in (row["target_url"] or ""):
+                    found.add(UNRESOLVED)
+        for item in value.values():
+            if isinstance(item, dict | list):
+                walk(item, False)
+
+    walk(resource, True)
+    return found
+
+
+def followed(resource_type: str, resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """(type, id) of the local resources the type's Reference(Any) elements point at, Patients aside
+    (those are named patients). A reference that is not local (foreign, identifier only) is there as
+    None: it follows nothing this server holds."""
+    out: dict[tuple[str, str], None] = {}
+    for path in follow_paths(resource_type):
+        for value in _at(resource, path):
+            for row in _references(value) if isinstance(value, dict) else []:
+                target = (row["target_type"], row["target_id"])
+                if target[0] and target[1] and target[0] != "Patient":
+                    out[(target[0], target[1])] = None
+    return list(out)
+
+
+def named_rows(resource_type: str, resource: dict[str, Any]) -> Rows:
+    """The compartment and follow rows a resource gets without its search-parameter rows (for a
+    migration): the patients it names, the resources it follows."""
+    rows: Rows = defaultdict(list)
+    _add_compartment_rows(rows, resource_type, resource)
+    return rows
+
+
 def _add_compartment_rows(rows: Rows, resource_type: str, resource: dict[str, Any]) -> None:
-    """The patients whose compartment holds this resource (a Patient is in its own)."""
-    if resource_type == "Binary":
-        context = binary_context(resource)
-        if context is not None:  # the compartments themselves are the repository's (they need a lookup)
-            rows["reference"].append(
-                {
-                    "res_type": "Binary",
-                    "param": SECURITY_CONTEXT,
-                    "target_type": context[0],
-                    "target_id": context[1],
-                    "target_url": None,
-                    "identifier_system": None,
-                    "identifier_value": None,
-                }
-            )
-        return
+    """The patients whose compartment holds this resource (a Patient is in its own).
+
+    The rule (docs/security.md): the compartments of the CompartmentDefinition's parameters when the
+    type is listed, plus every patient the resource names anywhere, plus the compartments of what its
+    Reference(Any) elements point at (the repository resolves those: FOLLOWS rows)."""
     if resource_type == "Bundle":
         # A stored Bundle (a document, a message) is in no compartment by definition, yet it may carry
         # any patient's data: for system clients only, unless it holds nothing a compartment could.
@@ -383,11 +462,37 @@ def _add_compartment_rows(rows: Rows, resource_type: str, resource: dict[str, An
             for e in entries
             if isinstance(e, dict) and isinstance(e.get("resource"), dict)
         }
-        if any(k == "Patient" or k == "Binary" or k in _compartment_params() for k in kinds):
+        if named_patients(resource) or any(
+            k in ("Patient", "Binary") or k in _compartment_params() or follow_paths(str(k)) for k in kinds
+        ):
             rows["compartment"].append({"res_type": "Bundle", "param": "entry", "patient_id": UNRESOLVED})
         return
+    patients: set[tuple[str, str]] = set()
+    if resource_type == "Binary":
+        context = binary_context(resource)
+        if context is None:
+            patients.add((SECURITY_CONTEXT, UNRESOLVED))
+        elif context[0] == "Patient":
+            patients.add((SECURITY_CONTEXT, context[1]))
+        targets = [context] if context is not None and context[0] != "Patient" else []
+        param = SECURITY_CONTEXT
+    else:
+        targets = followed(resource_type, resource)
+        param = FOLLOWS
+    for target_type, target_id in targets:  # the compartments themselves are the repository's
+        rows["reference"].append(
+            {
+                "res_type": resource_type,
+                "param": param,
+                "target_type": target_type,
+                "target_id": target_id,
+                "target_url": None,
+                "identifier_system": None,
+                "identifier_value": None,
+            }
+        )
     params = _compartment_params().get(resource_type, frozenset())
-    patients = {
+    patients |= {
         (row["param"], row["target_id"])
         for row in rows.get("reference", [])
         if row["param"] in params and row.get("target_type") == "Patient" and row.get("target_id")
@@ -401,6 +506,8 @@ def _add_compartment_rows(rows: Rows, resource_type: str, resource: dict[str, An
     }
     if resource_type == "Patient" and resource.get("id"):
         patients.add(("_id", resource["id"]))
+    held = {p for _param, p in patients}
+    patients |= {(NAMES_PATIENT, p) for p in named_patients(resource) if p not in held}
     for param, patient_id in sorted(patients):
         rows["compartment"].append({"res_type": resource_type, "param": param, "patient_id": patient_id})
 

@@ -6,6 +6,7 @@ transaction Bundle, an import chunk) decide the one database transaction it belo
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -29,7 +30,7 @@ from coordination_api.errors import Category, FhirError
 from coordination_api.search.dates import format_instant
 from coordination_api.search.registry import SearchRegistry
 from coordination_api.storage.engine import WRITE, close_reader, open_reader
-from coordination_api.storage.indexer import SECURITY_CONTEXT, UNRESOLVED, binary_context, index_rows
+from coordination_api.storage.indexer import FOLLOWS, SECURITY_CONTEXT, UNRESOLVED, index_rows
 from coordination_api.storage.schema import (
     INDEX_TABLES,
     conditional_create,
@@ -39,6 +40,8 @@ from coordination_api.storage.schema import (
     resource,
     resource_history,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -630,50 +633,94 @@ class Repository:
         items: list[tuple[Stored, dict[str, Any]]],
         patients: dict[int, tuple[str, ...]],
     ) -> None:
-        """A Binary is in the compartments of its securityContext (R4 Binary: "the resource that
-        determines access"), kept in step when that resource is written (created later, moved)."""
-        binaries = [(s.pk, binary_context(full)) for s, full in items if s.res_type == "Binary"]
-        others = [(s.res_type, s.res_id) for s, _full in items if s.res_type != "Binary"]
-        moved: list[int] = []
-        if others:
-            r = idx_reference
-            for start in range(0, len(others), 500):
-                found = conn.execute(
-                    select(r.c.res_pk, r.c.target_type, r.c.target_id).where(
-                        r.c.param == SECURITY_CONTEXT,
-                        r.c.res_type == "Binary",
-                        tuple_(r.c.target_type, r.c.target_id).in_(others[start : start + 500]),
-                    )
-                ).all()
-                followers = self.by_pks(conn, [r[0] for r in found])
-                for pk, target_type, target_id in found:
-                    if any(pk == b for b, _c in binaries):
-                        continue  # written in this batch: its rows are being made now
-                    # Moving a Binary into the written resource's compartments is a write of that
-                    # Binary: whoever writes its context must have been able to write it where it was.
-                    self._check(conn, [followers[pk]], "before")
-                    conn.execute(delete(idx_compartment).where(idx_compartment.c.res_pk == pk))
-                    binaries.append((pk, (target_type, target_id)))
-                    moved.append(pk)
-        rows: list[dict[str, Any]] = []
-        for pk, context in binaries:
-            patients[pk] = self._context_patients(conn, context)
-            rows.extend(
-                {"res_pk": pk, "res_type": "Binary", "param": SECURITY_CONTEXT, "patient_id": p}
-                for p in patients[pk]
-            )
-        if rows:
-            conn.execute(insert(idx_compartment), rows)
-        # A Binary whose context moved: its current version follows (it was not rewritten).
-        hc = history_compartment
-        for pk in moved:
-            version = select(resource.c.version).where(resource.c.pk == pk).scalar_subquery()
-            conn.execute(delete(hc).where(hc.c.res_pk == pk, hc.c.version == version))
-            if patients[pk]:
-                current = conn.execute(select(resource.c.version).where(resource.c.pk == pk)).scalar_one()
+        """A resource is in the compartments of what it follows: a Binary of its securityContext (R4
+        Binary: "the resource that determines access"), any other of what its Reference(Any) elements
+        point at (Provenance.target, ...; docs/security.md). Kept in step, transitively, when a
+        followed resource is written (created later, moved into other compartments)."""
+        batch = {s.pk: s for s, _full in items}
+        r = idx_reference
+        # The followers to (re)compute: this batch's own, then those of what changed, round by round.
+        todo: set[int] = set()
+        pks = list(batch)
+        for start in range(0, len(pks), 500):
+            todo.update(
                 conn.execute(
-                    insert(hc), [{"res_pk": pk, "version": current, "patient_id": p} for p in patients[pk]]
+                    select(r.c.res_pk).where(
+                        r.c.res_pk.in_(pks[start : start + 500]), r.c.param.in_((SECURITY_CONTEXT, FOLLOWS))
+                    )
+                ).scalars()
+            )
+        keys = [(s.res_type, s.res_id) for s, _full in items]
+        for _round in range(MAX_FOLLOW_DEPTH):
+            for start in range(0, len(keys), 500):
+                todo.update(
+                    conn.execute(
+                        select(r.c.res_pk).where(
+                            r.c.param.in_((SECURITY_CONTEXT, FOLLOWS)),
+                            tuple_(r.c.target_type, r.c.target_id).in_(keys[start : start + 500]),
+                        )
+                    ).scalars()
                 )
+            if not todo:
+                return
+            keys = []
+            for pk in sorted(todo):
+                if self._refollow(conn, pk, batch, patients):
+                    follower = batch.get(pk) or self.by_pks(conn, [pk])[pk]
+                    keys.append((follower.res_type, follower.res_id))
+            todo = set()
+            if not keys:
+                return
+        log.warning("compartments followed %d levels deep: the rest is left as it was", MAX_FOLLOW_DEPTH)
+
+    @staticmethod
+    def _follows(conn: Connection, pks: list[int]) -> list[tuple[str, str]]:
+        r = idx_reference
+        rows = conn.execute(
+            select(r.c.target_type, r.c.target_id).where(
+                r.c.res_pk.in_(pks), r.c.param.in_((SECURITY_CONTEXT, FOLLOWS))
+            )
+        ).all()
+        return [(t, i) for t, i in rows if t and i]
+
+    def _refollow(
+        self, conn: Connection, pk: int, batch: dict[int, Stored], patients: dict[int, tuple[str, ...]]
+    ) -> bool:
+        """Recompute a follower's FOLLOWS compartment rows from what it follows; True if they changed."""
+        c = idx_compartment
+        wanted: list[str] = []
+        for target_type, target_id in self._follows(conn, [pk]):
+            wanted.extend(self._context_patients(conn, (target_type, target_id)))
+        old = conn.execute(select(c.c.patient_id, c.c.param, c.c.res_type).where(c.c.res_pk == pk)).all()
+        own = [p for p, param, _t in old if param != FOLLOWS]
+        new = [p for p in dict.fromkeys(wanted) if p not in own]
+        if set(new) == {p for p, param, _t in old if param == FOLLOWS}:
+            if pk in batch:
+                patients[pk] = tuple(dict.fromkeys([*own, *new]))
+            return False
+        stored = batch.get(pk) or self.by_pks(conn, [pk])[pk]
+        if pk not in batch:
+            # Moving a resource into other compartments is a write of it: whoever writes what it
+            # follows must have been able to write it where it was.
+            self._check(conn, [stored], "before")
+        res_type = stored.res_type
+        conn.execute(delete(c).where(c.c.res_pk == pk, c.c.param == FOLLOWS))
+        if new:
+            conn.execute(
+                insert(c),
+                [{"res_pk": pk, "res_type": res_type, "param": FOLLOWS, "patient_id": p} for p in new],
+            )
+        everyone = tuple(dict.fromkeys([*own, *new]))
+        if pk in batch:
+            patients[pk] = everyone  # its history rows are written with the batch's
+            return True
+        # Not rewritten: its current version follows.
+        hc = history_compartment
+        current = conn.execute(select(resource.c.version).where(resource.c.pk == pk)).scalar_one()
+        conn.execute(delete(hc).where(hc.c.res_pk == pk, hc.c.version == current))
+        if everyone:
+            conn.execute(insert(hc), [{"res_pk": pk, "version": current, "patient_id": p} for p in everyone])
+        return True
 
     @staticmethod
     def _record_compartments(conn: Connection, stored: list[Stored]) -> None:
@@ -687,9 +734,8 @@ class Repository:
             conn.execute(insert(history_compartment), rows)
 
     @staticmethod
-    def _context_patients(conn: Connection, context: tuple[str, str] | None) -> tuple[str, ...]:
-        if context is None:
-            return (UNRESOLVED,)
+    def _context_patients(conn: Connection, context: tuple[str, str]) -> tuple[str, ...]:
+        """The compartments of a followed resource: UNRESOLVED while it is not (yet) here."""
         if context[0] == "Patient":
             return (context[1],)
         target = conn.execute(
@@ -701,6 +747,9 @@ class Repository:
         found = conn.execute(select(c.c.patient_id).where(c.c.res_pk == target).distinct()).scalars()
         return tuple(found)
 
+
+# How deep a chain of followers (a Provenance of a Provenance of ...) is kept in step on a write.
+MAX_FOLLOW_DEPTH = 8
 
 # Bulk index rows go through COPY on PostgreSQL (several times cheaper than an executemany).
 COPY_THRESHOLD = 200

@@ -38,3 +38,73 @@ def test_0008_puts_tasks_stored_before_into_their_patients_compartment(tmp_path:
         ).all()
     assert [tuple(r) for r in rows] == [("p1", "patient")]
     repo.engine.dispose()
+
+
+def test_0015_puts_patient_data_of_any_type_into_its_patients_compartment(tmp_path: Path) -> None:
+    """Review 17 R3: a Device naming Q and a Provenance of Q's Observation, stored before 0015 (no
+    compartment row, as the code of that revision wrote them), join Q's compartment on upgrade, and
+    so do their versions."""
+    import orjson
+
+    from coordination_api.storage.schema import history_compartment, resource_history
+
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'old.db'}", security_disabled=True))
+    repo = app.extensions["coordination"].repo
+    upgrade(repo.engine, "0013")
+    bodies = {
+        ("Observation", "o1"): {
+            "resourceType": "Observation",
+            "id": "o1",
+            "subject": {"reference": "Patient/q"},
+        },
+        ("Device", "d1"): {"resourceType": "Device", "id": "d1", "patient": {"reference": "Patient/q"}},
+        ("Provenance", "v1"): {
+            "resourceType": "Provenance",
+            "id": "v1",
+            "target": [{"reference": "Observation/o1"}],
+        },
+    }
+    pks = {}
+    with repo.engine.begin() as conn:
+        for (res_type, res_id), body in bodies.items():
+            content = orjson.dumps(body).decode()
+            pk = conn.execute(
+                insert(resource).values(
+                    res_type=res_type,
+                    res_id=res_id,
+                    version=1,
+                    last_updated=1,
+                    deleted=False,
+                    content=content,
+                )
+            ).inserted_primary_key[0]
+            pks[res_type] = pk
+            conn.execute(
+                insert(resource_history).values(
+                    res_pk=pk,
+                    res_type=res_type,
+                    res_id=res_id,
+                    version=1,
+                    last_updated=1,
+                    method="POST",
+                    deleted=False,
+                    content=content,
+                )
+            )
+        conn.execute(
+            insert(idx_compartment).values(
+                res_pk=pks["Observation"], res_type="Observation", param="subject", patient_id="q"
+            )
+        )
+    upgrade(repo.engine)
+    with repo.engine.connect() as conn:
+        for res_type in ("Device", "Provenance"):
+            current = conn.execute(
+                select(idx_compartment.c.patient_id).where(idx_compartment.c.res_pk == pks[res_type])
+            ).scalars()
+            assert list(current) == ["q"], res_type
+            versions = conn.execute(
+                select(history_compartment.c.patient_id).where(history_compartment.c.res_pk == pks[res_type])
+            ).scalars()
+            assert list(versions) == ["q"], res_type
+    repo.engine.dispose()
