@@ -317,9 +317,9 @@ def test_invalid_number_is_400(risks: Fhir, value: str) -> None:
 @pytest.fixture
 def weights(fhir: Fhir) -> Fhir:
     def weight(oid: str, value: float, code: str = "kg", unit: str = "kg", system: str | None = UCUM) -> None:
-        quantity: dict[str, object] = {"value": value, "unit": unit, "code": code}
-        if system:
-            quantity["system"] = system
+        quantity: dict[str, object] = {"value": value, "unit": unit}
+        if system:  # qty-3: a code only with its system
+            quantity.update(system=system, code=code)
         put(fhir, observation(oid, code="29463-7", valueQuantity=quantity))
 
     weight("w100", 100)
@@ -327,7 +327,7 @@ def weights(fhir: Fhir) -> Fhir:
     weight("w101", 101)
     weight("w60", 60)
     weight("lb", 100, code="[lb_av]", unit="lbs")
-    weight("local", 100, code="kilo", unit="kg", system=None)
+    weight("local", 100, unit="kg", system=None)  # a unit only
     return fhir
 
 
