@@ -20,12 +20,12 @@ def _load(name: str) -> Any:
 
 @cache
 def search_parameters() -> tuple[dict[str, Any], ...]:
-    """The R4 SearchParameter resources we index and search with, then our own (e.g. NdE event-type)."""
-    entries = [
-        *_load("search-parameters.json").get("entry", []),
-        *_load("search-parameters-local.json")["entry"],
-    ]
-    return tuple(entry["resource"] for entry in entries)
+    """The SearchParameter resources we index and search with: every R4 core one (the official
+    bundle, ``data/r4-core``), then our own (e.g. NdE event-type), which win on a shared code."""
+    from fhir_profiles import r4_core  # imports this package
+
+    local = tuple(entry["resource"] for entry in _load("search-parameters-local.json")["entry"])
+    return (*r4_core.search_parameters(), *local)
 
 
 @cache

@@ -34,12 +34,6 @@ def search_parameters() -> tuple[dict[str, Any], ...]:
     return tuple(r for r in resources("search-parameters") if r.get("resourceType") == "SearchParameter")
 
 
-@cache
-def composite_search_parameters() -> tuple[dict[str, Any], ...]:
-    """The R4 core composite SearchParameters (search.html#composite)."""
-    return tuple(r for r in search_parameters() if r.get("type") == "composite")
-
-
 def _by_url(kind: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for res in resources("valuesets"):

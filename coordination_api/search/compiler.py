@@ -464,7 +464,7 @@ class SearchCompiler:
         components = param.components
         tables = [INDEX_TABLES[c.type].alias() for c in components]
         as_params = [
-            SearchParam(param.code, c.type, param.url, c.expression, c.targets, (), (), resource_type=rtype)
+            SearchParam(param.code, c.type, param.url, c.expression, c.targets, resource_type=rtype)
             for c in components
         ]
         alternatives: list[ColumnElement[bool]] = []

@@ -15,7 +15,6 @@ from coordination_api.search.expressions import (
     compile_relative,
     restrict_to_type,
 )
-from fhir_profiles import r4_core
 
 # Parameters answered from resource columns, not index tables (R4 search.html#all).
 COLUMN_PARAMS = {"_id", "_lastUpdated"}
@@ -63,8 +62,6 @@ class SearchParam:
     url: str
     expression: str
     targets: tuple[str, ...]
-    modifiers: tuple[str, ...]
-    comparators: tuple[str, ...]
     parts: tuple[str, ...] = field(default=())
     # A composite's components, in definition order (its values are ``value0$value1...``).
     components: tuple[Component, ...] = field(default=())
@@ -98,11 +95,8 @@ class SearchRegistry:
 
     @classmethod
     def default(cls, resource_types: frozenset[str]) -> SearchRegistry:
-        # The R4 composites come from the official bundle (the transcription has none).
-        core = r4_core.search_parameters()
-        return cls(
-            (*fhir_profiles.search_parameters(), *r4_core.composite_search_parameters()), resource_types, core
-        )
+        # The official R4 bundle (composites included), then ours.
+        return cls(fhir_profiles.search_parameters(), resource_types)
 
     def _components(self, definition: dict[str, Any]) -> tuple[Component, ...] | None:
         """The components of a composite, None when one names no usable parameter."""
@@ -139,8 +133,6 @@ class SearchRegistry:
                 url=definition.get("url", ""),
                 expression=" | ".join(parts),
                 targets=targets,
-                modifiers=tuple(definition.get("modifier", [])),
-                comparators=tuple(definition.get("comparator", [])),
                 parts=tuple(parts),
                 components=components,
                 resource_type=resource_type,

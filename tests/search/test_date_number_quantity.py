@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 
-import fhir_profiles
-from coordination_api.app import create_app
-from coordination_api.config import Settings
-from coordination_api.search.registry import SearchRegistry
-from tests.conftest import Fhir, authed, close_app
+from tests.conftest import Fhir
 from tests.search.support import assert_400, encounter, observation, patient, put
 
 UCUM = "http://unitsofmeasure.org"
@@ -248,41 +241,11 @@ def test_date_modifier_is_400(fhir: Fhir) -> None:
 # -- number ---------------------------------------------------------------------------------------
 
 
-# R4 defines number parameters (RiskAssessment.probability…) that the shipped data leaves out, so
-# these tests run on an app whose registry adds RiskAssessment-probability as R4 defines it.
-PROBABILITY = {
-    "resourceType": "SearchParameter",
-    "id": "RiskAssessment-probability",
-    "url": "http://hl7.org/fhir/SearchParameter/RiskAssessment-probability",
-    "name": "probability",
-    "status": "active",
-    "code": "probability",
-    "base": ["RiskAssessment"],
-    "type": "number",
-    "expression": "RiskAssessment.prediction.probability",
-    "comparator": ["eq", "ne", "gt", "ge", "lt", "le", "sa", "eb", "ap"],
-    "modifier": ["missing"],
-}
-
-
-@pytest.fixture(scope="module")
-def number_app(app: Flask, database_url: str) -> Iterator[Flask]:
-    definitions = (*fhir_profiles.search_parameters(), PROBABILITY)
-
-    def default(cls: type[SearchRegistry], types: frozenset[str]) -> SearchRegistry:
-        return cls(definitions, types)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(SearchRegistry, "default", classmethod(default))
-        number = create_app(Settings(database_url=database_url))
-    number.config["TESTING"] = True
-    yield number
-    close_app(number)
+# RiskAssessment.probability is the R4 number parameter (RiskAssessment-probability).
 
 
 @pytest.fixture
-def risks(client: FlaskClient, number_app: Flask) -> Fhir:
-    fhir = Fhir(authed(number_app.test_client()))
+def risks(fhir: Fhir) -> Fhir:
     for rid, probability in {"r80": 0.8, "r85": 0.85, "r79": 0.79, "r100": 100, "rhalf": 99.5}.items():
         put(
             fhir,
@@ -354,9 +317,9 @@ def test_invalid_number_is_400(risks: Fhir, value: str) -> None:
 @pytest.fixture
 def weights(fhir: Fhir) -> Fhir:
     def weight(oid: str, value: float, code: str = "kg", unit: str = "kg", system: str | None = UCUM) -> None:
-        quantity: dict[str, object] = {"value": value, "unit": unit, "code": code}
-        if system:
-            quantity["system"] = system
+        quantity: dict[str, object] = {"value": value, "unit": unit}
+        if system:  # qty-3: a code only with its system
+            quantity.update(system=system, code=code)
         put(fhir, observation(oid, code="29463-7", valueQuantity=quantity))
 
     weight("w100", 100)
@@ -364,7 +327,7 @@ def weights(fhir: Fhir) -> Fhir:
     weight("w101", 101)
     weight("w60", 60)
     weight("lb", 100, code="[lb_av]", unit="lbs")
-    weight("local", 100, code="kilo", unit="kg", system=None)
+    weight("local", 100, unit="kg", system=None)  # a unit only
     return fhir
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sqlalchemy import insert, select
@@ -9,7 +10,8 @@ from sqlalchemy import insert, select
 from coordination_api.app import create_app
 from coordination_api.config import Settings
 from coordination_api.storage.migrate import upgrade
-from coordination_api.storage.schema import idx_compartment, idx_reference, resource
+from coordination_api.storage.schema import idx_compartment, idx_number, idx_reference, idx_token, resource
+from tests.conftest import Fhir
 
 
 def test_0008_puts_tasks_stored_before_into_their_patients_compartment(tmp_path: Path) -> None:
@@ -107,4 +109,68 @@ def test_0015_puts_patient_data_of_any_type_into_its_patients_compartment(tmp_pa
                 select(history_compartment.c.patient_id).where(history_compartment.c.res_pk == pks[res_type])
             ).scalars()
             assert list(versions) == ["q"], res_type
+    repo.engine.dispose()
+
+
+def test_0016_indexes_the_r4_parameters_of_types_the_transcription_lacked(tmp_path: Path) -> None:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'old.db'}", security_disabled=True))
+    repo = app.extensions["coordination"].repo
+    upgrade(repo.engine, "0013")
+    v2 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+    mr = {"coding": [{"system": v2, "code": "MR"}]}
+    account = {
+        "resourceType": "Account",
+        "id": "a1",
+        "status": "active",
+        "name": "Séjour",
+        "identifier": [{"type": mr, "system": "urn:oid:1.2.3", "value": "ACC-1"}],
+    }
+    risk = {
+        "resourceType": "RiskAssessment",
+        "id": "r1",
+        "identifier": [{"system": "urn:x", "value": "R-1"}],
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "prediction": [{"probabilityDecimal": 0.3}],
+    }
+    with repo.engine.begin() as conn:
+        pks = {}
+        for body in (account, risk):
+            pks[body["id"]] = conn.execute(
+                insert(resource).values(
+                    res_type=body["resourceType"],
+                    res_id=body["id"],
+                    version=1,
+                    last_updated=1,
+                    deleted=False,
+                    content=json.dumps(body),
+                )
+            ).inserted_primary_key[0]
+        # A row the earlier code wrote (RiskAssessment identifier): rewritten, not doubled.
+        conn.execute(
+            insert(idx_token).values(
+                res_pk=pks["r1"], res_type="RiskAssessment", param="identifier", system="urn:x", code="R-1"
+            )
+        )
+    upgrade(repo.engine)
+    with repo.engine.connect() as conn:
+        rows = conn.execute(
+            select(idx_token.c.res_pk, idx_token.c.param, idx_token.c.code).where(
+                idx_token.c.param.in_(["status", "identifier", "identifier:of-type$1"])
+            )
+        ).all()
+        numbers = conn.execute(select(idx_number.c.res_pk, idx_number.c.param)).all()
+    assert sorted((r.res_pk, r.param, r.code) for r in rows) == sorted(
+        [
+            (pks["a1"], "status", "active"),
+            (pks["a1"], "identifier", "ACC-1"),
+            (pks["a1"], "identifier:of-type$1", "ACC-1"),
+            (pks["r1"], "identifier", "R-1"),
+        ]
+    )
+    assert [tuple(r) for r in numbers] == [(pks["r1"], "probability")]
+    fhir = Fhir(app.test_client())
+    assert fhir.ids("Account?name=sejour&identifier=urn:oid:1.2.3|ACC-1") == {"a1"}
+    assert fhir.ids(f"Account?identifier:of-type={v2}|MR|ACC-1") == {"a1"}
+    assert fhir.ids("RiskAssessment?probability=lt0.5&subject=Patient/p1") == {"r1"}
     repo.engine.dispose()
