@@ -7,6 +7,12 @@ json.html), ``Resource.id`` and contained ids per datatypes.html#id, and, for co
 and ``Bundle.entry.resource``, the same rules recursively (``dom-2``..``dom-5``). Best-practice
 invariants (e.g. ``dom-6``) are not reported.
 
+Cardinalities (min/max of every element, R4 conformance-rules.html#cardinality, json.html#arrays) and
+required bindings of ``code``, ``Coding`` and ``CodeableConcept`` elements (terminologies.html#required)
+are checked too, against the value sets the shipped core terminology expands (``r4_core``); a value
+set it cannot expand (BCP 13 mime types, UCUM, ISO 4217) is not checked. The fhir.resources models
+enforce the same cardinalities (tests/profiles/test_r4_cardinality.py) and run first on every path.
+
 Cost: the invariants that fire on common content have a plain-Python version (:data:`NATIVE`);
 those of the form ``a.empty() or b.exists() or …`` are evaluated on the JSON directly; the rest are
 compiled once with fhirpathpy and evaluated only where their element is present.
@@ -661,6 +667,7 @@ class _Run:
     idx: Index
     entry_resources: bool = True
     ignore: frozenset[str] = frozenset()
+    skip: frozenset[str] = frozenset()
     issues: list[ValidationIssue] = field(default_factory=list)
 
     def add(self, severity: str, code: str, diagnostics: str, expression: str) -> None:
@@ -673,14 +680,16 @@ def check(
     *,
     entry_resources: bool = True,
     ignore: frozenset[str] = frozenset(),
+    skip: frozenset[str] = frozenset(),
 ) -> list[ValidationIssue]:
     """Every base R4 finding for ``resource`` (a JSON object with ``resourceType``).
 
     ``entry_resources=False`` skips ``Bundle.entry.resource`` (the caller validates them one by one);
-    ``ignore``: invariant keys the caller checks itself.
+    ``ignore``: invariant keys the caller checks itself; ``skip``: element definition paths (e.g.
+    ``Bundle.entry.request`` of a batch) the caller checks itself, present but not walked.
     """
     idx = index()
-    run = _Run(idx, entry_resources, ignore)
+    run = _Run(idx, entry_resources, ignore, skip)
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or resource_type not in idx.resources:
         return []
@@ -763,6 +772,8 @@ def _children(run: _Run, node: dict[str, Any], path: str, where: str, ctx: Conte
             continue
         shadow = key.startswith("_")
         child = slot.get(key[1:] if shadow else key)
+        if child is not None and child.path in run.skip:
+            continue
         at = f"{where}.{key[1:] if shadow else key}"
         if isinstance(value, list):
             if not value:

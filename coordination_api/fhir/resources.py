@@ -309,12 +309,17 @@ def _refuse_narrative(resource: dict[str, Any], root: str) -> None:
 
 
 def enforce_base(
-    resource: dict[str, Any], root: str, *, entry_resources: bool = True, ignore: frozenset[str] = frozenset()
+    resource: dict[str, Any],
+    root: str,
+    *,
+    entry_resources: bool = True,
+    ignore: frozenset[str] = frozenset(),
+    skip: frozenset[str] = frozenset(),
 ) -> None:
     """Refuse, with every finding, a resource breaking a base R4 rule of the core definitions
     (R4 conformance-rules.html): 400 for empty elements, invalid ids, cardinality and codes outside a
     required binding (structure, as the model checks), else 422 for invariants."""
-    findings = base_rules.check(resource, root, entry_resources=entry_resources, ignore=ignore)
+    findings = base_rules.check(resource, root, entry_resources=entry_resources, ignore=ignore, skip=skip)
     errors = [f for f in findings if f.is_error]
     if errors:
         issues = [to_issue(f) for f in sorted(findings, key=lambda f: not f.is_error)]
