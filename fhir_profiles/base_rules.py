@@ -7,6 +7,12 @@ json.html), ``Resource.id`` and contained ids per datatypes.html#id, and, for co
 and ``Bundle.entry.resource``, the same rules recursively (``dom-2``..``dom-5``). Best-practice
 invariants (e.g. ``dom-6``) are not reported.
 
+Cardinalities (min/max of every element, R4 conformance-rules.html#cardinality, json.html#arrays) and
+required bindings of ``code``, ``Coding`` and ``CodeableConcept`` elements (terminologies.html#required)
+are checked too, against the value sets the shipped core terminology expands (``r4_core``); a value
+set it cannot expand (BCP 13 mime types, UCUM, ISO 4217) is not checked. The fhir.resources models
+enforce the same cardinalities (tests/profiles/test_r4_cardinality.py) and run first on every path.
+
 Cost: the invariants that fire on common content have a plain-Python version (:data:`NATIVE`);
 those of the form ``a.empty() or b.exists() or …`` are evaluated on the JSON directly; the rest are
 compiled once with fhirpathpy and evaluated only where their element is present.
@@ -16,7 +22,6 @@ This package imports nothing of ours (see ARCHITECTURE.md).
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import re
@@ -30,12 +35,11 @@ import fhirpathpy
 from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models as fhirpath_models
 
-from fhir_profiles import DATA_DIR, fhirpath_safety
+from fhir_profiles import fhirpath_safety, r4_core
 from fhir_profiles.issues import ValidationIssue
 
 log = logging.getLogger(__name__)
 
-CORE_DIR = DATA_DIR / "r4-core"
 _R4_MODEL: dict[str, Any] = fhirpath_models["r4"]
 _SYSTEM = "http://hl7.org/fhirpath/System."
 _FHIR_TYPE = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
@@ -80,6 +84,19 @@ class Child:
     profile: str | None = None  # a core constraint profile of the type (SimpleQuantity)
     children_at: str | None = None  # backbone / contentReference: where its children are defined
     rules: list[Rule] = field(default_factory=list)
+    min: int = 0
+    max: int | None = 1  # None: unbounded ("*")
+    binding: str | None = None  # ValueSet url of a required binding (code, Coding, CodeableConcept)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A required binding's value set, expanded from the shipped core terminology."""
+
+    url: str
+    codes: frozenset[str]  # every code, for a ``code`` element (its system is implied)
+    pairs: frozenset[tuple[str | None, str]]  # (system, code)
+    systems: frozenset[str | None]
 
 
 @dataclass
@@ -89,6 +106,8 @@ class Index:
     type_rules: dict[str, list[Rule]]  # type name or constraint profile url -> root rules
     primitive: frozenset[str]
     resources: frozenset[str]
+    # parent element path -> (definition path, JSON names) of each element with min >= 1
+    required: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(default_factory=dict)
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -96,14 +115,28 @@ class Index:
 
 def _load_definitions() -> list[dict[str, Any]]:
     out = []
-    for name in ("profiles-types.json.gz", "profiles-resources.json.gz"):
-        with gzip.open(CORE_DIR / name, "rb") as handle:
-            bundle = json.load(handle)
-        for entry in bundle.get("entry", []):
-            resource = entry.get("resource") or {}
+    for name in ("profiles-types", "profiles-resources"):
+        for resource in r4_core.entries(r4_core.read(name)):
             if resource.get("resourceType") == "StructureDefinition" and resource.get("kind") != "logical":
                 out.append(resource)
     return out
+
+
+_BOUND_TYPES = frozenset({"code", "Coding", "CodeableConcept"})
+
+
+def _cardinality(element: dict[str, Any]) -> tuple[int, int | None]:
+    low = element.get("min", 0)
+    high = str(element.get("max", "1"))
+    return (low if isinstance(low, int) else 0), (None if high == "*" else int(high) if high.isdigit() else 1)
+
+
+def _required_binding(element: dict[str, Any]) -> str | None:
+    binding = element.get("binding")
+    if not isinstance(binding, dict) or binding.get("strength") != "required":
+        return None
+    value_set = binding.get("valueSet")
+    return value_set.split("|")[0] if isinstance(value_set, str) else None
 
 
 def _type_code(type_: dict[str, Any]) -> str:
@@ -164,6 +197,7 @@ def index() -> Index:
     primitive = frozenset(d["type"] for d in definitions if d.get("kind") == "primitive-type")
     resources = frozenset(d["type"] for d in definitions if d.get("kind") == "resource")
     elements_by_path: dict[str, dict[str, Any]] = {}
+    required: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
     for definition in definitions:
         elements = definition.get("snapshot", {}).get("element", [])
         if not elements:
@@ -183,6 +217,8 @@ def index() -> Index:
         reference = element.get("contentReference")
         types = element.get("type") or []
         rules = _rules(element, path)
+        low, high = _cardinality(element)
+        bound = _required_binding(element)
         children_at = None
         if isinstance(reference, str):
             children_at = reference.lstrip("#")
@@ -201,14 +237,27 @@ def index() -> Index:
                 code = _type_code(type_)
                 key = stem + code[0].upper() + code[1:]
                 keys.append(key)
-                slot[key] = Child(path, code, _profile(type_), None, rules)
+                binding = bound if code in _BOUND_TYPES else None
+                slot[key] = Child(path, code, _profile(type_), None, rules, low, high, binding)
+            json_names = tuple(keys)
         else:
             type_ = types[0] if types else {"code": "BackboneElement"}
             code = _type_code(type_)
             if children_at is not None and code not in {"BackboneElement", "Element"}:
                 children_at = None  # a typed element is walked with its type's definition
-            slot[name] = Child(path, code, _profile(type_), children_at, rules)
-    result = Index(children, choices, type_rules, primitive, resources)
+            binding = bound if code in _BOUND_TYPES else None
+            slot[name] = Child(path, code, _profile(type_), children_at, rules, low, high, binding)
+            json_names = (name,)
+        if low >= 1:
+            required.setdefault(parent, []).append((path, json_names))
+    result = Index(
+        children,
+        choices,
+        type_rules,
+        primitive,
+        resources,
+        {parent: tuple(items) for parent, items in required.items()},
+    )
     _compile_simple(result)
     return result
 
@@ -618,6 +667,7 @@ class _Run:
     idx: Index
     entry_resources: bool = True
     ignore: frozenset[str] = frozenset()
+    skip: frozenset[str] = frozenset()
     issues: list[ValidationIssue] = field(default_factory=list)
 
     def add(self, severity: str, code: str, diagnostics: str, expression: str) -> None:
@@ -630,14 +680,16 @@ def check(
     *,
     entry_resources: bool = True,
     ignore: frozenset[str] = frozenset(),
+    skip: frozenset[str] = frozenset(),
 ) -> list[ValidationIssue]:
     """Every base R4 finding for ``resource`` (a JSON object with ``resourceType``).
 
     ``entry_resources=False`` skips ``Bundle.entry.resource`` (the caller validates them one by one);
-    ``ignore``: invariant keys the caller checks itself.
+    ``ignore``: invariant keys the caller checks itself; ``skip``: element definition paths (e.g.
+    ``Bundle.entry.request`` of a batch) the caller checks itself, present but not walked.
     """
     idx = index()
-    run = _Run(idx, entry_resources, ignore)
+    run = _Run(idx, entry_resources, ignore, skip)
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or resource_type not in idx.resources:
         return []
@@ -720,13 +772,19 @@ def _children(run: _Run, node: dict[str, Any], path: str, where: str, ctx: Conte
             continue
         shadow = key.startswith("_")
         child = slot.get(key[1:] if shadow else key)
+        if child is not None and child.path in run.skip:
+            continue
         at = f"{where}.{key[1:] if shadow else key}"
         if isinstance(value, list):
             if not value:
                 run.add("error", "structure", f"{_EMPTY} (an array may not be empty: omit the element)", at)
                 continue
+            if child is not None and not shadow:
+                _cardinality_of_array(run, child, len(value), at)
             items: list[tuple[str, Any]] = [(f"{at}[{i}]", v) for i, v in enumerate(value)]
         else:
+            if child is not None and not shadow and child.max != 1 and value is not None:
+                _cardinality_of_single(run, child, at)
             items = [(at, value)]
         for item_at, item in items:
             if item is None:
@@ -738,6 +796,55 @@ def _children(run: _Run, node: dict[str, Any], path: str, where: str, ctx: Conte
                 _unknown(run, item, item_at)
                 continue
             _value(run, child, item, item_at, ctx)
+    for definition, keys in run.idx.required.get(path, ()):
+        # A primitive present only through its ``_name`` extensions counts (R4 json.html#primitive).
+        if not any(k in node or f"_{k}" in node for k in keys):
+            name = definition.rsplit(".", 1)[1].removesuffix("[x]")
+            run.add(
+                "error",
+                "required",
+                f"{definition}: minimum required = 1, but only found 0 ({_CARDINALITY})",
+                f"{where}.{name}",
+            )
+
+
+# -- cardinality (R4 conformance-rules.html#cardinality, json.html#arrays) -------------------------
+
+
+_CARDINALITY = "R4 conformance-rules.html#cardinality"
+_ARRAYS = "R4 json.html#arrays"
+
+
+def _max(child: Child) -> str:
+    return "*" if child.max is None else str(child.max)
+
+
+def _cardinality_of_array(run: _Run, child: Child, count: int, where: str) -> None:
+    if child.max == 1:
+        message = f"{child.path} does not repeat (max 1): it must not be a JSON array ({_ARRAYS})"
+        run.add("error", "structure", message, where)
+    elif child.max is not None and count > child.max:
+        run.add(
+            "error",
+            "structure",
+            f"{child.path}: maximum allowed = {child.max}, but found {count} ({_CARDINALITY})",
+            where,
+        )
+    elif count < child.min:
+        run.add(
+            "error",
+            "required",
+            f"{child.path}: minimum required = {child.min}, but only found {count} ({_CARDINALITY})",
+            where,
+        )
+
+
+def _cardinality_of_single(run: _Run, child: Child, where: str) -> None:
+    if child.max == 0:
+        run.add("error", "structure", f"{child.path}: maximum allowed = 0, but found 1", where)
+    else:  # a repeating element is an array, even with one item (R4 json.html#arrays)
+        message = f"{child.path} repeats (max {_max(child)}): it must be a JSON array ({_ARRAYS})"
+        run.add("error", "structure", message, where)
 
 
 def _unknown(run: _Run, item: Any, where: str) -> None:
@@ -775,6 +882,8 @@ def _value(run: _Run, child: Child, item: Any, where: str, ctx: Context) -> None
     elif isinstance(item, dict) and not any(k != "id" for k in item):
         run.add("error", "structure", _EMPTY, where)
         return
+    if child.binding is not None:
+        _check_binding(run, child, child.binding, item, where)
     if child.rules:
         _rules_on(run, child.rules, item, where, ctx)
     if not isinstance(item, dict):
@@ -787,3 +896,60 @@ def _value(run: _Run, child: Child, item: Any, where: str, ctx: Context) -> None
         rules = run.idx.type_rules.get(code, [])
     _rules_on(run, rules, item, where, ctx)
     _children(run, item, code, where, ctx)
+
+
+# -- required bindings (R4 terminologies.html#required) ---------------------------------------------
+
+_LISTED = 12  # value sets up to this size are listed in the diagnostics
+
+
+@cache
+def expanded(url: str) -> Binding | None:
+    """A value set of the core terminology, or None when it cannot be expanded from the shipped data
+    (a code system not shipped, a filter): such bindings are not checked."""
+    codes = r4_core.core_terminology().codes(url)
+    if not codes:
+        return None
+    return Binding(
+        url,
+        frozenset(code for _, code in codes),
+        frozenset(codes),
+        frozenset(system for system, _ in codes),
+    )
+
+
+def _check_binding(run: _Run, child: Child, url: str, item: Any, where: str) -> None:
+    """``code``: the code is one of the value set's; Coding / CodeableConcept: when a coding is from a
+    code system of the value set, the concept (one of the codings) is in the value set. Codings of
+    other systems only are not judged (they may be translations, terminologies.html#4.1.5)."""
+    binding = expanded(url)
+    if binding is None:
+        return
+    if child.type == "code":
+        if isinstance(item, str) and item not in binding.codes:
+            _not_in(run, child, binding, json.dumps(item)[:80], where)
+        return
+    if not isinstance(item, dict):
+        return
+    raw = [item] if child.type == "Coding" else item.get("coding")
+    if not isinstance(raw, list):
+        return
+    codings = [
+        (c["system"], c["code"])
+        for c in raw
+        if isinstance(c, dict) and c.get("system") in binding.systems and isinstance(c.get("code"), str)
+    ]
+    if codings and not any(pair in binding.pairs for pair in codings):
+        _not_in(run, child, binding, ", ".join(f"{s}|{c}" for s, c in codings)[:160], where)
+
+
+def _not_in(run: _Run, child: Child, binding: Binding, shown: str, where: str) -> None:
+    listing = ""
+    if len(binding.codes) <= _LISTED:
+        listing = f" (one of {', '.join(sorted(binding.codes))})"
+    run.add(
+        "error",
+        "code-invalid",
+        f"{child.path}: code {shown} is not in the required value set {binding.url}{listing}",
+        where,
+    )

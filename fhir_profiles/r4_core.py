@@ -16,16 +16,26 @@ from fhir_profiles.conformance import Conformance, shipped
 CORE_DIR = DATA_DIR / "r4-core"
 
 
-@cache
-def bundle(name: str) -> dict[str, Any]:
-    """One definition bundle by file stem, e.g. ``search-parameters``, ``valuesets``."""
+def read(name: str) -> dict[str, Any]:
+    """One definition bundle by file stem, read now and not kept (the StructureDefinition bundles
+    are large: their readers keep only what they need)."""
     with gzip.open(CORE_DIR / f"{name}.json.gz", "rt", encoding="utf-8") as handle:
         data: dict[str, Any] = json.load(handle)
     return data
 
 
+@cache
+def bundle(name: str) -> dict[str, Any]:
+    """One definition bundle by file stem, e.g. ``search-parameters``, ``valuesets`` (kept)."""
+    return read(name)
+
+
+def entries(data: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    return tuple(e["resource"] for e in data.get("entry", []) if isinstance(e.get("resource"), dict))
+
+
 def resources(name: str) -> tuple[dict[str, Any], ...]:
-    return tuple(e["resource"] for e in bundle(name).get("entry", []) if isinstance(e.get("resource"), dict))
+    return entries(bundle(name))
 
 
 @cache
@@ -54,9 +64,18 @@ def code_systems() -> dict[str, dict[str, Any]]:
     return _by_url("CodeSystem")
 
 
+def _core_terminology_resources() -> list[dict[str, Any]]:
+    return [r for r in resources("valuesets") if r.get("resourceType") in {"CodeSystem", "ValueSet"}]
+
+
+@cache
+def core_terminology() -> Conformance:
+    """The R4 core CodeSystems and ValueSets alone: the base required bindings (R4 is the truth)."""
+    return Conformance(_core_terminology_resources())
+
+
 @cache
 def terminology() -> Conformance:
     """The CodeSystems and ValueSets search can expand (``:in``, ``:not-in``, ``:above``, ``:below``):
     the R4 core ones, then ours (FR Core, base) which win on a shared url."""
-    core = [r for r in resources("valuesets") if r.get("resourceType") in {"CodeSystem", "ValueSet"}]
-    return Conformance([*core, *shipped().resources])
+    return Conformance([*_core_terminology_resources(), *shipped().resources])

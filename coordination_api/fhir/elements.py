@@ -17,8 +17,6 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 
-import fhir_profiles
-
 _INTEGERS = {"integer", "positiveInt", "unsignedInt", "integer64"}
 _LINKS = {"uri", "url", "oid", "uuid"}  # canonical is a uri too, but never a Bundle link
 
@@ -30,9 +28,6 @@ class ElementType:
     json: str
     link: bool = False
     model: type | None = None
-    # The complete code list of a required-bound ``code`` element, when the model has it whole
-    # (fhir.resources marks abbreviated lists with "+"; those are not checked).
-    codes: frozenset[str] | None = None
 
 
 def resource_model(resource_type: str) -> type[FHIRAbstractModel]:
@@ -45,22 +40,8 @@ def element_types(model: type) -> dict[str, ElementType]:
     fields: dict[str, Any] = getattr(model, "model_fields", {})
     out = {}
     for name, field in fields.items():
-        element = _classify(field.annotation)
-        extra = field.json_schema_extra
-        values = extra.get("enum_values") if isinstance(extra, dict) else None
-        if isinstance(values, list) and "+" in values:  # abbreviated by the library: use our R4 list
-            values = _completed_codes().get(f"{model.__name__}.{field.alias or name}")
-        if isinstance(values, list) and values and "+" not in values and element.json == "string":
-            element = ElementType(element.json, element.link, element.model, frozenset(map(str, values)))
-        out[field.alias or name] = element
+        out[field.alias or name] = _classify(field.annotation)
     return out
-
-
-@cache
-def _completed_codes() -> dict[str, list[str]]:
-    """R4 code lists the models abbreviate with "+", completed as data (fhir_profiles/data/r4-compat.json)."""
-    raw: dict[str, Any] = fhir_profiles.r4_compat().get("r4_required_codes", {})
-    return {k: v for k, v in raw.items() if isinstance(v, list)}
 
 
 def _classify(annotation: Any) -> ElementType:

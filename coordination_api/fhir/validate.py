@@ -103,7 +103,13 @@ def _findings(resource: Any, resource_type: str, profile: str | None) -> list[Is
     root = resource_type
     issues = narrative_issues(resource, root)
     findings = base_rules.check(resource, root)
-    findings += policy().findings(resource, root, [profile] if profile else None)
+    base = {(f.code, f.expression) for f in findings if f.is_error}
+    # A claimed profile repeats the base bindings and cardinalities of its snapshot: listed once.
+    findings += [
+        f
+        for f in policy().findings(resource, root, [profile] if profile else None)
+        if not (f.is_error and (f.code, f.expression) in base)
+    ]
     return issues + [to_issue(f) for f in findings]
 
 

@@ -4,9 +4,9 @@ The cases are a subset of ``FHIR/fhir-test-cases`` ``validator/`` (``tests/data/
 see its README): each file is POSTed to ``[type]/$validate`` and "has errors / has none" is compared
 with the Java validator's outcome recorded in the manifest.
 
-Agreement: 44 of 46 (95.7 %) over HTTP; the misses are listed in ``KNOWN_MISSES`` with the reason
-(``base_rules.check`` alone agrees on 45 of 46: the Parameters one is the URL, not the rules). A miss
-that gets fixed does not fail the test; a new one does.
+Agreement: 46 of 46 (100 %) over HTTP, with base R4 cardinalities and required bindings checked
+(issue 18; it was 44 of 46 before ``Parameters/$validate`` and the narrative rules). A miss would be
+listed in ``KNOWN_MISSES`` with the reason; a new one fails the test.
 """
 
 from __future__ import annotations
@@ -20,12 +20,7 @@ from tests.conftest import Fhir
 CASES = Path(__file__).resolve().parent.parent / "data" / "fhir-test-cases"
 
 # name -> why we disagree with the reference validator.
-KNOWN_MISSES: dict[str, str] = {
-    "params-empty-r4": "Parameters is not a supported resource type yet: /fhir/Parameters/$validate is 404 "
-    "(another point of issue 18)",
-    "xml-bad-entities-json": "txt-1 (narrative XHTML, '&reg;' is not an XML entity): fhir_profiles.narrative "
-    "is wired into base_rules.REPORTING by another change",
-}
+KNOWN_MISSES: dict[str, str] = {}
 
 
 def _manifest() -> list[dict[str, Any]]:
