@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -221,3 +222,17 @@ def test_every_example_file_is_used() -> None:
 
 def test_setup_names_only_existing_examples() -> None:
     assert sorted(set(SETUP) - set(scripts())) == []
+
+
+def test_the_docs_link_only_existing_examples() -> None:
+    root = EXAMPLES.parent
+    for doc in (root / "docs" / "integration.md", root / "README.md", EXAMPLES / "README.md"):
+        text = doc.read_text(encoding="utf-8")
+        named = set(re.findall(r"examples/([A-Za-z0-9_.-]+\.(?:json|hl7|sh|py|md))", text))
+        named |= (
+            set(re.findall(r"\]\(([A-Za-z0-9_-]+\.(?:json|hl7|sh|py))\)", text))
+            if doc.parent == EXAMPLES
+            else set()
+        )
+        assert named, doc
+        assert sorted(n for n in named if not (EXAMPLES / n).is_file()) == [], doc
