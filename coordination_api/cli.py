@@ -439,7 +439,7 @@ def demo_command(force: bool, out_dir: Path, base_url: str | None) -> None:
     """Load a small fictional CPTS (professionals, a hospital client, three patients with their
     cercles de soins, the protocol library) and print what to try next. Idempotent."""
     from coordination_api.accounts import AccountError
-    from coordination_api.demo import DemoRefusedError, load, next_steps, summary
+    from coordination_api.demo import DemoRefusedError, coordinator_warnings, load, next_steps, summary
     from coordination_api.errors import FhirError
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -452,6 +452,8 @@ def demo_command(force: bool, out_dir: Path, base_url: str | None) -> None:
         message = exc.diagnostics if isinstance(exc, FhirError) else str(exc)
         raise click.ClickException(f"the demo CPTS could not be loaded: {message}") from None
     click.echo(summary(result))
+    for warning in coordinator_warnings(_settings().dispatch):
+        click.echo(f"warning: {warning}", err=True)
     if base_url is None:
         public = _settings().public_base_url
         base_url = public.removesuffix("/").removesuffix("/fhir") if public else "http://127.0.0.1:8080"

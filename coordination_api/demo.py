@@ -30,6 +30,7 @@ from sqlalchemy import select
 import fhir_profiles
 from auth.schema import oauth_user
 from coordination_api.accounts import create_practitioner_user
+from coordination_api.config import DispatchSettings
 from coordination_api.coordination.protocol_library import LoadResult, load_definitions
 from coordination_api.fhir.context import Services
 from coordination_api.fhir.resources import validate_resource
@@ -321,6 +322,27 @@ def next_steps(result: DemoResult, base: str, out_dir: Path) -> str:
         f"Demo data is tagged {DEMO_TAG}; never use these passwords on a server others can reach.",
     ]
     return "\n".join(lines)
+
+
+COORDINATOR = "Practitioner/demo-coordinatrice"
+COORDINATOR_ROLE = "coordinateur-parcours"  # her role in the demo's cercles de soins
+
+
+def coordinator_warnings(settings: DispatchSettings) -> list[str]:
+    """Where the configured coordinator (config.DispatchSettings) is not the demo's."""
+    out = []
+    if settings.coordinator and settings.coordinator != COORDINATOR:
+        out.append(
+            f"COORDINATION_DISPATCH_COORDINATOR is {settings.coordinator}: escalated Tasks go there, "
+            f"not to the demo's coordinator ({COORDINATOR})"
+        )
+    elif not settings.coordinator and settings.coordinator_role != COORDINATOR_ROLE:
+        out.append(
+            f"COORDINATION_DISPATCH_COORDINATOR_ROLE is {settings.coordinator_role!r}: the demo's "
+            f"coordinator has the role {COORDINATOR_ROLE!r} in the cercles de soins, so she neither "
+            "coordinates the demo patients nor receives escalated Tasks"
+        )
+    return out
 
 
 def summary(result: DemoResult) -> str:

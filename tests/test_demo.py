@@ -17,8 +17,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from coordination_api.config import DispatchSettings
 from coordination_api.coordination.dispatch import DISPATCH_STATUS
-from coordination_api.demo import DEMO_SYSTEM, PKCE_VERIFIER, accounts, demo_resources
+from coordination_api.demo import DEMO_SYSTEM, PKCE_VERIFIER, accounts, coordinator_warnings, demo_resources
 from coordination_api.storage.schema import resource_history
 from tests.auth.test_security import _approve, _exchange, _login
 
@@ -94,6 +95,15 @@ def test_demo_refuses_a_database_with_other_data_unless_forced(
     forced = _demo(app, tmp_path, "--force")
     assert forced.exit_code == 0, forced.output
     assert "Demo CPTS loaded" in forced.output
+
+
+def test_a_configured_coordinator_other_than_the_demos_is_pointed_out() -> None:
+    assert coordinator_warnings(DispatchSettings()) == []
+    assert coordinator_warnings(DispatchSettings(coordinator="Practitioner/demo-coordinatrice")) == []
+    [elsewhere] = coordinator_warnings(DispatchSettings(coordinator="Organization/cpts"))
+    assert "Organization/cpts" in elsewhere
+    [role] = coordinator_warnings(DispatchSettings(coordinator_role="coordinatrice"))
+    assert "'coordinateur-parcours'" in role
 
 
 def _user_token(app: Flask, authorize_url: str, username: str, password: str, client_id: str) -> str:
