@@ -1,4 +1,4 @@
-# The two commands: `make run` and `make test` (see README.md).
+# The two commands: `make run` and `make test` (see README.md); `make demo` loads a fictional CPTS.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 export COORDINATION_TEST_PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: install run test check lint typecheck compose-check pytest test-security-long bench clean
+.PHONY: install run demo test check lint typecheck compose-check pytest test-security-long bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ install: $(STAMP)
 run: install
 	$(BIN)/coordination db upgrade
 	$(BIN)/coordination serve --host 127.0.0.1 --port $(PORT)
+
+# A small fictional CPTS (professionals, a hospital client, three patients, the protocol library) in the
+# database `make run` uses, then what to try next; idempotent, refuses a database with other data
+# (DEMO_ARGS=--force to add it anyway). Writes ./demo-discharge.json and ./demo-credentials.json.
+demo: install
+	$(BIN)/coordination db upgrade
+	$(BIN)/coordination demo --base-url http://127.0.0.1:$(PORT) $(DEMO_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
