@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+import requests
 from flask import Flask
 from sqlalchemy import select
 
@@ -365,3 +366,27 @@ def test_pro_sante_connect_off_has_no_routes(app: Flask) -> None:
     browser = app.test_client()
     assert browser.get("/auth/psc/login").status_code == 404
     assert "Pro Santé Connect" not in browser.get("/auth/login").get_data(as_text=True)
+
+
+def test_serve_logs_one_line_per_connector_once(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``coordination serve`` (a real process tree) says at start what each connector is; its worker
+    child does not say it again; /readyz of the running service names the misconfigured one."""
+    from tests.ops.served import database, serve
+
+    monkeypatch.setenv("COORDINATION_DMP_RECIPIENT_URL", "http://pdsm.example.org/fhir")
+    monkeypatch.setenv("COORDINATION_DMP_SOURCE_OID", "1.2.3")
+    monkeypatch.setenv("COORDINATION_ANNUAIRE_BASE_URL", "https://gw.example/fhir/v2")
+    monkeypatch.setenv("COORDINATION_ANNUAIRE_API_KEY", "very-secret-key")
+    with database(backend, tmp_path) as url, serve(url, tmp_path, "--no-mllp") as served:
+        body = requests.get(f"{served.root}/readyz", timeout=10).json()
+        assert body["status"] == "degraded" and "connector:dmp" in body["degraded"]
+        lines = [r for r in served.log_lines() if r.get("logger") == "coordination_api.connectors"]
+    assert len(lines) == 5, lines
+    text = {str(r["msg"]).split()[1]: r for r in lines}
+    assert text["dmp"]["level"] == "WARNING" and "misconfigured" in text["dmp"]["msg"]
+    assert "not https" in text["dmp"]["msg"]
+    assert text["annuaire"]["msg"].endswith("active -> gw.example")
+    assert all("off" in text[n]["msg"] for n in ("eparcours", "mssante", "psc"))
+    assert "very-secret-key" not in served.log_path.read_text()
