@@ -161,6 +161,43 @@ def call(
     return response
 
 
+def probe(service: str, s: requests.Session, settings: HttpSettings, url: str) -> str:
+    """A cheap proof that ``url`` is reachable as configured (``coordination connectors check``): one
+    HEAD, sent once, through the session's TLS settings (CA, client certificate). Any HTTP answer but a
+    5xx (501, a HEAD the server does not implement, is an answer) means the TCP connection, the TLS
+    handshake and our certificate were accepted; returns what was seen, else ConnectorError."""
+    try:
+        response = s.request(
+            "HEAD", url, timeout=settings.timeout, verify=settings.verify, allow_redirects=False
+        )
+    except requests.Timeout as exc:
+        raise ConnectorError(service, Failure.TIMEOUT, "timed out") from exc
+    except requests.exceptions.SSLError as exc:
+        raise ConnectorError(
+            service, Failure.UNAVAILABLE, f"TLS handshake failed ({_ssl_reason(exc)})"
+        ) from exc
+    except requests.RequestException as exc:
+        raise ConnectorError(service, Failure.UNAVAILABLE, f"cannot connect ({type(exc).__name__})") from exc
+    status = response.status_code
+    response.close()
+    if status >= 500 and status != 501:
+        raise ConnectorError(service, Failure.UNAVAILABLE, f"answered HTTP {status}", status=status)
+    tls = "TLS" if url.lower().startswith("https:") else "plain HTTP"
+    return f"{tls}, HEAD answered {status}"
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The innermost ssl reason (e.g. CERTIFICATE_VERIFY_FAILED), never a whole traceback text."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        reason = getattr(seen, "reason", None)
+        if isinstance(reason, str) and reason.isupper():
+            return reason
+        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = inner or seen.__cause__ or seen.__context__
+    return type(exc).__name__
+
+
 def _retried_timeouts(exc: requests.RequestException) -> bool:
     """urllib3 retried read timeouts, then requests reports a ConnectionError (MaxRetryError): still a
     timeout for our callers (504, not 502). Its NewConnectionError (refused, DNS) derives from

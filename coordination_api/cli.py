@@ -77,8 +77,10 @@ def serve(
                 f"Refusing to start plain MLLP on {host}: use --no-mllp, MLLP over TLS "
                 "(COORDINATION_MLLP_TLS_*) or COORDINATION_MLLP_ALLOW_REMOTE_PLAIN."
             )
+    from coordination_api.connector_status import log_states
     from coordination_api.server import Child, supervise
 
+    log_states(settings)  # one line per connector: active, off or misconfigured (issue 19)
     # Child processes, not threads: gunicorn forks its workers, and a forked copy of open database
     # connections must never be shared. gunicorn runs in a child of its own too, so that every child
     # starts with the metrics directory in its environment (metrics.py).
@@ -99,7 +101,7 @@ def serve(
     if not no_mllp:
         children["mllp"] = Child("mllp", _script("mllp", "--host", host, "--port", str(mllp_port)), env)
     if not no_worker:
-        children["worker"] = Child("worker", _script("worker"), env)
+        children["worker"] = Child("worker", _script("worker", "--no-connector-lines"), env)
     try:
         code = supervise(children, metrics_dir, settings.supervision)
     finally:
@@ -125,12 +127,17 @@ _METRICS_HOST = click.option("--metrics-host", default="127.0.0.1", show_default
 @click.command("worker")
 @_METRICS_PORT
 @_METRICS_HOST
+@click.option("--no-connector-lines", is_flag=True, hidden=True, help="serve has logged them already")
 @with_appcontext
-def worker(metrics_port: int | None, metrics_host: str) -> None:
+def worker(metrics_port: int | None, metrics_host: str, no_connector_lines: bool) -> None:
     """Subscription delivery worker: handshakes, notifications in event order, heartbeats, retries
     (any number of processes; stops on SIGTERM)."""
     from coordination_api.subscriptions import run_worker
 
+    if not no_connector_lines:
+        from coordination_api.connector_status import log_states
+
+        log_states(_settings())
     _serve_metrics(metrics_port, metrics_host)
     run_worker(current_app._get_current_object())  # type: ignore[attr-defined]
 
@@ -363,7 +370,7 @@ def users_create(
     """Create a login and its Practitioner (identified by RPPS)."""
     from coordination_api.accounts import AccountError, create_practitioner_user
 
-    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    password = _read_password() if password_stdin else None
     try:
         practitioner_id = create_practitioner_user(
             current_app,
@@ -378,6 +385,111 @@ def users_create(
         raise click.ClickException(str(exc)) from exc
     out = {"username": username, "fhirUser": f"Practitioner/{practitioner_id}"}
     click.echo(json.dumps(out) if as_json else f"user {username} -> Practitioner/{practitioner_id}")
+
+
+def _read_password() -> str:
+    """One line of standard input (never an argument: it would show in ps and shell history)."""
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def users_list(as_json: bool) -> None:
+    """Local logins (never their password hashes)."""
+    from coordination_api.accounts import list_users
+
+    rows = list_users(current_app)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no users")
+    for r in rows:
+        state = "disabled" if r["disabled"] else "active"
+        login = "password" if r["password"] else "federated"
+        click.echo(
+            f"{r['username']}\t{state}\t{login}\tRPPS {r['rpps']}\tPractitioner/{r['practitioner_id']}"
+        )
+
+
+@users.command("disable")
+@click.argument("username")
+@with_appcontext
+def users_disable(username: str) -> None:
+    """Refuse this login from now on, and revoke every token issued to it (refresh tokens included)."""
+    from coordination_api.accounts import AccountError, set_disabled
+
+    try:
+        revoked = set_disabled(current_app, username, True)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"user {username} disabled; {revoked} token(s) revoked")
+
+
+@users.command("enable")
+@click.argument("username")
+@with_appcontext
+def users_enable(username: str) -> None:
+    """Allow this login again (tokens revoked when it was disabled stay revoked)."""
+    from coordination_api.accounts import AccountError, set_disabled
+
+    try:
+        set_disabled(current_app, username, False)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"user {username} enabled")
+
+
+@users.command("passwd")
+@click.argument("username")
+@with_appcontext
+def users_passwd(username: str) -> None:
+    """Set the password from one line of standard input (e.g. ``coordination users passwd dr.x < file``);
+    the account's failed-login lock is cleared."""
+    from coordination_api.accounts import AccountError, set_password
+
+    if sys.stdin.isatty():
+        click.echo("new password (one line): ", nl=False, err=True)
+    try:
+        set_password(current_app, username, _read_password())
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"password of {username} changed")
+
+
+@click.group("connectors")
+def connectors_group() -> None:
+    """Outside services: which are active, off or misconfigured, and whether they answer."""
+
+
+@connectors_group.command("check")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def connectors_check(as_json: bool) -> None:
+    """Call each configured connector once, cheaply (TLS handshake and HEAD, SMTP EHLO + STARTTLS, one
+    directory search, the PSC discovery document): ok or failed with the reason. Exit status 1 when
+    one configured connector fails or one is misconfigured."""
+    from coordination_api.connector_status import check
+
+    results = check(_settings())
+    if as_json:
+        out = {
+            r.state.name: {
+                "state": r.state.state,
+                "target": r.state.target,
+                "ok": r.ok,
+                "detail": r.detail,
+                "problems": list(r.state.problems),
+            }
+            for r in results
+        }
+        click.echo(json.dumps(out))
+    else:
+        for r in results:
+            click.echo(r.line())
+    if any(r.failed for r in results):
+        sys.exit(1)
 
 
 @click.group("jobs")
@@ -405,6 +517,8 @@ def jobs_list(status: str | None, limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows))
         return
+    if not rows:
+        click.echo("no jobs" + (f" with status {status}" if status else ""))
     for r in rows:
         click.echo(f"{r['pk']}\t{r['kind']}\t{r['status']}\t{r['attempts']}\t{r['last_error'] or ''}")
 
@@ -486,6 +600,7 @@ def register_commands(app: Flask) -> None:
         protocols_group,
         jobs_group,
         demo_command,
+        connectors_group,
     ):
         if command.name not in app.cli.commands:
             app.cli.add_command(command)

@@ -18,7 +18,16 @@ from sqlalchemy.engine import Connection
 
 from auth.schema import consent_deny
 from connectors import http
-from connectors.eparcours import EparcoursPlatform, NullPlatform, Platform, PlatformSettings, message_bundle
+from connectors.eparcours import (
+    NOT_CONFIGURED,
+    SERVICE,
+    EparcoursPlatform,
+    NullPlatform,
+    Platform,
+    PlatformSettings,
+    message_bundle,
+)
+from connectors.errors import ConnectorError, Failure
 from coordination_api import jobs
 from coordination_api.config import EparcoursSettings, Settings
 from coordination_api.storage.indexer import UNRESOLVED
@@ -47,9 +56,12 @@ def build(settings: EparcoursSettings) -> Platform:
 
 
 def init_app(app: Flask, repo: Repository, settings: Settings) -> None:
-    """When a platform is configured: the write hook that queues versions, and the job that sends them."""
+    """The job that sends versions (always known: a job queued before the platform was unconfigured
+    ends dead with "not configured", never done) and, when a platform is configured, the write hook
+    that queues them."""
     config = settings.eparcours
     app.extensions["eparcours"] = build(config)
+    jobs.register(app, FORWARD, forward_job)
     if not config.url:
         return
     types = frozenset(config.types)
@@ -61,7 +73,6 @@ def init_app(app: Flask, repo: Repository, settings: Settings) -> None:
                 jobs.enqueue(conn, FORWARD, payload)
 
     repo.on_written.append(on_written)
-    jobs.register(app, FORWARD, forward_job)
 
 
 def _opposed(conn: Connection, patient_id: str) -> bool:
@@ -99,6 +110,9 @@ def forward_job(app: Flask, payload: dict[str, Any]) -> None:
     """Send one stored version (jobs.py retries a retryable ConnectorError, dead-letters the rest)."""
     settings: Settings = app.config["SETTINGS"]
     repo: Repository = app.extensions["coordination"].repo
+    platform: Platform = app.extensions["eparcours"]
+    if not platform.configured:  # a job queued before the platform was unconfigured: dead, with why
+        raise ConnectorError(SERVICE, Failure.NOT_CONFIGURED, NOT_CONFIGURED)
     with repo.reading() as conn:
         stored = repo.version(conn, str(payload["type"]), str(payload["id"]), int(payload["version"]))
         if stored is None or stored.deleted:
@@ -126,5 +140,4 @@ def forward_job(app: Flask, payload: dict[str, Any]) -> None:
         source=settings.public_base_url,
         sender=settings.eparcours.sender,
     )
-    platform: Platform = app.extensions["eparcours"]
     platform.forward(message)

@@ -46,6 +46,9 @@ class Category(enum.Enum):
     TOO_MANY_REQUESTS = (429, "throttled")
     EXCEPTION = (500, "exception")
     TRANSIENT = (503, "transient")
+    # An outside service this operation needs is not configured here (connectors/ NOT_CONFIGURED):
+    # the server, not the request, is at fault, and retrying will not help until an operator acts.
+    NOT_CONFIGURED = (503, "not-supported")
     BAD_GATEWAY = (502, "transient")
     GATEWAY_TIMEOUT = (504, "timeout")
 
@@ -142,10 +145,11 @@ def from_http_exception(exc: HTTPException) -> FhirError:
 
 
 def from_connector_error(exc: ConnectorError) -> FhirError:
-    """An outside service failed (connectors/): 504 for a timeout, else 502; never a 500."""
+    """An outside service failed (connectors/): 504 for a timeout, else 502; a service that is not
+    configured 503 ``not-supported`` (no Retry-After: it will not come by itself); never a 500."""
     category = Category.GATEWAY_TIMEOUT if exc.failure is Failure.TIMEOUT else Category.BAD_GATEWAY
     if exc.failure is Failure.NOT_CONFIGURED:
-        category = Category.NOT_SUPPORTED
+        category = Category.NOT_CONFIGURED
     return FhirError(category, str(exc))
 
 

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import Engine, delete, func, select, text, update
 
 from coordination_api.config import Settings
+from coordination_api.connector_status import MISCONFIGURED, describe
 from coordination_api.errors import Category, FhirError
 from coordination_api.storage.migrate import current_revisions, head_revisions
 from coordination_api.storage.schema import worker_heartbeat
@@ -74,7 +75,8 @@ def readyz() -> Response:
     Under ``coordination serve``, a child being restarted (the delivery worker, the MLLP listener)
     leaves the instance ready, with ``"status": "degraded"`` and the parts down in ``degraded``:
     the HTTP API still takes and stores messages (notifications wait in the outbox), and a 503
-    would make a load balancer refuse that intake too (docs/operations.md, "Readiness")."""
+    would make a load balancer refuse that intake too (docs/operations.md, "Readiness"). A misconfigured
+    connector degrades the same way (``connector:<name>``); ``connectors`` gives each one's state."""
     engine = current_app.extensions["coordination"].repo.engine
     settings: Settings = current_app.config["SETTINGS"]
     max_age = settings.worker_heartbeat_max_age
@@ -94,10 +96,15 @@ def readyz() -> Response:
             f"No delivery worker heartbeat in the last {max_age:g} s"
             + (f" (being restarted: {', '.join(degraded)})" if degraded else ""),
         )
-    degraded = degraded_parts(settings)
+    # Each connector's state (connector_status.py); a misconfigured one degrades, never unreadies: the
+    # API still takes and stores everything, only that outside service is not reached.
+    connectors = {c.name: c.state for c in describe(settings)}
+    degraded = degraded_parts(settings) + [
+        f"connector:{n}" for n, s in connectors.items() if s == MISCONFIGURED
+    ]
     if degraded:
-        return jsonify(status="degraded", degraded=degraded)
-    return jsonify(status="ready")
+        return jsonify(status="degraded", degraded=degraded, connectors=connectors)
+    return jsonify(status="ready", connectors=connectors)
 
 
 def _migrations_current(engine: Engine) -> bool:

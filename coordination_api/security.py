@@ -21,7 +21,7 @@ from auth.service import AuthConfig, AuthService
 from auth.web import bp as auth_bp
 from connectors.http import HttpSettings
 from connectors.psc import NullProSanteConnect, PscClient, PscClientSettings
-from coordination_api.config import Settings
+from coordination_api.config import PscSettings, Settings
 from coordination_api.fhir import access
 from coordination_api.storage.engine import close_reader, open_reader
 from coordination_api.storage.repository import Repository
@@ -52,9 +52,28 @@ def _loopback_host() -> bool:
 def _psc_login(app: Flask, settings: Settings) -> PscLogin:
     """Pro Santé Connect for the login page (connectors/psc), and first-login provisioning."""
     config = settings.psc
+    client = psc_client(config)
+    if not isinstance(client, PscClient):
+        return PscLogin(client)
+
+    def provision(rpps: str, given: str | None, family: str | None) -> bool:
+        from coordination_api.accounts import AccountError, create_practitioner_user
+
+        try:
+            create_practitioner_user(app, f"psc-{rpps}", rpps, None, family, given)
+        except AccountError:
+            log.warning("Pro Santé Connect first login: the account could not be created")
+            return False
+        return True
+
+    return PscLogin(client, provision if config.auto_create else None, config.redirect_uri)
+
+
+def psc_client(config: PscSettings) -> PscClient | NullProSanteConnect:
+    """The Pro Santé Connect client of these settings (the Null one without a discovery URL)."""
     if not config.discovery_url:
-        return PscLogin(NullProSanteConnect())
-    client = PscClient(
+        return NullProSanteConnect()
+    return PscClient(
         PscClientSettings(
             discovery_url=config.discovery_url,
             client_id=config.client_id,
@@ -69,18 +88,6 @@ def _psc_login(app: Flask, settings: Settings) -> PscLogin:
             ),
         )
     )
-
-    def provision(rpps: str, given: str | None, family: str | None) -> bool:
-        from coordination_api.accounts import AccountError, create_practitioner_user
-
-        try:
-            create_practitioner_user(app, f"psc-{rpps}", rpps, None, family, given)
-        except AccountError:
-            log.warning("Pro Santé Connect first login: the account could not be created")
-            return False
-        return True
-
-    return PscLogin(client, provision if config.auto_create else None, config.redirect_uri)
 
 
 def init_app(app: Flask, settings: Settings, repo: Repository) -> None:

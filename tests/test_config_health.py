@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 from coordination_api.app import create_app
 from coordination_api.config import Settings
 from tests.conftest import authed
+from tests.connectors.states import ALL_OFF
 
 
 def test_settings_read_prefixed_environment(tmp_path: Path) -> None:
@@ -49,7 +50,7 @@ def test_settings_defaults_and_overrides() -> None:
 
 def test_health_and_readiness(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
-    assert client.get("/readyz").get_json() == {"status": "ready"}
+    assert client.get("/readyz").get_json() == {"status": "ready", "connectors": ALL_OFF}
 
 
 def test_readiness_fails_with_503_when_database_is_unreachable(tmp_path: Path) -> None:

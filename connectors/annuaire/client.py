@@ -83,6 +83,12 @@ class AnnuaireSante:
     def close(self) -> None:
         self._session.close()
 
+    def check(self) -> str:
+        """A cheap call (``coordination connectors check``): one Practitioner search (not cached), which
+        proves the TLS connection, the API key and a searchset answer."""
+        bundle = self._get(f"{self.base_url}/Practitioner", {"_count": "1"})
+        return f"Practitioner search answered ({len(bundle.get('entry') or [])} entry)"
+
     # -- look-ups (cached) ------------------------------------------------------------------------
 
     def practitioner(self, rpps: str) -> dict[str, Any] | None:

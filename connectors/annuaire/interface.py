@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from connectors.errors import ConnectorError, Failure
+
 SERVICE = "annuaire-sante"
 RPPS = "https://rpps.esante.gouv.fr"
 RPPS_V1 = "http://rpps.fr"
@@ -75,24 +77,31 @@ class Directory(Protocol):
         """The HealthcareServices an Organization (directory id) provides."""
 
 
+NOT_CONFIGURED = "directory connector not configured (COORDINATION_ANNUAIRE_BASE_URL)"
+
+
 class NullDirectory:
-    """The directory of a development set-up: it knows nobody (no network, no key)."""
+    """No directory configured: every look-up is refused as NOT_CONFIGURED (never "not found", which
+    would be an answer it cannot give). Callers that can do without ask ``configured`` first."""
 
     configured = False
 
+    def _refuse(self) -> ConnectorError:
+        return ConnectorError(SERVICE, Failure.NOT_CONFIGURED, NOT_CONFIGURED)
+
     def practitioner(self, rpps: str) -> dict[str, Any] | None:
-        return None
+        raise self._refuse()
 
     def organization(self, finess_or_id: str) -> dict[str, Any] | None:
-        return None
+        raise self._refuse()
 
     def practitioner_roles(
         self, *, practitioner: str | None = None, organization: str | None = None
     ) -> Iterator[dict[str, Any]]:
-        return iter(())
+        raise self._refuse()
 
     def organization_members(self, organization: str) -> Iterator[Member]:
-        return iter(())
+        raise self._refuse()
 
     def healthcare_services(self, organization: str) -> Iterator[dict[str, Any]]:
-        return iter(())
+        raise self._refuse()

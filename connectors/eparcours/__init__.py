@@ -25,15 +25,22 @@ log = logging.getLogger(__name__)
 
 
 class Platform(Protocol):
+    configured: bool
+
     def forward(self, message: dict[str, Any]) -> None:
         """Deliver one message Bundle; ConnectorError when it was not accepted."""
 
 
+NOT_CONFIGURED = "e-parcours connector not configured (COORDINATION_EPARCOURS_URL)"
+
+
 class NullPlatform:
-    """Development: nothing configured, nothing sent."""
+    """Nothing configured: nothing is sent, and the caller is told so (never a success)."""
+
+    configured = False
 
     def forward(self, message: dict[str, Any]) -> None:
-        log.debug("e-parcours not configured: message %s not forwarded", message.get("id"))
+        raise ConnectorError(SERVICE, Failure.NOT_CONFIGURED, NOT_CONFIGURED)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,8 @@ class PlatformSettings:
 
 class EparcoursPlatform:
     """POST over mutual TLS; sent once per call (the outbox decides about retrying)."""
+
+    configured = True
 
     def __init__(self, settings: PlatformSettings) -> None:
         self.settings = settings
@@ -66,6 +75,10 @@ class EparcoursPlatform:
                 _check_response(response.content)
         finally:
             response.close()
+
+    def check(self) -> str:
+        """A cheap call (``coordination connectors check``): mutual TLS handshake and an HTTP answer."""
+        return http.probe(SERVICE, self._session, self.settings.http, self.settings.url)
 
     def close(self) -> None:
         self._session.close()

@@ -38,19 +38,27 @@ class ProvideResult:
 
 
 class DocumentRecipient(Protocol):
+    configured: bool
+
     def provide(self, bundle: dict[str, Any]) -> ProvideResult:
         """Send an ITI-65 Bundle; ConnectorError when it was not accepted."""
 
 
+NOT_CONFIGURED = "DMP connector not configured (COORDINATION_DMP_RECIPIENT_URL)"
+
+
 class NullRecipient:
-    """Development: nothing configured, nothing sent (the push is reported as accepted)."""
+    """Nothing configured: nothing is sent, and the caller is told so (never a success)."""
+
+    configured = False
 
     def provide(self, bundle: dict[str, Any]) -> ProvideResult:
-        log.debug("no document recipient configured: ITI-65 bundle %s not sent", bundle.get("id"))
-        return ProvideResult()
+        raise ConnectorError(SERVICE, Failure.NOT_CONFIGURED, NOT_CONFIGURED)
 
 
 class MhdRecipient:
+    configured = True
+
     def __init__(self, url: str, settings: http.HttpSettings) -> None:
         self.url = url
         self.settings = settings
@@ -70,6 +78,10 @@ class MhdRecipient:
             return parse_response(response.content, len(bundle.get("entry") or []))
         finally:
             response.close()
+
+    def check(self) -> str:
+        """A cheap call (``coordination connectors check``): TLS handshake and an HTTP answer."""
+        return http.probe(SERVICE, self._session, self.settings, self.url)
 
     def close(self) -> None:
         self._session.close()

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 
 class MailSender(Protocol):
+    configured: bool
+
     def send(self, message: EmailMessage) -> None:
         """Hand one message to the MSSanté operator; ConnectorError when it was not accepted."""
 
@@ -39,6 +41,8 @@ class MailSender(Protocol):
 class NullSender:
     """Nothing configured: nothing is sent, and the caller is told so (never a silent success: the
     notification stays pending and the subscription shows the error until MSSanté is configured)."""
+
+    configured = False
 
     def send(self, message: EmailMessage) -> None:
         raise ConnectorError(
@@ -61,6 +65,8 @@ class SmtpSettings:
 class SmtpSender:
     """SMTP submission (RFC 6409) with STARTTLS (RFC 3207) and a client certificate."""
 
+    configured = True
+
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
 
@@ -70,6 +76,34 @@ class SmtpSender:
         if s.client_cert:
             context.load_cert_chain(s.client_cert, s.client_key or None)
         return context
+
+    def check(self) -> str:
+        """A cheap call (``coordination connectors check``): EHLO, STARTTLS with our certificate, EHLO
+        again (and the login when one is configured); nothing is sent."""
+        s = self.settings
+        try:
+            with smtplib.SMTP(s.host, s.port, timeout=s.timeout) as smtp:
+                smtp.ehlo()
+                smtp.starttls(context=self._context())
+                code, _ = smtp.ehlo()
+                if code != 250:
+                    raise ConnectorError(SERVICE, Failure.REFUSED, f"EHLO after STARTTLS answered {code}")
+                if s.username:
+                    smtp.login(s.username, s.password or "")
+        except smtplib.SMTPNotSupportedError as exc:
+            raise ConnectorError(SERVICE, Failure.REFUSED, "the server does not offer STARTTLS") from exc
+        except smtplib.SMTPResponseException as exc:
+            raise ConnectorError(
+                SERVICE, Failure.REFUSED, f"SMTP answered {exc.smtp_code}", status=exc.smtp_code
+            ) from exc
+        except TimeoutError as exc:
+            raise ConnectorError(SERVICE, Failure.TIMEOUT, "SMTP timed out") from exc
+        except ssl.SSLError as exc:
+            reason = exc.reason or type(exc).__name__
+            raise ConnectorError(SERVICE, Failure.UNAVAILABLE, f"TLS failed ({reason})") from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise ConnectorError(SERVICE, Failure.UNAVAILABLE, f"SMTP failed ({type(exc).__name__})") from exc
+        return "EHLO, STARTTLS, EHLO accepted" + (", login accepted" if s.username else "")
 
     def send(self, message: EmailMessage) -> None:
         s = self.settings

@@ -124,6 +124,11 @@ class PscClient:
             raise _refused(f"a token from the provider does not verify ({type(exc).__name__})") from exc
         return dict(decoded.claims)
 
+    def check(self) -> str:
+        """A cheap call (``coordination connectors check``): the discovery document and its JWKS."""
+        keys = self._key_set(refresh=True)
+        return f"discovery document and JWKS read ({len(keys.keys)} key(s))"
+
     def authorization_url(self, state: str, nonce: str, redirect_uri: str) -> str:
         s = self.settings
         query = {

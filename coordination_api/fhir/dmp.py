@@ -5,9 +5,11 @@ The request is checked at once (the caller may read and update the document and 
 the patient has a qualified INS, VALI or QUAL, which the DMP requires; the document has content);
 then one transaction records ``requested`` on the DocumentReference and queues the job: 202. The
 worker sends the ITI-65 Bundle and records the outcome on the DocumentReference (our extension
-``dmp-submission``: status requested | sent | failed, date, the recipient's location or its reason).
-A recipient that is down or slow is retried with backoff; one that refuses ends the job (dead-letter)
-with ``failed`` recorded.
+``dmp-submission``: status requested | sent | failed | not-sent, date, the recipient's location or its
+reason). A recipient that is down or slow is retried with backoff; one that refuses ends the job
+(dead-letter) with ``failed`` recorded. With no DMP configured the push is refused at once (503
+``not-supported``, nothing queued); a job queued before the DMP was unconfigured ends ``not-sent``
+with that reason (never ``sent``: issue 19).
 """
 
 from __future__ import annotations
@@ -19,13 +21,20 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from connectors import http
 from connectors.errors import ConnectorError, Failure
-from connectors.mhd import DocumentRecipient, MhdRecipient, NullRecipient, provide_bundle, refusal
+from connectors.mhd import (
+    NOT_CONFIGURED,
+    DocumentRecipient,
+    MhdRecipient,
+    NullRecipient,
+    provide_bundle,
+    refusal,
+)
 from coordination_api import jobs
 from coordination_api.config import DmpSettings, Settings
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
@@ -166,6 +175,9 @@ def _unprocessable(message: str, expression: str | None = None) -> FhirError:
 def dmp_push(res_id: str) -> Response:
     access.require("DocumentReference", "r")
     access.require("DocumentReference", "u")
+    recipient: DocumentRecipient = current_app.extensions["dmp"]
+    if not recipient.configured:
+        raise FhirError(Category.NOT_CONFIGURED, f"{NOT_CONFIGURED}: nothing was queued")
     stored, reach = access.read_current("DocumentReference", res_id)
     if stored is None:
         raise FhirError(Category.NOT_FOUND, f"DocumentReference/{res_id} is not known")
@@ -251,7 +263,9 @@ def push_job(app: Flask, payload: dict[str, Any]) -> None:
     try:
         result = recipient.provide(bundle)
     except ConnectorError as exc:
-        if not exc.retryable:
+        if exc.failure is Failure.NOT_CONFIGURED:
+            _record(svc, res_id, "not-sent", diagnostics=NOT_CONFIGURED)
+        elif not exc.retryable:
             reason = refusal(exc.body) if exc.failure is Failure.REFUSED else ""
             _record(svc, res_id, "failed", diagnostics=reason or str(exc))
         raise

@@ -165,9 +165,19 @@ def test_nothing_listens_is_unavailable() -> None:
     assert caught.value.failure is Failure.UNAVAILABLE
 
 
-def test_the_null_directory_knows_nobody() -> None:
+def test_the_null_directory_refuses_every_look_up() -> None:
+    """Issue 19: not configured is not "nobody found" (that would be an answer it cannot give)."""
     null = NullDirectory()
     assert not null.configured
-    assert null.practitioner("10000000001") is None and null.organization("330000001") is None
-    assert list(null.organization_members("x")) == [] and list(null.healthcare_services("x")) == []
-    assert list(null.practitioner_roles(organization="x")) == []
+    calls = [
+        lambda: null.practitioner("10000000001"),
+        lambda: null.organization("330000001"),
+        lambda: null.organization_members("x"),
+        lambda: null.healthcare_services("x"),
+        lambda: null.practitioner_roles(organization="x"),
+    ]
+    for call in calls:
+        with pytest.raises(ConnectorError) as caught:
+            call()
+        assert caught.value.failure is Failure.NOT_CONFIGURED
+        assert "COORDINATION_ANNUAIRE_BASE_URL" in str(caught.value)

@@ -313,11 +313,36 @@ def test_a_malformed_answer_is_recorded_as_failed_not_resent_blindly(
     assert _submission(fhir, doc_id)["status"] == "failed"
 
 
-def test_without_a_recipient_the_null_one_accepts(app: Flask, fhir: Fhir) -> None:
+def test_without_a_dmp_the_push_is_refused_and_nothing_is_queued(app: Flask, fhir: Fhir) -> None:
+    """Issue 19: the Null recipient never reports success; with no DMP configured the push is a 503
+    ``not-supported`` naming the missing setting, and no job is queued."""
+    doc_id = _letter(fhir, _patient(fhir))
+    answer = fhir.request("POST", f"/fhir/DocumentReference/{doc_id}/$dmp-push")
+    assert answer.status_code == 503, answer.get_json()
+    issue = answer.get_json()["issue"][0]
+    assert issue["code"] == "not-supported" and "Retry-After" not in answer.headers
+    assert "DMP connector not configured" in issue["diagnostics"]
+    assert "COORDINATION_DMP_RECIPIENT_URL" in issue["diagnostics"]
+    assert _jobs(app) == []
+    doc = fhir.request("GET", f"/fhir/DocumentReference/{doc_id}").get_json()
+    assert not any(e["url"] == SUBMISSION for e in doc.get("extension", []))
+
+
+def test_a_push_queued_before_the_dmp_was_unconfigured_ends_not_sent(
+    dmp_app: Flask, app: Flask, recipient: Recipient
+) -> None:
+    """Accepted while a DMP was configured, run by a worker that has none: ``not-sent`` with the
+    reason, the job dead (``coordination jobs retry`` once the DMP is configured again); never ``sent``."""
+    fhir = Fhir(authed(dmp_app.test_client()))
     doc_id = _letter(fhir, _patient(fhir))
     assert fhir.request("POST", f"/fhir/DocumentReference/{doc_id}/$dmp-push").status_code == 202
-    _drain(app)
-    assert _submission(fhir, doc_id)["status"] == "sent"
+    jobs.run_due(app)  # the session app: same database, no DMP configured
+    (row,) = _jobs(app)
+    assert row.status == "dead" and "DMP connector not configured" in row.last_error
+    submission = _submission(fhir, doc_id)
+    assert submission["status"] == "not-sent"
+    assert "DMP connector not configured" in submission["diagnostics"]
+    assert recipient.bundles == []
 
 
 def test_a_binary_of_another_patient_is_never_pushed(dmp_app: Flask, recipient: Recipient) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from coordination_api import jobs
 from coordination_api.app import create_app
 from coordination_api.config import EparcoursSettings, JobSettings, Settings
+from coordination_api.eparcours import FORWARD
 from coordination_api.storage.schema import connector_job
 from tests.conftest import Fhir, _truncate, authed, close_app
 from tests.eparcours.certs import Pki, make_pki
@@ -295,6 +296,18 @@ def test_nothing_is_queued_when_no_platform_is_configured(app: Flask, fhir: Fhir
         }
     )
     assert _job_rows(app) == []
+
+
+def test_a_job_left_when_the_platform_is_unconfigured_dies_saying_so(app: Flask) -> None:
+    """Issue 19: the Null platform never reports success; a forward queued while a platform was
+    configured, run by a worker that has none, ends dead with the reason (``coordination jobs retry``
+    once it is configured again), not ``done``."""
+    _truncate(app)
+    with app.extensions["coordination"].repo.writing() as conn:
+        jobs.enqueue(conn, FORWARD, {"type": "CarePlan", "id": "gone", "version": 1})
+    jobs.run_due(app)
+    (row,) = [r for r in _job_rows(app) if r.kind == FORWARD]
+    assert row.status == "dead" and "e-parcours connector not configured" in row.last_error
 
 
 def test_settings_from_the_environment() -> None:

@@ -13,6 +13,7 @@ from coordination_api.config import Settings
 from coordination_api.health import ChildState, read_child_state, write_child_state
 from coordination_api.storage.schema import worker_heartbeat
 from tests.conftest import close_app
+from tests.connectors.states import ALL_OFF
 
 
 def _state(state: str, restarts: int, last_exit: str = "") -> ChildState:
@@ -30,7 +31,8 @@ def test_readyz_and_metrics_report_the_children_serve_publishes(
     )
     try:
         client = served.test_client()
-        assert client.get("/readyz").get_json() == {"status": "ready"}  # no state file: not under serve
+        # No state file: not under serve.
+        assert client.get("/readyz").get_json() == {"status": "ready", "connectors": ALL_OFF}
         write_child_state(
             str(tmp_path),
             {
@@ -41,13 +43,17 @@ def test_readyz_and_metrics_report_the_children_serve_publishes(
         )
         answer = client.get("/readyz")
         assert answer.status_code == 200
-        assert answer.get_json() == {"status": "degraded", "degraded": ["mllp", "worker"]}
+        assert answer.get_json() == {
+            "status": "degraded",
+            "degraded": ["mllp", "worker"],
+            "connectors": ALL_OFF,
+        }
         scrape = client.get("/metrics").get_data(as_text=True)
         assert re.search(r'^coordination_child_restarts_total\{child="worker"\} 2\.0$', scrape, re.MULTILINE)
         assert re.search(r'^coordination_child_up\{child="mllp"\} 0\.0$', scrape, re.MULTILINE)
         assert re.search(r'^coordination_child_up\{child="http"\} 1\.0$', scrape, re.MULTILINE)
         write_child_state(str(tmp_path), {"worker": _state("running", 2), "mllp": _state("running", 1)})
-        assert client.get("/readyz").get_json() == {"status": "ready"}
+        assert client.get("/readyz").get_json() == {"status": "ready", "connectors": ALL_OFF}
     finally:
         close_app(served)
 

@@ -20,6 +20,7 @@ from coordination_api.health import WorkerHeartbeat
 from coordination_api.logs import JsonFormatter
 from coordination_api.storage.schema import worker_heartbeat
 from tests.conftest import close_app
+from tests.connectors.states import ALL_OFF
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -147,7 +148,7 @@ def test_readiness_waits_for_a_worker_heartbeat_when_one_is_expected(app: Flask,
         assert "heartbeat" in response.get_json()["issue"][0]["diagnostics"]
         beat = WorkerHeartbeat(engine)
         beat.beat()
-        assert ready_app.test_client().get("/readyz").get_json() == {"status": "ready"}
+        assert ready_app.test_client().get("/readyz").get_json() == {"status": "ready", "connectors": ALL_OFF}
         beat.stop()
         assert ready_app.test_client().get("/readyz").status_code == 503
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.connectors.states import ALL_OFF
 from tests.ops.served import Served, children_of, database, listening, serve, wait_for
 
 pytestmark = pytest.mark.live
@@ -41,7 +42,8 @@ def test_killed_children_are_restarted_logged_and_counted(tmp_path: Path) -> Non
         wait_for(lambda: served.running_again("http", http), 10, "http restarted")
         wait_for(served.ready, 30, "HTTP answering again")
         scrape = requests.get(f"{served.root}/metrics", timeout=10).text
-        assert requests.get(f"{served.root}/readyz", timeout=10).json() == {"status": "ready"}
+        ready = requests.get(f"{served.root}/readyz", timeout=10).json()
+        assert ready == {"status": "ready", "connectors": ALL_OFF}
         exits = [r for r in served.log_lines() if "exited unexpectedly" in str(r.get("msg"))]
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(timeout=60) == 0

@@ -8,7 +8,7 @@ rows. Every stored version gains the patients its own content names plus its res
 upgrade time (more compartments only ever narrow who may read a version).
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 """
 
 from __future__ import annotations

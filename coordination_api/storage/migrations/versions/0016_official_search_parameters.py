@@ -11,7 +11,7 @@ which do not depend on search parameters), in one pass, in batches: 0014, run by
 may already have written some of these rows.
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 """
 
 from __future__ import annotations
