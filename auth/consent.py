@@ -70,7 +70,7 @@ def explain(scope: str, offline_ttl: int, online_ttl: int) -> str:
     if scope == "offline_access":
         return (
             "garder l'accès même lorsque vous n'utilisez pas l'application : jusqu'à "
-            f"{_duration(offline_ttl)} après sa dernière utilisation, tant que vous ne le retirez pas"
+            f"{_duration(offline_ttl)} après sa dernière utilisation"
         )
     if scope == "online_access":
         return f"prolonger l'accès pendant votre connexion, au plus {_duration(online_ttl)}"
