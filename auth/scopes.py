@@ -76,6 +76,50 @@ def granted(requested: Iterable[str], allowed: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+# Why a requested scope is not granted on a user launch (shown on the consent page).
+UNKNOWN = "unknown"  # not a scope this server knows
+NOT_REGISTERED = "not-registered"  # the client is not registered for it
+NEEDS_PATIENT = "needs-patient"  # patient/ scope without launch/patient
+SYSTEM_ONLY = "system-only"  # system/ scopes are for SMART Backend Services only
+IDENTITY_SCOPES = ("openid", "fhirUser")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a user launch (authorization code) grants of the requested scopes, and why the rest is not."""
+
+    granted: tuple[str, ...]
+    refused: tuple[tuple[str, str], ...]  # (scope, reason)
+
+    def refused_names(self) -> list[str]:
+        return [s for s, _reason in self.refused]
+
+
+def decide_user_launch(requested: Iterable[str], registered: Iterable[str]) -> Decision:
+    """The rule of docs/integration.md section 1 (RFC 6749 3.3: the server may grant fewer scopes
+    than asked and then lists what it granted). ``patient/`` scopes are about the patient in context
+    (SMART App Launch 2, scopes-and-launch-context), which a standalone launch gets only with
+    ``launch/patient``; ``system/`` scopes are for Backend Services, never on a user's behalf."""
+    names = list(dict.fromkeys(requested))
+    allowed = set(granted(names, registered))
+    with_patient = "launch/patient" in allowed
+    kept: list[str] = []
+    refused: list[tuple[str, str]] = []
+    for name in names:
+        parsed = parse_resource_scope(name)
+        if not is_known(name):
+            refused.append((name, UNKNOWN))
+        elif parsed is not None and parsed.context == "system":
+            refused.append((name, SYSTEM_ONLY))
+        elif name not in allowed:
+            refused.append((name, NOT_REGISTERED))
+        elif parsed is not None and parsed.context == "patient" and not with_patient:
+            refused.append((name, NEEDS_PATIENT))
+        else:
+            kept.append(name)
+    return Decision(tuple(kept), tuple(refused))
+
+
 @dataclass(frozen=True)
 class ScopeSet:
     """The resource scopes of one token, for per-interaction checks."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
@@ -29,10 +30,13 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
+from flask import has_request_context
+from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from auth import messages
 from auth import scopes as smart
 from auth.keys import ALG, KeyStore
 from auth.models import CLIENT_SECRET_BASIC, NONE, PRIVATE_KEY_JWT, AuthorizationCode, Client, Token, User
@@ -121,7 +125,9 @@ class JwksCache:
             if now - self._failed.get(url, -1e18) < self.refetch_interval / 10:
                 if cached is not None:
                     return cached[2]
-                raise InvalidClientError(description="The client's JWKS URL could not be fetched")
+                raise InvalidClientError(
+                    description=messages.ASSERTION + "the client's JWKS URL could not be fetched"
+                )
             try:
                 response = requests.get(url, timeout=self.timeout, headers={"Accept": "application/json"})
                 response.raise_for_status()
@@ -130,10 +136,14 @@ class JwksCache:
                 self._failed[url] = now
                 if cached is not None:
                     return cached[2]
-                raise InvalidClientError(description="The client's JWKS URL could not be fetched") from exc
+                raise InvalidClientError(
+                    description=messages.ASSERTION + "the client's JWKS URL could not be fetched"
+                ) from exc
             if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
                 self._failed[url] = now
-                raise InvalidClientError(description="The client's JWKS URL did not return a JWK Set")
+                raise InvalidClientError(
+                    description=messages.ASSERTION + "the client's JWKS URL did not return a JWK Set"
+                )
             self._cache[url] = (now + self.ttl, now, data)
             return data
 
@@ -155,7 +165,7 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         audiences = self.urls.token()
         if not audiences:
             raise InvalidClientError(
-                description="This server's public base URL is not configured: no assertion audience"
+                description="this server's public base URL is not configured (COORDINATION_PUBLIC_BASE_URL)"
             )
         return audiences
 
@@ -164,7 +174,8 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         self._kid = headers.get("kid") if isinstance(headers.get("kid"), str) else None
         if headers.get("alg") not in ASSERTION_ALGORITHMS:
             raise InvalidClientError(
-                description=f"Assertion algorithm {headers.get('alg')!r} is not accepted"
+                description=messages.ASSERTION
+                + f"alg {headers.get('alg')!r} is not accepted (use RS384 or ES384)"
             )
         return headers, claims
 
@@ -174,27 +185,36 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         elif client.jwks_uri:
             data = self.jwks_cache.get(client.jwks_uri, self._kid)
         else:
-            raise InvalidClientError(description="The client has no registered public keys")
+            raise InvalidClientError(
+                description=messages.ASSERTION + "the client has no registered public keys"
+            )
         public = {
             "keys": [k for k in data.get("keys", []) if isinstance(k, dict) and k.get("kty") in {"RSA", "EC"}]
         }
         try:
             return KeySet.import_key_set(public)  # type: ignore[arg-type]
         except (JoseError, ValueError, TypeError) as exc:
-            raise InvalidClientError(description="The client's public keys are not usable") from exc
+            raise InvalidClientError(
+                description=messages.ASSERTION + "the client's registered public keys are not usable"
+            ) from exc
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGORITHMS)
         except (JoseError, ValueError) as exc:
-            raise InvalidClientError(description="The client assertion signature is not valid") from exc
+            raise InvalidClientError(
+                description=messages.ASSERTION
+                + "the signature does not match the client's registered keys (check kid and alg)"
+            ) from exc
         self.verify_claims(token.claims)
         return dict(token.claims)
 
     def verify_claims(self, claims: Any) -> None:
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or exp > time.time() + MAX_ASSERTION_LIFETIME + self.leeway:
-            raise InvalidClientError(description="The assertion's exp must be at most five minutes ahead")
+            raise InvalidClientError(
+                description=messages.ASSERTION + "'exp' is missing or more than five minutes ahead"
+            )
         super().verify_claims(claims)
 
     def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:
@@ -311,9 +331,36 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
     store: AuthStore
     policy: TokenPolicy
 
+    def validate_requested_scope(self) -> None:
+        """The scope rule of docs/integration.md section 1: what cannot be granted is listed on the
+        consent page and left out of the token response's ``scope`` (RFC 6749 3.3), never dropped
+        silently; the request is refused with invalid_scope (RFC 6749 4.1.2.1) when it names no scope,
+        when nothing can be granted, or when ``openid``/``fhirUser`` (the app wants to know who signs
+        in) are not registered for the client."""
+        client: Client = self.request.client
+        requested = smart.split(self.request.payload.scope)
+        if not requested:
+            raise InvalidScopeError(
+                description="'scope' is required: list what the app needs, e.g. 'openid fhirUser user/*.rs'"
+            )
+        decision = smart.decide_user_launch(requested, smart.split(client.scope))
+        identity = [s for s, why in decision.refused if s in smart.IDENTITY_SCOPES]
+        if identity:
+            raise InvalidScopeError(
+                description=f"this client is not registered for '{' '.join(identity)}' "
+                "(the operator registers it with --scope including them)"
+            )
+        if not decision.granted:
+            raise InvalidScopeError(
+                description="none of the requested scopes can be granted to this client: "
+                + "; ".join(f"{s} ({why})" for s, why in decision.refused)
+            )
+        self.request.scope_decision = decision
+
     def save_authorization_code(self, code: str, request: Any) -> None:
         user: User = request.user
         payload = request.payload
+        decision: smart.Decision | None = getattr(request, "scope_decision", None)
         self.store.save_code(
             code,
             {
@@ -321,7 +368,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
                 "username": user.username,
                 "redirect_uri": payload.redirect_uri or request.client.get_default_redirect_uri(),
                 "scope": patient_scoped(
-                    request.scope if isinstance(getattr(request, "scope", None), str) else payload.scope,
+                    " ".join(decision.granted) if decision is not None else "",
                     getattr(request, "launch_patient", None),
                 ),
                 "code_challenge": payload.data.get("code_challenge"),
@@ -495,7 +542,17 @@ def token_row(token: dict[str, Any], request: Any, policy: TokenPolicy) -> dict[
     else:
         family, patient, aud = random_token(16), None, None
     refresh = token.get("refresh_token")
-    ttl = policy.offline_ttl if "offline_access" in smart.split(token.get("scope")) else policy.online_ttl
+    offline = "offline_access" in smart.split(token.get("scope"))
+    refresh_expires = now + (policy.offline_ttl if offline else policy.online_ttl) if refresh else None
+    if (
+        refresh_expires is not None
+        and not offline
+        and isinstance(previous, Token)
+        and previous.refresh_expires_at
+    ):
+        # online_access: usable while the user's sign-in lasts (SMART App Launch 2,
+        # scopes-and-launch-context): a refresh never pushes the end of the grant further.
+        refresh_expires = min(refresh_expires, previous.refresh_expires_at)
     if patient:
         token["patient"] = patient
     return {
@@ -511,8 +568,25 @@ def token_row(token: dict[str, Any], request: Any, policy: TokenPolicy) -> dict[
         "issued_at": now,
         "expires_at": int(claims["exp"]),
         "refresh_hash": digest(refresh) if refresh else None,
-        "refresh_expires_at": now + ttl if refresh else None,
+        "refresh_expires_at": refresh_expires,
     }
+
+
+class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    """authlib's server, answering every OAuth error with a description a person can act on
+    (auth/messages.py) instead of the library's sentence."""
+
+    ENDPOINT_PATHS = ("/auth/introspect", "/auth/revoke")
+
+    def handle_error_response(self, request: Any, error: OAuth2Error) -> Any:
+        form = getattr(request, "form", None) if request is not None else None
+        if form is None and has_request_context():
+            form = flask_request.form
+        endpoint = has_request_context() and flask_request.path in self.ENDPOINT_PATHS
+        described = messages.plain(error, form, endpoint=endpoint)
+        if described is not None:
+            error.description = described
+        return super().handle_error_response(request, error)
 
 
 def build_server(
@@ -522,11 +596,11 @@ def build_server(
     policy: TokenPolicy,
     issuer: Callable[[], str],
     jwks_refetch_seconds: int = 300,
-) -> AuthorizationServer:
+) -> SmartAuthorizationServer:
     def save_token(token: dict[str, Any], request: Any) -> None:
         store.save_token(token_row(token, request, policy))
 
-    server = AuthorizationServer(query_client=store.client, save_token=save_token)
+    server = SmartAuthorizationServer(query_client=store.client, save_token=save_token)
     server.register_token_generator("default", AccessTokens(keys, urls, policy, issuer))
     jwks = JwksCache(refetch_interval=jwks_refetch_seconds)
     server.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJwt(store, urls, jwks))

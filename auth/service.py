@@ -74,6 +74,7 @@ class AuthService:
         urls: Urls,
         issuer: Callable[[], str],
         patient_choices: Callable[[str], list[tuple[str, str]]] | None = None,
+        practitioner_name: Callable[[str], str | None] | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -86,6 +87,8 @@ class AuthService:
             self.store, self.keys, urls, config.tokens, issuer, config.jwks_refetch_seconds
         )
         self.patient_choices = patient_choices or (lambda _p: [])
+        # The name on a Practitioner resource (shown on the consent page), None when it has none.
+        self.practitioner_name = practitioner_name or (lambda _p: None)
         # Where the token lookup gets its DBAPI connection (the app shares the request's own).
         self.raw: Callable[[], AbstractContextManager[Any]] = self._pooled
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"

@@ -34,6 +34,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from auth import consent, messages
 from auth import scopes as smart
 from auth.keys import ALG
 from auth.models import AUTH_METHODS
@@ -294,6 +295,9 @@ def login() -> Response:
 
 def _error_page(error: OAuth2Error) -> Response:
     """An authorization request error: back to the client only when its redirect_uri was verified."""
+    described = messages.plain(error, request.values)
+    if described is not None:
+        error.description = described
     if getattr(error, "redirect_uri", None):
         params = [("error", error.error)]
         if error.description:
@@ -357,17 +361,6 @@ def _needs_login(grant: Any, user: Any) -> bool:
     return False
 
 
-def _patient_scopes_without_patient(grant: Any) -> list[str]:
-    """SMART App Launch 2 (scopes-and-launch-context.html): patient/ scopes are about the patient in
-    context, which standalone launch selects only with launch/patient. Without it they are dropped
-    (the token response's ``scope`` tells the app, RFC 6749 5.1) rather than reaching every patient."""
-    scopes = smart.split(grant.request.scope)
-    if "launch/patient" in scopes:
-        return []
-    parsed = [(s, smart.parse_resource_scope(s)) for s in scopes]
-    return [s for s, p in parsed if p is not None and p.context == "patient"]
-
-
 @bp.route("/auth/authorize", methods=["GET", "POST"])
 def authorize() -> Response:
     svc = service()
@@ -381,17 +374,20 @@ def authorize() -> Response:
         return _error_page(error)
     if login_first or user is None:
         return redirect(f"/auth/login?{urlencode({'next': request.full_path})}", code=303)  # type: ignore[return-value]
-    dropped = _patient_scopes_without_patient(grant)  # (save_authorization_code drops them)
-    scope_list = [s for s in smart.split(grant.request.scope) if s not in dropped]
-    wants_patient = "launch/patient" in scope_list
+    # What is granted and what is not (auth/scopes.py decide_user_launch): both shown, the token
+    # response's scope lists exactly the granted ones (RFC 6749 3.3).
+    decision: smart.Decision = grant.request.scope_decision
+    wants_patient = "launch/patient" in decision.granted
     patients = svc.patient_choices(user.practitioner_id) if wants_patient else None
     if request.method == "GET":
+        tokens = svc.config.tokens
+        granted, refused = consent.lines(decision, tokens.offline_ttl, tokens.online_ttl)
         return _page(
             "consent.html",
             client_name=grant.client.name,
-            username=user.username,
-            scopes=scope_list,
-            dropped=dropped,
+            display_name=svc.practitioner_name(user.practitioner_id) or user.username,
+            granted=granted,
+            refused=refused,
             csrf_token=_csrf_token(),
             action=request.full_path,
             patients=patients,

@@ -90,6 +90,25 @@ def psc_client(config: PscSettings) -> PscClient | NullProSanteConnect:
     )
 
 
+def human_name(names: Any) -> str | None:
+    """A FHIR HumanName list as one line: the first official (else first) name's text, else its
+    prefix, given and family names."""
+    if not isinstance(names, list):
+        return None
+    usable = [n for n in names if isinstance(n, dict)]
+    chosen = next((n for n in usable if n.get("use") == "official"), usable[0] if usable else None)
+    if chosen is None:
+        return None
+    if isinstance(chosen.get("text"), str) and chosen["text"].strip():
+        return str(chosen["text"]).strip()
+    parts: list[str] = []
+    for key in ("prefix", "given"):
+        parts += [p for p in chosen.get(key) or [] if isinstance(p, str)]
+    if isinstance(chosen.get("family"), str):
+        parts.append(chosen["family"])
+    return " ".join(parts).strip() or None
+
+
 def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
     configured = settings.public_base_url.rstrip("/")
 
@@ -125,6 +144,15 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
             choices.append((patient_id, label))
         return choices
 
+    def practitioner_name(practitioner_id: str) -> str | None:
+        with repo.engine.connect() as conn:
+            stored = repo.current_many(conn, [("Practitioner", practitioner_id)]).get(
+                ("Practitioner", practitioner_id)
+            )
+        if stored is None or stored.deleted:
+            return None
+        return human_name(stored.json().get("name"))
+
     config = AuthConfig(
         tokens=TokenPolicy(
             access_ttl=settings.access_token_ttl,
@@ -147,6 +175,7 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
         Urls(fhir_base=fhir_bases, token=token_urls, audiences=audiences),
         issuer=lambda: fhir_bases()[0],
         patient_choices=patient_choices,
+        practitioner_name=practitioner_name,
     )
     app.extensions["auth"] = service
     app.extensions["audit_writer"] = AuditWriter(repo.engine, settings.audit_reads, settings.audit_queue_max)

@@ -136,7 +136,7 @@ def reach_consent(driver: WebDriver, live: Live, challenge: str) -> None:
     WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "approve")))
     assert urlsplit(driver.current_url).path == "/auth/authorize"
     assert driver.find_element(By.ID, "client-name").text == "Browser app"
-    scopes = [li.text for li in driver.find_element(By.ID, "scopes").find_elements(By.TAG_NAME, "li")]
+    scopes = [c.text for c in driver.find_element(By.ID, "scopes").find_elements(By.TAG_NAME, "code")]
     assert scopes == [SCOPE]
 
 
