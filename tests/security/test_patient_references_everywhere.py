@@ -45,7 +45,13 @@ def _about_q(world: reads.World) -> list[dict[str, Any]]:
             "subject": {"reference": f"Patient/{q}"},
         },
         {"resourceType": "Contract", "status": "executed", "subject": [{"reference": f"Patient/{q}"}]},
-        {"resourceType": "Linkage", "item": [{"type": "source", "resource": {"reference": f"Patient/{q}"}}]},
+        {
+            "resourceType": "Linkage",
+            "item": [  # lnk-1: at least two items
+                {"type": "source", "resource": {"reference": f"Patient/{q}"}},
+                {"type": "alternate", "resource": {"reference": f"Patient/{q}"}},
+            ],
+        },
     ]
 
 
