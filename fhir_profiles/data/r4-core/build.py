@@ -27,6 +27,8 @@ def _kind(resource: dict[str, Any]) -> str | None:
             "http://hl7.org/fhir/SearchParameter/"
         ):
             return None
+        if len(rid) > 64:  # not a valid id (R4 datatypes.html#id): one extension parameter of the package
+            return None
         return "search-parameters"
     if rtype in ("ValueSet", "CodeSystem"):
         return "valuesets" if str(resource.get("url", "")).startswith("http://") else None
