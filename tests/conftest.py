@@ -145,3 +145,26 @@ class Fhir:
 @pytest.fixture
 def fhir(client: FlaskClient) -> Fhir:
     return Fhir(client)
+
+
+def stored_invalid(app: Flask) -> list[tuple[str, str, int, str]]:
+    """Every stored version (current and history) that breaks the R4 base rules the API enforces on
+    clients' writes: what the server writes itself (dispatch, protocols, intake) must meet them too,
+    or a client that reads a resource and writes it back gets a 400 for the server's content."""
+    from coordination_api.errors import FhirError
+    from coordination_api.fhir.resources import validate_resource
+
+    engine = app.extensions["coordination"].repo.engine
+    failures = []
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT res_type, res_id, version, content FROM resource_history WHERE content IS NOT NULL")
+        ).all()
+    for res_type, res_id, version, content in rows:
+        try:
+            validate_resource(orjson.loads(content), res_type, profiles=False)
+        except FhirError as exc:
+            failures.append(
+                (res_type, res_id, version, exc.issues[0].diagnostics if exc.issues else str(exc))
+            )
+    return failures

@@ -33,7 +33,11 @@ def test_import_ndjson_creates_then_updates(app: Flask, fhir: Fhir, tmp_path: Pa
     assert first.exit_code == 0, first.output
     assert "created: 5" in first.output
     second = runner.invoke(args=["import", str(path)])
-    assert "updated: 5" in second.output
+    assert "unchanged: 5" in second.output  # the same content again writes no version
+    changed = [orjson.dumps({**orjson.loads(line), "gender": "unknown"}) for line in lines]
+    path.write_bytes(b"\n".join(changed) + b"\n")
+    third = runner.invoke(args=["import", str(path)])
+    assert "updated: 5" in third.output
     assert fhir.ids("Patient?family=nd") == {f"nd{i}" for i in range(5)}
 
 

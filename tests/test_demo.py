@@ -22,6 +22,7 @@ from coordination_api.coordination.dispatch import DISPATCH_STATUS
 from coordination_api.demo import DEMO_SYSTEM, PKCE_VERIFIER, accounts, coordinator_warnings, demo_resources
 from coordination_api.storage.schema import resource_history
 from tests.auth.test_security import _approve, _exchange, _login
+from tests.conftest import stored_invalid
 
 BASE = "http://localhost"  # the test client's host: printed URLs can be used as they are
 ELDERLY = "https://coordination.cpts.fr/fhir/PlanDefinition/retour-domicile-personne-agee"
@@ -189,6 +190,8 @@ def test_the_printed_discharge_offers_the_protocol_tasks_to_the_demo_professiona
     assert seen["demo-infirmiere"] == {nurse["id"]}
     assert seen["demo-pharmacien"] == {pharmacist["id"]}
     assert gp["id"] in seen["demo-medecin"]  # her patient's: she is the médecin traitant
+    # What intake, the protocol and dispatch wrote meets the base rules clients are held to.
+    assert stored_invalid(app) == []
 
     # The demo stays the demo's: the discharge matched the demo patient and hospital, created none.
     again = _demo(app, tmp_path)

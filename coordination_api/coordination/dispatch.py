@@ -278,8 +278,15 @@ class Dispatcher:
             if new or stage == "escalated":
                 break
         body = dict(task)
-        restriction["recipient"] = [*listed, *({"reference": r} for r in new)]
-        body["restriction"] = restriction
+        offered = [*listed, *({"reference": r} for r in new)]
+        if offered:
+            restriction["recipient"] = offered
+        else:  # escalated to nobody: no empty array (R4 ele-1), the element is left out
+            restriction.pop("recipient", None)
+        if restriction:
+            body["restriction"] = restriction
+        else:
+            body.pop("restriction", None)
         body["businessStatus"] = {
             "coding": [{"system": DISPATCH_STATUS, "code": stage, "display": STAGES[stage]}],
             "text": STAGES[stage],

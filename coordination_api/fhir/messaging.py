@@ -169,20 +169,23 @@ def _message_bundle() -> dict[str, Any]:
     bundle = parse_json(read_body())
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FhirError(Category.INVALID, "$process-message takes a Bundle of type 'message' as its body")
-    validate_resource(bundle, "Bundle")
+    # What makes it a message first (400 naming it), then the R4 rules of the whole Bundle.
     if bundle.get("type") != "message":
         raise FhirError(
             Category.INVALID,
             f"Bundle.type must be 'message', not '{bundle.get('type')}'",
             expression="Bundle.type",
         )
-    first = (bundle.get("entry") or [{}])[0].get("resource") or {}
-    if first.get("resourceType") != "MessageHeader":
+    entries = bundle.get("entry")
+    head = entries[0] if isinstance(entries, list) and entries and isinstance(entries[0], dict) else {}
+    first = head.get("resource")
+    if not isinstance(first, dict) or first.get("resourceType") != "MessageHeader":
         raise FhirError(
             Category.INVALID,
             "The first entry of a message must be its MessageHeader",
             expression="Bundle.entry[0]",
         )
+    validate_resource(bundle, "Bundle")
     return bundle
 
 

@@ -77,8 +77,7 @@ def check_if_match(if_match: int | None, current: Stored) -> None:
     if if_match is not None and if_match != current.version:
         raise FhirError(
             Category.PRECONDITION_FAILED,
-            # Not naming the current version: the caller may be one who may not read the resource
-            # (the version-aware check comes first so that of racing accepts the losers get 412).
+            # Not naming the current version: it is not the caller's to learn.
             f'Version conflict: If-Match W/"{if_match}" is not the current version; read it again',
         )
 
@@ -248,6 +247,26 @@ class Repository:
             yield conn
             if self.before_commit is not None:
                 self.before_commit(conn)
+
+    def _reach_then_version(self, conn: Connection, current: Stored, if_match: int | None) -> None:
+        """Reach before the version: a 412 must not tell someone who may not see the resource that it
+        exists, nor its version (review 17, R4); except to one who could see the version she names
+        (phase ``named``: e.g. the losers of a race to accept an offered Task get 412, as documented)."""
+        try:
+            self._check(conn, [current], "before")
+        except FhirError as exc:
+            if exc.category is not Category.FORBIDDEN or if_match is None or if_match == current.version:
+                raise
+            named = self.version(conn, current.res_type, current.res_id, if_match)
+            if named is None or named.deleted:
+                raise
+            try:
+                self._check(conn, [named], "named")
+            except FhirError:
+                raise exc from None
+            check_if_match(if_match, current)
+            raise
+        check_if_match(if_match, current)
 
     def _check(self, conn: Connection, stored: list[Stored], phase: str) -> None:
         if phase == "after":
@@ -469,10 +488,7 @@ class Repository:
                     if exc.category is Category.CONFLICT:
                         continue  # created concurrently: update it instead
                     raise
-            # Reach before the version: a 412 must not tell someone who may not see the resource that
-            # it exists, nor its version (review 17, R4).
-            self._check(conn, [current], "before")
-            check_if_match(if_match, current)
+            self._reach_then_version(conn, current, if_match)
             version = current.version + 1
             ts = max(now_us(), current.last_updated)
             body = localized(body, self.local_bases())
@@ -514,10 +530,7 @@ class Repository:
             current = self.current(conn, res_type, res_id)
             if current is None or current.deleted:
                 return None
-            # Reach before the version: a 412 must not tell someone who may not see the resource that
-            # it exists, nor its version (review 17, R4).
-            self._check(conn, [current], "before")
-            check_if_match(if_match, current)
+            self._reach_then_version(conn, current, if_match)
             version = current.version + 1
             ts = max(now_us(), current.last_updated)
             result = conn.execute(

@@ -148,6 +148,7 @@ class Cpts:
             "performerType": [NURSE],
             **extra,
         }
+        body = {k: v for k, v in body.items() if v is not None}  # None: leave the element out
         task_id = self.create(body)
         return self.read(task_id)
 

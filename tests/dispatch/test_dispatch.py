@@ -9,7 +9,7 @@ from typing import Any
 
 from coordination_api.config import DispatchSettings
 from tests.auth.test_security import _consent_deny
-from tests.conftest import Fhir
+from tests.conftest import Fhir, stored_invalid
 from tests.dispatch.conftest import (
     COORDINATOR,
     DOCTOR,
@@ -99,7 +99,7 @@ def test_tasks_that_are_not_open_do_not_enter_dispatch(cpts: Cpts) -> None:
     nurse = cpts.practitioner("usual-nurse")
     cpts.care_team((nurse, NURSE))
     owned = cpts.task(owner={"reference": nurse})
-    without_type = cpts.task(performerType=[])
+    without_type = cpts.task(performerType=None)
     draft = cpts.task(status="draft")
     for task in (owned, without_type, draft):
         assert task["meta"]["versionId"] == "1" and "businessStatus" not in task
@@ -162,6 +162,18 @@ def test_unaccepted_task_escalates_to_the_care_team_coordinator(cpts: Cpts) -> N
     assert task["status"] == "requested"
     assert recipients(task) == [nurse, area, coordinator]  # the others may still take it
     assert cpts.dispatcher.tick(later(100_000)) == 0  # nothing more is due
+
+
+def test_what_dispatch_writes_meets_the_base_rules(cpts: Cpts) -> None:
+    """Escalation to nobody (no coordinator, no professional) once wrote ``restriction.recipient: []``,
+    which a client reading the Task and writing it back got refused (ele-1)."""
+    nobody = cpts.task()
+    assert stage(nobody) == "escalated" and "recipient" not in nobody.get("restriction", {})
+    nurse = cpts.practitioner("usual-nurse")
+    cpts.care_team((nurse, NURSE))
+    cpts.task()
+    cpts.dispatcher.tick(later(10_000))
+    assert stored_invalid(cpts.app) == []
 
 
 def test_nobody_to_offer_to_escalates_at_once_to_the_configured_coordinator(cpts: Cpts) -> None:

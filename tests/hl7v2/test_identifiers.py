@@ -307,7 +307,14 @@ def test_the_same_message_again_gets_the_same_ack_and_writes_nothing(
 
 
 def _outage_message(control_id: str) -> bytes:
-    return adt("A01", control_id=control_id, pid={3: "DB-1^^^SIGEMS^PI", 32: "PROV"}, pv1={19: "DB-V1"})
+    # A stay of its own per message: a message that changes nothing stored needs no write (no-op
+    # updates), so it would be answered AA even while writes are locked out.
+    return adt(
+        "A01",
+        control_id=control_id,
+        pid={3: f"{control_id}-P^^^SIGEMS^PI", 32: "PROV"},
+        pv1={19: f"{control_id}-V1"},
+    )
 
 
 def test_database_outage_is_ar_207_over_http(database_url: str, backend: str) -> None:
@@ -325,10 +332,10 @@ def test_database_outage_is_ar_207_over_http(database_url: str, backend: str) ->
         else:  # SQLite: the request's audit needs the same write lock; the audit refusal wins (503)
             assert backend == "sqlite"
         # Nothing was kept: the same message afterwards is a first delivery.
-        assert not Fhir(client).search(f"Patient?identifier={quote(SIGEMS_URN + '|DB-1')}").get("entry")
+        assert not Fhir(client).search(f"Patient?identifier={quote(SIGEMS_URN + '|DB1-P')}").get("entry")
         after = client.post("/hl7v2", data=_outage_message("DB1"), headers=ER7)
         assert after.status_code == 200 and b"MSA|AA|DB1" in after.data
-        found = Fhir(client).search(f"Patient?identifier={quote(SIGEMS_URN + '|DB-1')}")
+        found = Fhir(client).search(f"Patient?identifier={quote(SIGEMS_URN + '|DB1-P')}")
         assert len(found["entry"]) == 1
 
 

@@ -288,6 +288,8 @@ def test_resource_shared_with_a_patient_out_of_reach_is_left_out(fhir: Fhir, app
         "resourceType": "Appointment",
         "id": "joint",
         "status": "booked",
+        "start": "2026-03-10T09:00:00Z",  # app-3: a booked appointment has its dates
+        "end": "2026-03-10T09:30:00Z",
         "participant": [
             {"actor": {"reference": "Patient/p1"}, "status": "accepted"},
             {"actor": {"reference": "Patient/p2"}, "status": "accepted"},

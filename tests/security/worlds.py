@@ -32,6 +32,7 @@ COORDINATOR = {
 }
 NURSE = {"coding": [{"system": "http://snomed.info/sct", "code": "224535009", "display": "Registered nurse"}]}
 PRCP = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]}
+OPTIN = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]}
 CODES = ["8867-4", "29463-7"]
 TASK_STATUSES = ["requested", "accepted", "in-progress", "completed", "draft", "cancelled", "on-hold"]
 
@@ -203,6 +204,7 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
                 },
                 "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
                 "patient": ref(f"Patient/{consent['patient']}"),
+                "policyRule": OPTIN,  # ppc-1: a policy or a policyRule
                 "provision": provision,
             }
         )
@@ -323,6 +325,7 @@ def seeded(recipe: dict[str, Any]) -> dict[str, Any]:
             },
             "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
             "patient": ref("Patient/p2"),
+            "policyRule": OPTIN,
             "provision": {"type": "deny", "actor": [{"role": PRCP, "reference": ref("Practitioner/alice")}]},
         },
         {
