@@ -7,7 +7,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from coordination_api import directory, eparcours, hl7v2, logs, metrics, security, subscriptions
+from coordination_api import directory, eparcours, hl7v2, logs, metrics, openapi, security, subscriptions
 from coordination_api.config import Settings
 from coordination_api.coordination import consent_actors, dispatch
 from coordination_api.errors import register_error_handlers
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     hl7v2.register(app)
     app.register_blueprint(health_bp)
     metrics.init_app(app)  # GET /metrics, DB pool gauge
+    openapi.init_app(app)  # GET /openapi.json (the non-FHIR endpoints)
     logs.init_app(app, settings)  # JSON logs, access line + latency histogram per request
 
     from coordination_api.cli import register_commands

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 import fhir_profiles
 from coordination_api.errors import Category, FhirError, Issue
-from coordination_api.fhir.elements import element_types, resource_model
+from coordination_api.fhir import json_types
+from coordination_api.fhir.elements import resource_model
 from coordination_api.fhir.http import check_depth, max_json_depth, too_deep
 from coordination_api.fhir.profiles import enforce, to_issue
 from fhir_profiles import base_rules
@@ -197,90 +198,14 @@ def _refuse_element(node: Any, path: tuple[str, ...], expression: str, definitio
         )
 
 
-_JSON_KIND = {
-    "boolean": "true or false",
-    "integer": "a whole number",
-    "decimal": "a number",
-    "string": "a string",
-}
-
-
-def _json_kind_ok(value: Any, kind: str) -> bool:
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "decimal":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, str)
-
-
-def _check_json_types(node: dict[str, Any], model: type, expression: str) -> None:
-    """FHIR JSON primitives are typed (R4 json.html#primitive): ``"active": "yes"`` is not a boolean.
-
-    The models coerce such values (pydantic's lax mode) while we store the JSON as sent, so the
-    JSON type of every primitive is checked here; ``null`` is allowed only inside arrays. Codes of
-    required bindings are the base rules' (``fhir_profiles.base_rules``, from the R4 definitions).
-    """
-    types = element_types(model)
-    for key, value in node.items():
-        element = types.get(key)
-        if element is None or key == "resourceType":
-            continue
-        where = f"{expression}.{key}"
-        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
-        for index, item in items:
-            at = where if index is None else f"{where}[{index}]"
-            if item is None:
-                if index is None:
-                    raise FhirError(
-                        Category.STRUCTURE, f"{at} is null; omit an element that has no value", expression=at
-                    )
-                continue
-            if isinstance(item, str) and "\x00" in item:
-                # R4 datatypes.html#string: no control characters; PostgreSQL text cannot hold NUL.
-                raise FhirError(Category.STRUCTURE, f"{at} contains a NUL character", expression=at)
-            if element.json in _JSON_KIND and not _json_kind_ok(item, element.json):
-                raise FhirError(
-                    Category.STRUCTURE,
-                    f"Invalid value {orjson.dumps(item).decode()[:80]} for {at}: "
-                    f"FHIR JSON represents it as {_JSON_KIND[element.json]}",
-                    expression=at,
-                )
-            if element.json == "object" and element.model is not None and isinstance(item, dict):
-                _check_json_types(item, element.model, at)
-            elif (
-                element.json == "resource"
-                and isinstance(item, dict)
-                and is_r4_type(str(item.get("resourceType")))
-            ):
-                _check_json_types(item, resource_model(str(item["resourceType"])), at)
-
-
 def _expression(root: str, loc: tuple[int | str, ...]) -> str:
     out = root
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part and not str(part).startswith("function-"):
+        elif part and part != "root" and not str(part).startswith("function-"):  # the models' own tags
             out += f".{part}"
     return out
-
-
-def _message(error: dict[str, Any], expression: str) -> str:
-    """A diagnostics line naming the element, and the offending value when it is short."""
-    kind = error.get("type", "")
-    loc = error.get("loc", ())
-    name = loc[-1] if loc else "?"
-    if kind == "extra_forbidden":
-        return f"Unknown element '{name}' ({expression})"
-    if kind == "missing":
-        return f"Missing required element '{name}' ({expression})"
-    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    value = error.get("input")
-    if isinstance(value, str | int | float | bool) and len(str(value)) <= 80:
-        return f"Invalid value {orjson.dumps(value).decode()} for {expression}: {message}"
-    return f"Invalid {expression}: {message}"
 
 
 def narrative_issues(node: Any, expression: str) -> list[Issue]:
@@ -375,26 +300,29 @@ def validate_resource(
         return resource
     _check_r4_only(resource, root)
     model = resource_model(resource_type)
+    json_types.check_resource(resource, model, root)
     try:
         model.model_validate(resource)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         issues = []
         for error in errors[:20]:
-            expression = _expression(root, tuple(error.get("loc", ())))
+            loc = tuple(error.get("loc", ()))
+            expression = _expression(root, loc)
             code = "structure" if error.get("type") == "extra_forbidden" else "value"
-            issues.append(Issue("error", code, _message(dict(error), expression), [expression]))
+            element = json_types.element_at(resource, model, loc)
+            message = json_types.explain(dict(error), expression, element)
+            issues.append(Issue("error", code, message, [expression]))
         raise FhirError(Category.STRUCTURE, issues[0].diagnostics, issues=issues) from exc
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         # fhir.resources raises KeyError for an unknown resourceType nested in a Bundle/contained
         # (refused above with its path); this is the safety net, without the library's internals.
-        log.info("model validation of %s failed: %r", root, exc)
+        log.info("model validation of %s failed: %r", root, type(exc).__name__)
         raise FhirError(
             Category.STRUCTURE,
             "Invalid resource content: an element is unknown or malformed",
             expression=root,
         ) from exc
-    _check_json_types(resource, model, root)
     if narrative:
         _refuse_narrative(resource, root)
     if base:

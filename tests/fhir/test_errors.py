@@ -137,7 +137,7 @@ def test_unknown_resource_type_in_body_is_400(fhir: Fhir) -> None:
         (
             "/fhir/Observation",
             {"resourceType": "Observation", "code": {"text": "x"}},
-            "'status' is required",
+            "Missing required element 'status'",
             "Observation.status",
         ),
     ],
