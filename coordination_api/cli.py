@@ -318,6 +318,13 @@ def clients_create(
         name, " ".join(scope.split()), auth_method, list(redirect_uris), jwks, jwks_url
     )
     _auth().store.add_senders(client_id, list(senders))
+    if not senders and any(p.startswith("system/") for p in scope.split()):
+        # stderr: the --json output on stdout stays one JSON object.
+        click.echo(
+            "note: registered with no --sender, this client may send messages as any sender "
+            "(CONTRACT.md); add --sender for each sender a hospital client may use",
+            err=True,
+        )
     out: dict[str, Any] = {"client_id": client_id, "client_secret": secret}
     if as_json:
         click.echo(json.dumps(out))

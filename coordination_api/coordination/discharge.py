@@ -118,11 +118,13 @@ def check_sender(conn: Connection, origin: Origin, event: EncounterEvent) -> Non
             where,
         )
     if origin.registered:
+        own = select(oauth_client_sender.c.sender).where(oauth_client_sender.c.client_id == origin.client)
+        if conn.execute(own.limit(1)).first() is None:
+            # CONTRACT.md: "a client registered with none may send as any sender" (the operator's choice
+            # at registration; its messages are still de-duplicated under its own key).
+            return
         found = conn.execute(
-            select(oauth_client_sender.c.sender).where(
-                oauth_client_sender.c.client_id == origin.client,
-                oauth_client_sender.c.sender.in_(sorted(c[:255] for c in candidates)),
-            )
+            own.where(oauth_client_sender.c.sender.in_(sorted(c[:255] for c in candidates)))
         ).first()
         if found is None:
             raise SenderNotAllowedError(

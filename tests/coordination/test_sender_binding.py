@@ -59,7 +59,7 @@ def test_unregistered_sender_gets_403_and_cannot_swallow_the_real_message(
     client: FlaskClient, fhir: Fhir
 ) -> None:
     app = client.application
-    intruder = _client(app)  # registered with no sender: may send as none
+    intruder = _client(app, "https://elsewhere.example/fhir")  # may send only as another sender
     attempt = intruder.post(
         "/fhir/$process-message", json=discharge_message(message_id="M-1"), headers=FHIR_JSON
     )
@@ -77,6 +77,22 @@ def test_unregistered_sender_gets_403_and_cannot_swallow_the_real_message(
     assert real.status_code == 200 and _code(real) == "ok"
     assert "already processed" not in json.dumps(real.get_json())
     assert len(fhir.search("Encounter")["entry"]) == 1
+
+
+def test_a_client_registered_with_no_sender_may_send_as_any_and_swallows_nothing(
+    client: FlaskClient, fhir: Fhir
+) -> None:
+    """CONTRACT.md: a client registered with none may send as any sender; its message ids are its own."""
+    app = client.application
+    trusted = _client(app)
+    sent = trusted.post("/fhir/$process-message", json=discharge_message(message_id="N-1"), headers=FHIR_JSON)
+    assert sent.status_code == 200 and _code(sent) == "ok"
+    hospital = _client(app, SENDER)
+    real = hospital.post(
+        "/fhir/$process-message", json=discharge_message(message_id="N-1"), headers=FHIR_JSON
+    )
+    assert _code(real) == "ok" and "already processed" not in json.dumps(real.get_json())
+    assert len({r[0] for r in _log_rows(app)}) == 2
 
 
 def test_dedup_key_is_client_sender_and_message_id(client: FlaskClient, fhir: Fhir) -> None:
@@ -123,7 +139,7 @@ def test_hl7v2_over_http_unregistered_sender_gets_ar_403(client: FlaskClient, fh
 
 def test_nde_unregistered_sender_gets_403(client: FlaskClient, fhir: Fhir) -> None:
     app = client.application
-    intruder = _client(app)
+    intruder = _client(app, "999999999")  # registered for another FINESS only
     response = intruder.post("/fhir/CommunicationRequest", json=nde(identifier="n-1"), headers=FHIR_JSON)
     assert response.status_code == 403, response.get_json()
     assert "750100125" in response.get_json()["issue"][0]["diagnostics"]
