@@ -450,10 +450,15 @@ def users_enable(username: str) -> None:
 
 @users.command("passwd")
 @click.argument("username")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="read the password from standard input (the only way: never as an argument; CONTRACT.md)",
+)
 @with_appcontext
-def users_passwd(username: str) -> None:
-    """Set the password from one line of standard input (e.g. ``coordination users passwd dr.x < file``);
-    the account's failed-login lock is cleared."""
+def users_passwd(username: str, password_stdin: bool) -> None:
+    """Set the password from one line of standard input (``coordination users passwd dr.x
+    --password-stdin < file``); the account's failed-login lock is cleared."""
     from coordination_api.accounts import AccountError, set_password
 
     if sys.stdin.isatty():

@@ -126,7 +126,9 @@ def test_passwd_reads_stdin_and_revokes_the_old_tokens(app: Flask, anonymous_cli
     runner = app.test_cli_runner()
     short = runner.invoke(args=["users", "passwd", "dr.house"], input="short\n")
     assert short.exit_code == 1 and "12 characters" in short.output
-    changed = runner.invoke(args=["users", "passwd", "dr.house"], input=f"{NEW_PASSWORD}\n")
+    changed = runner.invoke(
+        args=["users", "passwd", "dr.house", "--password-stdin"], input=f"{NEW_PASSWORD}\n"
+    )
     assert changed.exit_code == 0, changed.output
     assert NEW_PASSWORD not in changed.output
     assert not _logs_in(app, "dr.house", PASSWORD)
