@@ -113,6 +113,13 @@ class _Findings:
         if not value:
             self.problems.append(f"{self.var(name)} is required ({why})")
 
+    def tls_files(self, cert: str, key: str, ca_file: str) -> None:
+        """``CLIENT_CERT``, ``CLIENT_KEY``, ``CA_FILE``: readable files, and no key without its cert."""
+        for name, path in (("CLIENT_CERT", cert), ("CLIENT_KEY", key), ("CA_FILE", ca_file)):
+            self.file(name, path)
+        if key and not cert:
+            self.problems.append(f"{self.var('CLIENT_KEY')} without {self.var('CLIENT_CERT')}")
+
     def forgotten(self, main: str, companions: dict[str, object]) -> None:
         """Companions set while the main setting is empty: the connector is off, surely by mistake."""
         named = [self.var(n) for n, v in companions.items() if v]
@@ -126,14 +133,7 @@ def _dmp(settings: Settings) -> ConnectorState:
     c, f = settings.dmp, _Findings("DMP_")
     if c.recipient_url:
         f.url("RECIPIENT_URL", c.recipient_url)
-        for name, path in (
-            ("CLIENT_CERT", c.client_cert),
-            ("CLIENT_KEY", c.client_key),
-            ("CA_FILE", c.ca_file),
-        ):
-            f.file(name, path)
-        if c.client_key and not c.client_cert:
-            f.problems.append(f"{f.var('CLIENT_KEY')} without {f.var('CLIENT_CERT')}")
+        f.tls_files(c.client_cert, c.client_key, c.ca_file)
         if not _OID.fullmatch(c.source_oid):
             f.problems.append(f"{f.var('SOURCE_OID')} is not an OID")
         elif c.source_oid == _PLACEHOLDER_OID and not f.loopback:
@@ -151,14 +151,7 @@ def _eparcours(settings: Settings) -> ConnectorState:
     c, f = settings.eparcours, _Findings("EPARCOURS_")
     if c.url:
         f.url("URL", c.url)
-        for name, path in (
-            ("CLIENT_CERT", c.client_cert),
-            ("CLIENT_KEY", c.client_key),
-            ("CA_FILE", c.ca_file),
-        ):
-            f.file(name, path)
-        if c.client_key and not c.client_cert:
-            f.problems.append(f"{f.var('CLIENT_KEY')} without {f.var('CLIENT_CERT')}")
+        f.tls_files(c.client_cert, c.client_key, c.ca_file)
         if not f.loopback:
             f.required("CLIENT_CERT", c.client_cert, "the platform takes mutual TLS only")
     else:
@@ -178,14 +171,7 @@ def _mssante(settings: Settings) -> ConnectorState:
     c, f = settings.mssante, _Findings("MSSANTE_")
     if c.smtp_host:
         f.host("SMTP_HOST", c.smtp_host, c.smtp_port)
-        for name, path in (
-            ("CLIENT_CERT", c.client_cert),
-            ("CLIENT_KEY", c.client_key),
-            ("CA_FILE", c.ca_file),
-        ):
-            f.file(name, path)
-        if c.client_key and not c.client_cert:
-            f.problems.append(f"{f.var('CLIENT_KEY')} without {f.var('CLIENT_CERT')}")
+        f.tls_files(c.client_cert, c.client_key, c.ca_file)
         f.required("FROM", c.from_address, "the CPTS's MSSanté address, the mails' sender")
         if c.from_address and "@" not in c.from_address:
             f.problems.append(f"{f.var('FROM')} is not a mail address")
