@@ -18,7 +18,7 @@ from typing import Any
 from flask import Response, current_app, redirect, request, session, url_for
 from werkzeug.exceptions import NotFound
 
-from auth.web import _page, _safe_next, _start_session, _throttled, bp, service
+from auth.browser import bp, check_throttle, page, safe_next, service, start_session
 from connectors.errors import ConnectorError, Failure
 from connectors.psc import NullProSanteConnect, ProSanteConnect
 
@@ -53,8 +53,8 @@ def _redirect_uri(psc: PscLogin) -> str:
 
 def _failure(exc: ConnectorError) -> Response:
     if exc.failure is Failure.REFUSED:
-        return _page("error.html", 403, error=f"Connexion Pro Santé Connect refusée : {exc}")
-    return _page("error.html", 502, error="Pro Santé Connect ne répond pas ; réessayez plus tard.")
+        return page("error.html", 403, error=f"Connexion Pro Santé Connect refusée : {exc}")
+    return page("error.html", 502, error="Pro Santé Connect ne répond pas ; réessayez plus tard.")
 
 
 @bp.get("/auth/psc/login")
@@ -77,7 +77,7 @@ def psc_login() -> Response:
 @bp.get("/auth/psc/callback")
 def psc_callback() -> Response:
     psc = _psc()
-    attempt, throttled = _throttled()
+    attempt, throttled = check_throttle()
     if throttled is not None:
         return throttled
     pending = session.pop("psc", None)  # single use: a replayed callback finds nothing
@@ -87,9 +87,9 @@ def psc_callback() -> Response:
         or not hmac.compare_digest(str(pending.get("state")), state)
         or int(pending.get("at", 0)) + PENDING_SECONDS < time.time()
     ):
-        return _page("error.html", 400, error="Connexion expirée ou invalide ; recommencez.")
+        return page("error.html", 400, error="Connexion expirée ou invalide ; recommencez.")
     if request.args.get("error"):
-        return _page("error.html", 403, error="Pro Santé Connect n'a pas authentifié le professionnel.")
+        return page("error.html", 403, error="Pro Santé Connect n'a pas authentifié le professionnel.")
     try:
         identity = psc.client.login(request.args.get("code", ""), _redirect_uri(psc), str(pending["nonce"]))
     except ConnectorError as exc:
@@ -103,13 +103,13 @@ def psc_callback() -> Response:
     ):
         user = store.user_by_rpps(identity.rpps)
     if user is None:  # unknown (and not created), or a disabled login
-        return _page(
+        return page(
             "error.html", 403, error="Ce professionnel n'est pas enregistré auprès de la CPTS ; contactez-la."
         )
-    _start_session(user.username, attempt)
-    safe = _safe_next(str(pending.get("next") or ""))
+    start_session(user.username, attempt)
+    safe = safe_next(str(pending.get("next") or ""))
     if safe is None:
-        return _page("done.html", username=user.username)
+        return page("done.html", username=user.username)
     return redirect(safe, code=303)  # type: ignore[return-value]
 
 

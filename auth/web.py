@@ -20,30 +20,36 @@ Login throttling (defaults, all COORDINATION_LOGIN_*; docs/security.md section 7
 
 from __future__ import annotations
 
-import hmac
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InsecureTransportError
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session
+from flask import Response, jsonify, redirect, request, session
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from auth import consent, messages
 from auth import scopes as smart
+from auth.browser import (
+    bp,
+    check_csrf,
+    check_throttle,
+    client_address,
+    csrf_token,
+    logged_in_user,
+    page,
+    safe_next,
+    service,
+    start_session,
+    too_many,
+)
 from auth.keys import ALG
 from auth.models import AUTH_METHODS
 from auth.secrets import verify_password
-from auth.service import AuthService
-
-bp = Blueprint("auth", __name__, template_folder="templates")
-
-SESSION_LIFETIME = 8 * 3600  # a login lasts a working day at most
 
 GRANT_TYPES = ["authorization_code", "client_credentials", "refresh_token"]
 CAPABILITIES = [
@@ -60,11 +66,6 @@ CAPABILITIES = [
     "permission-v2",
     "sso-openid-connect",
 ]
-
-
-def service() -> AuthService:
-    svc: AuthService = current_app.extensions["auth"]
-    return svc
 
 
 def _base() -> str:
@@ -163,98 +164,6 @@ def revoke() -> Response:
 # -- login and consent (browser) ------------------------------------------------------------------
 
 
-def _csrf_token() -> str:
-    token = session.get("csrf")
-    if not isinstance(token, str):
-        token = secrets.token_urlsafe(32)
-        session["csrf"] = token
-    return token
-
-
-def _check_csrf() -> bool:
-    expected = session.get("csrf")
-    given = request.form.get("csrf_token", "")
-    return isinstance(expected, str) and hmac.compare_digest(expected, given)
-
-
-def _page(template: str, status: int = 200, form_target: str | None = None, **context: Any) -> Response:
-    response = Response(render_template(template, **context), status=status, mimetype="text/html")
-    # The pages must never be framed (clickjacking of the consent button) nor load foreign content.
-    # form-action also governs the redirect after a form post: the consent form may end at the
-    # client's (verified) redirect_uri origin.
-    targets = "'self'"
-    if form_target:
-        parts = urlsplit(form_target)
-        targets += f" {parts.scheme}://{parts.netloc}"
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; style-src 'unsafe-inline'; form-action {targets}; frame-ancestors 'none'"
-    )
-    return response
-
-
-def _logged_in_user() -> Any:
-    username = session.get("user")
-    logged_at = session.get("auth_time", 0)
-    if not isinstance(username, str) or not isinstance(logged_at, int):
-        return None
-    if logged_at + SESSION_LIFETIME < time.time():
-        return None
-    user = service().store.user(username)
-    if user is not None:
-        user.auth_time = logged_at
-    return user
-
-
-def _safe_next(target: str) -> str | None:
-    """Only our own authorize endpoint, by a relative URL: the login page is no open redirect."""
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or target.startswith("//") or "\\" in target:
-        return None
-    if parts.path != "/auth/authorize":
-        return None
-    return target
-
-
-def _address() -> str:
-    return request.remote_addr or "unknown"
-
-
-def _throttled() -> tuple[int, Response | None]:
-    """Per address: the attempt is recorded first, then counted (parallel attempts all count), and
-    refused with 429 over the per-minute or per-10-minutes budget. (attempt id, refusal or None)."""
-    cfg = service().config
-    store = service().store
-    address = _address()
-    attempt = store.begin_attempt(address)
-    attempts_last_minute, _failed = store.attempts(address, 60)
-    if attempts_last_minute > cfg.login_attempts_per_minute:
-        return attempt, _too_many(60)
-    _attempts, failures_last_10_minutes = store.attempts(address, 600)
-    if failures_last_10_minutes > cfg.login_failures_per_address:
-        return attempt, _too_many(600)
-    return attempt, None
-
-
-def _too_many(retry_after: int) -> Response:
-    response = _page("error.html", 429, error="Trop de tentatives de connexion ; réessayez plus tard.")
-    response.headers["Retry-After"] = str(retry_after)
-    return response
-
-
-def _start_session(username: str, attempt: int) -> None:
-    """A new session on login (session fixation), with a fresh CSRF token; the address and the
-    account's failure counters start again."""
-    store = service().store
-    store.attempt_succeeded(attempt)
-    store.clear_failures(username, _address())
-    now = int(time.time())
-    session.clear()
-    session["user"] = username
-    session["auth_time"] = now
-    session["fresh_login"] = now  # satisfies prompt=login / max_age once (see authorize)
-    session["csrf"] = secrets.token_urlsafe(32)
-
-
 @bp.route("/auth/login", methods=["GET", "POST"])
 def login() -> Response:
     """Password login. An unknown username, a disabled login and a wrong password get the same
@@ -262,34 +171,34 @@ def login() -> Response:
     they exist, so it tells nothing either (see the module docstring for the numbers)."""
     target = request.values.get("next", "")
     if request.method == "GET":
-        return _page("login.html", csrf_token=_csrf_token(), next=target, username="", error=None)
-    attempt, throttled = _throttled()
+        return page("login.html", csrf_token=csrf_token(), next=target, username="", error=None)
+    attempt, throttled = check_throttle()
     if throttled is not None:
         return throttled
-    if not _check_csrf():
-        return _page("error.html", 400, error="Formulaire expiré ou invalide ; rechargez la page.")
+    if not check_csrf():
+        return page("error.html", 400, error="Formulaire expiré ou invalide ; rechargez la page.")
     username = request.form.get("username", "").strip()[:150]
     password = request.form.get("password", "")[:1024]
     svc = service()
     # Counted before the check (as a failure until the password proves right): parallel attempts
     # cannot get more password checks than the lockout allows.
-    if svc.store.count_attempt(username, _address(), svc.config.backoff()) is None:
+    if svc.store.count_attempt(username, client_address(), svc.config.backoff()) is None:
         verify_password(None, password)  # the same cost as a real check
-        return _too_many(max(1, svc.store.login_locked(username, _address())))
+        return too_many(max(1, svc.store.login_locked(username, client_address())))
     user = svc.store.check_password(username, password)
     if user is None:
-        return _page(
+        return page(
             "login.html",
             401,
-            csrf_token=_csrf_token(),
+            csrf_token=csrf_token(),
             next=target,
             username=username,
             error="Identifiant ou mot de passe incorrect.",
         )
-    _start_session(user.username, attempt)
-    safe = _safe_next(target)
+    start_session(user.username, attempt)
+    safe = safe_next(target)
     if safe is None:
-        return _page("done.html", username=user.username)
+        return page("done.html", username=user.username)
     return redirect(safe, code=303)  # type: ignore[return-value]
 
 
@@ -307,7 +216,7 @@ def _error_page(error: OAuth2Error) -> Response:
             params.append(("state", state))
         sep = "&" if "?" in error.redirect_uri else "?"
         return redirect(f"{error.redirect_uri}{sep}{urlencode(params)}", code=302)  # type: ignore[return-value]
-    return _page("error.html", 400, error=f"{error.error}: {error.description or ''}".strip(": "))
+    return page("error.html", 400, error=f"{error.error}: {error.description or ''}".strip(": "))
 
 
 def _check_aud(grant: Any) -> None:
@@ -364,7 +273,7 @@ def _needs_login(grant: Any, user: Any) -> bool:
 @bp.route("/auth/authorize", methods=["GET", "POST"])
 def authorize() -> Response:
     svc = service()
-    user = _logged_in_user()
+    user = logged_in_user()
     try:
         grant = svc.server.get_consent_grant(end_user=user)
         _check_aud(grant)
@@ -382,26 +291,26 @@ def authorize() -> Response:
     if request.method == "GET":
         tokens = svc.config.tokens
         granted, refused = consent.lines(decision, tokens.offline_ttl, tokens.online_ttl)
-        return _page(
+        return page(
             "consent.html",
             client_name=grant.client.name,
             display_name=svc.practitioner_name(user.practitioner_id) or user.username,
             granted=granted,
             refused=refused,
-            csrf_token=_csrf_token(),
+            csrf_token=csrf_token(),
             action=request.full_path,
             patients=patients,
             form_target=grant.redirect_uri,
         )
-    if not _check_csrf():
-        return _page("error.html", 400, error="Formulaire expiré ou invalide ; rechargez la page.")
+    if not check_csrf():
+        return page("error.html", 400, error="Formulaire expiré ou invalide ; rechargez la page.")
     if request.form.get("decision") != "approve":
         response: Response = svc.server.create_authorization_response(grant=grant, grant_user=None)
         return response
     if wants_patient:
         chosen = request.form.get("patient", "")
         if patients is None or chosen not in {pid for pid, _label in patients}:
-            return _page("error.html", 400, error="Choisissez un patient de votre cercle de soins.")
+            return page("error.html", 400, error="Choisissez un patient de votre cercle de soins.")
         grant.request.launch_patient = chosen
     response = svc.server.create_authorization_response(grant=grant, grant_user=user)
     return response
@@ -448,24 +357,21 @@ def logout() -> Response:
     try:
         target = _post_logout_target()
     except ValueError as exc:
-        return _page("error.html", 400, error=str(exc))
+        return page("error.html", 400, error=str(exc))
     if request.method == "GET":
         params = [(k, request.values[k]) for k in LOGOUT_PARAMS if request.values.get(k)]
         user = session.get("user")
-        return _page(
+        return page(
             "logout.html",
-            csrf_token=_csrf_token(),
+            csrf_token=csrf_token(),
             params=params,
             username=user if isinstance(user, str) else None,
             done=False,
             form_target=target,
         )
-    if not _check_csrf():
-        return _page("error.html", 400, error="Formulaire expiré ou invalide ; rechargez la page.")
+    if not check_csrf():
+        return page("error.html", 400, error="Formulaire expiré ou invalide ; rechargez la page.")
     session.clear()
     if target:
         return redirect(target, code=303)  # type: ignore[return-value]
-    return _page("logout.html", done=True)
-
-
-from auth import psc as _psc  # noqa: E402, F401 - registers the Pro Santé Connect routes on bp
+    return page("logout.html", done=True)

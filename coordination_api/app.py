@@ -10,7 +10,6 @@ from flask import Flask, Response, g, request
 from coordination_api import directory, eparcours, hl7v2, logs, metrics, openapi, security, subscriptions
 from coordination_api.config import Settings
 from coordination_api.coordination import consent_actors, dispatch
-from coordination_api.errors import register_error_handlers
 from coordination_api.fhir import dmp, profiles, routes
 from coordination_api.fhir.context import Services
 from coordination_api.fhir.resources import supported_types
@@ -20,6 +19,7 @@ from coordination_api.search.compiler import SearchCompiler
 from coordination_api.search.registry import SearchRegistry
 from coordination_api.storage.engine import make_engine
 from coordination_api.storage.repository import Repository
+from coordination_api.web.errors import register_error_handlers
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

@@ -14,11 +14,12 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from auth import policy
+from auth import web as _routes  # noqa: F401 - registers the login, consent and OAuth routes on bp
 from auth.audit import AuditWriter
-from auth.psc import PscLogin
+from auth.browser import bp as auth_bp
+from auth.psc import PscLogin  # also registers the Pro Santé Connect routes on bp
 from auth.server import TokenPolicy, Urls
 from auth.service import AuthConfig, AuthService
-from auth.web import bp as auth_bp
 from connectors.http import HttpSettings
 from connectors.psc import NullProSanteConnect, PscClient, PscClientSettings
 from coordination_api.config import PscSettings, Settings

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+from fhir_profiles import r4_core
+from fhir_profiles.conformance import DATA_DIR
+
+__all__ = ["DATA_DIR"]
 
 
 def _load(name: str) -> Any:
@@ -22,8 +24,6 @@ def _load(name: str) -> Any:
 def search_parameters() -> tuple[dict[str, Any], ...]:
     """The SearchParameter resources we index and search with: every R4 core one (the official
     bundle, ``data/r4-core``), then our own (e.g. NdE event-type), which win on a shared code."""
-    from fhir_profiles import r4_core  # imports this package
-
     local = tuple(entry["resource"] for entry in _load("search-parameters-local.json")["entry"])
     return (*r4_core.search_parameters(), *local)
 

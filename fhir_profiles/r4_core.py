@@ -10,8 +10,7 @@ import json
 from functools import cache
 from typing import Any
 
-from fhir_profiles import DATA_DIR
-from fhir_profiles.conformance import Conformance, shipped
+from fhir_profiles.conformance import DATA_DIR, Conformance, shipped
 
 CORE_DIR = DATA_DIR / "r4-core"
 

@@ -20,11 +20,11 @@ from auth.policy import Principal
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
-from coordination_api.fhir.http import base_url, prefer
 from coordination_api.fhir.operation_input import parameters_body
 from coordination_api.fhir.resources import READ_ONLY_TYPES, SERVER_WRITTEN_TYPES, supported_types
 from coordination_api.search.dates import InvalidDateError, parse_range
 from coordination_api.storage.indexer import outside_compartments
+from coordination_api.web.http import base_url, prefer
 
 # export.html "Query Parameters": _outputFormat SHALL accept these three (the NDJSON aliases).
 OUTPUT_FORMATS = {"application/fhir+ndjson", "application/ndjson", "ndjson"}

@@ -22,10 +22,10 @@ from coordination_api.bulk.kickoff import ExportParams, KickOff, check_exporter,
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
-from coordination_api.fhir.http import base_url, fhir_json_response
 from coordination_api.search.dates import format_http_date, format_instant
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import resource
+from coordination_api.web.http import base_url, fhir_json_response
 
 IG = "http://hl7.org/fhir/uv/bulkdata"
 NDJSON = "application/fhir+ndjson"

@@ -23,10 +23,10 @@ from auth.policy import PatientFilter, Principal
 from auth.scopes import ScopeSet
 from auth.service import AuthService, UnauthenticatedError
 from coordination_api.errors import RETRY_AFTER_UNAVAILABLE, Category, FhirError, Issue, operation_outcome
-from coordination_api.fhir.http import fhir_json_response
 from coordination_api.search.compiler import SearchQuery
 from coordination_api.storage.repository import Stored
 from coordination_api.storage.schema import history_compartment, idx_compartment, resource, subscription_state
+from coordination_api.web.http import fhir_json_response
 
 log = logging.getLogger(__name__)
 

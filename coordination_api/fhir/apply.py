@@ -19,10 +19,10 @@ from coordination_api.coordination import protocols
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, services
-from coordination_api.fhir.http import base_url, fhir_json_response
 from coordination_api.fhir.operation_input import parameters_body
 from coordination_api.fhir.resources import validate_resource
 from coordination_api.storage.repository import Stored
+from coordination_api.web.http import base_url, fhir_json_response
 
 _SINGLE = {
     "subject": "subject",

@@ -22,11 +22,11 @@ from auth.schema import audit_event, audit_patient
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
-from coordination_api.fhir.http import base_url, fhir_json_response, prefer, version_headers
 from coordination_api.fhir.search import request_params
 from coordination_api.search.compiler import SearchCompiler
 from coordination_api.search.paging import PageToken
 from coordination_api.search.values import split_or
+from coordination_api.web.http import base_url, fhir_json_response, prefer, version_headers
 
 TYPE = "AuditEvent"
 CLIENT_SYSTEM = "urn:coordination:client"  # agent.who.identifier.system of client applications

@@ -9,8 +9,8 @@ from flask import Response
 
 from coordination_api.bulk import views as bulk
 from coordination_api.fhir.context import Services, services
-from coordination_api.fhir.http import base_url, fhir_json_response
 from coordination_api.subscriptions.topics import TOPICS
+from coordination_api.web.http import base_url, fhir_json_response
 from fhir_profiles.conformance import shipped
 
 SOFTWARE_VERSION = "0.1.0"

@@ -8,9 +8,9 @@ from sqlalchemy.engine import Connection
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, WriteResult, services
-from coordination_api.fhir.http import parse_etag, prefer
 from coordination_api.fhir.resources import check_type
 from coordination_api.fhir.write_common import find_matches, write_response
+from coordination_api.web.http import parse_etag, prefer
 
 
 def delete_in(

@@ -40,11 +40,11 @@ from coordination_api.config import DmpSettings, Settings
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, services
-from coordination_api.fhir.http import base_url, fhir_json_response
 from coordination_api.fhir.resources import validate_resource
 from coordination_api.fhir.update import update_in
 from coordination_api.storage.repository import Repository, Stored
 from coordination_api.storage.schema import idx_compartment
+from coordination_api.web.http import base_url, fhir_json_response
 from fhir_profiles.french_identifiers import INS_SYSTEMS, TRUSTED_STATUSES, identity_statuses
 
 log = logging.getLogger(__name__)

@@ -51,7 +51,6 @@ import fhir_profiles
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
-from coordination_api.fhir.http import base_url, fhir_json_response
 from coordination_api.fhir.operation_input import parameters_body
 from coordination_api.fhir.resources import supported_types
 from coordination_api.search.dates import InvalidDateError, parse_range
@@ -60,6 +59,7 @@ from coordination_api.search.paging import PageToken
 from coordination_api.search.registry import SearchRegistry
 from coordination_api.storage.repository import CURRENT_COLS, Stored
 from coordination_api.storage.schema import idx_compartment, idx_date, idx_reference, resource
+from coordination_api.web.http import base_url, fhir_json_response
 
 # The care date each type's ``start``/``end`` apply to (the operation leaves it to the server): R4's
 # clinical ``date`` parameter where the type has one, otherwise the date the record names as when the

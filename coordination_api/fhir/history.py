@@ -12,12 +12,12 @@ from sqlalchemy import ColumnElement, func, select
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
-from coordination_api.fhir.http import base_url, fhir_json_response
 from coordination_api.fhir.resources import check_type
 from coordination_api.search.dates import InvalidDateError, format_instant, parse_range
 from coordination_api.search.paging import PageToken
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import resource_history
+from coordination_api.web.http import base_url, fhir_json_response
 
 
 def _bound_params() -> tuple[list[tuple[str, str]], int, int, int]:

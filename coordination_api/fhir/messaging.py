@@ -21,8 +21,8 @@ from coordination_api.coordination.events import EncounterEvent, EventError, con
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
-from coordination_api.fhir.http import base_url, check_content_type, fhir_json_response, read_body
 from coordination_api.fhir.resources import parse_json, validate_resource
+from coordination_api.web.http import base_url, check_content_type, fhir_json_response, read_body
 
 DAVINCI = "http://hl7.org/fhir/us/davinci-alerts/CodeSystem/notification-event"
 NOS_R254 = "https://mos.esante.gouv.fr/NOS/TRE_R254-TypeEvenement/FHIR/TRE-R254-TypeEvenement"

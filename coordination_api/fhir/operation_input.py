@@ -7,8 +7,8 @@ from typing import Any
 from flask import request
 
 from coordination_api.errors import Category, FhirError
-from coordination_api.fhir.http import check_content_type, read_body
 from coordination_api.fhir.resources import parse_json, validate_resource
+from coordination_api.web.http import check_content_type, read_body
 
 
 def parameters_body() -> list[dict[str, Any]]:

@@ -17,8 +17,8 @@ import fhir_profiles
 from coordination_api.errors import Category, FhirError, Issue
 from coordination_api.fhir import json_types
 from coordination_api.fhir.elements import resource_model
-from coordination_api.fhir.http import check_depth, max_json_depth, too_deep
 from coordination_api.fhir.profiles import enforce, to_issue
+from coordination_api.web.http import check_depth, max_json_depth, too_deep
 from fhir_profiles import base_rules
 from fhir_profiles.narrative import check_narrative
 from fhir_profiles.validator import control_character

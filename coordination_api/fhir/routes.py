@@ -25,7 +25,7 @@ from coordination_api.fhir import (
     update,
     validate,
 )
-from coordination_api.fhir.http import check_accept, install_page_signer
+from coordination_api.web.http import check_accept, install_page_signer
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 subscriptions.register_routes(bp)  # $status, $events (static rules win over /<type>/<id>)

@@ -10,13 +10,13 @@ from flask import Response, request
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
-from coordination_api.fhir.http import base_url, fhir_json_response, prefer
 from coordination_api.fhir.resources import check_type
 from coordination_api.fhir.subsetting import select_elements, summarize
 from coordination_api.search.compiler import SearchQuery
 from coordination_api.search.executor import SearchResult, run_search, snapshot_pk
 from coordination_api.search.paging import PageToken
 from coordination_api.storage.repository import Stored
+from coordination_api.web.http import base_url, fhir_json_response, prefer
 
 _HTTP_ONLY = {"_format", "_pretty"}
 

@@ -25,7 +25,6 @@ from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, WriteResult, services
 from coordination_api.fhir.create import create_in
 from coordination_api.fhir.delete import conditional_delete_in, delete_in
-from coordination_api.fhir.http import base_url, check_content_type, fhir_json_response, prefer, read_body
 from coordination_api.fhir.links import rewrite_links
 from coordination_api.fhir.resources import (
     check_type,
@@ -41,6 +40,7 @@ from coordination_api.search.dates import format_instant
 from coordination_api.search.executor import run_search, snapshot_pk
 from coordination_api.search.paging import PageToken
 from coordination_api.storage.repository import Stored, new_id
+from coordination_api.web.http import base_url, check_content_type, fhir_json_response, prefer, read_body
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _RESTFUL_URL = re.compile(r"^(?P<base>.+)/(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})$")

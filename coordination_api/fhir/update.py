@@ -10,10 +10,10 @@ from sqlalchemy.engine import Connection
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, WriteResult, services
-from coordination_api.fhir.http import parse_etag
 from coordination_api.fhir.resources import check_type
 from coordination_api.fhir.write_common import find_matches, request_resource, write_response
 from coordination_api.storage.repository import new_id
+from coordination_api.web.http import parse_etag
 
 _ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 

@@ -16,7 +16,6 @@ from flask import Response, request
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
-from coordination_api.fhir.http import check_content_type, fhir_json_response, read_body
 from coordination_api.fhir.profiles import policy, to_issue
 from coordination_api.fhir.resources import (
     check_operation_type,
@@ -25,6 +24,7 @@ from coordination_api.fhir.resources import (
     parse_json,
     validate_resource,
 )
+from coordination_api.web.http import check_content_type, fhir_json_response, read_body
 from fhir_profiles import base_rules
 
 MODES = {"create", "update", "delete"}

@@ -12,7 +12,10 @@ from sqlalchemy.engine import Connection
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, WriteResult
-from coordination_api.fhir.http import (
+from coordination_api.fhir.resources import parse_json, validate_resource
+from coordination_api.search.executor import run_search
+from coordination_api.storage.repository import Stored
+from coordination_api.web.http import (
     base_url,
     check_content_type,
     fhir_json_response,
@@ -20,9 +23,6 @@ from coordination_api.fhir.http import (
     read_body,
     version_headers,
 )
-from coordination_api.fhir.resources import parse_json, validate_resource
-from coordination_api.search.executor import run_search
-from coordination_api.storage.repository import Stored
 
 
 def request_resource(resource_type: str) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from sqlalchemy.engine import Connection, Row
 
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
-from coordination_api.fhir.http import base_url, fhir_json_response
 from coordination_api.fhir.operation_input import parameters_body, primitive_value
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
 from coordination_api.subscriptions import model, notify
 from coordination_api.subscriptions.service import SubscriptionService, effective_status
+from coordination_api.web.http import base_url, fhir_json_response
 
 
 def _service() -> SubscriptionService:

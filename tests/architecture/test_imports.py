@@ -1,0 +1,311 @@
+"""The house rules of ARCHITECTURE.md, checked on the import graph (grimp reads every import
+statement, function-level ones included) and on the source.
+
+Each ``*_ALLOWED`` set lists what still breaks a rule today (issue 20 shrinks them to nothing). A
+new violation fails; so does an entry that no longer applies, so the lists only get shorter.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import grimp
+import pytest
+
+PACKAGES = ("coordination_api", "auth", "connectors", "fhir_profiles")
+ROOT = Path(__file__).resolve().parents[2]
+
+# Edges that lie on an import cycle today.
+CYCLE_EDGES_ALLOWED: set[tuple[str, str]] = {
+    ("coordination_api.accounts", "coordination_api.directory"),
+    ("coordination_api.connector_status", "coordination_api.directory"),
+    ("coordination_api.connector_status", "coordination_api.eparcours"),
+    ("coordination_api.connector_status", "coordination_api.fhir.dmp"),
+    ("coordination_api.connector_status", "coordination_api.security"),
+    ("coordination_api.connector_status", "coordination_api.subscriptions.worker"),
+    ("coordination_api.coordination.discharge", "coordination_api.coordination.protocols"),
+    ("coordination_api.coordination.discharge", "coordination_api.directory"),
+    ("coordination_api.coordination.discharge", "coordination_api.fhir.create"),
+    ("coordination_api.coordination.nde", "coordination_api.coordination.discharge"),
+    ("coordination_api.coordination.protocols", "coordination_api.fhir.create"),
+    ("coordination_api.directory", "coordination_api.fhir.create"),
+    ("coordination_api.directory", "coordination_api.jobs"),
+    ("coordination_api.eparcours", "coordination_api.jobs"),
+    ("coordination_api.fhir.create", "coordination_api.coordination.nde"),
+    ("coordination_api.fhir.dmp", "coordination_api.jobs"),
+    ("coordination_api.health", "coordination_api.connector_status"),
+    ("coordination_api.jobs", "coordination_api.metrics"),
+    ("coordination_api.metrics", "coordination_api.health"),
+    ("coordination_api.security", "coordination_api.accounts"),
+    ("coordination_api.subscriptions.worker", "coordination_api.health"),
+    ("coordination_api.subscriptions.worker", "coordination_api.jobs"),
+    ("coordination_api.subscriptions.worker", "coordination_api.metrics"),
+    ("coordination_api.app", "coordination_api.cli"),
+    ("coordination_api.app", "coordination_api.hl7v2"),
+    ("coordination_api.cli", "coordination_api.app"),
+    ("coordination_api.cli", "coordination_api.hl7v2"),
+    ("coordination_api.cli", "coordination_api.server"),
+    ("coordination_api.hl7v2", "coordination_api.cli"),
+    ("coordination_api.server", "coordination_api.app"),
+}
+
+# auth/, connectors/ and fhir_profiles/ never import coordination_api; fhir_profiles imports nothing of ours.
+WRONG_WAY_ALLOWED: set[tuple[str, str]] = {
+    ("connectors.hl7v2", "coordination_api.coordination.events"),
+    ("connectors.hl7v2.ack", "coordination_api.coordination.events"),
+    ("connectors.hl7v2.mapping", "coordination_api.coordination.events"),
+    ("connectors.hl7v2.mllp", "coordination_api.coordination.events"),
+    ("connectors.hl7v2.parse", "coordination_api.coordination.events"),
+}
+
+# Below the HTTP edge nothing reaches Flask or Werkzeug, by any chain of imports.
+FRAMEWORK_FREE = ("core", "storage", "search", "outbox", "coordination")
+FRAMEWORK_REACH_ALLOWED: set[str] = {
+    "coordination_api.coordination.discharge",
+    "coordination_api.coordination.dispatch",
+    "coordination_api.coordination.nde",
+    "coordination_api.coordination.protocol_library",
+    "coordination_api.coordination.protocols",
+}
+
+# Imports of our own modules inside a function (they hide cycles): (file, imported module).
+FUNCTION_IMPORTS_ALLOWED: set[tuple[str, str]] = {
+    ("coordination_api/accounts.py", "coordination_api.directory"),
+    ("coordination_api/accounts.py", "coordination_api.fhir.write_common"),
+    ("coordination_api/app.py", "coordination_api.cli"),
+    ("coordination_api/cli.py", "auth.registration"),
+    ("coordination_api/cli.py", "coordination_api.accounts"),
+    ("coordination_api/cli.py", "coordination_api.app"),
+    ("coordination_api/cli.py", "coordination_api.conformance_load"),
+    ("coordination_api/cli.py", "coordination_api.connector_status"),
+    ("coordination_api/cli.py", "coordination_api.coordination.protocol_library"),
+    ("coordination_api/cli.py", "coordination_api.demo"),
+    ("coordination_api/cli.py", "coordination_api.directory"),
+    ("coordination_api/cli.py", "coordination_api.errors"),
+    ("coordination_api/cli.py", "coordination_api.hl7v2"),
+    ("coordination_api/cli.py", "coordination_api.importer"),
+    ("coordination_api/cli.py", "coordination_api.jobs"),
+    ("coordination_api/cli.py", "coordination_api.metrics"),
+    ("coordination_api/cli.py", "coordination_api.server"),
+    ("coordination_api/cli.py", "coordination_api.storage.migrate"),
+    ("coordination_api/cli.py", "coordination_api.storage.schema"),
+    ("coordination_api/cli.py", "coordination_api.subscriptions"),
+    ("coordination_api/connector_status.py", "connectors.annuaire"),
+    ("coordination_api/connector_status.py", "connectors.eparcours"),
+    ("coordination_api/connector_status.py", "connectors.mhd"),
+    ("coordination_api/connector_status.py", "connectors.mssante"),
+    ("coordination_api/connector_status.py", "connectors.psc"),
+    ("coordination_api/connector_status.py", "coordination_api"),
+    ("coordination_api/connector_status.py", "coordination_api.fhir"),
+    ("coordination_api/connector_status.py", "coordination_api.security"),
+    ("coordination_api/connector_status.py", "coordination_api.subscriptions.worker"),
+    ("coordination_api/hl7v2.py", "coordination_api.cli"),
+    ("coordination_api/metrics.py", "coordination_api.health"),
+    ("coordination_api/security.py", "coordination_api.accounts"),
+    ("coordination_api/server.py", "coordination_api.app"),
+    ("coordination_api/server.py", "coordination_api.config"),
+    ("coordination_api/subscriptions/__init__.py", "coordination_api.subscriptions"),
+    ("coordination_api/subscriptions/__init__.py", "coordination_api.subscriptions.service"),
+}
+
+ENVIRONMENT_READERS_ALLOWED: set[str] = {"coordination_api/cli.py"}
+
+
+@cache
+def graph() -> grimp.ImportGraph:
+    return grimp.build_graph(*PACKAGES, include_external_packages=True, cache_dir=None)
+
+
+def ours(module: str) -> bool:
+    return module.split(".")[0] in PACKAGES
+
+
+@cache
+def edges() -> dict[str, frozenset[str]]:
+    g = graph()
+    modules = sorted(m for m in g.modules if ours(m))
+    return {m: frozenset(i for i in g.find_modules_directly_imported_by(m) if ours(i)) for m in modules}
+
+
+def strongly_connected(adjacency: dict[str, frozenset[str]]) -> list[set[str]]:
+    """Tarjan's algorithm, iterative; components of more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+    counter = 0
+    for root in adjacency:
+        if root in index:
+            continue
+        work: list[tuple[str, Iterator[str]]] = [(root, iter(sorted(adjacency[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(adjacency.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(component)
+    return found
+
+
+def cyclic_edges() -> set[tuple[str, str]]:
+    adjacency = edges()
+    return {
+        (m, i)
+        for component in strongly_connected(adjacency)
+        for m in component
+        for i in adjacency[m]
+        if i in component
+    }
+
+
+def test_no_import_cycles() -> None:
+    cyclic = cyclic_edges()
+    new = sorted(cyclic - CYCLE_EDGES_ALLOWED)
+    assert not new, f"imports that close a cycle: {new}"
+    stale = sorted(CYCLE_EDGES_ALLOWED - cyclic)
+    assert not stale, f"no longer on a cycle, remove from CYCLE_EDGES_ALLOWED: {stale}"
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    # Positive control: the checker itself sees a three-module loop and nothing in a chain.
+    loop = {"a": frozenset({"b"}), "b": frozenset({"c"}), "c": frozenset({"a"}), "d": frozenset({"a"})}
+    assert strongly_connected(loop) == [{"a", "b", "c"}]
+
+
+def test_dependencies_point_one_way() -> None:
+    wrong = set()
+    for module, imported in edges().items():
+        top = module.split(".")[0]
+        for target in imported:
+            target_top = target.split(".")[0]
+            if top != "coordination_api" and target_top == "coordination_api":
+                wrong.add((module, target))
+            if top == "fhir_profiles" and target_top != "fhir_profiles":
+                wrong.add((module, target))
+    assert not sorted(wrong - WRONG_WAY_ALLOWED), (
+        f"imports the wrong way: {sorted(wrong - WRONG_WAY_ALLOWED)}"
+    )
+    stale = sorted(WRONG_WAY_ALLOWED - wrong)
+    assert not stale, f"fixed, remove from WRONG_WAY_ALLOWED: {stale}"
+
+
+def test_framework_free_below_the_http_edge() -> None:
+    g = graph()
+    reaching = {}
+    for module in edges():
+        parts = module.split(".")
+        if parts[0] != "coordination_api" or len(parts) < 2 or parts[1] not in FRAMEWORK_FREE:
+            continue
+        for framework in ("flask", "werkzeug"):
+            chain = g.find_shortest_chain(importer=module, imported=framework)
+            if chain:
+                reaching[module] = chain
+                break
+    new = {m: c for m, c in reaching.items() if m not in FRAMEWORK_REACH_ALLOWED}
+    assert not new, f"framework-free modules that reach Flask: {new}"
+    stale = sorted(FRAMEWORK_REACH_ALLOWED - set(reaching))
+    assert not stale, f"now framework-free, remove from FRAMEWORK_REACH_ALLOWED: {stale}"
+
+
+def source_files() -> Iterator[Path]:
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" not in path.parts:
+                yield path
+
+
+def function_level_imports() -> set[tuple[str, str]]:
+    found = set()
+    for path in source_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for inner in ast.walk(node):
+                names: list[str] = []
+                if isinstance(inner, ast.ImportFrom):
+                    names = ["." * inner.level + (inner.module or "")]
+                elif isinstance(inner, ast.Import):
+                    names = [alias.name for alias in inner.names]
+                for name in names:
+                    if name.startswith(".") or ours(name):
+                        found.add((path.relative_to(ROOT).as_posix(), name))
+    return found
+
+
+def test_no_function_level_imports_of_our_modules() -> None:
+    found = function_level_imports()
+    new = sorted(found - FUNCTION_IMPORTS_ALLOWED)
+    assert not new, f"function-level imports (move them to the top; cut the cycle they dodge): {new}"
+    stale = sorted(FUNCTION_IMPORTS_ALLOWED - found)
+    assert not stale, f"gone, remove from FUNCTION_IMPORTS_ALLOWED: {stale}"
+
+
+def environment_readers() -> set[str]:
+    readers = set()
+    for path in source_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv", "environb"}) or (
+                isinstance(node, ast.Name) and node.id in {"environ", "getenv"}
+            ):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "request"
+                ):
+                    continue  # the WSGI environ of a request, not the process environment
+                readers.add(path.relative_to(ROOT).as_posix())
+    return readers
+
+
+def test_only_config_reads_the_environment() -> None:
+    readers = environment_readers() - {"coordination_api/config.py"}
+    new = sorted(readers - ENVIRONMENT_READERS_ALLOWED)
+    assert not new, f"modules reading the environment (use coordination_api.config): {new}"
+    stale = sorted(ENVIRONMENT_READERS_ALLOWED - readers)
+    assert not stale, f"no longer read the environment, remove from ENVIRONMENT_READERS_ALLOWED: {stale}"
+
+
+@pytest.mark.parametrize("rule", ["cycle", "one_way"])
+def test_rules_catch_a_planted_violation(rule: str) -> None:
+    # Positive control on the real graph: a planted import is reported by the same computation.
+    g = graph()
+    if rule == "cycle":
+        g.add_import(importer="coordination_api.storage.engine", imported="coordination_api.app")
+        try:
+            edges.cache_clear()
+            assert ("coordination_api.storage.engine", "coordination_api.app") in cyclic_edges()
+        finally:
+            g.remove_import(importer="coordination_api.storage.engine", imported="coordination_api.app")
+            edges.cache_clear()
+    else:
+        assert g.find_shortest_chain(importer="coordination_api.app", imported="flask")
