@@ -205,7 +205,7 @@ def _save_credentials(out_dir: Path, credentials: dict[str, Any]) -> None:
 def discharge_message(now: datetime | None = None) -> dict[str, Any]:
     """The hospital's discharge of the demo's first patient (85, home), dated ``now``.
 
-    Protocol windows start at the end of the stay (protocols.py), and an offer holds within them
+    Protocol windows start at the end of the stay (coordination/protocols), and an offer holds within them
     (Task.restriction.period): a message dated now gives offers that hold for the next days. The
     message id and the visit number are new each time, so that each file is a new stay."""
     moment = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0) - timedelta(minutes=1)

@@ -30,7 +30,8 @@ CYCLE_EDGES_ALLOWED: set[tuple[str, str]] = {
     ("coordination_api.coordination.discharge", "coordination_api.directory"),
     ("coordination_api.coordination.discharge", "coordination_api.fhir.create"),
     ("coordination_api.coordination.nde", "coordination_api.coordination.discharge"),
-    ("coordination_api.coordination.protocols", "coordination_api.fhir.create"),
+    ("coordination_api.coordination.protocols", "coordination_api.coordination.protocols.starting"),
+    ("coordination_api.coordination.protocols.starting", "coordination_api.fhir.create"),
     ("coordination_api.directory", "coordination_api.fhir.create"),
     ("coordination_api.directory", "coordination_api.jobs"),
     ("coordination_api.eparcours", "coordination_api.jobs"),
@@ -69,6 +70,10 @@ FRAMEWORK_REACH_ALLOWED: set[str] = {
     "coordination_api.coordination.nde",
     "coordination_api.coordination.protocol_library",
     "coordination_api.coordination.protocols",
+    "coordination_api.coordination.protocols.plans",
+    "coordination_api.coordination.protocols.reading",
+    "coordination_api.coordination.protocols.requests",
+    "coordination_api.coordination.protocols.starting",
 }
 
 # Imports of our own modules inside a function (they hide cycles): (file, imported module).
