@@ -23,8 +23,8 @@ from coordination_api.errors import Category, FhirError, Issue, operation_outcom
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
 from coordination_api.fhir.search import request_params
-from coordination_api.search.compiler import SearchCompiler
 from coordination_api.search.paging import PageToken
+from coordination_api.search.params.date import date_range
 from coordination_api.search.values import split_or
 from coordination_api.web.http import base_url, fhir_json_response, prefer, version_headers
 
@@ -74,7 +74,7 @@ def _criterion(name: str, value: str) -> ColumnElement[bool] | None:
         case "_id":
             return ae.c.event_id.in_(values)
         case "date":
-            ors = [SearchCompiler._date_range(ae.c.recorded_us, ae.c.recorded_us, "date", v) for v in values]
+            ors = [date_range(ae.c.recorded_us, ae.c.recorded_us, "date", v) for v in values]
             return or_(*ors)
         case "subtype":
             codes = [_token_code(name, v, "http://hl7.org/fhir/restful-interaction") for v in values]

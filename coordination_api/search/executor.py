@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import ColumnElement, and_, false, func, select
 from sqlalchemy.engine import Connection
 
-from coordination_api.search.compiler import CursorValue, Include, SearchQuery
+from coordination_api.search.query import CursorValue, Include, SearchQuery
 from coordination_api.storage.repository import CURRENT_COLS, Repository, Stored
 from coordination_api.storage.schema import idx_reference, resource
 

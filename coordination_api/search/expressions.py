@@ -242,23 +242,16 @@ def compile_relative(expression: str) -> RelativeExtractor:
 
 def compile_elements(parts: list[str], resource_type: str) -> Extractor:
     """The elements a composite's base expression selects; ``Observation`` alone is the resource."""
-    extractors = [(lambda r: [r]) if _strip_parens(p) == resource_type else compile_part(p) for p in parts]
-
-    def extract(resource: dict[str, Any]) -> list[Any]:
-        out: list[Any] = []
-        for extractor in extractors:
-            out.extend(extractor(resource))
-        return out
-
-    return extract
+    return _union([(lambda r: [r]) if _strip_parens(p) == resource_type else compile_part(p) for p in parts])
 
 
 def compile_expression(parts: list[str]) -> Extractor:
     """One extractor for the union of the given members."""
     extractors = [compile_part(p) for p in parts]
-    if len(extractors) == 1:
-        return extractors[0]
+    return extractors[0] if len(extractors) == 1 else _union(extractors)
 
+
+def _union(extractors: list[Extractor]) -> Extractor:
     def extract(resource: dict[str, Any]) -> list[Any]:
         out: list[Any] = []
         for extractor in extractors:

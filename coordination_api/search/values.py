@@ -13,43 +13,29 @@ from coordination_api.errors import Category, FhirError
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 
 
-def split_or(value: str, *, keep_escapes: bool = False) -> list[str]:
-    """Split a parameter value on unescaped commas (R4 search.html#escaping).
+def split_value(value: str, sep: str, *, keep_escapes: bool = False) -> list[str]:
+    """Split on every unescaped ``sep`` (R4 search.html#escaping: ``\\`` escapes ``,`` ``$`` ``|``
+    and itself); ``sep=""`` never splits, it only unescapes.
 
-    Values are unescaped, unless ``keep_escapes``: then every ``\\x`` stays for a later split on
-    ``|`` (token, quantity, reference), which unescapes the pieces itself.
+    The pieces are unescaped, unless ``keep_escapes``: then every ``\\x`` stays for a later split
+    on another separator (``,`` then ``$`` then ``|``), which unescapes its own pieces. A lone
+    ``\\`` at the end escapes nothing: the value is malformed and refused, not guessed at.
     """
     parts: list[str] = []
     current: list[str] = []
-    escaped = False
-    for char in value:
-        if escaped:
+    chars = iter(value)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, None)
+            if escaped is None:
+                raise FhirError(
+                    Category.INVALID,
+                    f"Search value '{value}' ends with a lone '\\' (write '\\\\' for a backslash, "
+                    "R4 search.html#escaping)",
+                )
             if keep_escapes:
-                current.append("\\")
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ",":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
-
-
-def split_unescaped(value: str, sep: str) -> list[str]:
-    """Split on an unescaped separator (``|`` in tokens), unescaping ``\\|``, ``\\$``, ``\\,``."""
-    parts: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for char in value:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
+                current.append(char)
+            current.append(escaped)
         elif char == sep:
             parts.append("".join(current))
             current = []
@@ -59,31 +45,14 @@ def split_unescaped(value: str, sep: str) -> list[str]:
     return parts
 
 
-def split_keeping_escapes(value: str, sep: str) -> list[str]:
-    """Split on an unescaped separator, every escape left in place for the pieces' own parsing
-    (``$`` between the components of a composite value, R4 search.html#composite)."""
-    parts: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for char in value:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            current.append(char)
-            escaped = True
-        elif char == sep:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
+def split_or(value: str, *, keep_escapes: bool = False) -> list[str]:
+    """The alternatives of a parameter value: its pieces between unescaped commas."""
+    return split_value(value, ",", keep_escapes=keep_escapes)
 
 
 def unescape(value: str) -> str:
     """Drop the backslash of every escape sequence (``\\,`` ``\\|`` ``\\$`` ``\\\\``)."""
-    return "".join(split_unescaped(value, ""))
+    return split_value(value, "")[0]
 
 
 def split_prefix(value: str) -> tuple[str, str]:
@@ -121,7 +90,7 @@ class TokenValue:
 
 
 def parse_token(text: str) -> TokenValue:
-    parts = split_unescaped(text, "|")
+    parts = split_value(text, "|")
     if len(parts) == 1:
         return TokenValue(None, parts[0])
     system = "|".join(parts[:-1])
@@ -139,7 +108,7 @@ class QuantityValue:
 
 def parse_quantity(text: str, param: str) -> QuantityValue:
     prefix, rest = split_prefix(text)
-    parts = split_unescaped(rest, "|")
+    parts = split_value(rest, "|")
     number = parse_number(parts[0], param)
     system = parts[1] if len(parts) > 1 and parts[1] else None
     code = parts[2] if len(parts) > 2 and parts[2] else None

@@ -1,0 +1,127 @@
+"""A compiled search and the SQL of its pages (R4 search.html#paging): filters, sort keys, keyset
+cursors; what :mod:`coordination_api.search.compiler` produces and the executor runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
+
+from coordination_api.errors import Category, FhirError, Issue
+from coordination_api.storage.schema import resource
+
+
+@dataclass(frozen=True)
+class Include:
+    """``_include``/``_revinclude`` = source type : search param [: target type] (R4 search.html#include)."""
+
+    source_type: str
+    param: str
+    target_type: str | None
+    iterate: bool
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """One ``_sort`` key: a per-resource scalar expression and its direction (missing values last)."""
+
+    expression: Any
+    descending: bool
+
+
+CursorValue = int | float | str | None
+
+
+@dataclass
+class SearchQuery:
+    """A parsed search, ready to run.
+
+    Pages after the first are found by keyset (``after``: the sort key values and pk of the row the
+    page starts after, or ends before when ``backward``), so that resources created, deleted or
+    updated between two pages neither shift nor repeat the others; ``max_pk`` hides resources
+    created after the first page.
+    """
+
+    resource_type: str
+    where: list[ColumnElement[bool]] = field(default_factory=list)
+    sort_keys: list[SortKey] = field(default_factory=list)
+    count: int = 20
+    offset: int = 0
+    max_pk: int | None = None
+    after: list[CursorValue] | None = None
+    backward: bool = False
+    includes: list[Include] = field(default_factory=list)
+    revincludes: list[Include] = field(default_factory=list)
+    # The access policy: filters on resource.pk (matches and included resources alike), and the
+    # types included resources may have (None: any).
+    access: list[ColumnElement[bool]] = field(default_factory=list)
+    include_types: frozenset[str] | None = None
+    summary: str | None = None
+    elements: list[str] | None = None
+    total: str = "accurate"
+    issues: list[Issue] = field(default_factory=list)
+    used: list[tuple[str, str]] = field(default_factory=list)
+    sqlite: bool = False
+
+    def set_cursor(self, values: list[Any] | None, backward: bool) -> None:
+        """Page from a cursor taken from a page token; a cursor that does not fit is refused."""
+        if values is not None:
+            fits = len(values) == len(self.sort_keys) + 1 and type(values[-1]) is int
+            if not fits or not all(v is None or type(v) in (int, float, str) for v in values):
+                raise FhirError(Category.INVALID, "Invalid or corrupted _page token")
+        self.after, self.backward = values, backward and values is not None
+
+    def select_page(self, limit: int) -> Select[Any]:
+        """pk and sort key values of the page's rows, in page order (reversed when ``backward``)."""
+        reverse = self.backward
+        order: list[Any] = []
+        for key in self.sort_keys:
+            descending = key.descending != reverse
+            column = key.expression.desc() if descending else key.expression.asc()
+            order.append(column.nulls_first() if reverse else column.nulls_last())
+        order.append(resource.c.pk.desc() if reverse else resource.c.pk.asc())
+        stmt = select(resource.c.pk, *(k.expression for k in self.sort_keys)).where(*self._filters())
+        if self.after is not None:
+            stmt = stmt.where(self._beyond(0, reverse))
+        elif self.offset:
+            stmt = stmt.offset(self.offset)
+        return stmt.order_by(*order).limit(limit)
+
+    def select_pks(self) -> Select[Any]:
+        """The pks of every match (no paging), e.g. to audit whose data a count covered."""
+        return select(resource.c.pk).where(*self._filters())
+
+    def select_count(self) -> Select[Any]:
+        return select(func.count()).select_from(resource).where(*self._filters())
+
+    def _filters(self) -> list[ColumnElement[bool]]:
+        res_type: ColumnElement[Any] = resource.c.res_type
+        if self.sqlite and self.where:
+            # SQLite would otherwise walk every row of the type through the res_type index; with the
+            # term made unindexable it drives from the index-table subqueries and looks up by pk.
+            res_type = res_type + ""
+        filters = [res_type == self.resource_type, resource.c.deleted == false(), *self.where, *self.access]
+        if self.max_pk is not None:
+            filters.append(resource.c.pk <= self.max_pk)
+        return filters
+
+    def _beyond(self, index: int, before: bool) -> ColumnElement[bool]:
+        """Rows strictly after (or before) the cursor in page order, from sort key ``index`` on."""
+        assert self.after is not None
+        value = self.after[index]
+        if index == len(self.sort_keys):
+            return resource.c.pk < value if before else resource.c.pk > value
+        key = self.sort_keys[index]
+        expr = key.expression
+        # Missing values sort last in both directions.
+        if value is None:
+            past = expr.is_not(None) if before else false()
+            same = expr.is_(None)
+        else:
+            lower = before != key.descending  # "beyond" means a smaller key
+            past = expr < value if lower else expr > value
+            if not before:
+                past = or_(past, expr.is_(None))
+            same = expr == value
+        return or_(past, and_(same, self._beyond(index + 1, before)))
