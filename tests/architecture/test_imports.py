@@ -53,13 +53,7 @@ CYCLE_EDGES_ALLOWED: set[tuple[str, str]] = {
 }
 
 # auth/, connectors/ and fhir_profiles/ never import coordination_api; fhir_profiles imports nothing of ours.
-WRONG_WAY_ALLOWED: set[tuple[str, str]] = {
-    ("connectors.hl7v2", "coordination_api.coordination.events"),
-    ("connectors.hl7v2.ack", "coordination_api.coordination.events"),
-    ("connectors.hl7v2.mapping", "coordination_api.coordination.events"),
-    ("connectors.hl7v2.mllp", "coordination_api.coordination.events"),
-    ("connectors.hl7v2.parse", "coordination_api.coordination.events"),
-}
+WRONG_WAY_ALLOWED: set[tuple[str, str]] = set()
 
 # Below the HTTP edge nothing reaches Flask or Werkzeug, by any chain of imports.
 FRAMEWORK_FREE = ("core", "storage", "search", "outbox", "coordination")
