@@ -24,7 +24,7 @@ from connectors.hl7v2.mllp import read_frame
 from connectors.hl7v2.parse import parse
 from coordination_api.app import create_app
 from coordination_api.config import DatabaseTimeouts, Hl7v2Settings, Settings
-from coordination_api.hl7v2 import mllp_server
+from coordination_api.integrations.hl7v2 import mllp_server
 from coordination_api.storage.migrate import upgrade
 from fhir_profiles.french_identifiers import INS_NIR, RPPS
 from tests.conftest import Fhir, authed, close_app
