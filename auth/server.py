@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
@@ -42,10 +41,13 @@ from auth.keys import ALG, KeyStore
 from auth.models import CLIENT_SECRET_BASIC, NONE, PRIVATE_KEY_JWT, AuthorizationCode, Client, Token, User
 from auth.secrets import digest, random_token
 from auth.store import AuthStore
+from connectors import http
+from connectors.errors import ConnectorError, Failure
 
 # SMART Backend Services (client-confidential-asymmetric): RS384 and ES384 MUST be supported. Only
 # asymmetric algorithms: "none" and HMAC are refused, which also defeats RS/HS key confusion.
 ASSERTION_ALGORITHMS = ["RS384", "ES384", "RS256", "ES256", "RS512", "ES512", "PS256", "PS384", "PS512"]
+JWKS_SERVICE = "client-jwks"  # names the fetch in ConnectorError (never shown to the client)
 MAX_ASSERTION_LIFETIME = 300  # SMART: exp no more than five minutes in the future
 REFRESH_SCOPES = ("offline_access", "online_access")
 
@@ -84,7 +86,7 @@ class Urls:
 
 
 class JwksCache:
-    """Client key sets from ``--jwks-url``: fetched with requests and cached ``ttl`` seconds. An
+    """Client key sets from ``--jwks-url``: fetched through connectors/http.py and cached ``ttl`` seconds. An
     assertion with an unknown ``kid`` makes us fetch again (the client rotated its keys), but at most
     once in ``refetch_interval`` seconds per URL: in between the answer "no such key" is cached, so
     forged assertions cannot make us fetch on every request. A failed fetch is not retried for a
@@ -129,10 +131,8 @@ class JwksCache:
                     description=messages.ASSERTION + "the client's JWKS URL could not be fetched"
                 )
             try:
-                response = requests.get(url, timeout=self.timeout, headers={"Accept": "application/json"})
-                response.raise_for_status()
-                data = response.json()
-            except (requests.RequestException, ValueError) as exc:
+                data = self._fetch(url)
+            except ConnectorError as exc:
                 self._failed[url] = now
                 if cached is not None:
                     return cached[2]
@@ -146,6 +146,22 @@ class JwksCache:
                 )
             self._cache[url] = (now + self.ttl, now, data)
             return data
+
+    def _fetch(self, url: str) -> Any:
+        """One GET through connectors/http.py: not retried (a token request waits on it), not
+        redirected (the registered URL is the one trusted), a fresh session (requests sessions are
+        not shared between threads)."""
+        settings = http.HttpSettings(connect_timeout=self.timeout, read_timeout=self.timeout, retries=0)
+        with http.session(settings, {"Accept": "application/json"}) as s:
+            response = http.call(JWKS_SERVICE, s, settings, "GET", url)
+            try:
+                if not 200 <= response.status_code < 300:
+                    raise ConnectorError(
+                        JWKS_SERVICE, Failure.BAD_ANSWER, f"answered HTTP {response.status_code}"
+                    )
+                return http.json_body(JWKS_SERVICE, response)
+            finally:
+                response.close()
 
 
 class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]

@@ -66,7 +66,6 @@ from bench_core import (
     workspace,
 )
 
-import coordination_api  # noqa: F401  (first: connectors.hl7v2 imports it back)
 from connectors.hl7v2.mllp import END, START, read_frame
 from tests.coordination.messages import discharge_message, patient
 from tests.hl7v2.test_parse_mapping import adt

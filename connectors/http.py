@@ -121,6 +121,17 @@ def pinned_session(resolve: Callable[[str, int], str]) -> requests.Session:
     return s
 
 
+def send_once(
+    s: requests.Session, method: str, url: str, *, timeout: tuple[float, float], **kwargs: Any
+) -> int:
+    """One request for a caller that keeps its own retry schedule (rest-hook deliveries, on a
+    ``pinned_session``): explicit timeouts, never redirected (a 3xx could lead past the address
+    checks), the body dropped; the answer's status, whatever it is. The transport's errors
+    (``requests.RequestException``, or what the session's resolver raised) go to the caller."""
+    with s.request(method, url, timeout=timeout, allow_redirects=False, **kwargs) as response:
+        return response.status_code
+
+
 def call(
     service: str,
     s: requests.Session,

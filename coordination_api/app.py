@@ -7,13 +7,14 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from coordination_api import directory, eparcours, hl7v2, logs, metrics, openapi, security, subscriptions
+from coordination_api import directory, logs, metrics, openapi, security, subscriptions
 from coordination_api.config import Settings
 from coordination_api.coordination import consent_actors, dispatch
 from coordination_api.fhir import dmp, profiles, routes
 from coordination_api.fhir.context import Services
 from coordination_api.fhir.resources import supported_types
 from coordination_api.health import bp as health_bp
+from coordination_api.integrations import eparcours, hl7v2
 from coordination_api.jobs import Jobs
 from coordination_api.search.compiler import SearchCompiler
 from coordination_api.search.registry import SearchRegistry

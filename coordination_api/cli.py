@@ -70,14 +70,14 @@ def serve(
             "so the API only listens on loopback."
         )
     if not no_mllp:
-        from coordination_api.hl7v2 import plain_host_allowed
+        from coordination_api.integrations.hl7v2 import plain_host_allowed
 
         if not plain_host_allowed(host, settings.hl7v2):
             raise click.ClickException(
                 f"Refusing to start plain MLLP on {host}: use --no-mllp, MLLP over TLS "
                 "(COORDINATION_MLLP_TLS_*) or COORDINATION_MLLP_ALLOW_REMOTE_PLAIN."
             )
-    from coordination_api.connector_status import log_states
+    from coordination_api.integrations.status import log_states
     from coordination_api.server import Child, supervise
 
     log_states(settings)  # one line per connector: active, off or misconfigured (issue 19)
@@ -135,7 +135,7 @@ def worker(metrics_port: int | None, metrics_host: str, no_connector_lines: bool
     from coordination_api.subscriptions import run_worker
 
     if not no_connector_lines:
-        from coordination_api.connector_status import log_states
+        from coordination_api.integrations.status import log_states
 
         log_states(_settings())
     _serve_metrics(metrics_port, metrics_host)
@@ -169,7 +169,7 @@ def mllp(
     """HL7 v2 MLLP listener: ADT messages stored as encounter events, ACKs with MSA AA/AE/AR.
     Plain MLLP binds loopback only unless COORDINATION_MLLP_ALLOW_REMOTE_PLAIN; it accepts the senders
     of COORDINATION_MLLP_SENDERS; with COORDINATION_MLLP_TLS_* it requires client certificates."""
-    from coordination_api.hl7v2 import mllp_server
+    from coordination_api.integrations.hl7v2 import mllp_server
 
     _serve_metrics(metrics_port, metrics_host)
     host = host or _settings().hl7v2.host
@@ -482,7 +482,7 @@ def connectors_check(as_json: bool) -> None:
     """Call each configured connector once, cheaply (TLS handshake and HEAD, SMTP EHLO + STARTTLS, one
     directory search, the PSC discovery document): ok or failed with the reason. Exit status 1 when
     one configured connector fails or one is misconfigured."""
-    from coordination_api.connector_status import check
+    from coordination_api.integrations.checks import check
 
     results = check(_settings())
     if as_json:

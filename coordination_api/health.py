@@ -15,8 +15,8 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import Engine, delete, func, select, text, update
 
 from coordination_api.config import Settings
-from coordination_api.connector_status import MISCONFIGURED, describe
 from coordination_api.errors import Category, FhirError
+from coordination_api.integrations.status import MISCONFIGURED, describe
 from coordination_api.storage.migrate import current_revisions, head_revisions
 from coordination_api.storage.schema import worker_heartbeat
 
@@ -96,7 +96,7 @@ def readyz() -> Response:
             f"No delivery worker heartbeat in the last {max_age:g} s"
             + (f" (being restarted: {', '.join(degraded)})" if degraded else ""),
         )
-    # Each connector's state (connector_status.py); a misconfigured one degrades, never unreadies: the
+    # Each connector's state (integrations/status.py); a misconfigured one degrades, never unreadies: the
     # API still takes and stores everything, only that outside service is not reached.
     connectors = {c.name: c.state for c in describe(settings)}
     degraded = degraded_parts(settings) + [

@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event, func, select, text
 from werkzeug.routing import Rule
 
+from coordination_api.health import read_child_state
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox
 
@@ -197,8 +198,6 @@ class ChildCollector(Collector):
         self.directory = directory
 
     def collect(self) -> Iterator[Metric]:
-        from coordination_api.health import read_child_state
-
         children = read_child_state(self.directory)
         if not children:
             return

@@ -6,10 +6,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from connectors.events import EncounterEvent, EventError
 from connectors.hl7v2.ack import ack
 from connectors.hl7v2.mapping import Options, to_event
 from connectors.hl7v2.parse import Limits, decode, parse
-from coordination_api.coordination.events import EncounterEvent, EventError
 
 __all__ = ["Limits", "Options", "ack", "decode", "handle", "parse", "to_event"]
 

@@ -12,8 +12,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors.events import EventError
 from connectors.hl7v2.parse import Delimiters, Segment, segment
-from coordination_api.coordination.events import EventError
 
 APPLICATION = "COORDINATION"
 # HL7 table 0357 (message error condition codes).

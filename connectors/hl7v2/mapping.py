@@ -13,8 +13,8 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from connectors.events import EncounterEvent, EventError
 from connectors.hl7v2.parse import Components, Segment, segment, value
-from coordination_api.coordination.events import EncounterEvent, EventError
 from fhir_profiles.french_identifiers import (
     FINESS,
     FR_V2_0203,

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from connectors.events import EventError
 from connectors.hl7v2.ack import ack
-from coordination_api.coordination.events import EventError
 
 START, END = b"\x0b", b"\x1c\x0d"
 log = logging.getLogger(__name__)

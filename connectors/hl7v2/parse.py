@@ -23,7 +23,7 @@ from typing import Any
 
 import hl7
 
-from coordination_api.coordination.events import EventError
+from connectors.events import EventError
 
 # HL7 table 0211 values → Python codecs.
 CHARSETS = {

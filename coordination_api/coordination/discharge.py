@@ -26,9 +26,9 @@ from sqlalchemy.engine import Connection
 
 from auth.policy import Principal
 from auth.schema import oauth_client_sender
+from connectors.events import EncounterEvent, EventError, content_of
 from coordination_api import directory
 from coordination_api.coordination import protocols
-from coordination_api.coordination.events import EncounterEvent, EventError, content_of
 from coordination_api.errors import FhirError
 from coordination_api.fhir import create as fhir_create  # module import: create.py imports nde, nde us
 from coordination_api.fhir.context import Services

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from connectors.events import EncounterEvent, EventError, content_of
 from coordination_api.coordination import discharge
-from coordination_api.coordination.events import EncounterEvent, EventError, content_of
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services

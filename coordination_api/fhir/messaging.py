@@ -16,8 +16,8 @@ from typing import Any
 
 from flask import Response, request
 
+from connectors.events import EncounterEvent, EventError, content_of
 from coordination_api.coordination import discharge
-from coordination_api.coordination.events import EncounterEvent, EventError, content_of
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services

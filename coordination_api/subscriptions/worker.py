@@ -542,12 +542,12 @@ class Deliverer:
             headers["X-Coordination-Signature"] = f"sha256={digest}"
         timeout = (config.connect_timeout, float(spec.timeout_s or config.read_timeout))
         try:
-            with self.session.post(
-                spec.endpoint, data=data, headers=headers, timeout=timeout, allow_redirects=False
-            ) as response:
-                if 200 <= response.status_code < 300:
-                    return None
-                return f"endpoint answered HTTP {response.status_code}"
+            status = http.send_once(
+                self.session, "POST", spec.endpoint, data=data, headers=headers, timeout=timeout
+            )
+            if 200 <= status < 300:
+                return None
+            return f"endpoint answered HTTP {status}"
         except endpoint.EndpointError as exc:  # refused at connection time
             return str(exc)
         except requests.RequestException as exc:

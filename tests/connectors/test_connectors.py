@@ -26,8 +26,9 @@ from coordination_api.config import (
     PscSettings,
     Settings,
 )
-from coordination_api.connector_status import ACTIVE, MISCONFIGURED, OFF, check, describe, log_states
 from coordination_api.directory import ENRICH
+from coordination_api.integrations.checks import check
+from coordination_api.integrations.status import ACTIVE, MISCONFIGURED, OFF, describe, log_states
 from coordination_api.storage.schema import connector_job
 from tests.auth.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
 from tests.conftest import close_app

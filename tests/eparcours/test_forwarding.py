@@ -19,7 +19,7 @@ from sqlalchemy import select
 from coordination_api import jobs
 from coordination_api.app import create_app
 from coordination_api.config import EparcoursSettings, JobSettings, Settings
-from coordination_api.eparcours import FORWARD
+from coordination_api.integrations.eparcours import FORWARD
 from coordination_api.storage.schema import connector_job
 from tests.conftest import Fhir, _truncate, authed, close_app
 from tests.eparcours.certs import Pki, make_pki

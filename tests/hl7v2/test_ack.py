@@ -7,9 +7,9 @@ from typing import Any
 import hl7
 import pytest
 
+from connectors.events import EventError
 from connectors.hl7v2.ack import ack
 from connectors.hl7v2.parse import parse
-from coordination_api.coordination.events import EventError
 
 ORIGINAL = (
     b"MSH|^~\\&|SIH-PASTEL|CHU-NANTES^440000289^M|CPTS-CONNECT|CPTS44|20240315103000||ADT^A03^ADT_A03|"

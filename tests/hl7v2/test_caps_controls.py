@@ -8,9 +8,9 @@ import hl7
 import pytest
 from flask.testing import FlaskClient
 
+from connectors.events import EncounterEvent
 from connectors.hl7v2 import Limits, handle
 from coordination_api.config import Settings
-from coordination_api.coordination.events import EncounterEvent
 from tests.conftest import Fhir
 from tests.coordination.messages import as_sender
 from tests.hl7v2.test_parse_mapping import adt

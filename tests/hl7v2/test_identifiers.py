@@ -16,6 +16,7 @@ import hl7
 import pytest
 from flask.testing import FlaskClient
 
+from connectors.events import EncounterEvent, EventError
 from connectors.hl7v2 import Options, handle
 from connectors.hl7v2.ack import ERROR_TEXT
 from connectors.hl7v2.mapping import to_event
@@ -23,8 +24,7 @@ from connectors.hl7v2.mllp import read_frame
 from connectors.hl7v2.parse import parse
 from coordination_api.app import create_app
 from coordination_api.config import DatabaseTimeouts, Hl7v2Settings, Settings
-from coordination_api.coordination.events import EncounterEvent, EventError
-from coordination_api.hl7v2 import mllp_server
+from coordination_api.integrations.hl7v2 import mllp_server
 from coordination_api.storage.migrate import upgrade
 from fhir_profiles.french_identifiers import INS_NIR, RPPS
 from tests.conftest import Fhir, authed, close_app

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import hl7
 import pytest
 
+from connectors.events import EncounterEvent
 from connectors.hl7v2 import handle
 from connectors.hl7v2.mllp import END, START, MllpServer, read_frame, send
-from coordination_api.coordination.events import EncounterEvent
 
 MESSAGE = (
     "MSH|^~\\&|SIH|CHU^440000289^M|CPTS|CPTS44|20240315103000||ADT^A01^ADT_A01|{id}|P|2.5|||||FRA|"

@@ -18,11 +18,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from connectors.events import EncounterEvent
 from connectors.hl7v2 import handle
 from connectors.hl7v2.mllp import END, START, MllpServer, read_frame
 from coordination_api.config import Hl7v2Settings, Settings
-from coordination_api.coordination.events import EncounterEvent
-from coordination_api.hl7v2 import mllp_server
+from coordination_api.integrations.hl7v2 import mllp_server
 from coordination_api.storage.schema import message_log
 from tests.coordination.messages import HL7_SENDER
 from tests.eparcours.certs import Pki, make_pki

@@ -7,10 +7,10 @@ from typing import Any
 import hl7
 import pytest
 
+from connectors.events import EncounterEvent, EventError
 from connectors.hl7v2 import handle
 from connectors.hl7v2.mapping import to_event, ts_to_fhir
 from connectors.hl7v2.parse import decode, parse
-from coordination_api.coordination.events import EncounterEvent, EventError
 from coordination_api.fhir.resources import validate_resource
 from fhir_profiles.french_identifiers import (
     FINESS,

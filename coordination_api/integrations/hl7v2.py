@@ -27,12 +27,12 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from auth.audit import AuditRecord, AuditUnavailableError, audit_row
 from auth.policy import Principal
 from auth.scopes import ScopeSet
+from connectors.events import EncounterEvent, EventError
 from connectors.hl7v2 import Limits, Options, handle
 from connectors.hl7v2.mllp import Handler, MllpServer, Peer
 from coordination_api import metrics
 from coordination_api.config import Hl7v2Settings, Settings
 from coordination_api.coordination import discharge
-from coordination_api.coordination.events import EncounterEvent, EventError
 from coordination_api.errors import Category, FhirError, from_database_error
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services

@@ -2,9 +2,10 @@
 (configured, with its target host), ``off`` (not configured: its features refuse, never pretend) or
 ``misconfigured`` (configured in a way that cannot work, or half configured).
 
-Read from the settings only (no network): logged at start-up by ``coordination serve`` and
-``coordination worker``, detailed by ``/readyz``. ``coordination connectors check`` then makes one cheap
-real call to each configured connector (``check``).
+Read from the settings only (no network, and nothing of the connectors' application side imported:
+``/readyz`` reads it): logged at start-up by ``coordination serve`` and ``coordination worker``,
+detailed by ``/readyz``. ``coordination connectors check`` (integrations/checks.py) then makes one
+cheap real call to each configured connector.
 
 Rules (docs/operations.md "Connectors"): a URL must be ``https`` (plain ``http`` only to a loopback
 host: local development and tests); every certificate, key and CA file named must exist and be readable;
@@ -20,11 +21,9 @@ import ipaddress
 import logging
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from connectors.errors import ConnectorError
 from coordination_api.config import PREFIX, DmpSettings, Settings
 
 log = logging.getLogger("coordination_api.connectors")
@@ -230,77 +229,3 @@ def log_states(settings: Settings) -> list[ConnectorState]:
     for s in states:
         log.log(logging.WARNING if s.state == MISCONFIGURED else logging.INFO, "%s", s.line())
     return states
-
-
-# -- real calls (`coordination connectors check`) --------------------------------------------------
-
-
-def _checker(name: str, settings: Settings) -> Callable[[], str]:
-    """A cheap real call to the configured connector ``name`` (built as the app builds it)."""
-    from connectors.annuaire import AnnuaireSante
-    from connectors.eparcours import EparcoursPlatform
-    from connectors.mhd import MhdRecipient
-    from connectors.mssante import SmtpSender
-    from connectors.psc import PscClient
-
-    built: object
-    if name == "dmp":
-        from coordination_api.fhir import dmp
-
-        built = dmp.build(settings.dmp)
-    elif name == "eparcours":
-        from coordination_api import eparcours
-
-        built = eparcours.build(settings.eparcours)
-    elif name == "mssante":
-        from coordination_api.subscriptions.worker import _mail_sender
-
-        built = _mail_sender(settings)[0]
-    elif name == "annuaire":
-        from coordination_api import directory
-
-        built = directory.build(settings.annuaire)
-    else:
-        from coordination_api.security import psc_client
-
-        built = psc_client(settings.psc)
-    if isinstance(built, MhdRecipient | EparcoursPlatform | SmtpSender | AnnuaireSante | PscClient):
-        return built.check
-    raise ValueError(f"{name} is not configured")
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    state: ConnectorState
-    ok: bool | None  # None: not configured, not called
-    detail: str
-
-    def line(self) -> str:
-        s = self.state
-        if self.ok is None:
-            return f"{s.name}: off ({s.main} is empty)" + (f"; {'; '.join(s.problems)}" if s.problems else "")
-        verdict = "ok" if self.ok else "failed"
-        extra = f" [misconfigured: {'; '.join(s.problems)}]" if s.problems else ""
-        return f"{s.name}: {verdict} -> {s.target}: {self.detail}{extra}"
-
-    @property
-    def failed(self) -> bool:
-        return self.ok is False or bool(self.state.problems)
-
-
-def check(settings: Settings) -> list[CheckResult]:
-    """Call every configured connector once; a connector off is reported, not called."""
-    results = []
-    for state in describe(settings):
-        if not state.configured:
-            results.append(CheckResult(state, None, ""))
-            continue
-        try:
-            detail = _checker(state.name, settings)()
-        except ConnectorError as exc:
-            results.append(CheckResult(state, False, str(exc)))
-        except (OSError, ValueError) as exc:  # e.g. a certificate file that cannot be loaded
-            results.append(CheckResult(state, False, f"{type(exc).__name__}: {exc}"[:300]))
-        else:
-            results.append(CheckResult(state, True, detail))
-    return results
