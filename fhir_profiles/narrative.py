@@ -76,6 +76,11 @@ class _RefusedError(Exception):
     """Stops the parse: the rest of the document is not read."""
 
 
+# Distinct findings listed per narrative: one refuses it; a bounded list keeps the check linear (an
+# unbounded list let a crafted 10 MB div cost minutes of CPU, review 20).
+MAX_FINDINGS = 20
+
+
 def _issue(key: str, detail: str, expression: str) -> ValidationIssue:
     return ValidationIssue("error", "invariant", f"Constraint {key} failed: {detail}", expression)
 
@@ -109,12 +114,25 @@ class _Checker:
     def __init__(self, expression: str) -> None:
         self.expression = expression
         self.issues: list[ValidationIssue] = []
+        self._seen: set[str] = set()
         self.depth = 0
         self.content = False
 
     def fail(self, key: str, detail: str) -> None:
-        if all(i.diagnostics != f"Constraint {key} failed: {detail}" for i in self.issues):
-            self.issues.append(_issue(key, detail, self.expression))
+        issue = _issue(key, detail, self.expression)
+        if issue.diagnostics in self._seen:
+            return
+        self._seen.add(issue.diagnostics)
+        self.issues.append(issue)
+        if len(self.issues) >= MAX_FINDINGS:
+            self.issues.append(
+                _issue(
+                    key,
+                    f"more than {MAX_FINDINGS} findings; the rest of the narrative was not read",
+                    self.expression,
+                )
+            )
+            raise _RefusedError
 
     def refuse(self, detail: str) -> None:
         self.fail(TXT_1, detail)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fhir_profiles.narrative import ATTRIBUTES, ELEMENTS, check_narrative
+from fhir_profiles.narrative import ATTRIBUTES, ELEMENTS, MAX_FINDINGS, check_narrative
 
 WHERE = "Patient.text.div"
 NS = 'xmlns="http://www.w3.org/1999/xhtml"'
@@ -172,3 +172,17 @@ def test_script_urls_fail_whatever_the_noise(scheme: str, noise: list[str], case
     split = len(name) // 2
     obfuscated = noise[0] + name[:split] + "".join(noise[1:]) + name[split:]
     assert keys(div(f'<a href="{obfuscated}:alert(1)">x</a>')) == ["txt-1"]
+
+
+def test_many_distinct_findings_are_bounded_and_stop_the_read() -> None:
+    # Review 20: an unbounded, de-duplicated-by-scan list made a crafted div cost O(n^2); the list is
+    # now capped and the parse stops there (the first finding already refuses the narrative).
+    elements = "".join(f"<x{i}>y</x{i}>" for i in range(6000))
+    div = f'<div xmlns="http://www.w3.org/1999/xhtml">{elements}</div>'
+    issues = check_narrative(div, WHERE)
+    assert len(issues) == MAX_FINDINGS + 1
+    assert "<x0>" in issues[0].diagnostics
+    assert "the rest of the narrative was not read" in issues[-1].diagnostics
+    # Repeated identical findings still count once (the positive control of the de-duplication).
+    same = '<div xmlns="http://www.w3.org/1999/xhtml">' + "<x>y</x>" * 6000 + "</div>"
+    assert len(check_narrative(same, WHERE)) == 1
