@@ -11,7 +11,7 @@ from sqlalchemy import Engine, select, text
 
 from auth.schema import care_team_access, consent_deny, practitioner_affiliation, task_access
 from coordination_api.storage.migrate import is_current, upgrade
-from coordination_api.storage.schema import idx_compartment
+from coordination_api.storage.schema import idx_compartment, idx_token
 
 PATIENT = {"reference": "Patient/p1"}
 DOCTOR = {"reference": "Practitioner/d1"}
@@ -36,10 +36,12 @@ BODIES: list[dict[str, Any]] = [
         "practitioner": DOCTOR,
         "organization": {"reference": "Organization/o1"},
     },
-    # A Task stored before 0003: its reach rows are 0006's (the table does not exist at 0003).
+    # A Task stored before 0003: its reach rows are 0006's (the table does not exist at 0003); its
+    # typed identifier gets its ``:of-type`` rows from 0014's re-index.
     {
         "resourceType": "Task",
         "id": "ta",
+        "identifier": [{"type": {"coding": [{"system": "urn:x", "code": "MR"}]}, "value": "T-1"}],
         "status": "in-progress",
         "intent": "order",
         "for": PATIENT,
@@ -90,6 +92,12 @@ def test_a_database_from_before_0003_gains_its_policy_rows(empty_engine: Engine)
         assert conn.execute(select(ta.res_pk, ta.patient_id, ta.member, ta.kind)).all() == [
             (pks["Task"], "p1", "Practitioner/d1", "owner")
         ]
+        tk = idx_token.c
+        assert sorted(
+            conn.execute(
+                select(tk.param, tk.code, tk.elem).where(tk.res_pk == pks["Task"], tk.elem.isnot(None))
+            )
+        ) == [("identifier:of-type$0", "MR", 0), ("identifier:of-type$1", "T-1", 0)]
         ic = idx_compartment.c
         assert ("p1", "patient") in conn.execute(
             select(ic.patient_id, ic.param).where(ic.res_pk == pks["CareTeam"])
