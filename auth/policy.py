@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import CompoundSelect, Select, and_, bindparam, false, literal, or_, select, text
+from sqlalchemy import CompoundSelect, Select, Table, and_, bindparam, false, literal, or_, select, text
 from sqlalchemy.engine import Connection
 
 from auth.schema import care_team_access, consent_deny, practitioner_affiliation, task_access
@@ -302,10 +302,10 @@ def task_access_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-# Resource type -> (derived table, the function that derives its rows). The repository keeps them in
-# step with every write of these types, in the same database transaction.
+# Resource type -> (derived table, the function that derives its rows): the index hook create_app gives
+# the repository, which keeps them in step with every write of these types, in the same transaction.
 Derive = Callable[[dict[str, Any]], list[dict[str, Any]]]
-DERIVED: dict[str, tuple[Any, Derive]] = {
+DERIVED: dict[str, tuple[Table, Derive]] = {
     "CareTeam": (care_team_access, care_team_rows),
     "Consent": (consent_deny, consent_rows),
     "PractitionerRole": (practitioner_affiliation, affiliation_rows),

@@ -20,8 +20,10 @@ from sqlalchemy import (
     Text,
 )
 
-# BIGINT autoincrement on PostgreSQL; INTEGER PRIMARY KEY (rowid alias) on SQLite. Shared with
-# coordination_api.storage.schema (auth/ imports nothing of coordination_api, so they live here).
+# BIGINT autoincrement on PostgreSQL; INTEGER PRIMARY KEY (rowid alias) on SQLite. The naming
+# convention is coordination_api.storage.schema's too, kept as a copy (auth imports nothing of
+# coordination_api, storage nothing of auth): one database, one migration history, so the two copies
+# must not differ (tests/storage/test_schema_migrations.py fails if they do).
 PK = BigInteger().with_variant(Integer(), "sqlite")
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

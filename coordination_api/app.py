@@ -7,6 +7,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from auth import policy
 from coordination_api import directory, logs, metrics, openapi, security, subscriptions
 from coordination_api.config import Settings
 from coordination_api.coordination import consent_actors, dispatch
@@ -47,7 +48,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         timeouts=settings.db_timeouts,
     )
     registry = SearchRegistry.default(supported_types())
-    repo = Repository(engine, registry)
+    # The access policy's rows (care team, opposition, affiliations, Task reach) are written with
+    # every write of their types, in its transaction: the repository's index hook.
+    repo = Repository(engine, registry, derived=policy.DERIVED)
     repo.prepare.append(consent_actors.resolve)  # a Consent's objection is never stored unenforceable
     repo.prepare.append(consent_actors.unique_rpps)  # one Practitioner per RPPS (logins, objections)
     compiler = SearchCompiler(

@@ -113,7 +113,7 @@ def open_reader(engine: Engine) -> Any:
     """A pooled DBAPI connection for plain reads. PostgreSQL: in autocommit while we hold it, so a
     SELECT costs one round trip (no BEGIN before it, no ROLLBACK when it goes back to the pool)."""
     connection = engine.raw_connection()
-    if engine.dialect.name == "postgresql":
+    if is_postgres(engine):
         connection.driver_connection.autocommit = True  # type: ignore[union-attr]
     return connection
 

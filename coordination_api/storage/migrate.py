@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from coordination_api.storage.engine import is_postgres
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -23,7 +25,7 @@ def alembic_config(url: str) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+        if is_postgres(conn):
             # A migration may rebuild an index of a large table: no per-statement limit (the
             # lock timeout stays, so it does not queue every request behind it for ever).
             conn.exec_driver_sql("SET LOCAL statement_timeout = 0")

@@ -11,25 +11,25 @@ import re
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import orjson
-from sqlalchemy import Engine, and_, delete, insert, literal, select, tuple_, update
+from sqlalchemy import Engine, Table, and_, delete, insert, literal, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 if TYPE_CHECKING:
     import psycopg
 
-from auth.policy import DERIVED
 from coordination_api.errors import Category, FhirError
 from coordination_api.search.dates import format_instant
 from coordination_api.search.registry import SearchRegistry
-from coordination_api.storage.engine import WRITE, close_reader, open_reader
+from coordination_api.storage.engine import WRITE, close_reader, is_postgres, open_reader
 from coordination_api.storage.indexer import FOLLOWS, SECURITY_CONTEXT, UNRESOLVED, index_rows
 from coordination_api.storage.schema import (
     INDEX_TABLES,
@@ -184,6 +184,13 @@ def _localize(value: Any, keys: list[tuple[str, str, int | None, str]]) -> Any:
     return out
 
 
+# Rows another layer derives from a resource and keeps beside it (the access policy's care-team,
+# opposition, affiliation and Task-reach rows): per resource type, the table (with a ``res_pk``
+# column) and the function that makes the rows (without ``res_pk``) from the resource as stored.
+RowsOf = Callable[[dict[str, Any]], list[dict[str, Any]]]
+DerivedRows = Mapping[str, tuple[Table, RowsOf]]
+
+
 CURRENT_COLS = (
     resource.c.pk,
     resource.c.res_type,
@@ -198,9 +205,17 @@ CURRENT_COLS = (
 class Repository:
     """Reads and writes resources; writes always include history and index rows."""
 
-    def __init__(self, engine: Engine, registry: SearchRegistry) -> None:
+    def __init__(self, engine: Engine, registry: SearchRegistry, *, derived: DerivedRows) -> None:
+        """``derived``: the index hook, written and cleared with each write of its types, in its
+        transaction. Required (an empty mapping is a choice to make, not a default): a repository
+        built without the access policy's rows would store CareTeams that grant nothing and
+        oppositions that deny nothing, without a word."""
+        for res_type, (table, _rows_of) in derived.items():
+            if "res_pk" not in table.c:
+                raise ValueError(f"derived rows of {res_type}: table {table.name} has no res_pk column")
         self.engine = engine
         self.registry = registry
+        self.derived: Mapping[str, tuple[Table, RowsOf]] = MappingProxyType(dict(derived))
         # Hooks of the security layer: the access check on what is written ("before": the current
         # version, "after": the new one) and the audit row that commits with the write.
         self.guard: Callable[[Connection, list[Stored], str], None] | None = None
@@ -342,7 +357,7 @@ class Repository:
         writers naming the same version one wins, the others see the new version (412) before any
         other check. A row another writer holds is about to change: 412 at once, rather than waiting
         with a pooled connection held (PostgreSQL; SQLite's write transactions are serialised)."""
-        if conn.dialect.name != "postgresql":
+        if not is_postgres(conn):
             return self.current(conn, res_type, res_id)
         stmt = select(*CURRENT_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
         row = conn.execute(stmt.with_for_update(skip_locked=True)).first()
@@ -606,7 +621,7 @@ class Repository:
             if keep_compartment and kind == "compartment":
                 continue
             conn.execute(delete(table).where(table.c.res_pk == pk))
-        derived = DERIVED.get(res_type or "")
+        derived = self.derived.get(res_type or "")
         if derived is not None:
             conn.execute(delete(derived[0]).where(derived[0].c.res_pk == pk))
 
@@ -617,13 +632,13 @@ class Repository:
         compartment patients (the rows just written)."""
         batched: dict[str, list[dict[str, Any]]] = {}
         patients: dict[int, tuple[str, ...]] = {}
-        policy_rows: dict[str, list[dict[str, Any]]] = {}
+        derived_rows: dict[str, list[dict[str, Any]]] = {}
         for stored, full in items:
-            derived = DERIVED.get(stored.res_type)
+            derived = self.derived.get(stored.res_type)
             if derived is not None:
-                # Access-policy rows (care team, opposition, affiliations) change with the resource.
+                # Derived rows (the access policy's) change with the resource.
                 for row in derived[1](full):
-                    policy_rows.setdefault(stored.res_type, []).append({**row, "res_pk": stored.pk})
+                    derived_rows.setdefault(stored.res_type, []).append({**row, "res_pk": stored.pk})
             for kind, rows in index_rows(self.registry, stored.res_type, full).items():
                 for row in rows:
                     row["res_pk"] = stored.pk
@@ -631,12 +646,12 @@ class Repository:
                 if kind == "compartment":
                     patients[stored.pk] = tuple(dict.fromkeys(row["patient_id"] for row in rows))
         for kind, rows in batched.items():
-            if len(rows) >= COPY_THRESHOLD and conn.dialect.name == "postgresql":
+            if len(rows) >= COPY_THRESHOLD and is_postgres(conn):
                 _copy_rows(conn, INDEX_TABLES[kind].name, rows)
             else:
                 conn.execute(insert(INDEX_TABLES[kind]), rows)
-        for res_type, rows in policy_rows.items():
-            conn.execute(insert(DERIVED[res_type][0]), rows)
+        for res_type, rows in derived_rows.items():
+            conn.execute(insert(self.derived[res_type][0]), rows)
         self._follow_contexts(conn, items, patients)
         return patients
 

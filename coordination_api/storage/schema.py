@@ -23,7 +23,18 @@ from sqlalchemy import (
     text,
 )
 
-from auth.schema import NAMING_CONVENTION, PK
+# BIGINT autoincrement on PostgreSQL; INTEGER PRIMARY KEY (rowid alias) on SQLite.
+PK = BigInteger().with_variant(Integer(), "sqlite")
+# The constraint and index names every migration was written with. auth/schema.py keeps the same
+# four lines for its tables (storage imports nothing of auth, auth nothing of coordination_api); both
+# sets of tables share one database and one migration history, so a difference between the copies
+# fails tests/storage/test_schema_migrations.py.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 

@@ -87,6 +87,12 @@ FUNCTION_IMPORTS_ALLOWED: set[tuple[str, str]] = {
 
 ENVIRONMENT_READERS_ALLOWED: set[str] = {"coordination_api/cli.py"}
 
+# storage/ runs the hooks it is given and reaches nothing of auth or of the FHIR adapters, by any chain
+# of imports, its migrations included (they import frozen helpers): (storage module or migration file,
+# the first forbidden module on the way).
+STORAGE_FORBIDDEN = ("auth", "coordination_api.fhir")
+STORAGE_REACH_ALLOWED: set[tuple[str, str]] = set()
+
 
 @cache
 def graph() -> grimp.ImportGraph:
@@ -269,7 +275,64 @@ def test_only_config_reads_the_environment() -> None:
     assert not stale, f"no longer read the environment, remove from ENVIRONMENT_READERS_ALLOWED: {stale}"
 
 
-@pytest.mark.parametrize("rule", ["cycle", "one_way"])
+def forbidden_in_storage(module: str) -> bool:
+    return any(module == f or module.startswith(f + ".") for f in STORAGE_FORBIDDEN)
+
+
+def imported_names(path: Path, modules: set[str]) -> set[str]:
+    """Every module an import statement of ``path`` names (``from a import b``: ``a.b`` if it is a
+    module, else ``a``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                names.add(child if child in modules else node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def storage_reach() -> set[tuple[str, str]]:
+    g = graph()
+    targets = sorted(m for m in g.modules if forbidden_in_storage(m))
+
+    def first_forbidden(module: str) -> str | None:
+        if forbidden_in_storage(module):
+            return module
+        if module not in g.modules:
+            return None
+        for target in targets:
+            chain = g.find_shortest_chain(importer=module, imported=target)
+            if chain:
+                return next(m for m in chain if forbidden_in_storage(m))
+        return None
+
+    found = set()
+    for module in edges():
+        if module == "coordination_api.storage" or module.startswith("coordination_api.storage."):
+            hit = first_forbidden(module)
+            if hit is not None:
+                found.add((module, hit))
+    # The migrations are no package (Alembic loads them by path): outside the graph, read their source.
+    for path in sorted((ROOT / "coordination_api" / "storage" / "migrations").rglob("*.py")):
+        for name in sorted(imported_names(path, g.modules)):
+            if ours(name):
+                hit = first_forbidden(name)
+                if hit is not None:
+                    found.add((path.relative_to(ROOT).as_posix(), hit))
+    return found
+
+
+def test_storage_reaches_nothing_of_auth_or_fhir() -> None:
+    found = storage_reach()
+    new = sorted(found - STORAGE_REACH_ALLOWED)
+    assert not new, f"storage reaching auth/ or fhir/ (take a hook or a frozen helper instead): {new}"
+    stale = sorted(STORAGE_REACH_ALLOWED - found)
+    assert not stale, f"gone, remove from STORAGE_REACH_ALLOWED: {stale}"
+
+
+@pytest.mark.parametrize("rule", ["cycle", "one_way", "storage"])
 def test_rules_catch_a_planted_violation(rule: str) -> None:
     # Positive control on the real graph: a planted import is reported by the same computation.
     g = graph()
@@ -281,5 +344,12 @@ def test_rules_catch_a_planted_violation(rule: str) -> None:
         finally:
             g.remove_import(importer="coordination_api.storage.engine", imported="coordination_api.app")
             edges.cache_clear()
+    elif rule == "storage":
+        # Two imports away: search/ (which storage imports) planted to import auth.
+        g.add_import(importer="coordination_api.search.dates", imported="auth.scopes")
+        try:
+            assert ("coordination_api.storage.repository", "auth.scopes") in storage_reach()
+        finally:
+            g.remove_import(importer="coordination_api.search.dates", imported="auth.scopes")
     else:
         assert g.find_shortest_chain(importer="coordination_api.app", imported="flask")

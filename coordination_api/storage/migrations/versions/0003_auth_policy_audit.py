@@ -7,8 +7,16 @@ Create Date: 2026-11-23 17:49:59.894171
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import orjson
 import sqlalchemy as sa
 from alembic import op
+
+from coordination_api.storage.migrations.helpers import policy_rows
+from coordination_api.storage.migrations.helpers.compartment import PATIENT_COMPARTMENT_PARAMS
+from coordination_api.storage.migrations.helpers.reindex import reflected
 
 revision = "0003"
 down_revision = "0002"
@@ -273,14 +281,10 @@ def downgrade() -> None:
 
 
 def _backfill() -> None:
-    """Existing data: patient compartments from the reference index, then the policy rows."""
-    import orjson
-
-    from auth.policy import DERIVED
-    from coordination_api.storage.indexer import _compartment_params
-
+    """Existing data: patient compartments from the reference index, then the policy rows of the
+    tables this revision creates (frozen rules: helpers/; Task rows are 0006's, its table is)."""
     conn = op.get_bind()
-    for res_type, params in _compartment_params().items():
+    for res_type, params in PATIENT_COMPARTMENT_PARAMS.items():
         conn.execute(
             sa.text(
                 "INSERT INTO idx_compartment (res_pk, res_type, param, patient_id) "
@@ -296,11 +300,16 @@ def _backfill() -> None:
             "SELECT pk, res_type, '_id', res_id FROM resource WHERE res_type = 'Patient'"
         )
     )
-    for res_type, (table, derive) in DERIVED.items():
+    derived: dict[str, tuple[str, Callable[[dict[str, Any]], list[dict[str, Any]]]]] = {
+        "CareTeam": ("care_team_access", policy_rows.care_team_rows),
+        "Consent": ("consent_deny", policy_rows.consent_rows),
+        "PractitionerRole": ("practitioner_affiliation", policy_rows.affiliation_rows),
+    }
+    for res_type, (name, derive) in derived.items():
         rows = conn.execute(
             sa.text("SELECT pk, content FROM resource WHERE res_type = :t AND deleted = :f"),
             {"t": res_type, "f": False},
         )
         batch = [{**row, "res_pk": pk} for pk, content in rows for row in derive(orjson.loads(content))]
         if batch:
-            conn.execute(sa.insert(table), batch)
+            conn.execute(sa.insert(reflected(conn, name)), batch)

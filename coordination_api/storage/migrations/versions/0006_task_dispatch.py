@@ -10,7 +10,7 @@ import orjson
 import sqlalchemy as sa
 from alembic import op
 
-from auth.policy import task_access_rows
+from coordination_api.storage.migrations.helpers.policy_rows import task_access_rows
 
 revision = "0006"
 down_revision = "0005"

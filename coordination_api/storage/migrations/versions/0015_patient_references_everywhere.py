@@ -19,6 +19,11 @@ import orjson
 import sqlalchemy as sa
 from alembic import op
 
+# The current compartment rule and the values it writes: this revision re-indexes compartments as
+# the current code makes them (helpers/reindex.py), on the tables as they are at this revision.
+from coordination_api.storage import indexer
+from coordination_api.storage.migrations.helpers.reindex import insert_rows, reflected
+
 revision = "0015"
 down_revision = "0014"
 branch_labels = None
@@ -29,11 +34,11 @@ MAX_ROUNDS = 8
 
 
 def upgrade() -> None:
-    from coordination_api.storage import indexer
-    from coordination_api.storage.schema import history_compartment, idx_compartment, idx_reference, resource
-
     conn = op.get_bind()
-    c, r, hc = idx_compartment, idx_reference, history_compartment
+    c, r, hc, resource = (
+        reflected(conn, name)
+        for name in ("idx_compartment", "idx_reference", "history_compartment", "resource")
+    )
     # A Binary's compartments taken from a non-Patient securityContext (or UNRESOLVED while it was
     # not here) are followed ones: they move when it does.
     conn.execute(
@@ -86,10 +91,8 @@ def upgrade() -> None:
                     for row in fresh.get("reference", [])
                     if row["param"] == indexer.FOLLOWS
                 )
-        if compartments:
-            conn.execute(sa.insert(c), compartments)
-        if references:
-            conn.execute(sa.insert(r), references)
+        insert_rows(conn, c, compartments)
+        insert_rows(conn, r, references)
     # Followers take the compartments of what they follow, round by round (chains of followers).
     for _round in range(MAX_ROUNDS):
         changed = False
@@ -116,8 +119,9 @@ def upgrade() -> None:
             new = sorted(patients - mine)
             if new:
                 changed = True
-                conn.execute(
-                    sa.insert(c),
+                insert_rows(
+                    conn,
+                    c,
                     [
                         {"res_pk": pk, "res_type": res_type, "param": indexer.FOLLOWS, "patient_id": p}
                         for p in new
@@ -166,13 +170,10 @@ def upgrade() -> None:
                 if (pk, version, patient) not in recorded:
                     recorded.add((pk, version, patient))
                     add.append({"res_pk": pk, "version": version, "patient_id": patient})
-        if add:
-            conn.execute(sa.insert(hc), add)
+        insert_rows(conn, hc, add)
 
 
 def downgrade() -> None:
-    from coordination_api.storage import indexer
-
     op.execute(
         sa.text("DELETE FROM idx_compartment WHERE param IN (:a, :b)").bindparams(
             a=indexer.NAMES_PATIENT, b=indexer.FOLLOWS

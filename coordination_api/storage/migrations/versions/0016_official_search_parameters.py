@@ -16,15 +16,20 @@ Revises: 0015
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
+
+from coordination_api.storage.indexer import index_rows
+from coordination_api.storage.migrations.helpers.reindex import (
+    index_tables,
+    registry_for,
+    reindex,
+    stored_types,
+)
 
 revision = "0016"
 down_revision = "0015"
 branch_labels = None
 depends_on = None
-
-BATCH = 500
 
 # The types with R4 parameters the transcription did not have (computed once, when it was replaced).
 TYPES = (
@@ -93,43 +98,13 @@ TYPES = (
 
 
 def upgrade() -> None:
-    import orjson
-
-    from coordination_api.fhir.resources import supported_types
-    from coordination_api.search.registry import SearchRegistry
-    from coordination_api.storage.indexer import index_rows
-    from coordination_api.storage.schema import INDEX_TABLES
-
-    tables = {kind: table for kind, table in INDEX_TABLES.items() if kind != "compartment"}
-    registry = SearchRegistry.default(supported_types())
+    # A re-index with the current indexer (helpers/reindex.py), as a write of each resource would.
     conn = op.get_bind()
+    tables = index_tables(conn)
+    stored = set(stored_types(conn))
     for res_type in TYPES:
-        if res_type not in registry.resource_types:
-            continue
-        last = 0
-        while True:
-            chunk = conn.execute(
-                sa.text(
-                    "SELECT pk, content FROM resource WHERE res_type = :t AND deleted = :f AND pk > :last "
-                    "ORDER BY pk LIMIT :n"
-                ),
-                {"t": res_type, "f": False, "last": last, "n": BATCH},
-            ).all()
-            if not chunk:
-                break
-            pks = [pk for pk, _content in chunk]
-            for table in tables.values():
-                conn.execute(sa.delete(table).where(table.c.res_pk.in_(pks)))
-            batched: dict[str, list[dict[str, object]]] = {}
-            for pk, content in chunk:
-                if content is None:
-                    continue
-                for kind, rows in index_rows(registry, res_type, orjson.loads(content)).items():
-                    if kind in tables:
-                        batched.setdefault(kind, []).extend({**row, "res_pk": pk} for row in rows)
-            for kind, rows in batched.items():
-                conn.execute(sa.insert(tables[kind]), rows)
-            last = chunk[-1][0]
+        if res_type in stored:
+            reindex(conn, tables, registry_for(res_type), res_type, index_rows, replace=True)
 
 
 def downgrade() -> None:
