@@ -42,6 +42,11 @@ class Claim:
     restarts: int
 
 
+def _ended(now: int, settings: ExportSettings) -> dict[str, int]:
+    """The columns of a job that has ended (completed or failed): its files expire after the TTL."""
+    return {"finished_us": now, "expires_us": now + int(settings.ttl * US)}
+
+
 def _writing(engine: Engine) -> Any:
     # SQLite: the WRITE option makes this BEGIN IMMEDIATE (one claimer at a time).
     return engine.connect().execution_options(**WRITE)
@@ -128,15 +133,8 @@ def claim(engine: Engine, settings: ExportSettings) -> Claim | None:
             take_over = row.lease_until is not None
             restarts = row.restarts + (1 if take_over else 0)
             if restarts > MAX_RESTARTS:  # the dead-letter: the status says why
-                QUEUE.settle(
-                    conn,
-                    [row.pk],
-                    row.lease_until,
-                    "failed",
-                    finished_us=now,
-                    expires_us=now + int(settings.ttl * US),
-                    error=f"the export was interrupted {MAX_RESTARTS} times; see the server log",
-                )
+                error = f"the export was interrupted {MAX_RESTARTS} times; see the server log"
+                QUEUE.settle(conn, [row.pk], row.lease_until, "failed", error=error, **_ended(now, settings))
                 continue
             values: dict[str, Any] = {"restarts": restarts}
             if row.progress is None:
@@ -156,34 +154,19 @@ def checkpoint(engine: Engine, claim: Claim, progress: str, new_lease: int | Non
 
 
 def complete(engine: Engine, claim: Claim, progress: str, settings: ExportSettings) -> bool:
-    now = now_us()
+    ended = _ended(now_us(), settings)
     with claiming(engine) as conn:
         done = QUEUE.settle(
-            conn,
-            [claim.pk],
-            claim.lease,
-            "completed",
-            where=_PENDING,
-            progress=progress,
-            finished_us=now,
-            expires_us=now + int(settings.ttl * US),
+            conn, [claim.pk], claim.lease, "completed", where=_PENDING, progress=progress, **ended
         )
     return bool(done)
 
 
 def fail(engine: Engine, claim: Claim, error: str, settings: ExportSettings) -> None:
     """A failure no retry can mend: the status answers it (export.html "Error Status")."""
-    now = now_us()
+    ended = _ended(now_us(), settings)
     with claiming(engine) as conn:
-        QUEUE.settle(
-            conn,
-            [claim.pk],
-            claim.lease,
-            "failed",
-            finished_us=now,
-            expires_us=now + int(settings.ttl * US),
-            error=error,
-        )
+        QUEUE.settle(conn, [claim.pk], claim.lease, "failed", error=error, **ended)
 
 
 def give_up(engine: Engine, claim: Claim) -> None:
