@@ -42,7 +42,7 @@ class Claim:
     restarts: int
 
 
-def _ended(now: int, settings: ExportSettings) -> dict[str, int]:
+def _ended(now: int, settings: ExportSettings) -> dict[str, Any]:
     """The columns of a job that has ended (completed or failed): its files expire after the TTL."""
     return {"finished_us": now, "expires_us": now + int(settings.ttl * US)}
 
