@@ -11,27 +11,25 @@ Nothing promised is lost: a crashed worker's claim expires after the lease and a
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from flask import Flask
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from connectors.errors import ConnectorError
 from coordination_api import metrics
 from coordination_api.config import JobSettings
-from coordination_api.storage.engine import WRITE
+from coordination_api.outbox import US, Queue, RetryPolicy, claiming, lease_end
 from coordination_api.storage.repository import Repository, now_us
 from coordination_api.storage.schema import connector_job
 
 log = logging.getLogger(__name__)
-US = 1_000_000
-_RANDOM = secrets.SystemRandom()
 _PENDING = connector_job.c.status == "pending"
+QUEUE = Queue(connector_job, attempts="attempts", due="next_attempt_us")
 
 Handler = Callable[[Flask, dict[str, Any]], None]
 
@@ -82,36 +80,29 @@ class Jobs:
         self.repo = repo
         self.settings = settings
         self.handlers: dict[str, Handler] = {}
+        s = settings
+        self.retry = RetryPolicy(s.retry_base, s.retry_cap, s.retry_jitter, max_attempts=s.max_attempts)
 
     def register(self, kind: str, handler: Handler) -> None:
         self.handlers[kind] = handler
 
     def _claim(self) -> list[tuple[int, str, str, int]]:
         now = now_us()
-        lease = now + int(self.settings.lease * US)
+        lease = lease_end(now, self.settings.lease)
         j = connector_job
         stmt = (
             select(j.c.pk, j.c.kind, j.c.payload, j.c.attempts)
             .where(
                 _PENDING,
                 j.c.next_attempt_us <= now,
-                or_(j.c.lease_until.is_(None), j.c.lease_until < now),
+                QUEUE.free(now),
                 j.c.kind.in_(sorted(self.handlers)),
             )
             .order_by(j.c.next_attempt_us)
             .limit(self.settings.batch_size)
         )
-        # SQLite: the WRITE option makes this BEGIN IMMEDIATE (one claimer at a time).
-        with self.repo.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            if conn.dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            rows = conn.execute(stmt).all()
-            if rows:
-                conn.execute(
-                    update(j)
-                    .where(j.c.pk.in_([r.pk for r in rows]))
-                    .values(lease_until=lease, attempts=j.c.attempts + 1)
-                )
+        with claiming(self.repo.engine) as conn:
+            rows = QUEUE.claim(conn, stmt, lease, attempt=True)
         return [(r.pk, r.kind, r.payload, lease) for r in rows]
 
     def run_due(self, app: Flask) -> int:
@@ -133,14 +124,12 @@ class Jobs:
         """A fresh lease for one claimed job just before it runs, if it is still ours (a batch runs its
         jobs one after another: without this, a late job's lease could lapse while earlier ones ran,
         and a second worker would send it too)."""
-        j = connector_job
         now = now_us()
         if lease <= now:
             return None
-        fresh = now + int(self.settings.lease * US)
-        with self.repo.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            stmt = update(j).where(j.c.pk == pk, j.c.lease_until == lease).values(lease_until=fresh)
-            done = conn.execute(stmt).rowcount
+        fresh = lease_end(now, self.settings.lease)
+        with claiming(self.repo.engine) as conn:
+            done = QUEUE.renew(conn, [pk], lease, fresh)
         return fresh if done == 1 else None
 
     def _run(self, app: Flask, pk: int, kind: str, payload: dict[str, Any], lease: int) -> None:
@@ -162,31 +151,20 @@ class Jobs:
         j = connector_job
         with self.repo.writing() as conn:
             attempts = conn.scalar(select(j.c.attempts).where(j.c.pk == pk)) or 0
-        if not retry or attempts >= self.settings.max_attempts:
+        delay = self.retry.after(attempts, retryable=retry)
+        if delay is None:
             self._finish(pk, lease, status="dead", error=error)
             log.warning("connector job %s (%s) is dead after %d attempt(s): %s", pk, kind, attempts, error)
             metrics.delivery(kind, "failed")
             return
-        s = self.settings
-        delay = s.retry_base * 2 ** min(max(attempts - 1, 0), 30)
-        delay = min(s.retry_cap, delay * (1 + _RANDOM.uniform(-s.retry_jitter, s.retry_jitter)))
         with self.repo.writing() as conn:
-            conn.execute(
-                update(j)
-                .where(j.c.pk == pk, j.c.lease_until == lease)
-                .values(lease_until=None, next_attempt_us=now_us() + int(delay * US), last_error=error)
-            )
+            QUEUE.retry(conn, [pk], lease, now_us() + int(delay * US), last_error=error)
         log.info("connector job %s (%s) will retry in %.0f s: %s", pk, kind, delay, error)
         metrics.delivery(kind, "retrying")
 
     def _finish(self, pk: int, lease: int, *, status: str, error: str | None) -> None:
-        j = connector_job
         with self.repo.writing() as conn:
-            conn.execute(
-                update(j)
-                .where(j.c.pk == pk, j.c.lease_until == lease)
-                .values(status=status, lease_until=None, finished_us=now_us(), last_error=error)
-            )
+            QUEUE.settle(conn, [pk], lease, status, finished_us=now_us(), last_error=error)
 
     def retry_dead(self, pk: int | None = None) -> int:
         """Put dead jobs (one, or all) back in the queue, as an operator does after fixing the cause."""

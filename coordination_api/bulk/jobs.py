@@ -1,10 +1,10 @@
 """The export job table: creation (with the per-client limit), claims under a lease, checkpoints,
 cancellation and expiry.
 
-Claims follow the delivery worker's rule (ARCHITECTURE.md "delivery worker"): SELECT … FOR UPDATE SKIP
-LOCKED on PostgreSQL, a BEGIN IMMEDIATE transaction on SQLite, and a lease; every write of a claimed job
-is conditional on the lease it holds, so a worker whose lease ran out (stalled, crashed) can no longer
-change the job another worker took over.
+Claims are the outbox's (coordination_api/outbox): SELECT … FOR UPDATE SKIP LOCKED on PostgreSQL, a
+BEGIN IMMEDIATE transaction on SQLite, and a lease; every write of a claimed job is conditional on the
+lease it holds, so a worker whose lease ran out (stalled, crashed) can no longer change the job another
+worker took over.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from coordination_api.config import ExportSettings
 from coordination_api.errors import Category, FhirError
+from coordination_api.outbox import Queue, claiming, lease_end
 from coordination_api.storage.engine import WRITE
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import bulk_export_job as job
@@ -28,6 +29,8 @@ US = 1_000_000
 # A job whose worker died this many times (lease expired, or an error in the producer) fails: the
 # same cause (a full disk, a bug) would stop every further attempt too.
 MAX_RESTARTS = 3
+QUEUE = Queue(job)
+_PENDING = (job.c.status == "pending",)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,11 @@ class Claim:
     lease: int
     take_over: bool  # the previous holder's lease expired (it may still be writing)
     restarts: int
+
+
+def _ended(now: int, settings: ExportSettings) -> dict[str, Any]:
+    """The columns of a job that has ended (completed or failed): its files expire after the TTL."""
+    return {"finished_us": now, "expires_us": now + int(settings.ttl * US)}
 
 
 def _writing(engine: Engine) -> Any:
@@ -106,104 +114,65 @@ def claim(engine: Engine, settings: ExportSettings) -> Claim | None:
     """The oldest pending job nobody holds, under a new lease; jobs past their restarts fail here."""
     while True:
         now = now_us()
-        lease = now + int(settings.lease * US)
-        free = (
-            job.c.status == "pending",
-            or_(job.c.lease_until.is_(None), job.c.lease_until < now),
-            job.c.transaction_us <= now - int(settings.settle * US),
-        )
+        lease = lease_end(now, settings.lease)
+        free = (*_PENDING, QUEUE.free(now), job.c.transaction_us <= now - int(settings.settle * US))
         with engine.connect() as conn:
             # Most passes find nothing: a plain read first, the write lock (SQLite) only if needed.
             if conn.scalar(select(job.c.pk).where(*free).limit(1)) is None:
                 return None
-        with _writing(engine) as conn, conn.begin():
+        with claiming(engine) as conn:
             stmt = (
                 select(job.c.pk, job.c.job_id, job.c.lease_until, job.c.restarts, job.c.progress)
                 .where(*free)
                 .order_by(job.c.created_us, job.c.pk)
                 .limit(1)
             )
-            if conn.dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            row = conn.execute(stmt).first()
+            row = conn.execute(QUEUE.lock(conn, stmt)).first()
             if row is None:
                 return None
             take_over = row.lease_until is not None
             restarts = row.restarts + (1 if take_over else 0)
-            if restarts > MAX_RESTARTS:
-                conn.execute(
-                    update(job)
-                    .where(job.c.pk == row.pk)
-                    .values(
-                        status="failed",
-                        lease_until=None,
-                        finished_us=now,
-                        expires_us=now + int(settings.ttl * US),
-                        error=f"the export was interrupted {MAX_RESTARTS} times; see the server log",
-                    )
-                )
+            if restarts > MAX_RESTARTS:  # the dead-letter: the status says why
+                error = f"the export was interrupted {MAX_RESTARTS} times; see the server log"
+                QUEUE.settle(conn, [row.pk], row.lease_until, "failed", error=error, **_ended(now, settings))
                 continue
-            values: dict[str, Any] = {"lease_until": lease, "restarts": restarts}
+            values: dict[str, Any] = {"restarts": restarts}
             if row.progress is None:
                 # The scan's end: every resource a version of which is current at transactionTime has
                 # committed by now (settle), so its pk is at most this; later rows are created after.
                 values["max_pk"] = conn.scalar(text("SELECT COALESCE(MAX(pk), 0) FROM resource")) or 0
-            conn.execute(update(job).where(job.c.pk == row.pk).values(**values))
+            QUEUE.take(conn, [row.pk], lease, **values)
         return Claim(row.pk, row.job_id, lease, take_over, restarts)
 
 
 def checkpoint(engine: Engine, claim: Claim, progress: str, new_lease: int | None) -> bool:
     """Record the progress and renew (or, with None, release) the lease; False: the job is no longer
     ours (cancelled, or taken over after our lease ran out)."""
-    with _writing(engine) as conn, conn.begin():
-        done = conn.execute(
-            update(job)
-            .where(job.c.pk == claim.pk, job.c.lease_until == claim.lease, job.c.status == "pending")
-            .values(progress=progress, lease_until=new_lease)
-        ).rowcount
+    with claiming(engine) as conn:
+        done = QUEUE.renew(conn, [claim.pk], claim.lease, new_lease, where=_PENDING, progress=progress)
     return bool(done)
 
 
 def complete(engine: Engine, claim: Claim, progress: str, settings: ExportSettings) -> bool:
-    now = now_us()
-    with _writing(engine) as conn, conn.begin():
-        done = conn.execute(
-            update(job)
-            .where(job.c.pk == claim.pk, job.c.lease_until == claim.lease, job.c.status == "pending")
-            .values(
-                status="completed",
-                progress=progress,
-                lease_until=None,
-                finished_us=now,
-                expires_us=now + int(settings.ttl * US),
-            )
-        ).rowcount
+    ended = _ended(now_us(), settings)
+    with claiming(engine) as conn:
+        done = QUEUE.settle(
+            conn, [claim.pk], claim.lease, "completed", where=_PENDING, progress=progress, **ended
+        )
     return bool(done)
 
 
 def fail(engine: Engine, claim: Claim, error: str, settings: ExportSettings) -> None:
     """A failure no retry can mend: the status answers it (export.html "Error Status")."""
-    now = now_us()
-    with _writing(engine) as conn, conn.begin():
-        conn.execute(
-            update(job)
-            .where(job.c.pk == claim.pk, job.c.lease_until == claim.lease)
-            .values(
-                status="failed",
-                lease_until=None,
-                finished_us=now,
-                expires_us=now + int(settings.ttl * US),
-                error=error,
-            )
-        )
+    ended = _ended(now_us(), settings)
+    with claiming(engine) as conn:
+        QUEUE.settle(conn, [claim.pk], claim.lease, "failed", error=error, **ended)
 
 
 def give_up(engine: Engine, claim: Claim) -> None:
     """The producer failed: the lease ends now, the next claim counts a restart and resumes."""
-    with _writing(engine) as conn, conn.begin():
-        conn.execute(
-            update(job).where(job.c.pk == claim.pk, job.c.lease_until == claim.lease).values(lease_until=0)
-        )
+    with claiming(engine) as conn:
+        QUEUE.renew(conn, [claim.pk], claim.lease, 0)  # 0, not NULL: the next claim sees a take-over
 
 
 def cancel(engine: Engine, job_pk: int) -> bool:

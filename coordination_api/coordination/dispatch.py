@@ -40,6 +40,7 @@ from auth import policy
 from auth.schema import care_team_access, consent_deny, practitioner_affiliation
 from coordination_api.config import DispatchSettings
 from coordination_api.errors import Category, FhirError
+from coordination_api.outbox import Queue, lease_end
 from coordination_api.search.compiler import SearchCompiler
 from coordination_api.search.dates import format_instant
 from coordination_api.search.executor import run_search
@@ -85,6 +86,7 @@ SENDER_TYPES = (
     "HealthcareService",
 )
 US = 1_000_000
+TIMERS = Queue(task_dispatch, key="task_pk")  # claimed by ``tick``
 
 Coding = tuple[str | None, str]
 
@@ -154,7 +156,6 @@ class Dispatcher:
         self.repo = repo
         self.compiler = compiler
         self.settings = settings
-        self.pg = repo.engine.dialect.name == "postgresql"
 
     # -- the write hook -------------------------------------------------------------------------
 
@@ -478,22 +479,15 @@ class Dispatcher:
         transaction, whose version-checked write fails (and is retried later) if the Task changed."""
         now = now_us() if now is None else now
         td = task_dispatch
-        lease = now + int(self.settings.lease_seconds * US)
+        lease = lease_end(now, self.settings.lease_seconds)
+        stmt = (
+            select(td.c.task_pk)
+            .where(td.c.next_due_us <= now, TIMERS.free(now))
+            .order_by(td.c.next_due_us, td.c.task_pk)
+            .limit(self.settings.batch_size)
+        )
         with self.repo.writing() as conn:
-            stmt = (
-                select(td.c.task_pk)
-                .where(
-                    td.c.next_due_us <= now,
-                    or_(td.c.lease_until.is_(None), td.c.lease_until < now),
-                )
-                .order_by(td.c.next_due_us, td.c.task_pk)
-                .limit(self.settings.batch_size)
-            )
-            if self.pg:
-                stmt = stmt.with_for_update(skip_locked=True)
-            pks = list(conn.scalars(stmt))
-            if pks:
-                conn.execute(update(td).where(td.c.task_pk.in_(pks)).values(lease_until=lease))
+            pks = [row.task_pk for row in TIMERS.claim(conn, stmt, lease)]
         for pk in pks:
             try:
                 with self.repo.writing() as conn:
@@ -501,11 +495,7 @@ class Dispatcher:
             except FhirError as exc:  # changed meanwhile (412): the next tick looks again
                 log.info("dispatch of task pk %s deferred: %s", pk, exc.diagnostics)
                 with self.repo.writing() as conn:
-                    conn.execute(
-                        update(td)
-                        .where(td.c.task_pk == pk, td.c.lease_until == lease)
-                        .values(lease_until=None)
-                    )
+                    TIMERS.release(conn, [pk], lease)
         return len(pks)
 
     def _due(self, conn: Connection, pk: int, lease: int, now: int) -> None:

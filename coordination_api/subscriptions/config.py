@@ -18,7 +18,8 @@ class SubscriptionSettings:
     # HTTP timeouts of one POST (connect, read).
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
-    # Retries: exponential backoff base * 2**(attempt-1), capped, with +-jitter, for retry_period;
+    # Retries: exponential backoff base * 2**(attempt-1), capped, then up to retry_jitter of it taken
+    # off at random (coordination_api/outbox/backoff.py), for retry_period;
     # after that the subscription goes to status "error" (its rows stay for $events replay).
     retry_base: float = 2.0
     retry_cap: float = 600.0

@@ -1,7 +1,8 @@
 """The delivery worker: handshakes, event notifications in event-number order, heartbeats.
 
 ARCHITECTURE.md "delivery worker": rows are claimed with SELECT … FOR UPDATE SKIP LOCKED on PostgreSQL
-(on SQLite the claim runs in a BEGIN IMMEDIATE transaction, which serialises claimers) and leased;
+(on SQLite the claim runs in a BEGIN IMMEDIATE transaction, which serialises claimers) and leased
+(coordination_api/outbox);
 a crash between the POST and the database update re-sends after the lease (at least once;
 receivers deduplicate by event number). Only the lowest pending event of a subscription is
 claimable, so event n+1 never leaves before event n is delivered; with backport-max-count the
@@ -18,18 +19,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import secrets
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import orjson
 import requests
 from flask import Flask
-from sqlalchemy import ColumnElement, false, func, or_, select, true, update
+from sqlalchemy import ColumnElement, false, func, select, true, update
 from sqlalchemy.engine import Connection, Row
 
 from connectors import http, mssante
@@ -37,7 +37,7 @@ from connectors.errors import ConnectorError
 from coordination_api import health, jobs, metrics
 from coordination_api.bulk import export as bulk_export
 from coordination_api.coordination import dispatch
-from coordination_api.storage.engine import WRITE
+from coordination_api.outbox import US, Queue, RetryPolicy, claiming, lease_end
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
 from coordination_api.subscriptions import endpoint, model, notify, reach
@@ -45,8 +45,8 @@ from coordination_api.subscriptions.sending import Sender, origin, outside
 from coordination_api.subscriptions.service import COLLECTING, SubscriptionService, not_ended
 
 log = logging.getLogger(__name__)
-_RANDOM = secrets.SystemRandom()
-US = 1_000_000
+NOTIFICATIONS = Queue(subscription_outbox, attempts="attempts", due="next_attempt_us")
+SUBSCRIPTIONS = Queue(subscription_state, key="res_pk")  # handshake and heartbeat claims
 
 
 def _deliverable(now: int) -> list[ColumnElement[bool]]:
@@ -55,7 +55,7 @@ def _deliverable(now: int) -> list[ColumnElement[bool]]:
     return [
         o.c.status == "pending",
         o.c.next_attempt_us <= now,
-        or_(o.c.lease_until.is_(None), o.c.lease_until < now),
+        NOTIFICATIONS.free(now),
         st.c.status == "active",
         st.c.handshake_due == false(),
         not_ended(now),
@@ -80,12 +80,27 @@ def _mail_sender(settings: Any) -> tuple[mssante.MailSender, str]:
     return mssante.SmtpSender(smtp), config.from_address or "notifications@localhost"
 
 
+@dataclass(frozen=True)
+class _Notification:
+    """A claimed batch as read under its lease: its outbox rows (the head first), its subscription's
+    state and spec, and the events the owner may still read."""
+
+    rows: list[Row[Any]]
+    state: Row[Any]
+    spec: model.Spec
+    events: list[notify.Event]
+    resources: dict[str, Any]
+
+    @property
+    def head(self) -> Row[Any]:
+        return self.rows[0]
+
+
 class Deliverer:
     def __init__(self, app: Flask) -> None:
         self.svc: SubscriptionService = app.extensions["subscriptions"]
         self.repo = self.svc.repo
         self.engine = self.repo.engine
-        self.pg = self.engine.dialect.name == "postgresql"
         settings = app.config.get("SETTINGS")
         self.base = str(getattr(settings, "public_base_url", "") or "")
         self._local = threading.local()
@@ -94,6 +109,7 @@ class Deliverer:
         self.mail, self.mail_from = _mail_sender(settings)
         config = self.svc.config
         self.sender = Sender(config.concurrency, config.per_origin)
+        self.retry = RetryPolicy(config.retry_base, config.retry_cap, config.retry_jitter)
         # Set on SIGTERM: the notifications being sent finish, the rest waits (its lease).
         self.stopping = threading.Event()
 
@@ -131,16 +147,14 @@ class Deliverer:
     def _room(self) -> int:
         return min(self.svc.config.batch_size, self.sender.free())
 
-    # -- claiming -------------------------------------------------------------------------------
-
-    @contextmanager
-    def _claiming(self) -> Iterator[Connection]:
-        # SQLite: the WRITE option makes this BEGIN IMMEDIATE (one claimer at a time).
-        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            yield conn
+    # -- claiming (coordination_api/outbox) -----------------------------------------------------
 
     def _lease(self) -> int:
-        return now_us() + int(self.svc.config.lease * US)
+        return lease_end(now_us(), self.svc.config.lease)
+
+    def _unlease(self, queue: Queue, pks: list[int], lease: int, *, undo_attempt: bool = False) -> None:
+        with self.repo.writing() as conn:
+            queue.release(conn, pks, lease, undo_attempt=undo_attempt)
 
     # -- Subscription.end (R4: "the time for the server to turn the subscription off") --------------
 
@@ -172,41 +186,27 @@ class Deliverer:
         room = self._room()
         if room <= 0:
             return 0
-        with self._claiming() as conn:
-            stmt = (
-                select(st.c.res_pk, st.c.endpoint)
-                .where(
-                    st.c.status == "requested",
-                    st.c.handshake_due == true(),
-                    or_(st.c.lease_until.is_(None), st.c.lease_until < now),
-                    not_ended(now),
-                    outside(st.c.endpoint, self.sender.saturated()),
-                )
-                .order_by(st.c.res_pk)
-                .limit(room)
+        stmt = (
+            select(st.c.res_pk, st.c.endpoint)
+            .where(
+                st.c.status == "requested",
+                st.c.handshake_due == true(),
+                SUBSCRIPTIONS.free(now),
+                not_ended(now),
+                outside(st.c.endpoint, self.sender.saturated()),
             )
-            if self.pg:
-                stmt = stmt.with_for_update(skip_locked=True)
-            claimed = conn.execute(stmt).all()
-            if claimed:
-                pks = [pk for pk, _ in claimed]
-                conn.execute(update(st).where(st.c.res_pk.in_(pks)).values(lease_until=lease))
+            .order_by(st.c.res_pk)
+            .limit(room)
+        )
+        with claiming(self.engine) as conn:
+            claimed = SUBSCRIPTIONS.claim(conn, stmt, lease)
         started = 0
-        for pk, url in claimed:
-            if self.sender.try_submit(origin(url), partial(self._handshake, pk, lease)):
+        for row in claimed:
+            if self.sender.try_submit(origin(row.endpoint), partial(self._handshake, row.res_pk, lease)):
                 started += 1
             else:  # its origin filled up during this pass: the next pass claims it again
-                self._unlease(st, st.c.res_pk, [pk], lease)
+                self._unlease(SUBSCRIPTIONS, [row.res_pk], lease)
         return started
-
-    def _unlease(
-        self, table: Any, key: Any, pks: list[int], lease: int, *, undo_attempt: bool = False
-    ) -> None:
-        values: dict[str, Any] = {"lease_until": None}
-        if undo_attempt:
-            values["attempts"] = table.c.attempts - 1
-        with self.repo.writing() as conn:
-            conn.execute(update(table).where(key.in_(pks), table.c.lease_until == lease).values(**values))
 
     def _handshake(self, pk: int, lease: int) -> None:
         st = subscription_state
@@ -223,12 +223,8 @@ class Deliverer:
                 return  # the subscription changed meanwhile: its new request gets its own handshake
             status = "active" if error is None else "error"
             message = None if error is None else f"handshake failed: {error}"
-            conn.execute(
-                update(st)
-                .where(st.c.res_pk == pk)
-                .values(
-                    status=status, handshake_due=False, lease_until=None, last_sent_us=now_us(), error=message
-                )
+            SUBSCRIPTIONS.settle(
+                conn, [pk], lease, status, handshake_due=False, last_sent_us=now_us(), error=message
             )
             self._write_status(conn, fresh.res_id, status, message)
         log.info("subscription %s handshake: %s", fresh.res_id, status if error is None else error)
@@ -264,29 +260,23 @@ class Deliverer:
             .where(head_table.c.sub_pk == o.c.sub_pk, head_table.c.status == "pending")
             .scalar_subquery()
         )
-        with self._claiming() as conn:
-            stmt = (
-                select(o.c.pk, o.c.sub_pk, o.c.event_number, st.c.max_count, st.c.endpoint)
-                .select_from(o.join(st, st.c.res_pk == o.c.sub_pk))
-                .where(
-                    *_deliverable(now),
-                    o.c.event_number == head,
-                    outside(st.c.endpoint, self.sender.saturated()),
-                )
-                .order_by(o.c.next_attempt_us, o.c.pk)
-                .limit(room)
+        stmt = (
+            select(o.c.pk, o.c.sub_pk, o.c.event_number, st.c.max_count, st.c.endpoint)
+            .select_from(o.join(st, st.c.res_pk == o.c.sub_pk))
+            .where(
+                *_deliverable(now),
+                o.c.event_number == head,
+                outside(st.c.endpoint, self.sender.saturated()),
             )
-            if self.pg:
-                stmt = stmt.with_for_update(of=o, skip_locked=True)
+            .order_by(o.c.next_attempt_us, o.c.pk)
+            .limit(room)
+        )
+        with claiming(self.engine) as conn:
             batches = [
                 ([pk, *self._followers(conn, sub_pk, number, count)], url)
-                for pk, sub_pk, number, count, url in conn.execute(stmt)
+                for pk, sub_pk, number, count, url in conn.execute(NOTIFICATIONS.lock(conn, stmt, of=o))
             ]
-            pks = [pk for batch, _ in batches for pk in batch]
-            if pks:
-                conn.execute(
-                    update(o).where(o.c.pk.in_(pks)).values(lease_until=lease, attempts=o.c.attempts + 1)
-                )
+            NOTIFICATIONS.take(conn, [pk for batch, _ in batches for pk in batch], lease, attempt=True)
         started = 0
         for batch, url in batches:
             if not self.stopping.is_set() and self.sender.try_submit(
@@ -294,7 +284,7 @@ class Deliverer:
             ):
                 started += 1
             else:  # its origin filled up during this pass (or we are stopping): claimed again later
-                self._unlease(o, o.c.pk, batch, lease, undo_attempt=True)
+                self._unlease(NOTIFICATIONS, batch, lease, undo_attempt=True)
         return started
 
     def _stream(self, batch: list[int], lease: int) -> None:
@@ -326,10 +316,8 @@ class Deliverer:
             )
             .order_by(o.c.event_number)
         )
-        if self.pg:
-            stmt = stmt.with_for_update(skip_locked=True)
         out: list[int] = []
-        for pk, number in conn.execute(stmt):
+        for pk, number in conn.execute(NOTIFICATIONS.lock(conn, stmt)):
             if number != head + len(out) + 1:
                 break  # a gap (a row locked elsewhere): stop, the rest goes in a later notification
             out.append(pk)
@@ -340,31 +328,41 @@ class Deliverer:
     ) -> tuple[list[int], int] | None:
         """Send one claimed notification; on success, return the next claimed one of the same
         subscription (its following events), if any is due."""
+        if not fresh:  # the first of a pass was claimed a moment ago: its lease is still whole
+            lease = self._renew(batch, lease)
+        notification = self._load(batch, lease)
+        if notification is None:
+            return None
+        error = self._send(notification)
+        if error is None:
+            return self._delivered(notification, lease, claim_next=claim_next)
+        self._failed(notification, lease, error)
+        return None
+
+    def _renew(self, batch: list[int], lease: int) -> int:
+        """A pass claims many rows under one lease and sends them one after the other: each row's
+        lease is renewed just before its POST, so a slow endpoint earlier in the pass never lets
+        another worker send it as well (unless this one has stopped meanwhile)."""
+        renewed = self._lease()
+        with self.repo.writing() as conn:
+            NOTIFICATIONS.renew(conn, batch, lease, renewed)
+        return renewed
+
+    def _load(self, batch: list[int], lease: int) -> _Notification | None:
+        """The rows of ``batch`` still held under ``lease`` and what their notification carries;
+        None when nothing is to be sent (the head reclaimed, the subscription gone or ended)."""
         o = subscription_outbox
         st = subscription_state
-        # A pass claims many rows under one lease and sends them one after the other: each row's lease
-        # is renewed just before its POST, so a slow endpoint earlier in the pass never lets another
-        # worker send it as well (unless this one has stopped meanwhile). The first of a pass was
-        # claimed a moment ago: its lease is still whole.
-        if not fresh:
-            renewed = self._lease()
-            with self.repo.writing() as conn:
-                conn.execute(
-                    update(o).where(o.c.pk.in_(batch), o.c.lease_until == lease).values(lease_until=renewed)
-                )
-            lease = renewed
         with self.engine.connect() as conn, conn.begin():
             rows = conn.execute(
                 select(o).where(o.c.pk.in_(batch), o.c.lease_until == lease).order_by(o.c.event_number)
             ).all()
             if not rows or rows[0].pk != batch[0]:
                 return None  # the head was reclaimed meanwhile (lease over): its new claimer sends it
-            row = rows[0]
-            state = conn.execute(select(st).where(st.c.res_pk == row.sub_pk)).first()
+            sub_pk = rows[0].sub_pk
+            state = conn.execute(select(st).where(st.c.res_pk == sub_pk)).first()
             compiled = (
-                self.svc.compiled(conn, row.sub_pk, state.version, state.res_id)
-                if state is not None
-                else None
+                self.svc.compiled(conn, sub_pk, state.version, state.res_id) if state is not None else None
             )
             if state is None or compiled is None:
                 return None
@@ -378,66 +376,69 @@ class Deliverer:
             resources: dict[str, Any] = {}
             if spec.content == "full-resource":
                 resources = notify.focus_versions(self.repo, conn, events)
-        if events:
-            body = notify.bundle(
-                spec, "active", "event-notification", state.events, events, spec.content, self.base, resources
-            )
-            error = self._post(spec, body)
-        else:
-            error = None  # every event of the batch is withheld: they count as done, nothing is sent
+        return _Notification(rows, state, spec, events, resources)
+
+    def _send(self, notification: _Notification) -> str | None:
+        """POST (or mail) the notification; None when accepted, else why not."""
+        n = notification
+        if not n.events:
+            return None  # every event of the batch is withheld: they count as done, nothing is sent
+        body = notify.bundle(
+            n.spec,
+            "active",
+            "event-notification",
+            n.state.events,
+            n.events,
+            n.spec.content,
+            self.base,
+            n.resources,
+        )
+        return self._post(n.spec, body)
+
+    def _delivered(
+        self, notification: _Notification, lease: int, *, claim_next: bool
+    ) -> tuple[list[int], int] | None:
+        """Mark the batch delivered and, with ``claim_next``, claim the subscription's next events in
+        the same transaction."""
+        n = notification
         now = now_us()
-        sent = [r.pk for r in rows]
+        sent = [r.pk for r in n.rows]
+        st = subscription_state
         with self.repo.writing() as conn:
-            mine = (o.c.pk == row.pk, o.c.lease_until == lease)
-            if error is None:
-                marked = conn.execute(
-                    update(o)
-                    .where(o.c.pk.in_(sent), o.c.lease_until == lease)
-                    .values(status="delivered", delivered_us=now, lease_until=None, last_error=None)
-                ).rowcount
-                conn.execute(update(st).where(st.c.res_pk == row.sub_pk).values(last_sent_us=now))
-                metrics.delivery(spec.channel_type, "ok")
-                if not claim_next or marked != len(sent):
-                    return None  # (a lost lease: another worker has these rows; it goes on from them)
-                return self._claim_next(conn, row.sub_pk, rows[-1].event_number + 1, state.max_count, now)
-            # The followers wait behind the head again; the head carries the retry schedule.
-            conn.execute(
-                update(o).where(o.c.pk.in_(sent[1:]), o.c.lease_until == lease).values(lease_until=None)
-            )
-            first = row.first_failure_us or now
-            config = self.svc.config
+            marked = NOTIFICATIONS.settle(conn, sent, lease, "delivered", delivered_us=now, last_error=None)
+            conn.execute(update(st).where(st.c.res_pk == n.head.sub_pk).values(last_sent_us=now))
+            metrics.delivery(n.spec.channel_type, "ok")
+            if not claim_next or marked != len(sent):
+                return None  # (a lost lease: another worker has these rows; it goes on from them)
+            return self._claim_next(conn, n.head.sub_pk, n.rows[-1].event_number + 1, n.state.max_count, now)
+
+    def _failed(self, notification: _Notification, lease: int, error: str) -> None:
+        """The head carries the retry schedule and its followers wait behind it again; past the retry
+        period the subscription goes to error, its rows stay pending, for $events replay and for
+        delivery once it is requested again (nothing is dropped)."""
+        n = notification
+        head = n.head
+        now = now_us()
+        config = self.svc.config
+        st = subscription_state
+        with self.repo.writing() as conn:
+            NOTIFICATIONS.release(conn, [r.pk for r in n.rows[1:]], lease)
+            first = head.first_failure_us or now
             if now - first >= config.retry_period * US:
-                # Retry period over: the subscription goes to error; its rows stay pending, for $events
-                # replay and for delivery once it is requested again (nothing is dropped).
-                conn.execute(
-                    update(o)
-                    .where(*mine)
-                    .values(lease_until=None, first_failure_us=None, next_attempt_us=now, last_error=error)
-                )
+                NOTIFICATIONS.retry(conn, [head.pk], lease, now, first_failure_us=None, last_error=error)
                 message = (
-                    f"delivery of event {row.event_number} failed since {config.retry_period:g} s: {error}"
+                    f"delivery of event {head.event_number} failed since {config.retry_period:g} s: {error}"
                 )
                 conn.execute(
-                    update(st).where(st.c.res_pk == row.sub_pk).values(status="error", error=message)
+                    update(st).where(st.c.res_pk == head.sub_pk).values(status="error", error=message)
                 )
-                self._write_status(conn, state.res_id, "error", message)
-                log.warning("subscription %s: %s", state.res_id, message)
-                metrics.delivery(spec.channel_type, "failed")
-                return None
-            delay = min(config.retry_cap, config.retry_base * 2 ** max(row.attempts - 1, 0))
-            delay *= 1 + _RANDOM.uniform(-config.retry_jitter, config.retry_jitter)
-            conn.execute(
-                update(o)
-                .where(*mine)
-                .values(
-                    lease_until=None,
-                    first_failure_us=first,
-                    next_attempt_us=now + int(delay * US),
-                    last_error=error,
-                )
-            )
-        metrics.delivery(spec.channel_type, "retrying")
-        return None
+                self._write_status(conn, n.state.res_id, "error", message)
+                log.warning("subscription %s: %s", n.state.res_id, message)
+                metrics.delivery(n.spec.channel_type, "failed")
+                return
+            at = now + int(self.retry.delay(head.attempts) * US)
+            NOTIFICATIONS.retry(conn, [head.pk], lease, at, first_failure_us=first, last_error=error)
+        metrics.delivery(n.spec.channel_type, "retrying")
 
     def _claim_next(
         self, conn: Connection, sub_pk: int, number: int, max_count: int | None, now: int
@@ -451,14 +452,12 @@ class Deliverer:
             .select_from(o.join(st, st.c.res_pk == o.c.sub_pk))
             .where(*_deliverable(now), o.c.sub_pk == sub_pk, o.c.event_number == number)
         )
-        if self.pg:
-            stmt = stmt.with_for_update(of=o, skip_locked=True)
-        head = conn.scalar(stmt)
+        head = conn.scalar(NOTIFICATIONS.lock(conn, stmt, of=o))
         if head is None:
             return None
         batch = [head, *self._followers(conn, sub_pk, number, max_count)]
         lease = self._lease()
-        conn.execute(update(o).where(o.c.pk.in_(batch)).values(lease_until=lease, attempts=o.c.attempts + 1))
+        NOTIFICATIONS.take(conn, batch, lease, attempt=True)
         return batch, lease
 
     # -- heartbeat (Backport "heartbeat-period": a notification when idle for that long) ------------
@@ -476,7 +475,7 @@ class Deliverer:
                     st.c.heartbeat_s.is_not(None),
                     not_ended(now),
                     func.coalesce(st.c.last_sent_us, 0) + st.c.heartbeat_s * US <= now,
-                    or_(st.c.lease_until.is_(None), st.c.lease_until < now),
+                    SUBSCRIPTIONS.free(now),
                     ~pending,
                 )
             ).all()
@@ -486,16 +485,12 @@ class Deliverer:
             if key in self.sender.saturated() or self.sender.free() <= 0:
                 continue  # next pass
             lease = self._lease()
+            # Claimed without a lock: the lease is written only if no one sent or claimed it since.
+            unchanged = st.c.last_sent_us.is_(None) if last_sent is None else st.c.last_sent_us == last_sent
             with self.repo.writing() as conn:
-                claimed = conn.execute(
-                    update(st)
-                    .where(
-                        st.c.res_pk == res_pk,
-                        st.c.last_sent_us.is_(None) if last_sent is None else st.c.last_sent_us == last_sent,
-                        or_(st.c.lease_until.is_(None), st.c.lease_until < now),
-                    )
-                    .values(lease_until=lease)
-                ).rowcount
+                claimed = SUBSCRIPTIONS.take(
+                    conn, [res_pk], lease, where=(unchanged, SUBSCRIPTIONS.free(now))
+                )
                 state = conn.execute(select(st).where(st.c.res_pk == res_pk)).first()
                 compiled = (
                     self.svc.compiled(conn, res_pk, state.version, state.res_id)
@@ -507,21 +502,16 @@ class Deliverer:
             if self.sender.try_submit(key, partial(self._heartbeat, state, compiled.spec, lease)):
                 sent += 1
             else:
-                self._unlease(st, st.c.res_pk, [res_pk], lease)
+                self._unlease(SUBSCRIPTIONS, [res_pk], lease)
         return sent
 
     def _heartbeat(self, state: Row[Any], spec: model.Spec, lease: int) -> None:
-        st = subscription_state
         body = notify.bundle(spec, "active", "heartbeat", state.events, [], "empty", self.base)
         error = self._post(spec, body)
         if error is not None:
             log.info("subscription %s heartbeat failed: %s", state.res_id, error)
         with self.repo.writing() as conn:
-            conn.execute(
-                update(st)
-                .where(st.c.res_pk == state.res_pk, st.c.lease_until == lease)
-                .values(lease_until=None, last_sent_us=now_us())
-            )
+            SUBSCRIPTIONS.release(conn, [state.res_pk], lease, last_sent_us=now_us())
 
     # -- transport: rest-hook (R4 subscription.html#channels) --------------------------------------
 
