@@ -1,1 +1,3 @@
-"""Everything that talks to outside systems (HL7 v2, Annuaire Santé, PSC, MSSanté…): later issues."""
+"""Clients of outside systems, one package each: HL7 v2 (hl7v2), Annuaire Santé (annuaire), Pro Santé
+Connect (psc), MSSanté (mssante), the e-parcours platform (eparcours), DMP through MHD (mhd); all HTTP goes
+through connectors/http.py and failures are reported as connectors/errors.py."""
