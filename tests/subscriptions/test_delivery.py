@@ -6,9 +6,7 @@ import hashlib
 import hmac
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -20,35 +18,7 @@ from coordination_api.subscriptions.model import FILTER_CRITERIA, PAYLOAD_CONTEN
 from coordination_api.subscriptions.topics import TOPIC_BASE
 from tests.conftest import Fhir
 from tests.subscriptions.conftest import Receiver
-
-Pump = Callable[..., None]
-
-
-def classic(url: str, criteria: str = "Encounter?status=finished", **channel: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Subscription",
-        "status": "requested",
-        "reason": "test",
-        "criteria": criteria,
-        "channel": {"type": "rest-hook", "endpoint": url, **channel},
-    }
-
-
-def encounter(status: str = "finished", patient: str = "p1") -> dict[str, Any]:
-    return {
-        "resourceType": "Encounter",
-        "status": status,
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
-        "subject": {"reference": f"Patient/{patient}"},
-    }
-
-
-def active(fhir: Fhir, pump: Pump, receiver: Receiver, body: dict[str, Any]) -> str:
-    sub = fhir.create(body)
-    assert sub["status"] == "requested"
-    pump(lambda: fhir.request("GET", f"/fhir/Subscription/{sub['id']}").get_json()["status"] == "active")
-    sub_id: str = sub["id"]
-    return sub_id
+from tests.support.subscriptions import Pump, active, classic, encounter
 
 
 def test_classic_criteria_handshake_then_matching_event(

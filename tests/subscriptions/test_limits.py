@@ -14,7 +14,7 @@ from coordination_api.storage.schema import subscription_outbox, subscription_st
 from coordination_api.subscriptions.model import MAX_COUNT
 from tests.conftest import Fhir
 from tests.subscriptions.conftest import Receiver
-from tests.subscriptions.test_delivery import active, classic, encounter
+from tests.support.subscriptions import active, classic, encounter
 
 Pump = Callable[..., None]
 
