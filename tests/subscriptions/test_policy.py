@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from coordination_api.storage.schema import subscription_outbox
 from tests.conftest import Fhir, system_token
-from tests.factories import create_care_team
+from tests.factories import create_care_team, create_patient
 from tests.subscriptions.conftest import Receiver
 from tests.support.auth import practitioner_user, user_token
 from tests.support.subscriptions import classic, encounter
@@ -45,11 +45,6 @@ def _by_focus(receiver: Receiver) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _patient(fhir: Fhir) -> str:
-    patient_id: str = fhir.create({"resourceType": "Patient", "name": [{"family": "Martin"}]})["id"]
-    return patient_id
-
-
 def _settled(app: Flask) -> bool:
     """Every outbox row has been handled (delivered, or withheld as delivered)."""
     with app.extensions["coordination"].repo.engine.connect() as conn:
@@ -67,7 +62,7 @@ def test_practitioner_hears_only_of_care_team_patients(
     """Issue 16: nothing, not even an id, about a resource the owner may not read at delivery."""
     sub_app.test_client().get("/fhir/.well-known/smart-configuration")  # loads the session key
     practitioner = practitioner_user(sub_app)
-    mine, other = _patient(sub_fhir), _patient(sub_fhir)
+    mine, other = create_patient(sub_fhir.client, "Martin"), create_patient(sub_fhir.client, "Martin")
     create_care_team(sub_fhir.client, mine, f"Practitioner/{practitioner}")
     doctor = _as(sub_app, user_token(sub_app, "user/*.cruds"))
     body = classic(receiver.url, payload="application/fhir+json")
@@ -209,7 +204,7 @@ def _alice_world(
 ) -> tuple[Fhir, str, str, str]:
     sub_app.test_client().get("/fhir/.well-known/smart-configuration")
     practitioner = practitioner_user(sub_app)
-    mine, other = _patient(sub_fhir), _patient(sub_fhir)
+    mine, other = create_patient(sub_fhir.client, "Martin"), create_patient(sub_fhir.client, "Martin")
     create_care_team(sub_fhir.client, mine, f"Practitioner/{practitioner}")
     doctor = _as(sub_app, user_token(sub_app, "user/*.cruds"))
     sub_id = _subscribe(doctor, sub_fhir, pump, classic(receiver.url, payload="application/fhir+json"))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from coordination_api.subscriptions.topics import TOPIC_BASE
+from tests import factories
 from tests.conftest import Fhir
 from tests.subscriptions.conftest import Receiver
 
@@ -24,12 +25,8 @@ def classic(url: str, criteria: str = "Encounter?status=finished", **channel: An
 
 
 def encounter(status: str = "finished", patient: str = "p1") -> dict[str, Any]:
-    return {
-        "resourceType": "Encounter",
-        "status": status,
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
-        "subject": {"reference": f"Patient/{patient}"},
-    }
+    """An Encounter of ``Patient/<patient>`` (no id: POST it)."""
+    return factories.encounter(subject=f"Patient/{patient}", status=status)
 
 
 def active(fhir: Fhir, pump: Pump, receiver: Receiver, body: dict[str, Any]) -> str:
