@@ -111,7 +111,7 @@ def test_an_unknown_professional_is_refused_unless_first_logins_are_allowed(
     database_url: str, app: Flask, provider: Provider
 ) -> None:
     provider.knobs.clear()
-    closed = psc_app(database_url, provider)
+    closed = make_psc_app(database_url, provider)
     try:
         answer = psc_round_trip(closed.test_client())
         assert answer.status_code == 403
