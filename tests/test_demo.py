@@ -21,8 +21,8 @@ from coordination_api.config import DispatchSettings
 from coordination_api.coordination.dispatch import DISPATCH_STATUS
 from coordination_api.demo import DEMO_SYSTEM, PKCE_VERIFIER, accounts, coordinator_warnings, demo_resources
 from coordination_api.storage.schema import resource_history
-from tests.auth.test_security import _approve, _exchange, _login
 from tests.conftest import stored_invalid
+from tests.support.auth import approve, exchange_code, log_in
 
 BASE = "http://localhost"  # the test client's host: printed URLs can be used as they are
 ELDERLY = "https://coordination.cpts.fr/fhir/PlanDefinition/retour-domicile-personne-agee"
@@ -112,14 +112,14 @@ def _user_token(app: Flask, authorize_url: str, username: str, password: str, cl
     url = authorize_url.removeprefix(BASE)
     browser = app.test_client()
     assert browser.get(url).status_code == 303  # to the login page
-    login = _login(browser, username, password, next_url=url)
+    login = log_in(browser, username, password, next_url=url)
     assert login.status_code == 303, login.get_data(as_text=True)
-    done = _approve(browser, url)
+    done = approve(browser, url)
     assert done.status_code == 302, done.get_data(as_text=True)
     location = urlsplit(done.headers["Location"])
     redirect = f"{location.scheme}://{location.netloc}{location.path}"
     code = parse_qs(location.query)["code"][0]
-    response = _exchange(browser, client_id, code, PKCE_VERIFIER, redirect)
+    response = exchange_code(browser, client_id, code, PKCE_VERIFIER, redirect)
     assert response.status_code == 200, response.get_json()
     token: str = response.get_json()["access_token"]
     return token

@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from coordination_api.accounts import create_practitioner_user
-from tests.auth.test_security import PASSWORD, REDIRECT, _approve, _authorize_url, _login, _pkce
 from tests.conftest import _truncate
+from tests.support.auth import PASSWORD, REDIRECT, approve, authorize_url, log_in, pkce_pair
 
 NEW_PASSWORD = "another-long-password-456"
 
@@ -28,11 +28,11 @@ def _tokens(app: Flask, username: str, password: str = PASSWORD) -> dict[str, An
     client_id, secret = app.extensions["auth"].store.create_client(
         "practice", scope, "client_secret_basic", [REDIRECT], None, None
     )
-    verifier, challenge = _pkce()
+    verifier, challenge = pkce_pair()
     browser = app.test_client()
-    url = _authorize_url(client_id, challenge, scope)
-    assert _login(browser, username, password, next_url=url).status_code == 303
-    done = _approve(browser, url)
+    url = authorize_url(client_id, challenge, scope)
+    assert log_in(browser, username, password, next_url=url).status_code == 303
+    done = approve(browser, url)
     assert done.status_code == 302, done.get_data(as_text=True)
     code = parse_qs(urlsplit(done.headers["Location"]).query)["code"][0]
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
@@ -63,8 +63,8 @@ def _read(client: FlaskClient, token: str) -> int:
 
 
 def _logs_in(app: Flask, username: str, password: str) -> bool:
-    url = _authorize_url("x", None, "user/*.rs")
-    answer = _login(app.test_client(), username, password, next_url=url)
+    url = authorize_url("x", None, "user/*.rs")
+    answer = log_in(app.test_client(), username, password, next_url=url)
     return answer.status_code == 303 and answer.headers["Location"] == url
 
 

@@ -25,27 +25,25 @@ from auth.schema import login_failure
 from coordination_api.app import create_app
 from coordination_api.config import Settings
 from tests.auth.oidc_provider import Provider, running_provider
-from tests.auth.test_openid import _verified_claims
-from tests.auth.test_psc_login import _psc_app, _psc_round_trip
-from tests.auth.test_security import (
+from tests.conftest import _truncate, close_app, system_token
+from tests.factories import create_care_team, create_observation, create_patient
+from tests.support.auth import (
     ASSERTION_TYPE,
     PASSWORD,
     REDIRECT,
-    _authorize_url,
-    _bearer,
-    _care_team,
-    _claims,
-    _csrf,
-    _exchange,
-    _login,
-    _observation,
-    _patient,
-    _pkce,
-    _practitioner,
-    _public_client,
-    _sign,
+    assertion_claims,
+    authorize_url,
+    bearer,
+    csrf_token_of,
+    exchange_code,
+    log_in,
+    pkce_pair,
+    practitioner_user,
+    public_client,
+    sign_assertion,
+    verified_claims,
 )
-from tests.conftest import _truncate, close_app, system_token
+from tests.support.psc import make_psc_app, psc_round_trip
 
 WRONG = "wrong-password-xyz"
 
@@ -79,7 +77,7 @@ def _failures(app: Flask, username: str) -> dict[str, int]:
 def _browser(app: Flask, address: str = "127.0.0.1") -> tuple[FlaskClient, str]:
     browser = app.test_client()
     browser.environ_base["REMOTE_ADDR"] = address
-    return browser, _csrf(browser.get("/auth/login").get_data(as_text=True))
+    return browser, csrf_token_of(browser.get("/auth/login").get_data(as_text=True))
 
 
 def _post_login(browser: FlaskClient, csrf: str, username: str, password: str) -> Any:
@@ -91,15 +89,17 @@ def _post_login(browser: FlaskClient, csrf: str, username: str, password: str) -
 
 def _offline_tokens(app: Flask) -> tuple[FlaskClient, str, dict[str, Any]]:
     scope = "user/*.rs offline_access"
-    client_id = _public_client(app, scope)
-    verifier, challenge = _pkce()
+    client_id = public_client(app, scope)
+    verifier, challenge = pkce_pair()
     browser = app.test_client()
-    url = _authorize_url(client_id, challenge, scope)
-    _login(browser, "dr", PASSWORD, next_url=url)
+    url = authorize_url(client_id, challenge, scope)
+    log_in(browser, "dr", PASSWORD, next_url=url)
     page = browser.get(url)
-    done = browser.post(url, data={"csrf_token": _csrf(page.get_data(as_text=True)), "decision": "approve"})
+    done = browser.post(
+        url, data={"csrf_token": csrf_token_of(page.get_data(as_text=True)), "decision": "approve"}
+    )
     code = parse_qs(urlsplit(done.headers["Location"]).query)["code"][0]
-    issued = _exchange(browser, client_id, code, verifier)
+    issued = exchange_code(browser, client_id, code, verifier)
     assert issued.status_code == 200, issued.get_json()
     return browser, client_id, issued.get_json()
 
@@ -107,16 +107,16 @@ def _offline_tokens(app: Flask) -> tuple[FlaskClient, str, dict[str, Any]]:
 def test_refresh_token_shown_by_another_client_is_refused_and_stays_valid_for_its_owner(
     anonymous_client: FlaskClient, app: Flask
 ) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     browser, owner, tokens = _offline_tokens(app)
-    thief = _public_client(app, "user/*.rs offline_access")
+    thief = public_client(app, "user/*.rs offline_access")
     stolen = browser.post(
         "/auth/token",
         data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": thief},
     )
     assert stolen.status_code == 400 and stolen.get_json()["error"] == "invalid_grant"
     # Not burned: its owner still refreshes, and the owner's access token still works.
-    assert anonymous_client.get("/fhir/metadata", headers=_bearer(tokens["access_token"])).status_code == 200
+    assert anonymous_client.get("/fhir/metadata", headers=bearer(tokens["access_token"])).status_code == 200
     mine = browser.post(
         "/auth/token",
         data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": owner},
@@ -148,7 +148,7 @@ def test_refresh_token_shown_by_another_client_is_refused_and_stays_valid_for_it
 def test_unknown_user_and_wrong_password_get_the_same_answer_also_once_locked(
     anonymous_client: FlaskClient, app: Flask
 ) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     answers: dict[str, list[Any]] = {"dr": [], "nobody-here": []}
     durations: dict[str, list[float]] = {"dr": [], "nobody-here": []}
     for username in answers:
@@ -170,7 +170,7 @@ def test_unknown_user_and_wrong_password_get_the_same_answer_also_once_locked(
 
 
 def _csrf_in(body: str) -> str:
-    return _csrf(body) if 'name="csrf_token"' in body else ""
+    return csrf_token_of(body) if 'name="csrf_token"' in body else ""
 
 
 def _without_csrf(body: str) -> str:
@@ -182,7 +182,7 @@ def test_sixteen_parallel_wrong_passwords_count_sixteen(database_url: str, app: 
     own = _own_app(database_url, login_max_failures=16, login_account_max_failures=16)
     try:
         _truncate(own)
-        _practitioner(own)
+        practitioner_user(own)
         browsers = [_browser(own) for _ in range(16)]
         barrier = threading.Barrier(16)
 
@@ -205,7 +205,7 @@ def test_sixteen_parallel_wrong_passwords_count_sixteen(database_url: str, app: 
 def test_parallel_wrong_passwords_get_no_more_checks_than_the_lockout_allows(
     anonymous_client: FlaskClient, app: Flask
 ) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     browsers = [_browser(app, "10.4.0.1") for _ in range(16)]
     barrier = threading.Barrier(16)
 
@@ -243,7 +243,7 @@ def test_address_throttle_counts_before_the_password_check(database_url: str, ap
 def test_lockout_backs_off_per_address_and_does_not_lock_the_victim_out_elsewhere(
     anonymous_client: FlaskClient, app: Flask
 ) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     attacker, csrf = _browser(app, "10.3.0.66")
     statuses = [_post_login(attacker, csrf, "dr", WRONG).status_code for _ in range(5)]
     assert statuses == [401] * 5
@@ -302,7 +302,7 @@ def test_unknown_kid_does_not_refetch_the_clients_jwks_each_time(
     forger = RSAKey.generate_key(2048, private=True, parameters={"kid": "forged"})
 
     def token(signer: RSAKey) -> int:  # 200, or 400 invalid_client (RFC 6749 5.2, no Authorization)
-        assertion = _sign(_claims(client_id), signer)
+        assertion = sign_assertion(assertion_claims(client_id), signer)
         response = anonymous_client.post(
             "/auth/token",
             data={
@@ -334,7 +334,7 @@ def _assertion(client: FlaskClient, client_id: str, aud: str, base_url: str) -> 
             "grant_type": "client_credentials",
             "scope": "system/Patient.rs",
             "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": _sign(_claims(client_id, aud=aud)),
+            "client_assertion": sign_assertion(assertion_claims(client_id, aud=aud)),
         },
     )
 
@@ -342,12 +342,12 @@ def _assertion(client: FlaskClient, client_id: str, aud: str, base_url: str) -> 
 def test_assertion_audience_is_the_configured_base_never_the_host_header(
     database_url: str, app: Flask
 ) -> None:
-    from tests.auth.test_security import _RSA, _jwks_client
+    from tests.support.auth import RSA_KEY, jwks_client
 
     own = _own_app(database_url, public_base_url="https://cpts.example/fhir")
     try:
         _truncate(own)
-        client_id = _jwks_client(own, _RSA)
+        client_id = jwks_client(own, RSA_KEY)
         browser = own.test_client()
         by_host = _assertion(browser, client_id, "https://evil.example/auth/token", "https://evil.example")
         assert by_host.status_code == 400, by_host.get_json()
@@ -361,7 +361,7 @@ def test_assertion_audience_is_the_configured_base_never_the_host_header(
     finally:
         close_app(own)
     # Unconfigured (the default): the Host counts only when it is a loopback name.
-    client_id = _jwks_client(app, _RSA)
+    client_id = jwks_client(app, RSA_KEY)
     remote = _assertion(
         app.test_client(), client_id, "https://evil.example/auth/token", "https://evil.example"
     )
@@ -376,10 +376,10 @@ def _b64decode(part: str) -> bytes:
 
 def test_access_token_for_another_base_is_refused(database_url: str, client: FlaskClient, app: Flask) -> None:
     token = system_token(client)  # aud http://localhost/fhir
-    assert client.get("/fhir/Patient", headers=_bearer(token)).status_code == 200
+    assert client.get("/fhir/Patient", headers=bearer(token)).status_code == 200
     other = _own_app(database_url, public_base_url="https://other.example/fhir")
     try:
-        response = other.test_client().get("/fhir/Patient", headers=_bearer(token))
+        response = other.test_client().get("/fhir/Patient", headers=bearer(token))
         assert response.status_code == 401
         assert "aud" in response.headers["WWW-Authenticate"] or "aud" in response.get_data(as_text=True)
     finally:
@@ -418,13 +418,13 @@ def test_psc_login_below_eidas1_is_refused(
 ) -> None:
     provider.knobs.clear()
     provider.knobs["acr"] = acr
-    own = _psc_app(database_url, provider, auto_create=True)
+    own = make_psc_app(database_url, provider, auto_create=True)
     try:
-        answer = _psc_round_trip(own.test_client())
+        answer = psc_round_trip(own.test_client())
         assert answer.status_code == 403, answer.get_data(as_text=True)
         assert "acr" in answer.get_data(as_text=True)
         provider.knobs.clear()
-        assert _psc_round_trip(own.test_client()).status_code == 200
+        assert psc_round_trip(own.test_client()).status_code == 200
     finally:
         provider.knobs.clear()
         close_app(own)
@@ -435,7 +435,7 @@ def test_psc_login_below_eidas1_is_refused(
 
 def _logged_in(app: Flask) -> FlaskClient:
     browser = app.test_client()
-    assert _login(browser, "dr", PASSWORD).status_code == 200
+    assert log_in(browser, "dr", PASSWORD).status_code == 200
     return browser
 
 
@@ -446,46 +446,48 @@ def _age_login(browser: FlaskClient, seconds: int) -> None:
 
 
 def test_prompt_login_and_max_age_force_a_fresh_login(anonymous_client: FlaskClient, app: Flask) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     scope = "openid fhirUser user/*.rs"
-    client_id = _public_client(app, scope)
-    verifier, challenge = _pkce()
+    client_id = public_client(app, scope)
+    verifier, challenge = pkce_pair()
     browser = _logged_in(app)
     _age_login(browser, 30)
-    plain = _authorize_url(client_id, challenge, scope)
+    plain = authorize_url(client_id, challenge, scope)
     assert browser.get(plain).status_code == 200  # consent: the session is enough
     for url in (
-        _authorize_url(client_id, challenge, scope, prompt="login"),
-        _authorize_url(client_id, challenge, scope, max_age="10"),
+        authorize_url(client_id, challenge, scope, prompt="login"),
+        authorize_url(client_id, challenge, scope, max_age="10"),
     ):
         _age_login(browser, 30)
         forced = browser.get(url)
         assert forced.status_code == 303 and forced.headers["Location"].startswith("/auth/login?"), url
-        assert _login(browser, "dr", PASSWORD, next_url=url).headers["Location"] == url
+        assert log_in(browser, "dr", PASSWORD, next_url=url).headers["Location"] == url
         assert browser.get(url).status_code == 200  # the fresh login is accepted once
-    assert browser.get(_authorize_url(client_id, challenge, scope, max_age="3600")).status_code == 200
+    assert browser.get(authorize_url(client_id, challenge, scope, max_age="3600")).status_code == 200
     for bad in ("-1", "ten", "\u00b2"):  # a malformed max_age is the client's error, never a 500
-        answer = browser.get(_authorize_url(client_id, challenge, scope, max_age=bad))
+        answer = browser.get(authorize_url(client_id, challenge, scope, max_age=bad))
         assert answer.status_code == 302 and "error=invalid_request" in answer.headers["Location"]
     # The id_token says when the user logged in (OIDC Core 2: auth_time, required with max_age).
-    url = _authorize_url(client_id, challenge, scope, max_age="600")
+    url = authorize_url(client_id, challenge, scope, max_age="600")
     page = browser.get(url)
-    done = browser.post(url, data={"csrf_token": _csrf(page.get_data(as_text=True)), "decision": "approve"})
+    done = browser.post(
+        url, data={"csrf_token": csrf_token_of(page.get_data(as_text=True)), "decision": "approve"}
+    )
     code = parse_qs(urlsplit(done.headers["Location"]).query)["code"][0]
-    tokens = _exchange(browser, client_id, code, verifier).get_json()
-    claims = _verified_claims(browser, tokens["id_token"])
+    tokens = exchange_code(browser, client_id, code, verifier).get_json()
+    claims = verified_claims(browser, tokens["id_token"])
     assert abs(claims["auth_time"] - int(time.time())) < 60
 
 
 def test_prompt_none_without_a_session_answers_login_required(
     anonymous_client: FlaskClient, app: Flask
 ) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     scope = "openid user/*.rs"
-    client_id = _public_client(app, scope)
-    _verifier, challenge = _pkce()
+    client_id = public_client(app, scope)
+    _verifier, challenge = pkce_pair()
     for browser, expected in ((app.test_client(), "login_required"), (_logged_in(app), "consent_required")):
-        answer = browser.get(_authorize_url(client_id, challenge, scope, prompt="none"))
+        answer = browser.get(authorize_url(client_id, challenge, scope, prompt="none"))
         assert answer.status_code == 302
         query = parse_qs(urlsplit(answer.headers["Location"]).query)
         assert query["error"] == [expected] and query["state"] == ["st4te"]
@@ -494,11 +496,11 @@ def test_prompt_none_without_a_session_answers_login_required(
 def test_logout_ends_the_session_and_returns_only_to_registered_uris(
     anonymous_client: FlaskClient, app: Flask
 ) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     scope = "openid user/*.rs"
-    client_id = _public_client(app, scope)
-    _verifier, challenge = _pkce()
-    url = _authorize_url(client_id, challenge, scope)
+    client_id = public_client(app, scope)
+    _verifier, challenge = pkce_pair()
+    url = authorize_url(client_id, challenge, scope)
     for discovery in ("/fhir/.well-known/openid-configuration", "/fhir/.well-known/smart-configuration"):
         assert app.test_client().get(discovery).get_json()["end_session_endpoint"].endswith("/auth/logout")
     browser = _logged_in(app)
@@ -516,7 +518,9 @@ def test_logout_ends_the_session_and_returns_only_to_registered_uris(
     params = {"post_logout_redirect_uri": REDIRECT, "client_id": client_id, "state": "bye"}
     page = browser.get("/auth/logout", query_string=params)
     assert page.status_code == 200
-    done = browser.post("/auth/logout", data={**params, "csrf_token": _csrf(page.get_data(as_text=True))})
+    done = browser.post(
+        "/auth/logout", data={**params, "csrf_token": csrf_token_of(page.get_data(as_text=True))}
+    )
     assert done.status_code == 303 and done.headers["Location"] == f"{REDIRECT}?state=bye"
     after = browser.get(url)
     assert after.status_code == 303 and after.headers["Location"].startswith("/auth/login?")
@@ -529,39 +533,39 @@ def _token_for(app: Flask, scope: str, patient: str | None = None) -> tuple[dict
     client_id, _ = app.extensions["auth"].store.create_client(
         "app", "patient/*.rs user/*.rs launch/patient openid", "none", [REDIRECT], None, None
     )
-    verifier, challenge = _pkce()
+    verifier, challenge = pkce_pair()
     browser = app.test_client()
-    url = _authorize_url(client_id, challenge, scope)
-    _login(browser, "dr", PASSWORD, next_url=url)
+    url = authorize_url(client_id, challenge, scope)
+    log_in(browser, "dr", PASSWORD, next_url=url)
     page = browser.get(url)
     html = page.get_data(as_text=True)
-    form = {"csrf_token": _csrf(html), "decision": "approve"}
+    form = {"csrf_token": csrf_token_of(html), "decision": "approve"}
     if patient:
         form["patient"] = patient
     done = browser.post(url, data=form)
     code = parse_qs(urlsplit(done.headers["Location"]).query)["code"][0]
-    response = _exchange(browser, client_id, code, verifier)
+    response = exchange_code(browser, client_id, code, verifier)
     assert response.status_code == 200, response.get_json()
     body: dict[str, Any] = response.get_json()
     return body, html
 
 
 def test_patient_scopes_without_launch_patient_are_not_granted(client: FlaskClient, app: Flask) -> None:
-    practitioner = _practitioner(app)
-    mine, other = _patient(client, "Mine"), _patient(client, "Other")
-    _care_team(client, mine, f"Practitioner/{practitioner}")
-    _care_team(client, other, f"Practitioner/{practitioner}")
-    observation = _observation(client, other)
+    practitioner = practitioner_user(app)
+    mine, other = create_patient(client, "Mine"), create_patient(client, "Other")
+    create_care_team(client, mine, f"Practitioner/{practitioner}")
+    create_care_team(client, other, f"Practitioner/{practitioner}")
+    observation = create_observation(client, other)
     reader = app.test_client()
 
     tokens, consent = _token_for(app, "openid patient/*.rs")
     assert "patient/*.rs" in consent.split('id="not-granted"')[1]  # said on the consent page
     assert "patient/" not in tokens["scope"] and "patient" not in tokens
-    answer = reader.get(f"/fhir/Observation/{observation}", headers=_bearer(tokens["access_token"]))
+    answer = reader.get(f"/fhir/Observation/{observation}", headers=bearer(tokens["access_token"]))
     assert answer.status_code == 403
 
     # With launch/patient the scope is kept and tied to the chosen patient only.
     tokens, _ = _token_for(app, "launch/patient patient/*.rs", patient=mine)
     assert "patient/*.rs" in tokens["scope"] and tokens["patient"] == mine
-    answer = reader.get(f"/fhir/Observation/{observation}", headers=_bearer(tokens["access_token"]))
+    answer = reader.get(f"/fhir/Observation/{observation}", headers=bearer(tokens["access_token"]))
     assert answer.status_code in (403, 404)

@@ -9,24 +9,17 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.auth.test_security import (
-    _bearer,
-    _care_team,
-    _observation,
-    _patient,
-    _practitioner,
-    _session_key_ready,
-    _user_token,
-)
 from tests.conftest import close_app, system_token
+from tests.factories import create_care_team, create_observation, create_patient
+from tests.support.auth import bearer, practitioner_user, session_key_ready, user_token
 
-__all__ = ["_session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
+__all__ = ["session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
 
 AUDIT_SCOPE = "system/AuditEvent.rs"
 
 
 def _auditor(client: FlaskClient) -> dict[str, str]:
-    return _bearer(system_token(client, AUDIT_SCOPE))
+    return bearer(system_token(client, AUDIT_SCOPE))
 
 
 def _search(client: FlaskClient, query: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -54,8 +47,8 @@ def test_audit_trail_needs_a_token(anonymous_client: FlaskClient) -> None:
 
 
 def test_reads_are_found_by_patient_newest_first(client: FlaskClient) -> None:
-    patient_id = _patient(client, "Martin")
-    other = _patient(client, "Durand")
+    patient_id = create_patient(client, "Martin")
+    other = create_patient(client, "Durand")
     for _ in range(2):
         assert client.get(f"/fhir/Patient/{patient_id}").status_code == 200
     assert client.get(f"/fhir/Patient/{other}").status_code == 200
@@ -79,8 +72,8 @@ def test_reads_are_found_by_patient_newest_first(client: FlaskClient) -> None:
 
 
 def test_search_by_entity_outcome_and_client(client: FlaskClient) -> None:
-    patient_id = _patient(client, "Petit")
-    obs = _observation(client, patient_id)
+    patient_id = create_patient(client, "Petit")
+    obs = create_observation(client, patient_id)
     assert client.get(f"/fhir/Observation/{obs}").status_code == 200
     assert client.get("/fhir/Observation/does-not-exist").status_code == 404
     auditor = _auditor(client)
@@ -97,7 +90,7 @@ def test_search_by_entity_outcome_and_client(client: FlaskClient) -> None:
 
 
 def test_date_prefixes(client: FlaskClient) -> None:
-    _patient(client, "Dates")
+    create_patient(client, "Dates")
     auditor = _auditor(client)
     assert _events(_search(client, "?date=ge2020-01-01&subtype=create", auditor))
     assert _events(_search(client, "?date=lt2020-01-01", auditor)) == []
@@ -108,7 +101,7 @@ def test_date_prefixes(client: FlaskClient) -> None:
 
 
 def test_paging_follows_next_links_without_repeats(client: FlaskClient) -> None:
-    patient_id = _patient(client, "Pages")
+    patient_id = create_patient(client, "Pages")
     for _ in range(5):
         client.get(f"/fhir/Patient/{patient_id}")
     auditor = _auditor(client)
@@ -128,7 +121,7 @@ def test_paging_follows_next_links_without_repeats(client: FlaskClient) -> None:
 
 
 def test_read_by_id_and_vread(client: FlaskClient) -> None:
-    _patient(client, "Byid")
+    create_patient(client, "Byid")
     auditor = _auditor(client)
     event = _events(_search(client, "?subtype=create", auditor))[0]
     response = client.get(f"/fhir/AuditEvent/{event['id']}", headers=auditor)
@@ -141,7 +134,7 @@ def test_read_by_id_and_vread(client: FlaskClient) -> None:
 
 
 def test_audit_trail_cannot_be_written(client: FlaskClient) -> None:
-    auditor = _bearer(system_token(client, "system/AuditEvent.cruds"))
+    auditor = bearer(system_token(client, "system/AuditEvent.cruds"))
     body = {"resourceType": "AuditEvent"}
     created = client.post(
         "/fhir/AuditEvent", json=body, headers={**auditor, "Content-Type": "application/fhir+json"}
@@ -181,22 +174,22 @@ def test_bad_input_is_4xx_operation_outcome(client: FlaskClient) -> None:
 
 
 def test_practitioner_sees_only_own_accesses(client: FlaskClient, app: Flask) -> None:
-    practitioner_id = _practitioner(app)
-    colleague = _practitioner(app, "colleague", "10101010102")
-    patient_id = _patient(client, "Shared")
-    _care_team(client, patient_id, f"Practitioner/{practitioner_id}")
-    _care_team(client, patient_id, f"Practitioner/{colleague}")
-    mine = _user_token(app, "user/Patient.rs user/AuditEvent.rs")
-    theirs = _user_token(app, "user/Patient.rs", "colleague")
-    assert client.get(f"/fhir/Patient/{patient_id}", headers=_bearer(mine)).status_code == 200
-    assert client.get(f"/fhir/Patient/{patient_id}", headers=_bearer(theirs)).status_code == 200
-    events = _events(_search(client, "?subtype=read", _bearer(mine)))
+    practitioner_id = practitioner_user(app)
+    colleague = practitioner_user(app, "colleague", "10101010102")
+    patient_id = create_patient(client, "Shared")
+    create_care_team(client, patient_id, f"Practitioner/{practitioner_id}")
+    create_care_team(client, patient_id, f"Practitioner/{colleague}")
+    mine = user_token(app, "user/Patient.rs user/AuditEvent.rs")
+    theirs = user_token(app, "user/Patient.rs", "colleague")
+    assert client.get(f"/fhir/Patient/{patient_id}", headers=bearer(mine)).status_code == 200
+    assert client.get(f"/fhir/Patient/{patient_id}", headers=bearer(theirs)).status_code == 200
+    events = _events(_search(client, "?subtype=read", bearer(mine)))
     assert len(events) == 1
     assert any(a["who"].get("reference") == f"Practitioner/{practitioner_id}" for a in events[0]["agent"])
     everything = _events(_search(client, "?subtype=read", _auditor(client)))
     assert len(everything) == 2
     other_event = next(e for e in everything if e["id"] != events[0]["id"])
-    assert client.get(f"/fhir/AuditEvent/{other_event['id']}", headers=_bearer(mine)).status_code == 403
+    assert client.get(f"/fhir/AuditEvent/{other_event['id']}", headers=bearer(mine)).status_code == 403
 
 
 def test_reading_the_audit_trail_is_itself_audited(client: FlaskClient) -> None:
@@ -233,7 +226,7 @@ def test_async_read_audit_is_committed_by_the_writer_thread(database_url: str) -
     app = create_app(Settings(database_url=database_url, audit_reads="async"))
     client = app.test_client()
     client.get("/fhir/.well-known/smart-configuration")
-    auditor = _bearer(system_token(client, "system/Patient.cruds system/AuditEvent.rs"))
+    auditor = bearer(system_token(client, "system/Patient.cruds system/AuditEvent.rs"))
     created = client.post(
         "/fhir/Patient",
         json={"resourceType": "Patient", "name": [{"family": "Async"}]},
@@ -296,7 +289,7 @@ def _query_of(event: dict[str, Any]) -> str | None:
 
 
 def test_post_search_criteria_are_audited_like_get(client: FlaskClient) -> None:
-    patient_id = _patient(client, "Martin")
+    patient_id = create_patient(client, "Martin")
     response = client.post(
         "/fhir/Observation/_search",
         data={"subject": f"Patient/{patient_id}", "code": "8867-4"},
@@ -309,8 +302,8 @@ def test_post_search_criteria_are_audited_like_get(client: FlaskClient) -> None:
 
 
 def test_a_count_only_search_is_audited_with_its_patients(client: FlaskClient) -> None:
-    patient_id = _patient(client, "Martin")
-    _observation(client, patient_id)
+    patient_id = create_patient(client, "Martin")
+    create_observation(client, patient_id)
     response = client.get(f"/fhir/Observation?subject={patient_id}&_summary=count")
     assert response.status_code == 200 and response.get_json()["total"] == 1
     events = _events(_search(client, f"?patient={patient_id}&subtype=search-type", _auditor(client)))
@@ -318,7 +311,7 @@ def test_a_count_only_search_is_audited_with_its_patients(client: FlaskClient) -
 
 
 def test_reads_of_a_batch_with_a_write_are_audited(client: FlaskClient) -> None:
-    patient_id = _patient(client, "Martin")
+    patient_id = create_patient(client, "Martin")
     batch = {
         "resourceType": "Bundle",
         "type": "batch",

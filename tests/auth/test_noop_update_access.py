@@ -6,19 +6,10 @@ from __future__ import annotations
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.auth.test_security import (
-    _audit_rows,
-    _bearer,
-    _care_team,
-    _create,
-    _observation,
-    _patient,
-    _practitioner,
-    _session_key_ready,
-    _user_token,
-)
+from tests.factories import create_care_team, create_observation, create_patient, create_via
+from tests.support.auth import audit_rows, bearer, practitioner_user, session_key_ready, user_token
 
-__all__ = ["_session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
+__all__ = ["session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -31,33 +22,33 @@ def _current(client: FlaskClient, reference: str) -> dict[str, object]:
 
 
 def test_no_op_update_outside_the_care_team_is_403(client: FlaskClient, app: Flask) -> None:
-    _practitioner(app)
-    observation = f"Observation/{_observation(client, _patient(client, 'Outside'))}"
+    practitioner_user(app)
+    observation = f"Observation/{create_observation(client, create_patient(client, 'Outside'))}"
     body = _current(client, observation)
-    token = _user_token(app)
-    response = client.put(f"/fhir/{observation}", json=body, headers=_bearer(token, **FHIR_JSON))
+    token = user_token(app)
+    response = client.put(f"/fhir/{observation}", json=body, headers=bearer(token, **FHIR_JSON))
     assert response.status_code == 403
 
 
 def test_no_op_update_of_directory_data_by_a_practitioner_is_403(client: FlaskClient, app: Flask) -> None:
-    _practitioner(app)
-    organization = f"Organization/{_create(client, {'resourceType': 'Organization', 'name': 'CPTS'})}"
+    practitioner_user(app)
+    organization = f"Organization/{create_via(client, {'resourceType': 'Organization', 'name': 'CPTS'})}"
     body = _current(client, organization)
-    token = _user_token(app)
-    response = client.put(f"/fhir/{organization}", json=body, headers=_bearer(token, **FHIR_JSON))
+    token = user_token(app)
+    response = client.put(f"/fhir/{organization}", json=body, headers=bearer(token, **FHIR_JSON))
     assert response.status_code == 403  # the rule on the written version still judges it
 
 
 def test_allowed_no_op_update_is_audited(client: FlaskClient, app: Flask) -> None:
-    practitioner_id = _practitioner(app)
-    patient_id = _patient(client, "Inside")
-    _care_team(client, patient_id, f"Practitioner/{practitioner_id}")
-    observation = f"Observation/{_observation(client, patient_id)}"
+    practitioner_id = practitioner_user(app)
+    patient_id = create_patient(client, "Inside")
+    create_care_team(client, patient_id, f"Practitioner/{practitioner_id}")
+    observation = f"Observation/{create_observation(client, patient_id)}"
     body = _current(client, observation)
-    token = _user_token(app)
-    before = len(_audit_rows(app))
-    response = client.put(f"/fhir/{observation}", json=body, headers=_bearer(token, **FHIR_JSON))
+    token = user_token(app)
+    before = len(audit_rows(app))
+    response = client.put(f"/fhir/{observation}", json=body, headers=bearer(token, **FHIR_JSON))
     assert response.status_code == 200 and response.headers["ETag"] == 'W/"1"'
-    rows = _audit_rows(app)[before:]
+    rows = audit_rows(app)[before:]
     updates = [r for r in rows if r.subtype == "update"]
     assert len(updates) == 1 and updates[0].entity.endswith(observation)

@@ -7,50 +7,44 @@ from urllib.parse import parse_qs, urlsplit
 
 from flask import Flask
 from flask.testing import FlaskClient
-from joserfc import jwt
-from joserfc.jwk import KeySet
 
-from tests.auth.test_security import (
+from tests.support.auth import (
     FHIR_AUD,
     PASSWORD,
-    _approve,
-    _authorize_url,
-    _exchange,
-    _login,
-    _pkce,
-    _practitioner,
-    _public_client,
+    approve,
+    authorize_url,
+    exchange_code,
+    log_in,
+    pkce_pair,
+    practitioner_user,
+    public_client,
+    verified_claims,
 )
 
 
 def _token_response(app: Flask, scope: str, **extra: str) -> tuple[str, dict[str, Any]]:
     """Log in, approve, exchange the code: (client_id, token response)."""
-    client_id = _public_client(app, scope)
-    verifier, challenge = _pkce()
+    client_id = public_client(app, scope)
+    verifier, challenge = pkce_pair()
     browser = app.test_client()
-    url = _authorize_url(client_id, challenge, scope, **extra)
+    url = authorize_url(client_id, challenge, scope, **extra)
     browser.get(url)
-    _login(browser, "dr", PASSWORD, next_url=url)
-    done = _approve(browser, url)
+    log_in(browser, "dr", PASSWORD, next_url=url)
+    done = approve(browser, url)
     assert done.status_code == 302, done.get_data(as_text=True)
     code = parse_qs(urlsplit(done.headers["Location"]).query)["code"][0]
-    response = _exchange(browser, client_id, code, verifier)
+    response = exchange_code(browser, client_id, code, verifier)
     assert response.status_code == 200, response.get_json()
     body: dict[str, Any] = response.get_json()
     return client_id, body
 
 
-def _verified_claims(client: FlaskClient, id_token: str) -> dict[str, Any]:
-    keys = KeySet.import_key_set(client.get("/auth/jwks").get_json())
-    return dict(jwt.decode(id_token, keys).claims)
-
-
 def test_openid_fhiruser_gives_a_signed_id_token_naming_the_practitioner(
     app: Flask, anonymous_client: FlaskClient
 ) -> None:
-    practitioner = _practitioner(app)
+    practitioner = practitioner_user(app)
     client_id, body = _token_response(app, "openid fhirUser user/*.rs", nonce="n-0S6_WzA2Mj")
-    claims = _verified_claims(anonymous_client, body["id_token"])
+    claims = verified_claims(anonymous_client, body["id_token"])
     assert claims["iss"] == FHIR_AUD
     assert claims["aud"] in (client_id, [client_id])
     assert claims["sub"] == "dr"
@@ -61,15 +55,15 @@ def test_openid_fhiruser_gives_a_signed_id_token_naming_the_practitioner(
 
 
 def test_no_id_token_without_openid(app: Flask, anonymous_client: FlaskClient) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     _client_id, body = _token_response(app, "user/*.rs")
     assert "id_token" not in body
 
 
 def test_openid_without_fhiruser_has_no_fhiruser_claim(app: Flask, anonymous_client: FlaskClient) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     _client_id, body = _token_response(app, "openid user/*.rs")
-    claims = _verified_claims(anonymous_client, body["id_token"])
+    claims = verified_claims(anonymous_client, body["id_token"])
     assert claims["sub"] == "dr" and "fhirUser" not in claims
 
 

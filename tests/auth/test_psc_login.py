@@ -11,14 +11,20 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from flask import Flask
-from flask.testing import FlaskClient
 
 from coordination_api.app import create_app
 from coordination_api.config import PscSettings, Settings
-from tests.auth.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
-from tests.auth.test_openid import _verified_claims
-from tests.auth.test_security import _approve, _authorize_url, _exchange, _pkce, _public_client
-from tests.conftest import _truncate, close_app
+from tests.auth.oidc_provider import Provider, running_provider
+from tests.conftest import close_app
+from tests.support.auth import (
+    approve,
+    authorize_url,
+    exchange_code,
+    pkce_pair,
+    public_client,
+    verified_claims,
+)
+from tests.support.psc import make_psc_app, psc_round_trip
 
 
 @pytest.fixture(scope="module")
@@ -27,59 +33,31 @@ def provider() -> Iterator[Provider]:
         yield running
 
 
-def _psc_app(database_url: str, provider: Provider, **settings: Any) -> Flask:
-    psc = PscSettings(
-        discovery_url=provider.discovery_url,
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        connect_timeout=1.0,
-        read_timeout=2.0,
-        **settings,
-    )
-    app = create_app(Settings(database_url=database_url, audit_reads="sync", psc=psc))
-    app.config["TESTING"] = True
-    _truncate(app)
-    return app
-
-
 @pytest.fixture
 def psc_app(database_url: str, app: Flask, provider: Provider) -> Iterator[Flask]:
     provider.knobs.clear()
-    made = _psc_app(database_url, provider, auto_create=True)
+    made = make_psc_app(database_url, provider, auto_create=True)
     yield made
     close_app(made)
-
-
-def _psc_round_trip(browser: FlaskClient, next_url: str = "") -> Any:
-    """Our login page → /auth/psc/login → the provider → /auth/psc/callback; the callback's answer."""
-    page = browser.get("/auth/login", query_string={"next": next_url} if next_url else None)
-    assert "Pro Santé Connect" in page.get_data(as_text=True)
-    start = browser.get("/auth/psc/login", query_string={"next": next_url} if next_url else None)
-    assert start.status_code == 302, start.get_data(as_text=True)
-    to_provider = start.headers["Location"]
-    back = requests.get(to_provider, allow_redirects=False, timeout=5)
-    assert back.status_code == 302
-    callback = urlsplit(back.headers["Location"])
-    return browser.get(f"{callback.path}?{callback.query}")
 
 
 def test_a_professional_logs_in_with_psc_and_the_app_gets_a_token_for_them(
     psc_app: Flask, provider: Provider
 ) -> None:
     scope = "openid fhirUser user/*.rs"
-    client_id = _public_client(psc_app, scope)
-    verifier, challenge = _pkce()
-    url = _authorize_url(client_id, challenge, scope)
+    client_id = public_client(psc_app, scope)
+    verifier, challenge = pkce_pair()
+    url = authorize_url(client_id, challenge, scope)
     browser = psc_app.test_client()
     assert browser.get(url).status_code in (302, 303)  # to the login page
-    answer = _psc_round_trip(browser, url)
+    answer = psc_round_trip(browser, url)
     asked = provider.authorize_requests[-1]
     assert asked["acr_values"] == "eidas1" and asked["scope"] == "openid scope_all"
     assert answer.status_code == 303 and answer.headers["Location"] == url
-    done = _approve(browser, url)
+    done = approve(browser, url)
     code = parse_qs(urlsplit(done.headers["Location"]).query)["code"][0]
-    token = _exchange(browser, client_id, code, verifier).get_json()
-    claims = _verified_claims(browser, token["id_token"])
+    token = exchange_code(browser, client_id, code, verifier).get_json()
+    claims = verified_claims(browser, token["id_token"])
     practitioner = browser.get(
         f"/fhir/{claims['fhirUser'].split('/fhir/')[-1]}",
         headers={"Authorization": f"Bearer {token['access_token']}"},
@@ -89,7 +67,7 @@ def test_a_professional_logs_in_with_psc_and_the_app_gets_a_token_for_them(
         {k: i[k] for k in ("system", "value")} for i in practitioner["identifier"]
     ]
     # Logging in again finds the same professional: no second Practitioner.
-    again = _psc_round_trip(psc_app.test_client())
+    again = psc_round_trip(psc_app.test_client())
     assert again.status_code == 200 and "psc-10101010101" in again.get_data(as_text=True)
 
 
@@ -109,7 +87,7 @@ def test_what_the_provider_gets_wrong_is_refused(
     psc_app: Flask, provider: Provider, knob: str, value: Any, expected: str | None
 ) -> None:
     provider.knobs[knob] = value
-    answer = _psc_round_trip(psc_app.test_client())
+    answer = psc_round_trip(psc_app.test_client())
     text = answer.get_data(as_text=True)
     if expected is None:
         assert answer.status_code == 200, text
@@ -133,9 +111,9 @@ def test_an_unknown_professional_is_refused_unless_first_logins_are_allowed(
     database_url: str, app: Flask, provider: Provider
 ) -> None:
     provider.knobs.clear()
-    closed = _psc_app(database_url, provider)
+    closed = make_psc_app(database_url, provider)
     try:
-        answer = _psc_round_trip(closed.test_client())
+        answer = psc_round_trip(closed.test_client())
         assert answer.status_code == 403
         assert "pas enregistré" in answer.get_data(as_text=True)
     finally:

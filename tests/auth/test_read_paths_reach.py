@@ -12,72 +12,38 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.auth.test_security import (
-    _bearer,
-    _care_team,
-    _create,
-    _observation,
-    _patient,
-    _practitioner,
-    _session_key_ready,
-    _user_token,
-)
+from tests.factories import create_observation, create_patient, create_via
+from tests.support.access import ReachWorld
+from tests.support.auth import bearer, practitioner_user, session_key_ready, user_token
 
-__all__ = ["_session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
-
-
-class World:
-    def __init__(self, app: Flask, client: FlaskClient) -> None:
-        self.app = app
-        self.client = client
-        self.alice = _practitioner(app, "alice", "10000000001")
-        self.p = _patient(client, "Martin")
-        self.q = _patient(client, "Secret")
-        self.p_obs = _observation(client, self.p)
-        self.q_obs = _observation(client, self.q)
-        _care_team(client, self.p, f"Practitioner/{self.alice}")
-        self.token = _user_token(app, "user/*.cruds", "alice")
-
-    def get(self, url: str, **headers: str) -> Any:
-        return self.client.get(url, headers=_bearer(self.token, **headers))
-
-    def send(self, method: str, url: str, body: Any, **headers: str) -> Any:
-        return self.client.open(
-            url,
-            method=method,
-            json=body,
-            headers={**_bearer(self.token, **headers), "Content-Type": "application/fhir+json"},
-        )
-
-    def ids(self, url: str) -> set[str]:
-        response = self.get(url)
-        assert response.status_code == 200, response.get_json()
-        return {e["resource"]["id"] for e in response.get_json().get("entry", [])}
+__all__ = ["session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
 
 
 @pytest.fixture
-def world(app: Flask, client: FlaskClient) -> World:
-    return World(app, client)
+def world(app: Flask, client: FlaskClient) -> ReachWorld:
+    return ReachWorld(app, client)
 
 
 # -- finding 5: references to our own base are local --------------------------------------------------
 
 
-def test_an_absolute_reference_to_our_base_is_stored_relative(world: World, client: FlaskClient) -> None:
+def test_an_absolute_reference_to_our_base_is_stored_relative(world: ReachWorld, client: FlaskClient) -> None:
     body = {
         "resourceType": "Observation",
         "status": "final",
         "code": {"text": "poids"},
         "subject": {"reference": f"http://localhost/fhir/Patient/{world.q}"},
     }
-    obs = _create(client, body)
+    obs = create_via(client, body)
     stored = client.get(f"/fhir/Observation/{obs}").get_json()
     assert stored["subject"]["reference"] == f"Patient/{world.q}"
     assert world.get(f"/fhir/Observation/{obs}").status_code == 403
     assert obs not in world.ids("/fhir/Observation")
 
 
-def test_alice_cannot_write_into_an_unreachable_record_through_an_absolute_reference(world: World) -> None:
+def test_alice_cannot_write_into_an_unreachable_record_through_an_absolute_reference(
+    world: ReachWorld,
+) -> None:
     body = {
         "resourceType": "Observation",
         "status": "final",
@@ -87,14 +53,16 @@ def test_alice_cannot_write_into_an_unreachable_record_through_an_absolute_refer
     assert world.send("POST", "/fhir/Observation", body).status_code == 403
 
 
-def test_a_patient_named_by_identifier_only_is_for_system_clients(world: World, client: FlaskClient) -> None:
+def test_a_patient_named_by_identifier_only_is_for_system_clients(
+    world: ReachWorld, client: FlaskClient
+) -> None:
     body = {
         "resourceType": "Observation",
         "status": "final",
         "code": {"text": "poids"},
         "subject": {"type": "Patient", "identifier": {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "1"}},
     }
-    obs = _create(client, body)
+    obs = create_via(client, body)
     assert world.get(f"/fhir/Observation/{obs}").status_code == 403
     assert obs not in world.ids("/fhir/Observation")
 
@@ -103,7 +71,7 @@ def test_a_patient_named_by_identifier_only_is_for_system_clients(world: World, 
 
 
 def _letter(client: FlaskClient, patient: str) -> tuple[str, str]:
-    doc = _create(
+    doc = create_via(
         client,
         {
             "resourceType": "DocumentReference",
@@ -112,7 +80,7 @@ def _letter(client: FlaskClient, patient: str) -> tuple[str, str]:
             "content": [{"attachment": {"contentType": "text/plain"}}],
         },
     )
-    binary = _create(
+    binary = create_via(
         client,
         {
             "resourceType": "Binary",
@@ -124,7 +92,7 @@ def _letter(client: FlaskClient, patient: str) -> tuple[str, str]:
     return doc, binary
 
 
-def test_a_binary_is_read_as_its_document_is(world: World, client: FlaskClient) -> None:
+def test_a_binary_is_read_as_its_document_is(world: ReachWorld, client: FlaskClient) -> None:
     _doc, mine = _letter(client, world.p)
     _doc, theirs = _letter(client, world.q)
     assert world.get(f"/fhir/Binary/{mine}").status_code == 200
@@ -132,8 +100,8 @@ def test_a_binary_is_read_as_its_document_is(world: World, client: FlaskClient) 
     assert world.ids("/fhir/Binary") == {mine}
 
 
-def test_a_binary_without_context_is_for_system_clients_only(world: World, client: FlaskClient) -> None:
-    orphan = _create(
+def test_a_binary_without_context_is_for_system_clients_only(world: ReachWorld, client: FlaskClient) -> None:
+    orphan = create_via(
         client,
         {"resourceType": "Binary", "contentType": "text/plain", "data": base64.b64encode(b"x").decode()},
     )
@@ -141,7 +109,7 @@ def test_a_binary_without_context_is_for_system_clients_only(world: World, clien
     assert world.get(f"/fhir/Binary/{orphan}").status_code == 403
 
 
-def test_a_binary_follows_its_document_when_it_moves(world: World, client: FlaskClient) -> None:
+def test_a_binary_follows_its_document_when_it_moves(world: ReachWorld, client: FlaskClient) -> None:
     doc, binary = _letter(client, world.q)
     assert world.get(f"/fhir/Binary/{binary}").status_code == 403
     moved = client.get(f"/fhir/DocumentReference/{doc}").get_json()
@@ -150,8 +118,8 @@ def test_a_binary_follows_its_document_when_it_moves(world: World, client: Flask
     assert world.get(f"/fhir/Binary/{binary}").status_code == 200
 
 
-def test_a_binary_created_before_its_document_follows_it(world: World, client: FlaskClient) -> None:
-    binary = _create(
+def test_a_binary_created_before_its_document_follows_it(world: ReachWorld, client: FlaskClient) -> None:
+    binary = create_via(
         client,
         {
             "resourceType": "Binary",
@@ -175,14 +143,14 @@ def test_a_binary_created_before_its_document_follows_it(world: World, client: F
 # -- finding 7: chains and _has hops -------------------------------------------------------------------
 
 
-def test_has_does_not_reveal_an_unreachable_patients_data(world: World) -> None:
+def test_has_does_not_reveal_an_unreachable_patients_data(world: ReachWorld) -> None:
     found = world.ids("/fhir/Patient?_has:Observation:subject:code=8867-4")
     assert found == {world.p}
 
 
-def test_a_chain_does_not_reveal_an_unreachable_patients_data(world: World, client: FlaskClient) -> None:
-    org = _create(client, {"resourceType": "Organization", "name": "Clinique"})
-    _create(
+def test_a_chain_does_not_reveal_an_unreachable_patients_data(world: ReachWorld, client: FlaskClient) -> None:
+    org = create_via(client, {"resourceType": "Organization", "name": "Clinique"})
+    create_via(
         client,
         {
             "resourceType": "Encounter",
@@ -200,8 +168,8 @@ def test_has_needs_a_scope_on_the_hop(anonymous_client: FlaskClient, app: Flask)
     from tests.conftest import authed
 
     system = authed(app.test_client())
-    p = _patient(system, "Martin")
-    _observation(system, p)
+    p = create_patient(system, "Martin")
+    create_observation(system, p)
     narrow = authed(app.test_client(), "system/Patient.rs")
     response = narrow.get("/fhir/Patient?_has:Observation:subject:code=8867-4")
     assert response.status_code == 403, response.get_json()
@@ -212,7 +180,7 @@ def test_has_needs_a_scope_on_the_hop(anonymous_client: FlaskClient, app: Flask)
 # -- versions are judged by their own compartments --------------------------------------------------
 
 
-def test_an_old_version_is_judged_by_its_own_patient(world: World, client: FlaskClient) -> None:
+def test_an_old_version_is_judged_by_its_own_patient(world: ReachWorld, client: FlaskClient) -> None:
     moved = client.get(f"/fhir/Observation/{world.q_obs}").get_json()
     moved["subject"] = {"reference": f"Patient/{world.p}"}
     assert client.put(f"/fhir/Observation/{world.q_obs}", json=moved).status_code == 200
@@ -248,7 +216,9 @@ def _deny(actor: dict[str, Any], patient: str) -> dict[str, Any]:
     }
 
 
-def test_a_consent_actor_given_by_rpps_is_resolved_and_enforced(world: World, client: FlaskClient) -> None:
+def test_a_consent_actor_given_by_rpps_is_resolved_and_enforced(
+    world: ReachWorld, client: FlaskClient
+) -> None:
     from fhir_profiles.french_identifiers import RPPS
 
     assert world.get(f"/fhir/Observation/{world.p_obs}").status_code == 200
@@ -262,7 +232,7 @@ def test_a_consent_actor_given_by_rpps_is_resolved_and_enforced(world: World, cl
     assert world.get(f"/fhir/Observation/{world.p_obs}").status_code == 403
 
 
-def test_a_consent_actor_nobody_carries_is_refused(world: World, client: FlaskClient) -> None:
+def test_a_consent_actor_nobody_carries_is_refused(world: ReachWorld, client: FlaskClient) -> None:
     actor = {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "99999999999"}}
     response = client.post("/fhir/Consent", json=_deny(actor, world.p))
     assert response.status_code == 422, response.get_json()
@@ -272,7 +242,7 @@ def test_a_consent_actor_nobody_carries_is_refused(world: World, client: FlaskCl
 # -- conditional operations answer alike whether hidden data matches -----------------------------------
 
 
-def test_conditional_create_is_no_existence_oracle(world: World, client: FlaskClient) -> None:
+def test_conditional_create_is_no_existence_oracle(world: ReachWorld, client: FlaskClient) -> None:
     hidden = {
         "resourceType": "Observation",
         "status": "final",
@@ -280,7 +250,7 @@ def test_conditional_create_is_no_existence_oracle(world: World, client: FlaskCl
         "code": {"text": "poids"},
         "subject": {"reference": f"Patient/{world.q}"},
     }
-    _create(client, hidden)
+    create_via(client, hidden)
     mine = {**hidden, "subject": {"reference": f"Patient/{world.p}"}}
     first = world.send("POST", "/fhir/Observation", mine, If_None_Exist="identifier=urn:test|hidden-1")
     unused = {**mine, "identifier": [{"system": "urn:test", "value": "never-used"}]}
@@ -297,8 +267,10 @@ def test_conditional_create_is_no_existence_oracle(world: World, client: FlaskCl
 # -- practitioners' identities ------------------------------------------------------------------------
 
 
-def test_a_practitioner_cannot_change_a_colleagues_identifiers(world: World, client: FlaskClient) -> None:
-    bob = _practitioner(world.app, "bob", "10000000002")
+def test_a_practitioner_cannot_change_a_colleagues_identifiers(
+    world: ReachWorld, client: FlaskClient
+) -> None:
+    bob = practitioner_user(world.app, "bob", "10000000002")
     body = client.get(f"/fhir/Practitioner/{bob}").get_json()
     body["identifier"] = [*body.get("identifier", []), {"system": "urn:test:badge", "value": "x"}]
     response = world.send("PUT", f"/fhir/Practitioner/{bob}", body)
@@ -308,8 +280,10 @@ def test_a_practitioner_cannot_change_a_colleagues_identifiers(world: World, cli
 # -- second review of issue 16 ------------------------------------------------------------------------
 
 
-def test_whoever_writes_a_binarys_context_first_does_not_claim_it(world: World, client: FlaskClient) -> None:
-    binary = _create(
+def test_whoever_writes_a_binarys_context_first_does_not_claim_it(
+    world: ReachWorld, client: FlaskClient
+) -> None:
+    binary = create_via(
         client,
         {
             "resourceType": "Binary",
@@ -341,7 +315,7 @@ def test_whoever_writes_a_binarys_context_first_does_not_claim_it(world: World, 
     ],
 )
 def test_a_consent_actor_is_enforced_or_refused_never_ignored(
-    world: World, client: FlaskClient, form: str
+    world: ReachWorld, client: FlaskClient, form: str
 ) -> None:
     actor = {"reference": form.format(id=world.alice)}
     response = client.post("/fhir/Consent", json=_deny(actor, world.p))
@@ -350,7 +324,7 @@ def test_a_consent_actor_is_enforced_or_refused_never_ignored(
         assert world.get(f"/fhir/Observation/{world.p_obs}").status_code == 403
 
 
-def test_a_practitioner_does_not_write_directory_data(world: World) -> None:
+def test_a_practitioner_does_not_write_directory_data(world: ReachWorld) -> None:
     for body in (
         {"resourceType": "Location", "status": "active", "name": "Bordeaux"},
         {"resourceType": "HealthcareService", "active": True},
@@ -361,7 +335,7 @@ def test_a_practitioner_does_not_write_directory_data(world: World) -> None:
         assert "directory data" in response.get_json()["issue"][0]["diagnostics"]
 
 
-def test_one_practitioner_per_rpps(world: World) -> None:
+def test_one_practitioner_per_rpps(world: ReachWorld) -> None:
     from fhir_profiles.french_identifiers import RPPS
 
     twin = {"resourceType": "Practitioner", "identifier": [{"system": RPPS, "value": "10000000001"}]}
@@ -369,23 +343,27 @@ def test_one_practitioner_per_rpps(world: World) -> None:
     assert response.status_code == 409, response.get_json()
 
 
-def test_her_audit_trail_does_not_name_a_patient_she_was_refused(world: World, client: FlaskClient) -> None:
+def test_her_audit_trail_does_not_name_a_patient_she_was_refused(
+    world: ReachWorld, client: FlaskClient
+) -> None:
     assert world.get(f"/fhir/Observation/{world.q_obs}").status_code == 403
-    token = _user_token(world.app, "user/*.cruds user/AuditEvent.rs", "alice")
-    trail = client.get(f"/fhir/AuditEvent?entity=Observation/{world.q_obs}", headers=_bearer(token))
+    token = user_token(world.app, "user/*.cruds user/AuditEvent.rs", "alice")
+    trail = client.get(f"/fhir/AuditEvent?entity=Observation/{world.q_obs}", headers=bearer(token))
     assert trail.status_code == 200, trail.get_json()
     assert trail.get_json().get("entry"), "her refused read is in her trail"
     assert world.q not in str(trail.get_json())
-    guess = client.get(f"/fhir/AuditEvent?patient={world.q}", headers=_bearer(token))
+    guess = client.get(f"/fhir/AuditEvent?patient={world.q}", headers=bearer(token))
     assert guess.get_json().get("entry") is None
 
 
-def test_a_stored_bundle_with_patient_data_is_for_system_clients(world: World, client: FlaskClient) -> None:
+def test_a_stored_bundle_with_patient_data_is_for_system_clients(
+    world: ReachWorld, client: FlaskClient
+) -> None:
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",
         "entry": [{"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}}],
     }
-    stored = _create(client, bundle)
+    stored = create_via(client, bundle)
     assert client.get(f"/fhir/Bundle/{stored}").status_code == 200
     assert world.get(f"/fhir/Bundle/{stored}").status_code == 403

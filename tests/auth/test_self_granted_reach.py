@@ -11,76 +11,30 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.auth.test_security import (
-    _bearer,
-    _care_team,
-    _create,
-    _observation,
-    _patient,
-    _practitioner,
-    _session_key_ready,
-    _user_token,
-)
+from tests.factories import create_care_team, create_observation, create_patient, create_via
+from tests.support.access import COORDINATOR, GrantWorld, team_body
+from tests.support.auth import session_key_ready
 
-CARE_CIRCLE = "https://coordination.example.org/fhir/CodeSystem/cercle-de-soins-role"
-COORDINATOR = {"coding": [{"system": CARE_CIRCLE, "code": "coordinateur-parcours"}]}
-
-
-__all__ = ["_session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
-
-
-class World:
-    def __init__(self, app: Flask, client: FlaskClient) -> None:
-        self.app = app
-        self.client = client
-        self.alice = _practitioner(app, "alice", "10000000001")
-        self.bob = _practitioner(app, "bob", "10000000002")
-        self.p = _patient(client, "Martin")
-        self.obs = _observation(client, self.p)
-        self.org = _create(client, {"resourceType": "Organization", "name": "Cabinet infirmier"})
-        self.team = _care_team(client, self.p, f"Organization/{self.org}")
-        self.alice_token = _user_token(app, "user/*.cruds", "alice")
-
-    def as_alice(self, method: str, url: str, body: Any = None, **headers: str) -> Any:
-        return self.client.open(
-            url,
-            method=method,
-            json=body,
-            headers={**_bearer(self.alice_token, **headers), "Content-Type": "application/fhir+json"},
-        )
-
-    def alice_reads_observation(self) -> int:
-        return int(self.as_alice("GET", f"/fhir/Observation/{self.obs}").status_code)
+__all__ = ["session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
 
 
 @pytest.fixture
-def world(app: Flask, client: FlaskClient) -> World:
-    return World(app, client)
+def world(app: Flask, client: FlaskClient) -> GrantWorld:
+    return GrantWorld(app, client)
 
 
-def _team_body(patient: str, *members: tuple[str, dict[str, Any] | None]) -> dict[str, Any]:
-    return {
-        "resourceType": "CareTeam",
-        "status": "active",
-        "subject": {"reference": f"Patient/{patient}"},
-        "participant": [
-            {"member": {"reference": m}, **({"role": [role]} if role else {})} for m, role in members
-        ],
-    }
-
-
-def test_posting_a_care_team_naming_herself_is_refused(world: World) -> None:
+def test_posting_a_care_team_naming_herself_is_refused(world: GrantWorld) -> None:
     assert world.alice_reads_observation() == 403
     response = world.as_alice(
-        "POST", "/fhir/CareTeam", _team_body(world.p, (f"Practitioner/{world.alice}", None))
+        "POST", "/fhir/CareTeam", team_body(world.p, (f"Practitioner/{world.alice}", None))
     )
     assert response.status_code == 403, response.get_json()
     assert response.get_json()["resourceType"] == "OperationOutcome"
     assert world.alice_reads_observation() == 403
 
 
-def test_putting_a_care_team_naming_herself_is_refused(world: World) -> None:
-    body = _team_body(world.p, (f"Organization/{world.org}", None), (f"Practitioner/{world.alice}", None))
+def test_putting_a_care_team_naming_herself_is_refused(world: GrantWorld) -> None:
+    body = team_body(world.p, (f"Organization/{world.org}", None), (f"Practitioner/{world.alice}", None))
     response = world.as_alice("PUT", f"/fhir/CareTeam/{world.team}", {**body, "id": world.team})
     assert response.status_code == 403, response.get_json()
     response = world.as_alice("PUT", "/fhir/CareTeam/alice-made", {**body, "id": "alice-made"})
@@ -88,28 +42,28 @@ def test_putting_a_care_team_naming_herself_is_refused(world: World) -> None:
     assert world.alice_reads_observation() == 403
 
 
-def test_a_member_who_is_no_coordinator_cannot_add_members(world: World, client: FlaskClient) -> None:
-    team = _care_team(client, world.p, f"Practitioner/{world.alice}")
+def test_a_member_who_is_no_coordinator_cannot_add_members(world: GrantWorld, client: FlaskClient) -> None:
+    team = create_care_team(client, world.p, f"Practitioner/{world.alice}")
     assert world.alice_reads_observation() == 200
-    body = _team_body(world.p, (f"Practitioner/{world.alice}", None), (f"Practitioner/{world.bob}", None))
+    body = team_body(world.p, (f"Practitioner/{world.alice}", None), (f"Practitioner/{world.bob}", None))
     response = world.as_alice("PUT", f"/fhir/CareTeam/{team}", {**body, "id": team})
     assert response.status_code == 403, response.get_json()
     assert "coordinators" in response.get_json()["issue"][0]["diagnostics"]
 
 
-def test_a_coordinator_adds_a_member(world: World, client: FlaskClient) -> None:
-    team = _create(client, _team_body(world.p, (f"Practitioner/{world.alice}", COORDINATOR)))
-    body = _team_body(
+def test_a_coordinator_adds_a_member(world: GrantWorld, client: FlaskClient) -> None:
+    team = create_via(client, team_body(world.p, (f"Practitioner/{world.alice}", COORDINATOR)))
+    body = team_body(
         world.p, (f"Practitioner/{world.alice}", COORDINATOR), (f"Practitioner/{world.bob}", None)
     )
     response = world.as_alice("PUT", f"/fhir/CareTeam/{team}", {**body, "id": team})
     assert response.status_code == 200, response.get_json()
 
 
-def test_a_member_edits_a_team_without_changing_who_is_on_it(world: World, client: FlaskClient) -> None:
-    team = _care_team(client, world.p, f"Practitioner/{world.alice}")
+def test_a_member_edits_a_team_without_changing_who_is_on_it(world: GrantWorld, client: FlaskClient) -> None:
+    team = create_care_team(client, world.p, f"Practitioner/{world.alice}")
     body = {
-        **_team_body(world.p, (f"Practitioner/{world.alice}", None)),
+        **team_body(world.p, (f"Practitioner/{world.alice}", None)),
         "id": team,
         "name": "Cercle de soins",
     }
@@ -117,7 +71,7 @@ def test_a_member_edits_a_team_without_changing_who_is_on_it(world: World, clien
     assert response.status_code == 200, response.get_json()
 
 
-def test_a_practitioner_cannot_give_herself_a_new_patients_team(world: World) -> None:
+def test_a_practitioner_cannot_give_herself_a_new_patients_team(world: GrantWorld) -> None:
     """Second review (H4, H5): a Patient she registers (or a Patient id she re-creates over data filed
     under it, or one carrying someone's INS before the hospital's data arrives) gets its care team from
     a coordinator or a system client, not from her."""
@@ -132,7 +86,7 @@ def test_a_practitioner_cannot_give_herself_a_new_patients_team(world: World) ->
             },
             {
                 "resource": {
-                    **_team_body("x", (f"Practitioner/{world.alice}", None)),
+                    **team_body("x", (f"Practitioner/{world.alice}", None)),
                     "subject": {"reference": "urn:uuid:4b6f8a52-1d6e-4a3e-9c1a-0d3a2e5f6a70"},
                 },
                 "request": {"method": "POST", "url": "CareTeam"},
@@ -143,7 +97,7 @@ def test_a_practitioner_cannot_give_herself_a_new_patients_team(world: World) ->
     assert response.status_code == 403, response.get_json()
 
 
-def test_a_practitioner_role_linking_herself_to_a_team_organization_is_refused(world: World) -> None:
+def test_a_practitioner_role_linking_herself_to_a_team_organization_is_refused(world: GrantWorld) -> None:
     role = {
         "resourceType": "PractitionerRole",
         "active": True,
@@ -156,9 +110,9 @@ def test_a_practitioner_role_linking_herself_to_a_team_organization_is_refused(w
 
 
 def test_repointing_another_practitioners_role_at_herself_is_refused(
-    world: World, client: FlaskClient
+    world: GrantWorld, client: FlaskClient
 ) -> None:
-    role = _create(
+    role = create_via(
         client,
         {
             "resourceType": "PractitionerRole",
@@ -180,7 +134,7 @@ def test_repointing_another_practitioners_role_at_herself_is_refused(
 
 
 def _offered_task(client: FlaskClient, patient: str, alice: str) -> dict[str, Any]:
-    task_id = _create(
+    task_id = create_via(
         client,
         {
             "resourceType": "Task",
@@ -195,9 +149,9 @@ def _offered_task(client: FlaskClient, patient: str, alice: str) -> dict[str, An
 
 
 @pytest.mark.parametrize("field", ["for", "focus", "encounter"])
-def test_accepting_an_offer_cannot_move_the_task(world: World, client: FlaskClient, field: str) -> None:
-    q = _patient(client, "Autre")
-    q_obs = _observation(client, q)
+def test_accepting_an_offer_cannot_move_the_task(world: GrantWorld, client: FlaskClient, field: str) -> None:
+    q = create_patient(client, "Autre")
+    q_obs = create_observation(client, q)
     task = _offered_task(client, world.p, world.alice)
     accepted = {
         **task,
@@ -210,7 +164,7 @@ def test_accepting_an_offer_cannot_move_the_task(world: World, client: FlaskClie
     assert world.as_alice("GET", f"/fhir/Observation/{q_obs}").status_code == 403
 
 
-def test_accepting_an_offer_as_offered_still_works(world: World, client: FlaskClient) -> None:
+def test_accepting_an_offer_as_offered_still_works(world: GrantWorld, client: FlaskClient) -> None:
     task = _offered_task(client, world.p, world.alice)
     accepted = {**task, "status": "accepted", "owner": {"reference": f"Practitioner/{world.alice}"}}
     response = world.as_alice("PUT", f"/fhir/Task/{task['id']}", accepted, If_Match='W/"1"')
@@ -218,8 +172,8 @@ def test_accepting_an_offer_as_offered_still_works(world: World, client: FlaskCl
     assert world.alice_reads_observation() == 200
 
 
-def test_a_member_cannot_give_a_task_to_someone_else(world: World, client: FlaskClient) -> None:
-    _care_team(client, world.p, f"Practitioner/{world.alice}")
+def test_a_member_cannot_give_a_task_to_someone_else(world: GrantWorld, client: FlaskClient) -> None:
+    create_care_team(client, world.p, f"Practitioner/{world.alice}")
     body = {
         "resourceType": "Task",
         "status": "in-progress",

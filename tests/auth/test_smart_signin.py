@@ -24,25 +24,24 @@ from auth import messages
 from auth.schema import oauth_token
 from auth.secrets import digest
 from coordination_api.accounts import create_practitioner_user
-from tests.auth.test_security import (
+from tests.conftest import _truncate
+from tests.factories import create_care_team, create_patient
+from tests.support.auth import (
     FHIR_AUD,
     PASSWORD,
     REDIRECT,
     TOKEN_URL,
-    _assertion_token,
-    _authorize_url,
-    _care_team,
-    _claims,
-    _csrf,
-    _exchange,
-    _jwks_client,
-    _login,
-    _patient,
-    _pkce,
-    _practitioner,
-    _sign,
+    assertion_claims,
+    assertion_token,
+    authorize_url,
+    csrf_token_of,
+    exchange_code,
+    jwks_client,
+    log_in,
+    pkce_pair,
+    practitioner_user,
+    sign_assertion,
 )
-from tests.conftest import _truncate
 
 _RSA = RSAKey.generate_key(2048, private=True, auto_kid=True)
 ALL = "openid fhirUser profile launch/patient patient/*.rs user/*.rs offline_access online_access"
@@ -62,13 +61,13 @@ def _client(app: Flask, scope: str, auth: str = "none", name: str = "Cabinet app
 def _browser(app: Flask, url: str) -> tuple[FlaskClient, Any]:
     """A logged-in browser and its answer to the authorize URL (the consent page or a redirect)."""
     browser = app.test_client()
-    _login(browser, "dr", PASSWORD, next_url=url)
+    log_in(browser, "dr", PASSWORD, next_url=url)
     return browser, browser.get(url)
 
 
 def _approve(browser: FlaskClient, url: str, page: Any, **form: str) -> str:
     done = browser.post(
-        url, data={"csrf_token": _csrf(page.get_data(as_text=True)), "decision": "approve", **form}
+        url, data={"csrf_token": csrf_token_of(page.get_data(as_text=True)), "decision": "approve", **form}
     )
     assert done.status_code == 302, done.get_data(as_text=True)
     return parse_qs(urlsplit(done.headers["Location"]).query)["code"][0]
@@ -77,13 +76,13 @@ def _approve(browser: FlaskClient, url: str, page: Any, **form: str) -> str:
 def _tokens(
     app: Flask, client_id: str, scope: str, secret: str | None = None, **extra: str
 ) -> dict[str, Any]:
-    verifier, challenge = _pkce()
-    url = _authorize_url(client_id, challenge, scope, **extra)
+    verifier, challenge = pkce_pair()
+    url = authorize_url(client_id, challenge, scope, **extra)
     browser, page = _browser(app, url)
     assert page.status_code == 200, page.get_data(as_text=True)
     code = _approve(browser, url, page)
     if secret is None:
-        response = _exchange(browser, client_id, code, verifier)
+        response = exchange_code(browser, client_id, code, verifier)
     else:
         response = browser.post(
             "/auth/token",
@@ -102,8 +101,8 @@ def _tokens(
 
 def _refused(app: Flask, client_id: str, scope: str) -> dict[str, list[str]]:
     """The authorize request's error redirect to the client (RFC 6749 4.1.2.1)."""
-    _verifier, challenge = _pkce()
-    _unused, page = _browser(app, _authorize_url(client_id, challenge, scope))
+    _verifier, challenge = pkce_pair()
+    _unused, page = _browser(app, authorize_url(client_id, challenge, scope))
     assert page.status_code == 302, page.get_data(as_text=True)
     assert page.headers["Location"].startswith(REDIRECT)
     return parse_qs(urlsplit(page.headers["Location"]).query)
@@ -151,7 +150,7 @@ class _RelyingParty(OpenIDMixin):  # type: ignore[misc]
 
 
 def test_id_token_passes_a_standard_oidc_client(app: Flask, anonymous_client: FlaskClient) -> None:
-    practitioner = _practitioner(app)
+    practitioner = practitioner_user(app)
     client_id, _ = _client(app, "openid fhirUser profile user/*.rs")
     body = _tokens(app, client_id, "openid fhirUser profile user/*.rs", nonce="n-0S6_WzA2Mj")
     assert set(body["scope"].split()) == {"openid", "fhirUser", "profile", "user/*.rs"}
@@ -175,11 +174,11 @@ def test_id_token_passes_a_standard_oidc_client(app: Flask, anonymous_client: Fl
 
 
 def test_scopes_not_registered_are_listed_as_not_granted_and_left_out_of_the_token(app: Flask) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     client_id, _ = _client(app, "openid fhirUser user/*.rs")
     asked = "openid fhirUser user/*.rs user/*.cruds offline_access system/*.rs weird/thing"
-    verifier, challenge = _pkce()
-    url = _authorize_url(client_id, challenge, asked)
+    verifier, challenge = pkce_pair()
+    url = authorize_url(client_id, challenge, asked)
     browser, page = _browser(app, url)
     assert page.status_code == 200
     text = page.get_data(as_text=True)
@@ -191,14 +190,14 @@ def test_scopes_not_registered_are_listed_as_not_granted_and_left_out_of_the_tok
     granted = text.split('id="scopes"')[1].split("</ul>")[0]
     assert "<code>user/*.rs</code>" in granted and "user/*.cruds" not in granted
     code = _approve(browser, url, page)
-    body = _exchange(browser, client_id, code, verifier).get_json()
+    body = exchange_code(browser, client_id, code, verifier).get_json()
     # RFC 6749 3.3 / 5.1: the response's scope says exactly what was granted.
     assert body["scope"].split() == ["openid", "fhirUser", "user/*.rs"]
     assert "refresh_token" not in body and body["id_token"]
 
 
 def test_openid_not_registered_is_refused_with_invalid_scope(app: Flask) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     client_id, _ = _client(app, "user/*.cruds launch/patient offline_access")
     query = _refused(app, client_id, "openid fhirUser user/*.rs")
     assert query["error"] == ["invalid_scope"] and query["state"] == ["st4te"]
@@ -206,7 +205,7 @@ def test_openid_not_registered_is_refused_with_invalid_scope(app: Flask) -> None
 
 
 def test_nothing_grantable_or_no_scope_is_refused_with_invalid_scope(app: Flask) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     client_id, _ = _client(app, "user/Patient.rs")
     query = _refused(app, client_id, "user/Observation.rs system/*.rs")
     assert query["error"] == ["invalid_scope"]
@@ -230,7 +229,7 @@ def _refresh_row(app: Flask, refresh: str) -> Any:
 
 
 def test_refresh_tokens_follow_offline_and_online_access_for_every_client(app: Flask) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     public, _ = _client(app, "user/*.rs offline_access online_access")
     confidential, secret = _client(app, "user/*.rs offline_access online_access", "client_secret_basic")
     # Without offline_access / online_access: no refresh token, whatever the client.
@@ -300,39 +299,43 @@ def test_wrong_client_credentials_are_invalid_client_in_plain_words(
 
 
 def test_private_key_jwt_failures_say_what_is_wrong(anonymous_client: FlaskClient, app: Flask) -> None:
-    client_id = _jwks_client(app, _RSA)
+    client_id = jwks_client(app, _RSA)
     cases = {
-        "'aud' must be this server's token URL": _claims(client_id, aud="https://other.example/auth/token"),
-        "'iss' and 'sub' must both be your client_id": _claims(client_id, iss="someone-else"),
-        "'jti' is missing": _claims(client_id, jti=None),
-        "'exp' is missing or more than five minutes ahead": _claims(client_id, exp=None),
+        "'aud' must be this server's token URL": assertion_claims(
+            client_id, aud="https://other.example/auth/token"
+        ),
+        "'iss' and 'sub' must both be your client_id": assertion_claims(client_id, iss="someone-else"),
+        "'jti' is missing": assertion_claims(client_id, jti=None),
+        "'exp' is missing or more than five minutes ahead": assertion_claims(client_id, exp=None),
     }
     for expected, claims in cases.items():
-        described = _plain(_assertion_token(anonymous_client, _sign(claims, _RSA)), "invalid_client", 400)
+        described = _plain(
+            assertion_token(anonymous_client, sign_assertion(claims, _RSA)), "invalid_client", 400
+        )
         assert described.startswith("client assertion (private_key_jwt): ") and expected in described
-    assertion = _sign(_claims(client_id), _RSA)
-    assert _assertion_token(anonymous_client, assertion).status_code == 200
-    replay = _plain(_assertion_token(anonymous_client, assertion), "invalid_client", 400)
+    assertion = sign_assertion(assertion_claims(client_id), _RSA)
+    assert assertion_token(anonymous_client, assertion).status_code == 200
+    replay = _plain(assertion_token(anonymous_client, assertion), "invalid_client", 400)
     assert "already used" in replay
-    garbage = _plain(_assertion_token(anonymous_client, "not.a-jwt"), "invalid_client", 400)
+    garbage = _plain(assertion_token(anonymous_client, "not.a-jwt"), "invalid_client", 400)
     assert "not a signed JWT" in garbage
-    stranger = _sign(_claims(str(uuid.uuid4())), _RSA)
-    assert _plain(_assertion_token(anonymous_client, stranger), "invalid_client", 400) == (
+    stranger = sign_assertion(assertion_claims(str(uuid.uuid4())), _RSA)
+    assert _plain(assertion_token(anonymous_client, stranger), "invalid_client", 400) == (
         "unknown client or wrong secret"
     )
     assert TOKEN_URL.endswith("/auth/token")
 
 
 def test_grant_errors_are_plain(anonymous_client: FlaskClient, app: Flask) -> None:
-    _practitioner(app)
+    practitioner_user(app)
     client_id, _ = _client(app, "user/*.rs offline_access")
-    verifier, challenge = _pkce()
-    url = _authorize_url(client_id, challenge, "user/*.rs offline_access")
+    verifier, challenge = pkce_pair()
+    url = authorize_url(client_id, challenge, "user/*.rs offline_access")
     browser, page = _browser(app, url)
     code = _approve(browser, url, page)
-    bad_verifier = _exchange(browser, client_id, code, "x" * 50)
+    bad_verifier = exchange_code(browser, client_id, code, "x" * 50)
     assert "code_verifier" in _plain(bad_verifier, "invalid_grant", 400)
-    used = _exchange(browser, client_id, code, verifier)
+    used = exchange_code(browser, client_id, code, verifier)
     assert "unknown, expired or already used" in _plain(used, "invalid_grant", 400)
     refresh = anonymous_client.post(
         "/auth/token", data={"grant_type": "refresh_token", "refresh_token": "nope", "client_id": client_id}
@@ -347,12 +350,12 @@ def test_grant_errors_are_plain(anonymous_client: FlaskClient, app: Flask) -> No
 
 
 def test_consent_page_names_the_practitioner_and_explains_each_scope(client: FlaskClient, app: Flask) -> None:
-    practitioner = _practitioner(app)
-    mine = _patient(client, "Durand")
-    _care_team(client, mine, f"Practitioner/{practitioner}")
+    practitioner = practitioner_user(app)
+    mine = create_patient(client, "Durand")
+    create_care_team(client, mine, f"Practitioner/{practitioner}")
     client_id, _ = _client(app, ALL, name="Logiciel du cabinet")
-    _verifier, challenge = _pkce()
-    url = _authorize_url(
+    _verifier, challenge = pkce_pair()
+    url = authorize_url(
         client_id, challenge, "openid fhirUser launch/patient patient/*.rs user/*.rs offline_access"
     )
     _b, page = _browser(app, url)
@@ -371,8 +374,8 @@ def test_consent_page_names_the_practitioner_and_explains_each_scope(client: Fla
 def test_consent_page_escapes_everything(app: Flask) -> None:
     create_practitioner_user(app, "dr", "10101010101", PASSWORD, "<img src=x onerror=alert(1)>", "Greg")
     client_id, _ = _client(app, "user/*.rs", name="<script>alert('app')</script>")
-    _verifier, challenge = _pkce()
-    url = _authorize_url(client_id, challenge, 'user/*.rs "><script>alert(2)</script>')
+    _verifier, challenge = pkce_pair()
+    url = authorize_url(client_id, challenge, 'user/*.rs "><script>alert(2)</script>')
     _b, page = _browser(app, url)
     assert page.status_code == 200
     raw = page.get_data(as_text=True)

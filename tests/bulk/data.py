@@ -6,25 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import Fhir
+from tests.factories import patient
+from tests.factories import put_with_id as put
 
 LOINC = "http://loinc.org"
-
-
-def put(fhir: Fhir, resource: dict[str, Any]) -> dict[str, Any]:
-    response = fhir.request("PUT", f"/fhir/{resource['resourceType']}/{resource['id']}", resource)
-    assert response.status_code in (200, 201), response.get_json()
-    body: dict[str, Any] = response.get_json()
-    return body
-
-
-def patient(pid: str, family: str = "Martin") -> dict[str, Any]:
-    return {
-        "resourceType": "Patient",
-        "id": pid,
-        "name": [{"family": family, "given": ["Claire"]}],
-        "gender": "female",
-        "birthDate": "1950-03-04",
-    }
 
 
 def observation(oid: str, subject: str, code: str = "8867-4", value: float = 72.5) -> dict[str, Any]:
@@ -49,7 +34,7 @@ def record(fhir: Fhir, pid: str) -> list[str]:
     gp = f"gp-{pid}"
     resources: list[dict[str, Any]] = [
         {"resourceType": "Practitioner", "id": gp, "name": [{"family": "Durand", "given": ["Paul"]}]},
-        patient(pid),
+        patient(pid, "Martin", "Claire", gender="female", birthDate="1950-03-04"),
         {
             "resourceType": "Encounter",
             "id": f"enc-{pid}",

@@ -10,10 +10,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from auth.schema import audit_event
-from tests.auth.test_security import _practitioner, _user_token
 from tests.bulk.data import record
 from tests.bulk.support import bad, drain, exported, kick_off, local, manifest, started
 from tests.conftest import Fhir, authed
+from tests.support.auth import practitioner_user, user_token
 
 
 def _client(app: Flask, scope: str = "system/*.cruds") -> FlaskClient:
@@ -22,8 +22,8 @@ def _client(app: Flask, scope: str = "system/*.cruds") -> FlaskClient:
 
 def test_user_tokens_cannot_export(client: FlaskClient, export_app: Flask) -> None:
     export_app.test_client().get("/fhir/.well-known/smart-configuration")  # loads the session key
-    _practitioner(export_app)
-    token = _user_token(export_app, "user/*.cruds")
+    practitioner_user(export_app)
+    token = user_token(export_app, "user/*.cruds")
     response = kick_off(export_app.test_client(), "/fhir/$export", Authorization=f"Bearer {token}")
     assert "system-level access token" in bad(response, 403)
     response = kick_off(export_app.test_client(), "/fhir/Patient/$export", Authorization=f"Bearer {token}")

@@ -34,13 +34,13 @@ from tests.auth.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running
 from tests.conftest import close_app
 from tests.connectors.states import ALL_OFF
 from tests.directory.ans_server import API_KEY, DirectoryServer, cpts_dataset
-from tests.dmp.test_dmp_push import Recipient
-from tests.dmp.test_dmp_push import recipient as recipient
 from tests.eparcours.certs import Pki, make_pki
-from tests.eparcours.test_forwarding import Platform
-from tests.eparcours.test_forwarding import platform as platform
-from tests.mssante.test_email_channel import SmtpServer
-from tests.mssante.test_email_channel import smtp as smtp
+from tests.support.dmp import Recipient
+from tests.support.dmp import recipient as recipient
+from tests.support.eparcours import Platform
+from tests.support.eparcours import platform as platform
+from tests.support.mssante import SmtpServer
+from tests.support.mssante import smtp as smtp
 
 DEAD = "http://127.0.0.1:9"  # nothing listens on the discard port
 

@@ -23,9 +23,10 @@ NOS_R254 = "https://mos.esante.gouv.fr/NOS/TRE_R254-TypeEvenement/FHIR/TRE-R254-
 IPP_SYSTEM = "urn:oid:1.2.250.1.71.4.2.7.750100125"
 VISIT_SYSTEM = "urn:oid:1.2.250.1.71.4.2.7.750100125.2"
 SENDER = "mllp://hopital-nord.example/ADT"
-HL7_SENDER = "SIH-PASTEL^CHU-NANTES"  # MSH-3^MSH-4 of tests.hl7v2.test_parse_mapping.adt()
-NDE_SENDER = "750100125"  # the FINESS of the NdE sending Organization (tests.coordination.test_nde)
+HL7_SENDER = "SIH-PASTEL^CHU-NANTES"  # MSH-3^MSH-4 of tests.support.hl7v2.adt()
+NDE_SENDER = "750100125"  # the FINESS of the NdE sending Organization (nde() below)
 TEST_SENDERS = (SENDER, HL7_SENDER, NDE_SENDER)
+EVENT_TYPE = "https://interop.esante.gouv.fr/ig/fhir/nde/StructureDefinition/event-type"
 
 
 def as_sender(client: FlaskClient, *senders: str) -> FlaskClient:
@@ -159,3 +160,29 @@ def discharge_message(
         "timestamp": "2026-11-20T11:35:00+01:00",
         "entry": copy.deepcopy(entries),
     }
+
+
+def nde(code: str = "SOR", identifier: str | None = "nde-1", **patient_args: Any) -> dict[str, Any]:
+    contained_patient = patient(**({"nir": ins()} | patient_args))
+    contained_patient["id"] = "pat"
+    resource: dict[str, Any] = {
+        "resourceType": "CommunicationRequest",
+        "extension": [{"url": EVENT_TYPE, "valueCoding": {"system": NOS_R254, "code": code}}],
+        "contained": [
+            contained_patient,
+            {
+                "resourceType": "Organization",
+                "id": "org",
+                "identifier": [{"system": FINESS, "value": "750100125"}],
+                "name": "Hôpital Nord",
+            },
+        ],
+        "status": "active",
+        "subject": {"reference": "#pat"},
+        "sender": {"reference": "#org"},
+        "occurrenceDateTime": "2026-11-20T11:30:00+01:00",
+        "payload": [{"contentString": "Sortie d'hospitalisation, retour à domicile"}],
+    }
+    if identifier:
+        resource["identifier"] = [{"system": "urn:oid:1.2.250.1.71.4.2.7.750100125.9", "value": identifier}]
+    return resource

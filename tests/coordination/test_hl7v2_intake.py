@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from connectors.hl7v2.mllp import send
 from tests.conftest import Fhir, system_token
 from tests.coordination.messages import HL7_SENDER, as_sender
-from tests.hl7v2.test_parse_mapping import adt
+from tests.support.hl7v2 import adt
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
 BIN = Path(sys.executable).parent

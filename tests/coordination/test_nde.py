@@ -2,42 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask.testing import FlaskClient
 
-from fhir_profiles.french_identifiers import FINESS
 from tests.conftest import Fhir
-from tests.coordination.messages import IPP_SYSTEM, NOS_R254, as_sender, ins, patient
+from tests.coordination.messages import IPP_SYSTEM, NOS_R254, as_sender, nde
 
-EVENT_TYPE = "https://interop.esante.gouv.fr/ig/fhir/nde/StructureDefinition/event-type"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
-
-
-def nde(code: str = "SOR", identifier: str | None = "nde-1", **patient_args: Any) -> dict[str, Any]:
-    contained_patient = patient(**({"nir": ins()} | patient_args))
-    contained_patient["id"] = "pat"
-    resource: dict[str, Any] = {
-        "resourceType": "CommunicationRequest",
-        "extension": [{"url": EVENT_TYPE, "valueCoding": {"system": NOS_R254, "code": code}}],
-        "contained": [
-            contained_patient,
-            {
-                "resourceType": "Organization",
-                "id": "org",
-                "identifier": [{"system": FINESS, "value": "750100125"}],
-                "name": "Hôpital Nord",
-            },
-        ],
-        "status": "active",
-        "subject": {"reference": "#pat"},
-        "sender": {"reference": "#org"},
-        "occurrenceDateTime": "2026-11-20T11:30:00+01:00",
-        "payload": [{"contentString": "Sortie d'hospitalisation, retour à domicile"}],
-    }
-    if identifier:
-        resource["identifier"] = [{"system": "urn:oid:1.2.250.1.71.4.2.7.750100125.9", "value": identifier}]
-    return resource
 
 
 def test_nde_discharge_is_stored_searchable_and_an_encounter_event(client: FlaskClient, fhir: Fhir) -> None:

@@ -17,9 +17,8 @@ from coordination_api.config import Settings
 from coordination_api.storage.migrate import upgrade
 from coordination_api.storage.schema import message_log
 from tests.conftest import Fhir, close_app
-from tests.coordination.messages import HL7_SENDER, SENDER, discharge_message
-from tests.coordination.test_nde import nde
-from tests.hl7v2.test_parse_mapping import adt
+from tests.coordination.messages import HL7_SENDER, SENDER, discharge_message, nde
+from tests.support.hl7v2 import adt
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}

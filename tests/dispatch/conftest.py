@@ -13,9 +13,9 @@ from flask.testing import FlaskClient
 from coordination_api.config import DispatchSettings
 from coordination_api.coordination.dispatch import DISPATCH_STATUS, Dispatcher
 from coordination_api.storage.repository import now_us
-from tests.auth.test_security import _practitioner, _user_token
 from tests.conftest import Fhir
 from tests.subscriptions.conftest import pump, receiver, sub_app, sub_fhir  # noqa: F401 (fixtures)
+from tests.support.auth import practitioner_user, user_token
 
 PROFESSION = "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
 NURSE = {"coding": [{"system": PROFESSION, "code": "60", "display": "Infirmier"}]}
@@ -80,7 +80,7 @@ class Cpts:
         """A Practitioner (with a login named ``name`` when asked); returns its reference."""
         self.rpps += 1
         if login:
-            ref = f"Practitioner/{_practitioner(self.app, name, str(self.rpps))}"
+            ref = f"Practitioner/{practitioner_user(self.app, name, str(self.rpps))}"
         else:
             ref = f"Practitioner/{self.create({'resourceType': 'Practitioner', 'name': [{'family': name}]})}"
         self.refs[name] = ref
@@ -160,7 +160,7 @@ class Cpts:
 
     def user(self, name: str) -> Fhir:
         """A practitioner's own app session (authorization code + PKCE, user/*.cruds)."""
-        return as_token(self.app, _user_token(self.app, "user/*.cruds", name))
+        return as_token(self.app, user_token(self.app, "user/*.cruds", name))
 
     @property
     def dispatcher(self) -> Dispatcher:

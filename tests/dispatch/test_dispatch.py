@@ -8,7 +8,6 @@ from dataclasses import replace
 from typing import Any
 
 from coordination_api.config import DispatchSettings
-from tests.auth.test_security import _consent_deny
 from tests.conftest import Fhir, stored_invalid
 from tests.dispatch.conftest import (
     COORDINATOR,
@@ -22,6 +21,7 @@ from tests.dispatch.conftest import (
     recipients,
     stage,
 )
+from tests.factories import create_consent_deny
 from tests.protocols.builders import load_library, parameters
 
 
@@ -393,8 +393,10 @@ def test_consent_denial_wins_over_an_offer(cpts: Cpts) -> None:
     nurse = cpts.practitioner("usual-nurse")
     cpts.care_team((nurse, NURSE))
     area = cpts.role("nurse-33000", location=address("33000"), login=True)
-    _consent_deny(cpts.fhir.client, cpts.patient, nurse)
-    _consent_deny(cpts.fhir.client, cpts.patient, cpts.refs["nurse-33000"])  # the person behind the role
+    create_consent_deny(cpts.fhir.client, cpts.patient, nurse)
+    create_consent_deny(
+        cpts.fhir.client, cpts.patient, cpts.refs["nurse-33000"]
+    )  # the person behind the role
     task = cpts.task()
     assert stage(task) == "offered-area" and recipients(task) == [area]  # the opposed nurse is skipped
     session = cpts.user("nurse-33000")

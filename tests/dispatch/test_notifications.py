@@ -10,7 +10,7 @@ from flask import Flask
 from tests.conftest import Fhir
 from tests.dispatch.conftest import NURSE, Cpts, address, later
 from tests.subscriptions.conftest import Receiver
-from tests.subscriptions.test_delivery import active, classic
+from tests.support.subscriptions import active, classic
 
 Pump = Callable[..., None]
 FULL = "application/fhir+json"

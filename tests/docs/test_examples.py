@@ -26,7 +26,7 @@ import requests
 from joserfc.jwk import RSAKey
 
 from tests.ops.served import CLI, wait_for
-from tests.ops.test_shutdown import _free_port
+from tests.support.net import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SYSTEM_SENDERS = ("urn:oid:1.2.250.1.71.4.2.2|1330000001", "SIH^CHU", "750100125")
@@ -102,7 +102,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     tmp = tmp_path_factory.mktemp("examples")
     pdsm = ThreadingHTTPServer(("127.0.0.1", 0), Pdsm)
     threading.Thread(target=pdsm.serve_forever, daemon=True).start()
-    port, mllp = _free_port(), _free_port()
+    port, mllp = free_port(), free_port()
     (tmp / "metrics").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COORDINATION_")}
     env.update(

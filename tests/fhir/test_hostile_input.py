@@ -18,8 +18,8 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.auth.test_security import _practitioner, _user_token
 from tests.conftest import Fhir
+from tests.support.auth import practitioner_user, user_token
 
 # -- 1. dates at the edges ------------------------------------------------------------------------
 
@@ -105,7 +105,7 @@ def test_birthdate_9999_searches(fhir: Fhir) -> None:
 
 
 def test_far_future_periods_then_a_practitioner_reads(app: Flask, client: FlaskClient, fhir: Fhir) -> None:
-    practitioner = _practitioner(app)
+    practitioner = practitioner_user(app)
     patient = fhir.create({"resourceType": "Patient", "name": [{"family": "Futur"}]})["id"]
     subject = {"reference": f"Patient/{patient}"}
     for period in ({"end": "9999-12-31"}, {"start": "0001-01-01", "end": "9999-12-31T23:59:59+14:00"}):
@@ -147,7 +147,7 @@ def test_far_future_periods_then_a_practitioner_reads(app: Flask, client: FlaskC
             "period": {"start": "9999-12-30", "end": "9999-12-31T23:59:59Z"},
         }
     )
-    token = _user_token(app)
+    token = user_token(app)
     reader = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
     for url in (

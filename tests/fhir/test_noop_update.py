@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from auth.schema import audit_event
 from coordination_api.storage.schema import resource_history
 from tests.conftest import Fhir
-from tests.fhir.test_transaction import ok, put
+from tests.factories import bundle_ok, put_entry
 
 PATIENT: dict[str, Any] = {
     "resourceType": "Patient",
@@ -145,12 +145,14 @@ def test_transaction_put_entries_without_change(app: Flask, fhir: Fhir) -> None:
     _created(fhir, other)
     history = _rows(app, resource_history)
     changed = {**other, "gender": "female"}
-    body = ok(fhir, [put(PATIENT, "Patient/noop"), put(changed, "Patient/noop-2")])
+    body = bundle_ok(fhir, [put_entry(PATIENT, "Patient/noop"), put_entry(changed, "Patient/noop-2")])
     # The first entry changes nothing; the second one writes version 2.
     assert [e["response"]["status"] for e in body["entry"]] == ["200 OK", "200 OK"]
     assert [e["response"]["etag"] for e in body["entry"]] == ['W/"1"', 'W/"2"']
     assert body["entry"][0]["response"]["location"].endswith("/Patient/noop/_history/1")
     assert _rows(app, resource_history) == history + 1
-    body = ok(fhir, [put(PATIENT, "Patient/noop"), put(changed, "Patient/noop-2")], "batch")
+    body = bundle_ok(
+        fhir, [put_entry(PATIENT, "Patient/noop"), put_entry(changed, "Patient/noop-2")], "batch"
+    )
     assert [e["response"]["etag"] for e in body["entry"]] == ['W/"1"', 'W/"2"']
     assert _rows(app, resource_history) == history + 1

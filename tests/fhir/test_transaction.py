@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from tests.conftest import Fhir
+from tests.factories import bundle_ok, delete_entry, get_entry, post_entry, put_entry, send_bundle
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 INSTANT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -37,50 +38,6 @@ def observation(subject: str, **extra: Any) -> dict[str, Any]:
         "subject": {"reference": subject},
         **extra,
     }
-
-
-def post(resource: dict[str, Any], full_url: str | None = None, if_none_exist: str | None = None) -> Any:
-    request: dict[str, Any] = {"method": "POST", "url": resource["resourceType"]}
-    if if_none_exist:
-        request["ifNoneExist"] = if_none_exist
-    entry: dict[str, Any] = {"resource": resource, "request": request}
-    if full_url:
-        entry["fullUrl"] = full_url
-    return entry
-
-
-def put(resource: dict[str, Any], url: str, full_url: str | None = None, if_match: str | None = None) -> Any:
-    request: dict[str, Any] = {"method": "PUT", "url": url}
-    if if_match:
-        request["ifMatch"] = if_match
-    entry: dict[str, Any] = {"resource": resource, "request": request}
-    if full_url:
-        entry["fullUrl"] = full_url
-    return entry
-
-
-def delete(url: str) -> Any:
-    return {"request": {"method": "DELETE", "url": url}}
-
-
-def get(url: str) -> Any:
-    return {"request": {"method": "GET", "url": url}}
-
-
-def send(fhir: Fhir, entries: list[Any], kind: str = "transaction", **headers: str) -> Any:
-    return fhir.request(
-        "POST", "/fhir", {"resourceType": "Bundle", "type": kind, "entry": entries}, **headers
-    )
-
-
-def ok(fhir: Fhir, entries: list[Any], kind: str = "transaction", **headers: str) -> dict[str, Any]:
-    response = send(fhir, entries, kind, **headers)
-    assert response.status_code == 200, response.get_json()
-    body: dict[str, Any] = response.get_json()
-    assert body["resourceType"] == "Bundle"
-    assert body["type"] == f"{kind}-response"
-    assert len(body["entry"]) == len(entries)
-    return body
 
 
 def read(fhir: Fhir, reference: str) -> dict[str, Any]:
@@ -120,14 +77,14 @@ def assert_outcome(response: Any, status: int, expression: str | None = None) ->
 def test_transaction_response_has_one_entry_per_request_entry_in_request_order(fhir: Fhir) -> None:
     existing = fhir.create(patient("OLD"))
     pid = urn()
-    body = ok(
+    body = bundle_ok(
         fhir,
         [
-            get(f"Patient/{existing['id']}"),
-            put({**existing, "gender": "female"}, f"Patient/{existing['id']}"),
-            post(observation(pid)),
-            post(patient("NEW"), pid),
-            delete("Patient/never-existed"),
+            get_entry(f"Patient/{existing['id']}"),
+            put_entry({**existing, "gender": "female"}, f"Patient/{existing['id']}"),
+            post_entry(observation(pid)),
+            post_entry(patient("NEW"), pid),
+            delete_entry("Patient/never-existed"),
         ],
     )
     statuses = [e["response"]["status"] for e in body["entry"]]
@@ -139,7 +96,7 @@ def test_transaction_response_has_one_entry_per_request_entry_in_request_order(f
 
 
 def test_transaction_response_entries_carry_location_etag_and_last_modified(fhir: Fhir) -> None:
-    body = ok(fhir, [post(patient())])
+    body = bundle_ok(fhir, [post_entry(patient())])
     entry = body["entry"][0]
     created = entry["resource"]
     response = entry["response"]
@@ -153,7 +110,9 @@ def test_transaction_response_entries_carry_location_etag_and_last_modified(fhir
 
 def test_transaction_update_entry_reports_new_version(fhir: Fhir) -> None:
     existing = fhir.create(patient())
-    body = ok(fhir, [put({**existing, "gender": "male"}, f"Patient/{existing['id']}", if_match='W/"1"')])
+    body = bundle_ok(
+        fhir, [put_entry({**existing, "gender": "male"}, f"Patient/{existing['id']}", if_match='W/"1"')]
+    )
     response = body["entry"][0]["response"]
     assert response["status"] == "200 OK"
     assert response["etag"] == 'W/"2"'
@@ -162,7 +121,7 @@ def test_transaction_update_entry_reports_new_version(fhir: Fhir) -> None:
 
 def test_transaction_delete_entry_reports_outcome(fhir: Fhir) -> None:
     existing = fhir.create(patient())
-    body = ok(fhir, [delete(f"Patient/{existing['id']}")])
+    body = bundle_ok(fhir, [delete_entry(f"Patient/{existing['id']}")])
     response = body["entry"][0]["response"]
     assert response["status"] == "200 OK"
     assert response["etag"] == 'W/"2"'
@@ -172,18 +131,18 @@ def test_transaction_delete_entry_reports_outcome(fhir: Fhir) -> None:
 
 
 def test_empty_transaction_is_not_an_error(fhir: Fhir) -> None:
-    body = ok(fhir, [])
+    body = bundle_ok(fhir, [])
     assert body["entry"] == []
 
 
 def test_prefer_return_minimal_omits_resources(fhir: Fhir) -> None:
     existing = fhir.create(patient("OLD"))
-    body = ok(
+    body = bundle_ok(
         fhir,
         [
-            post(patient()),
-            put({**existing, "active": True}, f"Patient/{existing['id']}"),
-            get(f"Patient/{existing['id']}"),
+            post_entry(patient()),
+            put_entry({**existing, "active": True}, f"Patient/{existing['id']}"),
+            get_entry(f"Patient/{existing['id']}"),
         ],
         Prefer="return=minimal",
     )
@@ -196,7 +155,7 @@ def test_prefer_return_minimal_omits_resources(fhir: Fhir) -> None:
 
 
 def test_prefer_return_operation_outcome_gives_an_outcome_per_entry(fhir: Fhir) -> None:
-    body = ok(fhir, [post(patient())], Prefer="return=OperationOutcome")
+    body = bundle_ok(fhir, [post_entry(patient())], Prefer="return=OperationOutcome")
     entry = body["entry"][0]
     assert "resource" not in entry
     assert entry["response"]["outcome"]["resourceType"] == "OperationOutcome"
@@ -207,7 +166,7 @@ def test_prefer_return_operation_outcome_gives_an_outcome_per_entry(fhir: Fhir) 
 
 
 def test_get_in_the_same_transaction_sees_the_posted_resource(fhir: Fhir) -> None:
-    body = ok(fhir, [get("Patient?identifier=urn:test:mrn|SEEN"), post(patient("SEEN"))])
+    body = bundle_ok(fhir, [get_entry("Patient?identifier=urn:test:mrn|SEEN"), post_entry(patient("SEEN"))])
     searchset = body["entry"][0]["resource"]
     assert searchset["type"] == "searchset"
     assert searchset["total"] == 1
@@ -216,9 +175,12 @@ def test_get_in_the_same_transaction_sees_the_posted_resource(fhir: Fhir) -> Non
 
 def test_get_in_the_same_transaction_sees_the_updated_version(fhir: Fhir) -> None:
     existing = fhir.create(patient())
-    body = ok(
+    body = bundle_ok(
         fhir,
-        [get(f"Patient/{existing['id']}"), put({**existing, "gender": "other"}, f"Patient/{existing['id']}")],
+        [
+            get_entry(f"Patient/{existing['id']}"),
+            put_entry({**existing, "gender": "other"}, f"Patient/{existing['id']}"),
+        ],
     )
     assert body["entry"][0]["resource"]["meta"]["versionId"] == "2"
     assert body["entry"][0]["resource"]["gender"] == "other"
@@ -226,7 +188,9 @@ def test_get_in_the_same_transaction_sees_the_updated_version(fhir: Fhir) -> Non
 
 def test_delete_runs_before_post_whatever_the_entry_order(fhir: Fhir) -> None:
     old = fhir.create(patient("SAME"))
-    body = ok(fhir, [post(patient("SAME")), delete("Patient?identifier=urn:test:mrn|SAME")])
+    body = bundle_ok(
+        fhir, [post_entry(patient("SAME")), delete_entry("Patient?identifier=urn:test:mrn|SAME")]
+    )
     new_id = body["entry"][0]["resource"]["id"]
     assert body["entry"][1]["response"]["status"] == "200 OK"
     assert fhir.request("GET", f"/fhir/Patient/{old['id']}").status_code == 410
@@ -235,11 +199,11 @@ def test_delete_runs_before_post_whatever_the_entry_order(fhir: Fhir) -> None:
 
 def test_delete_runs_before_a_conditional_create_of_the_same_identifier(fhir: Fhir) -> None:
     old = fhir.create(patient("AGAIN"))
-    body = ok(
+    body = bundle_ok(
         fhir,
         [
-            post(patient("AGAIN"), if_none_exist="identifier=urn:test:mrn|AGAIN"),
-            delete(f"Patient/{old['id']}"),
+            post_entry(patient("AGAIN"), if_none_exist="identifier=urn:test:mrn|AGAIN"),
+            delete_entry(f"Patient/{old['id']}"),
         ],
     )
     assert body["entry"][0]["response"]["status"] == "201 Created"
@@ -252,19 +216,19 @@ def test_delete_runs_before_a_conditional_create_of_the_same_identifier(fhir: Fh
 def _failing_entry(kind: str, fhir: Fhir) -> tuple[Any, int, str]:
     """(entry, status, FHIRPath of the faulty element) for each way an entry can fail."""
     if kind == "invalid-resource":
-        return post(patient("X", gender=12)), 400, "Bundle.entry[3].resource.gender"
+        return post_entry(patient("X", gender=12)), 400, "Bundle.entry[3].resource.gender"
     if kind == "if-match-mismatch":
         target = fhir.create(patient("IFM"))
         return (
-            put({**target, "active": False}, f"Patient/{target['id']}", if_match='W/"9"'),
+            put_entry({**target, "active": False}, f"Patient/{target['id']}", if_match='W/"9"'),
             412,
             "Bundle.entry[3]",
         )
     if kind == "unknown-urn-reference":
-        return post(observation(urn())), 400, "Bundle.entry[3].resource.subject.reference"
+        return post_entry(observation(urn())), 400, "Bundle.entry[3].resource.subject.reference"
     if kind == "conditional-reference-no-match":
         return (
-            post(observation("Patient?identifier=urn:test:mrn|NOBODY")),
+            post_entry(observation("Patient?identifier=urn:test:mrn|NOBODY")),
             412,
             "Bundle.entry[3].resource.subject.reference",
         )
@@ -272,16 +236,16 @@ def _failing_entry(kind: str, fhir: Fhir) -> tuple[Any, int, str]:
         fhir.create(patient("TWIN"))
         fhir.create(patient("TWIN"))
         return (
-            post(observation("Patient?identifier=urn:test:mrn|TWIN")),
+            post_entry(observation("Patient?identifier=urn:test:mrn|TWIN")),
             412,
             "Bundle.entry[3].resource.subject.reference",
         )
     if kind == "conditional-update-two-matches":
         fhir.create(patient("DUP"))
         fhir.create(patient("DUP"))
-        return put(patient("DUP"), "Patient?identifier=urn:test:mrn|DUP"), 412, "Bundle.entry[3]"
+        return put_entry(patient("DUP"), "Patient?identifier=urn:test:mrn|DUP"), 412, "Bundle.entry[3]"
     assert kind == "unknown-resource-read"
-    return get("Patient/does-not-exist"), 404, "Bundle.entry[3]"
+    return get_entry("Patient/does-not-exist"), 404, "Bundle.entry[3]"
 
 
 @pytest.mark.parametrize(
@@ -302,14 +266,14 @@ def test_a_failing_entry_rolls_back_every_other_entry(fhir: Fhir, kind: str) -> 
     failing, status, expression = _failing_entry(kind, fhir)
     before = versions(fhir)
     pid = urn()
-    response = send(
+    response = send_bundle(
         fhir,
         [
-            delete(f"Patient/{doomed['id']}"),
-            put({**kept, "gender": "female"}, f"Patient/{kept['id']}"),
-            post(patient("ROLLED-BACK"), pid),
+            delete_entry(f"Patient/{doomed['id']}"),
+            put_entry({**kept, "gender": "female"}, f"Patient/{kept['id']}"),
+            post_entry(patient("ROLLED-BACK"), pid),
             failing,
-            post(observation(pid)),
+            post_entry(observation(pid)),
         ],
     )
     assert_outcome(response, status, expression)
@@ -321,8 +285,9 @@ def test_a_failing_entry_rolls_back_every_other_entry(fhir: Fhir, kind: str) -> 
 
 
 def test_failure_names_the_entry_in_the_diagnostics(fhir: Fhir) -> None:
-    response = send(
-        fhir, [post(patient()), post(observation("urn:uuid:0a0a0a0a-0000-0000-0000-000000000000"))]
+    response = send_bundle(
+        fhir,
+        [post_entry(patient()), post_entry(observation("urn:uuid:0a0a0a0a-0000-0000-0000-000000000000"))],
     )
     outcome = assert_outcome(response, 400, "Bundle.entry[1].resource.subject.reference")
     assert "Bundle.entry[1]" in outcome["issue"][0]["diagnostics"]
@@ -332,9 +297,12 @@ def test_failure_names_the_entry_in_the_diagnostics(fhir: Fhir) -> None:
 def test_a_resource_may_appear_only_once(fhir: Fhir) -> None:
     existing = fhir.create(patient())
     before = versions(fhir)
-    response = send(
+    response = send_bundle(
         fhir,
-        [delete(f"Patient/{existing['id']}"), put({**existing, "active": True}, f"Patient/{existing['id']}")],
+        [
+            delete_entry(f"Patient/{existing['id']}"),
+            put_entry({**existing, "active": True}, f"Patient/{existing['id']}"),
+        ],
     )
     assert_outcome(response, 400, "Bundle.entry[1]")
     assert versions(fhir) == before
@@ -343,11 +311,11 @@ def test_a_resource_may_appear_only_once(fhir: Fhir) -> None:
 def test_an_identity_resolved_by_a_conditional_update_may_appear_only_once(fhir: Fhir) -> None:
     existing = fhir.create(patient("BOTH"))
     before = versions(fhir)
-    response = send(
+    response = send_bundle(
         fhir,
         [
-            put(patient("BOTH", active=True), "Patient?identifier=urn:test:mrn|BOTH"),
-            put({**existing, "active": False}, f"Patient/{existing['id']}"),
+            put_entry(patient("BOTH", active=True), "Patient?identifier=urn:test:mrn|BOTH"),
+            put_entry({**existing, "active": False}, f"Patient/{existing['id']}"),
         ],
     )
     outcome = assert_outcome(response, 400, "Bundle.entry[1]")
@@ -357,9 +325,12 @@ def test_an_identity_resolved_by_a_conditional_update_may_appear_only_once(fhir:
 
 def test_two_conditional_creates_of_the_same_resource_fail(fhir: Fhir) -> None:
     criteria = "identifier=urn:test:mrn|TWICE"
-    response = send(
+    response = send_bundle(
         fhir,
-        [post(patient("TWICE"), if_none_exist=criteria), post(patient("TWICE"), if_none_exist=criteria)],
+        [
+            post_entry(patient("TWICE"), if_none_exist=criteria),
+            post_entry(patient("TWICE"), if_none_exist=criteria),
+        ],
     )
     assert_outcome(response, 400, "Bundle.entry[1].request.ifNoneExist")
     assert versions(fhir) == 0
@@ -412,15 +383,15 @@ def test_urn_uuid_references_are_rewritten_at_every_depth(fhir: Fhir) -> None:
         "activity": [{"reference": {"reference": sid}}],
         "supportingInfo": [{"reference": oid}],
     }
-    body = ok(
+    body = bundle_ok(
         fhir,
         [
-            post(care_plan),
-            post(obs, oid),
-            post(condition, cid),
-            post(service_request, sid),
-            post(encounter, eid),
-            post(patient(), pid),
+            post_entry(care_plan),
+            post_entry(obs, oid),
+            post_entry(condition, cid),
+            post_entry(service_request, sid),
+            post_entry(encounter, eid),
+            post_entry(patient(), pid),
         ],
     )
     ids = {e["resource"]["resourceType"]: e["resource"]["id"] for e in body["entry"]}
@@ -482,7 +453,7 @@ def test_urn_uuid_is_replaced_in_uri_elements_and_narrative_but_not_canonical_or
         "instantiatesCanonical": [pid],  # canonical: never replaced
         "instantiatesUri": [pid],
     }
-    body = ok(fhir, [post(document), post(plan), post(patient(), pid)])
+    body = bundle_ok(fhir, [post_entry(document), post_entry(plan), post_entry(patient(), pid)])
     p = f"Patient/{body['entry'][2]['resource']['id']}"
     stored = read(fhir, f"DocumentReference/{body['entry'][0]['resource']['id']}")
     assert f'href="{p}"' in stored["text"]["div"]
@@ -498,11 +469,11 @@ def test_urn_uuid_is_replaced_in_uri_elements_and_narrative_but_not_canonical_or
 
 def test_put_full_url_maps_to_the_updated_resource(fhir: Fhir) -> None:
     full_url = "http://other.example.org/fhir/Patient/kept-id"
-    body = ok(
+    body = bundle_ok(
         fhir,
         [
-            post(observation(full_url)),
-            put(patient(id="kept-id"), "Patient/kept-id", full_url),
+            post_entry(observation(full_url)),
+            put_entry(patient(id="kept-id"), "Patient/kept-id", full_url),
         ],
     )
     assert body["entry"][1]["response"]["status"] == "201 Created"
@@ -510,11 +481,11 @@ def test_put_full_url_maps_to_the_updated_resource(fhir: Fhir) -> None:
 
 
 def test_relative_reference_is_resolved_against_the_entry_full_url(fhir: Fhir) -> None:
-    body = ok(
+    body = bundle_ok(
         fhir,
         [
-            post(observation("Patient/temp-1"), "http://example.org/fhir/Observation/temp-2"),
-            post(patient(id="temp-1"), "http://example.org/fhir/Patient/temp-1"),
+            post_entry(observation("Patient/temp-1"), "http://example.org/fhir/Observation/temp-2"),
+            post_entry(patient(id="temp-1"), "http://example.org/fhir/Patient/temp-1"),
         ],
     )
     new_id = body["entry"][1]["resource"]["id"]
@@ -523,8 +494,9 @@ def test_relative_reference_is_resolved_against_the_entry_full_url(fhir: Fhir) -
 
 
 def test_references_outside_the_bundle_are_left_untouched(fhir: Fhir) -> None:
-    body = ok(
-        fhir, [post(observation("Patient/elsewhere", focus=[{"reference": "http://x.org/fhir/Group/1"}]))]
+    body = bundle_ok(
+        fhir,
+        [post_entry(observation("Patient/elsewhere", focus=[{"reference": "http://x.org/fhir/Group/1"}]))],
     )
     resource = body["entry"][0]["resource"]
     assert resource["subject"]["reference"] == "Patient/elsewhere"
@@ -539,10 +511,10 @@ def test_if_none_exist_with_a_match_returns_200_and_references_point_to_it(fhir:
         {"resourceType": "Organization", "identifier": [{"system": "urn:org", "value": "CH"}]}
     )
     oid = urn()
-    body = ok(
+    body = bundle_ok(
         fhir,
         [
-            post(
+            post_entry(
                 {
                     "resourceType": "Organization",
                     "identifier": [{"system": "urn:org", "value": "CH"}],
@@ -551,7 +523,7 @@ def test_if_none_exist_with_a_match_returns_200_and_references_point_to_it(fhir:
                 oid,
                 if_none_exist="Organization?identifier=urn:org|CH",
             ),
-            post(patient(managingOrganization={"reference": oid})),
+            post_entry(patient(managingOrganization={"reference": oid})),
         ],
     )
     org_entry = body["entry"][0]
@@ -565,7 +537,7 @@ def test_if_none_exist_with_a_match_returns_200_and_references_point_to_it(fhir:
 
 
 def test_if_none_exist_without_a_match_creates(fhir: Fhir) -> None:
-    body = ok(fhir, [post(patient("FRESH"), if_none_exist="identifier=urn:test:mrn|FRESH")])
+    body = bundle_ok(fhir, [post_entry(patient("FRESH"), if_none_exist="identifier=urn:test:mrn|FRESH")])
     assert body["entry"][0]["response"]["status"] == "201 Created"
     assert fhir.ids("Patient?identifier=urn:test:mrn|FRESH") == {body["entry"][0]["resource"]["id"]}
 
@@ -574,8 +546,9 @@ def test_if_none_exist_with_two_matches_fails(fhir: Fhir) -> None:
     fhir.create(patient("MANY"))
     fhir.create(patient("MANY"))
     before = versions(fhir)
-    response = send(
-        fhir, [post(patient()), post(patient("MANY"), if_none_exist="identifier=urn:test:mrn|MANY")]
+    response = send_bundle(
+        fhir,
+        [post_entry(patient()), post_entry(patient("MANY"), if_none_exist="identifier=urn:test:mrn|MANY")],
     )
     assert_outcome(response, 412, "Bundle.entry[1].request.ifNoneExist")
     assert versions(fhir) == before
@@ -584,11 +557,11 @@ def test_if_none_exist_with_two_matches_fails(fhir: Fhir) -> None:
 def test_conditional_put_updates_the_match_and_maps_its_full_url(fhir: Fhir) -> None:
     existing = fhir.create(patient("COND"))
     pid = urn()
-    body = ok(
+    body = bundle_ok(
         fhir,
         [
-            put(patient("COND", gender="female"), "Patient?identifier=urn:test:mrn|COND", pid),
-            post(observation(pid)),
+            put_entry(patient("COND", gender="female"), "Patient?identifier=urn:test:mrn|COND", pid),
+            post_entry(observation(pid)),
         ],
     )
     assert body["entry"][0]["response"]["status"] == "200 OK"
@@ -598,7 +571,7 @@ def test_conditional_put_updates_the_match_and_maps_its_full_url(fhir: Fhir) -> 
 
 
 def test_conditional_put_without_a_match_creates(fhir: Fhir) -> None:
-    body = ok(fhir, [put(patient("NONE-YET"), "Patient?identifier=urn:test:mrn|NONE-YET")])
+    body = bundle_ok(fhir, [put_entry(patient("NONE-YET"), "Patient?identifier=urn:test:mrn|NONE-YET")])
     assert body["entry"][0]["response"]["status"] == "201 Created"
     assert fhir.ids("Patient?identifier=urn:test:mrn|NONE-YET") == {body["entry"][0]["resource"]["id"]}
 
@@ -606,7 +579,9 @@ def test_conditional_put_without_a_match_creates(fhir: Fhir) -> None:
 def test_conditional_put_with_a_different_body_id_fails(fhir: Fhir) -> None:
     fhir.create(patient("IDS"))
     before = versions(fhir)
-    response = send(fhir, [put(patient("IDS", id="other"), "Patient?identifier=urn:test:mrn|IDS")])
+    response = send_bundle(
+        fhir, [put_entry(patient("IDS", id="other"), "Patient?identifier=urn:test:mrn|IDS")]
+    )
     assert_outcome(response, 400, "Bundle.entry[0].resource.id")
     assert versions(fhir) == before
 
@@ -619,17 +594,17 @@ def test_conditional_reference_is_resolved(fhir: Fhir) -> None:
         }
     )
     reference = "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|42"
-    body = ok(fhir, [post(observation("Patient/x", performer=[{"reference": reference}]))])
+    body = bundle_ok(fhir, [post_entry(observation("Patient/x", performer=[{"reference": reference}]))])
     assert body["entry"][0]["resource"]["performer"][0]["reference"] == f"Practitioner/{practitioner['id']}"
 
 
 def test_conditional_reference_finds_a_resource_created_by_the_same_transaction(fhir: Fhir) -> None:
     organization = {"resourceType": "Organization", "identifier": [{"system": "urn:org", "value": "NEW"}]}
-    body = ok(
+    body = bundle_ok(
         fhir,
         [
-            post(patient(managingOrganization={"reference": "Organization?identifier=urn:org|NEW"})),
-            post(organization, if_none_exist="identifier=urn:org|NEW"),
+            post_entry(patient(managingOrganization={"reference": "Organization?identifier=urn:org|NEW"})),
+            post_entry(organization, if_none_exist="identifier=urn:org|NEW"),
         ],
     )
     org_id = body["entry"][1]["resource"]["id"]
@@ -642,14 +617,14 @@ def test_conditional_reference_finds_a_resource_created_by_the_same_transaction(
 def test_batch_entries_succeed_or_fail_on_their_own(fhir: Fhir) -> None:
     stale = fhir.create(patient("STALE"))
     gone = fhir.create(patient("GONE"))
-    body = ok(
+    body = bundle_ok(
         fhir,
         [
-            post(patient("GOOD")),
-            post(patient("BAD", gender=12)),
-            put({**stale, "active": True}, f"Patient/{stale['id']}", if_match='W/"5"'),
-            get("Patient/nope"),
-            delete(f"Patient/{gone['id']}"),
+            post_entry(patient("GOOD")),
+            post_entry(patient("BAD", gender=12)),
+            put_entry({**stale, "active": True}, f"Patient/{stale['id']}", if_match='W/"5"'),
+            get_entry("Patient/nope"),
+            delete_entry(f"Patient/{gone['id']}"),
             {"request": {"method": "FETCH", "url": "Patient"}},
         ],
         kind="batch",
@@ -683,7 +658,7 @@ def test_batch_entries_succeed_or_fail_on_their_own(fhir: Fhir) -> None:
 
 def test_batch_entries_may_not_reference_each_other(fhir: Fhir) -> None:
     pid = urn()
-    body = ok(fhir, [post(patient(), pid), post(observation(pid))], kind="batch")
+    body = bundle_ok(fhir, [post_entry(patient(), pid), post_entry(observation(pid))], kind="batch")
     assert body["entry"][0]["response"]["status"] == "201 Created"
     failed = body["entry"][1]["response"]
     assert failed["status"] == "400 Bad Request"
@@ -693,13 +668,15 @@ def test_batch_entries_may_not_reference_each_other(fhir: Fhir) -> None:
 
 def test_batch_refuses_conditional_references(fhir: Fhir) -> None:
     fhir.create(patient("ONLY"))
-    body = ok(fhir, [post(observation("Patient?identifier=urn:test:mrn|ONLY"))], kind="batch")
+    body = bundle_ok(fhir, [post_entry(observation("Patient?identifier=urn:test:mrn|ONLY"))], kind="batch")
     assert body["entry"][0]["response"]["status"] == "400 Bad Request"
     assert "only in a transaction" in body["entry"][0]["response"]["outcome"]["issue"][0]["diagnostics"]
 
 
 def test_batch_prefer_return_minimal_omits_resources(fhir: Fhir) -> None:
-    body = ok(fhir, [post(patient()), post(patient("OTHER"))], kind="batch", Prefer="return=minimal")
+    body = bundle_ok(
+        fhir, [post_entry(patient()), post_entry(patient("OTHER"))], kind="batch", Prefer="return=minimal"
+    )
     assert all("resource" not in e for e in body["entry"])
     assert all(e["response"]["status"] == "201 Created" for e in body["entry"])
 

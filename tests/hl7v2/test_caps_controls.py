@@ -13,7 +13,7 @@ from connectors.hl7v2 import Limits, handle
 from coordination_api.config import Settings
 from tests.conftest import Fhir
 from tests.coordination.messages import as_sender
-from tests.hl7v2.test_parse_mapping import adt
+from tests.support.hl7v2 import adt
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
 

@@ -29,8 +29,8 @@ from coordination_api.storage.migrate import upgrade
 from fhir_profiles.french_identifiers import INS_NIR, RPPS
 from tests.conftest import Fhir, authed, close_app
 from tests.coordination.messages import HL7_SENDER, as_sender
-from tests.hl7v2.test_parse_mapping import adt
-from tests.storage.test_db_faults import _app, _write_lock_held
+from tests.support.db_faults import timeouts_app, write_lock_held
+from tests.support.hl7v2 import adt
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
 NIR_OK = "180057505612342"
@@ -318,9 +318,9 @@ def _outage_message(control_id: str) -> bytes:
 
 
 def test_database_outage_is_ar_207_over_http(database_url: str, backend: str) -> None:
-    with _app(database_url, DatabaseTimeouts(lock=0.3)) as app:
+    with timeouts_app(database_url, DatabaseTimeouts(lock=0.3)) as app:
         client = as_sender(authed(app.test_client()))
-        with _write_lock_held(database_url, backend):
+        with write_lock_held(database_url, backend):
             response = client.post("/hl7v2", data=_outage_message("DB1"), headers=ER7)
         assert response.status_code == 503
         assert int(response.headers["Retry-After"]) >= 1
@@ -340,13 +340,13 @@ def test_database_outage_is_ar_207_over_http(database_url: str, backend: str) ->
 
 
 def test_database_outage_is_ar_207_over_mllp(database_url: str, backend: str) -> None:
-    with _app(database_url, DatabaseTimeouts(lock=0.3)) as app:
+    with timeouts_app(database_url, DatabaseTimeouts(lock=0.3)) as app:
         config = replace(app.config["SETTINGS"].hl7v2, senders=(HL7_SENDER,))
         srv = mllp_server(app, "127.0.0.1", 0, max_message_bytes=1_048_576, config=config)
         srv.start()
         try:
             with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as conn:
-                with _write_lock_held(database_url, backend):
+                with write_lock_held(database_url, backend):
                     conn.sendall(b"\x0b" + _outage_message("DB2") + b"\x1c\x0d")
                     ack = read(read_frame(conn))
                 assert [str(x) for x in ack.segment("MSA")[1:3]] == ["AR", "DB2"]

@@ -26,7 +26,7 @@ from coordination_api.integrations.hl7v2 import mllp_server
 from coordination_api.storage.schema import message_log
 from tests.coordination.messages import HL7_SENDER
 from tests.eparcours.certs import Pki, make_pki
-from tests.hl7v2.test_parse_mapping import adt
+from tests.support.hl7v2 import adt
 
 
 def accept_all(event: EncounterEvent) -> None:

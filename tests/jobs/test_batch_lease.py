@@ -14,8 +14,8 @@ from coordination_api import jobs
 from coordination_api.app import create_app
 from coordination_api.config import DmpSettings, JobSettings, Settings
 from tests.conftest import Fhir, _truncate, authed, close_app
-from tests.dmp.test_dmp_push import Recipient, _letter, _patient
-from tests.dmp.test_dmp_push import recipient as recipient
+from tests.support.dmp import Recipient, ins_patient, pdf_letter
+from tests.support.dmp import recipient as recipient
 
 
 @pytest.fixture
@@ -40,8 +40,8 @@ def test_a_job_whose_lease_lapsed_in_a_batch_is_not_run_twice(
     recipient: Recipient,
 ) -> None:
     fhir = Fhir(authed(short_lease_app.test_client()))
-    patient = _patient(fhir)
-    for doc in [_letter(fhir, patient) for _ in range(2)]:
+    patient = ins_patient(fhir)
+    for doc in [pdf_letter(fhir, patient) for _ in range(2)]:
         assert fhir.request("POST", f"/fhir/DocumentReference/{doc}/$dmp-push").status_code == 202
     worker_a = jobs.of(short_lease_app)
     batch = worker_a._claim()  # both jobs, under one lease of 1 s

@@ -4,10 +4,7 @@ and our client certificate (aiosmtpd): mails received and parsed back, failures 
 from __future__ import annotations
 
 import base64
-import contextlib
-import email
 import io
-import ssl
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -19,7 +16,6 @@ from xml.etree import ElementTree
 
 import orjson
 import pytest
-from aiosmtpd.controller import Controller
 from flask import Flask
 from sqlalchemy import select
 
@@ -29,53 +25,18 @@ from coordination_api.storage.schema import subscription_outbox
 from coordination_api.subscriptions.worker import Deliverer
 from tests.conftest import Fhir, _truncate, authed, close_app
 from tests.eparcours.certs import Pki, make_pki
-from tests.ops.test_shutdown import _free_port
 from tests.subscriptions.conftest import FAST
+from tests.support.mssante import SmtpServer, smtp
+
+__all__ = ["smtp"]  # fixture: the SMTP server
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 LETTER = b"%PDF-1.4 lettre de liaison"
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-class SmtpServer:
-    def __init__(self, pki: Pki, port: int) -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(pki.server_cert, pki.server_key)
-        context.load_verify_locations(pki.ca)
-        context.verify_mode = ssl.CERT_REQUIRED  # MSSanté operators authenticate the sending system
-        self.inbox = Inbox()
-        self.port = port
-        self.controller = Controller(
-            self.inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True
-        )
-
-    def start(self) -> None:
-        self.controller.start()
-
-    def stop(self) -> None:
-        self.controller.stop()
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("mss-pki"))
-
-
-@pytest.fixture
-def smtp(pki: Pki) -> Iterator[SmtpServer]:
-    server = SmtpServer(pki, _free_port())
-    server.start()
-    yield server
-    with contextlib.suppress(AssertionError, RuntimeError):  # already stopped by the test
-        server.stop()
 
 
 def _app(

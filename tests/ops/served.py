@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 
 from tests.conftest import PG_URL
 from tests.coordination.messages import HL7_SENDER, SENDER
-from tests.ops.test_shutdown import _free_port
+from tests.support.net import free_port
 
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "coordination")
@@ -165,7 +165,7 @@ def serve(
 ) -> Iterator[Served]:
     """``coordination serve *args`` on free ports over ``url``; SIGTERM (then kill) at the end."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    port, mllp = _free_port(), mllp_port or _free_port()
+    port, mllp = free_port(), mllp_port or free_port()
     state_dir = tmp / f"metrics-{port}"
     state_dir.mkdir()
     env.update(

@@ -31,9 +31,9 @@ from coordination_api.config import SupervisionSettings
 from coordination_api.storage.schema import worker_heartbeat
 from tests.conftest import BACKENDS
 from tests.coordination.messages import VISIT_SYSTEM, discharge_message, patient
-from tests.hl7v2.test_parse_mapping import adt
 from tests.ops.served import Served, children_of, database, listening, serve, wait_for
 from tests.subscriptions.conftest import Receiver
+from tests.support.hl7v2 import adt
 
 pytestmark = pytest.mark.live
 MESSAGES = int(os.environ.get("CHAOS_MESSAGES", "80"))

@@ -15,7 +15,7 @@ from coordination_api.storage.schema import subscription_outbox
 from coordination_api.subscriptions import worker_loop
 from tests.conftest import Fhir
 from tests.subscriptions.conftest import Receiver
-from tests.subscriptions.test_delivery import active, classic, encounter
+from tests.support.subscriptions import active, classic, encounter
 
 Pump = Callable[..., None]
 

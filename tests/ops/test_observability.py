@@ -122,8 +122,22 @@ def test_counters_clamp_unknown_label_values() -> None:
 
 
 def test_create_app_many_times_registers_metrics_once(tmp_path: Path) -> None:
-    for n in range(3):
-        close_app(create_app(Settings(database_url=f"sqlite:///{tmp_path / f'{n}.db'}")))
+    labels = {"interaction": "capabilities", "resource_type": "", "status_class": "2xx"}
+    before = _sample("coordination_http_request_duration_seconds_count", **labels)
+    apps = [create_app(Settings(database_url=f"sqlite:///{tmp_path / f'{n}.db'}")) for n in range(3)]
+    try:
+        for made in apps:
+            assert made.test_client().get("/fhir/metadata").status_code == 200
+        body = apps[-1].test_client().get("/metrics").get_data(as_text=True)
+    finally:
+        for made in apps:
+            close_app(made)
+    # Each app counts into the one process registry; each family is exposed once (a second
+    # registration would raise, or show the family twice).
+    assert _sample("coordination_http_request_duration_seconds_count", **labels) == before + 3
+    families = [line.split()[2] for line in body.splitlines() if line.startswith("# TYPE ")]
+    assert "coordination_http_request_duration_seconds" in families
+    assert len(families) == len(set(families)), sorted(families)
 
 
 def _ready_app(database_url: str, max_age: float) -> Flask:

@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, func, select
 
 from coordination_api.storage.migrate import upgrade
 from coordination_api.storage.schema import worker_heartbeat
+from tests.support.net import free_port
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.live
@@ -36,12 +37,6 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _env(url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     return {**env, "COORDINATION_DATABASE_URL": url, **extra}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _listening(port: int) -> bool:
@@ -70,7 +65,7 @@ def _wait(predicate: object, timeout: float = 60.0) -> None:
 
 
 def test_worker_stops_on_sigterm_and_removes_its_heartbeat(sqlite_url: str) -> None:
-    metrics_port = _free_port()
+    metrics_port = free_port()
     process = subprocess.Popen(
         [str(BIN / "coordination"), "worker", "--metrics-port", str(metrics_port)],
         env=_env(sqlite_url),
@@ -93,7 +88,7 @@ def test_worker_stops_on_sigterm_and_removes_its_heartbeat(sqlite_url: str) -> N
 
 
 def test_mllp_listener_stops_on_sigterm(sqlite_url: str) -> None:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [str(BIN / "coordination"), "mllp", "--port", str(port)],
         env=_env(sqlite_url),
@@ -115,7 +110,7 @@ def test_mllp_listener_stops_on_sigterm(sqlite_url: str) -> None:
 
 
 def test_serve_aggregates_metrics_and_stops_cleanly_on_sigterm(sqlite_url: str) -> None:
-    port, mllp_port = _free_port(), _free_port()
+    port, mllp_port = free_port(), free_port()
     process = subprocess.Popen(
         [
             *(str(BIN / "coordination"), "serve", "--port", str(port), "--mllp-port", str(mllp_port)),

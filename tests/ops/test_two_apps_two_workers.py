@@ -24,8 +24,8 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests.conftest import BACKENDS, PG_URL
-from tests.ops.test_shutdown import _free_port
 from tests.subscriptions.conftest import Receiver
+from tests.support.net import free_port
 
 BIN = Path(sys.executable).parent
 pytestmark = [
@@ -89,7 +89,7 @@ def cluster() -> Iterator[Cluster]:
             timeout=60,
         )
         client = json.loads(created.stdout)
-        ports = [_free_port(), _free_port()]
+        ports = [free_port(), free_port()]
         # Behind one load balancer both processes are the same server: one public base (token audience).
         env["COORDINATION_PUBLIC_BASE_URL"] = f"http://127.0.0.1:{ports[0]}/fhir"
         for port in ports:

@@ -10,25 +10,25 @@ from flask import Flask
 from sqlalchemy import text
 
 from coordination_api.fhir.everything import CARE_DATE
-from tests.auth.test_security import (
-    PASSWORD,
-    _authorize_url,
-    _bearer,
-    _consent_deny,
-    _csrf,
-    _exchange,
-    _login,
-    _pkce,
-    _practitioner,
-    _public_client,
-    _session_key_ready,
-    _user_token,
-)
 from tests.conftest import Fhir
+from tests.factories import create_consent_deny
 from tests.pathways.support import directory, pathway
 from tests.search.support import entries_by_mode, link, local, observation, put, typed_ids
+from tests.support.auth import (
+    PASSWORD,
+    authorize_url,
+    bearer,
+    csrf_token_of,
+    exchange_code,
+    log_in,
+    pkce_pair,
+    practitioner_user,
+    public_client,
+    session_key_ready,
+    user_token,
+)
 
-__all__ = ["_session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
+__all__ = ["session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
 
 P1_RECORD = {
     "Patient/p1",
@@ -199,7 +199,7 @@ def test_capability_statement_declares_the_operations(record: Fhir) -> None:
 
 
 def _member_record(fhir: Fhir, app: Flask) -> str:
-    member = _practitioner(app, "dr", "10101010101")
+    member = practitioner_user(app, "dr", "10101010101")
     directory(fhir)
     pathway(fhir, "p1", gp=f"Practitioner/{member}")
     pathway(fhir, "p2")
@@ -208,8 +208,8 @@ def _member_record(fhir: Fhir, app: Flask) -> str:
 
 def test_care_team_member_gets_everything_and_it_is_audited(fhir: Fhir, app: Flask) -> None:
     member = _member_record(fhir, app)
-    token = _user_token(app, "user/*.rs", "dr")
-    bundle = everything(fhir, "/fhir/Patient/p1/$everything?_count=100", **_bearer(token))
+    token = user_token(app, "user/*.rs", "dr")
+    bundle = everything(fhir, "/fhir/Patient/p1/$everything?_count=100", **bearer(token))
     assert typed_ids(bundle, "match") == P1_RECORD
     app.extensions["audit_writer"].flush()
     with app.extensions["coordination"].repo.engine.connect() as conn:
@@ -226,30 +226,30 @@ def test_care_team_member_gets_everything_and_it_is_audited(fhir: Fhir, app: Fla
 
 def test_outsider_is_refused(fhir: Fhir, app: Flask) -> None:
     _member_record(fhir, app)
-    _practitioner(app, "outsider", "10101010102")
-    token = _user_token(app, "user/*.rs", "outsider")
-    body = everything(fhir, "/fhir/Patient/p1/$everything", 403, **_bearer(token))
+    practitioner_user(app, "outsider", "10101010102")
+    token = user_token(app, "user/*.rs", "outsider")
+    body = everything(fhir, "/fhir/Patient/p1/$everything", 403, **bearer(token))
     assert body["resourceType"] == "OperationOutcome"
-    everything(fhir, "/fhir/Encounter/p1-stay/$everything", 403, **_bearer(token))
+    everything(fhir, "/fhir/Encounter/p1-stay/$everything", 403, **bearer(token))
 
 
 def test_member_is_refused_another_patient(fhir: Fhir, app: Flask) -> None:
     _member_record(fhir, app)
-    token = _user_token(app, "user/*.rs", "dr")
-    everything(fhir, "/fhir/Patient/p2/$everything", 403, **_bearer(token))
+    token = user_token(app, "user/*.rs", "dr")
+    everything(fhir, "/fhir/Patient/p2/$everything", 403, **bearer(token))
 
 
 def test_consent_denial_wins_over_the_care_team(fhir: Fhir, app: Flask) -> None:
     member = _member_record(fhir, app)
-    _consent_deny(fhir.client, "p1", f"Practitioner/{member}")
-    token = _user_token(app, "user/*.rs", "dr")
-    everything(fhir, "/fhir/Patient/p1/$everything", 403, **_bearer(token))
+    create_consent_deny(fhir.client, "p1", f"Practitioner/{member}")
+    token = user_token(app, "user/*.rs", "dr")
+    everything(fhir, "/fhir/Patient/p1/$everything", 403, **bearer(token))
 
 
 def test_scopes_limit_the_types_returned(fhir: Fhir, app: Flask) -> None:
     _member_record(fhir, app)
-    token = _user_token(app, "user/Patient.rs user/Task.rs", "dr")
-    bundle = everything(fhir, "/fhir/Patient/p1/$everything?_count=100", **_bearer(token))
+    token = user_token(app, "user/Patient.rs user/Task.rs", "dr")
+    bundle = everything(fhir, "/fhir/Patient/p1/$everything?_count=100", **bearer(token))
     assert typed_ids(bundle, "match") == {r for r in P1_RECORD if r.startswith(("Patient/", "Task/"))}
     assert typed_ids(bundle, "include") == set()
 
@@ -257,29 +257,33 @@ def test_scopes_limit_the_types_returned(fhir: Fhir, app: Flask) -> None:
 def _patient_token(app: Flask, patient_id: str) -> str:
     """SMART standalone launch with ``launch/patient``: the practitioner picks ``patient_id``."""
     scope = "launch/patient patient/*.rs"
-    client_id = _public_client(app, scope)
-    verifier, challenge = _pkce()
+    client_id = public_client(app, scope)
+    verifier, challenge = pkce_pair()
     browser = app.test_client()
-    url = _authorize_url(client_id, challenge, scope)
-    assert _login(browser, "dr", PASSWORD, next_url=url).status_code == 303
+    url = authorize_url(client_id, challenge, scope)
+    assert log_in(browser, "dr", PASSWORD, next_url=url).status_code == 303
     page = browser.get(url)
-    form = {"csrf_token": _csrf(page.get_data(as_text=True)), "decision": "approve", "patient": patient_id}
+    form = {
+        "csrf_token": csrf_token_of(page.get_data(as_text=True)),
+        "decision": "approve",
+        "patient": patient_id,
+    }
     done = browser.post(url, data=form)
     assert done.status_code == 302, done.get_data(as_text=True)
     code = parse_qs(urlsplit(done.headers["Location"]).query)["code"][0]
-    token: str = _exchange(browser, client_id, code, verifier).get_json()["access_token"]
+    token: str = exchange_code(browser, client_id, code, verifier).get_json()["access_token"]
     return token
 
 
 def test_patient_scoped_token_reaches_only_its_patient(fhir: Fhir, app: Flask) -> None:
-    member = _practitioner(app, "dr", "10101010101")
+    member = practitioner_user(app, "dr", "10101010101")
     directory(fhir)
     pathway(fhir, "p1", gp=f"Practitioner/{member}")
     pathway(fhir, "p2", gp=f"Practitioner/{member}")  # in both care teams
     token = _patient_token(app, "p1")
-    bundle = everything(fhir, "/fhir/Patient/p1/$everything?_count=100", **_bearer(token))
+    bundle = everything(fhir, "/fhir/Patient/p1/$everything?_count=100", **bearer(token))
     assert typed_ids(bundle, "match") == P1_RECORD
-    everything(fhir, "/fhir/Patient/p2/$everything", 403, **_bearer(token))
+    everything(fhir, "/fhir/Patient/p2/$everything", 403, **bearer(token))
 
 
 def test_resource_shared_with_a_patient_out_of_reach_is_left_out(fhir: Fhir, app: Flask) -> None:
@@ -299,14 +303,14 @@ def test_resource_shared_with_a_patient_out_of_reach_is_left_out(fhir: Fhir, app
     assert "Appointment/joint" in typed_ids(
         everything(fhir, "/fhir/Patient/p1/$everything?_count=100"), "match"
     )
-    token = _user_token(app, "user/*.rs", "dr")
+    token = user_token(app, "user/*.rs", "dr")
     seen: set[str] = set()
-    bundle = everything(fhir, "/fhir/Patient/p1/$everything?_count=3", **_bearer(token))
+    bundle = everything(fhir, "/fhir/Patient/p1/$everything?_count=3", **bearer(token))
     while True:
         assert bundle["total"] == len(P1_RECORD)
         seen |= typed_ids(bundle, "match")
         nxt = link(bundle, "next")
         if nxt is None:
             break
-        bundle = everything(fhir, local(nxt), **_bearer(token))
+        bundle = everything(fhir, local(nxt), **bearer(token))
     assert seen == P1_RECORD  # the joint appointment (p2 is out of reach) is not among them

@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.auth.test_security import _bearer, _practitioner, _session_key_ready, _user_token
 from tests.conftest import Fhir
 from tests.pathways.support import PHARMACIST, directory, pathway
 from tests.search.support import match_ids, put, typed_ids
+from tests.support.auth import bearer, practitioner_user, session_key_ready, user_token
 
-__all__ = ["_session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
+__all__ = ["session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ WORKLISTS = [
 
 
 def _as(fhir: Fhir, token: str, query: str) -> dict[str, Any]:
-    response = fhir.request("GET", f"/fhir/{query}", **_bearer(token))
+    response = fhir.request("GET", f"/fhir/{query}", **bearer(token))
     assert response.status_code == 200, response.get_json()
     body: dict[str, Any] = response.get_json()
     return body
@@ -158,12 +158,12 @@ def _patients_of(bundle: dict[str, Any]) -> set[str]:
 
 @pytest.mark.parametrize("query", WORKLISTS)
 def test_care_team_member_sees_the_worklist_and_outsider_nothing(fhir: Fhir, app: Flask, query: str) -> None:
-    member = _practitioner(app, "dr", "10101010101")
-    _practitioner(app, "outsider", "10101010102")
+    member = practitioner_user(app, "dr", "10101010101")
+    practitioner_user(app, "outsider", "10101010102")
     directory(fhir)
     pathway(fhir, "p1", gp=f"Practitioner/{member}")
     pathway(fhir, "p2")  # the member is not in p2's care team
-    inside = _as(fhir, _user_token(app, "user/*.rs", "dr"), query)
-    outside = _as(fhir, _user_token(app, "user/*.rs", "outsider"), query)
+    inside = _as(fhir, user_token(app, "user/*.rs", "dr"), query)
+    outside = _as(fhir, user_token(app, "user/*.rs", "outsider"), query)
     assert _patients_of(inside) == {"p1"}
     assert outside.get("entry", []) == []

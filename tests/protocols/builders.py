@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from coordination_api.coordination.protocol_library import load_definitions
 from coordination_api.storage.schema import resource
+from tests import factories
 from tests.conftest import Fhir
 
 ROLE = "https://coordination.example.org/fhir/CodeSystem/cercle-de-soins-role"
@@ -30,13 +31,12 @@ def count_resources(app: Flask) -> int:
 
 
 def new_patient(fhir: Fhir, birth_date: str = "1946-03-02", **extra: Any) -> str:
-    body = {"resourceType": "Patient", "name": [{"family": "Durand", "given": ["Jeanne"]}]}
-    body.update(birthDate=birth_date, **extra)
+    body = factories.patient(None, "Durand", "Jeanne", birthDate=birth_date, **extra)
     return f"Patient/{fhir.create(body)['id']}"
 
 
 def practitioner(fhir: Fhir, family: str) -> str:
-    return f"Practitioner/{fhir.create({'resourceType': 'Practitioner', 'name': [{'family': family}]})['id']}"
+    return f"Practitioner/{fhir.create(factories.practitioner(family))['id']}"
 
 
 def care_team(fhir: Fhir, patient: str, members: dict[str, str], status: str = "active") -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Flask
 
 from coordination_api.accounts import create_practitioner_user
-from tests.auth.test_security import PASSWORD, _user_token
 from tests.conftest import Fhir
 from tests.protocols.builders import care_team, load_library, new_patient
+from tests.support.auth import PASSWORD, user_token
 
 PLAN = "retour-domicile-personne-agee"
 
@@ -19,7 +19,7 @@ def test_a_practitioner_applies_only_for_patients_of_their_care_team(app: Flask,
     care_team(fhir, mine, {"medecin-traitant": f"Practitioner/{doctor}"})
     other = new_patient(fhir)
     user = app.test_client()
-    user.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {_user_token(app)}"
+    user.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {user_token(app)}"
     as_doctor = Fhir(user)
     allowed = as_doctor.request("GET", f"/fhir/PlanDefinition/{PLAN}/$apply?subject={mine}")
     assert allowed.status_code == 200, allowed.get_json()

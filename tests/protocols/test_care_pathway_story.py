@@ -10,10 +10,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from coordination_api.accounts import create_practitioner_user
-from tests.auth.test_security import PASSWORD, _user_token
 from tests.conftest import Fhir
 from tests.coordination.messages import as_sender, discharge_message, patient
 from tests.protocols.builders import ELDERLY, care_team, load_library, practitioner
+from tests.support.auth import PASSWORD, user_token
 
 FHIR_JSON = "application/fhir+json"
 
@@ -53,7 +53,7 @@ def test_discharge_to_plan_to_accepted_visit_to_everything(
     assert response.status_code == 200, response.get_json()
 
     # The GP sees the plan and its Tasks in one search.
-    doctor = _as(app, _user_token(app, "user/*.cruds", "dr-martin"))
+    doctor = _as(app, user_token(app, "user/*.cruds", "dr-martin"))
     found = doctor.search(f"CarePlan?patient={subject}&status=active&_include=CarePlan:activity-reference")
     plans = [e["resource"] for e in found["entry"] if e["resource"]["resourceType"] == "CarePlan"]
     assert [p["instantiatesCanonical"] for p in plans] == [[ELDERLY]]
@@ -64,7 +64,7 @@ def test_discharge_to_plan_to_accepted_visit_to_everything(
     assert {t["owner"]["reference"] for t in tasks} == set(members.values())
 
     # The nurse finds her Task in her worklist and accepts it (version-aware update).
-    idel = _as(app, _user_token(app, "user/*.cruds", "idel-bernard"))
+    idel = _as(app, user_token(app, "user/*.cruds", "idel-bernard"))
     worklist = idel.search(f"Task?owner=Practitioner/{nurse}&status=requested,accepted&_sort=period")
     mine: dict[str, Any] = worklist["entry"][0]["resource"]
     assert mine["for"]["reference"] == subject
@@ -91,7 +91,7 @@ def test_discharge_to_plan_to_accepted_visit_to_everything(
     assert {"Patient", "Encounter", "CarePlan", "Task", "CareTeam"} <= kinds
 
     # A professional outside the cercle de soins sees none of it.
-    other = _as(app, _user_token(app, "user/*.cruds", "dr-other"))
+    other = _as(app, user_token(app, "user/*.cruds", "dr-other"))
     assert other.search(f"CarePlan?patient={subject}").get("entry", []) == []
     assert other.request("GET", f"/fhir/{subject}/$everything").status_code in {403, 404}
     assert outsider

@@ -6,31 +6,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tests.conftest import Fhir
+from tests.factories import encounter, patient
+from tests.factories import put_with_id as put
 
-
-def put(fhir: Fhir, resource: dict[str, Any]) -> dict[str, Any]:
-    """Create (update-as-create) a resource under the id it carries, so tests can name their data."""
-    response = fhir.request("PUT", f"/fhir/{resource['resourceType']}/{resource['id']}", resource)
-    assert response.status_code in (200, 201), response.get_json()
-    body: dict[str, Any] = response.get_json()
-    return body
-
-
-def patient(pid: str, family: str = "Dupont", given: str = "Jean", **extra: Any) -> dict[str, Any]:
-    return {"resourceType": "Patient", "id": pid, "name": [{"family": family, "given": [given]}], **extra}
-
-
-def encounter(eid: str, subject: str | dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "resourceType": "Encounter",
-        "id": eid,
-        "status": "finished",
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
-    }
-    if subject:
-        out["subject"] = {"reference": subject} if isinstance(subject, str) else subject
-    out.update(extra)
-    return out
+__all__ = ["encounter", "patient", "put"]  # shared builders, re-exported under the search tests' names
 
 
 LOINC = "http://loinc.org"

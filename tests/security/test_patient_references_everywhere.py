@@ -15,20 +15,21 @@ from hypothesis import strategies as st
 
 from coordination_api.fhir.resources import supported_types
 from fhir_profiles import reference_elements
-from tests.auth import test_read_paths_reach as reads
-from tests.auth.test_security import _create, _session_key_ready
+from tests.factories import create_via
 from tests.security import minimal
 from tests.security.conftest import PROFILE
+from tests.support.access import ReachWorld
+from tests.support.auth import session_key_ready
 
-__all__ = ["_session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
+__all__ = ["session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
 
 
 @pytest.fixture
-def world(app: Flask, client: FlaskClient) -> reads.World:
-    return reads.World(app, client)
+def world(app: Flask, client: FlaskClient) -> ReachWorld:
+    return ReachWorld(app, client)
 
 
-def _about_q(world: reads.World) -> list[dict[str, Any]]:
+def _about_q(world: ReachWorld) -> list[dict[str, Any]]:
     q = world.q
     return [
         {"resourceType": "Device", "patient": {"reference": f"Patient/{q}"}},
@@ -56,19 +57,19 @@ def _about_q(world: reads.World) -> list[dict[str, Any]]:
 
 
 def test_patient_data_outside_the_compartment_definition_is_not_for_everyone(
-    world: reads.World, client: FlaskClient
+    world: ReachWorld, client: FlaskClient
 ) -> None:
     """A Device implanted in Q, the Provenance of Q's Observation, a GuidanceResponse or Contract about
     Q: outside_compartments() made them compartment-less, so every practitioner read them."""
     readable = []
     for body in _about_q(world):
-        rid = _create(client, body)
+        rid = create_via(client, body)
         if world.get(f"/fhir/{body['resourceType']}/{rid}").status_code == 200:
             readable.append(body["resourceType"])
     assert readable == []
 
 
-def test_a_practitioner_cannot_file_a_device_into_an_unreachable_record(world: reads.World) -> None:
+def test_a_practitioner_cannot_file_a_device_into_an_unreachable_record(world: ReachWorld) -> None:
     body = {"resourceType": "Device", "patient": {"reference": f"Patient/{world.q}"}}
     assert world.send("POST", "/fhir/Device", body).status_code == 403
 
@@ -102,7 +103,7 @@ def _body(case: tuple[str, str, bool], target: str) -> dict[str, Any]:
     return minimal.place(res_type, minimal.minimal(res_type), path, {"reference": target})
 
 
-def _exposed(world: reads.World, client: FlaskClient, body: dict[str, Any]) -> list[str]:
+def _exposed(world: ReachWorld, client: FlaskClient, body: dict[str, Any]) -> list[str]:
     """What a practitioner outside Q's team gets of a resource about Q stored by a system client."""
     res_type = body["resourceType"]
     created = client.post(f"/fhir/{res_type}", json=body, headers={"Content-Type": "application/fhir+json"})
@@ -136,7 +137,7 @@ def test_the_case_list_is_derived_from_the_definitions() -> None:
 
 
 def test_every_element_that_can_name_a_patient_keeps_it_in_the_patients_compartment(
-    world: reads.World, client: FlaskClient
+    world: ReachWorld, client: FlaskClient
 ) -> None:
     """Each (type, element) naming Patient/Q: not readable, not searchable, not creatable by Alice."""
     leaks = {}
@@ -153,7 +154,7 @@ def test_every_element_that_can_name_a_patient_keeps_it_in_the_patients_compartm
     via=st.sampled_from(["element", "followed", "extension", "contained"]),
 )
 def test_patient_data_anywhere_in_any_type_is_the_patients(
-    world: reads.World, client: FlaskClient, case: tuple[str, str, bool], via: str
+    world: ReachWorld, client: FlaskClient, case: tuple[str, str, bool], via: str
 ) -> None:
     """Property: however a resource of any type ties itself to Q (the element itself; a Reference(Any)
     element pointing at Q's Observation; an extension or a contained resource naming Q), a practitioner

@@ -8,50 +8,41 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.auth import test_read_paths_reach as reads
-from tests.auth import test_self_granted_reach as grants
-from tests.auth.test_security import (
-    _bearer,
-    _care_team,
-    _create,
-    _practitioner,
-    _session_key_ready,
-    _user_token,
-)
+from tests.factories import create_care_team, create_via
+from tests.support.access import COORDINATOR, GrantWorld, ReachWorld, team_body
+from tests.support.auth import bearer, practitioner_user, session_key_ready, user_token
 
-__all__ = ["_session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
+__all__ = ["session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
 
 LEAP_SECOND_END = "2016-12-31T23:59:60Z"  # FHIR dateTime allows second 60 (R4 datatypes.html#dateTime)
 
 
 @pytest.fixture
-def world(app: Flask, client: FlaskClient) -> reads.World:
-    return reads.World(app, client)
+def world(app: Flask, client: FlaskClient) -> ReachWorld:
+    return ReachWorld(app, client)
 
 
 @pytest.fixture
-def team_world(app: Flask, client: FlaskClient) -> grants.World:
-    return grants.World(app, client)
+def team_world(app: Flask, client: FlaskClient) -> GrantWorld:
+    return GrantWorld(app, client)
 
 
 # -- R1: a care-team member makes herself coordinator --------------------------------------------------
 
 
 def test_a_member_cannot_give_herself_the_coordinator_role(
-    team_world: grants.World, client: FlaskClient
+    team_world: GrantWorld, client: FlaskClient
 ) -> None:
     """The coordinator role is read from participant.role, which is not in the derived access rows, so
     reach_change sees no change and the edit passes as a harmless one; the member is then a
     coordinator (adds members, lifts objections, gives herself lasting Task ownership)."""
     w = team_world
-    team = _care_team(client, w.p, f"Practitioner/{w.alice}")
-    promoted = {**grants._team_body(w.p, (f"Practitioner/{w.alice}", grants.COORDINATOR)), "id": team}
+    team = create_care_team(client, w.p, f"Practitioner/{w.alice}")
+    promoted = {**team_body(w.p, (f"Practitioner/{w.alice}", COORDINATOR)), "id": team}
     response = w.as_alice("PUT", f"/fhir/CareTeam/{team}", promoted)
     assert response.status_code == 403, "a plain member made herself the patient's coordinator"
     widened = {
-        **grants._team_body(
-            w.p, (f"Practitioner/{w.alice}", grants.COORDINATOR), (f"Practitioner/{w.bob}", None)
-        ),
+        **team_body(w.p, (f"Practitioner/{w.alice}", COORDINATOR), (f"Practitioner/{w.bob}", None)),
         "id": team,
     }
     assert w.as_alice("PUT", f"/fhir/CareTeam/{team}", widened).status_code == 403
@@ -61,12 +52,12 @@ def test_a_member_cannot_give_herself_the_coordinator_role(
 
 
 def test_an_offer_that_ended_on_a_leap_second_cannot_be_read_or_accepted(
-    world: reads.World, client: FlaskClient, app: Flask
+    world: ReachWorld, client: FlaskClient, app: Flask
 ) -> None:
     """policy._instant cannot parse second 60 and returns None, read as 'no end': an offer that
     expired in 2016 still shows the patient and can be accepted, which gives full reach."""
-    carol = _practitioner(app, "carol", "10000000003")
-    task = _create(
+    carol = practitioner_user(app, "carol", "10000000003")
+    task = create_via(
         client,
         {
             "resourceType": "Task",
@@ -79,24 +70,24 @@ def test_an_offer_that_ended_on_a_leap_second_cannot_be_read_or_accepted(
             },
         },
     )
-    token = _user_token(app, "user/*.cruds", "carol")
-    read = client.get(f"/fhir/Task/{task}", headers=_bearer(token))
+    token = user_token(app, "user/*.cruds", "carol")
+    read = client.get(f"/fhir/Task/{task}", headers=bearer(token))
     if read.status_code == 200:
         accepted = {**read.get_json(), "status": "accepted", "owner": {"reference": f"Practitioner/{carol}"}}
         client.put(
             f"/fhir/Task/{task}",
             json=accepted,
-            headers=_bearer(token, **{"Content-Type": "application/fhir+json"}),
+            headers=bearer(token, **{"Content-Type": "application/fhir+json"}),
         )
-    observation = client.get(f"/fhir/Observation/{world.q_obs}", headers=_bearer(token)).status_code
+    observation = client.get(f"/fhir/Observation/{world.q_obs}", headers=bearer(token)).status_code
     assert (read.status_code, observation) == (403, 403)
 
 
 def test_a_care_team_membership_that_ended_on_a_leap_second_has_ended(
-    world: reads.World, client: FlaskClient, app: Flask
+    world: ReachWorld, client: FlaskClient, app: Flask
 ) -> None:
-    bob = _practitioner(app, "bob", "10000000002")
-    _create(
+    bob = practitioner_user(app, "bob", "10000000002")
+    create_via(
         client,
         {
             "resourceType": "CareTeam",
@@ -110,8 +101,8 @@ def test_a_care_team_membership_that_ended_on_a_leap_second_has_ended(
             ],
         },
     )
-    token = _user_token(app, "user/*.cruds", "bob")
-    assert client.get(f"/fhir/Patient/{world.q}", headers=_bearer(token)).status_code == 403
+    token = user_token(app, "user/*.cruds", "bob")
+    assert client.get(f"/fhir/Patient/{world.q}", headers=bearer(token)).status_code == 403
 
 
 # -- R4: oracles on refused resources --------------------------------------------------------------------
@@ -119,7 +110,7 @@ def test_a_care_team_membership_that_ended_on_a_leap_second_has_ended(
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE"])
 def test_if_match_does_not_tell_the_version_of_an_unreachable_resource(
-    world: reads.World, method: str
+    world: ReachWorld, method: str
 ) -> None:
     """The version check (412) runs before the care-team check (403): trying W/"1", W/"2"… tells
     that the resource exists and how many times it was changed."""
@@ -131,12 +122,12 @@ def test_if_match_does_not_tell_the_version_of_an_unreachable_resource(
     assert statuses == {403}
 
 
-def test_if_match_on_patch_does_not_tell_the_version(world: reads.World) -> None:
+def test_if_match_on_patch_does_not_tell_the_version(world: ReachWorld) -> None:
     statuses = {
         world.client.patch(
             f"/fhir/Patient/{world.q}",
             data='[{"op": "test", "path": "/id", "value": "x"}]',
-            headers=_bearer(
+            headers=bearer(
                 world.token, **{"Content-Type": "application/json-patch+json", "If-Match": f'W/"{v}"'}
             ),
         ).status_code
@@ -146,7 +137,7 @@ def test_if_match_on_patch_does_not_tell_the_version(world: reads.World) -> None
 
 
 def test_a_deleted_resource_of_an_unreachable_patient_is_refused_not_gone(
-    world: reads.World, client: FlaskClient
+    world: ReachWorld, client: FlaskClient
 ) -> None:
     """Read of a deleted resource answers 410 with its ETag to anyone (vread of the same version is 403)."""
     assert client.delete(f"/fhir/Observation/{world.q_obs}").status_code in (200, 204)

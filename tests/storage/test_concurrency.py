@@ -66,7 +66,10 @@ def test_parallel_updates_never_reuse_a_version(app: Flask, fhir: Fhir) -> None:
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         statuses = list(pool.map(bump, range(20)))
-    assert all(s in (200, 409) for s in statuses), statuses
+    # At least one update wins; each loser is refused as a conflict (409, R4 http.html#concurrency), never
+    # lost or given a reused version. All 409 would mean no update can succeed under contention.
+    assert statuses.count(200) >= 1, statuses
+    assert all(s in (200, 409, 412) for s in statuses), statuses
     history = fhir.request("GET", f"/fhir/Patient/{pid}/_history?_count=100").get_json()
     versions = [int(e["response"]["etag"].strip('W/"')) for e in history["entry"]]
     assert len(versions) == len(set(versions)) == 1 + statuses.count(200)

@@ -5,57 +5,19 @@ lock_timeout), a statement cancelled by statement_timeout. Every connection carr
 from __future__ import annotations
 
 import socket
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import orjson
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
 
 from coordination_api.app import create_app
 from coordination_api.config import DatabaseTimeouts, Settings
 from coordination_api.storage.migrate import upgrade
 from tests.conftest import authed, close_app
 from tests.coordination.messages import as_sender, discharge_message
-
-
-@contextmanager
-def _app(database_url: str, timeouts: DatabaseTimeouts) -> Iterator[Flask]:
-    """An app of its own over the test database, with the timeouts under test."""
-    application = create_app(Settings(database_url=database_url, audit_reads="sync", db_timeouts=timeouts))
-    application.config["TESTING"] = True
-    upgrade(application.extensions["coordination"].repo.engine)
-    try:
-        yield application
-    finally:
-        close_app(application)
-
-
-@contextmanager
-def _write_lock_held(database_url: str, backend: str) -> Iterator[None]:
-    """Another process's open write transaction: SQLite BEGIN IMMEDIATE takes the database's write
-    lock; PostgreSQL EXCLUSIVE on the resource table blocks its writers, not its readers."""
-    if backend == "sqlite":
-        holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
-        return
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as conn, conn.begin():
-            conn.execute(text("LOCK TABLE resource IN EXCLUSIVE MODE"))
-            yield
-    finally:
-        engine.dispose()
+from tests.support.db_faults import timeouts_app, write_lock_held
 
 
 def _post_patient(client: FlaskClient, family: str) -> Any:
@@ -74,11 +36,11 @@ def _assert_transient(response: Any) -> None:
 
 
 def test_write_lock_held_beyond_the_lock_timeout_is_503_transient(database_url: str, backend: str) -> None:
-    with _app(database_url, DatabaseTimeouts(lock=0.3)) as app:
+    with timeouts_app(database_url, DatabaseTimeouts(lock=0.3)) as app:
         client = authed(app.test_client())  # the token is issued before the lock is taken
         created = _post_patient(client, "BeforeLock")
         assert created.status_code == 201
-        with _write_lock_held(database_url, backend):
+        with write_lock_held(database_url, backend):
             started = time.monotonic()
             _assert_transient(_post_patient(client, "DuringLock"))
             assert time.monotonic() - started < 5  # the lock timeout, not 60 s
@@ -98,16 +60,16 @@ def test_statement_cancelled_by_the_statement_timeout_is_503(database_url: str, 
     if backend == "sqlite":
         pytest.skip("SQLite has no statement timeout (docs/operations.md, database faults)")
     # No lock timeout: the write waits on the lock until statement_timeout cancels it (SQLSTATE 57014).
-    with _app(database_url, DatabaseTimeouts(statement=0.5, lock=0)) as app:
+    with timeouts_app(database_url, DatabaseTimeouts(statement=0.5, lock=0)) as app:
         client = authed(app.test_client())
-        with _write_lock_held(database_url, backend):
+        with write_lock_held(database_url, backend):
             _assert_transient(_post_patient(client, "Slow"))
         assert _post_patient(client, "Fast").status_code == 201
 
 
 def test_every_connection_carries_the_configured_timeouts(database_url: str, backend: str) -> None:
     timeouts = DatabaseTimeouts(statement=12, lock=3, connect=4, idle_in_transaction=45)
-    with _app(database_url, timeouts) as app:
+    with timeouts_app(database_url, timeouts) as app:
         engine = app.extensions["coordination"].repo.engine
         with engine.connect() as conn:
             if backend == "sqlite":
@@ -199,11 +161,11 @@ def test_a_discharge_message_refused_for_a_held_lock_is_503_and_stored_once_on_r
 ) -> None:
     """$process-message (the intake door of issue 17): a 503 transient with Retry-After while the lock
     is held, nothing stored; the sender's retry of the same message is processed once."""
-    with _app(database_url, DatabaseTimeouts(lock=0.3)) as app:
+    with timeouts_app(database_url, DatabaseTimeouts(lock=0.3)) as app:
         client = as_sender(authed(app.test_client()))
         message = discharge_message(message_id=f"db-fault-{backend}")
         headers = {"Content-Type": "application/fhir+json"}
-        with _write_lock_held(database_url, backend):
+        with write_lock_held(database_url, backend):
             refused = client.post("/fhir/$process-message", json=message, headers=headers)
         assert refused.status_code == 503, refused.get_json()
         assert int(refused.headers["Retry-After"]) >= 1

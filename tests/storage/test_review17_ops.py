@@ -11,8 +11,8 @@ from coordination_api.app import create_app
 from coordination_api.config import DatabaseTimeouts, Settings
 from tests.conftest import authed
 from tests.coordination.messages import as_sender
-from tests.hl7v2.test_parse_mapping import adt
-from tests.storage.test_db_faults import _app, _write_lock_held
+from tests.support.db_faults import timeouts_app, write_lock_held
+from tests.support.hl7v2 import adt
 
 
 @pytest.mark.parametrize(
@@ -51,9 +51,9 @@ def test_hl7v2_over_http_answers_a_database_fault_as_transient(database_url: str
     retry would cure it, yet the answer is 422 with MSA|AE 207 (connectors.hl7v2.handle turns every
     exception into AE). Expected 503 + Retry-After (as $process-message), or at least MSA|AR (HL7 v2.5
     2.9.2.2: system down). On SQLite the audit write fails too and masks it as 503."""
-    with _app(database_url, DatabaseTimeouts(lock=0.3)) as app:
+    with timeouts_app(database_url, DatabaseTimeouts(lock=0.3)) as app:
         client = as_sender(authed(app.test_client()))
-        with _write_lock_held(database_url, backend):
+        with write_lock_held(database_url, backend):
             response = client.post(
                 "/hl7v2",
                 data=adt("A01", control_id="LOCK1"),

@@ -26,8 +26,7 @@ import pytest
 from tests.conftest import Fhir
 from tests.coordination.messages import as_sender, discharge_message
 from tests.subscriptions.conftest import Receiver
-from tests.subscriptions.test_delivery import active
-from tests.subscriptions.test_intake_doors import _discharge_subscription
+from tests.support.subscriptions import active, discharge_subscription
 
 Pump = Callable[..., None]
 
@@ -173,7 +172,7 @@ def test_sigkill_mid_delivery_loses_nothing(
     receiver.start()
     try:
         # Activated by an in-process pass (handshake), so the subprocesses only deliver events.
-        body = _discharge_subscription(Receiver())
+        body = discharge_subscription(Receiver())
         body["channel"]["endpoint"] = receiver.url
         active(sub_fhir, pump, Receiver(), body)
 

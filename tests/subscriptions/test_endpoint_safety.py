@@ -23,7 +23,7 @@ from coordination_api.subscriptions.config import SubscriptionSettings
 from tests.conftest import Fhir
 from tests.eparcours.certs import Pki, make_pki
 from tests.subscriptions.conftest import FAST, Receiver
-from tests.subscriptions.test_delivery import Pump, active, classic, encounter
+from tests.support.subscriptions import Pump, active, classic, encounter
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 

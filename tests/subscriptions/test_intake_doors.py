@@ -5,30 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from coordination_api.subscriptions.topics import TOPIC_BASE
 from tests.conftest import Fhir
-from tests.coordination.messages import as_sender, discharge_message
-from tests.coordination.test_nde import nde
-from tests.hl7v2.test_parse_mapping import adt
+from tests.coordination.messages import as_sender, discharge_message, nde
 from tests.subscriptions.conftest import Receiver
-from tests.subscriptions.test_delivery import active
+from tests.support.hl7v2 import adt
+from tests.support.subscriptions import active, discharge_subscription
 
 Pump = Callable[..., None]
-
-
-def _discharge_subscription(receiver: Receiver) -> dict[str, Any]:
-    return {
-        "resourceType": "Subscription",
-        "status": "requested",
-        "reason": "sorties d'hospitalisation",
-        "criteria": TOPIC_BASE + "encounter-discharge",
-        "channel": {
-            "type": "rest-hook",
-            "endpoint": receiver.url,
-            "payload": "application/fhir+json",
-            "header": ["X-CPTS: nord"],
-        },
-    }
 
 
 def _discharges(receiver: Receiver) -> list[dict[str, Any]]:
@@ -41,7 +24,7 @@ def _discharges(receiver: Receiver) -> list[dict[str, Any]]:
 
 
 def test_each_door_reaches_the_subscriber(sub_fhir: Fhir, receiver: Receiver, pump: Pump) -> None:
-    active(sub_fhir, pump, receiver, _discharge_subscription(receiver))
+    active(sub_fhir, pump, receiver, discharge_subscription(receiver))
     client = sub_fhir.client
     # 1. $process-message
     response = as_sender(client).post(

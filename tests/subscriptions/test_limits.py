@@ -10,11 +10,11 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
-from coordination_api.storage.schema import subscription_outbox
+from coordination_api.storage.schema import subscription_outbox, subscription_state
 from coordination_api.subscriptions.model import MAX_COUNT
 from tests.conftest import Fhir
 from tests.subscriptions.conftest import Receiver
-from tests.subscriptions.test_delivery import active, classic, encounter
+from tests.support.subscriptions import active, classic, encounter
 
 Pump = Callable[..., None]
 
@@ -87,13 +87,25 @@ def test_ended_subscription_gets_nothing(
     sub_fhir.create(encounter())  # event 1, still pending when the end comes
     time.sleep(2.2)
     pump(lambda: sub_fhir.request("GET", f"/fhir/Subscription/{sub_id}").get_json()["status"] == "off")
+    # Positive control: a subscription without an end, on the same receiver, gets the later write.
+    control_id = active(sub_fhir, pump, receiver, classic(receiver.url))
     sub_fhir.create(encounter())  # after the end: not matched at all
-    pump(lambda: True)
-    assert receiver.of_kind("event-notification") == []
+    pump(lambda: len(receiver.of_kind("event-notification")) >= 1)
+    notified = [n.status["subscription"]["reference"] for n in receiver.of_kind("event-notification")]
+    assert [ref.rsplit("/", 1)[-1] for ref in notified] == [control_id]
     assert _status(sub_fhir, sub_id) == "off"
     engine = sub_app.extensions["coordination"].repo.engine
+    state = subscription_state
     with engine.connect() as conn:
-        rows = conn.execute(select(subscription_outbox.c.event_number)).scalars().all()
+        rows = (
+            conn.execute(
+                select(subscription_outbox.c.event_number)
+                .join(state, state.c.res_pk == subscription_outbox.c.sub_pk)
+                .where(state.c.res_id == sub_id)
+            )
+            .scalars()
+            .all()
+        )
     assert rows == [1]  # the pending event stays for $events replay; the later write made none
 
 

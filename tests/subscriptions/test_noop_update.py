@@ -11,7 +11,7 @@ from sqlalchemy import select
 from coordination_api.storage.schema import subscription_outbox
 from tests.conftest import Fhir
 from tests.subscriptions.conftest import Receiver
-from tests.subscriptions.test_delivery import active, classic, encounter
+from tests.support.subscriptions import active, classic, encounter
 
 Pump = Callable[..., None]
 

@@ -13,10 +13,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from coordination_api.storage.schema import subscription_outbox
-from tests.auth.test_security import _care_team, _practitioner, _user_token
 from tests.conftest import Fhir, system_token
+from tests.factories import create_care_team, create_patient
 from tests.subscriptions.conftest import Receiver
-from tests.subscriptions.test_delivery import classic, encounter
+from tests.support.auth import practitioner_user, user_token
+from tests.support.subscriptions import classic, encounter
 
 Pump = Callable[..., None]
 
@@ -44,11 +45,6 @@ def _by_focus(receiver: Receiver) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _patient(fhir: Fhir) -> str:
-    patient_id: str = fhir.create({"resourceType": "Patient", "name": [{"family": "Martin"}]})["id"]
-    return patient_id
-
-
 def _settled(app: Flask) -> bool:
     """Every outbox row has been handled (delivered, or withheld as delivered)."""
     with app.extensions["coordination"].repo.engine.connect() as conn:
@@ -65,10 +61,10 @@ def test_practitioner_hears_only_of_care_team_patients(
 ) -> None:
     """Issue 16: nothing, not even an id, about a resource the owner may not read at delivery."""
     sub_app.test_client().get("/fhir/.well-known/smart-configuration")  # loads the session key
-    practitioner = _practitioner(sub_app)
-    mine, other = _patient(sub_fhir), _patient(sub_fhir)
-    _care_team(sub_fhir.client, mine, f"Practitioner/{practitioner}")
-    doctor = _as(sub_app, _user_token(sub_app, "user/*.cruds"))
+    practitioner = practitioner_user(sub_app)
+    mine, other = create_patient(sub_fhir.client, "Martin"), create_patient(sub_fhir.client, "Martin")
+    create_care_team(sub_fhir.client, mine, f"Practitioner/{practitioner}")
+    doctor = _as(sub_app, user_token(sub_app, "user/*.cruds"))
     body = classic(receiver.url, payload="application/fhir+json")
     sub_id = _subscribe(doctor, sub_fhir, pump, body)
 
@@ -191,10 +187,10 @@ def test_a_practitioner_does_not_find_a_backend_clients_subscription(
     sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
 ) -> None:
     sub_app.test_client().get("/fhir/.well-known/smart-configuration")  # loads the session key
-    _practitioner(sub_app)
+    practitioner_user(sub_app)
     backend = _as(sub_app, system_token(sub_app.test_client(), "system/*.cruds"))
     sub_id = _subscribe(backend, sub_fhir, pump, classic(receiver.url, header=["Authorization: Bearer x"]))
-    doctor = _as(sub_app, _user_token(sub_app, "user/*.cruds"))
+    doctor = _as(sub_app, user_token(sub_app, "user/*.cruds"))
     assert doctor.request("GET", f"/fhir/Subscription/{sub_id}").status_code == 404
     assert doctor.search("Subscription").get("total", 0) == 0
     assert sub_id not in doctor.request("GET", "/fhir/Subscription/_history").get_data(as_text=True)
@@ -207,10 +203,10 @@ def _alice_world(
     sub_app: Flask, sub_fhir: Fhir, receiver: Receiver, pump: Pump
 ) -> tuple[Fhir, str, str, str]:
     sub_app.test_client().get("/fhir/.well-known/smart-configuration")
-    practitioner = _practitioner(sub_app)
-    mine, other = _patient(sub_fhir), _patient(sub_fhir)
-    _care_team(sub_fhir.client, mine, f"Practitioner/{practitioner}")
-    doctor = _as(sub_app, _user_token(sub_app, "user/*.cruds"))
+    practitioner = practitioner_user(sub_app)
+    mine, other = create_patient(sub_fhir.client, "Martin"), create_patient(sub_fhir.client, "Martin")
+    create_care_team(sub_fhir.client, mine, f"Practitioner/{practitioner}")
+    doctor = _as(sub_app, user_token(sub_app, "user/*.cruds"))
     sub_id = _subscribe(doctor, sub_fhir, pump, classic(receiver.url, payload="application/fhir+json"))
     return doctor, sub_id, mine, other
 

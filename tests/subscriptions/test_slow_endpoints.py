@@ -25,7 +25,7 @@ from flask import Flask
 from coordination_api.subscriptions import worker_loop
 from tests.conftest import Fhir
 from tests.subscriptions.conftest import FAST, Received, Receiver
-from tests.subscriptions.test_delivery import classic, encounter
+from tests.support.subscriptions import classic, encounter
 
 SLOW = replace(FAST, read_timeout=60.0, lease=90.0, concurrency=8, per_origin=2)
 BOUND = 3.0  # seconds: far below one read timeout of a hanging endpoint
