@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from coordination_api import jobs
 from coordination_api.app import create_app
+from coordination_api.cli import main
 from coordination_api.config import (
     AnnuaireSettings,
     DmpSettings,
@@ -320,7 +321,7 @@ def test_check_command_exit_status(
 ) -> None:
     app.test_client()
     runner = app.test_cli_runner()
-    off = runner.invoke(args=["connectors", "check"])
+    off = runner.invoke(main, args=["connectors", "check"])
     assert off.exit_code == 0, off.output
     assert "dmp: off (COORDINATION_DMP_RECIPIENT_URL is empty)" in off.output
 
@@ -331,7 +332,7 @@ def test_check_command_exit_status(
     ):
         made = create_app(settings)
         try:
-            result = made.test_cli_runner().invoke(args=["connectors", "check", "--json"])
+            result = made.test_cli_runner().invoke(main, args=["connectors", "check", "--json"])
             assert result.exit_code == code, result.output
             out = orjson.loads(result.stdout)
             assert out["dmp"]["ok"] is (code == 0) and out["eparcours"]["ok"] is True
