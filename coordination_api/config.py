@@ -454,7 +454,6 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = setting(10, "SQLAlchemy pool size (PostgreSQL)")
     db_echo: bool = setting(False, "log every SQL statement")
-    db_timeouts: DatabaseTimeouts = setting(factory=DatabaseTimeouts)
     secret_key: str | None = setting(
         None, "signs the login/consent session cookie; unset: generated, kept in the database", secret=True
     )
@@ -508,6 +507,7 @@ class Settings(BaseSettings):
     audit_queue_max: int = setting(
         10_000, "read audit events waiting for the database before requests get 503"
     )
+    db_timeouts: DatabaseTimeouts = setting(factory=DatabaseTimeouts)
     supervision: SupervisionSettings = setting(factory=SupervisionSettings)
     subscriptions: SubscriptionSettings = setting(factory=SubscriptionSettings)
     dispatch: DispatchSettings = setting(factory=DispatchSettings)
@@ -650,10 +650,24 @@ def shown_default(spec: Spec) -> str:
     return str(value) if value != "" else "empty"
 
 
+def _title(section: tuple[str, ...]) -> str:
+    """A section's row in the table: its docstring up to the first sentence's end."""
+    cls: Any = Settings
+    for name in section:
+        cls = _fields(cls)[name].annotation
+    head = re.split(r"\.\s|:\s", " ".join((cls.__doc__ or name).split()), maxsplit=1)[0]
+    return f"| **{head.rstrip('.').replace('``', '`')}** | | |"
+
+
 def settings_table() -> str:
-    """The README's settings table (Markdown), one row per setting in the tree's order."""
+    """The README's settings table (Markdown), one row per setting in the tree's order, a row naming
+    each section."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    section: tuple[str, ...] = ()
     for spec in SPECS:
+        if spec.path[:-1] != section:
+            section = spec.path[:-1]
+            rows.append(_title(section))
         name = f"`{spec.env}` (or `_FILE`)" if spec.secret else f"`{spec.env}`"
         default = shown_default(spec)
         default = default if default in {"empty", "unset"} else f"`{default}`"
