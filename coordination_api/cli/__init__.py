@@ -23,7 +23,15 @@ from coordination_api.cli.worker import worker
 from coordination_api.directory import directory_group
 
 
-@click.group(cls=FlaskGroup, create_app=create_app, add_default_commands=False, add_version_option=False)
+# load_dotenv=False: python-dotenv (a dependency of pydantic-settings) would otherwise pour a .env file of
+# the working directory into the environment behind config.py's back.
+@click.group(
+    cls=FlaskGroup,
+    create_app=create_app,
+    add_default_commands=False,
+    add_version_option=False,
+    load_dotenv=False,
+)
 def main() -> None:
     """CPTS care-coordination FHIR backend."""
 
