@@ -30,6 +30,7 @@ from bench_core import RESULTS_DIR, fresh_database, git_commit, workspace
 from sqlalchemy import text
 
 from coordination_api.app import create_app
+from coordination_api.cli import main as coordination
 from coordination_api.config import AnnuaireSettings, Settings
 from coordination_api.storage.migrate import upgrade
 from tests.directory.ans_server import (
@@ -64,7 +65,7 @@ def dataset(n: int, warmup: int = 0) -> Dataset:
 
 def run_sync(app: Any, finess: str = "330009000") -> tuple[float, str]:
     started = time.perf_counter()
-    result = app.test_cli_runner().invoke(args=["directory", "sync", "--organization", finess])
+    result = app.test_cli_runner().invoke(coordination, args=["directory", "sync", "--organization", finess])
     elapsed = time.perf_counter() - started
     if result.exit_code != 0:
         raise SystemExit(f"sync failed ({result.exit_code}): {result.output[-2000:]}")

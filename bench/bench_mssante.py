@@ -30,10 +30,13 @@ from aiosmtpd.controller import Controller  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from coordination_api.app import create_app  # noqa: E402
-from coordination_api.config import MssanteSettings, Settings  # noqa: E402
+from coordination_api.config import (  # noqa: E402
+    MssanteSettings,
+    Settings,
+    SubscriptionSettings,
+)
 from coordination_api.storage.migrate import upgrade  # noqa: E402
 from coordination_api.storage.schema import subscription_outbox  # noqa: E402
-from coordination_api.subscriptions.config import SubscriptionSettings  # noqa: E402
 from coordination_api.subscriptions.worker import Deliverer  # noqa: E402
 from tests.eparcours.certs import make_pki  # noqa: E402
 from tests.ops.test_shutdown import _free_port  # noqa: E402

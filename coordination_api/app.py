@@ -87,8 +87,4 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.init_app(app)  # GET /metrics, DB pool gauge
     openapi.init_app(app)  # GET /openapi.json (the non-FHIR endpoints)
     logs.init_app(app, settings)  # JSON logs, access line + latency histogram per request
-
-    from coordination_api.cli import register_commands
-
-    register_commands(app)
     return app

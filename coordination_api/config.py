@@ -1,648 +1,676 @@
-"""Settings: the only module that reads the environment (prefix ``COORDINATION_``)."""
+"""Settings: the only module that reads the environment.
+
+One tree: ``Settings`` (pydantic-settings) and its sections (frozen pydantic dataclasses). Each setting
+is declared once, with its type, its default, its environment variable and its meaning: the name is
+the section's ``ENV_PREFIX`` plus the field name in capitals unless ``setting(env=...)`` names it. The
+README's settings table is generated from this tree (``coordination settings``) and a test keeps it
+exact (tests/config/).
+
+``Settings.from_env()`` reads the process environment (or a given mapping); an empty variable counts as
+unset, except for a text setting, which it empties. A secret (``secret=True``) is also read from the
+file that ``NAME_FILE`` names (docker secrets). ``Settings(...)`` alone reads nothing: the defaults and
+the given values (tests).
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass as std_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from coordination_api.subscriptions.config import SubscriptionSettings
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic.dataclasses import dataclass, is_pydantic_dataclass
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PREFIX = "COORDINATION_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _default_database_url() -> str:
-    instance = REPO_ROOT / "instance"
-    return f"sqlite:///{instance / 'coordination.db'}"
-
-
-def _read_secret(env: Mapping[str, str], name: str) -> str | None:
-    """A secret comes from ``NAME`` or from the file named by ``NAME_FILE`` (docker secrets)."""
-    value = env.get(PREFIX + name)
-    if value:
-        return value
-    path = env.get(PREFIX + name + "_FILE")
-    if path:
-        return Path(path).read_text(encoding="utf-8").strip()
-    return None
-
-
-def _bool(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _int(value: str | None, default: int) -> int:
-    if value is None or value == "":
-        return default
-    return int(value)
-
-
-def _float(value: str | None, default: float) -> float:
-    if value is None or value == "":
-        return default
-    return float(value)
-
-
-def _subscriptions(env: Mapping[str, str]) -> SubscriptionSettings:
-    """``COORDINATION_SUBSCRIPTION_<FIELD>`` for each field of SubscriptionSettings (delays in seconds)."""
-    d = SubscriptionSettings()
-    p = PREFIX + "SUBSCRIPTION_"
-    networks = tuple(n for n in env.get(p + "ALLOWED_NETWORKS", "").split() if n)
-    return SubscriptionSettings(
-        allow_loopback=_bool(env.get(p + "ALLOW_LOOPBACK"), d.allow_loopback),
-        allowed_networks=networks or d.allowed_networks,
-        mail_domains=tuple(m for m in env.get(p + "MAIL_DOMAINS", "").split() if m) or d.mail_domains,
-        connect_timeout=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect_timeout),
-        read_timeout=_float(env.get(p + "READ_TIMEOUT"), d.read_timeout),
-        retry_base=_float(env.get(p + "RETRY_BASE"), d.retry_base),
-        retry_cap=_float(env.get(p + "RETRY_CAP"), d.retry_cap),
-        retry_jitter=_float(env.get(p + "RETRY_JITTER"), d.retry_jitter),
-        retry_period=_float(env.get(p + "RETRY_PERIOD"), d.retry_period),
-        lease=_float(env.get(p + "LEASE"), d.lease),
-        poll_interval=_float(env.get(p + "POLL_INTERVAL"), d.poll_interval),
-        batch_size=_int(env.get(p + "BATCH_SIZE"), d.batch_size),
-        max_events=_int(env.get(p + "MAX_EVENTS"), d.max_events),
-        max_count_cap=_int(env.get(p + "MAX_COUNT_CAP"), d.max_count_cap),
-        concurrency=_int(env.get(p + "CONCURRENCY"), d.concurrency),
-        per_origin=_int(env.get(p + "PER_ORIGIN"), d.per_origin),
-    )
-
-
-@dataclass(frozen=True)
-class DispatchSettings:
-    """Task dispatch (coordination/dispatch.py): ``COORDINATION_DISPATCH_<FIELD>``, delays in seconds."""
-
-    # An open Task is offered to the patient's usual professional for this long, then to the area.
-    usual_seconds: float = 1800.0
-    # Not accepted this long after it entered dispatch: escalated to the CPTS coordinator.
-    escalate_seconds: float = 7200.0
-    # The coordinator, as a reference ("Organization/x", "PractitionerRole/y", "Practitioner/z");
-    # empty: the patient's CareTeam participant whose role has the code ``coordinator_role`` (in any
-    # system; default: the care-circle role of the CareTeam profile).
-    coordinator: str = ""
-    coordinator_role: str = "coordinateur-parcours"
-    # Due Tasks one tick claims, and how long the claim holds; PractitionerRoles of a kind examined
-    # for area coverage.
-    batch_size: int = 50
-    lease_seconds: float = 60.0
-    max_candidates: int = 500
-
-
-def _dispatch(env: Mapping[str, str]) -> DispatchSettings:
-    d = DispatchSettings()
-    p = PREFIX + "DISPATCH_"
-    return DispatchSettings(
-        usual_seconds=_float(env.get(p + "USUAL_SECONDS"), d.usual_seconds),
-        escalate_seconds=_float(env.get(p + "ESCALATE_SECONDS"), d.escalate_seconds),
-        coordinator=env.get(p + "COORDINATOR", d.coordinator).strip(),
-        coordinator_role=env.get(p + "COORDINATOR_ROLE", d.coordinator_role).strip(),
-        batch_size=_int(env.get(p + "BATCH_SIZE"), d.batch_size),
-        lease_seconds=_float(env.get(p + "LEASE_SECONDS"), d.lease_seconds),
-        max_candidates=_int(env.get(p + "MAX_CANDIDATES"), d.max_candidates),
-    )
-
-
-@dataclass(frozen=True)
-class JobSettings:
-    """``COORDINATION_JOBS_<FIELD>``: retries (seconds), attempts before the dead-letter, claims."""
-
-    retry_base: float = 5.0
-    retry_cap: float = 3600.0
-    retry_jitter: float = 0.2
-    max_attempts: int = 15
-    lease: float = 300.0  # longer than any handler's total timeouts
-    batch_size: int = 20
-
-
-def _jobs(env: Mapping[str, str]) -> JobSettings:
-    d = JobSettings()
-    p = PREFIX + "JOBS_"
-    return JobSettings(
-        retry_base=_float(env.get(p + "RETRY_BASE"), d.retry_base),
-        retry_cap=_float(env.get(p + "RETRY_CAP"), d.retry_cap),
-        retry_jitter=_float(env.get(p + "RETRY_JITTER"), d.retry_jitter),
-        max_attempts=_int(env.get(p + "MAX_ATTEMPTS"), d.max_attempts),
-        lease=_float(env.get(p + "LEASE"), d.lease),
-        batch_size=_int(env.get(p + "BATCH_SIZE"), d.batch_size),
-    )
-
-
-@dataclass(frozen=True)
-class AnnuaireSettings:
-    """The ANS directory (connectors/annuaire): ``COORDINATION_ANNUAIRE_<FIELD>``; an empty base URL
-    means no directory (NullDirectory). The API key (``COORDINATION_ANNUAIRE_API_KEY`` or ``…_FILE``)
-    is sent as the ``ESANTE-API-KEY`` header and never shown (repr=False)."""
-
-    base_url: str = ""  # e.g. https://gateway.api.esante.gouv.fr/fhir/v2
-    api_key: str | None = field(default=None, repr=False)
-    connect_timeout: float = 5.0
-    read_timeout: float = 20.0
-    retries: int = 3
-    backoff: float = 0.5
-    ca_bundle: str = ""  # a CA bundle path instead of the system's (TLS is always verified)
-    cache_ttl: float = 3600.0  # seconds a look-up answer is reused; 0: no cache
-    cache_size: int = 10_000
-    page_size: int = 100  # _count of paged searches
-    max_pages: int = 10_000
-
-
-def _annuaire(env: Mapping[str, str]) -> AnnuaireSettings:
-    d = AnnuaireSettings()
-    p = PREFIX + "ANNUAIRE_"
-    return AnnuaireSettings(
-        base_url=env.get(p + "BASE_URL", "").strip().rstrip("/"),
-        api_key=_read_secret(env, "ANNUAIRE_API_KEY"),
-        connect_timeout=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect_timeout),
-        read_timeout=_float(env.get(p + "READ_TIMEOUT"), d.read_timeout),
-        retries=_int(env.get(p + "RETRIES"), d.retries),
-        backoff=_float(env.get(p + "BACKOFF"), d.backoff),
-        ca_bundle=env.get(p + "CA_BUNDLE", "").strip(),
-        cache_ttl=_float(env.get(p + "CACHE_TTL"), d.cache_ttl),
-        cache_size=_int(env.get(p + "CACHE_SIZE"), d.cache_size),
-        page_size=_int(env.get(p + "PAGE_SIZE"), d.page_size),
-        max_pages=_int(env.get(p + "MAX_PAGES"), d.max_pages),
-    )
-
-
-@dataclass(frozen=True)
-class ExportSettings:
-    """Bulk Data $export (coordination_api/bulk): ``COORDINATION_EXPORT_<FIELD>``, delays in seconds.
-
-    ``directory`` (``COORDINATION_EXPORT_DIR``; empty: ``instance/exports``) holds the NDJSON files; with
-    several app processes it must be a volume they all share (any of them serves the downloads).
-    """
-
-    directory: str = ""
-    ttl: float = 3600.0  # files (and the job) are removed this long after completion
-    resources_per_file: int = 100_000
-    max_jobs_per_client: int = 2  # jobs not yet finished; more: 429
-    lease: float = 60.0  # a worker's claim; renewed while it writes
-    chunk_size: int = 1000  # rows read from the database at a time
-    slice: float = 5.0  # a worker pass works this long on an export, then lets other work run
-    poll_interval: int = 2  # Retry-After of an in-progress status answer
-    # A job starts this long after its kick-off, so that writes in flight at transactionTime have
-    # committed before it reads (it exports the database as of that instant).
-    settle: float = 1.0
-
-
-def _export(env: Mapping[str, str]) -> ExportSettings:
-    d = ExportSettings()
-    p = PREFIX + "EXPORT_"
-    return ExportSettings(
-        directory=env.get(p + "DIR", d.directory).strip(),
-        ttl=_float(env.get(p + "TTL"), d.ttl),
-        resources_per_file=_int(env.get(p + "RESOURCES_PER_FILE"), d.resources_per_file),
-        max_jobs_per_client=_int(env.get(p + "MAX_JOBS_PER_CLIENT"), d.max_jobs_per_client),
-        lease=_float(env.get(p + "LEASE"), d.lease),
-        chunk_size=_int(env.get(p + "CHUNK_SIZE"), d.chunk_size),
-        slice=_float(env.get(p + "SLICE"), d.slice),
-        poll_interval=_int(env.get(p + "POLL_INTERVAL"), d.poll_interval),
-        settle=_float(env.get(p + "SETTLE"), d.settle),
-    )
-
-
-@dataclass(frozen=True)
-class SupervisionSettings:
-    """Restart policy of ``coordination serve`` (server.py; docs/operations.md "Supervision"):
-    ``COORDINATION_SERVE_<FIELD>``. A child that exits is started again after ``backoff_first``
-    seconds, doubling with each exit in the window up to ``backoff_max``; the ``crash_loop_exits``-th
-    exit of one child within ``crash_loop_window`` seconds stops the service (exit status 1)."""
-
-    backoff_first: float = 0.5
-    backoff_max: float = 30.0
-    crash_loop_exits: int = 5
-    crash_loop_window: float = 60.0
-
-
-def _supervision(env: Mapping[str, str]) -> SupervisionSettings:
-    d = SupervisionSettings()
-    p = PREFIX + "SERVE_"
-    return SupervisionSettings(
-        backoff_first=max(0.0, _float(env.get(p + "BACKOFF_FIRST"), d.backoff_first)),
-        backoff_max=max(0.0, _float(env.get(p + "BACKOFF_MAX"), d.backoff_max)),
-        crash_loop_exits=max(1, _int(env.get(p + "CRASH_LOOP_EXITS"), d.crash_loop_exits)),
-        crash_loop_window=max(0.0, _float(env.get(p + "CRASH_LOOP_WINDOW"), d.crash_loop_window)),
-    )
-
-
-@dataclass(frozen=True)
-class EparcoursSettings:
-    """The regional e-parcours platform (coordination_api/eparcours.py): ``COORDINATION_EPARCOURS_<FIELD>``.
-
-    ``url`` (empty: nothing is forwarded) receives FHIR message Bundles over mutual TLS: the client
-    certificate and key files the platform issued, and its CA bundle (TLS is always verified).
-    """
-
-    url: str = ""
-    client_cert: str = ""
-    client_key: str = ""
-    ca_file: str = ""
-    connect_timeout: float = 5.0
-    read_timeout: float = 20.0
-    types: tuple[str, ...] = ("Encounter", "CarePlan")
-    sender: str = ""  # MessageHeader.source.name (the CPTS)
-
-
-def _eparcours(env: Mapping[str, str]) -> EparcoursSettings:
-    d = EparcoursSettings()
-    p = PREFIX + "EPARCOURS_"
-    return EparcoursSettings(
-        url=env.get(p + "URL", "").strip(),
-        client_cert=env.get(p + "CLIENT_CERT", "").strip(),
-        client_key=env.get(p + "CLIENT_KEY", "").strip(),
-        ca_file=env.get(p + "CA_FILE", "").strip(),
-        connect_timeout=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect_timeout),
-        read_timeout=_float(env.get(p + "READ_TIMEOUT"), d.read_timeout),
-        types=tuple(t for t in env.get(p + "TYPES", "").split() if t) or d.types,
-        sender=env.get(p + "SENDER", "").strip(),
-    )
-
-
-@dataclass(frozen=True)
-class DmpSettings:
-    """The DMP through a PDSm (coordination_api/fhir/dmp.py): ``COORDINATION_DMP_<FIELD>``.
-
-    ``recipient_url`` (empty: the Null recipient, nothing sent) receives IHE MHD ITI-65 transaction
-    Bundles; ``client_cert``/``client_key``/``ca_file`` for mutual TLS; ``source_oid`` is our system's OID
-    (SubmissionSet sourceId).
-    """
-
-    recipient_url: str = ""
-    client_cert: str = ""
-    client_key: str = ""
-    ca_file: str = ""
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    source_oid: str = "1.2.250.1.999.1"
-
-
-def _dmp(env: Mapping[str, str]) -> DmpSettings:
-    d = DmpSettings()
-    p = PREFIX + "DMP_"
-    return DmpSettings(
-        recipient_url=env.get(p + "RECIPIENT_URL", "").strip(),
-        client_cert=env.get(p + "CLIENT_CERT", "").strip(),
-        client_key=env.get(p + "CLIENT_KEY", "").strip(),
-        ca_file=env.get(p + "CA_FILE", "").strip(),
-        connect_timeout=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect_timeout),
-        read_timeout=_float(env.get(p + "READ_TIMEOUT"), d.read_timeout),
-        source_oid=env.get(p + "SOURCE_OID", d.source_oid).strip(),
-    )
-
-
-@dataclass(frozen=True)
-class MssanteSettings:
-    """MSSanté, the subscriptions' ``email`` channel: ``COORDINATION_MSSANTE_<FIELD>``.
-
-    ``smtp_host`` empty: the Null sender (nothing mailed). SMTP submission with STARTTLS; the client
-    certificate and key the operator issued; its CA; optional login (password from env or _FILE).
-    """
-
-    smtp_host: str = ""
-    smtp_port: int = 587
-    from_address: str = ""
-    client_cert: str = ""
-    client_key: str = ""
-    ca_file: str = ""
-    username: str = ""
-    password: str | None = field(default=None, repr=False)
-    timeout: float = 20.0
-
-
-def _mssante(env: Mapping[str, str]) -> MssanteSettings:
-    d = MssanteSettings()
-    p = PREFIX + "MSSANTE_"
-    return MssanteSettings(
-        smtp_host=env.get(p + "SMTP_HOST", "").strip(),
-        smtp_port=_int(env.get(p + "SMTP_PORT"), d.smtp_port),
-        from_address=env.get(p + "FROM", "").strip(),
-        client_cert=env.get(p + "CLIENT_CERT", "").strip(),
-        client_key=env.get(p + "CLIENT_KEY", "").strip(),
-        ca_file=env.get(p + "CA_FILE", "").strip(),
-        username=env.get(p + "SMTP_USERNAME", "").strip(),
-        password=_read_secret(env, "MSSANTE_SMTP_PASSWORD"),
-        timeout=_float(env.get(p + "TIMEOUT"), d.timeout),
-    )
-
-
-@dataclass(frozen=True)
-class PscSettings:
-    """Pro Santé Connect login (connectors/psc, auth/psc.py): ``COORDINATION_PSC_<FIELD>``.
-
-    ``discovery_url`` empty: no PSC login. ``redirect_uri`` empty: ``/auth/psc/callback`` as reached;
-    ``auto_create``: a professional unknown here gets a Practitioner and a federated login at first
-    login; ``introspect``: the PSC access token is introspected (RFC 7662) and must be active.
-    """
-
-    discovery_url: str = ""
-    client_id: str = ""
-    client_secret: str | None = field(default=None, repr=False)
-    redirect_uri: str = ""
-    scopes: str = "openid scope_all"
-    acr_values: str = "eidas1"
-    auto_create: bool = False
-    introspect: bool = False
-    ca_file: str = ""
-    connect_timeout: float = 5.0
-    read_timeout: float = 10.0
-
-
-def _psc(env: Mapping[str, str]) -> PscSettings:
-    d = PscSettings()
-    p = PREFIX + "PSC_"
-    return PscSettings(
-        discovery_url=env.get(p + "DISCOVERY_URL", "").strip(),
-        client_id=env.get(p + "CLIENT_ID", "").strip(),
-        client_secret=_read_secret(env, "PSC_CLIENT_SECRET"),
-        redirect_uri=env.get(p + "REDIRECT_URI", "").strip(),
-        scopes=env.get(p + "SCOPES", d.scopes).strip(),
-        acr_values=env.get(p + "ACR_VALUES", d.acr_values).strip(),
-        auto_create=_bool(env.get(p + "AUTO_CREATE"), d.auto_create),
-        introspect=_bool(env.get(p + "INTROSPECT"), d.introspect),
-        ca_file=env.get(p + "CA_FILE", "").strip(),
-        connect_timeout=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect_timeout),
-        read_timeout=_float(env.get(p + "READ_TIMEOUT"), d.read_timeout),
-    )
-
-
-@dataclass(frozen=True)
-class Hl7v2Settings:
-    """HL7 v2 intake (issue 16). Caps ``COORDINATION_HL7V2_MAX_REPETITIONS`` / ``_MAX_FIELD_BYTES`` (every
-    door: AE naming the limit and the field). The MLLP listener, ``COORDINATION_MLLP_<FIELD>``: plain MLLP
-    binds loopback only unless ``ALLOW_REMOTE_PLAIN``; it accepts only ``SENDERS`` (space-separated
-    ``MSH-3^MSH-4``; none by default, any when security is disabled) and keys its messages by ``CLIENT``.
-    ``TLS_CERT``/``TLS_KEY``/``TLS_CA_FILE``: MLLP over TLS requiring a client certificate signed by that CA
-    (IHE ATNA secure node); ``TLS_CLIENTS`` maps a certificate to a registered client, space-separated
-    ``cn:<subject CN>=<client id>`` or ``sha256:<fingerprint hex>=<client id>``; the client's registered
-    senders apply (and ``SENDERS`` too when set). A frame must complete within ``FRAME_DEADLINE`` s.
-
-    Identifiers (issue 18): ``COORDINATION_HL7V2_LOCAL_ID_TYPES`` the PID-3 types (HL7 table 0203)
-    accepted as the sender's local patient identifier (comma-separated, default ``PI,MR,PN,AN``);
-    ``COORDINATION_HL7V2_AUTHORITIES`` assigning-authority namespaces (CX-4.1) → identifier system URI,
-    comma-separated ``<namespace>=<URI>`` (a bare OID reads as ``urn:oid:<OID>``)."""
-
-    max_repetitions: int = 100
-    max_field_bytes: int = 65_536
-    local_id_types: tuple[str, ...] = ("PI", "MR", "PN", "AN")
-    authorities: tuple[tuple[str, str], ...] = ()
-    host: str = "127.0.0.1"
-    allow_remote_plain: bool = False
-    senders: tuple[str, ...] = ()
-    client: str = "mllp"
-    frame_deadline: float = 30.0
-    idle_timeout: float = 60.0
-    max_connections: int = 64
-    max_connections_per_peer: int = 8
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_ca_file: str = ""
-    tls_clients: tuple[tuple[str, str], ...] = ()
+class SettingsError(ValueError):
+    """A variable that cannot be read; the message names it (never a secret's value)."""
+
+
+def setting(
+    default: Any = None,
+    doc: str = "",
+    *,
+    env: str | None = None,
+    secret: bool = False,
+    factory: Callable[[], Any] | None = None,
+    shown: str | None = None,
+    empty_is_default: bool = False,
+) -> Any:
+    """One setting: its default, its meaning (the README's), and what differs from the rule: the
+    variable's name, a secret (``_FILE``, never shown), how the default reads in the README."""
+    extra: dict[str, Any] = {"secret": secret, "empty_is_default": empty_is_default}
+    if env:
+        extra["env"] = env
+    if shown is not None:
+        extra["shown"] = shown
+    if factory is not None:
+        return Field(default_factory=factory, description=doc, repr=not secret, json_schema_extra=extra)
+    return Field(default, description=doc, repr=not secret, json_schema_extra=extra)
+
+
+# How a variable's text becomes a value (values given in code pass unchanged).
+def _stripped(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _words(value: Any) -> Any:
+    """Space-separated words."""
+    return tuple(value.split()) if isinstance(value, str) else value
+
+
+def _codes(value: Any) -> Any:
+    """Comma- or space-separated codes, in capitals."""
+    return tuple(t.upper() for t in re.split(r"[,\s]+", value) if t) if isinstance(value, str) else value
 
 
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 
 
-def _authorities(text: str) -> tuple[tuple[str, str], ...]:
-    """``COORDINATION_HL7V2_AUTHORITIES``: ``NS=urn:oid:1.2.3,NS2=https://…`` (comma or space separated)."""
+def _authorities(value: Any) -> Any:
+    """``NS=urn:oid:1.2.3,NS2=https://…`` (comma or space separated; a bare OID reads as urn:oid)."""
+    if not isinstance(value, str):
+        return value
     pairs = []
-    for item in re.split(r"[,\s]+", text.strip()):
+    for item in re.split(r"[,\s]+", value.strip()):
         if not item:
             continue
         namespace, sep, uri = item.partition("=")
         uri = f"urn:oid:{uri}" if _OID.fullmatch(uri) else uri
         if not sep or not namespace or not _URI.fullmatch(uri):
-            raise ValueError(
-                f"{PREFIX}HL7V2_AUTHORITIES: {item[:80]!r} is not <namespace>=<absolute URI or OID>"
-            )
+            raise ValueError(f"{item[:80]!r} is not <namespace>=<absolute URI or OID>")
         pairs.append((namespace, uri))
     return tuple(pairs)
 
 
-def _hl7v2(env: Mapping[str, str]) -> Hl7v2Settings:
-    d = Hl7v2Settings()
-    p = PREFIX + "MLLP_"
-    types = env.get(PREFIX + "HL7V2_LOCAL_ID_TYPES")
-    pairs = [item.rsplit("=", 1) for item in env.get(p + "TLS_CLIENTS", "").split() if "=" in item]
-    return Hl7v2Settings(
-        max_repetitions=_int(env.get(PREFIX + "HL7V2_MAX_REPETITIONS"), d.max_repetitions),
-        max_field_bytes=_int(env.get(PREFIX + "HL7V2_MAX_FIELD_BYTES"), d.max_field_bytes),
-        local_id_types=(
-            tuple(t.upper() for t in re.split(r"[,\s]+", types) if t) if types else d.local_id_types
-        ),
-        authorities=_authorities(env.get(PREFIX + "HL7V2_AUTHORITIES", "")),
-        host=env.get(p + "HOST", d.host).strip() or d.host,
-        allow_remote_plain=_bool(env.get(p + "ALLOW_REMOTE_PLAIN"), d.allow_remote_plain),
-        senders=tuple(env.get(p + "SENDERS", "").split()),
-        client=env.get(p + "CLIENT", d.client).strip() or d.client,
-        frame_deadline=_float(env.get(p + "FRAME_DEADLINE"), d.frame_deadline),
-        idle_timeout=_float(env.get(p + "IDLE_TIMEOUT"), d.idle_timeout),
-        max_connections=_int(env.get(p + "MAX_CONNECTIONS"), d.max_connections),
-        max_connections_per_peer=_int(env.get(p + "MAX_CONNECTIONS_PER_PEER"), d.max_connections_per_peer),
-        tls_cert=env.get(p + "TLS_CERT", "").strip(),
-        tls_key=env.get(p + "TLS_KEY", "").strip(),
-        tls_ca_file=env.get(p + "TLS_CA_FILE", "").strip(),
-        tls_clients=tuple((k, v) for k, v in pairs),
+def _certificate_clients(value: Any) -> Any:
+    """Space-separated ``<certificate>=<client id>`` (items without ``=`` are ignored)."""
+    if not isinstance(value, str):
+        return value
+    return tuple(tuple(item.rsplit("=", 1)) for item in value.split() if "=" in item)
+
+
+Text = Annotated[str, BeforeValidator(_stripped)]
+Url = Annotated[str, BeforeValidator(lambda v: _stripped(v).rstrip("/") if isinstance(v, str) else v)]
+Upper = Annotated[str, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]
+Lower = Annotated[str, BeforeValidator(lambda v: _stripped(v).lower() if isinstance(v, str) else v)]
+Words = Annotated[tuple[str, ...], BeforeValidator(_words)]
+Codes = Annotated[tuple[str, ...], BeforeValidator(_codes)]
+Pairs = Annotated[tuple[tuple[str, str], ...], BeforeValidator(_certificate_clients)]
+Authorities = Annotated[tuple[tuple[str, str], ...], BeforeValidator(_authorities)]
+Seconds = Annotated[float, AfterValidator(lambda v: max(0.0, v))]  # a negative delay means none
+AtLeastOne = Annotated[int, AfterValidator(lambda v: max(1, v))]
+
+
+@dataclass(frozen=True)
+class SubscriptionSettings:
+    """Subscription delivery (subscriptions/): worker delays, retries, endpoint safety."""
+
+    ENV_PREFIX: ClassVar[str] = PREFIX + "SUBSCRIPTION_"
+
+    allow_loopback: bool = setting(
+        True,
+        "plain `http://` and loopback endpoints are accepted (`make run`); turn off in production",
+    )
+    allowed_networks: Words = setting((), "networks (CIDR, space-separated) exempt from the SSRF guard")
+    mail_domains: Words = setting(
+        (),
+        "domains the `mailto:` endpoints of the email (MSSanté) channel may name, e.g. `*.mssante.fr`; "
+        "empty: no `mailto:` endpoint is accepted",
+    )
+    connect_timeout: float = setting(5.0, "seconds to connect, one notification POST")
+    read_timeout: float = setting(10.0, "seconds to read the answer, one notification POST")
+    retry_base: float = setting(2.0, "retries: base * 2^(attempt-1) seconds, capped, with ± jitter")
+    retry_cap: float = setting(600.0, "longest wait between two retries, seconds")
+    retry_jitter: float = setting(0.2, "fraction of each retry delay taken off at random (outbox/backoff.py)")
+    retry_period: float = setting(
+        24 * 3600.0,
+        "seconds of retries, then the subscription goes to status `error` (its events stay for `$events`)",
+    )
+    lease: float = setting(
+        20.0,
+        "seconds a claimed notification or handshake belongs to its worker (more than connect + read "
+        "timeout); a crashed worker's row waits this long",
+    )
+    concurrency: int = setting(8, "notifications a worker sends at once (a thread each)")
+    per_origin: int = setting(
+        2,
+        "of them at most to one `scheme://host:port` (all `mailto:` count as one): a hanging endpoint "
+        "holds these threads, not the worker",
+    )
+    poll_interval: float = setting(1.0, "seconds the worker waits between idle polls")
+    batch_size: int = setting(50, "rows a worker pass claims")
+    max_events: int = setting(1000, "most events one `$events` answer replays")
+    max_count_cap: int = setting(
+        100, "ceiling on a subscription's `backport-max-count` (events per notification Bundle)"
+    )
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    """Task dispatch (coordination/dispatch.py): who is offered an open Task, and when."""
+
+    ENV_PREFIX: ClassVar[str] = PREFIX + "DISPATCH_"
+
+    usual_seconds: float = setting(
+        1800.0, "an open Task is offered to the patient's usual professional this long, then to the area"
+    )
+    escalate_seconds: float = setting(
+        7200.0, "not accepted this long after it entered dispatch: escalated to the CPTS coordinator"
+    )
+    coordinator: Text = setting(
+        "",
+        "the coordinator, as a reference (`Organization/x`, `PractitionerRole/y`, `Practitioner/z`); "
+        "empty: the patient's CareTeam participant whose role has the code `COORDINATOR_ROLE`",
+    )
+    coordinator_role: Text = setting(
+        "coordinateur-parcours", "that role code (any system; default: the CareTeam profile's)"
+    )
+    batch_size: int = setting(50, "due Tasks one dispatch tick claims")
+    lease_seconds: float = setting(60.0, "how long that claim holds")
+    max_candidates: int = setting(500, "PractitionerRoles of a kind examined for area coverage")
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Connector jobs (jobs.py): calls to outside services through the outbox."""
+
+    ENV_PREFIX: ClassVar[str] = PREFIX + "JOBS_"
+
+    retry_base: float = setting(5.0, "retries: base * 2^(attempt-1) seconds, capped, with ± jitter")
+    retry_cap: float = setting(3600.0, "longest wait between two retries, seconds")
+    retry_jitter: float = setting(0.2, "fraction of each retry delay taken off at random (outbox/backoff.py)")
+    max_attempts: int = setting(15, "attempts before the job goes to the dead-letter")
+    lease: float = setting(
+        300.0, "seconds a claimed job belongs to its worker (longer than any call's timeouts)"
+    )
+    batch_size: int = setting(20, "jobs a worker pass claims")
+
+
+@dataclass(frozen=True)
+class AnnuaireSettings:
+    """The ANS directory (connectors/annuaire, Annuaire Santé FHIR API)."""
+
+    ENV_PREFIX: ClassVar[str] = PREFIX + "ANNUAIRE_"
+
+    base_url: Url = setting("", "e.g. `https://gateway.api.esante.gouv.fr/fhir/v2`; empty: no directory")
+    api_key: str | None = setting(None, "sent as the `ESANTE-API-KEY` header", secret=True)
+    connect_timeout: float = setting(5.0, "seconds to connect")
+    read_timeout: float = setting(20.0, "seconds to read an answer")
+    retries: int = setting(3, "retries of a failed call")
+    backoff: float = setting(0.5, "first retry delay, seconds (doubling)")
+    ca_bundle: Text = setting("", "a CA bundle instead of the system's (TLS is always verified)")
+    cache_ttl: float = setting(3600.0, "seconds a look-up answer is reused; 0: no cache")
+    cache_size: int = setting(10_000, "look-up answers kept")
+    page_size: int = setting(100, "`_count` of paged searches")
+    max_pages: int = setting(10_000, "most pages one search follows")
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Bulk Data `$export` (bulk/): files, expiry, per-client limit."""
+
+    ENV_PREFIX: ClassVar[str] = PREFIX + "EXPORT_"
+
+    directory: Text = setting(
+        "",
+        "where the NDJSON files go (empty: `instance/exports`); with several app processes, a volume "
+        "they all share",
+        env=PREFIX + "EXPORT_DIR",
+    )
+    ttl: float = setting(3600.0, "files (and the job) are removed this long after completion, seconds")
+    resources_per_file: int = setting(100_000, "resources per NDJSON file")
+    max_jobs_per_client: int = setting(2, "unfinished jobs a client may have; more: 429")
+    lease: float = setting(60.0, "seconds a worker's claim on a job lasts (renewed while it writes)")
+    chunk_size: int = setting(1000, "rows read from the database at a time")
+    slice: float = setting(5.0, "seconds a worker pass works on an export before other work runs")
+    poll_interval: int = setting(2, "`Retry-After` of an in-progress status answer, seconds")
+    settle: float = setting(
+        1.0,
+        "seconds between kick-off and start, so that writes in flight at `transactionTime` have committed",
+    )
+
+
+@dataclass(frozen=True)
+class SupervisionSettings:
+    """Restart policy of ``coordination serve`` (server.py; docs/operations.md "Supervision"): a child
+    that exits is started again after ``backoff_first`` seconds, doubling with each exit in the window up
+    to ``backoff_max``; the ``crash_loop_exits``-th exit of one child within ``crash_loop_window``
+    seconds stops the service (exit status 1)."""
+
+    ENV_PREFIX: ClassVar[str] = PREFIX + "SERVE_"
+
+    backoff_first: Seconds = setting(0.5, "`serve` restarts a child that exited after this many seconds")
+    backoff_max: Seconds = setting(30.0, "doubling with each exit in the window up to this")
+    crash_loop_exits: AtLeastOne = setting(
+        5, "this many exits of one child within the window stop the service (exit status 1)"
+    )
+    crash_loop_window: Seconds = setting(60.0, "that window, seconds")
+
+
+@dataclass(frozen=True)
+class EparcoursSettings:
+    """The regional e-parcours platform (eparcours.py): FHIR message Bundles over mutual TLS."""
+
+    ENV_PREFIX: ClassVar[str] = PREFIX + "EPARCOURS_"
+
+    url: Text = setting("", "the platform's message endpoint; empty: nothing is forwarded")
+    client_cert: Text = setting("", "client certificate file the platform issued (mutual TLS)")
+    client_key: Text = setting("", "its key file")
+    ca_file: Text = setting("", "the platform's CA bundle (TLS is always verified)")
+    connect_timeout: float = setting(5.0, "seconds to connect")
+    read_timeout: float = setting(20.0, "seconds to read an answer")
+    types: Words = setting(("Encounter", "CarePlan"), "resource types forwarded (space-separated)")
+    sender: Text = setting("", "`MessageHeader.source.name` (the CPTS)")
+
+
+@dataclass(frozen=True)
+class DmpSettings:
+    """The DMP through a PDSm (fhir/dmp.py): IHE MHD ITI-65 transaction Bundles."""
+
+    ENV_PREFIX: ClassVar[str] = PREFIX + "DMP_"
+
+    recipient_url: Text = setting("", "the PDSm's MHD endpoint; empty: nothing is sent")
+    client_cert: Text = setting("", "client certificate file (mutual TLS)")
+    client_key: Text = setting("", "its key file")
+    ca_file: Text = setting("", "the PDSm's CA bundle")
+    connect_timeout: float = setting(5.0, "seconds to connect")
+    read_timeout: float = setting(30.0, "seconds to read an answer")
+    source_oid: Text = setting("1.2.250.1.999.1", "our system's OID (SubmissionSet `sourceId`)")
+
+
+@dataclass(frozen=True)
+class MssanteSettings:
+    """MSSanté, the subscriptions' ``email`` channel: SMTP submission with STARTTLS."""
+
+    ENV_PREFIX: ClassVar[str] = PREFIX + "MSSANTE_"
+
+    smtp_host: Text = setting("", "the operator's SMTP submission host; empty: nothing is mailed")
+    smtp_port: int = setting(587, "its port (STARTTLS)")
+    from_address: Text = setting(
+        "", "the sender address (empty: `notifications@localhost`)", env=PREFIX + "MSSANTE_FROM"
+    )
+    client_cert: Text = setting("", "client certificate file the operator issued")
+    client_key: Text = setting("", "its key file")
+    ca_file: Text = setting("", "the operator's CA bundle")
+    username: Text = setting("", "SMTP login (optional)", env=PREFIX + "MSSANTE_SMTP_USERNAME")
+    password: str | None = setting(None, "its password", env=PREFIX + "MSSANTE_SMTP_PASSWORD", secret=True)
+    timeout: float = setting(20.0, "seconds for one SMTP exchange")
+
+
+@dataclass(frozen=True)
+class PscSettings:
+    """Pro Santé Connect login (connectors/psc, auth/psc.py)."""
+
+    ENV_PREFIX: ClassVar[str] = PREFIX + "PSC_"
+
+    discovery_url: Text = setting("", "PSC's OpenID discovery document; empty: no PSC login")
+    client_id: Text = setting("", "our client id at PSC")
+    client_secret: str | None = setting(None, "our client secret at PSC", secret=True)
+    redirect_uri: Text = setting("", "empty: `/auth/psc/callback` as reached")
+    scopes: Text = setting("openid scope_all", "scopes asked")
+    acr_values: Text = setting("eidas1", "`acr_values` asked")
+    auto_create: bool = setting(
+        False,
+        "a professional unknown here gets a Practitioner and a federated login at first login",
+    )
+    introspect: bool = setting(False, "the PSC access token is introspected (RFC 7662) and must be active")
+    ca_file: Text = setting("", "a CA bundle for PSC instead of the system's")
+    connect_timeout: float = setting(5.0, "seconds to connect")
+    read_timeout: float = setting(10.0, "seconds to read an answer")
+
+
+@dataclass(frozen=True)
+class Hl7v2Settings:
+    """HL7 v2 intake (hl7v2.py, connectors/hl7v2): caps, identifiers and the MLLP listener. Plain MLLP
+    binds loopback only unless ``allow_remote_plain``; it accepts only ``senders`` (none by default, any
+    when security is disabled) and keys its messages by ``client``. With ``tls_*``, MLLP over TLS
+    requires a client certificate signed by that CA (IHE ATNA secure node), mapped to a registered client
+    by ``tls_clients``; the client's registered senders apply (and ``senders`` too when set)."""
+
+    ENV_PREFIX: ClassVar[str] = PREFIX + "MLLP_"
+
+    max_repetitions: int = setting(
+        100,
+        "repetitions of one field (every door: AE naming the limit and the field)",
+        env=PREFIX + "HL7V2_MAX_REPETITIONS",
+    )
+    max_field_bytes: int = setting(65_536, "bytes of one field", env=PREFIX + "HL7V2_MAX_FIELD_BYTES")
+    local_id_types: Codes = setting(
+        ("PI", "MR", "PN", "AN"),
+        "PID-3 identifier types (HL7 table 0203) accepted as the sender's local patient identifier "
+        "(comma-separated)",
+        env=PREFIX + "HL7V2_LOCAL_ID_TYPES",
+        shown="PI,MR,PN,AN",
+    )
+    authorities: Authorities = setting(
+        (),
+        "assigning authorities (CX-4.1) to identifier systems, comma-separated `<namespace>=<URI>` (a bare "
+        "OID reads as `urn:oid:<OID>`)",
+        env=PREFIX + "HL7V2_AUTHORITIES",
+    )
+    port: int = setting(2575, "MLLP port of `coordination serve` and `mllp` (`--port` wins)", env="MLLP_PORT")
+    host: Text = setting("127.0.0.1", "address of `coordination mllp` (`--host` wins)", empty_is_default=True)
+    allow_remote_plain: bool = setting(False, "plain MLLP may bind a non-loopback address")
+    senders: Words = setting((), "senders plain MLLP accepts, space-separated `MSH-3^MSH-4`")
+    client: Text = setting("mllp", "the client plain MLLP messages are keyed by", empty_is_default=True)
+    frame_deadline: float = setting(30.0, "seconds a frame must complete within")
+    idle_timeout: float = setting(60.0, "seconds an idle connection is kept (`--idle-timeout` wins)")
+    max_connections: int = setting(64, "connections at once")
+    max_connections_per_peer: int = setting(8, "connections at once from one address")
+    tls_cert: Text = setting("", "server certificate file: MLLP over TLS")
+    tls_key: Text = setting("", "its key file")
+    tls_ca_file: Text = setting("", "the CA client certificates must be signed by")
+    tls_clients: Pairs = setting(
+        (),
+        "certificate to registered client, space-separated `cn:<subject CN>=<client id>` or "
+        "`sha256:<fingerprint hex>=<client id>`",
     )
 
 
 @dataclass(frozen=True)
 class DatabaseTimeouts:
-    """Bounds on every database connection (docs/operations.md, database faults), in seconds.
+    """Bounds on every database connection (docs/operations.md, database faults), in seconds. A statement
+    cancelled by one of them, or a database that cannot be reached, is answered 503 with Retry-After
+    (errors.py), never 500, and never after the request's own timeout."""
 
-    A statement cancelled by one of them, or a database that cannot be reached, is answered 503 with
-    Retry-After (errors.py), never 500, and never after the request's own timeout.
-    """
+    ENV_PREFIX: ClassVar[str] = PREFIX + "DB_"
 
-    # PostgreSQL statement_timeout: longest single statement, 0 = none (SQLite has no equivalent).
-    statement: float = 30.0
-    # PostgreSQL lock_timeout (0 = wait for ever); SQLite busy_timeout, how long a writer waits for
-    # the write lock (0 = not at all).
-    lock: float = 10.0
-    # PostgreSQL connect_timeout (libpq rounds up to whole seconds, at least 2): how soon a request
-    # learns that the server is down.
-    connect: float = 5.0
-    # PostgreSQL idle_in_transaction_session_timeout: a transaction left open (a stuck process) does
-    # not hold its locks for ever (0 = none).
-    idle_in_transaction: float = 60.0
-    # Waiting for a free pooled connection (all COORDINATION_DB_POOL_SIZE, and as many again of
-    # overflow, busy); with a whole statement timeout after it, a request still ends within gunicorn's
-    # 60 s.
-    pool: float = 10.0
-
-
-def _database_timeouts(env: Mapping[str, str]) -> DatabaseTimeouts:
-    p = PREFIX + "DB_"
-    d = DatabaseTimeouts()
-    return DatabaseTimeouts(
-        statement=_float(env.get(p + "STATEMENT_TIMEOUT"), d.statement),
-        lock=_float(env.get(p + "LOCK_TIMEOUT"), d.lock),
-        connect=_float(env.get(p + "CONNECT_TIMEOUT"), d.connect),
-        idle_in_transaction=_float(env.get(p + "IDLE_IN_TRANSACTION_TIMEOUT"), d.idle_in_transaction),
-        pool=_float(env.get(p + "POOL_TIMEOUT"), d.pool),
+    statement: float = setting(
+        30.0,
+        "PostgreSQL `statement_timeout`: the longest single statement, 0: none (SQLite has none)",
+        env=PREFIX + "DB_STATEMENT_TIMEOUT",
+    )
+    lock: float = setting(
+        10.0,
+        "PostgreSQL `lock_timeout` (0: wait for ever); SQLite `busy_timeout`, how long a writer waits "
+        "for the write lock",
+        env=PREFIX + "DB_LOCK_TIMEOUT",
+    )
+    connect: float = setting(
+        5.0,
+        "PostgreSQL `connect_timeout` (whole seconds, at least 2): how soon a request learns the server "
+        "is down",
+        env=PREFIX + "DB_CONNECT_TIMEOUT",
+    )
+    idle_in_transaction: float = setting(
+        60.0,
+        "PostgreSQL `idle_in_transaction_session_timeout`: a transaction left open does not hold its "
+        "locks for ever (0: none)",
+        env=PREFIX + "DB_IDLE_IN_TRANSACTION_TIMEOUT",
+    )
+    pool: float = setting(
+        10.0,
+        "waiting for a free pooled connection (the pool and as many again of overflow busy)",
+        env=PREFIX + "DB_POOL_TIMEOUT",
     )
 
 
-@dataclass(frozen=True)
-class Settings:
+def _default_database_url() -> str:
+    return f"sqlite:///{REPO_ROOT / 'instance' / 'coordination.db'}"
+
+
+class Settings(BaseSettings):
     """Everything the application is configured with, resolved once at start."""
 
-    database_url: str = field(default_factory=_default_database_url)
-    # Public base URL of the FHIR endpoint; empty means "as the client reached it". It is also the
-    # audience of access tokens and, with /fhir replaced by /auth/token, of client assertions: left
-    # empty, only a loopback Host (local development) is accepted as an audience.
-    public_base_url: str = ""
-    max_body_bytes: int = 10 * 1024 * 1024
-    default_page_size: int = 20
-    max_page_size: int = 1000
-    max_include_results: int = 1000
-    max_transaction_entries: int = 10_000
-    # Request JSON nested deeper than this (arrays/objects) is refused with 400 before any
-    # recursive processing (150 nested extensions must not reach a RecursionError).
-    max_json_depth: int = 64
-    # Caller-supplied FHIRPath ($apply, PlanDefinition conditions and dynamic values): seconds one
-    # evaluation may run, and one regular expression inside it (matches(), replaceMatches()).
-    expression_regex_timeout: float = 0.1
-    db_pool_size: int = 10
-    db_echo: bool = False
-    # COORDINATION_DB_STATEMENT_TIMEOUT, _LOCK_, _CONNECT_, _IDLE_IN_TRANSACTION_, _POOL_TIMEOUT.
-    db_timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
-    secret_key: str | None = None
-    log_level: str = "INFO"
-    # Observability (logs.py, metrics.py, health.py): "json" (one object a line) or "text"; one access
-    # line per request (off for benchmarks); prometheus_client's multiprocess directory (its own
-    # variable PROMETHEUS_MULTIPROC_DIR, set by `serve` for its children); /readyz wants a delivery
-    # worker heartbeat younger than worker_heartbeat_max_age seconds when ready_requires_worker
-    # (None: not set; `serve` then decides from --no-worker).
-    log_format: str = "json"
-    access_log: bool = True
-    metrics_multiproc_dir: str = ""
-    ready_requires_worker: bool | None = None
-    worker_heartbeat_max_age: float = 30.0
-    # A meta.profile we do not ship: a warning (default) or a refusal.
-    reject_unknown_profiles: bool = False
-    # Security (auth/): turning it off is for benchmarks and local experiments only; `serve` then
-    # refuses any non-loopback address.
-    security_disabled: bool = False
-    access_token_ttl: int = 300
-    auth_code_ttl: int = 60
-    offline_token_ttl: int = 90 * 24 * 3600
-    online_token_ttl: int = 12 * 3600
-    # Login throttling (docs/security.md section 7): attempts a minute and failures per 10 minutes from
-    # one address; a username locked from one address after login_max_failures consecutive failures,
-    # and from every address after login_account_max_failures, for login_lockout_seconds doubled at
-    # each further failure up to login_lockout_max_seconds (per address) and
-    # login_account_lockout_max_seconds (per account).
-    login_attempts_per_minute: int = 120
-    login_failures_per_address: int = 30
-    login_max_failures: int = 5
-    login_lockout_seconds: int = 60
-    login_lockout_max_seconds: int = 3600
-    login_account_max_failures: int = 20
-    login_account_lockout_max_seconds: int = 900
-    # private_key_jwt: a client's JWKS URL is fetched again for an unknown kid at most once in this
-    # many seconds (a forged assertion cannot make us fetch on every request).
-    jwks_refetch_seconds: int = 300
-    # Browsers allowed to call the API (CORS); empty = no cross-origin access.
-    cors_origins: tuple[str, ...] = ()
-    # Number of trusted reverse proxies in front (X-Forwarded-For/-Proto/-Host), for ProxyFix.
-    trusted_proxies: int = 0
-    # Session cookie only over HTTPS (set when served behind TLS).
-    secure_cookies: bool = False
-    # Audit of reads and searches (writes are always audited in their own transaction): "sync"
-    # answers only once the event is committed (group commit by a writer thread); "async" does not
-    # wait (committed within milliseconds; a hard crash may lose the last ones, as HAPI's BALP
-    # memory-queue sink) and is an explicit operator choice.
-    audit_reads: str = "sync"
-    audit_queue_max: int = 10_000
-    # Restart policy of `coordination serve`: COORDINATION_SERVE_*.
-    supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
-    # Subscription delivery (worker delays, retries, endpoint safety): COORDINATION_SUBSCRIPTION_*.
-    subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
-    # Task dispatch (offer delays, coordinator): COORDINATION_DISPATCH_*.
-    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
-    # Connector jobs (calls to outside services through the outbox): COORDINATION_JOBS_*.
-    jobs: JobSettings = field(default_factory=JobSettings)
-    # Pro Santé Connect login: COORDINATION_PSC_*.
-    psc: PscSettings = field(default_factory=PscSettings)
-    # MSSanté (the email subscription channel): COORDINATION_MSSANTE_*.
-    mssante: MssanteSettings = field(default_factory=MssanteSettings)
-    # DMP pushes through a PDSm (IHE MHD ITI-65): COORDINATION_DMP_*.
-    dmp: DmpSettings = field(default_factory=DmpSettings)
-    # Regional e-parcours platform forwarding (mutual TLS): COORDINATION_EPARCOURS_*.
-    eparcours: EparcoursSettings = field(default_factory=EparcoursSettings)
-    # The ANS directory (Annuaire Santé FHIR API): COORDINATION_ANNUAIRE_*.
-    annuaire: AnnuaireSettings = field(default_factory=AnnuaireSettings)
-    # Bulk Data $export (files, expiry, per-client limit): COORDINATION_EXPORT_*.
-    export: ExportSettings = field(default_factory=ExportSettings)
-    # HL7 v2 caps (COORDINATION_HL7V2_*) and the MLLP listener (COORDINATION_MLLP_*).
-    hl7v2: Hl7v2Settings = field(default_factory=Hl7v2Settings)
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+    ENV_PREFIX: ClassVar[str] = PREFIX
+
+    database_url: Text = setting(
+        doc="SQLAlchemy URL, e.g. `postgresql+psycopg://postgres@127.0.0.1:5432/test` (it holds the "
+        "password: `_FILE` reads it from a docker secret)",
+        factory=_default_database_url,
+        secret=True,
+        shown="sqlite:///<repo>/instance/coordination.db",
+    )
+    public_base_url: Url = setting(
+        "",
+        "the FHIR base, e.g. `https://cpts.example/fhir`: `Location`, `fullUrl`, paging links, token "
+        "audiences, and the base whose absolute references are stored relative. **Required in "
+        "production**: empty, it is as the client reached it and only a loopback `Host` gets tokens",
+    )
+    port: int = setting(8080, "HTTP port of `coordination serve` (`--port` wins)", env="PORT")
+    max_body_bytes: int = setting(10 * 1024 * 1024, "larger bodies get 413")
+    default_page_size: int = setting(20, "`_count` default")
+    max_page_size: int = setting(1000, "`_count` cap")
+    max_include_results: int = setting(1000, "cap on `_include`/`_revinclude` results per page")
+    max_transaction_entries: int = setting(10_000, "larger Bundles get 403 too-costly")
+    max_json_depth: int = setting(
+        64,
+        "request JSON nested deeper (arrays/objects) gets 400, checked before any recursive processing",
+    )
+    expression_regex_timeout: float = setting(
+        0.1,
+        "seconds one `matches()`/`replaceMatches()` regex of a caller-supplied FHIRPath (`$apply`, "
+        "protocols) may run; past it 422 (expressions are capped at 4,000 characters, patterns at 1,000)",
+    )
+    db_pool_size: int = setting(10, "SQLAlchemy pool size (PostgreSQL)")
+    db_echo: bool = setting(False, "log every SQL statement")
+    secret_key: str | None = setting(
+        None, "signs the login/consent session cookie; unset: generated, kept in the database", secret=True
+    )
+    log_level: Upper = setting("INFO", "level of the `coordination_api` loggers")
+    log_format: Lower = setting("json", "`json` (one object a line) or `text`")
+    access_log: bool = setting(True, "one access line per request (off for benchmarks)")
+    metrics_multiproc_dir: str = setting(
+        "",
+        "prometheus_client's multiprocess directory (`serve` sets it for its children)",
+        env="PROMETHEUS_MULTIPROC_DIR",
+    )
+    ready_requires_worker: bool | None = setting(
+        None,
+        "`/readyz` wants a delivery worker heartbeat; unset: `serve` decides from `--no-worker`",
+    )
+    worker_heartbeat_max_age: float = setting(30.0, "seconds that heartbeat may be old")
+    reject_unknown_profiles: bool = setting(
+        False, "a `meta.profile` we do not ship: warning (default) or 422"
+    )
+    security_disabled: bool = setting(
+        False,
+        "no authentication nor access control, for benchmarks and local experiments only; `serve` then "
+        "refuses any non-loopback address",
+    )
+    access_token_ttl: int = setting(300, "access token lifetime, seconds")
+    auth_code_ttl: int = setting(60, "authorization code lifetime, seconds")
+    offline_token_ttl: int = setting(90 * 24 * 3600, "offline refresh token lifetime, seconds")
+    online_token_ttl: int = setting(12 * 3600, "online refresh token lifetime, seconds")
+    login_attempts_per_minute: int = setting(120, "login attempts a minute from one address")
+    login_failures_per_address: int = setting(30, "login failures per 10 minutes from one address")
+    login_max_failures: int = setting(
+        5, "consecutive failures that lock a username from one address (docs/security.md section 7)"
+    )
+    login_lockout_seconds: int = setting(60, "first lock, seconds, doubled at each further failure")
+    login_lockout_max_seconds: int = setting(3600, "longest lock from one address, seconds")
+    login_account_max_failures: int = setting(
+        20, "consecutive failures that lock a username from every address"
+    )
+    login_account_lockout_max_seconds: int = setting(900, "longest lock of an account, seconds")
+    jwks_refetch_seconds: int = setting(
+        300, "a client's JWKS URL is fetched again for an unknown `kid` at most once in this many seconds"
+    )
+    cors_origins: Words = setting((), "browser origins allowed to call the API (CORS), space-separated")
+    trusted_proxies: int = setting(0, "trusted reverse proxies in front (`X-Forwarded-For`/`-Proto`/`-Host`)")
+    secure_cookies: bool = setting(False, "session cookie only over HTTPS (set behind TLS)")
+    audit_reads: str = setting(
+        "sync",
+        "`sync`: a read is answered once its AuditEvent is committed; `async`: without waiting (a hard "
+        "crash may lose the last ones)",
+    )
+    audit_queue_max: int = setting(
+        10_000, "read audit events waiting for the database before requests get 503"
+    )
+    db_timeouts: DatabaseTimeouts = setting(factory=DatabaseTimeouts)
+    supervision: SupervisionSettings = setting(factory=SupervisionSettings)
+    subscriptions: SubscriptionSettings = setting(factory=SubscriptionSettings)
+    dispatch: DispatchSettings = setting(factory=DispatchSettings)
+    jobs: JobSettings = setting(factory=JobSettings)
+    psc: PscSettings = setting(factory=PscSettings)
+    mssante: MssanteSettings = setting(factory=MssanteSettings)
+    dmp: DmpSettings = setting(factory=DmpSettings)
+    eparcours: EparcoursSettings = setting(factory=EparcoursSettings)
+    annuaire: AnnuaireSettings = setting(factory=AnnuaireSettings)
+    export: ExportSettings = setting(factory=ExportSettings)
+    hl7v2: Hl7v2Settings = setting(factory=Hl7v2Settings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Constructed directly: only the given values (tests); the environment through from_env.
+        return (init_settings,)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        env = os.environ if env is None else env
-        base = cls(
-            # The URL holds the database password: COORDINATION_DATABASE_URL_FILE (docker secret) too.
-            database_url=_read_secret(env, "DATABASE_URL") or _default_database_url(),
-            public_base_url=env.get(PREFIX + "PUBLIC_BASE_URL", "").rstrip("/"),
-            max_body_bytes=_int(env.get(PREFIX + "MAX_BODY_BYTES"), 10 * 1024 * 1024),
-            default_page_size=_int(env.get(PREFIX + "DEFAULT_PAGE_SIZE"), 20),
-            max_page_size=_int(env.get(PREFIX + "MAX_PAGE_SIZE"), 1000),
-            max_include_results=_int(env.get(PREFIX + "MAX_INCLUDE_RESULTS"), 1000),
-            max_transaction_entries=_int(env.get(PREFIX + "MAX_TRANSACTION_ENTRIES"), 10_000),
-            max_json_depth=_int(env.get(PREFIX + "MAX_JSON_DEPTH"), 64),
-            expression_regex_timeout=_float(env.get(PREFIX + "EXPRESSION_REGEX_TIMEOUT"), 0.1),
-            db_pool_size=_int(env.get(PREFIX + "DB_POOL_SIZE"), 10),
-            db_echo=_bool(env.get(PREFIX + "DB_ECHO"), False),
-            db_timeouts=_database_timeouts(env),
-            secret_key=_read_secret(env, "SECRET_KEY"),
-            log_level=env.get(PREFIX + "LOG_LEVEL", "INFO").upper(),
-            log_format=env.get(PREFIX + "LOG_FORMAT", "json").strip().lower(),
-            access_log=_bool(env.get(PREFIX + "ACCESS_LOG"), True),
-            metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
-            ready_requires_worker=(
-                None
-                if not env.get(PREFIX + "READY_REQUIRES_WORKER")
-                else _bool(env.get(PREFIX + "READY_REQUIRES_WORKER"), False)
-            ),
-            worker_heartbeat_max_age=_float(env.get(PREFIX + "WORKER_HEARTBEAT_MAX_AGE"), 30.0),
-            reject_unknown_profiles=_bool(env.get(PREFIX + "REJECT_UNKNOWN_PROFILES"), False),
-            security_disabled=_bool(env.get(PREFIX + "SECURITY_DISABLED"), False),
-            access_token_ttl=_int(env.get(PREFIX + "ACCESS_TOKEN_TTL"), 300),
-            auth_code_ttl=_int(env.get(PREFIX + "AUTH_CODE_TTL"), 60),
-            offline_token_ttl=_int(env.get(PREFIX + "OFFLINE_TOKEN_TTL"), 90 * 24 * 3600),
-            online_token_ttl=_int(env.get(PREFIX + "ONLINE_TOKEN_TTL"), 12 * 3600),
-            login_attempts_per_minute=_int(env.get(PREFIX + "LOGIN_ATTEMPTS_PER_MINUTE"), 120),
-            login_failures_per_address=_int(env.get(PREFIX + "LOGIN_FAILURES_PER_ADDRESS"), 30),
-            login_max_failures=_int(env.get(PREFIX + "LOGIN_MAX_FAILURES"), 5),
-            login_lockout_seconds=_int(env.get(PREFIX + "LOGIN_LOCKOUT_SECONDS"), 60),
-            login_lockout_max_seconds=_int(env.get(PREFIX + "LOGIN_LOCKOUT_MAX_SECONDS"), 3600),
-            login_account_max_failures=_int(env.get(PREFIX + "LOGIN_ACCOUNT_MAX_FAILURES"), 20),
-            login_account_lockout_max_seconds=_int(
-                env.get(PREFIX + "LOGIN_ACCOUNT_LOCKOUT_MAX_SECONDS"), 900
-            ),
-            jwks_refetch_seconds=_int(env.get(PREFIX + "JWKS_REFETCH_SECONDS"), 300),
-            audit_reads=env.get(PREFIX + "AUDIT_READS", "sync"),
-            audit_queue_max=_int(env.get(PREFIX + "AUDIT_QUEUE_MAX"), 10_000),
-            cors_origins=tuple(o for o in env.get(PREFIX + "CORS_ORIGINS", "").split() if o),
-            trusted_proxies=_int(env.get(PREFIX + "TRUSTED_PROXIES"), 0),
-            secure_cookies=_bool(env.get(PREFIX + "SECURE_COOKIES"), False),
-            supervision=_supervision(env),
-            subscriptions=_subscriptions(env),
-            dispatch=_dispatch(env),
-            jobs=_jobs(env),
-            psc=_psc(env),
-            mssante=_mssante(env),
-            dmp=_dmp(env),
-            eparcours=_eparcours(env),
-            annuaire=_annuaire(env),
-            export=_export(env),
-            hl7v2=_hl7v2(env),
-        )
-        return replace(base, **overrides) if overrides else base
+        """The settings of ``env`` (default: the process environment); ``overrides`` win."""
+        values = Environment(cls, os.environ if env is None else env)()
+        try:
+            return cls(**{**values, **overrides})
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc)) from None
+
+
+@std_dataclass(frozen=True)
+class Spec:
+    """One setting of the tree: where it is, its variable, its declaration."""
+
+    path: tuple[str, ...]
+    env: str
+    field: FieldInfo
+
+    @property
+    def secret(self) -> bool:
+        return bool(self.extra.get("secret"))
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        extra = self.field.json_schema_extra
+        return extra if isinstance(extra, dict) else {}
+
+
+def _fields(cls: Any) -> dict[str, FieldInfo]:
+    fields: dict[str, FieldInfo] = cls.__pydantic_fields__ if is_pydantic_dataclass(cls) else cls.model_fields
+    return fields
+
+
+def _walk(cls: Any, path: tuple[str, ...] = ()) -> Iterator[Spec]:
+    for name, info in _fields(cls).items():
+        section = info.annotation
+        if isinstance(section, type) and is_pydantic_dataclass(section):
+            yield from _walk(section, (*path, name))
+            continue
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        env = extra.get("env") or cls.ENV_PREFIX + name.upper()
+        yield Spec((*path, name), str(env), info)
+
+
+SPECS: tuple[Spec, ...] = tuple(_walk(Settings))
+_BY_PATH = {spec.path: spec for spec in SPECS}
+assert len({spec.env for spec in SPECS}) == len(SPECS), "two settings share an environment variable"
+
+
+class Environment(PydanticBaseSettingsSource):
+    """The settings source: each setting's variable of a mapping (``NAME_FILE`` too for a secret)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.env = env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads the whole tree at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for spec in SPECS:
+            raw = self.env.get(spec.env)
+            if not raw and spec.secret and self.env.get(spec.env + "_FILE"):
+                path = self.env[spec.env + "_FILE"]
+                try:
+                    raw = Path(path).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise SettingsError(f"{spec.env}_FILE: cannot read {path}: {exc.strerror}") from None
+            if raw is None:
+                continue
+            if raw == "" and (
+                spec.secret or spec.field.annotation is not str or spec.extra.get("empty_is_default")
+            ):
+                continue  # empty: unset (compose passes ${X:-} so); a text setting is emptied
+            section = values
+            for key in spec.path[:-1]:
+                section = section.setdefault(key, {})
+            section[spec.path[-1]] = raw
+        return values
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per bad variable, naming it; a secret's value is never repeated."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        spec = next((_BY_PATH[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in _BY_PATH), None)
+        if spec is None:
+            lines.append(f"{'.'.join(loc)}: {error['msg']}")
+            continue
+        shown = "" if spec.secret else f" (got {str(error['input'])[:80]!r})"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{spec.env}: {message}{shown}")
+    return "; ".join(lines)
+
+
+def process_environment(**extra: str) -> dict[str, str]:
+    """The environment a child process of ``serve`` starts with: ours, plus ``extra``."""
+    return {**os.environ, **extra}
+
+
+def shown_default(spec: Spec) -> str:
+    """A setting's default as the README shows it."""
+    if "shown" in spec.extra:
+        return str(spec.extra["shown"])
+    value = spec.field.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, tuple):
+        return " ".join(value) if value else "empty"
+    return str(value) if value != "" else "empty"
+
+
+def _title(section: tuple[str, ...]) -> str:
+    """A section's row in the table: its docstring up to the first sentence's end."""
+    cls: Any = Settings
+    for name in section:
+        cls = _fields(cls)[name].annotation
+    head = re.split(r"\.\s|:\s", " ".join((cls.__doc__ or name).split()), maxsplit=1)[0]
+    return f"| **{head.rstrip('.').replace('``', '`')}** | | |"
+
+
+def settings_table() -> str:
+    """The README's settings table (Markdown), one row per setting in the tree's order, a row naming
+    each section."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    section: tuple[str, ...] = ()
+    for spec in SPECS:
+        if spec.path[:-1] != section:
+            section = spec.path[:-1]
+            rows.append(_title(section))
+        name = f"`{spec.env}` (or `_FILE`)" if spec.secret else f"`{spec.env}`"
+        default = shown_default(spec)
+        default = default if default in {"empty", "unset"} else f"`{default}`"
+        meaning = (spec.field.description or "").replace("|", "\\|")
+        rows.append(f"| {name} | {default} | {meaning} |")
+    return "\n".join(rows) + "\n"

@@ -24,7 +24,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from coordination_api.config import SupervisionSettings
+from coordination_api.app import create_app
+from coordination_api.config import Settings, SupervisionSettings
 from coordination_api.health import CHILD_STATE_FILE, ChildState, write_child_state
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from coordination_api.app import create_app
-
         return create_app()
 
 
@@ -296,11 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args(argv)
-    # Import the application's modules before gunicorn forks (it binds its socket first): each worker
-    # then only runs create_app, and an early request does not wait for every import.
-    import coordination_api.app  # noqa: F401
-    from coordination_api.config import Settings
-
+    # The application's modules are imported (above) before gunicorn forks: each worker then only runs
+    # create_app, and an early request does not wait for every import.
     metrics_dir = Settings.from_env().metrics_multiproc_dir
     run_gunicorn(args.host, args.port, args.workers, args.threads, metrics_dir)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 from flask import Flask
 
+from coordination_api.cli import main
 from tests.conftest import Fhir
 
 
@@ -16,7 +17,7 @@ def _write(path: Path, data: object) -> str:
 
 
 def test_db_upgrade_is_idempotent(app: Flask) -> None:
-    result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+    result = app.test_cli_runner().invoke(main, args=["db", "upgrade"])
     assert result.exit_code == 0, result.output
     assert "up to date" in result.output
 
@@ -29,14 +30,14 @@ def test_import_ndjson_creates_then_updates(app: Flask, fhir: Fhir, tmp_path: Pa
     path = tmp_path / "patients.ndjson"
     path.write_bytes(b"\n".join(lines) + b"\n")
     runner = app.test_cli_runner()
-    first = runner.invoke(args=["import", str(path), "--chunk-size", "2"])
+    first = runner.invoke(main, args=["import", str(path), "--chunk-size", "2"])
     assert first.exit_code == 0, first.output
     assert "created: 5" in first.output
-    second = runner.invoke(args=["import", str(path)])
+    second = runner.invoke(main, args=["import", str(path)])
     assert "unchanged: 5" in second.output  # the same content again writes no version
     changed = [orjson.dumps({**orjson.loads(line), "gender": "unknown"}) for line in lines]
     path.write_bytes(b"\n".join(changed) + b"\n")
-    third = runner.invoke(args=["import", str(path)])
+    third = runner.invoke(main, args=["import", str(path)])
     assert "updated: 5" in third.output
     assert fhir.ids("Patient?family=nd") == {f"nd{i}" for i in range(5)}
 
@@ -81,14 +82,14 @@ def test_import_transaction_bundle_resolves_urn_references_across_chunks(
     path = _write(
         tmp_path / "synthea.json", {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     )
-    result = app.test_cli_runner().invoke(args=["import", path, "--chunk-size", "1"])
+    result = app.test_cli_runner().invoke(main, args=["import", path, "--chunk-size", "1"])
     assert result.exit_code == 0, result.output
     assert "created: 3" in result.output
     patient_id = next(iter(fhir.ids("Patient?family=synthea")))
     encounters = fhir.search(f"Encounter?subject=Patient/{patient_id}&_include=Encounter:service-provider")
     modes = sorted(e["search"]["mode"] for e in encounters["entry"])
     assert modes == ["include", "match"]
-    again = app.test_cli_runner().invoke(args=["import", path])
+    again = app.test_cli_runner().invoke(main, args=["import", path])
     assert "unchanged: 1" in again.output  # the conditional Organization is found, not duplicated
     assert len(fhir.ids("Organization")) == 1
 
@@ -104,7 +105,7 @@ def test_import_reports_failures_with_reasons(app: Flask, fhir: Fhir, tmp_path: 
         ],
     }
     path = _write(tmp_path / "mixed.json", bundle)
-    result = app.test_cli_runner().invoke(args=["import", path])
+    result = app.test_cli_runner().invoke(main, args=["import", path])
     assert result.exit_code == 1
     assert "created: 2" in result.output
     assert "failed: 1" in result.output
@@ -115,7 +116,7 @@ def test_import_reports_failures_with_reasons(app: Flask, fhir: Fhir, tmp_path: 
 def test_import_unreadable_file_is_reported(app: Flask, tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text("{not json")
-    result = app.test_cli_runner().invoke(args=["import", str(path)])
+    result = app.test_cli_runner().invoke(main, args=["import", str(path)])
     assert result.exit_code == 1
     assert "unreadable" in result.output
 
@@ -142,7 +143,7 @@ def test_import_with_worker_processes(app: Flask, fhir: Fhir, tmp_path: Path) ->
         for urn in patient_urns
     ]
     path = _write(tmp_path / "jobs.json", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
-    result = app.test_cli_runner().invoke(args=["import", path, "--jobs", "2", "--chunk-size", "4"])
+    result = app.test_cli_runner().invoke(main, args=["import", path, "--jobs", "2", "--chunk-size", "4"])
     assert result.exit_code == 0, result.output
     assert "created: 12" in result.output
     patients = fhir.ids("Patient?family=jobs&_count=50")
@@ -158,6 +159,6 @@ def test_import_file_with_utf8_bom(app: Flask, fhir: Fhir, tmp_path: Path) -> No
     single.write_bytes(b"\xef\xbb\xbf" + orjson.dumps({"resourceType": "Patient", "id": "bom1"}))
     lines = tmp_path / "patients.ndjson"
     lines.write_bytes(b"\xef\xbb\xbf" + orjson.dumps({"resourceType": "Patient", "id": "bom2"}) + b"\n")
-    result = app.test_cli_runner().invoke(args=["import", str(single), str(lines)])
+    result = app.test_cli_runner().invoke(main, args=["import", str(single), str(lines)])
     assert result.exit_code == 0, result.output
     assert fhir.ids("Patient") == {"bom1", "bom2"}

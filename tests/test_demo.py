@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from coordination_api.cli import main
 from coordination_api.config import DispatchSettings
 from coordination_api.coordination.dispatch import DISPATCH_STATUS
 from coordination_api.demo import DEMO_SYSTEM, PKCE_VERIFIER, accounts, coordinator_warnings, demo_resources
@@ -29,7 +30,7 @@ ELDERLY = "https://coordination.cpts.fr/fhir/PlanDefinition/retour-domicile-pers
 
 
 def _demo(app: Flask, out: Path, *args: str) -> Any:
-    return app.test_cli_runner().invoke(args=["demo", "--out", str(out), "--base-url", BASE, *args])
+    return app.test_cli_runner().invoke(main, args=["demo", "--out", str(out), "--base-url", BASE, *args])
 
 
 def _versions(app: Flask) -> int:

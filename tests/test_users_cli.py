@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from coordination_api.accounts import create_practitioner_user
+from coordination_api.cli import main
 from tests.conftest import _truncate
 from tests.support.auth import PASSWORD, REDIRECT, approve, authorize_url, log_in, pkce_pair
 
@@ -77,14 +78,14 @@ def test_disable_refuses_login_and_stops_every_token_enable_allows_login_again(
     assert tokens.get("refresh_token") and _read(anonymous_client, tokens["access_token"]) == 200
     runner = app.test_cli_runner()
 
-    disabled = runner.invoke(args=["users", "disable", "dr.house"])
+    disabled = runner.invoke(main, args=["users", "disable", "dr.house"])
     assert disabled.exit_code == 0, disabled.output
     assert "disabled" in disabled.output and "1 token(s) revoked" in disabled.output
     assert not _logs_in(app, "dr.house", PASSWORD)
     assert _read(anonymous_client, tokens["access_token"]) == 401
     refreshed = _refresh(anonymous_client, tokens)
     assert refreshed.status_code == 400 and refreshed.get_json()["error"] == "invalid_grant"
-    listed = runner.invoke(args=["users", "list", "--json"])
+    listed = runner.invoke(main, args=["users", "list", "--json"])
     (row,) = orjson.loads(listed.stdout)
     assert row == {
         "username": "dr.house",
@@ -93,13 +94,14 @@ def test_disable_refuses_login_and_stops_every_token_enable_allows_login_again(
         "disabled": True,
         "password": True,
     }
-    assert "dr.house\tdisabled\tpassword\tRPPS 10101010101" in runner.invoke(args=["users", "list"]).output
+    listed_text = runner.invoke(main, args=["users", "list"]).output
+    assert "dr.house\tdisabled\tpassword\tRPPS 10101010101" in listed_text
 
-    enabled = runner.invoke(args=["users", "enable", "dr.house"])
+    enabled = runner.invoke(main, args=["users", "enable", "dr.house"])
     assert enabled.exit_code == 0, enabled.output
     assert _logs_in(app, "dr.house", PASSWORD)
     assert _refresh(anonymous_client, tokens).status_code == 400  # what was revoked stays revoked
-    assert runner.invoke(args=["users", "disable", "nobody"]).exit_code == 1
+    assert runner.invoke(main, args=["users", "disable", "nobody"]).exit_code == 1
 
 
 def test_a_refresh_token_of_a_disabled_user_fails_even_if_not_revoked(
@@ -124,41 +126,42 @@ def test_passwd_reads_stdin_and_revokes_the_old_tokens(app: Flask, anonymous_cli
     _user(app)
     tokens = _tokens(app, "dr.house")
     runner = app.test_cli_runner()
-    short = runner.invoke(args=["users", "passwd", "dr.house"], input="short\n")
+    short = runner.invoke(main, args=["users", "passwd", "dr.house"], input="short\n")
     assert short.exit_code == 1 and "12 characters" in short.output
     changed = runner.invoke(
-        args=["users", "passwd", "dr.house", "--password-stdin"], input=f"{NEW_PASSWORD}\n"
+        main, args=["users", "passwd", "dr.house", "--password-stdin"], input=f"{NEW_PASSWORD}\n"
     )
     assert changed.exit_code == 0, changed.output
     assert NEW_PASSWORD not in changed.output
     assert not _logs_in(app, "dr.house", PASSWORD)
     assert _logs_in(app, "dr.house", NEW_PASSWORD)
     assert _read(anonymous_client, tokens["access_token"]) == 401
-    assert runner.invoke(args=["users", "passwd", "nobody"], input=f"{NEW_PASSWORD}\n").exit_code == 1
+    assert runner.invoke(main, args=["users", "passwd", "nobody"], input=f"{NEW_PASSWORD}\n").exit_code == 1
 
 
 def test_users_list_and_jobs_list_say_when_there_is_nothing(app: Flask) -> None:
     _truncate(app)
     runner = app.test_cli_runner()
-    assert runner.invoke(args=["users", "list"]).output.strip() == "no users"
-    assert runner.invoke(args=["users", "list", "--json"]).output.strip() == "[]"
-    assert runner.invoke(args=["jobs", "list"]).output.strip() == "no jobs"
-    assert (
-        runner.invoke(args=["jobs", "list", "--status", "dead"]).output.strip() == "no jobs with status dead"
-    )
-    assert runner.invoke(args=["jobs", "list", "--json"]).output.strip() == "[]"
+    assert runner.invoke(main, args=["users", "list"]).output.strip() == "no users"
+    assert runner.invoke(main, args=["users", "list", "--json"]).output.strip() == "[]"
+    assert runner.invoke(main, args=["jobs", "list"]).output.strip() == "no jobs"
+    dead = runner.invoke(main, args=["jobs", "list", "--status", "dead"])
+    assert dead.output.strip() == "no jobs with status dead"
+    assert runner.invoke(main, args=["jobs", "list", "--json"]).output.strip() == "[]"
 
 
 def test_creating_a_practitioner_without_a_name_warns(app: Flask) -> None:
     _truncate(app)
     runner = app.test_cli_runner()
     nameless = runner.invoke(
+        main,
         args=["users", "create", "--username", "dr.x", "--rpps", "10101010101", "--password-stdin"],
         input=f"{PASSWORD}\n",
     )
     assert nameless.exit_code == 0, nameless.output
     assert "without a name" in nameless.stderr and "COORDINATION_ANNUAIRE_BASE_URL" in nameless.stderr
     named = runner.invoke(
+        main,
         args=[
             "users",
             "create",

@@ -56,7 +56,7 @@ class MllpServer:
         max_message_bytes: int = 1_048_576,
         idle_timeout: float = 60.0,
         max_connections: int = 64,
-        max_connections_per_peer: int = 16,
+        max_connections_per_peer: int = 8,
         frame_deadline: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         session: Callable[[Peer], Handler | None] | None = None,

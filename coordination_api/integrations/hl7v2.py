@@ -36,6 +36,7 @@ from coordination_api.coordination import discharge
 from coordination_api.errors import Category, FhirError, from_database_error
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services
+from coordination_api.net import is_loopback
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hl7v2", __name__)
@@ -180,8 +181,6 @@ def server_context(config: Hl7v2Settings) -> ssl.SSLContext:
 
 def plain_host_allowed(host: str, config: Hl7v2Settings) -> bool:
     """Plain MLLP (no TLS, no credentials) binds loopback only unless explicitly allowed."""
-    from coordination_api.cli import is_loopback
-
     return bool(config.tls_cert) or config.allow_remote_plain or is_loopback(host)
 
 

@@ -4,18 +4,17 @@
 - the delivery worker: handshake, notifications, heartbeats, retries (worker.py)
 - $status and $events (operations.py)
 
-Heavy modules are imported lazily, so that ``coordination_api.config`` may import
-``coordination_api.subscriptions.config`` without an import cycle.
+Heavy modules are imported lazily.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response
 
-from coordination_api.subscriptions.config import SubscriptionSettings
+from coordination_api.config import Settings, SubscriptionSettings
 from coordination_api.subscriptions.topics import TOPICS
 
 if TYPE_CHECKING:
@@ -32,14 +31,16 @@ __all__ = [
 ]
 
 
-def init_app(app: Flask, repo: Repository, settings: Any, config: SubscriptionSettings | None = None) -> None:
+def init_app(
+    app: Flask, repo: Repository, settings: Settings, config: SubscriptionSettings | None = None
+) -> None:
     """Attach the write hook (once per app); the service lives in ``app.extensions["subscriptions"]``."""
     from coordination_api.subscriptions.service import SubscriptionService
 
     if "subscriptions" in app.extensions:
         return
     service = SubscriptionService(
-        repo, app.extensions["coordination"].compiler, config or SubscriptionSettings.resolve(settings)
+        repo, app.extensions["coordination"].compiler, config or settings.subscriptions
     )
     service.criteria_guard = app.extensions.get("subscriptions_criteria_guard")
     app.extensions["subscriptions"] = service

@@ -24,8 +24,8 @@ import re
 import socket
 from urllib.parse import urlsplit
 
+from coordination_api.config import SubscriptionSettings
 from coordination_api.errors import Category, FhirError
-from coordination_api.subscriptions.config import SubscriptionSettings
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -18,12 +18,12 @@ from sqlalchemy import ColumnElement, bindparam, false, insert, or_, select, upd
 from sqlalchemy.engine import Connection
 
 from auth import policy
+from coordination_api.config import SubscriptionSettings
 from coordination_api.errors import Category, FhirError
 from coordination_api.search.compiler import HopGuard, SearchCompiler
 from coordination_api.storage.repository import Repository, Stored, now_us
 from coordination_api.storage.schema import resource, subscription_outbox, subscription_state
 from coordination_api.subscriptions import endpoint, model, reach
-from coordination_api.subscriptions.config import SubscriptionSettings
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ from connectors import http, mssante
 from connectors.errors import ConnectorError
 from coordination_api import health, jobs, metrics
 from coordination_api.bulk import export as bulk_export
+from coordination_api.config import Settings
 from coordination_api.coordination import dispatch
 from coordination_api.outbox import US, Queue, RetryPolicy, claiming, lease_end
 from coordination_api.storage.repository import now_us
@@ -62,10 +63,10 @@ def _deliverable(now: int) -> list[ColumnElement[bool]]:
     ]
 
 
-def _mail_sender(settings: Any) -> tuple[mssante.MailSender, str]:
+def _mail_sender(settings: Settings) -> tuple[mssante.MailSender, str]:
     """The MSSanté sender of the app's settings (the Null one when no SMTP host is configured)."""
-    config = getattr(settings, "mssante", None)
-    if config is None or not config.smtp_host:
+    config = settings.mssante
+    if not config.smtp_host:
         return mssante.NullSender(), "notifications@localhost"
     smtp = mssante.SmtpSettings(
         host=config.smtp_host,
@@ -101,8 +102,8 @@ class Deliverer:
         self.svc: SubscriptionService = app.extensions["subscriptions"]
         self.repo = self.svc.repo
         self.engine = self.repo.engine
-        settings = app.config.get("SETTINGS")
-        self.base = str(getattr(settings, "public_base_url", "") or "")
+        settings: Settings = app.config["SETTINGS"]
+        self.base = settings.public_base_url
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, func, select, text
 
 from coordination_api.app import create_app
+from coordination_api.cli import main
 from coordination_api.config import Settings
 from coordination_api.storage.migrate import upgrade
 from coordination_api.storage.schema import resource, resource_history
@@ -82,7 +83,7 @@ def test_an_export_imports_back_identical(
         path = tmp_path / f"{number:03d}-{item['type']}.ndjson"  # as a Bulk Data client names them
         path.write_bytes(response.data)
         files.append(str(path))
-    result = empty_app.test_cli_runner().invoke(args=["import", *files])
+    result = empty_app.test_cli_runner().invoke(main, args=["import", *files])
     assert result.exit_code == 0, result.output
     assert "failed: 0" in result.output
     source, copy = _stored(export_app), _stored(empty_app)
@@ -114,16 +115,16 @@ def test_an_export_imported_twice_writes_no_new_version(
     count = len(_stored(export_app))
     # Back into the server it came from: every resource is already there as exported.
     before = _versions(export_app)
-    result = export_app.test_cli_runner().invoke(args=["import", *files])
+    result = export_app.test_cli_runner().invoke(main, args=["import", *files])
     assert result.exit_code == 0, result.output
     assert f"created: 0\nupdated: 0\nunchanged: {count}\nfailed: 0" in result.output
     assert _versions(export_app) == before
     # Into an empty server twice: created, then unchanged.
-    first = empty_app.test_cli_runner().invoke(args=["import", *files])
+    first = empty_app.test_cli_runner().invoke(main, args=["import", *files])
     assert f"created: {count}\nupdated: 0\nunchanged: 0\nfailed: 0" in first.output
     versions = _versions(empty_app)
     assert versions == count
-    second = empty_app.test_cli_runner().invoke(args=["import", *files])
+    second = empty_app.test_cli_runner().invoke(main, args=["import", *files])
     assert second.exit_code == 0, second.output
     assert f"created: 0\nupdated: 0\nunchanged: {count}\nfailed: 0" in second.output
     assert _versions(empty_app) == versions

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from coordination_api import jobs
 from coordination_api.app import create_app
+from coordination_api.cli import main
 from coordination_api.config import (
     AnnuaireSettings,
     DmpSettings,
@@ -290,13 +291,14 @@ def test_check_reports_each_failure_with_its_reason(
 ) -> None:
     good = _configured(recipient, platform, pki, smtp, ans, provider)
     stranger = {"client_cert": str(pki.stranger_cert), "client_key": str(pki.stranger_key)}
-    bad = replace(
-        good,
-        dmp=replace(good.dmp, recipient_url=f"{DEAD}/fhir"),
-        eparcours=replace(good.eparcours, **stranger),  # a certificate the platform does not know
-        mssante=replace(good.mssante, **stranger),
-        annuaire=replace(good.annuaire, api_key="wrong-key"),
-        psc=replace(good.psc, discovery_url=f"{DEAD}/.well-known/openid-configuration"),
+    bad = good.model_copy(
+        update={
+            "dmp": replace(good.dmp, recipient_url=f"{DEAD}/fhir"),
+            "eparcours": replace(good.eparcours, **stranger),  # a certificate the platform does not know
+            "mssante": replace(good.mssante, **stranger),
+            "annuaire": replace(good.annuaire, api_key="wrong-key"),
+            "psc": replace(good.psc, discovery_url=f"{DEAD}/.well-known/openid-configuration"),
+        }
     )
     results = {r.state.name: r for r in check(bad)}
     assert {n: r.ok for n, r in results.items()} == dict.fromkeys(ALL_OFF, False), [
@@ -321,18 +323,20 @@ def test_check_command_exit_status(
 ) -> None:
     app.test_client()
     runner = app.test_cli_runner()
-    off = runner.invoke(args=["connectors", "check"])
+    off = runner.invoke(main, args=["connectors", "check"])
     assert off.exit_code == 0, off.output
     assert "dmp: off (COORDINATION_DMP_RECIPIENT_URL is empty)" in off.output
 
-    good = replace(_configured(recipient, platform, pki, smtp, ans, provider), database_url=database_url)
+    good = _configured(recipient, platform, pki, smtp, ans, provider).model_copy(
+        update={"database_url": database_url}
+    )
     for settings, code in (
         (good, 0),
-        (replace(good, dmp=replace(good.dmp, recipient_url=f"{DEAD}/fhir")), 1),
+        (good.model_copy(update={"dmp": replace(good.dmp, recipient_url=f"{DEAD}/fhir")}), 1),
     ):
         made = create_app(settings)
         try:
-            result = made.test_cli_runner().invoke(args=["connectors", "check", "--json"])
+            result = made.test_cli_runner().invoke(main, args=["connectors", "check", "--json"])
             assert result.exit_code == code, result.output
             out = orjson.loads(result.stdout)
             assert out["dmp"]["ok"] is (code == 0) and out["eparcours"]["ok"] is True

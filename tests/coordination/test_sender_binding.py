@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
 from coordination_api.app import create_app
+from coordination_api.cli import main
 from coordination_api.config import Settings
 from coordination_api.storage.migrate import upgrade
 from coordination_api.storage.schema import message_log
@@ -150,10 +151,11 @@ def test_nde_unregistered_sender_gets_403(client: FlaskClient, fhir: Fhir) -> No
 
 def test_clients_create_registers_senders(app: Flask, client: FlaskClient) -> None:
     result = app.test_cli_runner().invoke(
+        main,
         args=[
             *("clients", "create", "--name", "CHU Nord", "--scope", SCOPE, "--json"),
             *("--sender", SENDER, "--sender", HL7_SENDER),
-        ]
+        ],
     )
     assert result.exit_code == 0, result.output
     credentials = json.loads(result.output)
@@ -170,7 +172,7 @@ def test_clients_create_registers_senders(app: Flask, client: FlaskClient) -> No
     assert ok.status_code == 200 and _code(ok) == "ok"
     assert test_client.post("/hl7v2", data=adt("A01", control_id="C-2"), headers=ER7).status_code == 200
     bad = app.test_cli_runner().invoke(
-        args=["clients", "create", "--name", "x", "--scope", SCOPE, "--sender", "bad\x1bsender"]
+        main, args=["clients", "create", "--name", "x", "--scope", SCOPE, "--sender", "bad\x1bsender"]
     )
     assert bad.exit_code != 0 and "invalid sender" in bad.output
 

@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from coordination_api import jobs
+from coordination_api.cli import main
 from coordination_api.directory import ENRICH
 from coordination_api.storage.schema import connector_job as j
 from fhir_profiles.french_identifiers import FINESS, ID_NAT_ST, RPPS
@@ -23,7 +24,7 @@ FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 def _users_create(app: Flask, *extra: str) -> Any:
     args = ["users", "create", "--username", "dr-nom1", "--rpps", "10000000001", "--password-stdin", "--json"]
-    return app.test_cli_runner().invoke(args=[*args, *extra], input=PASSWORD + "\n")
+    return app.test_cli_runner().invoke(main, args=[*args, *extra], input=PASSWORD + "\n")
 
 
 def _practitioner(fhir: Fhir, rpps: str) -> dict[str, Any]:

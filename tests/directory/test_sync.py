@@ -8,6 +8,7 @@ from typing import Any
 from click.testing import Result
 from flask import Flask
 
+from coordination_api.cli import main
 from fhir_profiles.french_identifiers import FINESS, ID_NAT_PS, RPPS
 from tests.conftest import Fhir
 from tests.directory.ans_server import DirectoryServer
@@ -17,7 +18,7 @@ CPTS_RECORDS = 1 + 1 + 5 + 6
 
 
 def _sync(app: Flask, organization: str = "330000001") -> Result:
-    return app.test_cli_runner().invoke(args=["directory", "sync", "--organization", organization])
+    return app.test_cli_runner().invoke(main, args=["directory", "sync", "--organization", organization])
 
 
 def _resources(fhir: Fhir, query: str) -> list[dict[str, Any]]:

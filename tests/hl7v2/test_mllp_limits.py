@@ -21,6 +21,7 @@ from sqlalchemy import select
 from connectors.events import EncounterEvent
 from connectors.hl7v2 import handle
 from connectors.hl7v2.mllp import END, START, MllpServer, read_frame
+from coordination_api.cli import main
 from coordination_api.config import Hl7v2Settings, Settings
 from coordination_api.integrations.hl7v2 import mllp_server
 from coordination_api.storage.schema import message_log
@@ -127,7 +128,7 @@ def test_plain_mllp_listens_on_loopback_only_unless_allowed(app: Flask) -> None:
     assert mllp_server(app, everywhere, 0, max_message_bytes=65_536, config=allowed).host == everywhere
     assert Settings.from_env({"COORDINATION_MLLP_ALLOW_REMOTE_PLAIN": "1"}).hl7v2.allow_remote_plain
     # `serve` refuses before starting anything (its MLLP child would bind the same address).
-    refused = app.test_cli_runner().invoke(args=["serve", "--host", everywhere, "--port", "1"])
+    refused = app.test_cli_runner().invoke(main, args=["serve", "--host", everywhere, "--port", "1"])
     assert refused.exit_code != 0 and "Refusing to start plain MLLP" in refused.output
 
 

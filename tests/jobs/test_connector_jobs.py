@@ -11,6 +11,7 @@ from sqlalchemy import delete, select, update
 
 from connectors.errors import ConnectorError, Failure
 from coordination_api import jobs
+from coordination_api.cli import main
 from coordination_api.jobs import JobError, enqueue
 from coordination_api.storage.schema import connector_job as j
 
@@ -99,14 +100,14 @@ def test_refusals_and_exhausted_retries_end_in_the_dead_letter(app: Flask, runne
     assert rows["t-timeout"].status == "dead"
     assert rows["t-timeout"].attempts == runner.settings.max_attempts
 
-    result = app.test_cli_runner().invoke(args=["jobs", "list", "--status", "dead", "--json"])
+    result = app.test_cli_runner().invoke(main, args=["jobs", "list", "--status", "dead", "--json"])
     assert result.exit_code == 0, result.output
     assert {r["kind"] for r in __import__("json").loads(result.output)} == {
         "t-refused",
         "t-timeout",
         "t-broken",
     }
-    result = app.test_cli_runner().invoke(args=["jobs", "retry"])
+    result = app.test_cli_runner().invoke(main, args=["jobs", "retry"])
     assert "3 job(s) queued again" in result.output
     assert {r.status for r in _rows(runner)} == {"pending"}
 

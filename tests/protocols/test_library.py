@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from coordination_api.cli import main
 from coordination_api.coordination.protocol_library import SHIPPED_DIR
 from tests.conftest import Fhir
 from tests.protocols.builders import ELDERLY
@@ -33,7 +34,7 @@ def test_every_library_file_passes_the_api_validator(fhir: Fhir) -> None:
 
 
 def _load(app: Flask, *args: str) -> str:
-    result = app.test_cli_runner().invoke(args=["protocols", "load", *args])
+    result = app.test_cli_runner().invoke(main, args=["protocols", "load", *args])
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -83,6 +84,6 @@ def test_load_dir_adds_a_cpts_folder(app: Flask, fhir: Fhir, tmp_path: Path) -> 
 def test_load_refuses_an_invalid_file(app: Flask, tmp_path: Path) -> None:
     bad = {"resourceType": "PlanDefinition", "url": "https://x.example/p", "status": "nonsense"}
     (tmp_path / "bad.json").write_text(json.dumps(bad), "utf-8")
-    result = app.test_cli_runner().invoke(args=["protocols", "load", "--dir", str(tmp_path)])
+    result = app.test_cli_runner().invoke(main, args=["protocols", "load", "--dir", str(tmp_path)])
     assert result.exit_code != 0
     assert "bad.json" in result.output

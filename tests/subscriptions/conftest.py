@@ -15,9 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from coordination_api.app import create_app
-from coordination_api.config import Settings
+from coordination_api.config import Settings, SubscriptionSettings
 from coordination_api.storage.migrate import upgrade
-from coordination_api.subscriptions.config import SubscriptionSettings
 from coordination_api.subscriptions.worker import Deliverer
 from tests.conftest import Fhir, _truncate, authed, close_app
 

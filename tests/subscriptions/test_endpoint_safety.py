@@ -18,8 +18,8 @@ import requests
 from flask import Flask
 
 from connectors.http import pinned_session
+from coordination_api.config import SubscriptionSettings
 from coordination_api.subscriptions import endpoint
-from coordination_api.subscriptions.config import SubscriptionSettings
 from tests.conftest import Fhir
 from tests.eparcours.certs import Pki, make_pki
 from tests.subscriptions.conftest import FAST, Receiver
