@@ -27,11 +27,10 @@ import fhirpathpy
 from fhirpathpy.models import models as fhirpath_models
 from sqlalchemy.engine import Connection
 
+from coordination_api.core.services import Services
+from coordination_api.core.validation import validate_resource
+from coordination_api.core.writes import create_in, find_matches
 from coordination_api.errors import Category, FhirError
-from coordination_api.fhir import create as fhir_create
-from coordination_api.fhir.context import Services
-from coordination_api.fhir.resources import validate_resource
-from coordination_api.fhir.write_common import find_matches
 from coordination_api.storage.repository import Stored
 from fhir_profiles import fhirpath_safety
 from fhir_profiles.fhirpath_safety import ExpressionLimits
@@ -824,7 +823,7 @@ def start_in(conn: Connection, svc: Services, plan_definition: dict[str, Any], c
         {"reference": {"reference": f"{request['resourceType']}/{request['id']}"}}
         for request in builder.requests
     ]
-    result = fhir_create.create_in(conn, svc, "CarePlan", _valid(care_plan), criteria, res_id=care_plan_id)
+    result = create_in(conn, svc, "CarePlan", _valid(care_plan), criteria, res_id=care_plan_id)
     assert result.stored is not None
     if result.status != 201:
         return Started(result.stored, False, [])
