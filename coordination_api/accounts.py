@@ -14,6 +14,7 @@ from auth.schema import login_failure, oauth_token, oauth_user
 from auth.secrets import hash_password
 from connectors.errors import ConnectorError
 from coordination_api.core.writes import find_matches
+from coordination_api.directory import practitioner_details
 from fhir_profiles.french_identifiers import RPPS as RPPS_SYSTEM
 from fhir_profiles.french_identifiers import check_rpps
 
@@ -90,8 +91,6 @@ def create_practitioner_user(
 
 
 def _from_directory(app: Flask, rpps: str, notify: Callable[[str], None] | None) -> dict[str, Any] | None:
-    from coordination_api.directory import practitioner_details
-
     try:
         found = practitioner_details(app, rpps)
     except ConnectorError as exc:

@@ -74,8 +74,9 @@ class Services:
     settings: Settings
     repo: Repository
     compiler: SearchCompiler
-    access: Access = OPEN
-    hooks: Hooks = field(default_factory=Hooks)
+    # Not part of the identity (hash, equality) callers cache on: settings, repository, compiler.
+    access: Access = field(default=OPEN, compare=False)
+    hooks: Hooks = field(default_factory=Hooks, compare=False)
 
 
 @dataclass
