@@ -13,6 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from auth.schema import login_failure, oauth_token, oauth_user
 from auth.secrets import hash_password
 from connectors.errors import ConnectorError
+from coordination_api.core.writes import find_matches
+from coordination_api.directory import practitioner_details
 from fhir_profiles.french_identifiers import RPPS as RPPS_SYSTEM
 from fhir_profiles.french_identifiers import check_rpps
 
@@ -65,8 +67,6 @@ def create_practitioner_user(
         practitioner["name"] = [name]
     if family is None and given is None:
         practitioner = _from_directory(app, rpps, notify) or practitioner
-    from coordination_api.fhir.write_common import find_matches
-
     with svc.repo.writing() as conn:
         found = find_matches(conn, svc, "Practitioner", [("identifier", f"{RPPS_SYSTEM}|{rpps}")])
         practitioner_id = (
@@ -91,8 +91,6 @@ def create_practitioner_user(
 
 
 def _from_directory(app: Flask, rpps: str, notify: Callable[[str], None] | None) -> dict[str, Any] | None:
-    from coordination_api.directory import practitioner_details
-
     try:
         found = practitioner_details(app, rpps)
     except ConnectorError as exc:

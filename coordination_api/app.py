@@ -10,9 +10,10 @@ from flask import Flask, Response, g, request
 from auth import policy
 from coordination_api import directory, logs, metrics, openapi, security, subscriptions
 from coordination_api.config import Settings
-from coordination_api.coordination import consent_actors, dispatch
-from coordination_api.fhir import dmp, profiles, routes
-from coordination_api.fhir.context import Services
+from coordination_api.coordination import consent_actors, dispatch, nde
+from coordination_api.core import principal
+from coordination_api.core.services import Access, Services
+from coordination_api.fhir import access, dmp, profiles, routes
 from coordination_api.fhir.resources import supported_types
 from coordination_api.health import bp as health_bp
 from coordination_api.integrations import eparcours, hl7v2
@@ -59,7 +60,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_count=settings.max_page_size,
         dialect=engine.dialect.name,
     )
-    app.extensions["coordination"] = Services(settings=settings, repo=repo, compiler=compiler)
+    # What a write reads first is judged by the request's care-team rule (fhir/access.py).
+    rule = Access(secure=access.secure, hop_guard=access.hop_guard, check_stored=access.check_stored)
+    svc = Services(settings=settings, repo=repo, compiler=compiler, access=rule)
+    svc.hooks.before_create.append(nde.before_create)  # an NdE CommunicationRequest is an encounter event
+    svc.hooks.new_party.append(directory.enqueue_enrichment)  # the directory completes what intake met
+    app.extensions["coordination"] = svc
     security.init_app(app, settings, repo)
     subscriptions.init_app(app, repo, settings)
     dispatch.init_app(app, repo, settings.dispatch)  # after subscriptions: its hook runs second
@@ -72,6 +78,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     def _request_id() -> None:
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else str(uuid.uuid4())
+
+    @app.teardown_request
+    def _forget_principal(_exc: BaseException | None) -> None:
+        principal.leave()  # set by fhir/access.authenticate for this request only
 
     @app.after_request
     def _headers(response: Response) -> Response:

@@ -32,9 +32,9 @@ from auth.schema import oauth_user
 from coordination_api.accounts import create_practitioner_user
 from coordination_api.config import DispatchSettings
 from coordination_api.coordination.protocol_library import LoadResult, load_definitions
+from coordination_api.core.writes import find_matches
 from coordination_api.fhir.context import Services
 from coordination_api.fhir.resources import validate_resource
-from coordination_api.fhir.write_common import find_matches
 
 DATA_DIR = fhir_profiles.DATA_DIR / "demo"
 DEMO_SYSTEM = "https://coordination.cpts.fr/fhir/CodeSystem/demo"

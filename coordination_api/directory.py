@@ -32,12 +32,10 @@ from connectors.errors import ConnectorError
 from connectors.http import HttpSettings
 from coordination_api import jobs
 from coordination_api.config import AnnuaireSettings, Settings
+from coordination_api.core.services import Services
+from coordination_api.core.validation import validate_resource
+from coordination_api.core.writes import create_in, find_matches, update_in
 from coordination_api.errors import Category, FhirError
-from coordination_api.fhir import create as fhir_create
-from coordination_api.fhir import update as fhir_update
-from coordination_api.fhir.context import Services
-from coordination_api.fhir.resources import validate_resource
-from coordination_api.fhir.write_common import find_matches
 from coordination_api.storage.repository import Stored
 from fhir_profiles.french_identifiers import FINESS, ID_NAT_PS, ID_NAT_ST, RPPS, check_finess, check_rpps
 
@@ -299,9 +297,7 @@ def upsert(conn: Connection, svc: Services, body: dict[str, Any]) -> tuple[str, 
         )
     if not matches:
         criteria = "identifier=" + "|".join(quote(_token(key[k]), safe="") for k in ("system", "value"))
-        result = fhir_create.create_in(
-            conn, svc, resource_type, validate_resource(body, resource_type), criteria
-        )
+        result = create_in(conn, svc, resource_type, validate_resource(body, resource_type), criteria)
         assert result.stored is not None
         if result.status == 201:
             return "created", result.stored
@@ -312,7 +308,7 @@ def upsert(conn: Connection, svc: Services, body: dict[str, Any]) -> tuple[str, 
     if new == stored_content:
         return "unchanged", current
     new = validate_resource({**new, "id": current.res_id}, resource_type)
-    result = fhir_update.update_in(conn, svc, resource_type, current.res_id, new)
+    result = update_in(conn, svc, resource_type, current.res_id, new)
     assert result.stored is not None
     return "updated", result.stored
 

@@ -22,6 +22,7 @@ from auth.server import TokenPolicy, Urls
 from auth.service import AuthConfig, AuthService
 from connectors.http import HttpSettings
 from connectors.psc import NullProSanteConnect, PscClient, PscClientSettings
+from coordination_api.accounts import AccountError, create_practitioner_user
 from coordination_api.config import PscSettings, Settings
 from coordination_api.fhir import access
 from coordination_api.storage.engine import close_reader, open_reader
@@ -58,8 +59,6 @@ def _psc_login(app: Flask, settings: Settings) -> PscLogin:
         return PscLogin(client)
 
     def provision(rpps: str, given: str | None, family: str | None) -> bool:
-        from coordination_api.accounts import AccountError, create_practitioner_user
-
         try:
             create_practitioner_user(app, f"psc-{rpps}", rpps, None, family, given)
         except AccountError:

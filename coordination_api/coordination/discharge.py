@@ -27,12 +27,11 @@ from sqlalchemy.engine import Connection
 from auth.policy import Principal
 from auth.schema import oauth_client_sender
 from connectors.events import EncounterEvent, EventError, content_of
-from coordination_api import directory
 from coordination_api.coordination import protocols
+from coordination_api.core.services import Services
+from coordination_api.core.validation import validate_resource
+from coordination_api.core.writes import create_in
 from coordination_api.errors import FhirError
-from coordination_api.fhir import create as fhir_create  # module import: create.py imports nde, nde us
-from coordination_api.fhir.context import Services
-from coordination_api.fhir.resources import validate_resource
 from coordination_api.storage.repository import Stored, new_id
 from coordination_api.storage.schema import message_log
 from fhir_profiles.french_identifiers import FINESS, INS_SYSTEMS, RPPS, TRUSTED_STATUSES, identity_statuses
@@ -237,7 +236,7 @@ def _upsert_by_identifier(
     """Conditional create on one identifier: (stored, created). The database decides between
     concurrent senders (the conditional-create claim), not a check-then-insert."""
     criteria = identifier_criteria(identifier)
-    result = fhir_create.create_in(conn, svc, resource_type, _valid(body, resource_type, event), criteria)
+    result = create_in(conn, svc, resource_type, _valid(body, resource_type, event), criteria)
     assert result.stored is not None
     return result.stored, result.status == 201
 
@@ -267,7 +266,7 @@ def _patient(conn: Connection, svc: Services, event: EncounterEvent) -> Stored:
     local = [i for i in identifiers if i["system"] not in INS_SYSTEMS]
     keys = ins[:1] + local[:1]
     if not keys:
-        result = fhir_create.create_in(conn, svc, "Patient", _valid(patient, "Patient", event))
+        result = create_in(conn, svc, "Patient", _valid(patient, "Patient", event))
         assert result.stored is not None
         return result.stored
     stored, created = _upsert_by_identifier(conn, svc, event, "Patient", patient, keys[0])
@@ -292,10 +291,10 @@ def _organization(conn: Connection, svc: Services, event: EncounterEvent) -> Sto
     body = {k: v for k, v in organization.items() if k != "id"}
     if finess:
         stored, created = _upsert_by_identifier(conn, svc, event, "Organization", body, finess[0])
-        if created:  # unknown here until now: the directory completes it later (connector job)
-            directory.enqueue_enrichment(conn, svc, "Organization", finess[0]["value"])
+        if created:  # unknown here until now: e.g. the directory completes it later (connector job)
+            _new_party(conn, svc, "Organization", finess[0]["value"])
         return stored
-    result = fhir_create.create_in(conn, svc, "Organization", _valid(body, "Organization", event))
+    result = create_in(conn, svc, "Organization", _valid(body, "Organization", event))
     return result.stored
 
 
@@ -307,9 +306,15 @@ def _practitioner(
         return None  # an unidentified practitioner is not worth a record of its own
     body = {k: v for k, v in practitioner.items() if k != "id"}
     stored, created = _upsert_by_identifier(conn, svc, event, "Practitioner", body, rpps[0])
-    if created:  # unknown here until now: the directory completes it later (connector job)
-        directory.enqueue_enrichment(conn, svc, "Practitioner", rpps[0]["value"])
+    if created:  # unknown here until now: e.g. the directory completes it later (connector job)
+        _new_party(conn, svc, "Practitioner", rpps[0]["value"])
     return stored
+
+
+def _new_party(conn: Connection, svc: Services, resource_type: str, number: str) -> None:
+    """The hooks create_app registers for a Practitioner (RPPS) or Organization (FINESS) first met here."""
+    for hook in svc.hooks.new_party:
+        hook(conn, svc, resource_type, number)
 
 
 def _encounter(
@@ -341,7 +346,7 @@ def _encounter(
         bare["system"] = visit_system(event.sender)
         visit = [bare]
     if not visit:
-        result = fhir_create.create_in(conn, svc, "Encounter", _valid(incoming, "Encounter", event))
+        result = create_in(conn, svc, "Encounter", _valid(incoming, "Encounter", event))
         return result.stored
     # The stay belongs to the sender that opened it (issue 16: a client bound to its own sender must not
     # rewrite another hospital's stay by quoting its visit number), and to one patient.

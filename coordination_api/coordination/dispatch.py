@@ -30,15 +30,15 @@ dispatch row second, the same lock order as an accept's.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
-from flask import Flask, g, has_request_context
 from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from auth import policy
 from auth.schema import care_team_access, consent_deny, practitioner_affiliation
 from coordination_api.config import DispatchSettings
+from coordination_api.core.principal import authenticated
 from coordination_api.errors import Category, FhirError
 from coordination_api.outbox import Queue, lease_end
 from coordination_api.search.compiler import SearchCompiler
@@ -207,9 +207,7 @@ class Dispatcher:
     def _check_taker(self, conn: Connection, previous: dict[str, Any] | None, task: dict[str, Any]) -> None:
         """A practitioner who makes themself the owner of a dispatched Task: only while it is requested
         (409 after) and only if it was offered to them (403)."""
-        if not has_request_context():
-            return
-        who = g.get("principal")
+        who = authenticated()  # None outside a request (the worker's own writes)
         owner = _ref(task.get("owner"))
         if who is None or not who.is_user or owner is None or owner == _ref((previous or {}).get("owner")):
             return
@@ -512,7 +510,13 @@ class Dispatcher:
         self._advance(conn, stored, task, row.stage, row.entered_us, now)
 
 
-def init_app(app: Flask, repo: Repository, settings: DispatchSettings) -> Dispatcher:
+class App(Protocol):
+    """What dispatch needs of the application (a Flask app): its extensions."""
+
+    extensions: dict[str, Any]
+
+
+def init_app(app: App, repo: Repository, settings: DispatchSettings) -> Dispatcher:
     """Attach the dispatch write hook (after the subscriptions' one); the dispatcher lives in
     ``app.extensions["dispatch"]``."""
     found: Dispatcher | None = app.extensions.get("dispatch")
@@ -524,7 +528,7 @@ def init_app(app: Flask, repo: Repository, settings: DispatchSettings) -> Dispat
     return dispatcher
 
 
-def run_due(app: Flask) -> int:
+def run_due(app: App) -> int:
     """One tick of the app's dispatcher (the worker loop calls it); how many Tasks it looked at."""
     dispatcher: Dispatcher | None = app.extensions.get("dispatch")
     return dispatcher.tick() if dispatcher is not None else 0

@@ -17,11 +17,12 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from auth.policy import Principal
 from connectors.events import EncounterEvent, EventError, content_of
 from coordination_api.coordination import discharge
+from coordination_api.core.services import PendingCreate, Services
+from coordination_api.core.writes import find_matches, parse_criteria
 from coordination_api.errors import Category, FhirError
-from coordination_api.fhir import access
-from coordination_api.fhir.context import Services
 from fhir_profiles.french_identifiers import FINESS
 
 EVENT_TYPE_URL = "https://interop.esante.gouv.fr/ig/fhir/nde/StructureDefinition/event-type"
@@ -113,7 +114,20 @@ def identifier_criteria(resource: dict[str, Any]) -> str | None:
     return None
 
 
-def intake(conn: Connection, svc: Services, resource: dict[str, Any]) -> dict[str, Any]:
+def before_create(conn: Connection, svc: Services, pending: PendingCreate) -> None:
+    """The create hook create_app registers: an NdE CommunicationRequest becomes its encounter event,
+    in the create's transaction. A resend (same identifier, same sender) finds the first one and
+    changes nothing."""
+    if pending.resource_type != "CommunicationRequest" or event_coding(pending.body) is None:
+        return
+    if not pending.if_none_exist:
+        pending.if_none_exist = identifier_criteria(pending.body)
+    criteria = pending.if_none_exist
+    if not criteria or not find_matches(conn, svc, pending.resource_type, parse_criteria(criteria)):
+        pending.body = intake(conn, svc, pending.body, pending.principal)
+
+
+def intake(conn: Connection, svc: Services, resource: dict[str, Any], who: Principal) -> dict[str, Any]:
     """Store the NdE event and return the CommunicationRequest to store (subject/sender resolved).
 
     Not an NdE CommunicationRequest: returned unchanged. Without an identifier the message cannot be
@@ -129,7 +143,7 @@ def intake(conn: Connection, svc: Services, resource: dict[str, Any]) -> dict[st
                 code="101",
                 location="CommunicationRequest.identifier",
             )
-        origin = discharge.origin_for(access.principal()).at("CommunicationRequest.sender")
+        origin = discharge.origin_for(who).at("CommunicationRequest.sender")
         outcome = discharge.process_in(conn, svc, event, origin)
     except discharge.SenderNotAllowedError as exc:
         raise FhirError(Category.FORBIDDEN, str(exc), expression=exc.location) from exc

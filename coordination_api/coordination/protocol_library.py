@@ -22,10 +22,10 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 import fhir_profiles
+from coordination_api.core.services import Services
+from coordination_api.core.validation import validate_resource
+from coordination_api.core.writes import find_matches
 from coordination_api.errors import Category, FhirError
-from coordination_api.fhir.context import Services
-from coordination_api.fhir.resources import validate_resource
-from coordination_api.fhir.write_common import find_matches
 
 SHIPPED_DIR = fhir_profiles.DATA_DIR / "protocols"
 TYPES = ("ActivityDefinition", "PlanDefinition")  # definitions first: plans name them

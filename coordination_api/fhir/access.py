@@ -20,8 +20,9 @@ from sqlalchemy.engine import Connection
 from auth import policy
 from auth.audit import AuditRecord, AuditUnavailableError, AuditWriter, audit_row, write_audit
 from auth.policy import PatientFilter, Principal
-from auth.scopes import ScopeSet
 from auth.service import AuthService, UnauthenticatedError
+from coordination_api.core import principal as core_principal
+from coordination_api.core.principal import UNRESTRICTED
 from coordination_api.errors import RETRY_AFTER_UNAVAILABLE, Category, FhirError, Issue, operation_outcome
 from coordination_api.search.compiler import SearchQuery
 from coordination_api.storage.repository import Stored
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 
 BREAK_GLASS_HEADER = "X-Break-The-Glass"
 MIN_REASON = 10  # a reason worth reading, not "x"
-UNRESTRICTED = Principal(client_id=None, scopes=ScopeSet((), frozenset()), unrestricted=True)
 # Routes of the FHIR blueprint anyone may call (SMART conformance.html: discovery is public).
 PUBLIC_ENDPOINTS = {"fhir.metadata"}
 # Blueprints whose requests carry no token and act for the server itself: the login pages (auth/web,
@@ -110,6 +110,7 @@ def authenticate() -> None:
         return
     if current_app.config["SETTINGS"].security_disabled:
         g.principal = UNRESTRICTED
+        core_principal.enter(UNRESTRICTED)
         g.audit = None
         return
     try:
@@ -131,24 +132,12 @@ def authenticate() -> None:
             )
         g.audit.break_glass_reason = reason[:500]
     g.principal = who
+    core_principal.enter(who)  # the domain code this request runs reads it there (never flask.g)
 
 
 def require(resource_type: str, permission: str) -> None:
     """SMART scopes: may this token do ``permission`` (c r u d s) on ``resource_type``? (403 if not)."""
-    who = principal()
-    if who.unrestricted:
-        return
-    if resource_type == "AuditEvent":
-        # The audit trail needs a scope naming it: a wildcard such as system/*.rs does not open it.
-        if not who.scopes.explicitly_allows("AuditEvent", permission):
-            raise FhirError(Category.FORBIDDEN, "Reading the audit trail needs an AuditEvent scope")
-        return
-    contexts = ("user", "patient") if who.is_user else ("system",)
-    if not who.scopes.allows(resource_type, permission, contexts):
-        raise FhirError(
-            Category.FORBIDDEN,
-            f"The access token's scopes do not allow '{permission}' on {resource_type}",
-        )
+    core_principal.require(principal(), resource_type, permission)
 
 
 def require_system_history() -> None:

@@ -37,11 +37,11 @@ from connectors.mhd import (
 )
 from coordination_api import jobs
 from coordination_api.config import DmpSettings, Settings
+from coordination_api.core.writes import update_in
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, services
 from coordination_api.fhir.resources import validate_resource
-from coordination_api.fhir.update import update_in
 from coordination_api.storage.repository import Repository, Stored
 from coordination_api.storage.schema import idx_compartment
 from coordination_api.web.http import base_url, fhir_json_response

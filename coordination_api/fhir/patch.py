@@ -12,13 +12,14 @@ import jsonpatch
 import jsonpointer
 from flask import Response, request
 
+from coordination_api.core.versions import parse_etag
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import WriteResult, services
 from coordination_api.fhir.resources import check_type, parse_json, validate_resource
 from coordination_api.fhir.write_common import write_response
 from coordination_api.storage.repository import check_if_match
-from coordination_api.web.http import parse_etag, read_body
+from coordination_api.web.http import read_body
 
 JSON_PATCH = "application/json-patch+json"
 

@@ -8,13 +8,14 @@ from email.utils import parsedate_to_datetime
 from flask import Response, request
 from sqlalchemy.engine import Connection
 
+from coordination_api.core.versions import parse_etag
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
 from coordination_api.fhir.resources import check_type
 from coordination_api.fhir.subsetting import select_elements, summarize
 from coordination_api.storage.repository import Stored
-from coordination_api.web.http import fhir_json_response, parse_etag, version_headers
+from coordination_api.web.http import fhir_json_response, version_headers
 
 
 def render_stored(stored: Stored, status: int = 200) -> Response:

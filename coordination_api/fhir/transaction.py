@@ -20,11 +20,20 @@ import orjson
 from flask import Response
 from sqlalchemy.engine import Connection
 
+from coordination_api.core.writes import (
+    check_update_body,
+    conditional_delete_in,
+    conditional_target,
+    create_in,
+    criteria_hash,
+    delete_in,
+    find_matches,
+    parse_criteria,
+    update_in,
+)
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome, outcome_for
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services, WriteResult, services
-from coordination_api.fhir.create import create_in
-from coordination_api.fhir.delete import conditional_delete_in, delete_in
 from coordination_api.fhir.links import rewrite_links
 from coordination_api.fhir.resources import (
     check_type,
@@ -34,8 +43,6 @@ from coordination_api.fhir.resources import (
     validate_resource,
 )
 from coordination_api.fhir.search import bundle_json
-from coordination_api.fhir.update import check_update_body, conditional_target, update_in
-from coordination_api.fhir.write_common import criteria_hash, find_matches, parse_criteria
 from coordination_api.search.dates import format_instant
 from coordination_api.search.executor import run_search, snapshot_pk
 from coordination_api.search.paging import PageToken

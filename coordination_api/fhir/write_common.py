@@ -1,20 +1,14 @@
-"""What create, update, delete and transaction share: body parsing, criteria, responses."""
+"""What the create, update and delete adapters share: the request body, criteria, the response."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
-from urllib.parse import parse_qsl
 
-from flask import Response
-from sqlalchemy.engine import Connection
+from flask import Response, request
 
-from coordination_api.errors import Category, FhirError, Issue, operation_outcome
-from coordination_api.fhir import access
-from coordination_api.fhir.context import Services, WriteResult
-from coordination_api.fhir.resources import parse_json, validate_resource
-from coordination_api.search.executor import run_search
-from coordination_api.storage.repository import Stored
+from coordination_api.core.services import WriteResult
+from coordination_api.errors import Issue, operation_outcome
+from coordination_api.fhir.resources import parse_json
 from coordination_api.web.http import (
     base_url,
     check_content_type,
@@ -25,37 +19,15 @@ from coordination_api.web.http import (
 )
 
 
-def request_resource(resource_type: str) -> dict[str, Any]:
-    """The validated resource in the request body."""
+def request_json() -> Any:
+    """The request body, decoded (core validates it as a resource)."""
     check_content_type()
-    return validate_resource(parse_json(read_body()), resource_type)
+    return parse_json(read_body())
 
 
-def parse_criteria(criteria: str) -> list[tuple[str, str]]:
-    text = criteria.split("?", 1)[1] if "?" in criteria else criteria
-    params = parse_qsl(text, keep_blank_values=True)
-    if not params:
-        raise FhirError(Category.INVALID, f"Conditional criteria '{criteria}' has no search parameters")
-    return params
-
-
-def criteria_hash(resource_type: str, params: list[tuple[str, str]]) -> str:
-    canonical = "&".join(f"{k}={v}" for k, v in sorted(params))
-    return hashlib.sha256(f"{resource_type}?{canonical}".encode()).hexdigest()
-
-
-def find_matches(
-    conn: Connection, svc: Services, resource_type: str, params: list[tuple[str, str]], limit: int = 2
-) -> list[Stored]:
-    """Resources matching conditional criteria (unknown parameters are an error here), among those
-    the caller may see: a conditional create, update, delete or reference answers alike whether or not
-    data out of the caller's reach matches (issue 16: no existence oracle)."""
-    query = svc.compiler.compile(resource_type, params, strict=True, hop_guard=access.hop_guard)
-    query.count = limit
-    query.total = "none"
-    query.includes, query.revincludes = [], []
-    access.secure(query)
-    return run_search(conn, svc.repo, query).matches
+def request_criteria() -> list[tuple[str, str]]:
+    """Conditional update and delete: the search criteria in the query string."""
+    return [(k, v) for k, v in request.args.items(multi=True) if k not in {"_format", "_pretty"}]
 
 
 def write_response(result: WriteResult) -> Response:

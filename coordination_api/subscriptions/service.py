@@ -13,12 +13,12 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from flask import g, has_request_context
 from sqlalchemy import ColumnElement, bindparam, false, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from auth import policy
 from coordination_api.config import SubscriptionSettings
+from coordination_api.core.principal import authenticated
 from coordination_api.errors import Category, FhirError
 from coordination_api.search.compiler import HopGuard, SearchCompiler
 from coordination_api.storage.repository import Repository, Stored, now_us
@@ -71,9 +71,7 @@ def effective_status(status: str, end_us: int | None, now: int) -> str:
 def request_owner() -> dict[str, Any] | None:
     """The caller of the current HTTP request as owner columns; None outside a request or without a
     caller (then the owner is left as it was; a new subscription is unrestricted, like CLI writes)."""
-    if not has_request_context():
-        return None
-    who = g.get("principal")
+    who = authenticated()
     if who is None:
         return None
     if who.unrestricted:

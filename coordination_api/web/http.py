@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from typing import Any
 
 import orjson
@@ -18,7 +17,6 @@ FHIR_JSON = "application/fhir+json"
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
 GENERIC_JSON = {"application/json", "text/json"}
 JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir", "text/json"}
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
 
 def base_url() -> str:
@@ -157,15 +155,6 @@ def check_depth(data: Any, limit: int) -> None:
             stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
-
-
-def parse_etag(value: str | None, header: str) -> int | None:
-    if value is None or value.strip() == "":
-        return None
-    match = _ETAG.match(value)
-    if not match:
-        raise FhirError(Category.INVALID, f"{header} '{value}' is not a version ETag like W/\"3\"")
-    return int(match.group(1))
 
 
 def prefer(name: str) -> str | None:

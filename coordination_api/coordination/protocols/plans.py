@@ -9,9 +9,9 @@ from sqlalchemy.engine import Connection
 from coordination_api.coordination.protocols.model import ApplyParameters, Context, fhir_instant
 from coordination_api.coordination.protocols.reading import load_context
 from coordination_api.coordination.protocols.requests import Builder
+from coordination_api.core.services import Services
+from coordination_api.core.validation import validate_resource
 from coordination_api.errors import Category, FhirError
-from coordination_api.fhir.context import Services
-from coordination_api.fhir.resources import validate_resource
 
 
 def build_care_plan(ctx: Context, plan_definition: dict[str, Any], stored: bool) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from coordination_api.coordination.protocols.model import (
     Member,
     parse_instant,
 )
+from coordination_api.core.services import Services
+from coordination_api.core.writes import find_matches
 from coordination_api.errors import Category, FhirError
-from coordination_api.fhir.context import Services
-from coordination_api.fhir.write_common import find_matches
 from coordination_api.storage.repository import Stored
 from fhir_profiles.fhirpath_safety import ExpressionLimits
 

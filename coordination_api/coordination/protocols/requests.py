@@ -13,8 +13,8 @@ from coordination_api.coordination.protocols.expressions import applicable, appl
 from coordination_api.coordination.protocols.model import DISCHARGE_EVENT, Context, fhir_instant
 from coordination_api.coordination.protocols.reading import find_by_canonical
 from coordination_api.coordination.protocols.timing import Window, period_of, related_window, window_of
+from coordination_api.core.services import Services
 from coordination_api.errors import Category, FhirError
-from coordination_api.fhir.context import Services
 
 # PlanDefinition.action elements a RequestGroup.action carries over as they are.
 _COPIED = (

@@ -22,10 +22,9 @@ from coordination_api.coordination.protocols.plans import (
 )
 from coordination_api.coordination.protocols.reading import covers, load_context
 from coordination_api.coordination.protocols.requests import Builder, discharge_actions
+from coordination_api.core.services import Services
+from coordination_api.core.writes import create_in, find_matches
 from coordination_api.errors import FhirError
-from coordination_api.fhir import create as fhir_create
-from coordination_api.fhir.context import Services
-from coordination_api.fhir.write_common import find_matches
 
 log = logging.getLogger(__name__)
 _MAX_PLANS = 1000
@@ -68,9 +67,7 @@ def start_in(conn: Connection, svc: Services, plan_definition: dict[str, Any], c
         {"reference": {"reference": f"{request['resourceType']}/{request['id']}"}}
         for request in builder.requests
     ]
-    result = fhir_create.create_in(
-        conn, svc, "CarePlan", valid_resource(care_plan), criteria, res_id=care_plan_id
-    )
+    result = create_in(conn, svc, "CarePlan", valid_resource(care_plan), criteria, res_id=care_plan_id)
     assert result.stored is not None
     if result.status != 201:
         return Started(result.stored, False, [])
