@@ -3,22 +3,19 @@
 - write-time matching into an outbox, in the write transaction (service.py)
 - the delivery worker: handshake, notifications, heartbeats, retries (worker.py)
 - $status and $events (operations.py)
-
-Heavy modules are imported lazily.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response
 
 from coordination_api.config import Settings, SubscriptionSettings
+from coordination_api.storage.repository import Repository
+from coordination_api.subscriptions import operations, worker
+from coordination_api.subscriptions.service import SubscriptionService
 from coordination_api.subscriptions.topics import TOPICS
-
-if TYPE_CHECKING:
-    from coordination_api.storage.repository import Repository
 
 __all__ = [
     "TOPICS",
@@ -35,8 +32,6 @@ def init_app(
     app: Flask, repo: Repository, settings: Settings, config: SubscriptionSettings | None = None
 ) -> None:
     """Attach the write hook (once per app); the service lives in ``app.extensions["subscriptions"]``."""
-    from coordination_api.subscriptions.service import SubscriptionService
-
     if "subscriptions" in app.extensions:
         return
     service = SubscriptionService(
@@ -49,7 +44,6 @@ def init_app(
 
 def register_routes(bp: Blueprint) -> None:
     """$status and $events on the FHIR blueprint; call once, before the blueprint is registered."""
-    from coordination_api.subscriptions import operations
 
     def status_all() -> Response:
         return operations.status()
@@ -70,20 +64,14 @@ def register_routes(bp: Blueprint) -> None:
 
 def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) -> None:
     """Deliver until ``stop_event`` is set (one pass when ``once``)."""
-    from coordination_api.subscriptions import worker
-
     worker.worker_loop(app, stop_event, once=once)
 
 
 def run_worker(app: Flask) -> None:
     """`coordination worker`: deliver until SIGTERM / SIGINT (main thread only)."""
-    from coordination_api.subscriptions import worker
-
     worker.run_worker(app)
 
 
 def start_in_thread(app: Flask) -> tuple[threading.Thread, threading.Event]:
     """The worker inside the server process (`make run`); set the returned event to stop it."""
-    from coordination_api.subscriptions import worker
-
     return worker.start_in_thread(app)
