@@ -14,7 +14,7 @@ from auth.schema import login_failure, oauth_token, oauth_user
 from auth.secrets import hash_password
 from connectors.errors import ConnectorError
 from coordination_api.core.writes import find_matches
-from coordination_api.directory import practitioner_details
+from coordination_api.integrations.annuaire_sync import practitioner_details
 from fhir_profiles.french_identifiers import RPPS as RPPS_SYSTEM
 from fhir_profiles.french_identifiers import check_rpps
 

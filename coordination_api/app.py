@@ -8,15 +8,16 @@ import uuid
 from flask import Flask, Response, g, request
 
 from auth import policy
-from coordination_api import directory, logs, metrics, openapi, security, subscriptions
+from coordination_api import logs, metrics, openapi, security, subscriptions
 from coordination_api.config import Settings
-from coordination_api.coordination import consent_actors, dispatch, nde
+from coordination_api.coordination import consent_actors, dispatch
+from coordination_api.coordination.intake import nde
 from coordination_api.core import principal
 from coordination_api.core.services import Access, Services
-from coordination_api.fhir import access, dmp, profiles, routes
+from coordination_api.fhir import access, profiles, routes
 from coordination_api.fhir.resources import supported_types
 from coordination_api.health import bp as health_bp
-from coordination_api.integrations import eparcours, hl7v2
+from coordination_api.integrations import annuaire_sync, dmp, eparcours, hl7v2
 from coordination_api.jobs import Jobs
 from coordination_api.search.compiler import SearchCompiler
 from coordination_api.search.registry import SearchRegistry
@@ -64,13 +65,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     rule = Access(secure=access.secure, hop_guard=access.hop_guard, check_stored=access.check_stored)
     svc = Services(settings=settings, repo=repo, compiler=compiler, access=rule)
     svc.hooks.before_create.append(nde.before_create)  # an NdE CommunicationRequest is an encounter event
-    svc.hooks.new_party.append(directory.enqueue_enrichment)  # the directory completes what intake met
+    svc.hooks.new_party.append(annuaire_sync.enqueue_enrichment)  # the directory completes what intake met
     app.extensions["coordination"] = svc
     security.init_app(app, settings, repo)
     subscriptions.init_app(app, repo, settings)
     dispatch.init_app(app, repo, settings.dispatch)  # after subscriptions: its hook runs second
     app.extensions["jobs"] = Jobs(repo, settings.jobs)  # connector kinds register their handlers
-    directory.init_app(app, settings)  # the ANS directory and its enrichment jobs
+    annuaire_sync.init_app(app, settings)  # the ANS directory and its enrichment jobs
     eparcours.init_app(app, repo, settings)  # forwarding to the regional platform (jobs outbox)
     dmp.init_app(app, settings)  # DMP pushes (IHE MHD ITI-65) through the jobs outbox
 

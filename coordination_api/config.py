@@ -274,7 +274,7 @@ class EparcoursSettings:
 
 @dataclass(frozen=True)
 class DmpSettings:
-    """The DMP through a PDSm (fhir/dmp.py): IHE MHD ITI-65 transaction Bundles."""
+    """The DMP through a PDSm (integrations/dmp.py): IHE MHD ITI-65 transaction Bundles."""
 
     ENV_PREFIX: ClassVar[str] = PREFIX + "DMP_"
 

@@ -20,7 +20,7 @@ from coordination_api.cli.serve import serve
 from coordination_api.cli.settings import settings_command
 from coordination_api.cli.users import users
 from coordination_api.cli.worker import worker
-from coordination_api.directory import directory_group
+from coordination_api.integrations.annuaire_sync import directory_group
 
 
 # load_dotenv=False: python-dotenv (a dependency of pydantic-settings) would otherwise pour a .env file of

@@ -3,7 +3,7 @@
 Synchronous messaging only. A Bundle of type ``message`` whose first entry is the MessageHeader; its
 event (Da Vinci notification-event, or the French TRE_R254 ADM/SOR) and focus (the Encounter, its
 Patient, serviceProvider Organization, participants, documents) become an :class:`EncounterEvent`, stored
-by ``coordination.discharge``. The answer is a response message (MessageHeader.response.code ok /
+by ``coordination.intake.discharge``. The answer is a response message (MessageHeader.response.code ok /
 transient-error / fatal-error, details = an OperationOutcome): 200 when processed, 4xx/503 otherwise.
 A request that is not a message at all gets a plain OperationOutcome.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from flask import Response, request
 
 from connectors.events import EncounterEvent, EventError, content_of
-from coordination_api.coordination import discharge
+from coordination_api.coordination.intake import discharge
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services

@@ -13,10 +13,8 @@ from connectors.errors import ConnectorError
 from connectors.mhd import MhdRecipient
 from connectors.mssante import SmtpSender
 from connectors.psc import PscClient
-from coordination_api import directory
 from coordination_api.config import Settings
-from coordination_api.fhir import dmp
-from coordination_api.integrations import eparcours
+from coordination_api.integrations import annuaire_sync, dmp, eparcours
 from coordination_api.integrations.status import ConnectorState, describe
 from coordination_api.security import psc_client
 from coordination_api.subscriptions.worker import _mail_sender
@@ -32,7 +30,7 @@ def _checker(name: str, settings: Settings) -> Callable[[], str]:
     elif name == "mssante":
         built = _mail_sender(settings)[0]
     elif name == "annuaire":
-        built = directory.build(settings.annuaire)
+        built = annuaire_sync.build(settings.annuaire)
     else:
         built = psc_client(settings.psc)
     if isinstance(built, MhdRecipient | EparcoursPlatform | SmtpSender | AnnuaireSante | PscClient):

@@ -32,7 +32,7 @@ from connectors.hl7v2 import Limits, Options, handle
 from connectors.hl7v2.mllp import Handler, MllpServer, Peer
 from coordination_api import metrics
 from coordination_api.config import Hl7v2Settings, Settings
-from coordination_api.coordination import discharge
+from coordination_api.coordination.intake import discharge
 from coordination_api.errors import Category, FhirError, from_database_error
 from coordination_api.fhir import access
 from coordination_api.fhir.context import Services

@@ -3,7 +3,7 @@
 Search pages also carry a keyset cursor (the sort key values and pk of the row a page starts after,
 or ends before): later pages do not shift when resources are deleted or updated meanwhile.
 
-Tokens are signed (HMAC-SHA256 with a key derived from the server secret, see fhir/http.py), so a
+Tokens are signed (HMAC-SHA256 with a key derived from the server secret, see web/http.py), so a
 client cannot edit one (raise ``_count`` past the cap, point it at another query or position); a
 page size read back is also clamped to the configured cap, in case the cap was lowered since.
 """

@@ -27,7 +27,7 @@ from coordination_api.config import (
     PscSettings,
     Settings,
 )
-from coordination_api.directory import ENRICH
+from coordination_api.integrations.annuaire_sync import ENRICH
 from coordination_api.integrations.checks import check
 from coordination_api.integrations.status import ACTIVE, MISCONFIGURED, OFF, describe, log_states
 from coordination_api.storage.schema import connector_job

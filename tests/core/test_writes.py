@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from auth.policy import Principal
 from auth.scopes import ScopeSet
-from coordination_api.coordination import nde
+from coordination_api.coordination.intake import nde
 from coordination_api.core import principal, writes
 from coordination_api.core.services import Hooks, Services
 from coordination_api.errors import Category, FhirError

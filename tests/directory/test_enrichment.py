@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from coordination_api import jobs
 from coordination_api.cli import main
-from coordination_api.directory import ENRICH
+from coordination_api.integrations.annuaire_sync import ENRICH
 from coordination_api.storage.schema import connector_job as j
 from fhir_profiles.french_identifiers import FINESS, ID_NAT_ST, RPPS
 from tests.conftest import Fhir

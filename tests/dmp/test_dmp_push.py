@@ -14,7 +14,7 @@ from sqlalchemy import select
 from coordination_api import jobs
 from coordination_api.app import create_app
 from coordination_api.config import DmpSettings, JobSettings, Settings
-from coordination_api.fhir.dmp import SUBMISSION
+from coordination_api.integrations.dmp import SUBMISSION
 from coordination_api.storage.schema import connector_job
 from tests.conftest import Fhir, _truncate, authed, close_app, system_token
 from tests.support.dmp import LETTER, Recipient, ins_patient, pdf_letter, recipient

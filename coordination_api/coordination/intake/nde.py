@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from auth.policy import Principal
 from connectors.events import EncounterEvent, EventError, content_of
-from coordination_api.coordination import discharge
+from coordination_api.coordination.intake import discharge
 from coordination_api.core.services import PendingCreate, Services
 from coordination_api.core.writes import find_matches, parse_criteria
 from coordination_api.errors import Category, FhirError
