@@ -138,3 +138,68 @@ def test_a_consent_actor_identifier_is_no_oracle_on_patients_out_of_reach(
         unknown.status_code,
         unknown.get_json()["issue"][0]["diagnostics"].replace("IPP-000043", known_ipp),
     ), (found.get_json(), unknown.get_json())
+
+
+def test_a_consent_actor_by_identifier_of_a_non_directory_type_is_refused_as_its_literal_form(
+    fhir: Fhir,
+) -> None:
+    """Only directory types (auth.policy.ACTOR_TYPES) are resolved by identifier; any other type is
+    the 422 of a literal reference the rule cannot enforce, whether or not something carries it."""
+    patient = fhir.create({"resourceType": "Patient", "name": [{"family": "Martin"}]})
+    fhir.create({"resourceType": "Device", "identifier": [{"system": IPP_SYSTEM, "value": "D-1"}]})
+    literal = _consent_by_identifier(patient["id"], "Device", IPP_SYSTEM, "D-1")
+    literal["provision"]["actor"][0]["reference"] = {"reference": "Device/x"}
+    expected = fhir.request("POST", "/fhir/Consent", literal)
+    assert expected.status_code == 422
+    for actor_type, value in (
+        ("Device", "D-1"),
+        ("Device", "D-2"),
+        ("Patient", "D-1"),
+        ("Observation", "D-1"),
+    ):
+        response = fhir.request(
+            "POST", "/fhir/Consent", _consent_by_identifier(patient["id"], actor_type, IPP_SYSTEM, value)
+        )
+        assert response.status_code == 422, (actor_type, value)
+        assert (
+            response.get_json()["issue"][0]["diagnostics"] == expected.get_json()["issue"][0]["diagnostics"]
+        )
+
+
+# -- too many values in one search: a 400 naming the limit, never "database unavailable" -------------
+
+
+def test_a_search_binding_too_many_values_is_a_400_naming_the_limit(fhir: Fhir) -> None:
+    from coordination_api.search.compiler import MAX_SEARCH_VALUES
+
+    ids = ",".join(f"i{n}" for n in range(MAX_SEARCH_VALUES + 1))
+    response = fhir.request("GET", f"/fhir/Patient?_id={ids}")
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    assert str(MAX_SEARCH_VALUES) in response.get_json()["issue"][0]["diagnostics"]
+    # Split over several parameters and hops: counted together.
+    half = ",".join(f"i{n}" for n in range(MAX_SEARCH_VALUES // 2 + 1))
+    response = fhir.request("GET", f"/fhir/Observation?_id={half}&subject._id={half}")
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    # A repeated value set is bound once: the 12 repeats above are one c80 set (6,401 codes).
+    response = fhir.request("GET", f"/fhir/DocumentReference?type:in={','.join([C80] * 40)}")
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+
+
+def test_too_many_database_parameters_is_not_database_unavailable() -> None:
+    import sqlite3
+
+    import psycopg
+
+    from coordination_api.errors import Category, from_database_error
+
+    for error in (
+        psycopg.OperationalError(
+            "sending query and params failed: number of parameters must be between 0 and 65535"
+        ),
+        sqlite3.OperationalError("too many SQL variables"),
+    ):
+        found = from_database_error(error)
+        assert found is not None and found.category is Category.TOO_COSTLY, error
+        assert "unavailable" not in str(found) and "Retry-After" not in found.headers
+    lost = from_database_error(psycopg.OperationalError("connection refused"))
+    assert lost is not None and lost.category is Category.TRANSIENT
