@@ -10,12 +10,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 # Event kinds (HL7 v2 trigger → kind): A01 admit, A03 discharge, A04 register, A08 update,
 # A11 cancel-admit, A13 cancel-discharge; FHIR notification-transfer / A02 → transfer.
 KINDS = frozenset(
     {"admit", "discharge", "transfer", "register", "update", "cancel-admit", "cancel-discharge"}
 )
+
+
+# The server's own identifier namespaces (R4 Identifier.system), scoped by the intake sender
+# (``MSH-3^MSH-4``, a MessageHeader.source): a bare HL7 v2 assigning authority and a visit number without
+# one are unique within their sender only. No sender may write into another's (review 20 F5: it would
+# file its messages on that sender's patients and stays); the rest of ``urn:coordination:`` is ours.
+RESERVED_NAMESPACE = "urn:coordination:"
+HL7V2_NAMESPACE = "urn:coordination:hl7v2:"
+VISIT_NAMESPACE = "urn:coordination:visit-number:"
+
+
+def scoped_system(sender: str, namespace: str) -> str:
+    """The system of a bare HL7 v2 namespace (HD-1) of ``sender``."""
+    return f"{HL7V2_NAMESPACE}{quote(sender, safe='')}:{quote(namespace, safe='')}"
+
+
+def visit_system(sender: str) -> str:
+    """The identifier system of a sender's unscoped visit numbers."""
+    return f"{VISIT_NAMESPACE}{quote(sender, safe='')}"
+
+
+def foreign_namespace(system: str, sender: str) -> bool:
+    """``system`` is in the server's reserved space and not one of ``sender``'s own namespaces."""
+    if system[: len(RESERVED_NAMESPACE)].lower() != RESERVED_NAMESPACE:
+        return False
+    return not (system.startswith(scoped_system(sender, "")) or system == visit_system(sender))
 
 
 def content_of(resource: dict[str, Any]) -> dict[str, Any]:

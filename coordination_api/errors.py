@@ -145,20 +145,34 @@ _PG_BUSY = {
 }
 # Class 08 (connection exception) and the server shutting down or starting up.
 _PG_UNAVAILABLE = ("08", "57P01", "57P02", "57P03")
+# More bound parameters than one statement may carry: libpq refuses to send it (psycopg
+# OperationalError without SQLSTATE, "number of parameters must be between 0 and 65535"), SQLite
+# answers "too many SQL variables" (SQLITE_MAX_VARIABLE_NUMBER). The request, not the database, is at
+# fault: never "unreachable" (review 20 F6).
+_TOO_MANY_PARAMETERS = ("number of parameters must be between", "too many SQL variables")
 # SQLite result codes: SQLITE_BUSY (the write lock stayed taken beyond busy_timeout), SQLITE_LOCKED.
 _SQLITE_BUSY = {5, 6}
 
 
 def from_database_error(exc: BaseException) -> FhirError | None:
-    """A database failure a retry can cure -> TRANSIENT (503 with Retry-After); None for any other
-    (a bug or a constraint: the caller answers 500). Accepts SQLAlchemy's wrappers and the raw
-    DBAPI errors of the read path (storage.engine.open_reader)."""
+    """A database failure a retry can cure -> TRANSIENT (503 with Retry-After); a statement the request
+    made too large for the database -> TOO_COSTLY (no retry will cure it); None for any other (a bug or
+    a constraint: the caller answers 500). Accepts SQLAlchemy's wrappers and the raw DBAPI errors of
+    the read path (storage.engine.open_reader)."""
     if isinstance(exc, sa_exc.TimeoutError):  # QueuePool: no connection freed in pool_timeout
         return _transient("every database connection is in use", RETRY_AFTER_BUSY)
     invalidated = False
     if isinstance(exc, sa_exc.DBAPIError):
         invalidated = exc.connection_invalidated
         exc = exc.orig or exc
+    if isinstance(exc, sqlite3.OperationalError | psycopg.OperationalError) and any(
+        text in str(exc) for text in _TOO_MANY_PARAMETERS
+    ):
+        return FhirError(
+            Category.TOO_COSTLY,
+            "The request needs more values in one database statement than the database accepts; "
+            "split it into smaller requests",
+        )
     if isinstance(exc, sqlite3.OperationalError):
         code = getattr(exc, "sqlite_errorcode", None)
         if (code is not None and code & 0xFF in _SQLITE_BUSY) or "database is locked" in str(exc):

@@ -37,6 +37,7 @@ from fhirpathpy.models import models as fhirpath_models
 
 from fhir_profiles import fhirpath_safety, r4_core
 from fhir_profiles.issues import ValidationIssue
+from fhir_profiles.narrative import check_narrative
 
 log = logging.getLogger(__name__)
 
@@ -633,10 +634,11 @@ def _no_issues(value: Any, expression: str) -> list[ValidationIssue]:
     return []
 
 
-# Checks that report their own issues, by key. txt-1/txt-2 (Narrative.div, ``htmlChecks()``):
-# wire ``fhir_profiles.narrative.check_narrative`` here, e.g.
-#   REPORTING["txt-1"] = check_narrative; REPORTING["txt-2"] = _no_issues
-REPORTING: dict[str, ReportingCheck] = {"txt-1": _no_issues, "txt-2": _no_issues}
+# Checks that report their own issues, by key. txt-1/txt-2 are constraints on Narrative.div
+# (R4 narrative.html, ``htmlChecks()``): the walk meets every Narrative (DomainResource.text,
+# Composition.section.text at any depth, contained resources, Bundle entries) and check_narrative
+# reports both keys from one parse.
+REPORTING: dict[str, ReportingCheck] = {"txt-1": check_narrative, "txt-2": _no_issues}
 # ele-1 is the walk's own check (every element, empty arrays/objects/strings).
 _HANDLED_BY_WALK = {"ele-1"}
 

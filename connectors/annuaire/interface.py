@@ -2,8 +2,8 @@
 
 The answers are the directory's own FHIR R4 resources (dicts, as the API sends them: its ids, its
 identifier systems, its profiles); mapping them to our resources is the caller's business
-(`coordination_api/integrations/annuaire_sync.py`). Identifier systems of the API (ANS "API FHIR Annuaire Santé",
-v1 and v2; IG fhir-annuaire): RPPS ``https://rpps.esante.gouv.fr`` (v1 also ``http://rpps.fr``),
+(`coordination_api/integrations/annuaire_sync.py`). Identifier systems of the API (ANS "API FHIR
+Annuaire Santé", v1 and v2; IG fhir-annuaire): RPPS ``https://rpps.esante.gouv.fr`` (v1 also ``http://rpps.fr``),
 idNatPs ``urn:oid:1.2.250.1.71.4.2.1`` ("8" + RPPS, "0" + ADELI), FINESS
 ``http://finess.sante.gouv.fr``, idNatSt ``urn:oid:1.2.250.1.71.4.2.2`` ("1" + FINESS, "3" + SIRET).
 """

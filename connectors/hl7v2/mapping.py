@@ -10,10 +10,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from connectors.events import EncounterEvent, EventError
+from connectors.events import EncounterEvent, EventError, foreign_namespace, scoped_system
 from connectors.hl7v2.parse import Components, Segment, segment, value
 from fhir_profiles.french_identifiers import (
     FINESS,
@@ -217,6 +216,7 @@ class Authorities:
     else the namespace id (HD-1) through COORDINATION_HL7V2_AUTHORITIES, an OID namespace → ``urn:oid:``,
     else ``urn:coordination:hl7v2:<sender>:<namespace>``: a bare namespace is unique within its sender
     only (``MSH-3^MSH-4``, the sender ``discharge.check_sender`` binds to the client's credentials).
+    A URI in the server's reserved ``urn:coordination:`` space other than the sender's own: AE 103.
     """
 
     def __init__(self, sender: str, options: Options) -> None:
@@ -224,7 +224,7 @@ class Authorities:
         self.map = dict(options.authorities)
         self.local_types = frozenset(t.strip().upper() for t in options.local_id_types if t.strip())
 
-    def system(self, components: Components, component: int) -> str | None:
+    def system(self, components: Components, component: int, location: str) -> str | None:
         namespace = value(components, component, 1)
         universal = value(components, component, 2)
         kind = value(components, component, 3).upper()
@@ -234,6 +234,13 @@ class Authorities:
             if kind in {"UUID", ""} and _UUID.fullmatch(universal):
                 return f"urn:uuid:{universal.lower()}"
             if kind in {"URI", "URL"} and _URI.fullmatch(universal):
+                if foreign_namespace(universal, self.sender):
+                    raise EventError(
+                        f"{location}: the assigning authority {universal[:120]!r} is a namespace of this "
+                        "server that belongs to another sender",
+                        code="103",
+                        location=location,
+                    )
                 return universal
         for key in (namespace, universal):
             if key and key in self.map:
@@ -243,7 +250,7 @@ class Authorities:
         key = namespace or universal
         if not key:
             return None
-        return f"urn:coordination:hl7v2:{quote(self.sender, safe='')}:{quote(key, safe='')}"
+        return scoped_system(self.sender, key)
 
 
 def patient(pid: Segment, authorities: Authorities, warnings: list[EventError]) -> dict[str, Any]:
@@ -306,7 +313,7 @@ def patient(pid: Segment, authorities: Authorities, warnings: list[EventError]) 
         elif type_code not in options_types:
             refused.append("type")
         else:
-            authority = authorities.system(rep, 4)
+            authority = authorities.system(rep, 4, "PID-3")
             if authority is None:
                 refused.append("authority")  # an unscoped IPP cannot be matched safely
                 continue
@@ -456,7 +463,7 @@ def encounter(pv1: Segment, pid: Segment, kind: str, authorities: Authorities) -
     if not visit or not value(visit[0]):
         raise EventError("PV1-19: the visit number is required", code="101", location="PV1-19")
     identifier: dict[str, Any] = {"value": value(visit[0])}
-    system = authorities.system(visit[0], 4)
+    system = authorities.system(visit[0], 4, "PV1-19")
     if system:
         identifier = {"system": system, **identifier}
     end = _ts(pv1, 45)

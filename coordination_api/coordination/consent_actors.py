@@ -5,7 +5,8 @@ The opposition (CSP L.1110-4 III) is enforced from ``Consent.provision.actor.ref
 ignored: the patient's objection would fail open. At every door (REST, transaction, import) such an
 actor is resolved here, before the Consent is stored, to the one Practitioner, PractitionerRole or
 Organization carrying that identifier (the reference is added, the identifier kept); none or several:
-422, nothing stored.
+422, nothing stored. Only those directory types are looked up (any other ``reference.type``: 422 as a
+literal reference of it), so the answer tells nothing about patient data out of the caller's reach.
 """
 
 from __future__ import annotations
@@ -57,14 +58,18 @@ def _walk(conn: Connection, provision: dict[str, Any], path: str) -> None:
             _walk(conn, child, f"{path}.provision[{i}]")
 
 
+def _not_enforceable(path: str) -> FhirError:
+    return FhirError(
+        Category.UNPROCESSABLE,
+        f"Consent.{path} must be a Practitioner, PractitionerRole, Organization, RelatedPerson or "
+        "Patient of this server (Type/<id>): an objection to anyone else cannot be enforced",
+    )
+
+
 def _resolve_actor(conn: Connection, reference: dict[str, Any], path: str) -> None:
     if isinstance(reference.get("reference"), str):
         if not _ENFORCEABLE.match(reference["reference"]):
-            raise FhirError(
-                Category.UNPROCESSABLE,
-                f"Consent.{path} must be a Practitioner, PractitionerRole, Organization, RelatedPerson or "
-                "Patient of this server (Type/<id>): an objection to anyone else cannot be enforced",
-            )
+            raise _not_enforceable(path)
         return  # a literal local reference: auth.policy reads it as it is
     identifier = reference.get("identifier")
     if not isinstance(identifier, dict) or not identifier.get("value"):
@@ -73,7 +78,12 @@ def _resolve_actor(conn: Connection, reference: dict[str, Any], path: str) -> No
             f"Consent.{path} names no one: give a reference or an identifier (a Consent actor "
             "that cannot be resolved would leave the patient's objection unenforced)",
         )
+    # Only directory data is resolved (ACTOR_TYPES, readable by every professional): this hook runs
+    # before the write is judged, so a lookup of a patient's or any clinical resource's identifier
+    # would tell the caller whether it exists (review 20 F2). Other types: by literal reference.
     wanted = reference.get("type")
+    if wanted is not None and wanted not in ACTOR_TYPES:
+        raise _not_enforceable(path)
     types = [wanted] if isinstance(wanted, str) else list(ACTOR_TYPES)
     t = idx_token
     stmt = (

@@ -20,7 +20,6 @@ from coordination_api.fhir.profiles import policy, to_issue
 from coordination_api.fhir.resources import (
     check_operation_type,
     check_type,
-    narrative_issues,
     parse_json,
     validate_resource,
 )
@@ -101,7 +100,7 @@ def _findings(resource: Any, resource_type: str, profile: str | None) -> list[Is
     except FhirError as exc:
         return list(exc.issues)  # structure errors: the profile layer would only repeat them
     root = resource_type
-    issues = narrative_issues(resource, root)
+    # The base walk reports txt-1/txt-2 on every Narrative it meets (base_rules.REPORTING).
     findings = base_rules.check(resource, root)
     base = {(f.code, f.expression) for f in findings if f.is_error}
     # A claimed profile repeats the base bindings and cardinalities of its snapshot: listed once.
@@ -110,7 +109,7 @@ def _findings(resource: Any, resource_type: str, profile: str | None) -> list[Is
         for f in policy().findings(resource, root, [profile] if profile else None)
         if not (f.is_error and (f.code, f.expression) in base)
     ]
-    return issues + [to_issue(f) for f in findings]
+    return [to_issue(f) for f in findings]
 
 
 def _respond(issues: list[Issue]) -> Response:

@@ -89,6 +89,8 @@ class _Intake:
             raise
         except Exception as exc:
             transient = from_database_error(exc)
+            if transient is not None and transient.category is not Category.TRANSIENT:
+                transient = None  # a statement too large: no retry cures it
             if isinstance(exc, FhirError) and exc.category in {Category.CONFLICT, Category.TRANSIENT}:
                 transient = exc  # a concurrent write won a race: a retry is cured as $process-message's
             if transient is None:

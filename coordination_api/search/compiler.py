@@ -8,6 +8,12 @@ sends each criterion to the module of its parameter type (``search/params/``).
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import ColumnElement
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
+
 from coordination_api.errors import Category, FhirError, Issue
 from coordination_api.search.criteria import context, criterion
 from coordination_api.search.params.common import MAIN, HopGuard, UnknownParamError, bad
@@ -17,6 +23,13 @@ from coordination_api.search.sort import sort_keys
 
 # What other modules import from here (the compiled query lives in search/query.py).
 __all__ = ["CursorValue", "HopGuard", "Include", "SearchCompiler", "SearchQuery", "SortKey"]
+
+# The values one search may bind (OR'ed values, the codes of ``:in`` value sets and of ``:above`` /
+# ``:below``, ``_id`` lists, on every hop): the databases cap bound parameters per statement
+# (PostgreSQL 65,535; SQLite 32,766 by default), and a search over that cap is refused as such
+# (400), never sent to fail as "database unavailable" (review 20 F6). A c80 document type :in
+# (6,401 codes) fits three times.
+MAX_SEARCH_VALUES = 20_000
 
 SUMMARY_VALUES = {"true", "false", "text", "data", "count"}
 TOTAL_VALUES = {"none", "estimate", "accurate"}
@@ -48,9 +61,12 @@ class SearchCompiler:
         ctx = context(self.registry, sqlite=self.sqlite, base_url=base_url, hop_guard=hop_guard)
         query = SearchQuery(resource_type, count=self.default_count, sqlite=self.sqlite)
         sort_spec: str | None = None
+        bound = 0
         for name, value in params:
             if "\x00" in name or "\x00" in value:  # no database stores NUL in text
                 raise bad(name.replace("\x00", ""), "parameters must not contain NUL characters")
+            if value.count(",") >= MAX_SEARCH_VALUES:  # before building a clause per value
+                raise _too_many_values(name)
             if name in CONTROL_PARAMS or name.startswith(("_include", "_revinclude")):
                 if name == "_sort":
                     sort_spec = value
@@ -65,6 +81,9 @@ class SearchCompiler:
                     raise FhirError(Category.INVALID, str(exc)) from exc
                 query.issues.append(Issue("warning", "not-supported", f"{exc}; it was ignored"))
                 continue
+            bound += bound_values(condition)
+            if bound > MAX_SEARCH_VALUES:
+                raise _too_many_values(name)
             query.where.append(condition)
             query.used.append((name, value))
         if sort_spec:
@@ -123,3 +142,21 @@ class SearchCompiler:
                 raise bad(name, f"'{target}' is not a target of {source}:{code}")
             include = Include(source, code, target, iterate)
         (query.includes if base == "_include" else query.revincludes).append(include)
+
+
+def bound_values(clause: ColumnElement[Any]) -> int:
+    """The parameters ``clause`` binds once rendered: an expanding ``IN`` binds one per item."""
+    count = 0
+    for node in visitors.iterate(clause):
+        if isinstance(node, BindParameter):
+            value = node.value
+            count += len(value) if node.expanding and isinstance(value, list | tuple) else 1
+    return count
+
+
+def _too_many_values(name: str) -> FhirError:
+    return bad(
+        name,
+        f"the search binds more than {MAX_SEARCH_VALUES} values (OR'ed values and the codes of value sets "
+        "or hierarchies, all parameters together); split it into several searches",
+    )

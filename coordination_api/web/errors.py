@@ -62,8 +62,11 @@ def register_error_handlers(app: Flask) -> None:
         if database is not None:
             # The type and SQLSTATE only: the message may quote SQL parameters (patient data).
             orig = getattr(exc, "orig", None) or exc
+            what = (
+                "unavailable" if database.category is Category.TRANSIENT else "refused too large a statement"
+            )
             log.warning(
-                "database unavailable: %s (sqlstate %s)", type(orig).__name__, getattr(orig, "sqlstate", None)
+                "database %s: %s (sqlstate %s)", what, type(orig).__name__, getattr(orig, "sqlstate", None)
             )
             return _render(database)
         request_id = getattr(g, "request_id", None) or str(uuid.uuid4())

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fhir_profiles import base_rules, r4_core
 from fhir_profiles.narrative import ATTRIBUTES, ELEMENTS, MAX_FINDINGS, check_narrative
 
 WHERE = "Patient.text.div"
@@ -186,3 +189,79 @@ def test_many_distinct_findings_are_bounded_and_stop_the_read() -> None:
     # Repeated identical findings still count once (the positive control of the de-duplication).
     same = '<div xmlns="http://www.w3.org/1999/xhtml">' + "<x>y</x>" * 6000 + "</div>"
     assert len(check_narrative(same, WHERE)) == 1
+
+
+# -- every Narrative of the core definitions is checked (review 20 F1) ----------------------------------
+
+
+def _narrative_paths() -> list[tuple[str, dict[str, bool]]]:
+    """Every element of type Narrative in the R4 core resource definitions (DomainResource.text of
+    each concrete resource, Composition.section.text), and once more through each contentReference
+    that leads back to one (Composition.section.section.text); with, per path, whether it repeats."""
+    found: list[tuple[str, dict[str, bool]]] = []
+    for definition in r4_core.resources("profiles-resources"):
+        if definition.get("resourceType") != "StructureDefinition" or definition.get("abstract"):
+            continue
+        elements = definition.get("snapshot", {}).get("element", [])
+        repeats = {e["path"]: str(e.get("max", "1")) != "1" for e in elements}
+        narratives = [
+            e["path"] for e in elements if any(t.get("code") == "Narrative" for t in e.get("type", []))
+        ]
+        found += [(path, repeats) for path in narratives]
+        for element in elements:
+            target = element.get("contentReference", "").removeprefix("#")
+            for path in narratives:
+                if target and path.startswith(f"{target}."):
+                    found.append((element["path"] + path.removeprefix(target), repeats))
+    return found
+
+
+NARRATIVES = _narrative_paths()
+HOSTILE = div('<a href="javascript:alert(document.cookie)">x</a><script>alert(1)</script>')
+
+
+def _placed(path: str, repeats: dict[str, bool]) -> tuple[dict[str, Any], str]:
+    """A resource holding the hostile div at ``path`` (a Narrative element), and the div's expression."""
+    parts = path.split(".")
+    resource: dict[str, Any] = {"resourceType": parts[0]}
+    node, expression = resource, parts[0]
+    for depth, name in enumerate(parts[1:-1], start=2):
+        child: dict[str, Any] = {}
+        here = ".".join(parts[:depth])
+        # A path through a contentReference is not in the snapshot: it repeats as its target does.
+        if repeats.get(here, repeats.get(f"{parts[0]}.{name}", True)):
+            node[name], expression = [child], f"{expression}.{name}[0]"
+        else:
+            node[name], expression = child, f"{expression}.{name}"
+        node = child
+    node[parts[-1]] = {"status": "generated", "div": HOSTILE}
+    return resource, f"{expression}.{parts[-1]}.div"
+
+
+def test_every_core_narrative_element_is_enumerated() -> None:
+    paths = {path for path, _ in NARRATIVES}
+    assert {"Patient.text", "Composition.section.text", "Composition.section.section.text"} <= paths
+    assert len(paths) > 140  # DomainResource.text of each concrete R4 resource
+
+
+@pytest.mark.parametrize(("path", "repeats"), NARRATIVES, ids=[p for p, _ in NARRATIVES])
+def test_a_hostile_div_is_refused_at_every_narrative_element(path: str, repeats: dict[str, bool]) -> None:
+    """The base-rules walk (write path and $validate) reports txt-1 on every Narrative.div it meets:
+    at the element itself, in a contained resource and in a Bundle entry (R4 narrative.html)."""
+    resource, expression = _placed(path, repeats)
+    placements = {
+        expression: resource,
+        f"Patient.contained[0]{expression.removeprefix(resource['resourceType'])}": {
+            "resourceType": "Patient",
+            "contained": [{**resource, "id": "c"}],
+        },
+        f"Bundle.entry[0].resource{expression.removeprefix(resource['resourceType'])}": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": resource}],
+        },
+    }
+    for where, whole in placements.items():
+        found = [i for i in base_rules.check(whole) if i.diagnostics.startswith("Constraint txt-1")]
+        assert [i.expression for i in found if i.expression == where], (where, found)
+        assert all(i.severity == "error" for i in found)

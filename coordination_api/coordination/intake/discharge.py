@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 
 from auth.policy import Principal
 from auth.schema import oauth_client_sender
+from connectors import events
 from connectors.events import EncounterEvent, EventError, content_of
 from coordination_api.coordination import protocols
 from coordination_api.core.services import Services
@@ -165,6 +166,24 @@ def check_strings(event: EncounterEvent) -> None:
             walk(resource, str(resource.get("resourceType", "resource")))
 
 
+def check_namespaces(event: EncounterEvent) -> None:
+    """No door writes an identifier into another sender's namespace of this server (events.py): the
+    patient and the stay are matched by identifier, so it would file the message on that sender's."""
+    resources = [event.patient, event.encounter, event.service_provider, *event.practitioners]
+    for resource in resources:
+        if not isinstance(resource, dict):
+            continue
+        for index, identifier in enumerate(resource.get("identifier") or []):
+            system = identifier.get("system") if isinstance(identifier, dict) else None
+            if isinstance(system, str) and events.foreign_namespace(system, event.sender):
+                where = f"{resource.get('resourceType', 'resource')}.identifier[{index}].system"
+                raise EventError(
+                    f"{where}: {system[:120]!r} is a namespace of this server that belongs to another sender",
+                    code="103",
+                    location=where,
+                )
+
+
 def process(svc: Services, event: EncounterEvent, origin: Origin) -> Outcome:
     """Store the event in one transaction; the same (client, sender, message id) again changes nothing."""
     with svc.repo.writing() as conn:
@@ -180,6 +199,7 @@ def process_in(conn: Connection, svc: Services, event: EncounterEvent, origin: O
         raise EventError("The sender or the message id is longer than 255 characters", code="102")
     check_strings(event)
     check_sender(conn, origin, event)
+    check_namespaces(event)
     key = (
         message_log.c.client == origin.client[:255],
         message_log.c.sender == event.sender[:255],
@@ -379,7 +399,7 @@ def _encounter(
 
 def visit_system(sender: str) -> str:
     """The identifier system of a sender's unscoped visit numbers."""
-    return f"urn:coordination:visit-number:{quote(sender, safe='')}"
+    return events.visit_system(sender)
 
 
 def _merge(current: dict[str, Any], incoming: dict[str, Any], kind: str) -> dict[str, Any]:

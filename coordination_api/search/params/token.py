@@ -42,11 +42,11 @@ def build(
         text_ors = [ctx.prefix(table.c.text_norm, normalize(raw)) for raw in split_or(value)]
         return indexed(rtype, cols, param, text_ors)
     if modifier in {"in", "not-in"}:
-        set_ors = [clause for url in split_or(value) for clause in _in_value_set(table, param, url)]
+        set_ors = _in_value_sets(table, param, split_or(value))
         return indexed(rtype, cols, param, set_ors, negate=modifier == "not-in")
     if modifier in {"above", "below"}:
         walked: list[ColumnElement[bool]] = []
-        for raw in split_or(value, keep_escapes=True):
+        for raw in dict.fromkeys(split_or(value, keep_escapes=True)):
             token = parse_token(raw)
             codes = subsumed(token.system, token.code, modifier, param.code)
             walked.append(and_(table.c.system == cut(token.system), table.c.code.in_(sorted(codes))))
@@ -58,12 +58,15 @@ def build(
     return indexed(rtype, cols, param, ors(ctx, table, param, modifier, value), negate=modifier == "not")
 
 
-def _in_value_set(table: FromClause, param: SearchParam, url: str) -> list[ColumnElement[bool]]:
-    """The token is one of the codes of the value set (R4 search.html#token ``:in``); a token
-    without a system (an element of type ``code``, whose system is implicit) matches on its code."""
+def _in_value_sets(table: FromClause, param: SearchParam, urls: list[str]) -> list[ColumnElement[bool]]:
+    """The token is one of the codes of one of the value sets (R4 search.html#token ``:in``); a token
+    without a system (an element of type ``code``, whose system is implicit) matches on its code.
+    The codes of all the value sets are bound once each (a value set repeated, or two sharing codes,
+    would otherwise bind them again: review 20 F6)."""
     by_system: dict[str | None, set[str]] = {}
-    for system, code in value_set_codes(url, f"{param.code}:in"):
-        by_system.setdefault(system, set()).add(cut(code) or "")
+    for url in dict.fromkeys(urls):
+        for system, code in value_set_codes(url, f"{param.code}:in"):
+            by_system.setdefault(system, set()).add(cut(code) or "")
     out: list[ColumnElement[bool]] = []
     for system, codes in sorted(by_system.items(), key=lambda item: item[0] or ""):
         if system is None:
