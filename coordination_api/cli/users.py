@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 
@@ -52,8 +53,11 @@ def users_create(
     click.echo(json.dumps(out) if as_json else f"user {username} -> Practitioner/{practitioner_id}")
 
 
-def _read_password() -> str:
-    """One line of standard input (never an argument: it would show in ps and shell history)."""
+def _read_password(prompt: str = "password (one line): ") -> str:
+    """One line of standard input (never an argument: it would show in ps and shell history); on a
+    terminal it is typed with the echo off (review 20: it landed on screen and in scroll-back)."""
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt, stream=sys.stderr)
     return sys.stdin.readline().rstrip("\r\n")
 
 
@@ -111,10 +115,8 @@ def users_enable(username: str) -> None:
 def users_passwd(username: str, password_stdin: bool) -> None:
     """Set the password from one line of standard input (``coordination users passwd dr.x
     --password-stdin < file``); the account's failed-login lock is cleared."""
-    if sys.stdin.isatty():
-        click.echo("new password (one line): ", nl=False, err=True)
     try:
-        set_password(current_app, username, _read_password())
+        set_password(current_app, username, _read_password("new password (one line): "))
     except AccountError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"password of {username} changed")
