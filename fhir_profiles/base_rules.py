@@ -11,7 +11,7 @@ Cardinalities (min/max of every element, R4 conformance-rules.html#cardinality, 
 required bindings of ``code``, ``Coding`` and ``CodeableConcept`` elements (terminologies.html#required)
 are checked too, against the value sets the shipped core terminology expands (``r4_core``); a value
 set it cannot expand (BCP 13 mime types, UCUM, ISO 4217) is not checked. The fhir.resources models
-enforce the same cardinalities (tests/profiles/test_r4_cardinality.py) and run first on every path.
+enforce the same cardinalities (tests/fhir_profiles/test_r4_cardinality.py) and run first on every path.
 
 Cost: the invariants that fire on common content have a plain-Python version (:data:`NATIVE`);
 those of the form ``a.empty() or b.exists() or …`` are evaluated on the JSON directly; the rest are

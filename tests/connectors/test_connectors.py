@@ -34,8 +34,8 @@ from coordination_api.storage.schema import connector_job
 from tests.auth.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
 from tests.conftest import close_app
 from tests.connectors.states import ALL_OFF
-from tests.directory.ans_server import API_KEY, DirectoryServer, cpts_dataset
-from tests.eparcours.certs import Pki, make_pki
+from tests.integrations.annuaire_sync.ans_server import API_KEY, DirectoryServer, cpts_dataset
+from tests.integrations.eparcours.certs import Pki, make_pki
 from tests.support.dmp import Recipient
 from tests.support.dmp import recipient as recipient
 from tests.support.eparcours import Platform

@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from tests.conftest import Fhir
-from tests.coordination.messages import as_sender, discharge_message
+from tests.coordination.intake.messages import as_sender, discharge_message
 from tests.subscriptions.conftest import Receiver
 from tests.support.subscriptions import active, discharge_subscription
 

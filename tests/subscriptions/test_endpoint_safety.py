@@ -21,7 +21,7 @@ from connectors.http import pinned_session
 from coordination_api.config import SubscriptionSettings
 from coordination_api.subscriptions import endpoint
 from tests.conftest import Fhir
-from tests.eparcours.certs import Pki, make_pki
+from tests.integrations.eparcours.certs import Pki, make_pki
 from tests.subscriptions.conftest import FAST, Receiver
 from tests.support.subscriptions import Pump, active, classic, encounter
 

@@ -18,7 +18,7 @@ from flask import request as flask_request
 from werkzeug.serving import make_server
 
 from tests.conftest import Fhir
-from tests.profiles.support import example
+from tests.fhir_profiles.support import example
 
 LETTER = b"%PDF-1.4 lettre de liaison de sortie"
 

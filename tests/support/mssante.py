@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.eparcours.certs import Pki
+from tests.integrations.eparcours.certs import Pki
 from tests.support.net import free_port
 
 
