@@ -176,8 +176,9 @@ class Queue:
         """Keep the rows ``keys`` held under ``lease`` while the block runs: a thread renews the lease
         (by ``seconds`` from now) every third of it, so work that outlives one lease (a subscriber's
         long timeout, a slow connector, an SMTP relay) is never claimed and run a second time meanwhile.
-        After the block, ``held.lease`` is the lease the rows are held under (the one later writes must
-        name); ``held.lost`` tells that another claimer took them (the renewal found them gone)."""
+        The lease is renewed once on entry: ``held.lost`` is then already True when the rows are no longer
+        ours (do not start the work), and becomes True when a later renewal finds them gone. After the
+        block, ``held.lease`` is the lease the rows are held under (the one later writes must name)."""
         held = Held(self, engine, list(keys), lease, seconds)
         held.start()
         try:
@@ -205,7 +206,7 @@ class Held:
         self._thread = threading.Thread(target=self._keep, name="lease-keeper", daemon=True)
 
     def start(self) -> None:
-        if self.keys:
+        if self.keys and self._renew():
             self._thread.start()
 
     def stop(self) -> None:
@@ -216,15 +217,20 @@ class Held:
 
     def _keep(self) -> None:
         period = max(0.05, self.seconds / 3)
-        while not self._stop.wait(period):
-            fresh = lease_end(int(time.time() * US), self.seconds)
-            try:
-                with claiming(self.engine) as conn:
-                    kept = self.queue.renew(conn, self.keys, self.lease, fresh)
-            except Exception:  # the database is away: try again; the lease may lapse (at least once)
-                log.warning("lease renewal of %s failed", self.queue.table.name, exc_info=True)
-                continue
-            if kept == 0:
-                self.lost = True
-                return
-            self.lease = fresh
+        while not self._stop.wait(period) and self._renew():
+            pass
+
+    def _renew(self) -> bool:
+        """Move the lease on; False once the rows are lost."""
+        fresh = lease_end(int(time.time() * US), self.seconds)
+        try:
+            with claiming(self.engine) as conn:
+                kept = self.queue.renew(conn, self.keys, self.lease, fresh)
+        except Exception:  # the database is away: try again; the lease may lapse (at least once)
+            log.warning("lease renewal of %s failed", self.queue.table.name, exc_info=True)
+            return True
+        if kept == 0:
+            self.lost = True
+            return False
+        self.lease = fresh
+        return True

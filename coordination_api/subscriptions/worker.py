@@ -154,9 +154,9 @@ class Deliverer:
         return lease_end(now_us(), self.svc.config.lease)
 
     def _kept(self, queue: Queue, keys: list[int], lease: int) -> AbstractContextManager[Held]:
-        """The rows stay ours while their POST (or mail) is open, however long the subscriber's
-        backport-timeout or the relay makes it: the claim loop, which keeps running meanwhile, never
-        takes back a row still being sent (review 20 F5)."""
+        """The rows stay ours from the moment a sending thread starts on them until their POST (or mail)
+        is over, however long the subscriber's backport-timeout or the relay makes it: the claim loop,
+        which keeps running meanwhile, never takes back a row still being sent (review 20 F5)."""
         return queue.kept(self.engine, keys, lease, self.svc.config.lease)
 
     def _unlease(self, queue: Queue, pks: list[int], lease: int, *, undo_attempt: bool = False) -> None:
@@ -217,13 +217,19 @@ class Deliverer:
 
     def _handshake(self, pk: int, lease: int) -> None:
         st = subscription_state
-        with self.engine.connect() as conn, conn.begin():
-            state = conn.execute(select(st).where(st.c.res_pk == pk)).first()
-            compiled = self.svc.compiled(conn, pk, state.version, state.res_id) if state is not None else None
-        if state is None or compiled is None:
-            return
-        body = notify.bundle(compiled.spec, "requested", "handshake", state.events, [], "empty", self.base)
         with self._kept(SUBSCRIPTIONS, [pk], lease) as held:
+            if held.lost:
+                return  # the lease ran out before this thread got to it: another worker has it
+            with self.engine.connect() as conn, conn.begin():
+                state = conn.execute(select(st).where(st.c.res_pk == pk)).first()
+                compiled = (
+                    self.svc.compiled(conn, pk, state.version, state.res_id) if state is not None else None
+                )
+            if state is None or compiled is None:
+                return
+            body = notify.bundle(
+                compiled.spec, "requested", "handshake", state.events, [], "empty", self.base
+            )
             error = self._post(compiled.spec, body)
         lease = held.lease
         with self.repo.writing() as conn:
@@ -305,8 +311,7 @@ class Deliverer:
         while claimed is not None and not self.stopping.is_set():
             streak += 1
             more = streak < self.svc.config.batch_size
-            # The first lease was claimed a moment ago; a streamed one is renewed before its POST.
-            claimed = self._deliver(*claimed, fresh=streak == 1, claim_next=more)
+            claimed = self._deliver(*claimed, claim_next=more)
 
     def _followers(self, conn: Connection, sub_pk: int, head: int, max_count: int | None) -> list[int]:
         """Backport backport-max-count: the pending events right after the head (consecutive numbers,
@@ -333,31 +338,23 @@ class Deliverer:
         return out
 
     def _deliver(
-        self, batch: list[int], lease: int, *, fresh: bool = False, claim_next: bool = False
+        self, batch: list[int], lease: int, *, claim_next: bool = False
     ) -> tuple[list[int], int] | None:
         """Send one claimed notification; on success, return the next claimed one of the same
         subscription (its following events), if any is due."""
-        if not fresh:  # the first of a pass was claimed a moment ago: its lease is still whole
-            lease = self._renew(batch, lease)
-        notification = self._load(batch, lease)
-        if notification is None:
-            return None
+        # Kept renews the lease at once (a pass claims many rows under one lease and sends them one
+        # after the other: a slow endpoint earlier in the pass must not let another worker send this
+        # one as well) and then while it is sent.
         with self._kept(NOTIFICATIONS, batch, lease) as held:
+            notification = None if held.lost else self._load(batch, held.lease)
+            if notification is None:
+                return None
             error = self._send(notification)
         lease = held.lease
         if error is None:
             return self._delivered(notification, lease, claim_next=claim_next)
         self._failed(notification, lease, error)
         return None
-
-    def _renew(self, batch: list[int], lease: int) -> int:
-        """A pass claims many rows under one lease and sends them one after the other: each row's
-        lease is renewed just before its POST, so a slow endpoint earlier in the pass never lets
-        another worker send it as well (unless this one has stopped meanwhile)."""
-        renewed = self._lease()
-        with self.repo.writing() as conn:
-            NOTIFICATIONS.renew(conn, batch, lease, renewed)
-        return renewed
 
     def _load(self, batch: list[int], lease: int) -> _Notification | None:
         """The rows of ``batch`` still held under ``lease`` and what their notification carries;
@@ -518,6 +515,8 @@ class Deliverer:
     def _heartbeat(self, state: Row[Any], spec: model.Spec, lease: int) -> None:
         body = notify.bundle(spec, "active", "heartbeat", state.events, [], "empty", self.base)
         with self._kept(SUBSCRIPTIONS, [state.res_pk], lease) as held:
+            if held.lost:
+                return
             error = self._post(spec, body)
         lease = held.lease
         if error is not None:
