@@ -26,7 +26,7 @@ class SubscriptionSettings:
     retry_jitter: float = 0.2
     retry_period: float = 24 * 3600.0
     # A claimed row / handshake belongs to its worker for this long (then another may retry it).
-    lease: float = 20.0  # renewed while a send runs (outbox Queue.kept); a crashed worker's row waits this long
+    lease: float = 20.0  # renewed while a send runs (outbox Queue.kept); a crashed worker's row waits it
     # Sends at once (a thread each), and at most per_origin of them to one origin (endpoint.origin_key; all
     # mailto: endpoints count as one origin): a hanging endpoint holds per_origin threads, not the worker.
     concurrency: int = 8
