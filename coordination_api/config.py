@@ -137,14 +137,14 @@ class SubscriptionSettings:
     )
     lease: float = setting(
         20.0,
-        "seconds a claimed notification or handshake belongs to its worker (more than connect + read "
-        "timeout); a crashed worker's row waits this long",
+        "seconds a claimed notification or handshake belongs to its worker (renewed while a send runs: "
+        "outbox `Queue.kept`); a crashed worker's row waits this long",
     )
     concurrency: int = setting(8, "notifications a worker sends at once (a thread each)")
     per_origin: int = setting(
         2,
-        "of them at most to one `scheme://host:port` (all `mailto:` count as one): a hanging endpoint "
-        "holds these threads, not the worker",
+        "of them at most to one origin (the listener's address and port however the endpoint spells it; "
+        "all `mailto:` count as one): a hanging endpoint holds these threads, not the worker",
     )
     poll_interval: float = setting(1.0, "seconds the worker waits between idle polls")
     batch_size: int = setting(50, "rows a worker pass claims")

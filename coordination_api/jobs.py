@@ -134,17 +134,24 @@ class Jobs:
 
     def _run(self, app: Flask, pk: int, kind: str, payload: dict[str, Any], lease: int) -> None:
         retry: bool
-        try:
-            with app.app_context():
-                self.handlers[kind](app, payload)
-        except ConnectorError as exc:
-            error, retry = str(exc), exc.retryable
-        except JobError as exc:
-            error, retry = str(exc), exc.retry
-        except Exception as exc:  # a handler bug must not stop the worker; it is retried, then dead
-            log.exception("connector job %s (%s) failed", pk, kind)
-            error, retry = f"{type(exc).__name__} in the handler", True
-        else:
+        error: str | None
+        # The lease is renewed while the handler runs: a connector call slower than the lease (retries,
+        # a slow DMP or SMTP relay) is never claimed and sent again by another worker meanwhile.
+        with QUEUE.kept(self.repo.engine, [pk], lease, self.settings.lease) as held:
+            try:
+                with app.app_context():
+                    self.handlers[kind](app, payload)
+            except ConnectorError as exc:
+                error, retry = str(exc), exc.retryable
+            except JobError as exc:
+                error, retry = str(exc), exc.retry
+            except Exception as exc:  # a handler bug must not stop the worker; it is retried, then dead
+                log.exception("connector job %s (%s) failed", pk, kind)
+                error, retry = f"{type(exc).__name__} in the handler", True
+            else:
+                error = None
+        lease = held.lease
+        if error is None:
             self._finish(pk, lease, status="done", error=None)
             metrics.delivery(kind, "ok")
             return

@@ -4,6 +4,6 @@ the subscription delivery worker, the dispatch timers and the Bulk Data export j
 it knows tables and connections, not the app."""
 
 from coordination_api.outbox.backoff import RetryPolicy, backoff, ceiling
-from coordination_api.outbox.queue import US, Queue, claiming, lease_end
+from coordination_api.outbox.queue import US, Held, Queue, claiming, lease_end
 
-__all__ = ["US", "Queue", "RetryPolicy", "backoff", "ceiling", "claiming", "lease_end"]
+__all__ = ["US", "Held", "Queue", "RetryPolicy", "backoff", "ceiling", "claiming", "lease_end"]

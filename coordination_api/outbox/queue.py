@@ -14,6 +14,9 @@ module adds the lock, the lease and the conditional writes.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from coordination_api.storage.engine import WRITE
 
 US = 1_000_000
+log = logging.getLogger(__name__)
 
 
 def lease_end(now: int, seconds: float) -> int:
@@ -167,7 +171,66 @@ class Queue:
         values[self.status] = status
         return self.renew(conn, keys, lease, None, where=where, **values)
 
+    @contextmanager
+    def kept(self, engine: Engine, keys: Sequence[Any], lease: int, seconds: float) -> Iterator[Held]:
+        """Keep the rows ``keys`` held under ``lease`` while the block runs: a thread renews the lease
+        (by ``seconds`` from now) every third of it, so work that outlives one lease (a subscriber's
+        long timeout, a slow connector, an SMTP relay) is never claimed and run a second time meanwhile.
+        The lease is renewed once on entry: ``held.lost`` is then already True when the rows are no longer
+        ours (do not start the work), and becomes True when a later renewal finds them gone. After the
+        block, ``held.lease`` is the lease the rows are held under (the one later writes must name)."""
+        held = Held(self, engine, list(keys), lease, seconds)
+        held.start()
+        try:
+            yield held
+        finally:
+            held.stop()
+
     def _attempts(self) -> str:
         if self.attempts is None:
             raise ValueError(f"{self.table.name} counts no attempts")
         return self.attempts
+
+
+class Held:
+    """Rows kept under a lease by a renewal thread (``Queue.kept``)."""
+
+    def __init__(self, queue: Queue, engine: Engine, keys: list[Any], lease: int, seconds: float) -> None:
+        self.queue = queue
+        self.engine = engine
+        self.keys = keys
+        self.lease = lease
+        self.seconds = seconds
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name="lease-keeper", daemon=True)
+
+    def start(self) -> None:
+        if self.keys and self._renew():
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing; a renewal under way commits (or fails) first, so ``lease`` is then final."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _keep(self) -> None:
+        period = max(0.05, self.seconds / 3)
+        while not self._stop.wait(period) and self._renew():
+            pass
+
+    def _renew(self) -> bool:
+        """Move the lease on; False once the rows are lost."""
+        fresh = lease_end(int(time.time() * US), self.seconds)
+        try:
+            with claiming(self.engine) as conn:
+                kept = self.queue.renew(conn, self.keys, self.lease, fresh)
+        except Exception:  # the database is away: try again; the lease may lapse (at least once)
+            log.warning("lease renewal of %s failed", self.queue.table.name, exc_info=True)
+            return True
+        if kept == 0:
+            self.lost = True
+            return False
+        self.lease = fresh
+        return True

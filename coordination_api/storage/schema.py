@@ -233,6 +233,10 @@ subscription_state = Table(
     Column("resource_type", String(64), nullable=False),
     Column("topic", String(512), nullable=True),
     Column("endpoint", Text, nullable=False),
+    # The endpoint's origin key (subscriptions/endpoint.py origin_key: one per listener however the
+    # endpoint is spelled), written with it: the sending pool's per-origin cap and the claim queries
+    # that skip a saturated origin compare it by equality (review 20 F4, F6).
+    Column("origin", String(300), nullable=False, server_default=text("''")),
     Column("heartbeat_s", Integer, nullable=True),
     Column("events", BigInteger, nullable=False, default=0),
     Column("handshake_due", Boolean, nullable=False, default=False),

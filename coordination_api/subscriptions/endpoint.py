@@ -38,6 +38,67 @@ class EndpointError(Exception):
     pass
 
 
+MAIL_ORIGIN = "mailto:"  # every mailto: endpoint goes through the one SMTP relay: one origin
+_IPV4_SHORTHAND = re.compile(r"(0[xX][0-9a-fA-F]*|[0-9]+)(\.(0[xX][0-9a-fA-F]*|[0-9]+)){0,3}")
+
+
+def _canonical(address: IP) -> str:
+    return f"[{address.compressed}]" if isinstance(address, ipaddress.IPv6Address) else str(address)
+
+
+def _literal(host: str) -> IP | None:
+    """``host`` as an IP address when it is one in any spelling a resolver accepts: IPv6 (any
+    compression, IPv4-mapped), dotted IPv4 and its inet_aton shorthands (``127.1``, ``0x7f.1``,
+    ``2130706433``)."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        if not _IPV4_SHORTHAND.fullmatch(host):
+            return None
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+ORIGIN_LENGTH = 300  # subscription_state.origin; longer keys (only of refused or "off" endpoints) are cut
+
+
+def origin_key(url: str, addresses: list[IP] | None = None) -> str:
+    """The key the sending pool caps per origin (subscriptions/sending.py), one per endpoint however
+    it is spelled (review 20 F4, F6): ``host:port`` with the scheme and host case ignored (RFC 3986
+    3.1, 3.2.2), IDNA, the trailing dot stripped, the default port written out, an IP literal in its
+    canonical form; with ``addresses`` (the host resolved), the lowest of them, so that two names of one
+    host share the key. The scheme is left out: ``http://h:443`` and ``https://h`` are one listener."""
+    return _origin_key(url, addresses)[:ORIGIN_LENGTH]
+
+
+def _origin_key(url: str, addresses: list[IP] | None) -> str:
+    if url[: len(MAIL_ORIGIN)].lower() == MAIL_ORIGIN:
+        return MAIL_ORIGIN
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        return url.strip().lower()
+    host = (parts.hostname or "").rstrip(".")
+    if not parts.scheme or not host:
+        return url.strip().lower()
+    if addresses:
+        return f"{_canonical(min(addresses, key=lambda a: (a.version, int(a))))}:{port}"
+    literal = _literal(host)
+    if literal is not None:
+        return f"{_canonical(literal)}:{port}"
+    try:
+        host = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        host = host.lower()
+    return f"{host}:{port}"
+
+
 def _resolve(host: str, port: int) -> list[IP]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -161,11 +222,12 @@ def checked_addresses(host: str, port: int, config: SubscriptionSettings) -> lis
     return addresses
 
 
-def check(url: str, config: SubscriptionSettings) -> None:
-    """Raise EndpointError when ``url`` may not receive notifications."""
+def check(url: str, config: SubscriptionSettings) -> str:
+    """Raise EndpointError when ``url`` may not receive notifications; else its origin key (by the
+    addresses it resolves to now)."""
     if url.lower().startswith("mailto:"):
         check_mailto(url, config)
-        return
+        return MAIL_ORIGIN
     scheme, host, port = _split(url)
     addresses = checked_addresses(host, port, config)
     if scheme == "http" and not (config.allow_loopback and all(a.is_loopback for a in addresses)):
@@ -173,6 +235,7 @@ def check(url: str, config: SubscriptionSettings) -> None:
             "endpoint must use https:// (plain http is allowed for loopback only, under "
             "COORDINATION_SUBSCRIPTION_ALLOW_LOOPBACK)"
         )
+    return origin_key(url, addresses)
 
 
 def pinned_address(host: str, port: int, config: SubscriptionSettings) -> str:
@@ -181,8 +244,9 @@ def pinned_address(host: str, port: int, config: SubscriptionSettings) -> str:
     return str(checked_addresses(host, port, config)[0])
 
 
-def check_or_422(url: str, config: SubscriptionSettings) -> None:
+def check_or_422(url: str, config: SubscriptionSettings) -> str:
+    """``check`` as a 422; the endpoint's origin key."""
     try:
-        check(url, config)
+        return check(url, config)
     except EndpointError as exc:
         raise FhirError(Category.UNPROCESSABLE, str(exc), expression="Subscription.channel.endpoint") from exc

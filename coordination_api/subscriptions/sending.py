@@ -2,8 +2,10 @@
 
 Each claimed notification stream (a subscription's pending events, in order), handshake or heartbeat
 is sent on a small thread pool: at most ``concurrency`` sends at once, and at most ``per_origin`` of
-them to one origin (scheme://host:port as the endpoint is written; every ``mailto:`` endpoint shares
-the one SMTP relay). While an origin is at its cap, the claim queries leave its rows alone, so a
+them to one origin (the subscription's stored origin key, endpoint.py ``origin_key``: one per listener
+however its endpoint is spelled, by the address it resolved to when written; every ``mailto:``
+endpoint shares the one SMTP relay). While an origin is at its cap, the claim queries leave its rows
+alone (an equality on that column, alike on both databases), so a
 hanging endpoint occupies ``per_origin`` threads for one read timeout per attempt and the rest keep
 flowing. Bound (docs/operations.md): with fewer than ``concurrency / per_origin`` hanging origins, a
 healthy endpoint's notification waits at most one poll interval plus its own send.
@@ -16,39 +18,18 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from urllib.parse import urlsplit
 
-from sqlalchemy import ColumnElement, and_, not_, or_, true
+from sqlalchemy import ColumnElement, true
 
 log = logging.getLogger(__name__)
 
-MAIL = "mailto:"
-
-
-def origin(endpoint: str) -> str:
-    """The origin key of an endpoint, as written (the same text the SQL exclusion matches)."""
-    if endpoint.lower().startswith(MAIL):
-        return MAIL
-    parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else endpoint
-
 
 def outside(column: ColumnElement[str], origins: list[str]) -> ColumnElement[bool]:
-    """SQL: the endpoint ``column`` is not at any of ``origins`` (saturated ones)."""
+    """SQL: the origin key ``column`` (subscription_state.origin, NOT NULL) is none of ``origins``
+    (the saturated ones)."""
     if not origins:
         return true()
-    at: list[ColumnElement[bool]] = []
-    for key in origins:
-        if key == MAIL:
-            at.append(column.startswith(MAIL, autoescape=True))
-            continue
-        at.append(
-            or_(
-                column == key,
-                *(column.startswith(key + sep, autoescape=True) for sep in ("/", "?", "#")),
-            )
-        )
-    return and_(not_(or_(*at)))
+    return column.not_in(origins)
 
 
 class Sender:

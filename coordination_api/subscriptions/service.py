@@ -187,6 +187,7 @@ class SubscriptionService:
                         status="off",
                         resource_type="",
                         endpoint=str((channel or {}).get("endpoint") or ""),
+                        origin=endpoint.origin_key(str((channel or {}).get("endpoint") or "")),
                         events=0,
                         handshake_due=False,
                         max_count=1,
@@ -214,7 +215,7 @@ class SubscriptionService:
         if owner is not None:
             values.update(owner)
         if row is None:
-            endpoint.check_or_422(spec.endpoint, self.config)
+            values["origin"] = endpoint.check_or_422(spec.endpoint, self.config)
             conn.execute(
                 insert(st).values(
                     res_pk=item.pk, status="requested", events=0, handshake_due=True, error=None, **values
@@ -227,7 +228,7 @@ class SubscriptionService:
             return
         # A (re)requested subscription or a new endpoint: check it and shake hands again
         # (Backport "handshake": sent when a subscription is requested).
-        endpoint.check_or_422(spec.endpoint, self.config)
+        values["origin"] = endpoint.check_or_422(spec.endpoint, self.config)
         conn.execute(
             update(st)
             .where(st.c.res_pk == item.pk)

@@ -22,6 +22,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -38,11 +39,11 @@ from coordination_api import health, jobs, metrics
 from coordination_api.bulk import export as bulk_export
 from coordination_api.config import Settings
 from coordination_api.coordination import dispatch
-from coordination_api.outbox import US, Queue, RetryPolicy, claiming, lease_end
+from coordination_api.outbox import US, Held, Queue, RetryPolicy, claiming, lease_end
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
 from coordination_api.subscriptions import endpoint, model, notify, reach
-from coordination_api.subscriptions.sending import Sender, origin, outside
+from coordination_api.subscriptions.sending import Sender, outside
 from coordination_api.subscriptions.service import COLLECTING, SubscriptionService, not_ended
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,12 @@ class Deliverer:
     def _lease(self) -> int:
         return lease_end(now_us(), self.svc.config.lease)
 
+    def _kept(self, queue: Queue, keys: list[int], lease: int) -> AbstractContextManager[Held]:
+        """The rows stay ours from the moment a sending thread starts on them until their POST (or mail)
+        is over, however long the subscriber's backport-timeout or the relay makes it: the claim loop,
+        which keeps running meanwhile, never takes back a row still being sent (review 20 F5)."""
+        return queue.kept(self.engine, keys, lease, self.svc.config.lease)
+
     def _unlease(self, queue: Queue, pks: list[int], lease: int, *, undo_attempt: bool = False) -> None:
         with self.repo.writing() as conn:
             queue.release(conn, pks, lease, undo_attempt=undo_attempt)
@@ -188,13 +195,13 @@ class Deliverer:
         if room <= 0:
             return 0
         stmt = (
-            select(st.c.res_pk, st.c.endpoint)
+            select(st.c.res_pk, st.c.origin)
             .where(
                 st.c.status == "requested",
                 st.c.handshake_due == true(),
                 SUBSCRIPTIONS.free(now),
                 not_ended(now),
-                outside(st.c.endpoint, self.sender.saturated()),
+                outside(st.c.origin, self.sender.saturated()),
             )
             .order_by(st.c.res_pk)
             .limit(room)
@@ -203,7 +210,7 @@ class Deliverer:
             claimed = SUBSCRIPTIONS.claim(conn, stmt, lease)
         started = 0
         for row in claimed:
-            if self.sender.try_submit(origin(row.endpoint), partial(self._handshake, row.res_pk, lease)):
+            if self.sender.try_submit(row.origin, partial(self._handshake, row.res_pk, lease)):
                 started += 1
             else:  # its origin filled up during this pass: the next pass claims it again
                 self._unlease(SUBSCRIPTIONS, [row.res_pk], lease)
@@ -211,13 +218,21 @@ class Deliverer:
 
     def _handshake(self, pk: int, lease: int) -> None:
         st = subscription_state
-        with self.engine.connect() as conn, conn.begin():
-            state = conn.execute(select(st).where(st.c.res_pk == pk)).first()
-            compiled = self.svc.compiled(conn, pk, state.version, state.res_id) if state is not None else None
-        if state is None or compiled is None:
-            return
-        body = notify.bundle(compiled.spec, "requested", "handshake", state.events, [], "empty", self.base)
-        error = self._post(compiled.spec, body)
+        with self._kept(SUBSCRIPTIONS, [pk], lease) as held:
+            if held.lost:
+                return  # the lease ran out before this thread got to it: another worker has it
+            with self.engine.connect() as conn, conn.begin():
+                state = conn.execute(select(st).where(st.c.res_pk == pk)).first()
+                compiled = (
+                    self.svc.compiled(conn, pk, state.version, state.res_id) if state is not None else None
+                )
+            if state is None or compiled is None:
+                return
+            body = notify.bundle(
+                compiled.spec, "requested", "handshake", state.events, [], "empty", self.base
+            )
+            error = self._post(compiled.spec, body)
+        lease = held.lease
         with self.repo.writing() as conn:
             fresh = conn.execute(select(st).where(st.c.res_pk == pk)).first()
             if fresh is None or fresh.lease_until != lease or fresh.status != "requested":
@@ -262,26 +277,26 @@ class Deliverer:
             .scalar_subquery()
         )
         stmt = (
-            select(o.c.pk, o.c.sub_pk, o.c.event_number, st.c.max_count, st.c.endpoint)
+            select(o.c.pk, o.c.sub_pk, o.c.event_number, st.c.max_count, st.c.origin)
             .select_from(o.join(st, st.c.res_pk == o.c.sub_pk))
             .where(
                 *_deliverable(now),
                 o.c.event_number == head,
-                outside(st.c.endpoint, self.sender.saturated()),
+                outside(st.c.origin, self.sender.saturated()),
             )
             .order_by(o.c.next_attempt_us, o.c.pk)
             .limit(room)
         )
         with claiming(self.engine) as conn:
             batches = [
-                ([pk, *self._followers(conn, sub_pk, number, count)], url)
-                for pk, sub_pk, number, count, url in conn.execute(NOTIFICATIONS.lock(conn, stmt, of=o))
+                ([pk, *self._followers(conn, sub_pk, number, count)], key)
+                for pk, sub_pk, number, count, key in conn.execute(NOTIFICATIONS.lock(conn, stmt, of=o))
             ]
             NOTIFICATIONS.take(conn, [pk for batch, _ in batches for pk in batch], lease, attempt=True)
         started = 0
-        for batch, url in batches:
+        for batch, key in batches:
             if not self.stopping.is_set() and self.sender.try_submit(
-                origin(url), partial(self._stream, batch, lease)
+                key, partial(self._stream, batch, lease)
             ):
                 started += 1
             else:  # its origin filled up during this pass (or we are stopping): claimed again later
@@ -297,8 +312,7 @@ class Deliverer:
         while claimed is not None and not self.stopping.is_set():
             streak += 1
             more = streak < self.svc.config.batch_size
-            # The first lease was claimed a moment ago; a streamed one is renewed before its POST.
-            claimed = self._deliver(*claimed, fresh=streak == 1, claim_next=more)
+            claimed = self._deliver(*claimed, claim_next=more)
 
     def _followers(self, conn: Connection, sub_pk: int, head: int, max_count: int | None) -> list[int]:
         """Backport backport-max-count: the pending events right after the head (consecutive numbers,
@@ -325,29 +339,23 @@ class Deliverer:
         return out
 
     def _deliver(
-        self, batch: list[int], lease: int, *, fresh: bool = False, claim_next: bool = False
+        self, batch: list[int], lease: int, *, claim_next: bool = False
     ) -> tuple[list[int], int] | None:
         """Send one claimed notification; on success, return the next claimed one of the same
         subscription (its following events), if any is due."""
-        if not fresh:  # the first of a pass was claimed a moment ago: its lease is still whole
-            lease = self._renew(batch, lease)
-        notification = self._load(batch, lease)
-        if notification is None:
-            return None
-        error = self._send(notification)
+        # Kept renews the lease at once (a pass claims many rows under one lease and sends them one
+        # after the other: a slow endpoint earlier in the pass must not let another worker send this
+        # one as well) and then while it is sent.
+        with self._kept(NOTIFICATIONS, batch, lease) as held:
+            notification = None if held.lost else self._load(batch, held.lease)
+            if notification is None:
+                return None
+            error = self._send(notification)
+        lease = held.lease
         if error is None:
             return self._delivered(notification, lease, claim_next=claim_next)
         self._failed(notification, lease, error)
         return None
-
-    def _renew(self, batch: list[int], lease: int) -> int:
-        """A pass claims many rows under one lease and sends them one after the other: each row's
-        lease is renewed just before its POST, so a slow endpoint earlier in the pass never lets
-        another worker send it as well (unless this one has stopped meanwhile)."""
-        renewed = self._lease()
-        with self.repo.writing() as conn:
-            NOTIFICATIONS.renew(conn, batch, lease, renewed)
-        return renewed
 
     def _load(self, batch: list[int], lease: int) -> _Notification | None:
         """The rows of ``batch`` still held under ``lease`` and what their notification carries;
@@ -470,7 +478,7 @@ class Deliverer:
         pending = select(o.c.pk).where(o.c.sub_pk == st.c.res_pk, o.c.status == "pending").exists()
         with self.engine.connect() as conn, conn.begin():
             rows = conn.execute(
-                select(st.c.res_pk, st.c.last_sent_us, st.c.endpoint).where(
+                select(st.c.res_pk, st.c.last_sent_us, st.c.origin).where(
                     st.c.status == "active",
                     st.c.handshake_due == false(),
                     st.c.heartbeat_s.is_not(None),
@@ -481,8 +489,7 @@ class Deliverer:
                 )
             ).all()
         sent = 0
-        for res_pk, last_sent, url in rows:
-            key = origin(url)
+        for res_pk, last_sent, key in rows:
             if key in self.sender.saturated() or self.sender.free() <= 0:
                 continue  # next pass
             lease = self._lease()
@@ -508,7 +515,11 @@ class Deliverer:
 
     def _heartbeat(self, state: Row[Any], spec: model.Spec, lease: int) -> None:
         body = notify.bundle(spec, "active", "heartbeat", state.events, [], "empty", self.base)
-        error = self._post(spec, body)
+        with self._kept(SUBSCRIPTIONS, [state.res_pk], lease) as held:
+            if held.lost:
+                return
+            error = self._post(spec, body)
+        lease = held.lease
         if error is not None:
             log.info("subscription %s heartbeat failed: %s", state.res_id, error)
         with self.repo.writing() as conn:

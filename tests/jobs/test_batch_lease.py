@@ -50,3 +50,33 @@ def test_a_job_whose_lease_lapsed_in_a_batch_is_not_run_twice(
     jobs.run_due(short_lease_app)  # worker B: the lease ran out, it claims and sends both
     worker_a.run_claimed(short_lease_app, batch)  # worker A goes on: its leases are no longer its own
     assert len(recipient.bundles) == 2  # each document once
+
+
+def test_a_job_running_past_its_lease_is_not_taken_by_another_worker(
+    short_lease_app: Flask,
+    recipient: Recipient,
+) -> None:
+    """Review 20 F5, the connector-job class: a call slower than the lease (the recipient answers after
+    3 s, the lease is 1 s) keeps its lease renewed while it runs, so a second worker claims nothing
+    meanwhile and the document is sent once."""
+    import threading
+
+    from sqlalchemy import select
+
+    from coordination_api.storage.schema import connector_job
+
+    fhir = Fhir(authed(short_lease_app.test_client()))
+    doc = pdf_letter(fhir, ins_patient(fhir))
+    assert fhir.request("POST", f"/fhir/DocumentReference/{doc}/$dmp-push").status_code == 202
+    recipient.mode = "slow"
+    worker_a = threading.Thread(target=jobs.run_due, args=(short_lease_app,))
+    worker_a.start()
+    try:
+        time.sleep(1.8)  # past the first lease; worker A's POST is still open
+        assert worker_a.is_alive()
+        assert jobs.of(short_lease_app)._claim() == []  # worker B: nothing to take
+    finally:
+        worker_a.join(30)
+    assert len(recipient.bundles) == 1
+    with short_lease_app.extensions["coordination"].repo.engine.connect() as conn:
+        assert conn.scalar(select(connector_job.c.status)) == "done"

@@ -177,3 +177,46 @@ def test_backoff_is_within_its_jitter_below_the_ceiling(
 def test_huge_attempt_counts_wait_the_cap_without_overflow(n: int, base: float, cap: float, u: float) -> None:
     assert ceiling(n, base, cap) == cap
     assert cap * 0.8 <= backoff(n, base, cap, 0.2, rand=lambda: u) <= cap
+
+
+def test_a_kept_lease_outlives_slow_work_and_the_row_is_not_claimed_meanwhile(engine: Engine) -> None:
+    """Review 20 F5: work slower than its lease (a subscriber's long timeout, a slow connector) keeps
+    the row: the lease is renewed while it runs, another claimer finds nothing, and the holder's
+    writes after it name the renewed lease."""
+    import time
+
+    from coordination_api.outbox import US, lease_end
+
+    (pk,) = _add(engine, 1)
+    now = int(time.time() * US)
+    lease = lease_end(now, 0.3)
+    assert _claim(engine, now, lease) == [pk]
+    with QUEUE.kept(engine, [pk], lease, 0.3) as held:
+        time.sleep(1.0)  # three leases long
+        assert _claim(engine, int(time.time() * US), lease_end(int(time.time() * US), 0.3)) == []
+    assert not held.lost and held.lease != lease
+    with claiming(engine) as conn:
+        assert QUEUE.settle(conn, [pk], held.lease, "done") == 1
+    # Positive control: without keeping, the same wait lets another claimer take the row.
+    (other,) = _add(engine, 1)
+    now = int(time.time() * US)
+    assert _claim(engine, now, lease_end(now, 0.3)) == [other]
+    time.sleep(0.5)
+    later = int(time.time() * US)
+    assert _claim(engine, later, lease_end(later, 0.3)) == [other]
+
+
+def test_a_kept_lease_taken_over_is_reported_lost(engine: Engine) -> None:
+    import time
+
+    from coordination_api.outbox import US, lease_end
+
+    (pk,) = _add(engine, 1)
+    now = int(time.time() * US)
+    lease = lease_end(now, 0.3)
+    assert _claim(engine, now, lease) == [pk]
+    with claiming(engine) as conn:  # another claimer took it (as after a lapse)
+        QUEUE.renew(conn, [pk], lease, lease + 1)
+    with QUEUE.kept(engine, [pk], lease, 0.3) as held:
+        time.sleep(0.4)
+    assert held.lost and held.lease == lease

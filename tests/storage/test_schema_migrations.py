@@ -43,3 +43,31 @@ def test_storage_and_auth_name_constraints_alike() -> None:
     # Two copies (storage imports nothing of auth, auth nothing of coordination_api), one database.
     assert storage_schema.NAMING_CONVENTION == auth_schema.NAMING_CONVENTION
     assert repr(storage_schema.PK) == repr(auth_schema.PK)
+
+
+def test_0017_backfills_the_origin_key_of_existing_subscriptions(empty_engine: Engine) -> None:
+    """Review 20 F4, F6: subscriptions written before 0017 get the key of their endpoint's spelling."""
+    from sqlalchemy import text
+
+    upgrade(empty_engine, "0016")
+    with empty_engine.begin() as conn:
+        for pk, endpoint in [(1, "HTTP://LocalHost.:80/a"), (2, "http://127.1/b"), (3, "MAILTO:x@y.fr")]:
+            conn.execute(
+                text(
+                    "INSERT INTO resource (pk, res_type, res_id, version, deleted, last_updated, content) "
+                    "VALUES (:pk, 'Subscription', :id, 1, false, 0, '{}')"
+                ),
+                {"pk": pk, "id": f"s{pk}"},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO subscription_state (res_pk, res_id, version, status, resource_type, "
+                    "endpoint, events, handshake_due, max_count) "
+                    "VALUES (:pk, :id, 1, 'active', 'Encounter', :endpoint, 0, false, 1)"
+                ),
+                {"pk": pk, "id": f"s{pk}", "endpoint": endpoint},
+            )
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        found = dict(conn.execute(text("SELECT res_pk, origin FROM subscription_state")).all())
+    assert found == {1: "localhost:80", 2: "127.0.0.1:80", 3: "mailto:"}

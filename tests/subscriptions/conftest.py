@@ -156,3 +156,7 @@ def pump(sub_app: Flask) -> Iterator[Callable[..., None]]:
 
     yield run
     deliverer.close()
+
+
+# The sending-pool tests' listeners and worker (tests/subscriptions/slow.py), shared as fixtures.
+from tests.subscriptions.slow import running, troubled  # noqa: E402, F401

@@ -8,7 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, literal, select
 
-from coordination_api.subscriptions.sending import MAIL, Sender, origin, outside
+from coordination_api.config import SubscriptionSettings
+from coordination_api.subscriptions.endpoint import MAIL_ORIGIN, ORIGIN_LENGTH, check, origin_key
+from coordination_api.subscriptions.sending import Sender, outside
 
 
 def test_caps_total_and_per_origin() -> None:
@@ -41,26 +43,69 @@ def test_a_failing_send_frees_its_slot() -> None:
     sender.close()
 
 
-hosts = st.sampled_from(["a.example", "b.example", "127.0.0.1:8443", "h_st%.example"])
-paths = st.sampled_from(["", "/", "/hook", "/hook?x=1", "?q", "#f", "/a%/b_"])
+SPELLINGS = [  # one listener (review 20 F4, F6): scheme and host case, trailing dot, default port,
+    "http://127.0.0.1:8080/a",  # IPv4 shorthands, IPv6 forms of the same address
+    "HTTP://127.0.0.1:8080/b",
+    "http://127.1:8080",
+    "http://0x7f.0.0.1:8080?x=1",
+    "http://2130706433:8080#f",
+    "http://[::ffff:127.0.0.1]:8080/",
+    "hTtP://[0:0:0:0:0:ffff:7f00:1]:8080/c",
+]
 
 
-@given(hosts, paths, st.lists(hosts, max_size=3), st.sampled_from(["https", "http"]))
-def test_sql_exclusion_matches_origin_in_python(
-    host: str, path: str, saturated: list[str], scheme: str
-) -> None:
-    """A row is skipped in SQL exactly when its endpoint's origin is saturated (LIKE wildcards in host
-    names are escaped)."""
-    endpoint = f"{scheme}://{host}{path}"
-    keys = [f"{scheme}://{h}" for h in saturated]
-    engine = create_engine("sqlite://")
-    with engine.connect() as conn:
-        kept = conn.scalar(select(outside(literal(endpoint).label("e"), keys)))
-    assert bool(kept) == (origin(endpoint) not in keys)
+def test_every_spelling_of_one_listener_has_one_origin_key() -> None:
+    assert {origin_key(url) for url in SPELLINGS} == {"127.0.0.1:8080"}
+    names = [
+        "https://Example.ORG./x",
+        "https://example.org:443/y",
+        "HTTPS://EXAMPLE.org",
+        "http://example.org:443",
+    ]
+    assert {origin_key(url) for url in names} == {"example.org:443"}
+    assert (
+        origin_key("https://bücher.example/")
+        == origin_key("https://XN--BCHER-KVA.example.")
+        == ("xn--bcher-kva.example:443")
+    )
+    assert origin_key("http://[::1]:80/") == origin_key("http://[0:0::1]/") == "[::1]:80"
+    # Positive controls: another port, another host, another address are other origins.
+    assert (
+        len(
+            {
+                origin_key(u)
+                for u in ["http://127.0.0.1:8080", "http://127.0.0.1:8081", "http://127.0.0.2:8080"]
+            }
+        )
+        == 3
+    )
+
+
+def test_two_names_of_one_host_share_the_origin_of_its_address() -> None:
+    config = SubscriptionSettings(allow_loopback=True)
+    resolved = {
+        check(f"http://{host}:8080/hook", config) for host in ["localhost", "LOCALHOST", "127.1", "127.0.0.1"]
+    }
+    assert resolved == {"127.0.0.1:8080"}  # localhost resolves to 127.0.0.1 (and perhaps ::1): the lowest
 
 
 def test_mailto_endpoints_share_one_origin() -> None:
-    assert origin("mailto:dr.a@x.mssante.fr") == origin("MAILTO:b@y.mssante.fr") == MAIL
+    assert origin_key("mailto:dr.a@x.mssante.fr") == origin_key("MAILTO:b@Y.MSSANTE.FR") == MAIL_ORIGIN
+
+
+def test_an_endless_endpoint_key_fits_its_column() -> None:
+    assert len(origin_key("https://" + "a" * 5000 + "/")) <= ORIGIN_LENGTH
+    assert len(origin_key("x" * 5000)) <= ORIGIN_LENGTH
+
+
+keys = st.sampled_from(["a.example:443", "127.0.0.1:8080", "[::1]:80", MAIL_ORIGIN, "h_st%.example:443"])
+
+
+@given(keys, st.lists(keys, max_size=3))
+def test_sql_exclusion_is_equality_on_the_key(key: str, saturated: list[str]) -> None:
+    """A row is skipped in SQL exactly when its origin key is saturated (no LIKE: no wildcard, no case
+    rule of a database)."""
     engine = create_engine("sqlite://")
     with engine.connect() as conn:
-        assert not conn.scalar(select(outside(literal("mailto:c@z.mssante.fr"), [MAIL])))
+        kept = conn.scalar(select(outside(literal(key).label("e"), saturated)))
+    assert bool(kept) == (key not in saturated)

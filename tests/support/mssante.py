@@ -3,6 +3,7 @@ keeping what it receives. Needs a ``pki`` fixture."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import ssl
@@ -20,8 +21,11 @@ from tests.support.net import free_port
 class Inbox:
     def __init__(self) -> None:
         self.messages: list[Message] = []
+        self.delay = 0.0  # seconds the relay takes to accept a message
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.messages.append(email.message_from_bytes(envelope.content))
         return "250 OK"
 

@@ -247,3 +247,31 @@ def test_without_mssante_configured_nothing_is_marked_sent(database_url: str, ap
         assert all(row.status != "delivered" for row in _rows(made))
     finally:
         close_app(made)
+
+
+def test_a_relay_slower_than_the_lease_gets_each_mail_once(mail_app: Flask, smtp: SmtpServer) -> None:
+    """Review 20 F5, the MSSanté class: the relay takes 2 s to accept a mail, the lease is 1 s. The
+    worker's claim loop keeps running while the pool sends; the lease is renewed while the mail is being
+    sent, so the handshake and the notification are each mailed once (not again at every lease)."""
+    import threading
+
+    from coordination_api.subscriptions import worker_loop
+
+    svc = mail_app.extensions["subscriptions"]
+    svc.config = replace(svc.config, lease=1.0)
+    smtp.inbox.delay = 2.0
+    stop = threading.Event()
+    thread = threading.Thread(target=worker_loop, args=(mail_app, stop), daemon=True)
+    thread.start()
+    try:
+        fhir = Fhir(authed(mail_app.test_client()))
+        fhir.create(_subscription("mailto:secretariat@chu-exemple.mssante.fr"))
+        deadline = time.monotonic() + 15
+        while len(smtp.inbox.messages) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fhir.create(_letter())
+        time.sleep(6)  # three relay delays: time enough for duplicates to arrive
+    finally:
+        stop.set()
+        thread.join(30)
+    assert len(smtp.inbox.messages) == 2, [m["Subject"] for m in smtp.inbox.messages]
