@@ -15,9 +15,9 @@ from connectors.mssante import SmtpSender
 from connectors.psc import PscClient
 from coordination_api.config import Settings
 from coordination_api.integrations import annuaire_sync, dmp, eparcours
+from coordination_api.integrations.mssante import mail_sender
 from coordination_api.integrations.status import ConnectorState, describe
 from coordination_api.security import psc_client
-from coordination_api.subscriptions.worker import _mail_sender
 
 
 def _checker(name: str, settings: Settings) -> Callable[[], str]:
@@ -28,7 +28,7 @@ def _checker(name: str, settings: Settings) -> Callable[[], str]:
     elif name == "eparcours":
         built = eparcours.build(settings.eparcours)
     elif name == "mssante":
-        built = _mail_sender(settings)[0]
+        built = mail_sender(settings)[0]
     elif name == "annuaire":
         built = annuaire_sync.build(settings.annuaire)
     else:

@@ -39,6 +39,7 @@ from coordination_api import health, jobs, metrics
 from coordination_api.bulk import export as bulk_export
 from coordination_api.config import Settings
 from coordination_api.coordination import dispatch
+from coordination_api.integrations.mssante import mail_sender
 from coordination_api.outbox import US, Held, Queue, RetryPolicy, claiming, lease_end
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
@@ -62,24 +63,6 @@ def _deliverable(now: int) -> list[ColumnElement[bool]]:
         st.c.handshake_due == false(),
         not_ended(now),
     ]
-
-
-def _mail_sender(settings: Settings) -> tuple[mssante.MailSender, str]:
-    """The MSSanté sender of the app's settings (the Null one when no SMTP host is configured)."""
-    config = settings.mssante
-    if not config.smtp_host:
-        return mssante.NullSender(), "notifications@localhost"
-    smtp = mssante.SmtpSettings(
-        host=config.smtp_host,
-        port=config.smtp_port,
-        timeout=config.timeout,
-        ca_file=config.ca_file,
-        client_cert=config.client_cert,
-        client_key=config.client_key,
-        username=config.username,
-        password=config.password,
-    )
-    return mssante.SmtpSender(smtp), config.from_address or "notifications@localhost"
 
 
 @dataclass(frozen=True)
@@ -108,7 +91,7 @@ class Deliverer:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
-        self.mail, self.mail_from = _mail_sender(settings)
+        self.mail, self.mail_from = mail_sender(settings)
         config = self.svc.config
         self.sender = Sender(config.concurrency, config.per_origin)
         self.retry = RetryPolicy(config.retry_base, config.retry_cap, config.retry_jitter)
