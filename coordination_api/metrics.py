@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event, func, select, text
 from werkzeug.routing import Rule
 
+from coordination_api.config import Settings
 from coordination_api.health import read_child_state
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox
@@ -221,7 +222,7 @@ class ChildCollector(Collector):
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus text exposition of every process's metrics and the scrape-time gauges."""
-    settings = current_app.config["SETTINGS"]
+    settings: Settings = current_app.config["SETTINGS"]
     scraped = CollectorRegistry()
     scraped.register(OutboxCollector(current_app.extensions["coordination"].repo.engine))
     scraped.register(ChildCollector(settings.metrics_multiproc_dir))

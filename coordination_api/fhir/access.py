@@ -27,7 +27,7 @@ from coordination_api.errors import RETRY_AFTER_UNAVAILABLE, Category, FhirError
 from coordination_api.search.compiler import SearchQuery
 from coordination_api.storage.repository import Stored
 from coordination_api.storage.schema import history_compartment, idx_compartment, resource, subscription_state
-from coordination_api.web.http import fhir_json_response
+from coordination_api.web.http import fhir_json_response, settings
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def authenticate() -> None:
     if request.endpoint in PUBLIC_ENDPOINTS:
         g.audit = None
         return
-    if current_app.config["SETTINGS"].security_disabled:
+    if settings().security_disabled:
         g.principal = UNRESTRICTED
         core_principal.enter(UNRESTRICTED)
         g.audit = None
@@ -540,7 +540,7 @@ def _check_reach_changes(conn: Connection, stored: list[Stored], priors: dict[in
         refs = _actor_refs(now)
         if item.pk in g.get("offer_takes", set()) and not any(r["member"] not in refs for r in change.added):
             continue  # the accept of an offer (its fields are checked in _offer_takes)
-        dispatch = current_app.config["SETTINGS"].dispatch
+        dispatch = settings().dispatch
         with _snapshot() as snap:
             coordinated = policy.coordinated_patients(
                 snap,

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from flask import Response, current_app, g, request
 
+from coordination_api.config import Settings
 from coordination_api.errors import Category, FhirError
 from coordination_api.search.dates import format_http_date
 from coordination_api.search.paging import Signer, use_signer
@@ -19,9 +20,15 @@ GENERIC_JSON = {"application/json", "text/json"}
 JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir", "text/json"}
 
 
+def settings() -> Settings:
+    """The settings of the app serving this request, typed."""
+    current: Settings = current_app.config["SETTINGS"]
+    return current
+
+
 def base_url() -> str:
     """The FHIR base as configured, else as the client reached it."""
-    configured: str = current_app.config["SETTINGS"].public_base_url
+    configured = settings().public_base_url
     if configured:
         return configured
     return request.host_url.rstrip("/") + "/fhir"
@@ -104,7 +111,7 @@ def check_content_type() -> None:
 
 
 def read_body() -> bytes:
-    limit: int = current_app.config["SETTINGS"].max_body_bytes
+    limit = settings().max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         raise FhirError(Category.TOO_LARGE, f"Request body exceeds the maximum of {limit} bytes")
@@ -122,15 +129,15 @@ def install_page_signer() -> None:
     app = current_app
     signer = app.extensions.get("page_token_signer")
     if signer is None:
-        settings = app.config["SETTINGS"]
-        secret = settings.secret_key or app.extensions["auth"].store.shared_secret("page-token-key")
+        current = settings()
+        secret = current.secret_key or app.extensions["auth"].store.shared_secret("page-token-key")
         key = hmac.new(b"coordination page token", str(secret).encode(), hashlib.sha256).digest()
-        signer = app.extensions["page_token_signer"] = Signer(key, settings.max_page_size)
+        signer = app.extensions["page_token_signer"] = Signer(key, current.max_page_size)
     use_signer(signer)
 
 
 def max_json_depth() -> int:
-    limit: int = current_app.config["SETTINGS"].max_json_depth
+    limit = settings().max_json_depth
     return limit
 
 
