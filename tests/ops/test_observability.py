@@ -124,7 +124,11 @@ def test_counters_clamp_unknown_label_values() -> None:
 def test_create_app_many_times_registers_metrics_once(tmp_path: Path) -> None:
     labels = {"interaction": "capabilities", "resource_type": "", "status_class": "2xx"}
     before = _sample("coordination_http_request_duration_seconds_count", **labels)
-    apps = [create_app(Settings(database_url=f"sqlite:///{tmp_path / f'{n}.db'}")) for n in range(3)]
+    # A configured secret: the page-token signer does not read the (unmigrated) database.
+    apps = [
+        create_app(Settings(database_url=f"sqlite:///{tmp_path / f'{n}.db'}", secret_key="s" * 32))
+        for n in range(3)
+    ]
     try:
         for made in apps:
             assert made.test_client().get("/fhir/metadata").status_code == 200
