@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -119,7 +120,7 @@ class _Findings:
         if key and not cert:
             self.problems.append(f"{self.var('CLIENT_KEY')} without {self.var('CLIENT_CERT')}")
 
-    def forgotten(self, main: str, companions: dict[str, object]) -> None:
+    def forgotten(self, main: str, companions: Mapping[str, object]) -> None:
         """Companions set while the main setting is empty: the connector is off, surely by mistake."""
         named = [self.var(n) for n, v in companions.items() if v]
         if named:
@@ -202,7 +203,7 @@ def _psc(settings: Settings) -> ConnectorState:
 
 
 def _state(
-    name: str, label: str, f: _Findings, main: str, value: str, companions: dict[str, object]
+    name: str, label: str, f: _Findings, main: str, value: str, companions: Mapping[str, object]
 ) -> ConnectorState:
     """On when the main setting ``value`` is set (``f`` holds its checks); off otherwise, and then
     companions set anyway are forgotten settings."""
