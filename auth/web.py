@@ -76,6 +76,23 @@ def _root() -> str:
     return _base().rsplit("/fhir", 1)[0]
 
 
+def _endpoints(root: str) -> dict[str, Any]:
+    """What both discovery documents open with (the key order is kept: these are served as is)."""
+    return {
+        "issuer": service().issuer(),
+        "jwks_uri": f"{root}/auth/jwks",
+        "authorization_endpoint": f"{root}/auth/authorize",
+        "token_endpoint": f"{root}/auth/token",
+    }
+
+
+def _cached_json(body: dict[str, Any]) -> Response:
+    """A public document that changes rarely (discovery, keys): caches may keep it five minutes."""
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
 @bp.get("/fhir/.well-known/smart-configuration")
 def smart_configuration() -> Response:
     """SMART App Launch 2.x conformance.html#metadata."""
@@ -84,10 +101,7 @@ def smart_configuration() -> Response:
         f"{ctx}/*.{p}" for ctx in smart.CONTEXTS for p in ("cruds", "rs", "read", "write")
     ]
     body = {
-        "issuer": service().issuer(),
-        "jwks_uri": f"{root}/auth/jwks",
-        "authorization_endpoint": f"{root}/auth/authorize",
-        "token_endpoint": f"{root}/auth/token",
+        **_endpoints(root),
         "introspection_endpoint": f"{root}/auth/introspect",
         "revocation_endpoint": f"{root}/auth/revoke",
         "end_session_endpoint": f"{root}/auth/logout",
@@ -99,9 +113,7 @@ def smart_configuration() -> Response:
         "code_challenge_methods_supported": ["S256"],
         "capabilities": CAPABILITIES,
     }
-    response = jsonify(body)
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+    return _cached_json(body)
 
 
 @bp.get("/fhir/.well-known/openid-configuration")
@@ -110,10 +122,7 @@ def openid_configuration() -> Response:
     requires it of a server offering sso-openid-connect."""
     root = _root()
     body = {
-        "issuer": service().issuer(),
-        "jwks_uri": f"{root}/auth/jwks",
-        "authorization_endpoint": f"{root}/auth/authorize",
-        "token_endpoint": f"{root}/auth/token",
+        **_endpoints(root),
         "end_session_endpoint": f"{root}/auth/logout",
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
@@ -124,16 +133,12 @@ def openid_configuration() -> Response:
         "code_challenge_methods_supported": ["S256"],
         "grant_types_supported": GRANT_TYPES,
     }
-    response = jsonify(body)
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+    return _cached_json(body)
 
 
 @bp.get("/auth/jwks")
 def jwks() -> Response:
-    response = jsonify(service().keys.public_jwks())
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+    return _cached_json(service().keys.public_jwks())
 
 
 def _oauth_call(call: Callable[[], Response]) -> Response:

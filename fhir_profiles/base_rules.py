@@ -422,27 +422,29 @@ def compare_dates(left: Any, right: Any) -> int | None:
     return (fx > fy) - (fx < fy)
 
 
+def _in_order(value: Any, earlier: str, later: str, incomparable: bool | None) -> bool | None:
+    """``earlier <= later`` on two date elements of ``value`` (true when either is absent);
+    ``incomparable`` when FHIRPath's comparison is empty, None when FHIRPath decides."""
+    if not isinstance(value, dict) or earlier not in value or later not in value:
+        return True
+    try:
+        order = compare_dates(value[earlier], value[later])
+    except ValueError:
+        return None  # FHIRPath decides
+    return incomparable if order is None else order <= 0
+
+
 def _per_1(value: Any, ctx: Context) -> bool | None:
     """``start <= end``. Values of different precisions that agree as far as both go (``2023-06-21``
     and ``2023-06-21T06:20:00Z``) compare as empty in FHIRPath, which the HL7 validator counts as a
     failure; so do we."""
-    if not isinstance(value, dict) or "start" not in value or "end" not in value:
-        return True
-    try:
-        order = compare_dates(value["start"], value["end"])
-    except ValueError:
-        return None  # FHIRPath decides
-    return order is not None and order <= 0
+    return _in_order(value, "start", "end", incomparable=False)
 
 
 def _task_inv_1(value: Any, ctx: Context) -> bool | None:
-    if not isinstance(value, dict) or "lastModified" not in value or "authoredOn" not in value:
-        return True
-    try:
-        order = compare_dates(value["lastModified"], value["authoredOn"])
-    except ValueError:
-        return None  # FHIRPath decides
-    return None if order is None else order >= 0
+    """``lastModified >= authoredOn`` (compare_dates is antisymmetric); an empty comparison is left
+    to FHIRPath."""
+    return _in_order(value, "authoredOn", "lastModified", incomparable=None)
 
 
 def _ext_1(value: Any, ctx: Context) -> bool | None:

@@ -54,7 +54,7 @@ from coordination_api.fhir.context import services
 from coordination_api.fhir.operation_input import parameters_body
 from coordination_api.fhir.resources import supported_types
 from coordination_api.search.dates import InvalidDateError, parse_range
-from coordination_api.search.executor import snapshot_pk
+from coordination_api.search.executor import reference_targets, snapshot_pk
 from coordination_api.search.paging import PageToken
 from coordination_api.search.registry import SearchRegistry
 from coordination_api.storage.repository import CURRENT_COLS, Stored
@@ -325,20 +325,11 @@ def _supporting(
     if not types:
         return []
     on_page = {s.pk for s in page}
-    stmt = (
-        select(*CURRENT_COLS)
-        .distinct()
-        .select_from(
-            ref.join(
-                resource, and_(resource.c.res_type == ref.c.target_type, resource.c.res_id == ref.c.target_id)
-            )
-        )
-        .where(
-            _among(conn, ref.c.res_pk, sorted(on_page)),
-            ref.c.target_type.in_(types),
-            resource.c.deleted == false(),
-            resource.c.pk <= bound,
-        )
+    stmt = reference_targets().where(
+        _among(conn, ref.c.res_pk, sorted(on_page)),
+        ref.c.target_type.in_(types),
+        resource.c.deleted == false(),
+        resource.c.pk <= bound,
     )
     found = [Stored(*row) for row in conn.execute(stmt) if row[0] not in on_page]
     visible = _visible(conn, [s.pk for s in found])

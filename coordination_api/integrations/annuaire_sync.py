@@ -140,6 +140,12 @@ def _telecoms(source: dict[str, Any]) -> list[dict[str, Any]]:
     return _items(source.get("telecom"), ("system", "value", "use", "rank"))
 
 
+def _put(body: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` when the directory gave something usable (R4 json.html: no empty elements)."""
+    if value:
+        body[key] = value
+
+
 def practitioner_body(source: dict[str, Any]) -> dict[str, Any]:
     """Our Practitioner from the directory's: identifiers (RPPS derived from idNatPs when only the
     latter is given), names, qualifications, telecoms."""
@@ -153,12 +159,8 @@ def practitioner_body(source: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {"resourceType": "Practitioner", "identifier": identifiers}
     if isinstance(source.get("active"), bool):
         body["active"] = source["active"]
-    names = _items(source.get("name"), ("use", "text", "family", "given", "prefix", "suffix"))
-    if names:
-        body["name"] = names
-    telecom = _telecoms(source)
-    if telecom:
-        body["telecom"] = telecom
+    _put(body, "name", _items(source.get("name"), ("use", "text", "family", "given", "prefix", "suffix")))
+    _put(body, "telecom", _telecoms(source))
     qualifications = []
     for q in source.get("qualification") or []:
         code = _concept(q.get("code")) if isinstance(q, dict) else None
@@ -167,8 +169,7 @@ def practitioner_body(source: dict[str, Any]) -> dict[str, Any]:
             if isinstance(q.get("period"), dict):
                 qualification["period"] = _pick(q["period"], ("start", "end"))
             qualifications.append(qualification)
-    if qualifications:
-        body["qualification"] = qualifications
+    _put(body, "qualification", qualifications)
     return body
 
 
@@ -178,20 +179,11 @@ def organization_body(source: dict[str, Any]) -> dict[str, Any]:
         body["active"] = source["active"]
     body.update(_pick(source, ("name",)))
     if isinstance(source.get("alias"), list):
-        alias = [a for a in source["alias"] if isinstance(a, str) and a]
-        if alias:
-            body["alias"] = alias
-    types = _concepts(source.get("type"))
-    if types:
-        body["type"] = types
-    telecom = _telecoms(source)
-    if telecom:
-        body["telecom"] = telecom
-    addresses = _items(
-        source.get("address"), ("use", "type", "text", "line", "city", "district", "postalCode", "country")
-    )
-    if addresses:
-        body["address"] = addresses
+        _put(body, "alias", [a for a in source["alias"] if isinstance(a, str) and a])
+    _put(body, "type", _concepts(source.get("type")))
+    _put(body, "telecom", _telecoms(source))
+    address_fields = ("use", "type", "text", "line", "city", "district", "postalCode", "country")
+    _put(body, "address", _items(source.get("address"), address_fields))
     return body
 
 
@@ -209,15 +201,11 @@ def role_body(source: dict[str, Any], practitioner: str, organization: str) -> d
     }
     if isinstance(source.get("active"), bool):
         body["active"] = source["active"]
-    if isinstance(source.get("period"), dict) and _pick(source["period"], ("start", "end")):
-        body["period"] = _pick(source["period"], ("start", "end"))
+    if isinstance(source.get("period"), dict):
+        _put(body, "period", _pick(source["period"], ("start", "end")))
     for key in ("code", "specialty"):
-        concepts = _concepts(source.get(key))
-        if concepts:
-            body[key] = concepts
-    telecom = _telecoms(source)
-    if telecom:
-        body["telecom"] = telecom
+        _put(body, key, _concepts(source.get(key)))
+    _put(body, "telecom", _telecoms(source))
     return body
 
 
@@ -231,12 +219,8 @@ def service_body(source: dict[str, Any], organization: str) -> dict[str, Any]:
         body["active"] = source["active"]
     body.update(_pick(source, ("name", "comment")))
     for key in ("category", "type", "specialty"):
-        concepts = _concepts(source.get(key))
-        if concepts:
-            body[key] = concepts
-    telecom = _telecoms(source)
-    if telecom:
-        body["telecom"] = telecom
+        _put(body, key, _concepts(source.get(key)))
+    _put(body, "telecom", _telecoms(source))
     return body
 
 

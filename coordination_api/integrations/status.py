@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -119,7 +120,7 @@ class _Findings:
         if key and not cert:
             self.problems.append(f"{self.var('CLIENT_KEY')} without {self.var('CLIENT_CERT')}")
 
-    def forgotten(self, main: str, companions: dict[str, object]) -> None:
+    def forgotten(self, main: str, companions: Mapping[str, object]) -> None:
         """Companions set while the main setting is empty: the connector is off, surely by mistake."""
         named = [self.var(n) for n, v in companions.items() if v]
         if named:
@@ -139,11 +140,8 @@ def _dmp(settings: Settings) -> ConnectorState:
             f.problems.append(
                 f"{f.var('SOURCE_OID')} is the placeholder {_PLACEHOLDER_OID}: set this system's OID"
             )
-    else:
-        f.forgotten(
-            "RECIPIENT_URL", {"CLIENT_CERT": c.client_cert, "CLIENT_KEY": c.client_key, "CA_FILE": c.ca_file}
-        )
-    return _state("dmp", "DMP (PDSm, IHE MHD ITI-65)", f, "RECIPIENT_URL", bool(c.recipient_url))
+    forgotten = {"CLIENT_CERT": c.client_cert, "CLIENT_KEY": c.client_key, "CA_FILE": c.ca_file}
+    return _state("dmp", "DMP (PDSm, IHE MHD ITI-65)", f, "RECIPIENT_URL", c.recipient_url, forgotten)
 
 
 def _eparcours(settings: Settings) -> ConnectorState:
@@ -153,17 +151,13 @@ def _eparcours(settings: Settings) -> ConnectorState:
         f.tls_files(c.client_cert, c.client_key, c.ca_file)
         if not f.loopback:
             f.required("CLIENT_CERT", c.client_cert, "the platform takes mutual TLS only")
-    else:
-        f.forgotten(
-            "URL",
-            {
-                "CLIENT_CERT": c.client_cert,
-                "CLIENT_KEY": c.client_key,
-                "CA_FILE": c.ca_file,
-                "SENDER": c.sender,
-            },
-        )
-    return _state("eparcours", "e-parcours platform", f, "URL", bool(c.url))
+    forgotten = {
+        "CLIENT_CERT": c.client_cert,
+        "CLIENT_KEY": c.client_key,
+        "CA_FILE": c.ca_file,
+        "SENDER": c.sender,
+    }
+    return _state("eparcours", "e-parcours platform", f, "URL", c.url, forgotten)
 
 
 def _mssante(settings: Settings) -> ConnectorState:
@@ -178,12 +172,8 @@ def _mssante(settings: Settings) -> ConnectorState:
             f.problems.append(f"{f.var('SMTP_USERNAME')} without {f.var('SMTP_PASSWORD')}")
         if not f.loopback:
             f.required("CLIENT_CERT", c.client_cert, "MSSanté operators authenticate the sending system")
-    else:
-        f.forgotten(
-            "SMTP_HOST",
-            {"FROM": c.from_address, "CLIENT_CERT": c.client_cert, "SMTP_USERNAME": c.username},
-        )
-    return _state("mssante", "MSSanté", f, "SMTP_HOST", bool(c.smtp_host))
+    forgotten = {"FROM": c.from_address, "CLIENT_CERT": c.client_cert, "SMTP_USERNAME": c.username}
+    return _state("mssante", "MSSanté", f, "SMTP_HOST", c.smtp_host, forgotten)
 
 
 def _annuaire(settings: Settings) -> ConnectorState:
@@ -193,9 +183,8 @@ def _annuaire(settings: Settings) -> ConnectorState:
         f.file("CA_BUNDLE", c.ca_bundle)
         if not f.loopback:
             f.required("API_KEY", c.api_key, "the ANS gateway wants its ESANTE-API-KEY")
-    else:
-        f.forgotten("BASE_URL", {"API_KEY": c.api_key, "CA_BUNDLE": c.ca_bundle})
-    return _state("annuaire", "Annuaire Santé directory", f, "BASE_URL", bool(c.base_url))
+    forgotten = {"API_KEY": c.api_key, "CA_BUNDLE": c.ca_bundle}
+    return _state("annuaire", "Annuaire Santé directory", f, "BASE_URL", c.base_url, forgotten)
 
 
 def _psc(settings: Settings) -> ConnectorState:
@@ -209,13 +198,18 @@ def _psc(settings: Settings) -> ConnectorState:
             host = urlsplit(c.redirect_uri).hostname or ""
             if not c.redirect_uri.startswith("https://") and not is_loopback(host):
                 f.problems.append(f"{f.var('REDIRECT_URI')} is not https")
-    else:
-        f.forgotten("DISCOVERY_URL", {"CLIENT_ID": c.client_id, "CLIENT_SECRET": c.client_secret})
-    return _state("psc", "Pro Santé Connect", f, "DISCOVERY_URL", bool(c.discovery_url))
+    forgotten = {"CLIENT_ID": c.client_id, "CLIENT_SECRET": c.client_secret}
+    return _state("psc", "Pro Santé Connect", f, "DISCOVERY_URL", c.discovery_url, forgotten)
 
 
-def _state(name: str, label: str, f: _Findings, main: str, configured: bool) -> ConnectorState:
-    return ConnectorState(name, label, f.var(main), configured, f.target, tuple(f.problems))
+def _state(
+    name: str, label: str, f: _Findings, main: str, value: str, companions: Mapping[str, object]
+) -> ConnectorState:
+    """On when the main setting ``value`` is set (``f`` holds its checks); off otherwise, and then
+    companions set anyway are forgotten settings."""
+    if not value:
+        f.forgotten(main, companions)
+    return ConnectorState(name, label, f.var(main), bool(value), f.target, tuple(f.problems))
 
 
 def describe(settings: Settings) -> list[ConnectorState]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, func, select
+from sqlalchemy import ColumnElement, Select, false, func, select
 from sqlalchemy.engine import Connection
 
+from coordination_api.search.params.common import points_to
 from coordination_api.search.query import CursorValue, Include, SearchQuery
 from coordination_api.storage.repository import CURRENT_COLS, Repository, Stored
 from coordination_api.storage.schema import idx_reference, resource
@@ -103,6 +105,15 @@ def _policy(inc: Include, query: SearchQuery) -> list[ColumnElement[bool]]:
     return out
 
 
+def reference_targets() -> Select[Any]:
+    """The current rows that ``idx_reference`` rows name, each once; the caller adds the ``where``."""
+    return (
+        select(*CURRENT_COLS)
+        .distinct()
+        .select_from(idx_reference.join(resource, points_to(idx_reference, resource)))
+    )
+
+
 def _forward(conn: Connection, inc: Include, sources: list[Stored], query: SearchQuery) -> list[Stored]:
     pks = [s.pk for s in sources if inc.source_type in {"*", s.res_type}]
     if not pks:
@@ -113,16 +124,7 @@ def _forward(conn: Connection, inc: Include, sources: list[Stored], query: Searc
         clauses.append(ref.c.param == inc.param)
     if inc.target_type:
         clauses.append(ref.c.target_type == inc.target_type)
-    stmt = (
-        select(*CURRENT_COLS)
-        .distinct()
-        .select_from(
-            ref.join(
-                resource, and_(resource.c.res_type == ref.c.target_type, resource.c.res_id == ref.c.target_id)
-            )
-        )
-        .where(*clauses, resource.c.deleted == false(), *_policy(inc, query))
-    )
+    stmt = reference_targets().where(*clauses, resource.c.deleted == false(), *_policy(inc, query))
     return [Stored(*row) for row in conn.execute(stmt)]
 
 

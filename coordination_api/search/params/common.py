@@ -87,6 +87,12 @@ def check_modifier(param: SearchParam, modifier: str, allowed: frozenset[str] = 
         raise bad(f"{param.code}:{modifier}", f"modifier not supported on a {param.type} parameter")
 
 
+def points_to(ref: FromClause, target: FromClause) -> ColumnElement[bool]:
+    """The resource row a reference index row names (its target type and id): the join of a chain,
+    of ``_include`` and of $everything's supporting resources."""
+    return and_(target.c.res_type == ref.c.target_type, target.c.res_id == ref.c.target_id)
+
+
 def absent(table: Any, cols: Cols, where: tuple[ColumnElement[bool], ...]) -> ColumnElement[bool]:
     """No index row of this resource matches: a correlated NOT EXISTS (an anti-join on the res_pk
     index; ``pk NOT IN (all matching rows)`` made PostgreSQL hash every row of the type)."""

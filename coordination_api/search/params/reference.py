@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, and_, false, literal, or_, select
 from sqlalchemy.sql.expression import FromClause
 
 from coordination_api.errors import Category, FhirError
-from coordination_api.search.params.common import Cols, Context, bad, on_index
+from coordination_api.search.params.common import Cols, Context, bad, on_index, points_to
 from coordination_api.search.registry import SearchParam
 from coordination_api.search.values import parse_token, split_or, split_value, unescape
 from coordination_api.storage.indexer import URL_LIMIT, cut, parse_reference
@@ -115,15 +115,7 @@ def chain(
     ]
     sub = (
         select(idx_reference.c.res_pk)
-        .select_from(
-            idx_reference.join(
-                target,
-                and_(
-                    target.c.res_type == idx_reference.c.target_type,
-                    target.c.res_id == idx_reference.c.target_id,
-                ),
-            )
-        )
+        .select_from(idx_reference.join(target, points_to(idx_reference, target)))
         .where(
             idx_reference.c.param == param.code,
             idx_reference.c.res_type == rtype,
