@@ -11,6 +11,7 @@ transaction Bundle): the caller has checked what it writes. Either way the repos
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -58,6 +59,22 @@ def find_matches(
     return run_search(conn, svc.repo, query).matches
 
 
+def one_match(
+    conn: Connection,
+    svc: Services,
+    resource_type: str,
+    params: list[tuple[str, str]],
+    several: Callable[[int], str],
+    expression: str | None = None,
+) -> Stored | None:
+    """The resource conditional criteria name, or None; several matches are a 412 (R4 http.html
+    3.1.0.8 to 3.1.0.10: conditional create, update and delete) whose diagnostic ``several`` writes."""
+    matches = find_matches(conn, svc, resource_type, params)
+    if len(matches) > 1:
+        raise FhirError(Category.PRECONDITION_FAILED, several(len(matches)), expression=expression)
+    return matches[0] if matches else None
+
+
 # -- inside the caller's transaction -------------------------------------------------------------
 
 
@@ -76,15 +93,16 @@ def create_in(
     params = parse_criteria(if_none_exist)
     key = criteria_hash(resource_type, params)
     for _attempt in range(4):
-        matches = find_matches(conn, svc, resource_type, params)
-        if len(matches) > 1:
-            raise FhirError(
-                Category.PRECONDITION_FAILED,
-                f"If-None-Exist '{if_none_exist}' matches {len(matches)} resources; cannot create",
-            )
-        if matches:
-            svc.access.check_stored(conn, matches[0])  # the existing match is returned: it must be reachable
-            return WriteResult(200, matches[0])
+        match = one_match(
+            conn,
+            svc,
+            resource_type,
+            params,
+            lambda n: f"If-None-Exist '{if_none_exist}' matches {n} resources; cannot create",
+        )
+        if match is not None:
+            svc.access.check_stored(conn, match)  # the existing match is returned: it must be reachable
+            return WriteResult(200, match)
         savepoint = conn.begin_nested()
         stored = svc.repo.create(conn, resource_type, body, res_id)
         if svc.repo.claim_conditional(conn, resource_type, key, stored.pk):
@@ -137,14 +155,12 @@ def conditional_target(
     conn: Connection, svc: Services, resource_type: str, params: list[tuple[str, str]], body: dict[str, Any]
 ) -> str:
     """The id a conditional update writes to (R4 http.html#cond-update)."""
-    matches = find_matches(conn, svc, resource_type, params)
-    if len(matches) > 1:
-        raise FhirError(
-            Category.PRECONDITION_FAILED, f"Conditional update criteria match {len(matches)} resources"
-        )
+    match = one_match(
+        conn, svc, resource_type, params, lambda n: f"Conditional update criteria match {n} resources"
+    )
     body_id = body.get("id")
-    if matches:
-        target = matches[0].res_id
+    if match is not None:
+        target = match.res_id
         if body_id not in (None, target):
             raise FhirError(
                 Category.INVALID,
@@ -196,15 +212,16 @@ def delete_in(
 def conditional_delete_in(
     conn: Connection, svc: Services, resource_type: str, params: list[tuple[str, str]]
 ) -> WriteResult:
-    matches = find_matches(conn, svc, resource_type, params)
-    if len(matches) > 1:
-        raise FhirError(
-            Category.PRECONDITION_FAILED,
-            f"Conditional delete criteria match {len(matches)} resources; this server deletes one at a time",
-        )
-    if not matches:
+    match = one_match(
+        conn,
+        svc,
+        resource_type,
+        params,
+        lambda n: f"Conditional delete criteria match {n} resources; this server deletes one at a time",
+    )
+    if match is None:
         return WriteResult(204, None, operation_outcome([Issue("information", "informational", "No match")]))
-    return delete_in(conn, svc, resource_type, matches[0].res_id)
+    return delete_in(conn, svc, resource_type, match.res_id)
 
 
 # -- a client's write: checks, hooks, one transaction -----------------------------------------------

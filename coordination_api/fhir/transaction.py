@@ -28,6 +28,7 @@ from coordination_api.core.writes import (
     criteria_hash,
     delete_in,
     find_matches,
+    one_match,
     parse_criteria,
     update_in,
 )
@@ -305,17 +306,18 @@ class TransactionProcessor:
                     "a resource can appear in a transaction only once",
                     expression=f"{entry.where}.request.ifNoneExist",
                 )
-            matches = find_matches(self.conn, self.svc, entry.resource_type, params)
-            if len(matches) > 1:
-                raise FhirError(
-                    Category.PRECONDITION_FAILED,
-                    f"ifNoneExist '{entry.if_none_exist}' matches {len(matches)} resources",
-                    expression=f"{entry.where}.request.ifNoneExist",
-                )
-            if matches:
-                entry.result = WriteResult(200, matches[0])
-                self._claim(entry, matches[0].res_type, matches[0].res_id)
-                self._map(entry, matches[0].res_type, matches[0].res_id)
+            match = one_match(
+                self.conn,
+                self.svc,
+                entry.resource_type,
+                params,
+                lambda n: f"ifNoneExist '{entry.if_none_exist}' matches {n} resources",
+                expression=f"{entry.where}.request.ifNoneExist",
+            )
+            if match is not None:
+                entry.result = WriteResult(200, match)
+                self._claim(entry, match.res_type, match.res_id)
+                self._map(entry, match.res_type, match.res_id)
                 return
         preset = self.urn_map.get(entry.full_url or "") if not entry.if_none_exist else None
         if preset and preset.startswith(entry.resource_type + "/"):

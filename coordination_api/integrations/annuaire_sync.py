@@ -34,7 +34,7 @@ from coordination_api import jobs
 from coordination_api.config import AnnuaireSettings, Settings
 from coordination_api.core.services import Services
 from coordination_api.core.validation import validate_resource
-from coordination_api.core.writes import create_in, find_matches, update_in
+from coordination_api.core.writes import create_in, find_matches, one_match, update_in
 from coordination_api.errors import Category, FhirError
 from coordination_api.storage.repository import Stored
 from fhir_profiles.french_identifiers import FINESS, ID_NAT_PS, ID_NAT_ST, RPPS, check_finess, check_rpps
@@ -273,12 +273,14 @@ def upsert(conn: Connection, svc: Services, body: dict[str, Any]) -> tuple[str, 
     resource_type = body["resourceType"]
     key = key_identifier(body)
     params = [("identifier", f"{_token(key['system'])}|{_token(key['value'])}")]
-    matches = find_matches(conn, svc, resource_type, params)
-    if len(matches) > 1:
-        raise FhirError(
-            Category.PRECONDITION_FAILED,
-            f"{len(matches)} {resource_type} resources have the identifier {key['system']}|{key['value']}",
-        )
+    match = one_match(
+        conn,
+        svc,
+        resource_type,
+        params,
+        lambda n: f"{n} {resource_type} resources have the identifier {key['system']}|{key['value']}",
+    )
+    matches = [match] if match is not None else []
     if not matches:
         criteria = "identifier=" + "|".join(quote(_token(key[k]), safe="") for k in ("system", "value"))
         result = create_in(conn, svc, resource_type, validate_resource(body, resource_type), criteria)
