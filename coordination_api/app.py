@@ -10,7 +10,7 @@ from flask import Flask, Response, g, request
 from auth import policy
 from coordination_api import logs, metrics, openapi, security, subscriptions
 from coordination_api.config import Settings
-from coordination_api.coordination import consent_actors, dispatch
+from coordination_api.coordination import consent_actors, dispatch, namespaces
 from coordination_api.coordination.intake import nde
 from coordination_api.core import principal
 from coordination_api.core.services import Access, Services
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     repo = Repository(engine, registry, derived=policy.DERIVED)
     repo.prepare.append(consent_actors.resolve)  # a Consent's objection is never stored unenforceable
     repo.prepare.append(consent_actors.unique_rpps)  # one Practitioner per RPPS (logins, objections)
+    repo.prepare.append(namespaces.guard(repo))  # a sender's identifiers are added by its intake only
     compiler = SearchCompiler(
         registry,
         default_count=settings.default_page_size,

@@ -3,6 +3,8 @@
 Transaction/batch Bundles (Synthea's included) keep their own semantics: ``urn:uuid`` fullUrls
 and conditional references are resolved across chunks. Collection Bundles and NDJSON lines
 (e.g. Bulk Data exports) are upserts by id, so an export imports back unchanged.
+The import is the operator's own: it may add identifiers of the server's reserved namespaces
+(coordination/namespaces.py), which an export of intake's patients and stays carries.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from coordination_api.coordination import namespaces
 from coordination_api.errors import FhirError
 from coordination_api.fhir.context import Services
 from coordination_api.fhir.transaction import ORDER, Entry, TransactionProcessor, parse_entry
@@ -252,7 +255,7 @@ def _import_chunk(
     if not entries:
         return
     try:
-        with svc.repo.writing() as conn:
+        with svc.repo.writing() as conn, namespaces.writing_as(namespaces.operator):
             processor = TransactionProcessor(conn, svc, base, urn_map)
             processor.run(entries)
         urn_map.update(processor.urn_map)
@@ -268,7 +271,7 @@ def _import_one(
 ) -> None:
     entry.result = None
     try:
-        with svc.repo.writing() as conn:
+        with svc.repo.writing() as conn, namespaces.writing_as(namespaces.operator):
             processor = TransactionProcessor(conn, svc, base, urn_map)
             processor.run([entry])
         urn_map.update(processor.urn_map)

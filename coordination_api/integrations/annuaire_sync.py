@@ -32,6 +32,7 @@ from connectors.errors import ConnectorError
 from connectors.http import HttpSettings
 from coordination_api import jobs
 from coordination_api.config import AnnuaireSettings, Settings
+from coordination_api.coordination import namespaces
 from coordination_api.core.services import Services
 from coordination_api.core.validation import validate_resource
 from coordination_api.core.writes import create_in, find_matches, one_match, update_in
@@ -270,6 +271,15 @@ def merged(current: dict[str, Any], incoming: dict[str, Any]) -> dict[str, Any]:
 def upsert(conn: Connection, svc: Services, body: dict[str, Any]) -> tuple[str, Stored]:
     """Create, update or leave one resource keyed by its identifier: ("created" | "updated" |
     "unchanged", stored). FhirError when our rules refuse it."""
+    with namespaces.writing_as(_own_namespace):  # the directory's keys are added by this sync only
+        return _upsert(conn, svc, body)
+
+
+def _own_namespace(system: str) -> bool:
+    return system.startswith(SOURCE_SYSTEM)
+
+
+def _upsert(conn: Connection, svc: Services, body: dict[str, Any]) -> tuple[str, Stored]:
     resource_type = body["resourceType"]
     key = key_identifier(body)
     params = [("identifier", f"{_token(key['system'])}|{_token(key['value'])}")]

@@ -28,7 +28,7 @@ from auth.policy import Principal
 from auth.schema import oauth_client_sender
 from connectors import events
 from connectors.events import EncounterEvent, EventError, content_of
-from coordination_api.coordination import protocols
+from coordination_api.coordination import namespaces, protocols
 from coordination_api.core.services import Services
 from coordination_api.core.validation import validate_resource
 from coordination_api.core.writes import create_in
@@ -222,7 +222,8 @@ def process_in(conn: Connection, svc: Services, event: EncounterEvent, origin: O
     ).first()
     if claimed is None:
         return _replay(conn, key)
-    outcome = _store(conn, svc, event)
+    with namespaces.writing_as(namespaces.intake_for(event.sender)):  # its own identifiers only
+        outcome = _store(conn, svc, event)
     conn.execute(message_log.update().where(*key).values(outcome=outcome.to_json()))
     return outcome
 
