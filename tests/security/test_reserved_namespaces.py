@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 
 from coordination_api.cli import main
 from tests.conftest import Fhir
-from tests.coordination.messages import as_sender
+from tests.coordination.intake.messages import as_sender
 from tests.support.hl7v2 import adt
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
