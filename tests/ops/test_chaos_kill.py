@@ -34,6 +34,7 @@ from tests.coordination.intake.messages import VISIT_SYSTEM, discharge_message, 
 from tests.ops.served import Served, children_of, database, listening, serve, wait_for
 from tests.subscriptions.conftest import Receiver
 from tests.support.hl7v2 import adt
+from tests.support.subscriptions import outbox_pending
 
 pytestmark = pytest.mark.live
 MESSAGES = int(os.environ.get("CHAOS_MESSAGES", "80"))
@@ -310,7 +311,8 @@ def test_kill_9_of_each_child_loses_no_acknowledged_discharge(backend: str, tmp_
                 "every event notified",
                 step=0.5,
             )
-            time.sleep(1.0)  # a duplicate would arrive now
+            # Positive control instead of a pause: every outbox row settled, so nothing is sent twice.
+            wait_for(lambda: outbox_pending(served.base) == 0, 60, "every notification row settled", step=0.5)
             numbers, focus = _delivered(receiver)
             assert served.process.poll() is None, "serve kept running"
             restarts = {name: child["restarts"] for name, child in served.children().items()}

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import requests
+
 from coordination_api.subscriptions.topics import TOPIC_BASE
 from tests import factories
 from tests.conftest import Fhir
@@ -50,3 +52,13 @@ def discharge_subscription(receiver: Receiver) -> dict[str, Any]:
             "header": ["X-CPTS: nord"],
         },
     }
+
+
+def outbox_pending(fhir_base: str) -> float | None:
+    """The server's ``coordination_outbox_pending`` gauge (GET /metrics; None when unreadable). Zero
+    means every notification row is settled: none can be claimed, and so none sent, again."""
+    answer = requests.get(fhir_base.rsplit("/fhir", 1)[0] + "/metrics", timeout=10)
+    for line in answer.text.splitlines():
+        if line.startswith("coordination_outbox_pending "):
+            return float(line.split()[1])
+    return None
