@@ -185,13 +185,16 @@ _DIV = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml"
 
 def _invariants(res_type: str, body: dict[str, Any]) -> dict[str, Any]:
     """Complete a minimal instance so that it meets its type's base invariants (writes check them):
-    required elements alone do not satisfy ait-1, app-1, cmp-1, ppc-1, ele-1, imr-1, lnk-1, que-*, rqg-1."""
+    required elements alone do not satisfy ait-1, app-1, apr-1, cmp-1, ppc-1, ele-1, imr-1, lnk-1, que-*,
+    rqg-1."""
     if res_type == "AllergyIntolerance" and "clinicalStatus" not in body:
         body["clinicalStatus"] = _TEXT
     if res_type == "Appointment":
         for p in body.get("participant", []):
             if "actor" not in p and "type" not in p:
                 p["type"] = [_TEXT]
+    if res_type == "AppointmentResponse" and "actor" not in body and "participantType" not in body:
+        body["participantType"] = [_TEXT]  # apr-1
     if res_type == "Composition":
         for section in body.get("section", []):
             if not any(k in section for k in ("text", "entry", "section")):
