@@ -25,16 +25,25 @@ def _ref(base: str, relative: str) -> str:
     return f"{base.rstrip('/')}/{relative}" if base else relative
 
 
-def status_parameters(
-    spec: model.Spec,
-    status: str,
-    kind: str,
-    events_since_start: int,
-    events: list[Event],
-    content: str,
-    base: str,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Notice:
+    """What a SubscriptionStatus says: the subscription, its status, the notification type
+    (handshake, heartbeat, event-notification, query-status, query-event), the events so far, the
+    events carried, the payload content (empty, id-only, full-resource) and our base URL."""
+
+    spec: model.Spec
+    status: str
+    kind: str
+    events_since_start: int
+    events: list[Event]
+    content: str
+    base: str
+
+
+def status_parameters(notice: Notice) -> dict[str, Any]:
     """SubscriptionStatus as backport-subscription-status-r4 (integer64 values travel as strings)."""
+    spec, status, kind, base = notice.spec, notice.status, notice.kind, notice.base
+    events_since_start, events, content = notice.events_since_start, notice.events, notice.content
     params: list[dict[str, Any]] = [
         {"name": "subscription", "valueReference": {"reference": _ref(base, f"Subscription/{spec.res_id}")}},
     ]
@@ -70,18 +79,10 @@ def focus_versions(repo: Repository, conn: Connection, events: list[Event]) -> d
     return out
 
 
-def bundle(
-    spec: model.Spec,
-    status: str,
-    kind: str,
-    events_since_start: int,
-    events: list[Event],
-    content: str,
-    base: str,
-    resources: dict[str, Stored] | None = None,
-) -> dict[str, Any]:
+def bundle(notice: Notice, resources: dict[str, Stored] | None = None) -> dict[str, Any]:
     """The notification Bundle (type history); also the $events answer."""
-    parameters = status_parameters(spec, status, kind, events_since_start, events, content, base)
+    spec, events, content, base = notice.spec, notice.events, notice.content, notice.base
+    parameters = status_parameters(notice)
     entries: list[dict[str, Any]] = [
         {
             "fullUrl": f"urn:uuid:{uuid.uuid4()}",

@@ -52,7 +52,9 @@ def _status(row: Row[Any]) -> str:
 
 
 def _status_entry(row: Row[Any], spec: model.Spec, base: str) -> dict[str, Any]:
-    parameters = notify.status_parameters(spec, _status(row), "query-status", row.events, [], "empty", base)
+    parameters = notify.status_parameters(
+        notify.Notice(spec, _status(row), "query-status", row.events, [], "empty", base)
+    )
     if row.error:
         parameters["parameter"].append({"name": "error", "valueCodeableConcept": {"text": row.error}})
     return {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": parameters, "search": {"mode": "match"}}
@@ -150,7 +152,6 @@ def events(res_id: str) -> Response:
         # about a resource the reader may not read now (issue 16).
         found = [e for e in found if _may_read(conn, svc, e.focus)]
         resources = notify.focus_versions(svc.repo, conn, found) if content == "full-resource" else {}
-    bundle = notify.bundle(
-        spec, _status(row), "query-event", row.events, found, content, base_url(), resources
-    )
+    notice = notify.Notice(spec, _status(row), "query-event", row.events, found, content, base_url())
+    bundle = notify.bundle(notice, resources)
     return fhir_json_response(bundle)

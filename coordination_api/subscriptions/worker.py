@@ -212,7 +212,7 @@ class Deliverer:
             if state is None or compiled is None:
                 return
             body = notify.bundle(
-                compiled.spec, "requested", "handshake", state.events, [], "empty", self.base
+                notify.Notice(compiled.spec, "requested", "handshake", state.events, [], "empty", self.base)
             )
             error = self._post(compiled.spec, body)
         lease = held.lease
@@ -375,16 +375,10 @@ class Deliverer:
         n = notification
         if not n.events:
             return None  # every event of the batch is withheld: they count as done, nothing is sent
-        body = notify.bundle(
-            n.spec,
-            "active",
-            "event-notification",
-            n.state.events,
-            n.events,
-            n.spec.content,
-            self.base,
-            n.resources,
+        notice = notify.Notice(
+            n.spec, "active", "event-notification", n.state.events, n.events, n.spec.content, self.base
         )
+        body = notify.bundle(notice, n.resources)
         return self._post(n.spec, body)
 
     def _delivered(
@@ -497,7 +491,7 @@ class Deliverer:
         return sent
 
     def _heartbeat(self, state: Row[Any], spec: model.Spec, lease: int) -> None:
-        body = notify.bundle(spec, "active", "heartbeat", state.events, [], "empty", self.base)
+        body = notify.bundle(notify.Notice(spec, "active", "heartbeat", state.events, [], "empty", self.base))
         with self._kept(SUBSCRIPTIONS, [state.res_pk], lease) as held:
             if held.lost:
                 return
