@@ -161,40 +161,28 @@ def create_care_team(client: FlaskClient, patient_id: str, member: str) -> str:
     return create_via(client, care_team(f"Patient/{patient_id}", member))
 
 
-def create_consent_deny(client: FlaskClient, patient_id: str, actor: str) -> str:
-    return create_via(
-        client,
-        {
-            "resourceType": "Consent",
-            "status": "active",
-            "scope": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                        "code": "patient-privacy",
-                    }
-                ]
-            },
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": f"Patient/{patient_id}"},
-            "policyRule": {
-                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
-            },
-            "provision": {
-                "type": "deny",
-                "actor": [
-                    {
-                        "role": {
-                            "coding": [
-                                {
-                                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                    "code": "PRCP",
-                                }
-                            ]
-                        },
-                        "reference": {"reference": actor},
-                    }
-                ],
-            },
+PRCP = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]}
+
+
+def consent(patient_ref: str, provision: dict[str, Any]) -> dict[str, Any]:
+    """A patient-privacy Consent (OPTIN policy) of ``patient_ref`` with ``provision``."""
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
+            ]
         },
-    )
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": patient_ref},
+        "policyRule": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
+        },
+        "provision": provision,
+    }
+
+
+def create_consent_deny(client: FlaskClient, patient_id: str, actor: str) -> str:
+    deny = {"type": "deny", "actor": [{"role": PRCP, "reference": {"reference": actor}}]}
+    return create_via(client, consent(f"Patient/{patient_id}", deny))

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.factories import create_observation, create_patient, create_via
+from tests.factories import consent, create_observation, create_patient, create_via
 from tests.support.access import ReachWorld
 from tests.support.auth import bearer, practitioner_user, session_key_ready, user_token
 
@@ -199,21 +199,9 @@ def test_an_old_version_is_judged_by_its_own_patient(world: ReachWorld, client: 
 
 
 def _deny(actor: dict[str, Any], patient: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
-            ]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{patient}"},
-        "policyRule": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
-        },
-        "provision": {"type": "deny", "actor": [{"role": {"text": "any"}, "reference": actor}]},
-    }
+    return consent(
+        f"Patient/{patient}", {"type": "deny", "actor": [{"role": {"text": "any"}, "reference": actor}]}
+    )
 
 
 def test_a_consent_actor_given_by_rpps_is_resolved_and_enforced(

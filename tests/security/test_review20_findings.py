@@ -8,6 +8,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import Fhir
+from tests.factories import PRCP, consent
 from tests.support.access import ReachWorld
 
 C80 = "http://hl7.org/fhir/ValueSet/c80-doc-typecodes"  # 6,401 codes once expanded
@@ -74,36 +75,8 @@ IPP_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1.999"  # a hospital's IPP (patient id) s
 
 
 def _consent_by_identifier(patient_id: str, actor_type: str, system: str, value: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
-            ]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "policyRule": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
-        },
-        "provision": {
-            "type": "deny",
-            "actor": [
-                {
-                    "role": {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                "code": "PRCP",
-                            }
-                        ]
-                    },
-                    "reference": {"type": actor_type, "identifier": {"system": system, "value": value}},
-                }
-            ],
-        },
-    }
+    actor = {"type": actor_type, "identifier": {"system": system, "value": value}}
+    return consent(f"Patient/{patient_id}", {"type": "deny", "actor": [{"role": PRCP, "reference": actor}]})
 
 
 def test_a_consent_actor_identifier_is_no_oracle_on_patients_out_of_reach(

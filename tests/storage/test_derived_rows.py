@@ -15,24 +15,11 @@ from coordination_api.search.registry import SearchRegistry
 from coordination_api.storage.repository import Repository
 from coordination_api.storage.schema import resource
 from tests.conftest import Fhir
+from tests.factories import consent
 
 PATIENT = {"reference": "Patient/p1"}
 DOCTOR = {"reference": "Practitioner/d1"}
-CONSENT = {
-    "resourceType": "Consent",
-    "status": "active",
-    "scope": {
-        "coding": [
-            {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
-        ]
-    },
-    "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-    "patient": PATIENT,
-    "policyRule": {
-        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
-    },
-    "provision": {"type": "deny"},  # no actor: an opposition to everyone
-}
+CONSENT = consent("Patient/p1", {"type": "deny"})  # no actor: an opposition to everyone
 # Per type: a body that derives rows, the same resource changed so that it derives none, the table
 # and the columns compared, the rows expected.
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any], Table, tuple[str, ...], list[tuple[Any, ...]]]] = {
