@@ -27,13 +27,15 @@ BOUND = 3.0  # seconds: far below one read timeout of a hanging endpoint
 
 class Troubled(Receiver):
     """A receiver whose behaviour can be switched: ``ok``, ``hang`` (until released), ``fail`` (500),
-    ``reset`` (the connection is reset before any answer)."""
+    ``reset`` (the connection is reset before any answer), ``slow`` (recorded on arrival, answered 200
+    after ``delay`` seconds)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.mode = "ok"
         self.release = threading.Event()
         self.hanging = 0
+        self.delay = 4.0
 
     def start(self) -> None:
         owner = self
@@ -57,6 +59,8 @@ class Troubled(Receiver):
                     self.end_headers()
                     return
                 owner.received.append(Received(self.path, dict(self.headers.items()), raw))
+                if mode == "slow":
+                    time.sleep(owner.delay)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -67,40 +67,6 @@ def test_one_hanging_endpoint_spelled_several_ways_does_not_take_the_whole_pool(
         hanging.release.set()
 
 
-class _Slow(Troubled):
-    """Answers 200 to every POST after ``delay`` seconds (records it when it arrives)."""
-
-    delay = 4.0
-
-    def start(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from threading import Thread
-
-        from tests.subscriptions.conftest import Received
-
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                owner.received.append(Received(self.path, dict(self.headers.items()), raw))
-                if owner.mode == "slow":
-                    time.sleep(owner.delay)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self.server = server
-        self.thread = Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-
 def test_a_subscriber_timeout_beyond_the_lease_does_not_duplicate_a_notification(
     sub_app: Any, sub_fhir: Fhir
 ) -> None:
@@ -119,7 +85,7 @@ def test_a_subscriber_timeout_beyond_the_lease_does_not_duplicate_a_notification
     stop = threading.Event()
     thread = threading.Thread(target=worker_loop, args=(sub_app, stop), daemon=True)
     thread.start()
-    slow = _Slow()
+    slow = Troubled()
     slow.start()
     try:
         timeout = {
