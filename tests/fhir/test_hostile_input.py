@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Fhir
+from tests.factories import consent
 from tests.support.auth import practitioner_user, user_token
 
 # -- 1. dates at the edges ------------------------------------------------------------------------
@@ -118,26 +119,7 @@ def test_far_future_periods_then_a_practitioner_reads(app: Flask, client: FlaskC
                 "participant": [{"member": {"reference": f"Practitioner/{practitioner}"}, "period": period}],
             }
         )
-    fhir.create(
-        {
-            "resourceType": "Consent",
-            "status": "active",
-            "scope": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                        "code": "patient-privacy",
-                    }
-                ]
-            },
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": subject,
-            "policyRule": {
-                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
-            },
-            "provision": {"type": "permit", "period": {"end": "9999-12-31"}},
-        }
-    )
+    fhir.create(consent(subject["reference"], {"type": "permit", "period": {"end": "9999-12-31"}}))
     encounter = fhir.create(
         {
             "resourceType": "Encounter",

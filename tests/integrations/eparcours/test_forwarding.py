@@ -19,6 +19,7 @@ from coordination_api.config import EparcoursSettings, JobSettings, Settings
 from coordination_api.integrations.eparcours import FORWARD
 from coordination_api.storage.schema import connector_job
 from tests.conftest import Fhir, _truncate, authed, close_app
+from tests.factories import consent
 from tests.integrations.eparcours.certs import Pki, make_pki
 from tests.support.eparcours import Platform, platform
 
@@ -201,26 +202,7 @@ def test_objecting_patients_deleted_resources_and_other_types_are_not_forwarded(
 ) -> None:
     fhir = Fhir(authed(forwarding.test_client()))
     patient = fhir.create(PATIENT)
-    fhir.create(
-        {
-            "resourceType": "Consent",
-            "status": "active",
-            "scope": {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                        "code": "patient-privacy",
-                    }
-                ]
-            },
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": f"Patient/{patient['id']}"},
-            "policyRule": {
-                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
-            },
-            "provision": {"type": "deny"},
-        }
-    )
+    fhir.create(consent(f"Patient/{patient['id']}", {"type": "deny"}))
     plan = fhir.create(
         {
             "resourceType": "CarePlan",
