@@ -77,15 +77,19 @@ def recipient() -> Iterator[Recipient]:
 
     @server_app.post("/fhir")
     def provide() -> Response:
-        if state.mode == "slow":
+        # The mode is read once, on arrival: a slow answer outlives the client's timeout, and by then
+        # the test may have switched to "ok"; the late request must not be recorded as a delivery.
+        mode = state.mode
+        if mode == "slow":
             time.sleep(3)
-        if state.mode == "500":
+            return Response("too late", status=504)
+        if mode == "500":
             return Response("down", status=500)
-        if state.mode == "malformed":
+        if mode == "malformed":
             return Response("<html>not FHIR</html>", status=200, content_type="text/html")
         bundle = orjson.loads(flask_request.get_data())
         problems = check_submission(bundle)
-        if state.mode == "400" or problems:
+        if mode == "400" or problems:
             state.problems.extend(problems)
             outcome = {
                 "resourceType": "OperationOutcome",
