@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, Table, and_, exists, false, func, literal, or_, select
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BinaryExpression
 
 from coordination_api.errors import Category, FhirError, Issue
 from coordination_api.storage.schema import resource
@@ -101,7 +103,8 @@ class SearchQuery:
             # SQLite would otherwise walk every row of the type through the res_type index; with the
             # term made unindexable it drives from the index-table subqueries and looks up by pk.
             res_type = res_type + ""
-        filters = [res_type == self.resource_type, resource.c.deleted == false(), *self.where, *self.access]
+        where = _one_driver(self.where) if self.sqlite else self.where
+        filters = [res_type == self.resource_type, resource.c.deleted == false(), *where, *self.access]
         if self.max_pk is not None:
             filters.append(resource.c.pk <= self.max_pk)
         return filters
@@ -125,3 +128,47 @@ class SearchQuery:
                 past = or_(past, expr.is_(None))
             same = expr == value
         return or_(past, and_(same, self._beyond(index + 1, before)))
+
+
+# How selective a criterion on each index table usually is (lower drives): an identifier or a
+# reference names a few rows, a name prefix some, a date or number range half of the type.
+_DRIVER_RANK = {"idx_token": 0, "idx_reference": 1, "idx_uri": 1, "idx_string": 2}
+
+
+def _semi_join(condition: ColumnElement[bool]) -> tuple[Table, ColumnElement[bool] | None] | None:
+    """(index table, its WHERE) of a ``resource.pk IN (SELECT res_pk FROM <index table> WHERE ...)``
+    criterion (search/params/common.indexed), else None."""
+    if not (
+        isinstance(condition, BinaryExpression)
+        and condition.operator is operators.in_op
+        and condition.left is resource.c.pk
+    ):
+        return None
+    inner = getattr(condition.right, "element", None)
+    if not isinstance(inner, Select):
+        return None
+    froms = inner.get_final_froms()
+    columns = list(inner.selected_columns)
+    if len(froms) != 1 or not isinstance(froms[0], Table) or len(columns) != 1:
+        return None
+    table = froms[0]
+    if "res_pk" not in table.c or columns[0] is not table.c.res_pk:
+        return None
+    return table, inner.whereclause
+
+
+def _one_driver(where: list[ColumnElement[bool]]) -> list[ColumnElement[bool]]:
+    """SQLite materialises every ``pk IN (subquery)`` as a list before the first row: with
+    ``name=...&birthdate=ge...`` it built the list of half the Patients on each search. The most
+    selective semi-join stays the driver (rows looked up by pk); the others become correlated EXISTS
+    probed through their res_pk index for the driver's few rows. PostgreSQL plans semi-joins itself."""
+    semis = [(i, parts) for i, c in enumerate(where) if (parts := _semi_join(c)) is not None]
+    if len(semis) < 2:
+        return where
+    driver = min(semis, key=lambda s: (_DRIVER_RANK.get(s[1][0].name, 3), s[0]))[0]
+    out = list(where)
+    for i, (table, clause) in semis:
+        if i != driver:
+            probe = select(literal(1)).select_from(table).where(table.c.res_pk == resource.c.pk)
+            out[i] = exists(probe.where(clause) if clause is not None else probe)
+    return out
