@@ -443,6 +443,11 @@ class Settings(BaseSettings):
     max_page_size: int = setting(1000, "`_count` cap")
     max_include_results: int = setting(1000, "cap on `_include`/`_revinclude` results per page")
     max_transaction_entries: int = setting(10_000, "larger Bundles get 403 too-costly")
+    preload_definitions: bool = setting(
+        True,
+        "`serve` loads the FHIR definitions and resource models before its HTTP workers fork (shared, "
+        "about 10 s of CPU at start): off, the first writes of each worker wait for them instead",
+    )
     max_json_depth: int = setting(
         64,
         "request JSON nested deeper (arrays/objects) gets 400, checked before any recursive processing",

@@ -26,6 +26,7 @@ from gunicorn.app.base import BaseApplication
 
 from coordination_api.app import create_app
 from coordination_api.config import Settings, SupervisionSettings
+from coordination_api.core import validation
 from coordination_api.health import CHILD_STATE_FILE, ChildState, write_child_state
 
 log = logging.getLogger(__name__)
@@ -296,8 +297,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # The application's modules are imported (above) before gunicorn forks: each worker then only runs
     # create_app, and an early request does not wait for every import.
-    metrics_dir = Settings.from_env().metrics_multiproc_dir
-    run_gunicorn(args.host, args.port, args.workers, args.threads, metrics_dir)
+    settings = Settings.from_env()
+    if settings.preload_definitions:
+        validation.warm()
+    run_gunicorn(args.host, args.port, args.workers, args.threads, settings.metrics_multiproc_dir)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,16 @@ def _r4b_only_paths() -> dict[str, tuple[tuple[str, ...], ...]]:
     return {t: tuple(tuple(p.split(".")[1:]) for p in paths) for t, paths in raw.items()}
 
 
+def warm() -> None:
+    """Load what validating a first resource of each type would (the core definitions, the
+    terminology, every resource model): ``serve`` runs it before forking its HTTP workers, so that
+    no request after a (re)start waits seconds for them (issue 21) and the workers share the pages."""
+    base_rules.index()
+    for resource_type in sorted(supported_types()):
+        resource_model(resource_type)
+    base_rules.expanded("http://hl7.org/fhir/ValueSet/administrative-gender")  # the terminology
+
+
 def is_r4_type(resource_type: str) -> bool:
     return resource_type in supported_types() or resource_type in NOT_STORED
 
