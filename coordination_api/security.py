@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,7 +43,12 @@ def _as_reached() -> str:
 
 def _loopback_host() -> bool:
     """The request's Host names this machine (local development), never a remote name."""
-    host = urlsplit(request.host_url).hostname or ""
+    return _names_loopback(request.host_url)
+
+
+@lru_cache(maxsize=64)  # asked on every token check when no public base is configured
+def _names_loopback(host_url: str) -> bool:
+    host = urlsplit(host_url).hostname or ""
     if host == "localhost":
         return True
     try:

@@ -428,7 +428,7 @@ class Repository:
         if all(res_id is None for _t, res_id, _b in items):
             # Server-assigned ids are random UUIDs: no conflict to recover from, so no savepoint.
             pks = [row[0] for row in conn.execute(statement, rows)]
-            return self._created(conn, rows, fulls, pks, ts, method)
+            return self._created(conn, rows, fulls, pks, ts, method, fresh=True)
         try:
             with conn.begin_nested():
                 pks = [row[0] for row in conn.execute(statement, rows)]
@@ -452,14 +452,17 @@ class Repository:
         pks: list[int],
         ts: int,
         method: str,
+        *,
+        fresh: bool = False,
     ) -> list[Stored]:
-        """History, index rows and hooks of freshly inserted resources."""
+        """History, index rows and hooks of freshly inserted resources (``fresh``: ids the server has
+        just drawn, which nothing can have referenced before)."""
         stored = [
             Stored(pk, row["res_type"], row["res_id"], 1, ts, False, row["content"])
             for pk, row in zip(pks, rows, strict=True)
         ]
-        conn.execute(insert(resource_history), [self._history_row(s, method) for s in stored])
-        patients = self._insert_index(conn, list(zip(stored, fulls, strict=True)))
+        insert_rows(conn, resource_history, [self._history_row(s, method) for s in stored])
+        patients = self._insert_index(conn, list(zip(stored, fulls, strict=True)), fresh=fresh)
         stored = [replace(s, compartment=patients.get(s.pk, ())) for s in stored]
         self._record_compartments(conn, stored)
         self._check(conn, stored, "after")
@@ -612,7 +615,7 @@ class Repository:
         }
 
     def _history(self, conn: Connection, stored: Stored, method: str) -> None:
-        conn.execute(insert(resource_history).values(**self._history_row(stored, method)))
+        insert_rows(conn, resource_history, [self._history_row(stored, method)])
 
     def _clear_index(
         self, conn: Connection, pk: int, res_type: str | None = None, *, keep_compartment: bool = False
@@ -626,7 +629,7 @@ class Repository:
             conn.execute(delete(derived[0]).where(derived[0].c.res_pk == pk))
 
     def _insert_index(
-        self, conn: Connection, items: list[tuple[Stored, dict[str, Any]]]
+        self, conn: Connection, items: list[tuple[Stored, dict[str, Any]]], *, fresh: bool = False
     ) -> dict[int, tuple[str, ...]]:
         """Index rows of many resources, one executemany per index table; returns each resource's
         compartment patients (the rows just written)."""
@@ -649,10 +652,13 @@ class Repository:
             if len(rows) >= COPY_THRESHOLD and is_postgres(conn):
                 _copy_rows(conn, INDEX_TABLES[kind].name, rows)
             else:
-                conn.execute(insert(INDEX_TABLES[kind]), rows)
+                insert_rows(conn, INDEX_TABLES[kind], rows)
         for res_type, rows in derived_rows.items():
-            conn.execute(insert(self.derived[res_type][0]), rows)
-        self._follow_contexts(conn, items, patients)
+            insert_rows(conn, self.derived[res_type][0], rows)
+        # What this batch follows is in the reference rows just built: no need to read them back.
+        follows = (SECURITY_CONTEXT, FOLLOWS)
+        following = {row["res_pk"] for row in batched.get("reference", ()) if row["param"] in follows}
+        self._follow_contexts(conn, items, patients, following, fresh=fresh)
         return patients
 
     def _follow_contexts(
@@ -660,6 +666,9 @@ class Repository:
         conn: Connection,
         items: list[tuple[Stored, dict[str, Any]]],
         patients: dict[int, tuple[str, ...]],
+        following: set[int],
+        *,
+        fresh: bool = False,
     ) -> None:
         """A resource is in the compartments of what it follows: a Binary of its securityContext (R4
         Binary: "the resource that determines access"), any other of what its Reference(Any) elements
@@ -668,19 +677,11 @@ class Repository:
         batch = {s.pk: s for s, _full in items}
         r = idx_reference
         # The followers to (re)compute: this batch's own, then those of what changed, round by round.
-        todo: set[int] = set()
-        pks = list(batch)
-        for start in range(0, len(pks), 500):
-            todo.update(
-                conn.execute(
-                    select(r.c.res_pk).where(
-                        r.c.res_pk.in_(pks[start : start + 500]), r.c.param.in_((SECURITY_CONTEXT, FOLLOWS))
-                    )
-                ).scalars()
-            )
+        todo = set(following)
         keys = [(s.res_type, s.res_id) for s, _full in items]
-        for _round in range(MAX_FOLLOW_DEPTH):
-            for start in range(0, len(keys), 500):
+        for round_ in range(MAX_FOLLOW_DEPTH):
+            # Nothing can follow a resource whose id was drawn a moment ago (a random UUID).
+            for start in range(0, 0 if fresh and round_ == 0 else len(keys), 500):
                 todo.update(
                     conn.execute(
                         select(r.c.res_pk).where(
@@ -759,7 +760,7 @@ class Repository:
             for p in s.compartment or ()
         ]
         if rows:
-            conn.execute(insert(history_compartment), rows)
+            insert_rows(conn, history_compartment, rows)
 
     @staticmethod
     def _context_patients(conn: Connection, context: tuple[str, str]) -> tuple[str, ...]:
@@ -790,3 +791,23 @@ def _copy_rows(conn: Connection, table: str, rows: list[dict[str, Any]]) -> None
     with dbapi.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([row[c] for c in columns])
+
+
+_INSERTS: dict[tuple[str, tuple[str, ...], str], str] = {}
+
+
+def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """``INSERT`` of plain rows (str, int, float, bool, None) as driver SQL built once per table and
+    column set: SQLAlchemy's statement building and caching were most of a create's CPU (issue 21).
+    Driver errors are still wrapped (IntegrityError...) by ``exec_driver_sql``."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    key = (table.name, columns, conn.dialect.paramstyle)
+    sql = _INSERTS.get(key)
+    if sql is None:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = _INSERTS[key] = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+        )
+    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
