@@ -23,6 +23,7 @@ from coordination_api.search.compiler import SearchCompiler
 from coordination_api.search.registry import SearchRegistry
 from coordination_api.storage.engine import make_engine
 from coordination_api.storage.repository import Repository
+from coordination_api.storage.stats import TableStats
 from coordination_api.web.errors import register_error_handlers
 
 SECURITY_HEADERS = {
@@ -64,7 +65,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     # What a write reads first is judged by the request's care-team rule (fhir/access.py).
     rule = Access(secure=access.secure, hop_guard=access.hop_guard, check_stored=access.check_stored)
-    svc = Services(settings=settings, repo=repo, compiler=compiler, access=rule)
+    stats = TableStats(
+        engine,
+        fraction=settings.analyze_scale_factor,
+        minimum=settings.analyze_threshold,
+        enabled=settings.analyze_after_writes,
+    )
+    repo.on_written.append(stats.note)  # counts the versions written; no I/O in the write
+    svc = Services(settings=settings, repo=repo, compiler=compiler, access=rule, stats=stats)
     svc.hooks.before_create.append(nde.before_create)  # an NdE CommunicationRequest is an encounter event
     svc.hooks.new_party.append(annuaire_sync.enqueue_enrichment)  # the directory completes what intake met
     app.extensions["coordination"] = svc
@@ -84,6 +92,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.teardown_request
     def _forget_principal(_exc: BaseException | None) -> None:
         principal.leave()  # set by fhir/access.authenticate for this request only
+
+    @app.teardown_request
+    def _refresh_statistics(_exc: BaseException | None) -> None:
+        # After the request's writes committed; in the background, and only once enough rows were
+        # written (imports, large transactions): one comparison otherwise.
+        stats.refresh()
 
     @app.after_request
     def _headers(response: Response) -> Response:

@@ -458,6 +458,17 @@ class Settings(BaseSettings):
         "protocols) may run; past it 422 (expressions are capped at 4,000 characters, patterns at 1,000)",
     )
     db_pool_size: int = setting(10, "SQLAlchemy pool size (PostgreSQL)")
+    analyze_after_writes: bool = setting(
+        True,
+        "refresh the planner statistics (`ANALYZE`) of the tables this server's writes grow, as "
+        "autovacuum would; needed when autovacuum is off (docs/operations.md, statistics)",
+    )
+    analyze_threshold: int = setting(
+        1000, "rows written to a table since its last `ANALYZE` before it is analyzed again, plus ..."
+    )
+    analyze_scale_factor: float = setting(
+        0.1, "... this fraction of its size at that `ANALYZE` (autovacuum's default: 50 + 0.1 x size)"
+    )
     db_echo: bool = setting(False, "log every SQL statement")
     secret_key: str | None = setting(
         None, "signs the login/consent session cookie; unset: generated, kept in the database", secret=True

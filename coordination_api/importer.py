@@ -168,10 +168,22 @@ def import_files(
             with progress(path.name, len(raw_entries)) as bar:
                 for chunk in _chunks(first, chunk_size):
                     _import_chunk(svc, chunk, base, urn_map, summary)
+                    _refresh_statistics(svc)
                     bar.update(len(chunk))
                 if rest:
                     _import_parallel(svc, rest, chunk_size, jobs, base, urn_map, summary, bar.update)
+    if svc.stats is not None:
+        # What the workers wrote too, and before the command exits (no background thread).
+        svc.stats.refresh(wait=True, force=True)
     return summary
+
+
+def _refresh_statistics(svc: Services, written: int = 0) -> None:
+    """Between chunks: the planner keeps seeing the tables as they are (storage/stats.py), so the
+    import's own lookups (conditional references, ``ifNoneExist``) stay index lookups as it grows."""
+    if svc.stats is not None:
+        svc.stats.add(written)
+        svc.stats.refresh(wait=True)
 
 
 @contextmanager
@@ -203,6 +215,8 @@ _FORKED: tuple[Services, list[tuple[int, Any]], dict[str, str], str] | None = No
 def _worker_range(start: int, stop: int) -> ImportSummary:
     assert _FORKED is not None
     svc, items, urn_map, base = _FORKED
+    if svc.stats is not None:
+        svc.stats.enabled = False  # the parent analyzes (_import_parallel)
     summary = ImportSummary()
     with _quiet_gc():
         _import_chunk(svc, items[start:stop], base, dict(urn_map), summary)
@@ -233,7 +247,10 @@ def _import_parallel(
                 for start in range(0, len(items), chunk_size)
             }
             for future in as_completed(futures):
-                summary.merge(future.result())
+                done = future.result()
+                summary.merge(done)
+                # Only this process analyzes (two ANALYZEs of one table would queue on its lock).
+                _refresh_statistics(svc, done.created + done.updated)
                 advance(futures[future])
     finally:
         _FORKED = None

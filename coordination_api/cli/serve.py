@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 
 from coordination_api.cli.common import settings as app_settings
@@ -16,6 +17,7 @@ from coordination_api.integrations.hl7v2 import plain_host_allowed
 from coordination_api.integrations.status import log_states
 from coordination_api.net import is_loopback
 from coordination_api.server import Child, supervise
+from coordination_api.storage.stats import check_at_start
 
 
 @click.command("serve")
@@ -52,6 +54,11 @@ def serve(
     port = settings.port if port is None else port
     mllp_port = settings.hl7v2.port if mllp_port is None else mllp_port
     log_states(settings)  # one line per connector: active, off or misconfigured (issue 19)
+    stats = current_app.extensions["coordination"].stats
+    if stats is not None:
+        # Once, before the workers: autovacuum off is warned about; tables a bulk load left without
+        # statistics are analyzed before the first request plans against them (issue 21).
+        check_at_start(stats)
     # Child processes, not threads: gunicorn forks its workers, and a forked copy of open database
     # connections must never be shared. gunicorn runs in a child of its own too, so that every child
     # starts with the metrics directory in its environment (metrics.py).

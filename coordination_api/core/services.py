@@ -14,6 +14,7 @@ from auth.policy import Principal
 from coordination_api.config import Settings
 from coordination_api.search.compiler import HopGuard, SearchCompiler, SearchQuery
 from coordination_api.storage.repository import Repository, Stored
+from coordination_api.storage.stats import TableStats
 
 
 def _sees_all(_query: SearchQuery) -> None:
@@ -77,6 +78,8 @@ class Services:
     # Not part of the identity (hash, equality) callers cache on: settings, repository, compiler.
     access: Access = field(default=OPEN, compare=False)
     hooks: Hooks = field(default_factory=Hooks, compare=False)
+    # The planner statistics of the tables writes grow (storage/stats.py); None: left to autovacuum.
+    stats: TableStats | None = field(default=None, compare=False)
 
 
 @dataclass
