@@ -147,7 +147,8 @@ def _semi_join(condition: ColumnElement[bool]) -> tuple[Table, ColumnElement[boo
     inner = getattr(condition.right, "element", None)
     if not isinstance(inner, Select):
         return None
-    froms = inner.get_final_froms()
+    # The selected column's table (get_final_froms() compiles the statement: milliseconds).
+    froms = inner.columns_clause_froms
     columns = list(inner.selected_columns)
     if len(froms) != 1 or not isinstance(froms[0], Table) or len(columns) != 1:
         return None
@@ -162,6 +163,8 @@ def _one_driver(where: list[ColumnElement[bool]]) -> list[ColumnElement[bool]]:
     ``name=...&birthdate=ge...`` it built the list of half the Patients on each search. The most
     selective semi-join stays the driver (rows looked up by pk); the others become correlated EXISTS
     probed through their res_pk index for the driver's few rows. PostgreSQL plans semi-joins itself."""
+    if sum(isinstance(c, BinaryExpression) and c.operator is operators.in_op for c in where) < 2:
+        return where
     semis = [(i, parts) for i, c in enumerate(where) if (parts := _semi_join(c)) is not None]
     if len(semis) < 2:
         return where

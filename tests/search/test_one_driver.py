@@ -1,0 +1,27 @@
+"""SQLite: of several index semi-joins, one drives and the others are correlated EXISTS (issue 21: the
+name + birthdate search built the list of half the Patients on every request). Structure only here;
+tests/search checks the results on both databases."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from coordination_api.search.compiler import SearchCompiler
+
+
+def _sql(app: Flask, params: list[tuple[str, str]]) -> str:
+    svc = app.extensions["coordination"]
+    compiler = SearchCompiler(svc.repo.registry, dialect="sqlite")
+    return str(compiler.compile("Patient", params).select_page(21))
+
+
+def test_the_identifier_drives_and_the_date_range_is_probed(app: Flask) -> None:
+    sql = _sql(app, [("birthdate", "ge1975-01-01"), ("identifier", "urn:oid:1.2.3|42"), ("name", "mar")])
+    assert sql.count("EXISTS") == 2
+    driver = sql.split("resource.pk IN (SELECT ", 1)[1]
+    assert driver.startswith("idx_token.res_pk"), "the token criterion drives (fewest rows)"
+
+
+def test_one_criterion_stays_a_plain_semi_join(app: Flask) -> None:
+    sql = _sql(app, [("name", "martin")])
+    assert "EXISTS" not in sql and "resource.pk IN (SELECT idx_string.res_pk" in sql
