@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, and_, exists, false, func, literal, or_, select
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression
+from sqlalchemy.sql.util import find_tables
 
 from coordination_api.errors import Category, FhirError, Issue
 from coordination_api.storage.schema import resource
@@ -155,7 +156,11 @@ def _semi_join(condition: ColumnElement[bool]) -> tuple[Table, ColumnElement[boo
     table = froms[0]
     if "res_pk" not in table.c or columns[0] is not table.c.res_pk:
         return None
-    return table, inner.whereclause
+    where = inner.whereclause
+    # Only a criterion on its own index table: a chain or _has joins other rows (kept as it is).
+    if where is not None and any(t is not table for t in find_tables(where, check_columns=True)):
+        return None
+    return table, where
 
 
 def _one_driver(where: list[ColumnElement[bool]]) -> list[ColumnElement[bool]]:
