@@ -116,10 +116,9 @@ class Child:
     last_exit: str = ""
 
     def start(self) -> None:
-        # A session of its own: when a gunicorn master dies, its orphaned workers are reached as a group.
-        self.process = subprocess.Popen(
-            self.argv, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
-        )
+        # A process group of its own (reached by killpg when a gunicorn master dies and orphans its
+        # workers), but still serve's session: tools that account a service by session (CPU, ports) see it.
+        self.process = subprocess.Popen(self.argv, env=self.env, process_group=0, preexec_fn=_die_with_parent)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -33,6 +33,10 @@ def test_killed_children_are_restarted_logged_and_counted(tmp_path: Path) -> Non
     with database("sqlite", tmp_path) as url, serve(url, tmp_path, "--workers", "1") as served:
         worker, http = served.pid("worker"), served.pid("http")
         assert worker and http and served.pid("mllp")
+        # Each child leads a process group of its own (killpg reaches a gunicorn master's orphans) but
+        # stays in serve's session: whatever accounts the service by session sees all of its processes.
+        for pid in (worker, http, served.pid("mllp")):
+            assert os.getsid(pid) == os.getsid(served.process.pid) and os.getpgid(pid) == pid
         os.kill(worker, signal.SIGKILL)
         # HTTP and MLLP are untouched while the worker is down and started again.
         assert requests.get(f"{served.base}/metadata", timeout=10).status_code == 200
