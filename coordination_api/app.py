@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     repo.on_written.append(stats.note)  # counts the versions written; no I/O in the write
     svc = Services(settings=settings, repo=repo, compiler=compiler, access=rule, stats=stats)
     svc.hooks.before_create.append(nde.before_create)  # an NdE CommunicationRequest is an encounter event
+    svc.hooks.before_update.append(nde.before_update)  # ... and an update cannot be an intake
     svc.hooks.new_party.append(annuaire_sync.enqueue_enrichment)  # the directory completes what intake met
     app.extensions["coordination"] = svc
     security.init_app(app, settings, repo)

@@ -47,16 +47,32 @@ OPEN = Access()
 @dataclass
 class PendingCreate:
     """A client's create as the create hooks see it, in its transaction: they may change the body
-    and the conditional-create criteria before the write."""
+    and, on a POST, the conditional-create criteria before the write. ``res_id`` is the id a PUT
+    names (update-as-create, a transaction PUT entry); None on a POST, whose id the server assigns."""
 
     resource_type: str
     body: dict[str, Any]
     if_none_exist: str | None
     principal: Principal
+    res_id: str | None = None
 
 
-# (conn, svc, pending): runs inside the create's transaction, before the resource is written.
-WriteHook = Callable[[Connection, "Services", PendingCreate], None]
+@dataclass
+class PendingUpdate:
+    """A client's update of an existing resource as the update hooks see it, in its transaction:
+    they may change the body before the write; ``current`` is the version it replaces."""
+
+    resource_type: str
+    res_id: str
+    body: dict[str, Any]
+    current: Stored
+    principal: Principal
+
+
+# (conn, svc, pending): runs inside the write's transaction, before the resource is written. Every
+# door of a client's write runs them: POST, PUT, conditional PUT, transaction and batch entries.
+CreateHook = Callable[[Connection, "Services", PendingCreate], None]
+UpdateHook = Callable[[Connection, "Services", PendingUpdate], None]
 # (conn, svc, resource_type, number): an intake created a Practitioner (RPPS) or an Organization
 # (FINESS) this server did not know; e.g. the directory completes it later.
 PartyHook = Callable[[Connection, "Services", str, str], None]
@@ -66,7 +82,8 @@ PartyHook = Callable[[Connection, "Services", str, str], None]
 class Hooks:
     """What create_app registers; core runs them and never imports the modules behind them."""
 
-    before_create: list[WriteHook] = field(default_factory=list)
+    before_create: list[CreateHook] = field(default_factory=list)
+    before_update: list[UpdateHook] = field(default_factory=list)
     new_party: list[PartyHook] = field(default_factory=list)
 
 

@@ -4,8 +4,10 @@
 Two levels. ``create``, ``update``, ``delete`` and their conditional forms are a client's write: the
 type, the caller's SMART scopes, the body's validation, the write hooks, then one transaction. The
 ``*_in`` functions write inside a transaction the caller holds (the domain's writes, the entries of a
-transaction Bundle): the caller has checked what it writes. Either way the repository runs its hooks
-(the care-team guard before and after, the audit row, subscriptions, dispatch) in the transaction.
+transaction Bundle): the caller has checked what it writes. Every other door of a client's write (PATCH,
+transaction and batch entries) runs the write hooks too, with ``run_create_hooks`` / ``run_put_hooks`` /
+``run_update_hooks``. Either way the repository runs its hooks (the care-team guard before and after,
+the audit row, subscriptions, dispatch) in the transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from auth.policy import Principal
 from coordination_api.core.principal import require
-from coordination_api.core.services import PendingCreate, Services, WriteResult
+from coordination_api.core.services import PendingCreate, PendingUpdate, Services, WriteResult
 from coordination_api.core.validation import check_type, validate_resource
 from coordination_api.core.versions import parse_etag
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
@@ -182,18 +184,6 @@ def conditional_target(
     return str(body_id)
 
 
-def conditional_update_in(
-    conn: Connection,
-    svc: Services,
-    resource_type: str,
-    params: list[tuple[str, str]],
-    body: dict[str, Any],
-    if_match: int | None = None,
-) -> WriteResult:
-    res_id = conditional_target(conn, svc, resource_type, params, body)
-    return update_in(conn, svc, resource_type, res_id, {**body, "id": res_id}, if_match)
-
-
 def delete_in(
     conn: Connection, svc: Services, resource_type: str, res_id: str, if_match: int | None = None
 ) -> WriteResult:
@@ -227,6 +217,55 @@ def conditional_delete_in(
 # -- a client's write: checks, hooks, one transaction -----------------------------------------------
 
 
+def run_create_hooks(
+    conn: Connection,
+    svc: Services,
+    who: Principal,
+    resource_type: str,
+    body: dict[str, Any],
+    if_none_exist: str | None = None,
+    res_id: str | None = None,
+) -> PendingCreate:
+    """The create hooks (e.g. an NdE intake) on a client's create, in its transaction: they may change
+    the body and, on a POST (``res_id`` None), the conditional-create criteria."""
+    pending = PendingCreate(resource_type, body, if_none_exist, who, res_id)
+    for hook in svc.hooks.before_create:
+        hook(conn, svc, pending)
+    return pending
+
+
+def run_update_hooks(
+    conn: Connection,
+    svc: Services,
+    who: Principal,
+    resource_type: str,
+    res_id: str,
+    body: dict[str, Any],
+    current: Stored,
+) -> dict[str, Any]:
+    """The update hooks on a client's update of ``current``, in its transaction; the body to write."""
+    pending = PendingUpdate(resource_type, res_id, body, current, who)
+    for hook in svc.hooks.before_update:
+        hook(conn, svc, pending)
+    return pending.body
+
+
+def run_put_hooks(
+    conn: Connection,
+    svc: Services,
+    who: Principal,
+    resource_type: str,
+    res_id: str,
+    body: dict[str, Any],
+    current: Stored | None,
+) -> dict[str, Any]:
+    """A client's PUT of ``res_id`` (``current``: its current version, if any): the create hooks for
+    an update-as-create (none, or a deleted one), the update hooks otherwise; the body to write."""
+    if current is None or current.deleted:
+        return run_create_hooks(conn, svc, who, resource_type, body, res_id=res_id).body
+    return run_update_hooks(conn, svc, who, resource_type, res_id, body, current)
+
+
 def authorize(who: Principal, resource_type: str, permission: str) -> None:
     """A type that takes writes (404, 405) and a token whose scopes allow ``permission`` on it (403)."""
     check_type(resource_type, write=True)
@@ -255,9 +294,7 @@ def create(
     resource = validate_resource(body, resource_type)
     resource.pop("id", None)
     with svc.repo.writing() as conn:
-        pending = PendingCreate(resource_type, resource, if_none_exist, who)
-        for hook in svc.hooks.before_create:
-            hook(conn, svc, pending)
+        pending = run_create_hooks(conn, svc, who, resource_type, resource, if_none_exist)
         return create_in(conn, svc, resource_type, pending.body, pending.if_none_exist)
 
 
@@ -268,7 +305,10 @@ def update(
     authorize(who, resource_type, "u")
     resource = validate_resource(body, resource_type)
     version = parse_etag(if_match, "If-Match")
+    check_update_body(res_id, resource)
     with svc.repo.writing() as conn:
+        current = svc.repo.current(conn, resource_type, res_id)
+        resource = run_put_hooks(conn, svc, who, resource_type, res_id, resource, current)
         return update_in(conn, svc, resource_type, res_id, resource, version)
 
 
@@ -285,7 +325,10 @@ def conditional_update(
     resource = validate_resource(body, resource_type)
     version = parse_etag(if_match, "If-Match")
     with svc.repo.writing() as conn:
-        return conditional_update_in(conn, svc, resource_type, params, resource, version)
+        res_id = conditional_target(conn, svc, resource_type, params, resource)
+        current = svc.repo.current(conn, resource_type, res_id)
+        resource = run_put_hooks(conn, svc, who, resource_type, res_id, {**resource, "id": res_id}, current)
+        return update_in(conn, svc, resource_type, res_id, resource, version)
 
 
 def delete(

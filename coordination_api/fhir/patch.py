@@ -12,6 +12,7 @@ import jsonpatch
 import jsonpointer
 from flask import Response, request
 
+from coordination_api.core import writes
 from coordination_api.core.versions import parse_etag
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
@@ -74,6 +75,7 @@ def patch(resource_type: str, res_id: str) -> Response:
         if patched.get("resourceType") != resource_type or patched.get("id") != res_id:
             raise FhirError(Category.UNPROCESSABLE, "A patch may not change the resourceType or id")
         body = validate_resource(patched, resource_type)
+        body = writes.run_update_hooks(conn, svc, access.principal(), resource_type, res_id, body, current)
         stored, _created = svc.repo.update(conn, resource_type, res_id, body, current.version, method="PATCH")
         stored = svc.repo.latest(conn, stored)
     return write_response(WriteResult(200, stored))

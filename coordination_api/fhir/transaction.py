@@ -20,6 +20,7 @@ import orjson
 from flask import Response
 from sqlalchemy.engine import Connection
 
+from auth.policy import Principal
 from coordination_api.core.writes import (
     check_update_body,
     conditional_delete_in,
@@ -30,6 +31,8 @@ from coordination_api.core.writes import (
     find_matches,
     one_match,
     parse_criteria,
+    run_create_hooks,
+    run_put_hooks,
     update_in,
 )
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome, outcome_for
@@ -233,7 +236,9 @@ def _conditional_types(node: Any) -> set[str]:
 
 
 class TransactionProcessor:
-    """Runs entries in one database transaction; ``batch`` refuses links between entries."""
+    """Runs entries in one database transaction; ``batch`` refuses links between entries. ``who``:
+    the client whose Bundle this is, whose POST and PUT entries run the write hooks as its plain
+    POST and PUT do; None for the operator's import, which loads resources as they were exported."""
 
     def __init__(
         self,
@@ -243,11 +248,13 @@ class TransactionProcessor:
         urn_map: dict[str, str] | None = None,
         *,
         batch: bool = False,
+        who: Principal | None = None,
     ) -> None:
         self.conn = conn
         self.svc = svc
         self.base = base
         self.batch = batch
+        self.who = who
         self.urn_map: dict[str, str] = dict(urn_map or {})
         self._conditional_refs: dict[str, str] = {}
         self._targets: dict[str, Entry] = {}
@@ -294,6 +301,14 @@ class TransactionProcessor:
         entry.result.status = 204 if entry.result.stored is None else 200
 
     def _plan_post(self, entry: Entry) -> None:
+        if self.who is not None:
+            # Before the id is decided: a create hook may set the criteria (an NdE's resend).
+            assert entry.resource is not None
+            body = {k: v for k, v in entry.resource.items() if k != "id"}
+            pending = run_create_hooks(
+                self.conn, self.svc, self.who, entry.resource_type, body, entry.if_none_exist
+            )
+            entry.resource, entry.if_none_exist = pending.body, pending.if_none_exist
         if entry.if_none_exist:
             params = parse_criteria(entry.if_none_exist)
             key = criteria_hash(entry.resource_type, params)
@@ -356,11 +371,37 @@ class TransactionProcessor:
             ] or pending
             for entry in ready:
                 _guard(entry, self._rewrite)
+            self._put_hooks(ready)
             self._write_bulk(ready)
             for entry in ready:
                 if entry.result is None:
                     _guard(entry, self._write)
             pending = [e for e in pending if e.result is None]
+
+    def _put_hooks(self, ready: list[Entry]) -> None:
+        """A client's PUT entries run the write hooks once their references are resolved: the create
+        hooks for an update-as-create, the update hooks otherwise (core/writes.run_put_hooks)."""
+        puts = [e for e in ready if e.method == "PUT" and e.result is None]
+        who = self.who
+        if who is None or not puts:
+            return
+        current = self.svc.repo.current_many(self.conn, [(e.resource_type, e.res_id or "") for e in puts])
+
+        def hooks(entry: Entry) -> None:
+            assert entry.resource is not None and entry.res_id is not None
+            check_update_body(entry.res_id, entry.resource)
+            entry.resource = run_put_hooks(
+                self.conn,
+                self.svc,
+                who,
+                entry.resource_type,
+                entry.res_id,
+                entry.resource,
+                current.get((entry.resource_type, entry.res_id)),
+            )
+
+        for entry in puts:
+            _guard(entry, hooks)
 
     def _write_bulk(self, ready: list[Entry]) -> None:
         """Plain creates (POST, and PUT of an id that does not exist) in a few statements.
@@ -630,7 +671,7 @@ def parse_bundle(body: bytes, max_entries: int) -> tuple[str, list[Any]]:
 def process_transaction(svc: Services, raw_entries: list[Any], base: str) -> list[Entry]:
     entries = [parse_entry(i, raw, base, "transaction") for i, raw in enumerate(raw_entries)]
     with svc.repo.writing() as conn:
-        TransactionProcessor(conn, svc, base).run(entries)
+        TransactionProcessor(conn, svc, base, who=access.principal()).run(entries)
     return entries
 
 
@@ -650,7 +691,7 @@ def process_batch(svc: Services, raw_entries: list[Any], base: str, mode: str) -
                     _guard(entry, lambda e: read_entry(conn, svc, e, base))
             else:
                 with svc.repo.writing() as conn:
-                    TransactionProcessor(conn, svc, base, batch=True).run([entry])
+                    TransactionProcessor(conn, svc, base, batch=True, who=access.principal()).run([entry])
             parts[entry.index] = _response_entry(entry, base, mode)
         except FhirError as error:
             parts[entry.index] = _error_entry(error)

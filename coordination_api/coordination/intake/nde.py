@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from auth.policy import Principal
 from connectors.events import EncounterEvent, EventError, content_of
 from coordination_api.coordination.intake import discharge
-from coordination_api.core.services import PendingCreate, Services
+from coordination_api.core.services import PendingCreate, PendingUpdate, Services
 from coordination_api.core.writes import find_matches, parse_criteria
 from coordination_api.errors import Category, FhirError
 from fhir_profiles.french_identifiers import FINESS
@@ -114,17 +114,71 @@ def identifier_criteria(resource: dict[str, Any]) -> str | None:
     return None
 
 
+# What an NdE's intake established; an update keeps them (the reference only: a display may change).
+_ESTABLISHED = ("subject", "sender", "encounter")
+
+
 def before_create(conn: Connection, svc: Services, pending: PendingCreate) -> None:
     """The create hook create_app registers: an NdE CommunicationRequest becomes its encounter event,
     in the create's transaction. A resend (same identifier, same sender) finds the first one and
-    changes nothing."""
+    changes nothing. A PUT (update-as-create) cannot be an intake: the intake decides the id."""
     if pending.resource_type != "CommunicationRequest" or event_coding(pending.body) is None:
         return
+    if pending.res_id is not None:
+        raise FhirError(
+            Category.UNPROCESSABLE,
+            "An NdE CommunicationRequest (event-type extension) is announced by POST "
+            "[base]/CommunicationRequest or a POST entry of a transaction or batch, not created by PUT: "
+            "its intake (sender check, message log, Patient match) decides what is stored",
+            expression="CommunicationRequest.extension",
+        )
     if not pending.if_none_exist:
         pending.if_none_exist = identifier_criteria(pending.body)
     criteria = pending.if_none_exist
     if not criteria or not find_matches(conn, svc, pending.resource_type, parse_criteria(criteria)):
         pending.body = intake(conn, svc, pending.body, pending.principal)
+
+
+def before_update(_conn: Connection, _svc: Services, pending: PendingUpdate) -> None:
+    """The update hook create_app registers: an update cannot be an intake. It may not make an NdE of
+    a CommunicationRequest that is none, nor change an NdE's event type, patient, sender or encounter
+    (each is an event only an intake may announce)."""
+    if pending.resource_type != "CommunicationRequest":
+        return
+    coding = event_coding(pending.body)
+    if coding is None:
+        return  # not (or no longer) an NdE: an ordinary CommunicationRequest
+    before = pending.current.json()
+    name = f"CommunicationRequest/{pending.res_id}"
+    if event_coding(before) is None:
+        raise FhirError(
+            Category.UNPROCESSABLE,
+            f"{name} is not an NdE and an update cannot make it one: an NdE (event-type extension) "
+            "is announced by POST [base]/CommunicationRequest, which runs its intake",
+            expression="CommunicationRequest.extension",
+        )
+    changed = [
+        element
+        for element in _ESTABLISHED
+        if _reference(pending.body.get(element)) != _reference(before.get(element))
+    ]
+    if _code(coding) != _code(event_coding(before) or {}):
+        changed.insert(0, "extension")
+    if changed:
+        raise FhirError(
+            Category.UNPROCESSABLE,
+            f"An update of the NdE {name} keeps what its intake established; it changes "
+            f"{', '.join(changed)}. A new event is announced by POST [base]/CommunicationRequest",
+            expression=f"CommunicationRequest.{changed[0]}",
+        )
+
+
+def _reference(value: Any) -> Any:
+    return value.get("reference") if isinstance(value, dict) else value
+
+
+def _code(coding: dict[str, Any]) -> tuple[Any, Any]:
+    return coding.get("system"), coding.get("code")
 
 
 def intake(conn: Connection, svc: Services, resource: dict[str, Any], who: Principal) -> dict[str, Any]:
