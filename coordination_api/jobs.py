@@ -73,7 +73,8 @@ def enqueue(
         )
         added = conn.execute(stmt).first() is not None
     if added and delay_s <= 0:
-        doorbell.ring(conn)  # due now: wake the worker when this commits (a delayed job waits for a poll)
+        # Due now: wake the worker once this commits (a delayed job is found by a poll).
+        doorbell.ring(conn, doorbell.JOBS)
     return added
 
 
@@ -190,7 +191,7 @@ class Jobs:
                 ).rowcount
             )
             if count:
-                doorbell.ring(conn)
+                doorbell.ring(conn, doorbell.JOBS)
             return count
 
 

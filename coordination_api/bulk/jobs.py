@@ -103,7 +103,7 @@ def create(
                     insert(bulk_export_patient),
                     [{"job_pk": pk, "patient_id": p} for p in patients[start : start + 1000]],
                 )
-        doorbell.ring(conn)  # the worker's export lane starts it when this commits
+        doorbell.ring(conn, doorbell.EXPORTS)  # the worker's export lane starts it when this commits
     return job_id
 
 

@@ -3,7 +3,9 @@
 The worker's lanes poll their queues every ``poll_interval``; with the doorbell an idle lane is woken as
 soon as rows it serves are committed, and the poll stays as the safety net (a missed wake-up, a retry
 due later, a doorbell that cannot listen). Writers ``ring(conn)`` inside the transaction that adds the
-rows; the worker ``listen()``s and its lanes ``wait(ticket, timeout)``.
+rows, naming the lane that serves them (NOTIFICATIONS, JOBS, EXPORTS: only that lane runs a pass; on
+SQLite a pass of the jobs or export lane takes the write lock); the worker ``listen()``s and each lane
+``wait(lane, ticket, timeout)``.
 
 - PostgreSQL: ``pg_notify`` in the write transaction (delivered on commit only, so a rolled-back write
   wakes no one; duplicates in one transaction are folded). The worker holds one connection of its own
@@ -20,6 +22,7 @@ Framework-free: it knows engines and connections, not the app.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -27,6 +30,7 @@ import select
 import socket
 import threading
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import event, text
@@ -39,14 +43,18 @@ log = logging.getLogger(__name__)
 # The same expression on both sides (writer and listener), evaluated on the server: the channel of this
 # database and schema (search_path), within PostgreSQL's 63-byte identifier limit.
 _CHANNEL_SQL = "'coordination_outbox_' || md5(current_database() || '.' || coalesce(current_schema(), ''))"
-_NOTIFY = text(f"SELECT pg_notify({_CHANNEL_SQL}, '')")
+_NOTIFY = text(f"SELECT pg_notify({_CHANNEL_SQL}, :lane)")
 _CHANNEL = f"SELECT {_CHANNEL_SQL}"
 # Keys of the DBAPI connection's info dict (shared by every checkout of that connection).
-_RUNG = "coordination.doorbell.rung"  # the transaction that already rang (PostgreSQL)
-_PENDING = "coordination.doorbell.pending"  # rang in the open transaction (SQLite)
-_COMMITTED = "coordination.doorbell.committed"  # committed: ring when the connection is returned
+_RUNG = "coordination.doorbell.rung"  # lane -> the transaction that already rang it (PostgreSQL)
+_PENDING = "coordination.doorbell.pending"  # lanes rung in the open transaction (SQLite)
+_COMMITTED = "coordination.doorbell.committed"  # committed: ring them when the connection is returned
 RECONNECT_CAP = 30.0  # seconds between two attempts to get the listening connection back
 KEEPALIVE = 30.0  # seconds of silence after which the listening connection is checked
+# The worker's lanes (subscriptions/worker.py), as writers name them.
+NOTIFICATIONS = "notifications"  # subscription_outbox rows, handshakes
+JOBS = "jobs"  # connector_job rows
+EXPORTS = "exports"  # bulk_export_job rows
 
 
 class Doorbell:
@@ -54,25 +62,32 @@ class Doorbell:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._rings = 0
+        self._rings: dict[str, int] = {}  # per lane
+        self._everyone = 0  # wake-ups of every lane
         self._listeners = 0
         self._lock = threading.Lock()
 
     # -- waiting side ---------------------------------------------------------------------------
 
-    def ticket(self) -> int:
+    def ticket(self, lane: str) -> int:
         """Taken before a pass: a ring during the pass makes the next ``wait`` return at once."""
-        return self._rings
-
-    def wait(self, ticket: int, timeout: float) -> bool:
-        """Until a ring after ``ticket`` (True) or ``timeout`` seconds (False)."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._rings != ticket, timeout)
+            return self._rings.get(lane, 0) + self._everyone
 
-    def wake(self) -> None:
-        """Wake every waiter of this process (a ring arrived, or the worker is stopping)."""
+    def wait(self, lane: str, ticket: int, timeout: float) -> bool:
+        """Until ``lane`` is rung after ``ticket`` (True) or ``timeout`` seconds (False)."""
         with self._cond:
-            self._rings += 1
+            return self._cond.wait_for(lambda: self._rings.get(lane, 0) + self._everyone != ticket, timeout)
+
+    def wake(self, lanes: Iterable[str] | None = None) -> None:
+        """Wake the waiters of ``lanes`` in this process (None: every lane; a lost connection, the
+        worker stopping)."""
+        with self._cond:
+            if lanes is None:
+                self._everyone += 1
+            else:
+                for lane in lanes:
+                    self._rings[lane] = self._rings.get(lane, 0) + 1
             self._cond.notify_all()
 
     def listen(self) -> bool:
@@ -104,8 +119,8 @@ class Doorbell:
 
     # -- writing side ---------------------------------------------------------------------------
 
-    def ring(self, conn: Connection) -> None:
-        """Called in the write transaction that adds outbox rows."""
+    def ring(self, conn: Connection, lane: str) -> None:
+        """Called in the write transaction that adds rows ``lane`` serves."""
         raise NotImplementedError
 
 
@@ -119,25 +134,31 @@ class _AfterCommit(Doorbell):
         event.listen(engine, "rollback", _rolled_back)
         event.listen(engine.pool, "checkin", self._checkin)
 
-    def ring(self, conn: Connection) -> None:
-        conn.info[_PENDING] = True
+    def ring(self, conn: Connection, lane: str) -> None:
+        conn.info.setdefault(_PENDING, set()).add(lane)
 
     def _checkin(self, _dbapi_connection: Any, record: ConnectionPoolEntry | None) -> None:
-        if record is not None and record.info.pop(_COMMITTED, False):
-            self._send()
+        lanes = record.info.pop(_COMMITTED, None) if record is not None else None
+        if lanes:
+            self._send(lanes)
 
-    def _send(self) -> None:
-        self.wake()
+    def _send(self, lanes: set[str]) -> None:
+        self.wake(lanes)
 
 
 def _committing(conn: Connection) -> None:
     # The "commit" event runs just before the COMMIT: the ring waits for the checkin that follows it.
-    if conn.info.pop(_PENDING, False):
-        conn.info[_COMMITTED] = True
+    lanes = conn.info.pop(_PENDING, None)
+    if lanes:
+        conn.info.setdefault(_COMMITTED, set()).update(lanes)
 
 
 def _rolled_back(conn: Connection) -> None:
     conn.info.pop(_PENDING, None)
+
+
+def _forget(conn: Connection) -> None:
+    conn.info.pop(_RUNG, None)
 
 
 class _Local(_AfterCommit):
@@ -151,20 +172,16 @@ class _Socket(_AfterCommit):
         super().__init__(engine)
         digest = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:40]
         self.address = f"\0coordination-outbox-{digest}".encode()
-        self._out: socket.socket | None = None
+        self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._out.setblocking(False)
         self._in: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
 
-    def _send(self) -> None:
-        try:
-            if self._out is None:
-                out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                out.setblocking(False)
-                self._out = out
-            self._out.sendto(b"\1", self.address)
-        except OSError:
-            pass  # nobody bound (no worker, or another host), or its buffer is full: it polls
+    def _send(self, lanes: set[str]) -> None:
+        # Nobody bound (no worker, or it runs elsewhere) or its buffer is full: it polls.
+        with contextlib.suppress(OSError):
+            self._out.sendto(" ".join(sorted(lanes)).encode(), self.address)
 
     @property
     def listening(self) -> bool:
@@ -188,15 +205,16 @@ class _Socket(_AfterCommit):
     def _serve(self, sock: socket.socket) -> None:
         try:
             while not self._closing:
-                sock.recv(64)
+                lanes = set(sock.recv(256).decode(errors="replace").split())
                 sock.setblocking(False)
                 try:  # several rings since the last wake-up are one wake-up
                     while True:
-                        sock.recv(64)
+                        lanes.update(sock.recv(256).decode(errors="replace").split())
                 except BlockingIOError:
                     pass
                 sock.setblocking(True)
-                self.wake()
+                if lanes:  # (none: the poke of _stop)
+                    self.wake(lanes)
         except OSError:
             if not self._closing:
                 log.exception("outbox doorbell: the socket failed; the worker polls")
@@ -211,7 +229,7 @@ class _Socket(_AfterCommit):
         self._closing = True
         try:  # unblocks the reader's recv; it sees _closing and closes the socket
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as poke:
-                poke.sendto(b"\0", self.address)
+                poke.sendto(b"", self.address)
         except OSError:
             sock.shutdown(socket.SHUT_RDWR)
         thread.join(timeout=5)
@@ -223,6 +241,8 @@ class _Postgres(Doorbell):
     def __init__(self, engine: Engine) -> None:
         super().__init__()
         self.engine = engine
+        event.listen(engine, "commit", _forget)
+        event.listen(engine, "rollback", _forget)
         # What losing the server looks like: SQLAlchemy's wrapper (connecting), the driver's own
         # errors (psycopg, on the connection we hold), socket errors.
         self._lost: tuple[type[BaseException], ...] = (DBAPIError, engine.dialect.loaded_dbapi.Error, OSError)
@@ -230,13 +250,14 @@ class _Postgres(Doorbell):
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = -1, -1
 
-    def ring(self, conn: Connection) -> None:
-        # Once per transaction (or savepoint: its NOTIFY goes if it rolls back).
+    def ring(self, conn: Connection, lane: str) -> None:
+        # Once per lane and transaction (or savepoint: its NOTIFY goes if it rolls back).
         current = conn.get_nested_transaction() or conn.get_transaction()
-        if conn.info.get(_RUNG) is current:
+        rung: dict[str, Any] = conn.info.setdefault(_RUNG, {})
+        if rung.get(lane) is current:
             return
-        conn.execute(_NOTIFY)
-        conn.info[_RUNG] = current
+        conn.execute(_NOTIFY, {"lane": lane})
+        rung[lane] = current
 
     @property
     def listening(self) -> bool:
@@ -296,7 +317,7 @@ class _Postgres(Doorbell):
             driver.execute(f"SET application_name = '{channel}'")
             driver.execute(f'LISTEN "{channel}"')
             # Notifications read while a query runs (the keepalive) are handed to this handler.
-            driver.add_notify_handler(lambda _notify: self.wake())
+            driver.add_notify_handler(lambda notify: self.wake([notify.payload]))
         except BaseException:
             self._close(pooled)
             raise
@@ -320,11 +341,11 @@ class _Postgres(Doorbell):
                 driver.execute("SELECT 1")
                 continue
             pgconn.consume_input()  # raises when the server closed the connection
-            woke = False
-            while pgconn.notifies() is not None:
-                woke = True
-            if woke:
-                self.wake()
+            lanes: set[str] = set()
+            while (notify := pgconn.notifies()) is not None:
+                lanes.add(notify.extra.decode(errors="replace"))
+            if lanes:
+                self.wake(lanes)
             if pgconn.status != 0:  # libpq CONNECTION_OK
                 raise ConnectionError("the listening connection is no longer OK")
 
@@ -359,6 +380,6 @@ def channel(conn: Connection) -> str:
     return str(conn.execute(text(_CHANNEL)).scalar_one())
 
 
-def ring(conn: Connection) -> None:
-    """Wake the worker once this transaction commits (call it where outbox rows are added)."""
-    of(conn.engine).ring(conn)
+def ring(conn: Connection, lane: str) -> None:
+    """Wake the worker's ``lane`` once this transaction commits (call it where its rows are added)."""
+    of(conn.engine).ring(conn, lane)

@@ -222,7 +222,7 @@ class SubscriptionService:
                     res_pk=item.pk, status="requested", events=0, handshake_due=True, error=None, **values
                 )
             )
-            doorbell.ring(conn)  # the handshake is the worker's
+            doorbell.ring(conn, doorbell.NOTIFICATIONS)  # the handshake is the worker's
             return
         if row.status == status and row.endpoint == spec.endpoint:
             # Our own activation write, or an edit that keeps the channel: no new handshake.
@@ -236,7 +236,7 @@ class SubscriptionService:
             .where(st.c.res_pk == item.pk)
             .values(status="requested", handshake_due=True, lease_until=None, error=None, **values)
         )
-        doorbell.ring(conn)
+        doorbell.ring(conn, doorbell.NOTIFICATIONS)
 
     def _match(self, conn: Connection, written: list[Stored]) -> None:
         candidates = self._candidates_for(conn, sorted({s.res_type for s in written}))
@@ -317,4 +317,4 @@ class SubscriptionService:
         )
         # Wakes the worker when this commits (PostgreSQL: NOTIFY in this transaction; once per
         # transaction however many rows it adds).
-        doorbell.ring(conn)
+        doorbell.ring(conn, doorbell.NOTIFICATIONS)

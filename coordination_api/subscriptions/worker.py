@@ -563,14 +563,19 @@ LANE_BACKOFF_CAP = 30.0  # seconds between passes of a lane whose passes keep fa
 
 
 def _lane(
-    name: str, work: Callable[[], int], stop: threading.Event, poll: float, bell: doorbell.Doorbell | None
+    name: str,
+    work: Callable[[], int],
+    stop: threading.Event,
+    poll: float,
+    bell: doorbell.Doorbell | None = None,
+    rung_by: str = "",
 ) -> None:
-    """Run ``work`` until ``stop``: at once again when it did something, when the doorbell rings or
-    after ``poll`` when idle, and with a doubling pause (to LANE_BACKOFF_CAP) while its passes fail
-    (database down...)."""
+    """Run ``work`` until ``stop``: at once again when it did something, when ``bell`` rings for
+    ``rung_by`` or after ``poll`` when idle, and with a doubling pause (to LANE_BACKOFF_CAP) while its
+    passes fail (database down...)."""
     failures = 0
     while not stop.is_set():
-        ticket = bell.ticket() if bell is not None else 0  # before the pass: a ring during it counts
+        ticket = bell.ticket(rung_by) if bell is not None else 0  # before the pass: a ring during it counts
         try:
             worked = work()
             failures = 0
@@ -583,7 +588,7 @@ def _lane(
         elif worked:
             continue
         elif bell is not None:
-            bell.wait(ticket, poll)  # the worker's stop rings it too
+            bell.wait(rung_by, ticket, poll)  # the worker's stop rings it too
         else:
             stop.wait(poll)
 
@@ -606,9 +611,10 @@ def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) 
         heartbeat.beat()
         return deliverer.run_pass() + dispatch.run_due(app)  # Task dispatch timers
 
-    lanes: list[tuple[str, Callable[[], int]]] = [
-        ("connector jobs", lambda: jobs.run_due(app)),  # outside services: DMP, e-parcours, directory
-        ("bulk export", lambda: bulk_export.run_due(app)),
+    lanes: list[tuple[str, Callable[[], int], str]] = [
+        # outside services: DMP, e-parcours, directory
+        ("connector jobs", lambda: jobs.run_due(app), doorbell.JOBS),
+        ("bulk export", lambda: bulk_export.run_due(app), doorbell.EXPORTS),
     ]
     bell: doorbell.Doorbell | None = None
     try:
@@ -616,24 +622,26 @@ def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) 
             try:
                 notifications()
                 deliverer.sender.drain()
-                for _, work in lanes:
+                for _, work, _ in lanes:
                     work()
             except Exception:
                 log.exception("worker pass failed")
             return
         if config.doorbell:
-            # Writes that add rows wake the lanes (every lane: a wake-up costs one empty pass).
+            # Writes that add rows wake the lane that serves them.
             bell = doorbell.of(deliverer.engine)
             bell.listen()
             waker = threading.Thread(target=_wake_on_stop, args=(stop_event, bell), daemon=True)
             waker.start()
         threads = [
-            threading.Thread(target=_lane, args=(name, work, stop_event, poll, bell), name=name, daemon=True)
-            for name, work in lanes
+            threading.Thread(
+                target=_lane, args=(name, work, stop_event, poll, bell, rung_by), name=name, daemon=True
+            )
+            for name, work, rung_by in lanes
         ]
         for thread in threads:
             thread.start()
-        _lane("notifications", notifications, stop_event, poll, bell)
+        _lane("notifications", notifications, stop_event, poll, bell, doorbell.NOTIFICATIONS)
         for thread in threads:
             thread.join()
     finally:

@@ -26,6 +26,7 @@ from tests.subscriptions.conftest import FAST, Receiver
 from tests.subscriptions.slow import wait_for
 from tests.support.subscriptions import classic, encounter
 
+LANE = doorbell.NOTIFICATIONS
 IDLE = replace(FAST, poll_interval=60.0)  # a poll would come far too late for any bound below
 BOUND = 10.0  # seconds: a woken worker takes milliseconds; a polling one a minute
 
@@ -124,18 +125,18 @@ def rings_on_commit_only(app: Flask, fhir: Fhir, receiver: Receiver) -> None:
     engine = app.extensions["coordination"].repo.engine
     fhir.create(classic(receiver.url))  # collecting from now on (its handshake is not needed here)
     bell = doorbell.of(engine)
-    ticket = bell.ticket()
+    ticket = bell.ticket(LANE)
     bell.listen()  # as the worker does
     try:
-        assert bell.wait(ticket, BOUND), "listening starts with one wake-up (rows written before)"
-        ticket = bell.ticket()
+        assert bell.wait(LANE, ticket, BOUND), "listening starts with one wake-up (rows written before)"
+        ticket = bell.ticket(LANE)
         assert _rolled_back_discharge(fhir) == 412
         with engine.connect() as conn:
             assert conn.scalar(select(func.count()).select_from(subscription_outbox)) == 0
         # A ring would arrive in milliseconds; a second without one is the rollback's silence.
-        assert not bell.wait(ticket, 1.0), "a rolled-back write rang the doorbell"
+        assert not bell.wait(LANE, ticket, 1.0), "a rolled-back write rang the doorbell"
         fhir.create(encounter("finished"))
-        assert bell.wait(ticket, BOUND), "the committed write did not ring"
+        assert bell.wait(LANE, ticket, BOUND), "the committed write did not ring"
     finally:
         bell.close()
 
