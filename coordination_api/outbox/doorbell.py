@@ -172,16 +172,16 @@ class _Socket(_AfterCommit):
         super().__init__(engine)
         digest = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:40]
         self.address = f"\0coordination-outbox-{digest}".encode()
-        self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._out.setblocking(False)
         self._in: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
 
     def _send(self, lanes: set[str]) -> None:
-        # Nobody bound (no worker, or it runs elsewhere) or its buffer is full: it polls.
-        with contextlib.suppress(OSError):
-            self._out.sendto(" ".join(sorted(lanes)).encode(), self.address)
+        # A socket per ring (a few microseconds): none is left open for the garbage collector, or
+        # shared by forked processes. Nobody bound (no worker) or its buffer full: the worker polls.
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as out:
+            out.setblocking(False)
+            out.sendto(" ".join(sorted(lanes)).encode(), self.address)
 
     @property
     def listening(self) -> bool:
@@ -240,7 +240,8 @@ class _Postgres(Doorbell):
 
     def __init__(self, engine: Engine) -> None:
         super().__init__()
-        self.engine = engine
+        # Weak: the registry's value must not keep its key (the engine) alive.
+        self._engine = weakref.ref(engine)
         event.listen(engine, "commit", _forget)
         event.listen(engine, "rollback", _forget)
         # What losing the server looks like: SQLAlchemy's wrapper (connecting), the driver's own
@@ -278,8 +279,9 @@ class _Postgres(Doorbell):
         self._stopping.set()
         os.write(self._wake_w, b"\0")
         thread.join(timeout=5)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        if not thread.is_alive():  # (else it still selects on them: left open)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     def _serve(self) -> None:
         pause = 0.5
@@ -308,7 +310,10 @@ class _Postgres(Doorbell):
         """A connection outside the pool (detached: the pool neither lends nor recycles it), made as
         the engine makes them (same URL, options and search_path), in autocommit. Its
         application_name is the channel: an operator sees who listens where in pg_stat_activity."""
-        pooled = self.engine.raw_connection()
+        engine = self._engine()
+        if engine is None:
+            raise ConnectionError("the engine is gone")
+        pooled = engine.raw_connection()
         driver: Any = pooled.driver_connection
         pooled.detach()
         try:
