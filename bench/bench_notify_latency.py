@@ -58,6 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def row(r: Run) -> str:
+    return (
+        f"| {r.scenario} | {r.messages} | {r.p50_ms:.0f} | {r.p95_ms:.0f} | {r.p99_ms:.0f} | "
+        f"{r.max_ms:.0f} | {r.notes['after_answer_p50_ms']:.0f} / {r.notes['after_answer_p99_ms']:.0f} | "
+        f"{r.lost} | {r.duplicates} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = dt.datetime.now(dt.UTC)
@@ -92,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                             poster, receiver, name, prefix, rate, args.duration, args.drain_timeout
                         )
                         runs.append((mode, run))
+                        print(f"  {row(run)}", flush=True)  # at once: a run cut short keeps its figures
                 finally:
                     workers.stop()
         finally:
@@ -105,12 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| {args.db} | messages | p50 ms | p95 ms | p99 ms | max ms | after 200 p50/p99 | lost | dup |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for _mode, r in runs:
-        lines.append(
-            f"| {r.scenario} | {r.messages} | {r.p50_ms:.0f} | {r.p95_ms:.0f} | {r.p99_ms:.0f} | "
-            f"{r.max_ms:.0f} | {r.notes['after_answer_p50_ms']:.0f} / {r.notes['after_answer_p99_ms']:.0f} | "
-            f"{r.lost} | {r.duplicates} |"
-        )
+    lines += [row(r) for _mode, r in runs]
     results: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
         "commit": git_commit(Path(args.source) if args.source else REPO_ROOT),
