@@ -146,7 +146,16 @@ class SubscriptionSettings:
         "of them at most to one origin (the listener's address and port however the endpoint spells it; "
         "all `mailto:` count as one): a hanging endpoint holds these threads, not the worker",
     )
-    poll_interval: float = setting(1.0, "seconds the worker waits between idle polls")
+    poll_interval: float = setting(
+        1.0,
+        "seconds the worker waits between idle polls (with the doorbell, a safety net: retries due "
+        "later, a missed wake-up)",
+    )
+    doorbell: bool = setting(
+        True,
+        "the worker is woken by the writes that give it work (PostgreSQL LISTEN/NOTIFY; SQLite: a local "
+        "socket) instead of waiting for the next poll; off: it only polls",
+    )
     batch_size: int = setting(50, "rows a worker pass claims")
     max_events: int = setting(1000, "most events one `$events` answer replays")
     max_count_cap: int = setting(

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from connectors.errors import ConnectorError
 from coordination_api import metrics
 from coordination_api.config import JobSettings
-from coordination_api.outbox import US, Queue, RetryPolicy, claiming, lease_end
+from coordination_api.outbox import US, Queue, RetryPolicy, claiming, doorbell, lease_end
 from coordination_api.storage.repository import Repository, now_us
 from coordination_api.storage.schema import connector_job
 
@@ -62,15 +62,20 @@ def enqueue(
     dialect = conn.dialect.name
     if key is None or dialect not in {"postgresql", "sqlite"}:
         conn.execute(connector_job.insert().values(**values))
-        return True
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = (
-        insert(connector_job)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["kind", "job_key"], index_where=_PENDING)
-        .returning(connector_job.c.pk)
-    )
-    return conn.execute(stmt).first() is not None
+        added = True
+    else:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = (
+            insert(connector_job)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["kind", "job_key"], index_where=_PENDING)
+            .returning(connector_job.c.pk)
+        )
+        added = conn.execute(stmt).first() is not None
+    if added and delay_s <= 0:
+        # Due now: wake the worker once this commits (a delayed job is found by a poll).
+        doorbell.ring(conn, doorbell.JOBS)
+    return added
 
 
 class Jobs:
@@ -178,13 +183,16 @@ class Jobs:
         j = connector_job
         where = [j.c.status == "dead"] + ([j.c.pk == pk] if pk is not None else [])
         with self.repo.writing() as conn:
-            return int(
+            count = int(
                 conn.execute(
                     update(j)
                     .where(*where)
                     .values(status="pending", attempts=0, next_attempt_us=now_us(), finished_us=None)
                 ).rowcount
             )
+            if count:
+                doorbell.ring(conn, doorbell.JOBS)
+            return count
 
 
 def of(app: Flask) -> Jobs:

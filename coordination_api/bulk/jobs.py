@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from coordination_api.config import ExportSettings
 from coordination_api.errors import Category, FhirError
-from coordination_api.outbox import Queue, claiming, lease_end
+from coordination_api.outbox import Queue, claiming, doorbell, lease_end
 from coordination_api.storage.engine import WRITE
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import bulk_export_job as job
@@ -103,6 +103,7 @@ def create(
                     insert(bulk_export_patient),
                     [{"job_pk": pk, "patient_id": p} for p in patients[start : start + 1000]],
                 )
+        doorbell.ring(conn, doorbell.EXPORTS)  # the worker's export lane starts it when this commits
     return job_id
 
 

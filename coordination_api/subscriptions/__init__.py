@@ -12,6 +12,7 @@ import threading
 from flask import Blueprint, Flask, Response
 
 from coordination_api.config import Settings, SubscriptionSettings
+from coordination_api.outbox import doorbell
 from coordination_api.storage.repository import Repository
 from coordination_api.subscriptions import operations, worker
 from coordination_api.subscriptions.service import SubscriptionService
@@ -40,6 +41,7 @@ def init_app(
     service.criteria_guard = app.extensions.get("subscriptions_criteria_guard")
     app.extensions["subscriptions"] = service
     repo.on_written.append(service.on_written)
+    doorbell.of(repo.engine)  # before the first connection: its commit events must see every write
 
 
 def register_routes(bp: Blueprint) -> None:

@@ -20,6 +20,7 @@ from auth import policy
 from coordination_api.config import SubscriptionSettings
 from coordination_api.core.principal import authenticated
 from coordination_api.errors import Category, FhirError
+from coordination_api.outbox import doorbell
 from coordination_api.search.compiler import HopGuard, SearchCompiler
 from coordination_api.storage.repository import Repository, Stored, now_us
 from coordination_api.storage.schema import resource, subscription_outbox, subscription_state
@@ -221,6 +222,7 @@ class SubscriptionService:
                     res_pk=item.pk, status="requested", events=0, handshake_due=True, error=None, **values
                 )
             )
+            doorbell.ring(conn, doorbell.NOTIFICATIONS)  # the handshake is the worker's
             return
         if row.status == status and row.endpoint == spec.endpoint:
             # Our own activation write, or an edit that keeps the channel: no new handshake.
@@ -234,6 +236,7 @@ class SubscriptionService:
             .where(st.c.res_pk == item.pk)
             .values(status="requested", handshake_due=True, lease_until=None, error=None, **values)
         )
+        doorbell.ring(conn, doorbell.NOTIFICATIONS)
 
     def _match(self, conn: Connection, written: list[Stored]) -> None:
         candidates = self._candidates_for(conn, sorted({s.res_type for s in written}))
@@ -312,3 +315,6 @@ class SubscriptionService:
                 next_attempt_us=now,
             )
         )
+        # Wakes the worker when this commits (PostgreSQL: NOTIFY in this transaction; once per
+        # transaction however many rows it adds).
+        doorbell.ring(conn, doorbell.NOTIFICATIONS)

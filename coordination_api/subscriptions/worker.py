@@ -40,7 +40,7 @@ from coordination_api.bulk import export as bulk_export
 from coordination_api.config import Settings
 from coordination_api.coordination import dispatch
 from coordination_api.integrations.mssante import mail_sender
-from coordination_api.outbox import US, Held, Queue, RetryPolicy, claiming, lease_end
+from coordination_api.outbox import US, Held, Queue, RetryPolicy, claiming, doorbell, lease_end
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox, subscription_state
 from coordination_api.subscriptions import endpoint, model, notify, reach
@@ -562,11 +562,20 @@ class Deliverer:
 LANE_BACKOFF_CAP = 30.0  # seconds between passes of a lane whose passes keep failing
 
 
-def _lane(name: str, work: Callable[[], int], stop: threading.Event, poll: float) -> None:
-    """Run ``work`` until ``stop``: at once again when it did something, after ``poll`` when idle,
-    and with a doubling pause (to LANE_BACKOFF_CAP) while its passes fail (database down...)."""
+def _lane(
+    name: str,
+    work: Callable[[], int],
+    stop: threading.Event,
+    poll: float,
+    bell: doorbell.Doorbell | None = None,
+    rung_by: str = "",
+) -> None:
+    """Run ``work`` until ``stop``: at once again when it did something, when ``bell`` rings for
+    ``rung_by`` or after ``poll`` when idle, and with a doubling pause (to LANE_BACKOFF_CAP) while its
+    passes fail (database down...)."""
     failures = 0
     while not stop.is_set():
+        ticket = bell.ticket(rung_by) if bell is not None else 0  # before the pass: a ring during it counts
         try:
             worked = work()
             failures = 0
@@ -576,8 +585,18 @@ def _lane(name: str, work: Callable[[], int], stop: threading.Event, poll: float
             worked = 0
         if failures:
             stop.wait(min(LANE_BACKOFF_CAP, poll * 2**failures))
-        elif not worked:
+        elif worked:
+            continue
+        elif bell is not None:
+            bell.wait(rung_by, ticket, poll)  # the worker's stop rings it too
+        else:
             stop.wait(poll)
+
+
+def _wake_on_stop(stop: threading.Event, bell: doorbell.Doorbell) -> None:
+    """The lanes wait on the doorbell: stopping rings it, so they stop at once, not after ``poll``."""
+    stop.wait()
+    bell.wake()
 
 
 def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) -> None:
@@ -585,36 +604,49 @@ def worker_loop(app: Flask, stop_event: threading.Event, *, once: bool = False) 
     deliverer = Deliverer(app)
     deliverer.stopping = stop_event
     heartbeat = health.WorkerHeartbeat(deliverer.engine)  # read by /readyz
-    poll = deliverer.svc.config.poll_interval
+    config = deliverer.svc.config
+    poll = config.poll_interval
 
     def notifications() -> int:
         heartbeat.beat()
         return deliverer.run_pass() + dispatch.run_due(app)  # Task dispatch timers
 
-    lanes: list[tuple[str, Callable[[], int]]] = [
-        ("connector jobs", lambda: jobs.run_due(app)),  # outside services: DMP, e-parcours, directory
-        ("bulk export", lambda: bulk_export.run_due(app)),
+    lanes: list[tuple[str, Callable[[], int], str]] = [
+        # outside services: DMP, e-parcours, directory
+        ("connector jobs", lambda: jobs.run_due(app), doorbell.JOBS),
+        ("bulk export", lambda: bulk_export.run_due(app), doorbell.EXPORTS),
     ]
+    bell: doorbell.Doorbell | None = None
     try:
         if once:
             try:
                 notifications()
                 deliverer.sender.drain()
-                for _, work in lanes:
+                for _, work, _ in lanes:
                     work()
             except Exception:
                 log.exception("worker pass failed")
             return
+        if config.doorbell:
+            # Writes that add rows wake the lane that serves them.
+            bell = doorbell.of(deliverer.engine)
+            bell.listen()
+            waker = threading.Thread(target=_wake_on_stop, args=(stop_event, bell), daemon=True)
+            waker.start()
         threads = [
-            threading.Thread(target=_lane, args=(name, work, stop_event, poll), name=name, daemon=True)
-            for name, work in lanes
+            threading.Thread(
+                target=_lane, args=(name, work, stop_event, poll, bell, rung_by), name=name, daemon=True
+            )
+            for name, work, rung_by in lanes
         ]
         for thread in threads:
             thread.start()
-        _lane("notifications", notifications, stop_event, poll)
+        _lane("notifications", notifications, stop_event, poll, bell, doorbell.NOTIFICATIONS)
         for thread in threads:
             thread.join()
     finally:
+        if bell is not None:
+            bell.close()
         heartbeat.stop()
         deliverer.close()
 
