@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,19 @@ fcntl.flock(fd, fcntl.LOCK_EX)
 print("held", flush=True)
 sys.stdin.readline()
 """
+
+
+@contextmanager
+def _held_by_another_process(lock_file: str) -> Iterator[None]:
+    """Another process holds the gate's flock until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, lock_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.communicate("\n", timeout=10)
 
 
 def _write(engine, value: int) -> None:  # type: ignore[no-untyped-def]
@@ -61,18 +76,11 @@ def test_the_gate_opens_after_commit_rollback_and_a_discarded_connection(engine)
 
 
 def test_a_writer_held_by_another_process_is_refused_after_the_lock_timeout(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, f"{tmp_path}/gate.db-writer.lock"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(Exception, match="database is locked"):
-            _write(engine, 1)
-    finally:
-        holder.communicate("\n", timeout=10)
+    with (
+        _held_by_another_process(f"{tmp_path}/gate.db-writer.lock"),
+        pytest.raises(Exception, match="database is locked"),
+    ):
+        _write(engine, 1)
     _write(engine, 2)  # the gate is usable again once the other process let go
     with engine.connect() as conn:
         assert list(conn.execute(text("SELECT v FROM t")).scalars()) == [2]
@@ -103,18 +111,9 @@ def test_over_http_a_create_waiting_too_long_for_the_gate_is_a_503_outcome(tmp_p
     app = create_app(Settings(database_url=url, db_timeouts=DatabaseTimeouts(lock=0.5)))
     upgrade(app.extensions["coordination"].repo.engine)
     client = authed(app.test_client())
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, f"{tmp_path}/api.db-writer.lock"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with _held_by_another_process(f"{tmp_path}/api.db-writer.lock"):
         answer = client.post("/fhir/Patient", json={"resourceType": "Patient"})
-        assert answer.status_code == 503 and answer.headers.get("Retry-After")
-        assert answer.get_json()["resourceType"] == "OperationOutcome"
-    finally:
-        holder.communicate("\n", timeout=10)
+    assert answer.status_code == 503 and answer.headers.get("Retry-After")
+    assert answer.get_json()["resourceType"] == "OperationOutcome"
     assert client.post("/fhir/Patient", json={"resourceType": "Patient"}).status_code == 201
     app.extensions["coordination"].repo.engine.dispose()
