@@ -12,6 +12,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,13 @@ class WriterGate:
         self._fd: int | None = None
         self._pid = 0
         self._owner: Any = None
+        _GATES.add(self)
+
+    def _forked(self) -> None:
+        # A child forked while a thread of its parent held the gate would wait on it forever: the
+        # holder does not exist in the child.
+        self._threads = threading.Lock()
+        self._owner = None
 
     def _file(self) -> int:
         if self._pid != os.getpid():  # a forked child must not share its parent's open file (flock)
@@ -183,6 +191,17 @@ class WriterGate:
             fcntl.flock(self._file(), fcntl.LOCK_UN)
         finally:
             self._threads.release()
+
+
+_GATES: weakref.WeakSet[WriterGate] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for gate in list(_GATES):
+        gate._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _release_at_end(engine: Engine, gate: WriterGate) -> None:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from sqlalchemy import text
 
 from coordination_api.app import create_app
 from coordination_api.config import DatabaseTimeouts, Settings
-from coordination_api.storage.engine import WRITE, make_engine
+from coordination_api.storage.engine import WRITE, WriterGate, make_engine
 from coordination_api.storage.migrate import upgrade
 from tests.conftest import authed
 
@@ -117,3 +118,36 @@ def test_over_http_a_create_waiting_too_long_for_the_gate_is_a_503_outcome(tmp_p
     assert answer.get_json()["resourceType"] == "OperationOutcome"
     assert client.post("/fhir/Patient", json={"resourceType": "Patient"}).status_code == 201
     app.extensions["coordination"].repo.engine.dispose()
+
+
+def test_a_child_forked_while_a_thread_holds_the_gate_is_not_stuck(tmp_path: Path) -> None:
+    """The gate alone (an SQLite connection must not cross a fork anyway): the child of a process one
+    of whose threads holds the gate waits for the parent's flock, not for a thread it does not have."""
+    gate = WriterGate(f"{tmp_path}/fork.lock", timeout=5.0)
+    holding, release = threading.Event(), threading.Event()
+    parent_owner = object()
+
+    def hold() -> None:
+        gate.acquire(parent_owner)
+        holding.set()
+        release.wait(10)
+        gate.release(parent_owner)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            owner = object()
+            gate.acquire(owner)  # once the parent lets go of the flock below
+            gate.release(owner)
+            code = 0
+        finally:
+            os._exit(code)
+    time.sleep(0.2)
+    release.set()
+    holder.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
