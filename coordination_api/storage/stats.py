@@ -59,6 +59,11 @@ class TableStats:
         self._written = 0  # versions written by this process since tables were last analyzed
         self._rows = 0  # the resource table's size at the last check
         self._next_check = 0.0
+        # SQLite: each table's size when this process last analyzed it. sqlite_stat1's row counts are
+        # estimates under analysis_limit (idx_token: 0.5x to 2.4x its real size), so a table judged by
+        # them alone was analyzed again every second, forever, after a bulk load.
+        self._sqlite_sizes: dict[str, int] = {}
+        self._sqlite_seen: dict[str, int] = {}
         self._flush_asked = False
         self._running = threading.Lock()
         self._counting = threading.Lock()
@@ -125,6 +130,8 @@ class TableStats:
             tables = self.grown(include_never=include_never)
             for table in tables:
                 self._analyze(table)
+                if table in self._sqlite_seen:
+                    self._sqlite_sizes[table] = self._sqlite_seen[table]
         except SQLAlchemyError as exc:
             log.warning("refreshing table statistics failed: %s", exc.__class__.__name__, exc_info=True)
             tables = []
@@ -172,10 +179,10 @@ class TableStats:
         ).scalars()
         found: list[str] = []
         for name in list(names):
-            rows = _sqlite_rows(conn, name)
+            rows = self._sqlite_seen[name] = _sqlite_rows(conn, name)
             if name == "resource":
                 self._rows = rows
-            before = analyzed.get(name, 0)
+            before = self._sqlite_sizes.get(name, analyzed.get(name, 0))
             # Rows written are not counted by SQLite: the growth since the last ANALYZE stands for them.
             if self._past(rows - before, before):
                 found.append(name)
