@@ -7,6 +7,7 @@ busy_timeout.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -129,8 +130,8 @@ def _sqlite_engine(url: str, database: str | None, echo: bool, timeouts: Databas
 
 
 class WriterGate:
-    """Writers of one SQLite file queue here, first come first served, before they take SQLite's
-    write lock: threads on a lock of this process, processes on an flock of a file beside the
+    """Writers of one SQLite file queue here, each woken as the writer before it ends, before they
+    take SQLite's write lock: threads on a lock of this process, processes on an flock of a file beside the
     database. SQLite's own busy handler sleeps in growing steps (up to 100 ms) and lets a newcomer
     overtake the sleepers, so under 16 concurrent writers some requests waited seconds (issue 21);
     here a waiter is woken when the writer before it ends. Bounded by the lock timeout, then "database
@@ -155,6 +156,7 @@ class WriterGate:
         if self._pid != os.getpid():  # a forked child must not share its parent's open file (flock)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             self._pid = os.getpid()
+            weakref.finalize(self, _close_quietly, self._fd)  # with the engine that holds the gate
         assert self._fd is not None
         return self._fd
 
@@ -194,6 +196,11 @@ class WriterGate:
 
 
 _GATES: weakref.WeakSet[WriterGate] = weakref.WeakSet()
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _after_fork_in_child() -> None:

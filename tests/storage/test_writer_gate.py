@@ -6,6 +6,7 @@ a rollback, a failed BEGIN and a thrown-away connection."""
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import subprocess
 import sys
@@ -151,3 +152,17 @@ def test_a_child_forked_while_a_thread_holds_the_gate_is_not_stuck(tmp_path: Pat
     holder.join(10)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_gate_file_closes_with_its_engine(tmp_path: Path) -> None:
+    """One lock file open per engine and process, closed when the engine goes (tests and tools make
+    many engines: none may leak a descriptor)."""
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(20):
+        engine = make_engine(f"sqlite:///{tmp_path}/many{i}.db")
+        with engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        del engine
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) - before < 5
