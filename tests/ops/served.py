@@ -175,9 +175,6 @@ def serve(
         COORDINATION_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}/fhir",
         PROMETHEUS_MULTIPROC_DIR=str(state_dir),
         COORDINATION_MLLP_SENDERS=HL7_SENDER,
-        # Not what these tests are about, and ~10 s of CPU per start (and per restart of the HTTP
-        # child); the docs' examples run `serve` with it on.
-        COORDINATION_PRELOAD_DEFINITIONS="false",
     )
     subprocess.run([CLI, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=300)
     created = subprocess.run(

@@ -77,12 +77,10 @@ def recipient() -> Iterator[Recipient]:
 
     @server_app.post("/fhir")
     def provide() -> Response:
-        # The mode is read once, on arrival: a slow answer outlives the client's timeout, and by then
-        # the test may have switched to "ok"; the late request must not be recorded as a delivery.
+        # The mode is read once, on arrival, and a delivery is recorded on arrival: a "slow" answer
+        # outlives the client's timeout, and by then the next test may have started (a late append
+        # landed in its list); what was delivered is what arrived.
         mode = state.mode
-        if mode == "slow":
-            time.sleep(3)
-            return Response("too late", status=504)
         if mode == "500":
             return Response("down", status=500)
         if mode == "malformed":
@@ -103,6 +101,8 @@ def recipient() -> Iterator[Recipient]:
             }
             return Response(orjson.dumps(outcome), status=400, content_type="application/fhir+json")
         state.bundles.append(bundle)
+        if mode == "slow":
+            time.sleep(3)
         answer = {
             "resourceType": "Bundle",
             "type": "transaction-response",
