@@ -202,6 +202,28 @@ CURRENT_COLS = (
 )
 
 
+_CURRENT_SQL: dict[tuple[str, str], str] = {}
+
+
+def _current_sql(conn: Connection, where: str) -> str:
+    """``SELECT`` of :data:`CURRENT_COLS` as driver SQL, ``{m}`` in ``where`` standing for the
+    driver's placeholder; built once per condition and paramstyle."""
+    key = (where, conn.dialect.paramstyle)
+    sql = _CURRENT_SQL.get(key)
+    if sql is None:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        columns = ", ".join(c.name for c in CURRENT_COLS)
+        sql = _CURRENT_SQL[key] = f"SELECT {columns} FROM resource WHERE {where.replace('{m}', mark)}"
+    return sql
+
+
+def _stored(row: Any) -> Stored | None:
+    if row is None:
+        return None
+    pk, res_type, res_id, version, last_updated, deleted, content = row
+    return Stored(pk, res_type, res_id, version, last_updated, bool(deleted), content)
+
+
 class Repository:
     """Reads and writes resources; writes always include history and index rows."""
 
@@ -347,10 +369,9 @@ class Repository:
         return rows
 
     def current(self, conn: Connection, res_type: str, res_id: str) -> Stored | None:
-        row = conn.execute(
-            select(*CURRENT_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
-        ).first()
-        return Stored(*row) if row else None
+        # Driver SQL: the most frequent statement of the write and intake paths (issue 21).
+        row = conn.exec_driver_sql(_current_sql(conn, "res_type = {m} AND res_id = {m}"), (res_type, res_id))
+        return _stored(row.first())
 
     def _current_locked(self, conn: Connection, res_type: str, res_id: str) -> Stored | None:
         """The current row under a row lock, for a version-aware (If-Match) update: of concurrent
@@ -381,8 +402,11 @@ class Repository:
         out: dict[int, Stored] = {}
         for start in range(0, len(pks), 500):
             chunk = pks[start : start + 500]
-            for row in conn.execute(select(*CURRENT_COLS).where(resource.c.pk.in_(chunk))):
-                out[row.pk] = Stored(*row)
+            marks = ", ".join(["{m}"] * len(chunk))
+            for row in conn.exec_driver_sql(_current_sql(conn, f"pk IN ({marks})"), tuple(chunk)):
+                stored = _stored(row)
+                assert stored is not None
+                out[stored.pk] = stored
         return out
 
     # -- writes --------------------------------------------------------------------------------

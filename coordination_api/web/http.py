@@ -31,7 +31,12 @@ def base_url() -> str:
     configured = settings().public_base_url
     if configured:
         return configured
-    return request.host_url.rstrip("/") + "/fhir"
+    # Once per request: werkzeug rebuilds host_url (IRI decoding) on every access.
+    environ = request.environ
+    url = environ.get("coordination.base_url")
+    if url is None:
+        url = environ["coordination.base_url"] = request.host_url.rstrip("/") + "/fhir"
+    return str(url)
 
 
 def wants_pretty() -> bool:
