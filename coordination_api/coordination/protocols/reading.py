@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import weakref
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +19,7 @@ from coordination_api.coordination.protocols.model import (
 from coordination_api.core.services import Services
 from coordination_api.core.writes import find_matches
 from coordination_api.errors import Category, FhirError
-from coordination_api.storage.repository import Stored
+from coordination_api.storage.repository import Repository, Stored
 from fhir_profiles.fhirpath_safety import ExpressionLimits
 
 _REF = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
@@ -132,10 +134,61 @@ def find_by_canonical(
 ) -> dict[str, Any] | None:
     """The definition a canonical names (``url`` or ``url|version``); an active one first."""
     url, _, version = canonical.partition("|")
-    params = [("url", url)] + ([("version", version)] if version else [])
-    found = _search(conn, svc, resource_type, params)
+    cached = definitions(conn, svc, resource_type)
+    if cached is None:
+        params = [("url", url)] + ([("version", version)] if version else [])
+        found = _search(conn, svc, resource_type, params)
+    else:  # the same matches as the search: url exact (uri), version exact (token code)
+        candidates = (stored.json() for stored in cached)
+        found = [r for r in candidates if r.get("url") == url and version in ("", r.get("version"))]
     found.sort(key=lambda r: (r.get("status") != "active", str(r.get("version") or "")))
     return found[0] if found else None
+
+
+# -- definitions cache ------------------------------------------------------------------------------
+# A discharge starts every triggered protocol: it read all PlanDefinitions and searched each
+# ActivityDefinition it names, in the discharge's write transaction (on SQLite, with the write lock
+# held). Definitions change rarely: the current rows of a definition type are kept per process and
+# reused while a stamp read in the caller's transaction (count, versions, pks, last update of that
+# type's rows) is unchanged; any create, update or delete changes it (issue 21).
+
+_CACHE_LIMIT = 2000  # beyond this many rows of a type, the search as before
+
+
+@dataclass(frozen=True)
+class _Definitions:
+    stamp: tuple[Any, ...]
+    rows: tuple[Stored, ...]
+
+
+_DEFINITIONS: weakref.WeakKeyDictionary[Repository, dict[str, _Definitions]] = weakref.WeakKeyDictionary()
+_STAMP_SQL = (
+    "SELECT count(*), coalesce(sum(r.version), 0), coalesce(sum(r.pk), 0), coalesce(max(r.last_updated), 0),"
+    " coalesce(sum((SELECT count(*) FROM idx_compartment c WHERE c.res_pk = r.pk)), 0)"
+    " FROM resource r WHERE r.res_type = {m}"
+)
+
+
+def definitions(conn: Connection, svc: Services, resource_type: str) -> tuple[Stored, ...] | None:
+    """The current (not deleted) rows of a definition type as the caller's transaction sees them, or
+    None when they cannot be cached: too many, or one of them is in a patient's compartment (then
+    what a caller may see of them depends on the caller: the search applies the access rule)."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    stamp = tuple(conn.exec_driver_sql(_STAMP_SQL.format(m=mark), (resource_type,)).one())
+    count, compartments = int(stamp[0]), int(stamp[4])
+    if count > _CACHE_LIMIT or compartments:
+        return None
+    per_type = _DEFINITIONS.setdefault(svc.repo, {})
+    known = per_type.get(resource_type)
+    if known is None or known.stamp != stamp:
+        rows = conn.exec_driver_sql(
+            "SELECT pk, res_type, res_id, version, last_updated, deleted, content FROM resource"
+            f" WHERE res_type = {mark} ORDER BY pk",
+            (resource_type,),
+        ).all()
+        current = tuple(Stored(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows if not r[5])
+        known = per_type[resource_type] = _Definitions(stamp, current)
+    return known.rows
 
 
 # -- timing ----------------------------------------------------------------------------------------

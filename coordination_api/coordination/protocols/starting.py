@@ -20,7 +20,7 @@ from coordination_api.coordination.protocols.plans import (
     check_plan_definition,
     valid_resource,
 )
-from coordination_api.coordination.protocols.reading import covers, load_context
+from coordination_api.coordination.protocols.reading import covers, definitions, load_context
 from coordination_api.coordination.protocols.requests import Builder, discharge_actions
 from coordination_api.core.services import Services
 from coordination_api.core.writes import create_in, find_matches
@@ -85,11 +85,16 @@ def _triggered(conn: Connection, svc: Services) -> Iterator[dict[str, Any]]:
     """Active, effective PlanDefinitions with a discharge trigger; for one url, the last updated."""
     now = datetime.now(UTC)
     latest: dict[str, dict[str, Any]] = {}
-    found = find_matches(conn, svc, "PlanDefinition", [("status", "active")], limit=_MAX_PLANS)
-    for stored in sorted(found, key=lambda s: s.last_updated):
-        plan_definition = stored.json()
+    cached = definitions(conn, svc, "PlanDefinition")
+    if cached is None:
+        stored = find_matches(conn, svc, "PlanDefinition", [("status", "active")], limit=_MAX_PLANS)
+        found = [(s, s.json()) for s in stored]
+    else:  # the same as the search status=active (token code), the first _MAX_PLANS by pk
+        parsed = ((s, s.json()) for s in cached)
+        found = [(s, pd) for s, pd in parsed if pd.get("status") == "active"][:_MAX_PLANS]
+    for stored_plan, plan_definition in sorted(found, key=lambda item: item[0].last_updated):
         if discharge_actions(plan_definition) and covers(plan_definition.get("effectivePeriod"), now):
-            latest[str(plan_definition.get("url") or stored.res_id)] = plan_definition
+            latest[str(plan_definition.get("url") or stored_plan.res_id)] = plan_definition
     yield from latest.values()
 
 
