@@ -7,6 +7,8 @@ database's owner when it runs as root; the gate does not."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,11 +29,17 @@ def _write(database: Path) -> None:
         engine.dispose()
 
 
-def test_the_service_user_writes_after_a_root_command(tmp_path: Path) -> None:
+def test_the_service_user_writes_after_a_root_command() -> None:
     if os.getuid() != 0:
         pytest.skip("needs root to act as the operator and as the service user")
-    directory = tmp_path / "data"
-    directory.mkdir()
+    directory = Path(tempfile.mkdtemp(prefix="review22-"))  # (pytest's tmp_path is root's, 0700)
+    try:
+        _root_then_service_user(directory)
+    finally:
+        shutil.rmtree(directory)
+
+
+def _root_then_service_user(directory: Path) -> None:
     database = directory / "coordination.db"
     _write(database)  # the operator's command, as root
     for path in [directory, *directory.iterdir()]:
