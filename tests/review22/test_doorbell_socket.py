@@ -82,7 +82,9 @@ def test_made_up_lane_names_do_not_grow_the_worker(engine: Engine) -> None:
         time.sleep(1.0)
         known = {doorbell.NOTIFICATIONS, doorbell.JOBS, doorbell.EXPORTS}
         names = len(bell._rings)
-        assert names <= len(known), f"the worker now keeps a counter for {names} lane names sent by another user"
+        assert names <= len(known), (
+            f"the worker now keeps a counter for {names} lane names sent by another user"
+        )
     finally:
         bell.close()
 

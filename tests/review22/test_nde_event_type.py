@@ -1,7 +1,8 @@
 """Review 22: an NdE update may not change its event type, but the update hook compares only the FIRST
 event-type coding, while the ``event-type`` search parameter indexes every one
 (CommunicationRequest.extension('…event-type').value): a second extension (or a second coding) makes
-an admission announced by an intake a discharge to every search and subscription, without an intake."""
+an admission announced by an intake a discharge to every search and subscription, without an intake,
+and any client that may update CommunicationRequests can do it (no sender check on an update)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import Fhir
+from tests.conftest import Fhir, authed
 from tests.coordination.intake.messages import EVENT_TYPE, NOS_R254, as_sender, nde
 
 SOR = {"system": NOS_R254, "code": "SOR"}
@@ -33,9 +34,11 @@ def test_an_nde_update_cannot_add_a_discharge_to_an_admission(
     as_sender(client)
     stored = fhir.create(nde(code="ADM", identifier="adm-1"))
     assert fhir.ids("CommunicationRequest?event-type=SOR") == set()
-    response = fhir.request("PUT", f"/fhir/CommunicationRequest/{stored['id']}", change(stored))
+    # Another client, registered for no sender at all (it could not announce anything by POST).
+    other = Fhir(authed(client.application.test_client()))
+    response = other.request("PUT", f"/fhir/CommunicationRequest/{stored['id']}", change(stored))
     found = fhir.ids("CommunicationRequest?event-type=SOR")
     assert response.status_code == 422 and found == set(), (
-        f"the admission NdE now answers event-type=SOR (a discharge) without an intake: "
-        f"PUT -> {response.status_code}, found {found}"
+        f"an update by a non-sender gave the admission NdE a discharge (SOR) event type, no intake: "
+        f"PUT -> {response.status_code}, event-type=SOR finds {found}"
     )

@@ -59,7 +59,7 @@ def _root_then_service_user(directory: Path) -> None:
             os.write(w, answer)
             os._exit(0)
     os.waitpid(pid, 0)
-    answer = os.read(r, 4096).decode()
+    reported = os.read(r, 4096).decode()
     os.close(r)
     os.close(w)
-    assert answer == "ok", f"the database's owner cannot write: {answer}"
+    assert reported == "ok", f"the database's owner cannot write: {reported}"
