@@ -199,7 +199,10 @@ class _Socket(_AfterCommit):
     def _send(self, lanes: set[str]) -> None:
         # A socket per ring (a few microseconds): none is left open for the garbage collector, or
         # shared by forked processes. Nobody bound (no worker) or its buffer full: the worker polls.
+        # Never into a directory another user made (a database in a shared directory): the worker
+        # refuses it too, and says so.
         with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as out:
+            private_directory(self.database, self.directory, create=False)
             out.setblocking(False)
             out.sendto(" ".join(sorted(lanes)).encode(), self.address)
 
@@ -235,7 +238,9 @@ class _Socket(_AfterCommit):
             except BlockingIOError:
                 holder = os.pread(lock, 32, 0).decode(errors="replace").strip() or "?"
                 log.warning(
-                    "outbox doorbell: process %s already listens on %s; this worker polls", holder, self.address
+                    "outbox doorbell: process %s already listens on %s; this worker polls",
+                    holder,
+                    self.address,
                 )
                 os.close(lock)
                 return None

@@ -76,18 +76,20 @@ def dir_mode(db: os.stat_result | None) -> int:
     return mode
 
 
-def private_directory(database: str, path: str) -> None:
+def private_directory(database: str, path: str, *, create: bool = True) -> None:
     """Make ``path`` a directory only the database's writers can enter (created if missing, with the
     database's owner), or raise PermissionError when the one there is not: someone else's (another
-    local user may have made it first in a shared directory), a link, or open to more."""
+    local user may have made it first in a shared directory), a link, or open to more. ``create``
+    False: only the check (OSError when it is missing)."""
     db = database_stat(database)
     allowed = dir_mode(db)
-    try:
-        os.mkdir(path, allowed)
-    except FileExistsError:
-        pass
-    else:
-        adopt(database, path, directory=True)
+    if create:
+        try:
+            os.mkdir(path, allowed)
+        except FileExistsError:
+            pass
+        else:
+            adopt(database, path, directory=True)
     st = os.lstat(path)
     owners = {os.geteuid()} | ({db.st_uid} if db is not None else set())
     if not stat.S_ISDIR(st.st_mode) or st.st_uid not in owners or stat.S_IMODE(st.st_mode) & ~allowed:
