@@ -7,6 +7,7 @@ the HTTP statuses of R4 http.html section 3.1.0.4 / 3.1.0.5.
 from __future__ import annotations
 
 import enum
+import os
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +130,16 @@ def from_connector_error(exc: ConnectorError) -> FhirError:
     return FhirError(category, str(exc))
 
 
+class DatabaseFileError(Exception):
+    """A file the database needs beside it (storage/sidecar.py: the SQLite writer gate's lock file)
+    cannot be opened, e.g. left by a command run as another user: 503 naming it (an operator must act)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 # Retry-After (RFC 9110 section 10.2.3), in seconds, of a database that is busy (a lock held longer than
 # the lock timeout, a statement cancelled by the statement timeout) or unreachable (restart, failover).
 RETRY_AFTER_BUSY = 2
@@ -161,6 +172,9 @@ def from_database_error(exc: BaseException) -> FhirError | None:
     the read path (storage.engine.open_reader)."""
     if isinstance(exc, sa_exc.TimeoutError):  # QueuePool: no connection freed in pool_timeout
         return _transient("every database connection is in use", RETRY_AFTER_BUSY)
+    if isinstance(exc, DatabaseFileError):  # the file's name, not its directory (the log has the path)
+        reason = f"the server cannot open {os.path.basename(exc.path)} beside the database ({exc.reason})"
+        return _transient(reason, RETRY_AFTER_UNAVAILABLE)
     invalidated = False
     if isinstance(exc, sa_exc.DBAPIError):
         invalidated = exc.connection_invalidated

@@ -12,9 +12,14 @@ SQLite a pass of the jobs or export lane takes the write lock); the worker ``lis
   that LISTENs; when it is lost (restart, pg_terminate_backend) the listener reconnects with a backoff
   and the lanes poll meanwhile. The channel names the database and schema: deployments (and test
   schemas) sharing one server do not wake each other.
-- SQLite file: after the commit (never before: the worker must find the rows), one datagram to a Linux
-  abstract-namespace UNIX socket named after the database file, bound by the worker; best effort and
-  non-blocking. A second worker on the same file cannot bind the name: it just polls.
+- SQLite file: after the commit (never before: the worker must find the rows), one datagram to the UNIX
+  socket the worker bound in ``<database>-doorbell/``, a directory beside the database that only its
+  writers can enter (the database's owner and mode, storage/sidecar.py: no other local user can ring,
+  flood or take it; review 22 F2); best effort and non-blocking. The worker that listens holds an flock
+  on ``<database>-doorbell/lock``: a second worker on the same file polls, and the socket a crashed
+  worker left is replaced.
+
+Only the three lane names below are counted; anything else a ring or a NOTIFY carries is dropped.
 - SQLite in memory (one process): an in-process wake-up after the commit.
 
 Framework-free: it knows engines and connections, not the app.
@@ -23,7 +28,8 @@ Framework-free: it knows engines and connections, not the app.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import errno
+import fcntl
 import logging
 import os
 import select
@@ -37,6 +43,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from coordination_api.storage.sidecar import adopt, open_beside, private_directory
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,9 @@ KEEPALIVE = 30.0  # seconds of silence after which the listening connection is c
 NOTIFICATIONS = "notifications"  # subscription_outbox rows, handshakes
 JOBS = "jobs"  # connector_job rows
 EXPORTS = "exports"  # bulk_export_job rows
+LANES = frozenset({NOTIFICATIONS, JOBS, EXPORTS})
+# sockaddr_un.sun_path (Linux: 108 bytes with the terminating NUL).
+_SUN_PATH = 107
 
 
 class Doorbell:
@@ -87,7 +98,8 @@ class Doorbell:
                 self._everyone += 1
             else:
                 for lane in lanes:
-                    self._rings[lane] = self._rings.get(lane, 0) + 1
+                    if lane in LANES:  # a name from outside (datagram, NOTIFY payload) never keys memory
+                        self._rings[lane] = self._rings.get(lane, 0) + 1
             self._cond.notify_all()
 
     def listen(self) -> bool:
@@ -135,6 +147,7 @@ class _AfterCommit(Doorbell):
         event.listen(engine.pool, "checkin", self._checkin)
 
     def ring(self, conn: Connection, lane: str) -> None:
+        _known(lane)
         conn.info.setdefault(_PENDING, set()).add(lane)
 
     def _checkin(self, _dbapi_connection: Any, record: ConnectionPoolEntry | None) -> None:
@@ -144,6 +157,11 @@ class _AfterCommit(Doorbell):
 
     def _send(self, lanes: set[str]) -> None:
         self.wake(lanes)
+
+
+def _known(lane: str) -> None:
+    if lane not in LANES:
+        raise ValueError(f"unknown doorbell lane {lane!r}")
 
 
 def _committing(conn: Connection) -> None:
@@ -166,20 +184,25 @@ class _Local(_AfterCommit):
 
 
 class _Socket(_AfterCommit):
-    """A SQLite file: a datagram to the socket the worker bound, named after the file."""
+    """A SQLite file: a datagram to the socket the worker bound in the database's private directory."""
 
     def __init__(self, engine: Engine, path: str) -> None:
         super().__init__(engine)
-        digest = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:40]
-        self.address = f"\0coordination-outbox-{digest}".encode()
+        self.database = os.path.realpath(path)
+        self.directory = self.database + "-doorbell"
+        self.address = os.path.join(self.directory, "bell")
         self._in: socket.socket | None = None
+        self._lock_fd = -1
         self._thread: threading.Thread | None = None
         self._closing = False
 
     def _send(self, lanes: set[str]) -> None:
         # A socket per ring (a few microseconds): none is left open for the garbage collector, or
         # shared by forked processes. Nobody bound (no worker) or its buffer full: the worker polls.
+        # Never into a directory another user made (a database in a shared directory): the worker
+        # refuses it too, and says so.
         with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as out:
+            private_directory(self.database, self.directory, create=False)
             out.setblocking(False)
             out.sendto(" ".join(sorted(lanes)).encode(), self.address)
 
@@ -188,12 +211,12 @@ class _Socket(_AfterCommit):
         return self._in is not None
 
     def _start(self) -> bool:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            sock.bind(self.address)
-        except OSError as exc:  # another worker has it (or no abstract namespace here): poll
-            sock.close()
-            log.info("outbox doorbell: not listening (%s); the worker polls", exc)
+            sock = self._bind()
+        except OSError as exc:
+            log.warning("outbox doorbell: not listening on %s (%s); the worker polls", self.address, exc)
+            return False
+        if sock is None:
             return False
         self._closing = False
         self._in = sock
@@ -201,6 +224,42 @@ class _Socket(_AfterCommit):
         self._thread.start()
         self.wake()  # as on PostgreSQL: a pass for whatever was committed before anyone listened
         return True
+
+    def _bind(self) -> socket.socket | None:
+        """The bound socket, or None when another worker listens (raises OSError when this one cannot:
+        a directory someone else made, a path too long for a socket)."""
+        if len(self.address.encode()) > _SUN_PATH:
+            raise OSError(errno.ENAMETOOLONG, "the database's path is too long for a socket's")
+        private_directory(self.database, self.directory)
+        lock = open_beside(self.database, os.path.join(self.directory, "lock"))
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(lock, 32, 0).decode(errors="replace").strip() or "?"
+                log.warning(
+                    "outbox doorbell: process %s already listens on %s; this worker polls",
+                    holder,
+                    self.address,
+                )
+                os.close(lock)
+                return None
+            os.ftruncate(lock, 0)
+            os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)
+            with contextlib.suppress(FileNotFoundError):  # left by a worker that ended without closing
+                os.unlink(self.address)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                sock.bind(self.address)
+                adopt(self.database, self.address)  # root's worker: the database owner's writers ring it
+            except BaseException:
+                sock.close()
+                raise
+        except BaseException:
+            os.close(lock)
+            raise
+        self._lock_fd = lock
+        return sock
 
     def _serve(self, sock: socket.socket) -> None:
         try:
@@ -222,8 +281,9 @@ class _Socket(_AfterCommit):
             sock.close()
 
     def _stop(self) -> None:
-        sock, thread = self._in, self._thread
+        sock, thread, lock = self._in, self._thread, self._lock_fd
         self._in = self._thread = None
+        self._lock_fd = -1
         if sock is None or thread is None:
             return
         self._closing = True
@@ -233,6 +293,9 @@ class _Socket(_AfterCommit):
         except OSError:
             sock.shutdown(socket.SHUT_RDWR)
         thread.join(timeout=5)
+        with contextlib.suppress(OSError):  # still ours: the lock is held until the next line
+            os.unlink(self.address)
+        os.close(lock)
 
 
 class _Postgres(Doorbell):
@@ -252,6 +315,7 @@ class _Postgres(Doorbell):
         self._wake_r, self._wake_w = -1, -1
 
     def ring(self, conn: Connection, lane: str) -> None:
+        _known(lane)
         # Once per lane and transaction (or savepoint: its NOTIFY goes if it rolls back).
         current = conn.get_nested_transaction() or conn.get_transaction()
         rung: dict[str, Any] = conn.info.setdefault(_RUNG, {})

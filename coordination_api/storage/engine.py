@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -22,8 +23,11 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from coordination_api.config import DatabaseTimeouts
+from coordination_api.errors import DatabaseFileError
+from coordination_api.storage.sidecar import open_beside
 
 WRITE = {"coordination_write": True}
+log = logging.getLogger(__name__)
 
 
 def make_engine(
@@ -92,7 +96,7 @@ def _sqlite_engine(url: str, database: str | None, echo: bool, timeouts: Databas
     gate = (
         None
         if not database or database == ":memory:"
-        else WriterGate(database + "-writer.lock", timeouts.lock)
+        else WriterGate(database + "-writer.lock", timeouts.lock, database=database)
     )
 
     @event.listens_for(engine, "connect")
@@ -135,10 +139,12 @@ class WriterGate:
     database. SQLite's own busy handler sleeps in growing steps (up to 100 ms) and lets a newcomer
     overtake the sleepers, so under 16 concurrent writers some requests waited seconds (issue 21);
     here a waiter is woken when the writer before it ends. Bounded by the lock timeout, then "database
-    is locked" (503, errors.py), as busy_timeout was."""
+    is locked" (503, errors.py), as busy_timeout was. The lock file takes the database file's owner and
+    mode (storage/sidecar.py); one that cannot be opened is a DatabaseFileError (503 naming it)."""
 
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, path: str, timeout: float, *, database: str | None = None) -> None:
         self.path = path
+        self.database = database if database is not None else path.removesuffix("-writer.lock")
         self.timeout = timeout
         self._threads = threading.Lock()
         self._fd: int | None = None
@@ -154,7 +160,11 @@ class WriterGate:
 
     def _file(self) -> int:
         if self._pid != os.getpid():  # a forked child must not share its parent's open file (flock)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                self._fd = open_beside(self.database, self.path, os.O_RDONLY)  # only flock()ed
+            except OSError as exc:
+                log.warning("SQLite writer gate: cannot open its lock file %s: %s", self.path, exc)
+                raise DatabaseFileError(self.path, exc.strerror or str(exc)) from exc
             self._pid = os.getpid()
             weakref.finalize(self, _close_quietly, self._fd)  # with the engine that holds the gate
         assert self._fd is not None

@@ -16,6 +16,7 @@ logged, never raised: statistics are an optimisation, not a reason to fail a wri
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -26,12 +27,19 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from coordination_api.errors import DatabaseFileError
 from coordination_api.storage.engine import WRITE, is_postgres
 
 log = logging.getLogger(__name__)
 
 # After a check that found nothing to analyze, the next one waits at least this long.
 RECHECK_SECONDS = 1.0
+# After a check that failed (the database away, or the SQLite writer gate not free within the lock
+# timeout: writers are busy), the next one waits longer: not one more try after every write.
+FAILED_RECHECK_SECONDS = 30.0
+# What a check may fail with: SQLAlchemy's errors, and the writer gate's raw ones (engine.WriterGate
+# raises in SQLAlchemy's "begin" event, which does not wrap them).
+_FAILURES = (SQLAlchemyError, sqlite3.Error, DatabaseFileError)
 
 # Tables of this schema, their rows written since the last ANALYZE and their size then (reltuples:
 # -1 when never analyzed nor vacuumed).
@@ -126,15 +134,16 @@ class TableStats:
 
     def _analyze_grown(self, *, include_never: bool) -> list[str]:
         written = self._written
+        failed = False
         try:
             tables = self.grown(include_never=include_never)
             for table in tables:
                 self._analyze(table)
                 if table in self._sqlite_seen:
                     self._sqlite_sizes[table] = self._sqlite_seen[table]
-        except SQLAlchemyError as exc:
+        except _FAILURES as exc:
             log.warning("refreshing table statistics failed: %s", exc.__class__.__name__, exc_info=True)
-            tables = []
+            tables, failed = [], True
         if tables:
             # Rows noted meanwhile stay counted.
             with self._counting:
@@ -143,7 +152,7 @@ class TableStats:
             log.info("table statistics refreshed: %s", ", ".join(tables))
         else:
             # Nothing past the threshold yet (or the database failed): keep counting, look again later.
-            self._next_check = time.monotonic() + RECHECK_SECONDS
+            self._next_check = time.monotonic() + (FAILED_RECHECK_SECONDS if failed else RECHECK_SECONDS)
         return tables
 
     def grown(self, *, include_never: bool = False) -> list[str]:

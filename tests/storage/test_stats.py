@@ -4,6 +4,7 @@ large imports and transactions, not after small writes; autovacuum off is warned
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,10 @@ from sqlalchemy import Engine
 
 from coordination_api.app import create_app
 from coordination_api.cli import main
-from coordination_api.config import Settings
-from coordination_api.storage.engine import is_postgres
+from coordination_api.config import DatabaseTimeouts, Settings
+from coordination_api.storage.engine import WRITE, is_postgres, make_engine
 from coordination_api.storage.migrate import upgrade
-from coordination_api.storage.stats import TableStats, check_at_start
+from coordination_api.storage.stats import FAILED_RECHECK_SECONDS, TableStats, check_at_start
 from tests.conftest import authed, close_app
 
 # The tables every write of a resource grows.
@@ -192,3 +193,33 @@ def test_start_up_warns_when_autovacuum_is_off(
         assert check_at_start(TableStats(empty_engine)) is (autovacuum == "on")
     warned = [r for r in caplog.records if "autovacuum is off" in r.getMessage()]
     assert len(warned) == (0 if autovacuum == "on" else 1)
+
+
+def test_a_writer_gate_timeout_during_analyze_is_logged_and_waits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite: the ANALYZE waits for the writer gate like any writer; a gate timeout (a raw
+    sqlite3 error, raised before SQLAlchemy wraps anything) is logged and the next check waits
+    FAILED_RECHECK_SECONDS, not the next write (review 22)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'gate.db'}", timeouts=DatabaseTimeouts(lock=0.2))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            conn.exec_driver_sql(
+                "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 20) "
+                "INSERT INTO t SELECT x FROM n"
+            )
+        stats = TableStats(engine, minimum=10)
+        stats.add(20)
+        with (
+            engine.connect().execution_options(**WRITE) as holder,
+            holder.begin(),  # the gate is taken
+            caplog.at_level(logging.WARNING, logger="coordination_api.storage.stats"),
+        ):
+            assert stats.refresh(wait=True) == []
+        assert "refreshing table statistics failed: OperationalError" in caplog.text
+        assert not stats.due(), "a failed check is retried after FAILED_RECHECK_SECONDS, not at once"
+        assert stats._next_check - time.monotonic() > FAILED_RECHECK_SECONDS / 2
+        assert stats.refresh(wait=True, force=True) == ["t"]  # the gate free again
+    finally:
+        engine.dispose()
