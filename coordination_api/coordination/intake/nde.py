@@ -8,8 +8,9 @@ the stored CommunicationRequest then points at the matched Patient and Organizat
 
 Assumptions (the NdE IG was not at hand): the event-type value is a Coding (or CodeableConcept) of
 TRE_R254, and an NdE announces one event (several distinct codes, by codings or extensions, are
-refused rather than read by the first, since the index holds them all); the occurrence (``occurrenceDateTime``, else ``authoredOn``) is the event time; without a
-contained Encounter, one is derived (class IMP, status from the event, period from the occurrence).
+refused rather than read by the first, since the index holds them all); the occurrence
+(``occurrenceDateTime``, else ``authoredOn``) is the event time; without a contained Encounter, one is
+derived (class IMP, status from the event, period from the occurrence).
 """
 
 from __future__ import annotations
