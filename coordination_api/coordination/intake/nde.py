@@ -73,7 +73,9 @@ def event_code(resource: dict[str, Any]) -> tuple[Any, Any] | None:
         for e in extensions
         if not any(isinstance(e.get(k), dict) for k in ("valueCoding", "valueCodeableConcept"))
     ]
-    distinct = sorted(set(codes), key=str)
+    # Both parts are strings after validation; anything else is refused, never hashed.
+    other += [c for c in codes if not all(isinstance(part, str | None) for part in c)]
+    distinct = sorted({c for c in codes if all(isinstance(part, str | None) for part in c)}, key=str)
     if other or len(distinct) != 1 or not isinstance(distinct[0][1], str):
         shown = ", ".join(f"{system}|{code}" for system, code in distinct) or "none"
         raise FhirError(
