@@ -148,7 +148,14 @@ def reference_type(reference: dict[str, Any]) -> str | None:
     return segments[-2] if len(segments) >= 2 else None
 
 
+# FHIRPath extension(url) is every extension with that url (R4 fhirpath.html#functions,
+# "extension(url : string)"); fhirpathpy 2.2 returns only the first, so an index would miss the others
+# while a reader of the resource sees them all. The where() form is evaluated as the spec says.
+_EXTENSION_CALL = re.compile(r"(?<=\.)extension\(\s*'(?P<url>[^'\\]*)'\s*\)")
+
+
 def _fhirpath_extractor(expression: str) -> Extractor:
+    expression = _EXTENSION_CALL.sub(lambda m: f"extension.where(url = '{m.group('url')}')", expression)
     compiled = fhirpathpy.compile(expression, model=fhirpath_models["r4"])
 
     def extract(resource: dict[str, Any]) -> list[Any]:

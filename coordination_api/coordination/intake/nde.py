@@ -7,8 +7,10 @@ the stored CommunicationRequest then points at the matched Patient and Organizat
 ``CommunicationRequest?subject.identifier=`` and ``?event-type=`` find it).
 
 Assumptions (the NdE IG was not at hand): the event-type value is a Coding (or CodeableConcept) of
-TRE_R254; the occurrence (``occurrenceDateTime``, else ``authoredOn``) is the event time; without a
-contained Encounter, one is derived (class IMP, status from the event, period from the occurrence).
+TRE_R254, and an NdE announces one event (several distinct codes, by codings or extensions, are
+refused rather than read by the first, since the index holds them all); the occurrence
+(``occurrenceDateTime``, else ``authoredOn``) is the event time; without a contained Encounter, one is
+derived (class IMP, status from the event, period from the occurrence).
 """
 
 from __future__ import annotations
@@ -31,14 +33,59 @@ KINDS = {"ADM": "admit", "SOR": "discharge"}
 _STATUS = {"admit": "in-progress", "discharge": "finished"}
 
 
-def event_coding(resource: dict[str, Any]) -> dict[str, Any] | None:
-    for extension in resource.get("extension") or []:
-        if isinstance(extension, dict) and extension.get("url") == EVENT_TYPE_URL:
-            if isinstance(extension.get("valueCoding"), dict):
-                return dict(extension["valueCoding"])
-            codings = (extension.get("valueCodeableConcept") or {}).get("coding") or []
-            return dict(codings[0]) if codings else {}
-    return None
+def event_extensions(resource: dict[str, Any]) -> list[Any]:
+    """Every NdE event-type extension of the resource, whole (one is enough to make it an NdE)."""
+    extensions = resource.get("extension")
+    return [
+        e
+        for e in (extensions if isinstance(extensions, list) else [])
+        if isinstance(e, dict) and e.get("url") == EVENT_TYPE_URL
+    ]
+
+
+def event_codes(resource: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """(system, code) of every coding of every event-type extension: what the ``event-type`` search
+    parameter indexes (CommunicationRequest.extension('…event-type').value, every coding)."""
+    codes: list[tuple[Any, Any]] = []
+    for extension in event_extensions(resource):
+        value = extension.get("valueCoding")
+        if isinstance(value, dict):
+            codes.append((value.get("system"), value.get("code")))
+            continue
+        concept = extension.get("valueCodeableConcept")
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        for coding in codings if isinstance(codings, list) else []:
+            if isinstance(coding, dict):
+                codes.append((coding.get("system"), coding.get("code")))
+    return codes
+
+
+def event_code(resource: dict[str, Any]) -> tuple[Any, Any] | None:
+    """The one event an NdE announces (None: not an NdE). The intake acts on it and the index holds
+    it, so every event-type value must be a Coding or CodeableConcept and all of them one code: an
+    NdE announcing several events (several codings or extensions) is refused, not read by its first."""
+    extensions = event_extensions(resource)
+    if not extensions:
+        return None
+    codes = event_codes(resource)
+    other = [
+        e
+        for e in extensions
+        if not any(isinstance(e.get(k), dict) for k in ("valueCoding", "valueCodeableConcept"))
+    ]
+    # Both parts are strings after validation; anything else is refused, never hashed.
+    other += [c for c in codes if not all(isinstance(part, str | None) for part in c)]
+    distinct = sorted({c for c in codes if all(isinstance(part, str | None) for part in c)}, key=str)
+    if other or len(distinct) != 1 or not isinstance(distinct[0][1], str):
+        shown = ", ".join(f"{system}|{code}" for system, code in distinct) or "none"
+        raise FhirError(
+            Category.UNPROCESSABLE,
+            "An NdE CommunicationRequest announces one event: its event-type extension(s) carry one "
+            f"TRE_R254 code as a Coding or CodeableConcept (found: {shown}"
+            f"{'; a value of another type' if other else ''})",
+            expression="CommunicationRequest.extension",
+        )
+    return distinct[0]
 
 
 def _contained(resource: dict[str, Any], reference: Any, resource_type: str) -> dict[str, Any] | None:
@@ -51,11 +98,12 @@ def _contained(resource: dict[str, Any], reference: Any, resource_type: str) -> 
     return None
 
 
-def to_event(resource: dict[str, Any], coding: dict[str, Any]) -> EncounterEvent:
-    kind = KINDS.get(str(coding.get("code"))) if coding.get("system") in {NOS_R254, None} else None
+def to_event(resource: dict[str, Any], code: tuple[Any, Any]) -> EncounterEvent:
+    system, value = code
+    kind = KINDS.get(str(value)) if system in {NOS_R254, None} else None
     if kind is None:
         raise EventError(
-            f"Unsupported NdE event type {coding.get('system')}|{coding.get('code')} (supported: ADM, SOR)",
+            f"Unsupported NdE event type {system}|{value} (supported: ADM, SOR)",
             code="201",
             location="CommunicationRequest.extension",
         )
@@ -114,15 +162,17 @@ def identifier_criteria(resource: dict[str, Any]) -> str | None:
     return None
 
 
-# What an NdE's intake established; an update keeps them (the reference only: a display may change).
-_ESTABLISHED = ("subject", "sender", "encounter")
+# What an NdE's intake established or keys it by (identifier: a resend is recognised by it and the
+# sender, identifier_criteria). An update keeps each as a whole value, as the index reads all of it
+# (e.g. subject.identifier is indexed beside subject.reference).
+_ESTABLISHED = ("subject", "sender", "encounter", "identifier")
 
 
 def before_create(conn: Connection, svc: Services, pending: PendingCreate) -> None:
     """The create hook create_app registers: an NdE CommunicationRequest becomes its encounter event,
     in the create's transaction. A resend (same identifier, same sender) finds the first one and
     changes nothing. A PUT (update-as-create) cannot be an intake: the intake decides the id."""
-    if pending.resource_type != "CommunicationRequest" or event_coding(pending.body) is None:
+    if pending.resource_type != "CommunicationRequest" or not event_extensions(pending.body):
         return
     if pending.res_id is not None:
         raise FhirError(
@@ -132,6 +182,7 @@ def before_create(conn: Connection, svc: Services, pending: PendingCreate) -> No
             "its intake (sender check, message log, Patient match) decides what is stored",
             expression="CommunicationRequest.extension",
         )
+    event_code(pending.body)  # one event, also for a resend: what the index would hold is checked first
     if not pending.if_none_exist:
         pending.if_none_exist = identifier_criteria(pending.body)
     criteria = pending.if_none_exist
@@ -141,29 +192,27 @@ def before_create(conn: Connection, svc: Services, pending: PendingCreate) -> No
 
 def before_update(_conn: Connection, _svc: Services, pending: PendingUpdate) -> None:
     """The update hook create_app registers: an update cannot be an intake. It may not make an NdE of
-    a CommunicationRequest that is none, nor change an NdE's event type, patient, sender or encounter
-    (each is an event only an intake may announce)."""
+    a CommunicationRequest that is none, nor change or remove anything an NdE's intake established:
+    its event-type extensions, subject, sender, encounter, identifier and the contained resources
+    they point at, each compared whole (a changed one would be an event only an intake may announce)."""
     if pending.resource_type != "CommunicationRequest":
         return
-    coding = event_coding(pending.body)
-    if coding is None:
-        return  # not (or no longer) an NdE: an ordinary CommunicationRequest
     before = pending.current.json()
+    was, now = event_extensions(before), event_extensions(pending.body)
+    if not was and not now:
+        return  # an ordinary CommunicationRequest
     name = f"CommunicationRequest/{pending.res_id}"
-    if event_coding(before) is None:
+    if not was:
         raise FhirError(
             Category.UNPROCESSABLE,
             f"{name} is not an NdE and an update cannot make it one: an NdE (event-type extension) "
             "is announced by POST [base]/CommunicationRequest, which runs its intake",
             expression="CommunicationRequest.extension",
         )
-    changed = [
-        element
-        for element in _ESTABLISHED
-        if _reference(pending.body.get(element)) != _reference(before.get(element))
-    ]
-    if _code(coding) != _code(event_coding(before) or {}):
-        changed.insert(0, "extension")
+    changed = ["extension"] if was != now else []
+    changed += [e for e in _ESTABLISHED if pending.body.get(e) != before.get(e)]
+    if _pointed_at(pending.body) != _pointed_at(before):
+        changed.append("contained")
     if changed:
         raise FhirError(
             Category.UNPROCESSABLE,
@@ -173,12 +222,31 @@ def before_update(_conn: Connection, _svc: Services, pending: PendingUpdate) -> 
         )
 
 
-def _reference(value: Any) -> Any:
-    return value.get("reference") if isinstance(value, dict) else value
+def _pointed_at(resource: dict[str, Any]) -> dict[str, list[Any]]:
+    """The contained resources the established elements point at (``#id``), and those they point at
+    in turn: id -> every contained resource with that id, whole."""
+    contained = [c for c in resource.get("contained") or [] if isinstance(c, dict)]
+    found: dict[str, list[Any]] = {}
+    todo = [resource.get(e) for e in _ESTABLISHED]
+    while todo:
+        for ref in _local_references(todo.pop()):
+            if ref not in found:
+                found[ref] = [c for c in contained if c.get("id") == ref]
+                todo.extend(found[ref])
+    return found
 
 
-def _code(coding: dict[str, Any]) -> tuple[Any, Any]:
-    return coding.get("system"), coding.get("code")
+def _local_references(value: Any) -> list[str]:
+    """The ids of the ``#id`` references anywhere in ``value`` (R4 references.html#contained)."""
+    if isinstance(value, list):
+        return [ref for item in value for ref in _local_references(item)]
+    if not isinstance(value, dict):
+        return []
+    out = [ref for item in value.values() for ref in _local_references(item)]
+    ref = value.get("reference")
+    if isinstance(ref, str) and ref.startswith("#") and len(ref) > 1:
+        out.append(ref[1:])
+    return out
 
 
 def intake(conn: Connection, svc: Services, resource: dict[str, Any], who: Principal) -> dict[str, Any]:
@@ -186,11 +254,11 @@ def intake(conn: Connection, svc: Services, resource: dict[str, Any], who: Princ
 
     Not an NdE CommunicationRequest: returned unchanged. Without an identifier the message cannot be
     recognised when resent, so one is required (a replay then changes nothing)."""
-    coding = event_coding(resource)
-    if coding is None:
+    code = event_code(resource)
+    if code is None:
         return resource
     try:
-        event = to_event(resource, coding)
+        event = to_event(resource, code)
         if not event.message_id:
             raise EventError(
                 "An NdE CommunicationRequest needs an identifier (it makes a resend harmless)",
