@@ -174,3 +174,54 @@ def test_0016_indexes_the_r4_parameters_of_types_the_transcription_lacked(tmp_pa
     assert fhir.ids(f"Account?identifier:of-type={v2}|MR|ACC-1") == {"a1"}
     assert fhir.ids("RiskAssessment?probability=lt0.5&subject=Patient/p1") == {"r1"}
     repo.engine.dispose()
+
+
+def test_0018_indexes_every_extension_an_extension_url_parameter_names(tmp_path: Path) -> None:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'old.db'}", security_disabled=True))
+    repo = app.extensions["coordination"].repo
+    upgrade(repo.engine, "0017")
+    url = "https://interop.esante.gouv.fr/ig/fhir/nde/StructureDefinition/event-type"
+    r254 = "https://mos.esante.gouv.fr/NOS/TRE_R254-TypeEvenement/FHIR/TRE-R254-TypeEvenement"
+
+    def request(res_id: str, *codes: str) -> dict[str, object]:
+        return {
+            "resourceType": "CommunicationRequest",
+            "id": res_id,
+            "status": "active",
+            "extension": [{"url": url, "valueCoding": {"system": r254, "code": code}} for code in codes],
+        }
+
+    with repo.engine.begin() as conn:
+        pks = {}
+        for body in (request("two", "ADM", "SOR"), request("none")):
+            pks[body["id"]] = conn.execute(
+                insert(resource).values(
+                    res_type="CommunicationRequest",
+                    res_id=body["id"],
+                    version=1,
+                    last_updated=1,
+                    deleted=False,
+                    content=json.dumps(body),
+                )
+            ).inserted_primary_key[0]
+        # What the earlier code wrote: the first extension only.
+        conn.execute(
+            insert(idx_token).values(
+                res_pk=pks["two"],
+                res_type="CommunicationRequest",
+                param="event-type",
+                system=r254,
+                code="ADM",
+            )
+        )
+    upgrade(repo.engine)
+    with repo.engine.connect() as conn:
+        rows = conn.execute(
+            select(idx_token.c.res_pk, idx_token.c.code).where(idx_token.c.param == "event-type")
+        ).all()
+        status_rows = conn.execute(select(idx_token.c.res_pk).where(idx_token.c.param == "status")).all()
+    assert sorted((r.res_pk, r.code) for r in rows) == [(pks["two"], "ADM"), (pks["two"], "SOR")]
+    # Only the resources naming one of the urls are re-indexed: the other keeps its (absent) rows.
+    assert [r.res_pk for r in status_rows] == [pks["two"]]
+    fhir = Fhir(app.test_client())
+    assert fhir.ids(f"CommunicationRequest?event-type={r254}|SOR") == {"two"}

@@ -74,17 +74,22 @@ def reindex(
     rows_of: RowsOf,
     *,
     replace: bool,
+    containing: tuple[str, ...] = (),
 ) -> None:
     """Write the index rows ``rows_of`` makes for every current ``res_type`` resource, in batches;
-    with ``replace``, their search-parameter rows are deleted first (as a write of them would)."""
+    with ``replace``, their search-parameter rows are deleted first (as a write of them would).
+    ``containing``: only the resources whose stored JSON holds one of these strings."""
     last = 0
+    only = " OR ".join(f"content LIKE :c{i}" for i in range(len(containing)))
+    likes = {f"c{i}": f"%{text}%" for i, text in enumerate(containing)}
     while True:
         chunk = conn.execute(
             sa.text(
                 "SELECT pk, content FROM resource WHERE res_type = :t AND deleted = :f AND pk > :last "
-                "ORDER BY pk LIMIT :n"
+                + (f"AND ({only}) " if only else "")
+                + "ORDER BY pk LIMIT :n"
             ),
-            {"t": res_type, "f": False, "last": last, "n": BATCH},
+            {"t": res_type, "f": False, "last": last, "n": BATCH, **likes},
         ).all()
         if not chunk:
             return
