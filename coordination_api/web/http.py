@@ -32,10 +32,11 @@ def base_url() -> str:
     if configured:
         return configured
     # Once per request: werkzeug rebuilds host_url (IRI decoding) on every access.
-    environ = request.environ
-    url = environ.get("coordination.base_url")
+    # (kept on the request itself: an app context, hence g, can outlive one request in tests)
+    url = getattr(request, "coordination_base_url", None)
     if url is None:
-        url = environ["coordination.base_url"] = request.host_url.rstrip("/") + "/fhir"
+        url = request.host_url.rstrip("/") + "/fhir"
+        request.coordination_base_url = url  # type: ignore[attr-defined]
     return str(url)
 
 
