@@ -29,7 +29,6 @@ import datetime as dt
 import itertools
 import json
 import os
-import platform
 import signal
 import socket
 import sys
@@ -59,8 +58,8 @@ from bench_core import (
     db_upgrade,
     env_for,
     fresh_database,
-    git_commit,
     percentile,
+    run_header,
     run_sql,
     system_token,
     workspace,
@@ -617,13 +616,7 @@ def main(argv: list[str] | None = None) -> int:
                 db.drop()
 
     results: dict[str, Any] = {
-        "started": started.isoformat(timespec="seconds"),
-        "commit": git_commit(Path(args.source) if args.source else REPO_ROOT),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **run_header(started, args.source),
         "db": args.db,
         "args": {k: v for k, v in vars(args).items() if k not in {"pg_url", "bin_dir"}},
         "runs": [asdict(r) for r in runs],
