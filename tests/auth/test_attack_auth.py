@@ -5,6 +5,7 @@ below eidas1, ignored prompt / max_age, no logout, patient scopes without a pati
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import threading
@@ -31,11 +32,13 @@ from tests.support.auth import (
     ASSERTION_TYPE,
     PASSWORD,
     REDIRECT,
+    RSA_KEY,
     assertion_claims,
     authorize_url,
     bearer,
     csrf_token_of,
     exchange_code,
+    jwks_client,
     log_in,
     pkce_pair,
     practitioner_user,
@@ -342,7 +345,6 @@ def _assertion(client: FlaskClient, client_id: str, aud: str, base_url: str) -> 
 def test_assertion_audience_is_the_configured_base_never_the_host_header(
     database_url: str, app: Flask
 ) -> None:
-    from tests.support.auth import RSA_KEY, jwks_client
 
     own = _own_app(database_url, public_base_url="https://cpts.example/fhir")
     try:
@@ -369,7 +371,6 @@ def test_assertion_audience_is_the_configured_base_never_the_host_header(
 
 
 def _b64decode(part: str) -> bytes:
-    import base64
 
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 

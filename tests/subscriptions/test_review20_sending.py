@@ -6,10 +6,13 @@ every claim and are unleased again, and the healthy subscriber waits for a read 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from coordination_api.subscriptions import worker_loop
 from tests.conftest import Fhir
 from tests.subscriptions.conftest import FAST
 from tests.subscriptions.slow import (
@@ -75,10 +78,6 @@ def test_a_subscriber_timeout_beyond_the_lease_does_not_duplicate_a_notification
     POST waits: when the lease ends, the same event is claimed and POSTed again (the first POST is still
     open), so a slow but healthy endpoint receives every event twice or more (before the pool, the one
     sending thread was the claim loop, and a single worker could not re-claim its own row)."""
-    import threading
-    from dataclasses import replace
-
-    from coordination_api.subscriptions import worker_loop
 
     config = replace(SLOW, read_timeout=1.0, connect_timeout=0.5, lease=2.0)  # lease > connect + read
     sub_app.extensions["subscriptions"].config = config

@@ -18,7 +18,7 @@ from coordination_api.config import Settings
 from coordination_api.storage.migrate import upgrade
 from coordination_api.storage.schema import message_log
 from tests.conftest import Fhir, close_app
-from tests.coordination.intake.messages import HL7_SENDER, SENDER, discharge_message, nde
+from tests.coordination.intake.messages import HL7_SENDER, SENDER, discharge_message, nde, patient
 from tests.support.hl7v2 import adt
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -247,7 +247,6 @@ def test_a_client_cannot_rewrite_another_senders_stay_by_its_visit_number(
     client: FlaskClient, fhir: Fhir
 ) -> None:
     """Second review of issue 16 (H7): the stay belongs to the sender that opened it."""
-    from tests.coordination.intake.messages import patient
 
     other_sender = "mllp://clinique-sud.example/ADT"
     nord = _client(client.application, SENDER)

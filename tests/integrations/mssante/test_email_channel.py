@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from coordination_api.app import create_app
 from coordination_api.config import MssanteSettings, Settings
 from coordination_api.storage.schema import subscription_outbox
+from coordination_api.subscriptions import worker_loop
 from coordination_api.subscriptions.worker import Deliverer
 from tests.conftest import Fhir, _truncate, authed, close_app
 from tests.integrations.eparcours.certs import Pki, make_pki
@@ -253,9 +255,6 @@ def test_a_relay_slower_than_the_lease_gets_each_mail_once(mail_app: Flask, smtp
     """Review 20 F5, the MSSanté class: the relay takes 2 s to accept a mail, the lease is 1 s. The
     worker's claim loop keeps running while the pool sends; the lease is renewed while the mail is being
     sent, so the handshake and the notification are each mailed once (not again at every lease)."""
-    import threading
-
-    from coordination_api.subscriptions import worker_loop
 
     svc = mail_app.extensions["subscriptions"]
     svc.config = replace(svc.config, lease=1.0)
