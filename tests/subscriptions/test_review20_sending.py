@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from sqlalchemy import select
+
+from coordination_api.storage.schema import subscription_outbox
 from coordination_api.subscriptions import worker_loop
 from tests.conftest import Fhir
 from tests.subscriptions.conftest import FAST
@@ -101,10 +104,19 @@ def test_a_subscriber_timeout_beyond_the_lease_does_not_duplicate_a_notification
         )
         slow.mode = "slow"
         sub_fhir.create(encounter())
-        time.sleep(slow.delay * 2 + 1)
-        assert numbers(slow) == [1], f"event numbers received: {numbers(slow)}"
+        engine = sub_app.extensions["coordination"].repo.engine
+
+        def statuses() -> list[str]:
+            with engine.connect() as conn:
+                return list(conn.scalars(select(subscription_outbox.c.status)))
+
+        # Positive wait: the one POST answered after 4 s, two leases; a re-claim meanwhile POSTs again.
+        wait_for(lambda: statuses() == ["delivered"], slow.delay + BOUND, "delivery")
     finally:
         stop.set()
-        thread.join(30)
+        thread.join(30)  # POSTs in flight finish first
         slow.stop()
         sub_app.extensions["subscriptions"].config = FAST
+    assert numbers(slow) == [1], f"event numbers received: {numbers(slow)}"
+    with engine.connect() as conn:  # a re-claim counts an attempt, even one the stop cancelled
+        assert list(conn.scalars(select(subscription_outbox.c.attempts))) == [1]
