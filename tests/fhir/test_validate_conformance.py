@@ -11,7 +11,7 @@ from flask import Flask
 from coordination_api.app import create_app
 from coordination_api.config import Settings
 from coordination_api.conformance_load import load_conformance
-from coordination_api.fhir import profiles
+from coordination_api.core import profiles
 from tests.conftest import Fhir, authed
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "fr-core"
