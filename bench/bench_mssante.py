@@ -38,8 +38,8 @@ from coordination_api.config import (  # noqa: E402
 from coordination_api.storage.migrate import upgrade  # noqa: E402
 from coordination_api.storage.schema import subscription_outbox  # noqa: E402
 from coordination_api.subscriptions.worker import Deliverer  # noqa: E402
-from tests.integrations.eparcours.certs import make_pki  # noqa: E402
 from tests.ops.test_shutdown import _free_port  # noqa: E402
+from tests.support.pki import make_pki  # noqa: E402
 
 
 class Count:

@@ -25,7 +25,6 @@ from sqlalchemy import select, update
 from auth.schema import login_failure
 from coordination_api.app import create_app
 from coordination_api.config import Settings
-from tests.auth.oidc_provider import Provider, running_provider
 from tests.conftest import _truncate, close_app, system_token
 from tests.factories import create_care_team, create_observation, create_patient
 from tests.support.auth import (
@@ -46,6 +45,7 @@ from tests.support.auth import (
     sign_assertion,
     verified_claims,
 )
+from tests.support.oidc_provider import Provider, running_provider
 from tests.support.psc import make_psc_app, psc_round_trip
 
 WRONG = "wrong-password-xyz"

@@ -31,18 +31,18 @@ from coordination_api.integrations.annuaire_sync import ENRICH
 from coordination_api.integrations.checks import check
 from coordination_api.integrations.status import ACTIVE, MISCONFIGURED, OFF, describe, log_states
 from coordination_api.storage.schema import connector_job
-from tests.auth.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
 from tests.conftest import _truncate, close_app
-from tests.connectors.states import ALL_OFF
-from tests.integrations.annuaire_sync.ans_server import API_KEY, DirectoryServer, cpts_dataset
-from tests.integrations.eparcours.certs import Pki, make_pki
-from tests.ops.served import database, serve
+from tests.support.ans_server import API_KEY, DirectoryServer, cpts_dataset
+from tests.support.connector_states import ALL_OFF
 from tests.support.dmp import Recipient
 from tests.support.dmp import recipient as recipient
 from tests.support.eparcours import Platform
 from tests.support.eparcours import platform as platform
 from tests.support.mssante import SmtpServer
 from tests.support.mssante import smtp as smtp
+from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
+from tests.support.pki import Pki, make_pki
+from tests.support.served import database, serve
 
 DEAD = "http://127.0.0.1:9"  # nothing listens on the discard port
 

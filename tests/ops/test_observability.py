@@ -21,7 +21,7 @@ from coordination_api.health import WorkerHeartbeat
 from coordination_api.logs import JsonFormatter
 from coordination_api.storage.schema import worker_heartbeat
 from tests.conftest import close_app, system_token
-from tests.connectors.states import ALL_OFF
+from tests.support.connector_states import ALL_OFF
 
 
 def _sample(name: str, **labels: str) -> float:

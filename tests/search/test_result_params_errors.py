@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Fhir
-from tests.search.support import (
+from tests.support.search import (
     assert_400,
     encounter,
     entries_by_mode,

@@ -21,8 +21,8 @@ from connectors.http import pinned_session
 from coordination_api.config import Settings, SubscriptionSettings
 from coordination_api.subscriptions import endpoint
 from tests.conftest import Fhir
-from tests.integrations.eparcours.certs import Pki, make_pki
 from tests.subscriptions.conftest import FAST, Receiver
+from tests.support.pki import Pki, make_pki
 from tests.support.subscriptions import Pump, active, classic, encounter
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"

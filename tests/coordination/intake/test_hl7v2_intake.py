@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 
 from connectors.hl7v2.mllp import send
 from tests.conftest import Fhir, system_token
-from tests.coordination.intake.messages import HL7_SENDER, as_sender
 from tests.support.hl7v2 import adt
+from tests.support.messages import HL7_SENDER, as_sender
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
 BIN = Path(sys.executable).parent

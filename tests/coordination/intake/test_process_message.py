@@ -7,7 +7,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from tests.conftest import Fhir, system_token
-from tests.coordination.intake.messages import (
+from tests.support.messages import (
     IPP_SYSTEM,
     NOS_R254,
     VISIT_SYSTEM,

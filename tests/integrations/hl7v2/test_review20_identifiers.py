@@ -11,8 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import authed
-from tests.coordination.intake.messages import as_sender, discharge_message, patient
 from tests.support.hl7v2 import adt
+from tests.support.messages import as_sender, discharge_message, patient
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
 B_APP = "OTHER-APP"

@@ -26,9 +26,9 @@ from coordination_api.storage.schema import subscription_outbox
 from coordination_api.subscriptions import worker_loop
 from coordination_api.subscriptions.worker import Deliverer
 from tests.conftest import Fhir, _truncate, authed, close_app
-from tests.integrations.eparcours.certs import Pki, make_pki
 from tests.subscriptions.conftest import FAST
 from tests.support.mssante import SmtpServer, smtp
+from tests.support.pki import Pki, make_pki
 
 __all__ = ["smtp"]  # fixture: the SMTP server
 
