@@ -66,7 +66,7 @@ from bench_core import (
 )
 
 from connectors.hl7v2.mllp import END, START, read_frame
-from tests.integrations.hl7v2.test_parse_mapping import adt
+from tests.support.hl7v2 import adt
 from tests.support.messages import discharge_message, patient
 
 TOPIC = "https://coordination.cpts.fr/fhir/SubscriptionTopic/encounter-discharge"
