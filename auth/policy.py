@@ -35,6 +35,7 @@ Writes cannot widen the writer's reach (docs/security.md):
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Callable, Collection, Iterable
 from contextvars import ContextVar
@@ -126,7 +127,6 @@ def _instant(text: Any, *, end: bool) -> int | None:
     if not end:
         return start
     # The end of the partial date as start + its length: datetime arithmetic past 9999-12-31 overflows.
-    import calendar
 
     if step == "year":
         days = 366 if calendar.isleap(low.year) else 365

@@ -25,8 +25,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import os
-import platform
 import random
 import re
 import secrets
@@ -57,13 +55,13 @@ from bench_core import (
     dumps,
     env_for,
     fresh_database,
-    git_commit,
     make_patient,
     measure,
     median_run,
     prime,
     read_reqs,
     register_client,
+    run_header,
     run_sql,
     seed_http,
     start_ours,
@@ -336,13 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     measured = sum(r.requests for name in ("system", "user") for r in reads_detail[name])
     results: dict[str, Any] = {
-        "started": started.isoformat(timespec="seconds"),
-        "commit": git_commit(Path(args.source) if args.source else REPO_ROOT),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **run_header(started, args.source),
         "db": args.db,
         "patients": args.patients,
         "workers": args.workers,

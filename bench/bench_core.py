@@ -1234,6 +1234,19 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_header(started: dt.datetime, source: str | None) -> dict[str, Any]:
+    """The first keys of a results file: when, which commit (of --source if given), on what machine."""
+    return {
+        "started": started.isoformat(timespec="seconds"),
+        "commit": git_commit(Path(source) if source else REPO_ROOT),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
+
+
 def git_commit(where: Path) -> str | None:
     """The commit benchmarked: HEAD of the installed checkout, or of --source if it is a checkout."""
     if not (where / ".git").exists():

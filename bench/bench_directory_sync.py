@@ -4,7 +4,7 @@ practitioners (+ one PractitionerRole each) from a local ANS-like directory serv
     .venv/bin/python bench/bench_directory_sync.py --db sqlite --practitioners 10000
     .venv/bin/python bench/bench_directory_sync.py --db postgresql --practitioners 10000
 
-The directory is tests/integrations/annuaire_sync/ans_server.py (werkzeug, threaded, on 127.0.0.1:
+The directory is tests/support/ans_server.py (werkzeug, threaded, on 127.0.0.1:
 searchset Bundles,
 ``_include=PractitionerRole:practitioner``, ``_getpages`` next links, the ESANTE-API-KEY header).
 The sync runs in this process through the click command (as the console script runs it), against a
@@ -34,7 +34,7 @@ from coordination_api.app import create_app
 from coordination_api.cli import main as coordination
 from coordination_api.config import AnnuaireSettings, Settings
 from coordination_api.storage.migrate import upgrade
-from tests.integrations.annuaire_sync.ans_server import (
+from tests.support.ans_server import (
     API_KEY,
     Dataset,
     DirectoryServer,

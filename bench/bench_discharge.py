@@ -29,7 +29,6 @@ import datetime as dt
 import itertools
 import json
 import os
-import platform
 import signal
 import socket
 import sys
@@ -59,16 +58,16 @@ from bench_core import (
     db_upgrade,
     env_for,
     fresh_database,
-    git_commit,
     percentile,
+    run_header,
     run_sql,
     system_token,
     workspace,
 )
 
 from connectors.hl7v2.mllp import END, START, read_frame
-from tests.coordination.intake.messages import discharge_message, patient
-from tests.integrations.hl7v2.test_parse_mapping import adt
+from tests.support.hl7v2 import adt
+from tests.support.messages import discharge_message, patient
 
 TOPIC = "https://coordination.cpts.fr/fhir/SubscriptionTopic/encounter-discharge"
 GOAL_P99_S = 1.0
@@ -617,13 +616,7 @@ def main(argv: list[str] | None = None) -> int:
                 db.drop()
 
     results: dict[str, Any] = {
-        "started": started.isoformat(timespec="seconds"),
-        "commit": git_commit(Path(args.source) if args.source else REPO_ROOT),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **run_header(started, args.source),
         "db": args.db,
         "args": {k: v for k, v in vars(args).items() if k not in {"pg_url", "bin_dir"}},
         "runs": [asdict(r) for r in runs],

@@ -38,8 +38,8 @@ from coordination_api.config import (  # noqa: E402
 from coordination_api.storage.migrate import upgrade  # noqa: E402
 from coordination_api.storage.schema import subscription_outbox  # noqa: E402
 from coordination_api.subscriptions.worker import Deliverer  # noqa: E402
-from tests.integrations.eparcours.certs import make_pki  # noqa: E402
-from tests.ops.test_shutdown import _free_port  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
+from tests.support.pki import make_pki  # noqa: E402
 
 
 class Count:
@@ -69,7 +69,7 @@ def main() -> int:
     context.load_verify_locations(pki.ca)
     context.verify_mode = ssl.CERT_REQUIRED
     inbox = Count()
-    smtp_port = _free_port()
+    smtp_port = free_port()
     smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port, tls_context=context, require_starttls=True)
     smtp.start()
 

@@ -22,8 +22,6 @@ import argparse
 import copy
 import datetime as dt
 import json
-import os
-import platform
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from bench_core import REPO_ROOT, RESULTS_DIR, db_upgrade, fresh_database, git_commit, workspace
+from bench_core import RESULTS_DIR, db_upgrade, fresh_database, run_header, workspace
 from bench_discharge import Poster, Receiver, Run, Workers, drain, open_loop, start_api, subscribe
 
 MODES = {"poll": ["COORDINATION_SUBSCRIPTION_DOORBELL=false"], "doorbell": []}
@@ -116,13 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines += [row(r) for _mode, r in runs]
     results: dict[str, Any] = {
-        "started": started.isoformat(timespec="seconds"),
-        "commit": git_commit(Path(args.source) if args.source else REPO_ROOT),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **run_header(started, args.source),
         "db": args.db,
         "args": {k: v for k, v in vars(args).items() if k not in {"pg_url", "bin_dir"}},
         "runs": [{"mode": mode, **asdict(r)} for mode, r in runs],

@@ -35,8 +35,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import random
 import subprocess
 import sys
@@ -67,8 +65,8 @@ from bench_core import (
     dumps,
     env_for,
     fresh_database,
-    git_commit,
     measure,
+    run_header,
     system_token,
     workspace,
 )
@@ -519,13 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                 db.drop()
 
     results: dict[str, Any] = {
-        "started": started.isoformat(timespec="seconds"),
-        "commit": git_commit(Path(args.source) if args.source else REPO_ROOT),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **run_header(started, args.source),
         "db": args.db,
         "patients": args.patients,
         "practitioners": args.practitioners,

@@ -12,9 +12,9 @@ from coordination_api import logs, metrics, openapi, security, subscriptions
 from coordination_api.config import Settings
 from coordination_api.coordination import consent_actors, dispatch, namespaces
 from coordination_api.coordination.intake import nde
-from coordination_api.core import principal
+from coordination_api.core import principal, profiles
 from coordination_api.core.services import Access, Services
-from coordination_api.fhir import access, profiles, routes
+from coordination_api.fhir import access, routes
 from coordination_api.fhir.resources import supported_types
 from coordination_api.health import bp as health_bp
 from coordination_api.integrations import annuaire_sync, dmp, eparcours, hl7v2

@@ -190,7 +190,7 @@ class DispatchSettings:
 
 @dataclass(frozen=True)
 class JobSettings:
-    """Connector jobs (jobs.py): calls to outside services through the outbox."""
+    """Connector jobs (coordination_api/jobs.py): calls to outside services through the outbox."""
 
     ENV_PREFIX: ClassVar[str] = PREFIX + "JOBS_"
 
@@ -267,7 +267,8 @@ class SupervisionSettings:
 
 @dataclass(frozen=True)
 class EparcoursSettings:
-    """The regional e-parcours platform (eparcours.py): FHIR message Bundles over mutual TLS."""
+    """The regional e-parcours platform (integrations/eparcours.py, connectors/eparcours): FHIR message
+    Bundles over mutual TLS."""
 
     ENV_PREFIX: ClassVar[str] = PREFIX + "EPARCOURS_"
 
@@ -339,11 +340,12 @@ class PscSettings:
 
 @dataclass(frozen=True)
 class Hl7v2Settings:
-    """HL7 v2 intake (hl7v2.py, connectors/hl7v2): caps, identifiers and the MLLP listener. Plain MLLP
-    binds loopback only unless ``allow_remote_plain``; it accepts only ``senders`` (none by default, any
-    when security is disabled) and keys its messages by ``client``. With ``tls_*``, MLLP over TLS
-    requires a client certificate signed by that CA (IHE ATNA secure node), mapped to a registered client
-    by ``tls_clients``; the client's registered senders apply (and ``senders`` too when set)."""
+    """HL7 v2 intake (integrations/hl7v2.py, connectors/hl7v2): caps, identifiers and the MLLP listener.
+    Plain MLLP binds loopback only unless ``allow_remote_plain``; it accepts only ``senders`` (none by
+    default, any when security is disabled) and keys its messages by ``client``. With ``tls_*``, MLLP
+    over TLS requires a client certificate signed by that CA (IHE ATNA secure node), mapped to a
+    registered client by ``tls_clients``; the client's registered senders apply (and ``senders`` too
+    when set)."""
 
     ENV_PREFIX: ClassVar[str] = PREFIX + "MLLP_"
 

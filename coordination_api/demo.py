@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Flask
 from sqlalchemy import select
@@ -241,7 +242,6 @@ def pkce_challenge(verifier: str = PKCE_VERIFIER) -> str:
 
 
 def authorize_url(base: str, client_id: str, redirect_uri: str, scope: str) -> str:
-    from urllib.parse import urlencode
 
     query = urlencode(
         {

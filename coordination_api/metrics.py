@@ -37,6 +37,7 @@ from werkzeug.routing import Rule
 
 from coordination_api.config import Settings
 from coordination_api.health import read_child_state
+from coordination_api.storage.engine import is_postgres
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import subscription_outbox
 
@@ -168,7 +169,7 @@ class OutboxCollector(Collector):
         )
         try:
             with self.engine.connect() as conn, conn.begin():
-                if self.engine.dialect.name == "postgresql":
+                if is_postgres(self.engine):
                     conn.execute(text(f"SET LOCAL statement_timeout = {int(self.timeout_ms)}"))
                 depth, oldest = conn.execute(
                     select(func.count(), func.min(o.c.created_us)).where(o.c.status == "pending")

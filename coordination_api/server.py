@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from prometheus_client import multiprocess
 
 from coordination_api.app import create_app
 from coordination_api.config import Settings, SupervisionSettings
@@ -70,7 +71,6 @@ def _forget_worker(metrics_dir: str) -> Any:
     """gunicorn's child_exit hook: a dead worker's live gauges (DB pool) no longer count."""
 
     def child_exit(_server: Any, worker: Any) -> None:
-        from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid, metrics_dir)  # type: ignore[no-untyped-call]
 
@@ -167,8 +167,6 @@ def _publish(children: dict[str, Child], metrics_dir: str) -> None:
 
 def _forget(pid: int, metrics_dir: str) -> None:
     if metrics_dir:
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
 
 

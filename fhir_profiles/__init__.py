@@ -5,6 +5,7 @@ This package imports nothing of ours (see ARCHITECTURE.md).
 
 from __future__ import annotations
 
+import gzip
 import json
 from functools import cache
 from typing import Any
@@ -47,7 +48,6 @@ def reference_elements() -> dict[str, tuple[tuple[str, frozenset[str]], ...]]:
     """Resource type -> its Reference-typed elements as (path below the type, target type names), from
     the R4 StructureDefinitions (r4-core/profiles-resources.json.gz). A target ``Resource`` means any;
     an element without targetProfile is read as any too (R4 references.html)."""
-    import gzip
 
     with gzip.open(DATA_DIR / "r4-core" / "profiles-resources.json.gz", "rt", encoding="utf-8") as handle:
         bundle = json.load(handle)

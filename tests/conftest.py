@@ -17,6 +17,8 @@ from sqlalchemy import create_engine, text
 from auth.schema import auth_metadata
 from coordination_api.app import create_app
 from coordination_api.config import Settings
+from coordination_api.errors import FhirError
+from coordination_api.fhir.resources import validate_resource
 from coordination_api.storage.migrate import upgrade
 from coordination_api.storage.schema import metadata
 
@@ -151,8 +153,6 @@ def stored_invalid(app: Flask) -> list[tuple[str, str, int, str]]:
     """Every stored version (current and history) that breaks the R4 base rules the API enforces on
     clients' writes: what the server writes itself (dispatch, protocols, intake) must meet them too,
     or a client that reads a resource and writes it back gets a 400 for the server's content."""
-    from coordination_api.errors import FhirError
-    from coordination_api.fhir.resources import validate_resource
 
     engine = app.extensions["coordination"].repo.engine
     failures = []

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.support.net import free_port
 
 BIN_DIRS = [Path("/usr/lib/postgresql/15/bin")]
 
@@ -27,13 +28,6 @@ def _bin_dir() -> Path | None:
     return Path(found).parent if found and shutil.which("pg_ctl") else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PgCluster:
     """One PostgreSQL server of our own; ``restart``/``stop``/``start`` as an operator would."""
 
@@ -41,7 +35,7 @@ class PgCluster:
         self.bin_dir = bin_dir
         self.root = root
         self.data = root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         # initdb refuses to run as root: then the cluster belongs to the postgres account.
         self.run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 

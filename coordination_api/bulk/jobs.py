@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from coordination_api.config import ExportSettings
 from coordination_api.errors import Category, FhirError
 from coordination_api.outbox import Queue, claiming, doorbell, lease_end
-from coordination_api.storage.engine import WRITE
+from coordination_api.storage.engine import WRITE, is_postgres
 from coordination_api.storage.repository import now_us
 from coordination_api.storage.schema import bulk_export_job as job
 from coordination_api.storage.schema import bulk_export_patient
@@ -66,7 +66,7 @@ def create(
     """A new pending job; 429 when the client already has its maximum of unfinished jobs."""
     job_id = secrets.token_urlsafe(24)
     with _writing(engine) as conn, conn.begin():
-        if conn.dialect.name == "postgresql" and owner is not None:
+        if is_postgres(conn) and owner is not None:
             # Serialises one client's kick-offs, so that two at once cannot both pass the count.
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(owner.encode())})
         if owner is not None:
@@ -182,7 +182,7 @@ def cancel(engine: Engine, job_pk: int) -> bool:
     now = now_us()
     with _writing(engine) as conn, conn.begin():
         stmt = select(job.c.status, job.c.lease_until).where(job.c.pk == job_pk)
-        if conn.dialect.name == "postgresql":
+        if is_postgres(conn):
             stmt = stmt.with_for_update()
         row = conn.execute(stmt).first()
         if row is None:

@@ -99,6 +99,11 @@ def _ref(value: Any) -> str | None:
     return "/".join(parts[-2:]) if len(parts) >= 2 else None
 
 
+def _refs(values: Any) -> list[str]:
+    """``_ref`` of each Reference of a list, those that are one."""
+    return [r for r in (_ref(x) for x in values or []) if r]
+
+
 def _codings(concepts: Any) -> list[Coding]:
     """(system, code) of the codings of one CodeableConcept or of a list of them."""
     if isinstance(concepts, dict):
@@ -142,6 +147,14 @@ def area_keys(address: Any) -> set[tuple[str, str]]:
             if isinstance(code, str) and code:
                 keys.add(("insee", code))
     return keys
+
+
+def _with_professions(wanted: list[Coding]) -> list[Coding]:
+    """The wanted codes and the profession of each care-circle role among them (``AREA_PROFESSIONS``)."""
+    return [
+        *wanted,
+        *((PROFESSION, AREA_PROFESSIONS[c]) for s, c in wanted if s == CARE_CIRCLE and c in AREA_PROFESSIONS),
+    ]
 
 
 def _token(system: str | None, code: str) -> str:
@@ -357,74 +370,73 @@ class Dispatcher:
         Locations (PractitionerRole.location), or a Location their HealthcareService covers
         (HealthcareService.coverageArea), has the postal code or the INSEE commune code of one of the
         patient's current addresses (``area_keys``)."""
+        keys = self._patient_area(conn, patient)
+        if not keys:
+            return []
+        roles = self._matching_roles(conn, _with_professions(wanted), now)
+        own = {role.res_id: set(_refs(role.json().get("location"))) for role in roles}
+        services = {role.res_id: _refs(role.json().get("healthcareService")) for role in roles}
+        coverage = self._service_coverage(conn, {ref for refs in services.values() for ref in refs})
+        covering = self._covering(conn, set[str]().union(*own.values(), *coverage.values()), keys)
+        return [
+            f"PractitionerRole/{role.res_id}"
+            for role in roles
+            if (own[role.res_id] | {a for s in services[role.res_id] for a in coverage.get(s, [])}) & covering
+        ]
+
+    def _patient_area(self, conn: Connection, patient: str) -> set[tuple[str, str]]:
+        """``area_keys`` of the patient's current addresses (all but ``use: old``)."""
         stored = self.repo.current(conn, "Patient", patient)
         if stored is None or stored.deleted:
-            return []
+            return set()
         keys: set[tuple[str, str]] = set()
         for address in stored.json().get("address") or []:
             if isinstance(address, dict) and address.get("use") != "old":
                 keys |= area_keys(address)
-        if not keys:
-            return []
-        wanted = [
-            *wanted,
-            *(
-                (PROFESSION, AREA_PROFESSIONS[c])
-                for s, c in wanted
-                if s == CARE_CIRCLE and c in AREA_PROFESSIONS
-            ),
-        ]
+        return keys
+
+    def _matching_roles(self, conn: Connection, wanted: list[Coding], now: int) -> list[Stored]:
+        """Active PractitionerRoles whose code or specialty is wanted and whose affiliation holds now,
+        in storage order."""
         tokens = ",".join(_token(s, c) for s, c in wanted)
-        found_roles: dict[int, Stored] = {}
+        found: dict[int, Stored] = {}
         for param in ("role", "specialty"):  # a profession (code) or a speciality (e.g. NOS TRE_R38)
             query = self.compiler.compile("PractitionerRole", [(param, tokens)], strict=True)
             query.count, query.total = self.settings.max_candidates, "none"
-            found_roles.update((r.pk, r) for r in run_search(conn, self.repo, query).matches)
-        roles = [r for _pk, r in sorted(found_roles.items()) if r.json().get("active") is not False]
+            found.update((r.pk, r) for r in run_search(conn, self.repo, query).matches)
+        roles = [r for _pk, r in sorted(found.items()) if r.json().get("active") is not False]
         a = practitioner_affiliation
-        active = set(
+        affiliated = set(
             conn.scalars(
                 select(a.c.role_id).where(a.c.role_id.in_([r.res_id for r in roles]), _covers(a, now))
             )
         )
-        roles = [r for r in roles if r.res_id in active]
-        services: dict[str, list[str]] = {}
-        locations: set[str] = set()
-        for role in roles:
-            body = role.json()
-            locations.update(r for r in (_ref(x) for x in body.get("location") or []) if r)
-            services[role.res_id] = [r for r in (_ref(x) for x in body.get("healthcareService") or []) if r]
-        service_areas: dict[str, list[str]] = {}
-        wanted_services = {
-            ref for refs in services.values() for ref in refs if ref.startswith("HealthcareService/")
-        }
-        found = self.repo.current_many(
-            conn, [("HealthcareService", ref.split("/", 1)[1]) for ref in wanted_services]
-        )
-        for (_t, sid), service in found.items():
+        return [r for r in roles if r.res_id in affiliated]
+
+    def _service_coverage(self, conn: Connection, refs: set[str]) -> dict[str, list[str]]:
+        """'HealthcareService/id' -> the Locations of its coverageArea, for the active services among
+        ``refs``."""
+        ids = [ref.split("/", 1)[1] for ref in refs if ref.startswith("HealthcareService/")]
+        coverage: dict[str, list[str]] = {}
+        for (_t, sid), service in self.repo.current_many(
+            conn, [("HealthcareService", i) for i in ids]
+        ).items():
             body = service.json() if not service.deleted else {}
             if body and body.get("active") is not False:
-                areas = [r for r in (_ref(x) for x in body.get("coverageArea") or []) if r]
-                service_areas[f"HealthcareService/{sid}"] = areas
-                locations.update(areas)
-        places = self.repo.current_many(
-            conn, [("Location", ref.split("/", 1)[1]) for ref in locations if ref.startswith("Location/")]
-        )
-        covering = {
+                coverage[f"HealthcareService/{sid}"] = _refs(body.get("coverageArea"))
+        return coverage
+
+    def _covering(self, conn: Connection, refs: set[str], keys: set[tuple[str, str]]) -> set[str]:
+        """The active Locations among ``refs`` whose address has one of ``keys``."""
+        ids = [ref.split("/", 1)[1] for ref in refs if ref.startswith("Location/")]
+        places = self.repo.current_many(conn, [("Location", i) for i in ids])
+        return {
             f"Location/{lid}"
             for (_t, lid), place in places.items()
             if not place.deleted
             and place.json().get("status") in (None, "active")
             and area_keys(place.json().get("address")) & keys
         }
-        out = []
-        for role in roles:
-            body = role.json()
-            own = {r for r in (_ref(x) for x in body.get("location") or []) if r}
-            through = {a for s in services[role.res_id] for a in service_areas.get(s, [])}
-            if (own | through) & covering:
-                out.append(f"PractitionerRole/{role.res_id}")
-        return out
 
     def coordinator(self, conn: Connection, patient: str, now: int) -> str | None:
         """The configured CPTS coordinator, else the patient's care-team participant with that role."""

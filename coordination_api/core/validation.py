@@ -13,10 +13,10 @@ from typing import Any
 from pydantic import ValidationError
 
 import fhir_profiles
+from coordination_api.core import json_types
+from coordination_api.core.elements import resource_model
+from coordination_api.core.profiles import enforce, to_issue
 from coordination_api.errors import Category, FhirError, Issue
-from coordination_api.fhir import json_types
-from coordination_api.fhir.elements import resource_model
-from coordination_api.fhir.profiles import enforce, to_issue
 from fhir_profiles import base_rules
 from fhir_profiles.narrative import check_narrative
 from fhir_profiles.validator import control_character

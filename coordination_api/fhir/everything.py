@@ -57,6 +57,7 @@ from coordination_api.search.dates import InvalidDateError, parse_range
 from coordination_api.search.executor import reference_targets, snapshot_pk
 from coordination_api.search.paging import PageToken
 from coordination_api.search.registry import SearchRegistry
+from coordination_api.storage.engine import is_postgres
 from coordination_api.storage.repository import CURRENT_COLS, Stored
 from coordination_api.storage.schema import idx_compartment, idx_date, idx_reference, resource
 from coordination_api.web.http import base_url, fhir_json_response
@@ -275,14 +276,14 @@ def _filters(
 def _among(conn: Connection, column: ColumnElement[Any], keys: list[int]) -> ColumnElement[bool]:
     """``column IN keys``; on PostgreSQL one array parameter (psycopg would otherwise parse a
     statement text with one placeholder per key, ~0.1 ms a key)."""
-    if conn.dialect.name == "postgresql":
+    if is_postgres(conn):
         return column == any_(bindparam(None, keys, type_=ARRAY(BigInteger)))
     return column.in_(keys)
 
 
 def _plan_from_keys(conn: Connection) -> None:
     """PostgreSQL, this transaction only: nested loops from the keys (see the module docstring)."""
-    if conn.dialect.name == "postgresql" and access.patient_filter() is not None:
+    if is_postgres(conn) and access.patient_filter() is not None:
         settings = ", ".join(f"set_config('{name}', 'off', true)" for name in _FROM_KEYS)
         conn.exec_driver_sql(f"SELECT {settings}")
 

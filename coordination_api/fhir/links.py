@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from coordination_api.fhir.elements import element_types, resource_model
+from coordination_api.core.elements import element_types, resource_model
 
 # reference(value, expression) → new Reference.reference; link(value) → new uri/url/oid/uuid value.
 ReferenceRewriter = Callable[[str, str], str]

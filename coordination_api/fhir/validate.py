@@ -13,10 +13,10 @@ from typing import Any
 
 from flask import Response, request
 
+from coordination_api.core.profiles import policy, to_issue
 from coordination_api.errors import Category, FhirError, Issue, operation_outcome
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
-from coordination_api.fhir.profiles import policy, to_issue
 from coordination_api.fhir.resources import (
     check_operation_type,
     check_type,

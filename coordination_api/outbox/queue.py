@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Column, ColumnElement, FromClause, Select, Table, or_, update
 from sqlalchemy.engine import Connection, Engine, Row
 
-from coordination_api.storage.engine import WRITE
+from coordination_api.storage.engine import WRITE, is_postgres
 
 US = 1_000_000
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class Queue:
         """``stmt`` (the due rows) locking what it reads and skipping rows another claimer has locked
         (PostgreSQL; ``of``: lock only that table of a join). On SQLite the claiming transaction
         already excludes other claimers."""
-        if conn.dialect.name == "postgresql":
+        if is_postgres(conn):
             return stmt.with_for_update(skip_locked=True, of=of)
         return stmt
 

@@ -79,7 +79,7 @@ def restrict_to_type(expression: str, resource_type: str) -> list[str]:
 @cache
 def _choice_names() -> frozenset[str]:
     """Names of choice elements (``value[x]``) across all R4B models, from fhir.resources metadata."""
-    from fhir.resources.R4B import fhirtypes
+    from fhir.resources.R4B import fhirtypes  # noqa: PLC0415 - on first use only: it loads every R4B type model
 
     names: set[str] = set()
     for attr in dir(fhirtypes):

@@ -278,7 +278,32 @@ def test_storage_reaches_nothing_of_auth_or_fhir() -> None:
     assert not stale, f"gone, remove from STORAGE_REACH_ALLOWED: {stale}"
 
 
-@pytest.mark.parametrize("rule", ["cycle", "one_way", "storage"])
+# The write core and the domain sit below the HTTP adapters: they reach nothing of fhir/, by any chain.
+BELOW_THE_ADAPTERS = ("core", "coordination")
+
+
+def adapter_reach() -> set[tuple[str, str]]:
+    g = graph()
+    adapters = sorted(
+        m for m in g.modules if m.startswith("coordination_api.fhir.") or m == "coordination_api.fhir"
+    )
+    found = set()
+    for module in edges():
+        parts = module.split(".")
+        if parts[0] != "coordination_api" or len(parts) < 2 or parts[1] not in BELOW_THE_ADAPTERS:
+            continue
+        hit = next((a for a in adapters if g.find_shortest_chain(importer=module, imported=a)), None)
+        if hit is not None:
+            found.add((module, hit))
+    return found
+
+
+def test_core_and_domain_reach_nothing_of_the_http_adapters() -> None:
+    found = sorted(adapter_reach())
+    assert not found, f"core/ or coordination/ reaching fhir/ (move the helper below, into core/): {found}"
+
+
+@pytest.mark.parametrize("rule", ["cycle", "one_way", "storage", "adapters"])
 def test_rules_catch_a_planted_violation(rule: str) -> None:
     # Positive control on the real graph: a planted import is reported by the same computation.
     g = graph()
@@ -297,5 +322,14 @@ def test_rules_catch_a_planted_violation(rule: str) -> None:
             assert ("coordination_api.storage.repository", "auth.scopes") in storage_reach()
         finally:
             g.remove_import(importer="coordination_api.search.dates", imported="auth.scopes")
+    elif rule == "adapters":
+        g.add_import(importer="coordination_api.core.json_types", imported="coordination_api.fhir.read")
+        try:
+            # Two imports away, through json_types; the first adapter named is any that fhir.read reaches.
+            assert "coordination_api.core.validation" in {module for module, _ in adapter_reach()}
+        finally:
+            g.remove_import(
+                importer="coordination_api.core.json_types", imported="coordination_api.fhir.read"
+            )
     else:
         assert g.find_shortest_chain(importer="coordination_api.app", imported="flask")

@@ -5,6 +5,7 @@ below eidas1, ignored prompt / max_age, no logout, patient scopes without a pati
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import threading
@@ -24,18 +25,19 @@ from sqlalchemy import select, update
 from auth.schema import login_failure
 from coordination_api.app import create_app
 from coordination_api.config import Settings
-from tests.auth.oidc_provider import Provider, running_provider
 from tests.conftest import _truncate, close_app, system_token
 from tests.factories import create_care_team, create_observation, create_patient
 from tests.support.auth import (
     ASSERTION_TYPE,
     PASSWORD,
     REDIRECT,
+    RSA_KEY,
     assertion_claims,
     authorize_url,
     bearer,
     csrf_token_of,
     exchange_code,
+    jwks_client,
     log_in,
     pkce_pair,
     practitioner_user,
@@ -43,6 +45,7 @@ from tests.support.auth import (
     sign_assertion,
     verified_claims,
 )
+from tests.support.oidc_provider import Provider, running_provider
 from tests.support.psc import make_psc_app, psc_round_trip
 
 WRONG = "wrong-password-xyz"
@@ -342,7 +345,6 @@ def _assertion(client: FlaskClient, client_id: str, aud: str, base_url: str) -> 
 def test_assertion_audience_is_the_configured_base_never_the_host_header(
     database_url: str, app: Flask
 ) -> None:
-    from tests.support.auth import RSA_KEY, jwks_client
 
     own = _own_app(database_url, public_base_url="https://cpts.example/fhir")
     try:
@@ -369,7 +371,6 @@ def test_assertion_audience_is_the_configured_base_never_the_host_header(
 
 
 def _b64decode(part: str) -> bytes:
-    import base64
 
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import create_engine, func, select
 
+from auth.audit import AuditRecord, AuditUnavailableError, AuditWriter, audit_row
+from auth.schema import audit_event, audit_patient
+from coordination_api.app import create_app
+from coordination_api.config import Settings
 from tests.conftest import close_app, system_token
 from tests.factories import create_care_team, create_observation, create_patient
 from tests.support.auth import bearer, practitioner_user, session_key_ready, user_token
@@ -220,8 +225,6 @@ def test_capability_statement_declares_smart_and_a_read_only_audit_trail(
 
 def test_async_read_audit_is_committed_by_the_writer_thread(database_url: str) -> None:
     """The default mode: the response does not wait, the event is committed by the writer thread."""
-    from coordination_api.app import create_app
-    from coordination_api.config import Settings
 
     app = create_app(Settings(database_url=database_url, audit_reads="async"))
     client = app.test_client()
@@ -244,10 +247,6 @@ def test_async_read_audit_is_committed_by_the_writer_thread(database_url: str) -
 def test_audit_backlog_is_bounded_and_never_dropped(tmp_path: Any) -> None:
     """Database without the audit tables (as if down): events wait and are retried, and once the
     backlog is full the writer refuses (the API answers 503) rather than serve reads unaudited."""
-    from sqlalchemy import create_engine, func, select
-
-    from auth.audit import AuditRecord, AuditUnavailableError, AuditWriter, audit_row
-    from auth.schema import audit_event, audit_patient
 
     engine = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     writer = AuditWriter(engine, "async", max_pending=2)

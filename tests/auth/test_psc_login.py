@@ -1,4 +1,4 @@
-"""Pro Santé Connect login, end to end against a real local OIDC provider (tests/auth/oidc_provider.py):
+"""Pro Santé Connect login, end to end against a real local OIDC provider (tests/support/oidc_provider.py):
 the professional logs in with PSC and the practice software gets a SMART token for their Practitioner;
 every bad answer of the provider is refused with a clear page, never a 500."""
 
@@ -14,7 +14,6 @@ from flask import Flask
 
 from coordination_api.app import create_app
 from coordination_api.config import PscSettings, Settings
-from tests.auth.oidc_provider import Provider, running_provider
 from tests.conftest import close_app
 from tests.support.auth import (
     approve,
@@ -24,6 +23,7 @@ from tests.support.auth import (
     public_client,
     verified_claims,
 )
+from tests.support.oidc_provider import Provider, running_provider
 from tests.support.psc import make_psc_app, psc_round_trip
 
 

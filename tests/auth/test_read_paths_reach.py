@@ -12,6 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from fhir_profiles.french_identifiers import RPPS
+from tests.conftest import authed
 from tests.factories import consent, create_observation, create_patient, create_via
 from tests.support.access import ReachWorld
 from tests.support.auth import bearer, practitioner_user, session_key_ready, user_token
@@ -165,7 +167,6 @@ def test_a_chain_does_not_reveal_an_unreachable_patients_data(world: ReachWorld,
 
 
 def test_has_needs_a_scope_on_the_hop(anonymous_client: FlaskClient, app: Flask) -> None:
-    from tests.conftest import authed
 
     system = authed(app.test_client())
     p = create_patient(system, "Martin")
@@ -207,7 +208,6 @@ def _deny(actor: dict[str, Any], patient: str) -> dict[str, Any]:
 def test_a_consent_actor_given_by_rpps_is_resolved_and_enforced(
     world: ReachWorld, client: FlaskClient
 ) -> None:
-    from fhir_profiles.french_identifiers import RPPS
 
     assert world.get(f"/fhir/Observation/{world.p_obs}").status_code == 200
     actor = {"type": "Practitioner", "identifier": {"system": RPPS, "value": "10000000001"}}
@@ -324,7 +324,6 @@ def test_a_practitioner_does_not_write_directory_data(world: ReachWorld) -> None
 
 
 def test_one_practitioner_per_rpps(world: ReachWorld) -> None:
-    from fhir_profiles.french_identifiers import RPPS
 
     twin = {"resourceType": "Practitioner", "identifier": [{"system": RPPS, "value": "10000000001"}]}
     response = world.send("POST", "/fhir/Practitioner", twin)

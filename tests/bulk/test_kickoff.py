@@ -8,6 +8,7 @@ import orjson
 from flask import Flask
 from flask.testing import FlaskClient
 
+from coordination_api.bulk import export
 from coordination_api.search.dates import format_instant
 from coordination_api.storage.repository import now_us
 from tests.bulk.data import observation, put, record
@@ -160,7 +161,6 @@ def test_status_reports_progress_until_the_manifest(
     queued = client.get(status)
     assert queued.status_code == 202 and queued.headers["X-Progress"] == "queued"
     assert queued.headers["Retry-After"] == "2" and not queued.data
-    from coordination_api.bulk import export
 
     assert export.run_due(sliced_app) == 1  # one page of 4 rows, then the job is released
     running = client.get(status)

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from coordination_api.bulk import export, jobs
 from coordination_api.bulk.files import Progress
 from coordination_api.storage.schema import bulk_export_job as job
+from coordination_api.subscriptions.worker import worker_loop
 from tests.bulk.data import record
 from tests.bulk.support import bad, drain, exported, local, manifest, started
 from tests.conftest import Fhir
@@ -197,7 +198,6 @@ def test_a_crashed_workers_job_is_taken_over_after_its_lease(
 
 
 def test_the_delivery_worker_produces_exports(client: FlaskClient, fhir: Fhir, export_app: Flask) -> None:
-    from coordination_api.subscriptions.worker import worker_loop
 
     written = record(fhir, "p1")
     status = started(client, "/fhir/$export")

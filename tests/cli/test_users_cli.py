@@ -10,7 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import update
 
+from auth.schema import oauth_user
 from coordination_api.accounts import create_practitioner_user
 from coordination_api.cli import main
 from tests.conftest import _truncate
@@ -112,9 +114,6 @@ def test_a_refresh_token_of_a_disabled_user_fails_even_if_not_revoked(
     _truncate(app)
     _user(app)
     tokens = _tokens(app, "dr.house")
-    from sqlalchemy import update
-
-    from auth.schema import oauth_user
 
     with app.extensions["auth"].store.engine.begin() as conn:
         conn.execute(update(oauth_user).where(oauth_user.c.username == "dr.house").values(disabled=True))

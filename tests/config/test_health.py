@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from coordination_api.app import create_app
 from coordination_api.config import Settings
 from tests.conftest import authed
-from tests.connectors.states import ALL_OFF
+from tests.support.connector_states import ALL_OFF
 
 
 def test_settings_read_prefixed_environment(tmp_path: Path) -> None:

@@ -31,17 +31,18 @@ from coordination_api.integrations.annuaire_sync import ENRICH
 from coordination_api.integrations.checks import check
 from coordination_api.integrations.status import ACTIVE, MISCONFIGURED, OFF, describe, log_states
 from coordination_api.storage.schema import connector_job
-from tests.auth.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
-from tests.conftest import close_app
-from tests.connectors.states import ALL_OFF
-from tests.integrations.annuaire_sync.ans_server import API_KEY, DirectoryServer, cpts_dataset
-from tests.integrations.eparcours.certs import Pki, make_pki
+from tests.conftest import _truncate, close_app
+from tests.support.ans_server import API_KEY, DirectoryServer, cpts_dataset
+from tests.support.connector_states import ALL_OFF
 from tests.support.dmp import Recipient
 from tests.support.dmp import recipient as recipient
 from tests.support.eparcours import Platform
 from tests.support.eparcours import platform as platform
 from tests.support.mssante import SmtpServer
 from tests.support.mssante import smtp as smtp
+from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
+from tests.support.pki import Pki, make_pki
+from tests.support.served import database, serve
 
 DEAD = "http://127.0.0.1:9"  # nothing listens on the discard port
 
@@ -357,7 +358,6 @@ def _dead_jobs(app: Flask, kind: str) -> list[Any]:
 def test_a_directory_job_left_when_the_directory_is_unconfigured_dies_saying_so(app: Flask) -> None:
     """The Null directory refuses (NOT_CONFIGURED): the enrichment job ends dead with that reason,
     not ``done`` as if the directory had found nobody."""
-    from tests.conftest import _truncate
 
     _truncate(app)
     with app.extensions["coordination"].repo.writing() as conn:
@@ -378,7 +378,6 @@ def test_serve_logs_one_line_per_connector_once(
 ) -> None:
     """``coordination serve`` (a real process tree) says at start what each connector is; its worker
     child does not say it again; /readyz of the running service names the misconfigured one."""
-    from tests.ops.served import database, serve
 
     monkeypatch.setenv("COORDINATION_DMP_RECIPIENT_URL", "http://pdsm.example.org/fhir")
     monkeypatch.setenv("COORDINATION_DMP_SOURCE_OID", "1.2.3")

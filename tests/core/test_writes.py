@@ -19,7 +19,7 @@ from coordination_api.core.services import Hooks, Services
 from coordination_api.errors import Category, FhirError
 from coordination_api.storage.schema import resource
 from fhir_profiles.french_identifiers import FINESS
-from tests.coordination.intake.messages import IPP_SYSTEM, NOS_R254, ins, patient
+from tests.support.messages import IPP_SYSTEM, NOS_R254, ins, patient
 
 EVENT_TYPE = "https://interop.esante.gouv.fr/ig/fhir/nde/StructureDefinition/event-type"
 

@@ -25,8 +25,8 @@ import pytest
 import requests
 from joserfc.jwk import RSAKey
 
-from tests.ops.served import CLI, wait_for
 from tests.support.net import free_port
+from tests.support.served import CLI, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SYSTEM_SENDERS = ("urn:oid:1.2.250.1.71.4.2.2|1330000001", "SIH^CHU", "750100125")

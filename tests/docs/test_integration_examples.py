@@ -8,7 +8,7 @@ from pathlib import Path
 from flask.testing import FlaskClient
 
 from tests.conftest import Fhir
-from tests.coordination.intake.messages import as_sender
+from tests.support.messages import as_sender
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "integration.md"
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import Fhir
+from tests.factories import patient
 
 NS = 'xmlns="http://www.w3.org/1999/xhtml"'
 SCRIPT = f"<div {NS}><p>Jean</p><script>alert(document.cookie)</script></div>"
 
 
-def patient(div: str, **more: Any) -> dict[str, Any]:
-    return {"resourceType": "Patient", "text": {"status": "generated", "div": div}, **more}
+def narrative(div: str) -> dict[str, str]:
+    return {"status": "generated", "div": div}
 
 
 def refused_with(response: Any, key: str, expression: str) -> None:
@@ -24,13 +25,15 @@ def refused_with(response: Any, key: str, expression: str) -> None:
 
 
 def test_create_with_script_in_narrative_is_422_and_stores_nothing(fhir: Fhir) -> None:
-    refused_with(fhir.request("POST", "/fhir/Patient", patient(SCRIPT)), "txt-1", "Patient.text.div")
+    refused_with(
+        fhir.request("POST", "/fhir/Patient", patient(text=narrative(SCRIPT))), "txt-1", "Patient.text.div"
+    )
     assert fhir.ids("Patient") == set()
 
 
 def test_update_with_non_xml_entity_is_422(fhir: Fhir) -> None:
-    created = fhir.create(patient(f"<div {NS}>Jean</div>"))
-    body = {**patient(f"<div {NS}>Marque&reg;</div>"), "id": created["id"]}
+    created = fhir.create(patient(text=narrative(f"<div {NS}>Jean</div>")))
+    body = {**patient(text=narrative(f"<div {NS}>Marque&reg;</div>")), "id": created["id"]}
     refused_with(fhir.request("PUT", f"/fhir/Patient/{created['id']}", body), "txt-1", "Patient.text.div")
     read = fhir.request("GET", f"/fhir/Patient/{created['id']}").get_json()
     assert read["meta"]["versionId"] == "1"
@@ -38,7 +41,9 @@ def test_update_with_non_xml_entity_is_422(fhir: Fhir) -> None:
 
 def test_whitespace_only_narrative_is_txt_2(fhir: Fhir) -> None:
     refused_with(
-        fhir.request("POST", "/fhir/Patient", patient(f"<div {NS}>  </div>")), "txt-2", "Patient.text.div"
+        fhir.request("POST", "/fhir/Patient", patient(text=narrative(f"<div {NS}>  </div>"))),
+        "txt-2",
+        "Patient.text.div",
     )
 
 
@@ -49,7 +54,9 @@ def test_contained_resource_narrative_is_checked(fhir: Fhir) -> None:
         "name": "x",
         "text": {"status": "generated", "div": f'<div {NS}><img src="x" onerror="alert(1)"/></div>'},
     }
-    body = patient(f"<div {NS}>Jean</div>", contained=[bad], managingOrganization={"reference": "#org"})
+    body = patient(
+        text=narrative(f"<div {NS}>Jean</div>"), contained=[bad], managingOrganization={"reference": "#org"}
+    )
     refused_with(fhir.request("POST", "/fhir/Patient", body), "txt-1", "Patient.contained[0].text.div")
 
 
@@ -59,7 +66,7 @@ def test_transaction_entry_narrative_is_checked(fhir: Fhir) -> None:
         "type": "transaction",
         "entry": [
             {
-                "resource": patient(f'<div {NS}><a href="javascript:alert(1)">x</a></div>'),
+                "resource": patient(text=narrative(f'<div {NS}><a href="javascript:alert(1)">x</a></div>')),
                 "request": {"method": "POST", "url": "Patient"},
             }
         ],
@@ -71,13 +78,13 @@ def test_transaction_entry_narrative_is_checked(fhir: Fhir) -> None:
 
 def test_safe_narrative_is_stored_and_served_unchanged(fhir: Fhir) -> None:
     div = f'<div {NS}><p><b>Jean</b> &#174; <a href="#x">lien</a></p><table><tr><td>1</td></tr></table></div>'
-    created = fhir.create(patient(div))
+    created = fhir.create(patient(text=narrative(div)))
     assert fhir.request("GET", f"/fhir/Patient/{created['id']}").get_json()["text"]["div"] == div
 
 
 def test_validate_reports_narrative_with_the_other_findings(fhir: Fhir) -> None:
     unknown = "https://example.org/StructureDefinition/nowhere"
-    body = patient(SCRIPT, meta={"profile": [unknown]})
+    body = patient(text=narrative(SCRIPT), meta={"profile": [unknown]})
     response = fhir.request("POST", "/fhir/Patient/$validate", body)
     assert response.status_code == 200
     found = {(i["severity"], i["expression"][0]) for i in response.get_json()["issue"]}

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.conftest import Fhir
-from tests.factories import bundle_ok, delete_entry, get_entry, post_entry, put_entry, send_bundle
+from tests.factories import bundle_ok, delete_entry, get_entry, patient, post_entry, put_entry, send_bundle
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 INSTANT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -21,13 +21,9 @@ def urn() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
 
 
-def patient(value: str = "P1", **extra: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Patient",
-        "identifier": [{"system": "urn:test:mrn", "value": value}],
-        "name": [{"family": "Durand", "given": ["Alice"]}],
-        **extra,
-    }
+def mrn(value: str = "P1") -> dict[str, str]:
+    """A medical record number: the identifier the conditional entries below search by."""
+    return {"system": "urn:test:mrn", "value": value}
 
 
 def observation(subject: str, **extra: Any) -> dict[str, Any]:
@@ -75,7 +71,7 @@ def assert_outcome(response: Any, status: int, expression: str | None = None) ->
 
 
 def test_transaction_response_has_one_entry_per_request_entry_in_request_order(fhir: Fhir) -> None:
-    existing = fhir.create(patient("OLD"))
+    existing = fhir.create(patient(identifier=[mrn("OLD")]))
     pid = urn()
     body = bundle_ok(
         fhir,
@@ -83,7 +79,7 @@ def test_transaction_response_has_one_entry_per_request_entry_in_request_order(f
             get_entry(f"Patient/{existing['id']}"),
             put_entry({**existing, "gender": "female"}, f"Patient/{existing['id']}"),
             post_entry(observation(pid)),
-            post_entry(patient("NEW"), pid),
+            post_entry(patient(identifier=[mrn("NEW")]), pid),
             delete_entry("Patient/never-existed"),
         ],
     )
@@ -96,7 +92,7 @@ def test_transaction_response_has_one_entry_per_request_entry_in_request_order(f
 
 
 def test_transaction_response_entries_carry_location_etag_and_last_modified(fhir: Fhir) -> None:
-    body = bundle_ok(fhir, [post_entry(patient())])
+    body = bundle_ok(fhir, [post_entry(patient(identifier=[mrn()]))])
     entry = body["entry"][0]
     created = entry["resource"]
     response = entry["response"]
@@ -109,7 +105,7 @@ def test_transaction_response_entries_carry_location_etag_and_last_modified(fhir
 
 
 def test_transaction_update_entry_reports_new_version(fhir: Fhir) -> None:
-    existing = fhir.create(patient())
+    existing = fhir.create(patient(identifier=[mrn()]))
     body = bundle_ok(
         fhir, [put_entry({**existing, "gender": "male"}, f"Patient/{existing['id']}", if_match='W/"1"')]
     )
@@ -120,7 +116,7 @@ def test_transaction_update_entry_reports_new_version(fhir: Fhir) -> None:
 
 
 def test_transaction_delete_entry_reports_outcome(fhir: Fhir) -> None:
-    existing = fhir.create(patient())
+    existing = fhir.create(patient(identifier=[mrn()]))
     body = bundle_ok(fhir, [delete_entry(f"Patient/{existing['id']}")])
     response = body["entry"][0]["response"]
     assert response["status"] == "200 OK"
@@ -136,11 +132,11 @@ def test_empty_transaction_is_not_an_error(fhir: Fhir) -> None:
 
 
 def test_prefer_return_minimal_omits_resources(fhir: Fhir) -> None:
-    existing = fhir.create(patient("OLD"))
+    existing = fhir.create(patient(identifier=[mrn("OLD")]))
     body = bundle_ok(
         fhir,
         [
-            post_entry(patient()),
+            post_entry(patient(identifier=[mrn()])),
             put_entry({**existing, "active": True}, f"Patient/{existing['id']}"),
             get_entry(f"Patient/{existing['id']}"),
         ],
@@ -155,7 +151,7 @@ def test_prefer_return_minimal_omits_resources(fhir: Fhir) -> None:
 
 
 def test_prefer_return_operation_outcome_gives_an_outcome_per_entry(fhir: Fhir) -> None:
-    body = bundle_ok(fhir, [post_entry(patient())], Prefer="return=OperationOutcome")
+    body = bundle_ok(fhir, [post_entry(patient(identifier=[mrn()]))], Prefer="return=OperationOutcome")
     entry = body["entry"][0]
     assert "resource" not in entry
     assert entry["response"]["outcome"]["resourceType"] == "OperationOutcome"
@@ -166,7 +162,10 @@ def test_prefer_return_operation_outcome_gives_an_outcome_per_entry(fhir: Fhir) 
 
 
 def test_get_in_the_same_transaction_sees_the_posted_resource(fhir: Fhir) -> None:
-    body = bundle_ok(fhir, [get_entry("Patient?identifier=urn:test:mrn|SEEN"), post_entry(patient("SEEN"))])
+    body = bundle_ok(
+        fhir,
+        [get_entry("Patient?identifier=urn:test:mrn|SEEN"), post_entry(patient(identifier=[mrn("SEEN")]))],
+    )
     searchset = body["entry"][0]["resource"]
     assert searchset["type"] == "searchset"
     assert searchset["total"] == 1
@@ -174,7 +173,7 @@ def test_get_in_the_same_transaction_sees_the_posted_resource(fhir: Fhir) -> Non
 
 
 def test_get_in_the_same_transaction_sees_the_updated_version(fhir: Fhir) -> None:
-    existing = fhir.create(patient())
+    existing = fhir.create(patient(identifier=[mrn()]))
     body = bundle_ok(
         fhir,
         [
@@ -187,9 +186,10 @@ def test_get_in_the_same_transaction_sees_the_updated_version(fhir: Fhir) -> Non
 
 
 def test_delete_runs_before_post_whatever_the_entry_order(fhir: Fhir) -> None:
-    old = fhir.create(patient("SAME"))
+    old = fhir.create(patient(identifier=[mrn("SAME")]))
     body = bundle_ok(
-        fhir, [post_entry(patient("SAME")), delete_entry("Patient?identifier=urn:test:mrn|SAME")]
+        fhir,
+        [post_entry(patient(identifier=[mrn("SAME")])), delete_entry("Patient?identifier=urn:test:mrn|SAME")],
     )
     new_id = body["entry"][0]["resource"]["id"]
     assert body["entry"][1]["response"]["status"] == "200 OK"
@@ -198,11 +198,11 @@ def test_delete_runs_before_post_whatever_the_entry_order(fhir: Fhir) -> None:
 
 
 def test_delete_runs_before_a_conditional_create_of_the_same_identifier(fhir: Fhir) -> None:
-    old = fhir.create(patient("AGAIN"))
+    old = fhir.create(patient(identifier=[mrn("AGAIN")]))
     body = bundle_ok(
         fhir,
         [
-            post_entry(patient("AGAIN"), if_none_exist="identifier=urn:test:mrn|AGAIN"),
+            post_entry(patient(identifier=[mrn("AGAIN")]), if_none_exist="identifier=urn:test:mrn|AGAIN"),
             delete_entry(f"Patient/{old['id']}"),
         ],
     )
@@ -216,9 +216,9 @@ def test_delete_runs_before_a_conditional_create_of_the_same_identifier(fhir: Fh
 def _failing_entry(kind: str, fhir: Fhir) -> tuple[Any, int, str]:
     """(entry, status, FHIRPath of the faulty element) for each way an entry can fail."""
     if kind == "invalid-resource":
-        return post_entry(patient("X", gender=12)), 400, "Bundle.entry[3].resource.gender"
+        return post_entry(patient(identifier=[mrn("X")], gender=12)), 400, "Bundle.entry[3].resource.gender"
     if kind == "if-match-mismatch":
-        target = fhir.create(patient("IFM"))
+        target = fhir.create(patient(identifier=[mrn("IFM")]))
         return (
             put_entry({**target, "active": False}, f"Patient/{target['id']}", if_match='W/"9"'),
             412,
@@ -233,17 +233,21 @@ def _failing_entry(kind: str, fhir: Fhir) -> tuple[Any, int, str]:
             "Bundle.entry[3].resource.subject.reference",
         )
     if kind == "conditional-reference-two-matches":
-        fhir.create(patient("TWIN"))
-        fhir.create(patient("TWIN"))
+        fhir.create(patient(identifier=[mrn("TWIN")]))
+        fhir.create(patient(identifier=[mrn("TWIN")]))
         return (
             post_entry(observation("Patient?identifier=urn:test:mrn|TWIN")),
             412,
             "Bundle.entry[3].resource.subject.reference",
         )
     if kind == "conditional-update-two-matches":
-        fhir.create(patient("DUP"))
-        fhir.create(patient("DUP"))
-        return put_entry(patient("DUP"), "Patient?identifier=urn:test:mrn|DUP"), 412, "Bundle.entry[3]"
+        fhir.create(patient(identifier=[mrn("DUP")]))
+        fhir.create(patient(identifier=[mrn("DUP")]))
+        return (
+            put_entry(patient(identifier=[mrn("DUP")]), "Patient?identifier=urn:test:mrn|DUP"),
+            412,
+            "Bundle.entry[3]",
+        )
     assert kind == "unknown-resource-read"
     return get_entry("Patient/does-not-exist"), 404, "Bundle.entry[3]"
 
@@ -261,8 +265,8 @@ def _failing_entry(kind: str, fhir: Fhir) -> tuple[Any, int, str]:
     ],
 )
 def test_a_failing_entry_rolls_back_every_other_entry(fhir: Fhir, kind: str) -> None:
-    doomed = fhir.create(patient("DOOMED"))
-    kept = fhir.create(patient("KEPT"))
+    doomed = fhir.create(patient(identifier=[mrn("DOOMED")]))
+    kept = fhir.create(patient(identifier=[mrn("KEPT")]))
     failing, status, expression = _failing_entry(kind, fhir)
     before = versions(fhir)
     pid = urn()
@@ -271,7 +275,7 @@ def test_a_failing_entry_rolls_back_every_other_entry(fhir: Fhir, kind: str) -> 
         [
             delete_entry(f"Patient/{doomed['id']}"),
             put_entry({**kept, "gender": "female"}, f"Patient/{kept['id']}"),
-            post_entry(patient("ROLLED-BACK"), pid),
+            post_entry(patient(identifier=[mrn("ROLLED-BACK")]), pid),
             failing,
             post_entry(observation(pid)),
         ],
@@ -287,7 +291,10 @@ def test_a_failing_entry_rolls_back_every_other_entry(fhir: Fhir, kind: str) -> 
 def test_failure_names_the_entry_in_the_diagnostics(fhir: Fhir) -> None:
     response = send_bundle(
         fhir,
-        [post_entry(patient()), post_entry(observation("urn:uuid:0a0a0a0a-0000-0000-0000-000000000000"))],
+        [
+            post_entry(patient(identifier=[mrn()])),
+            post_entry(observation("urn:uuid:0a0a0a0a-0000-0000-0000-000000000000")),
+        ],
     )
     outcome = assert_outcome(response, 400, "Bundle.entry[1].resource.subject.reference")
     assert "Bundle.entry[1]" in outcome["issue"][0]["diagnostics"]
@@ -295,7 +302,7 @@ def test_failure_names_the_entry_in_the_diagnostics(fhir: Fhir) -> None:
 
 
 def test_a_resource_may_appear_only_once(fhir: Fhir) -> None:
-    existing = fhir.create(patient())
+    existing = fhir.create(patient(identifier=[mrn()]))
     before = versions(fhir)
     response = send_bundle(
         fhir,
@@ -309,12 +316,12 @@ def test_a_resource_may_appear_only_once(fhir: Fhir) -> None:
 
 
 def test_an_identity_resolved_by_a_conditional_update_may_appear_only_once(fhir: Fhir) -> None:
-    existing = fhir.create(patient("BOTH"))
+    existing = fhir.create(patient(identifier=[mrn("BOTH")]))
     before = versions(fhir)
     response = send_bundle(
         fhir,
         [
-            put_entry(patient("BOTH", active=True), "Patient?identifier=urn:test:mrn|BOTH"),
+            put_entry(patient(identifier=[mrn("BOTH")], active=True), "Patient?identifier=urn:test:mrn|BOTH"),
             put_entry({**existing, "active": False}, f"Patient/{existing['id']}"),
         ],
     )
@@ -328,8 +335,8 @@ def test_two_conditional_creates_of_the_same_resource_fail(fhir: Fhir) -> None:
     response = send_bundle(
         fhir,
         [
-            post_entry(patient("TWICE"), if_none_exist=criteria),
-            post_entry(patient("TWICE"), if_none_exist=criteria),
+            post_entry(patient(identifier=[mrn("TWICE")]), if_none_exist=criteria),
+            post_entry(patient(identifier=[mrn("TWICE")]), if_none_exist=criteria),
         ],
     )
     assert_outcome(response, 400, "Bundle.entry[1].request.ifNoneExist")
@@ -391,7 +398,7 @@ def test_urn_uuid_references_are_rewritten_at_every_depth(fhir: Fhir) -> None:
             post_entry(condition, cid),
             post_entry(service_request, sid),
             post_entry(encounter, eid),
-            post_entry(patient(), pid),
+            post_entry(patient(identifier=[mrn()]), pid),
         ],
     )
     ids = {e["resource"]["resourceType"]: e["resource"]["id"] for e in body["entry"]}
@@ -453,7 +460,9 @@ def test_urn_uuid_is_replaced_in_uri_elements_and_narrative_but_not_canonical_or
         "instantiatesCanonical": [pid],  # canonical: never replaced
         "instantiatesUri": [pid],
     }
-    body = bundle_ok(fhir, [post_entry(document), post_entry(plan), post_entry(patient(), pid)])
+    body = bundle_ok(
+        fhir, [post_entry(document), post_entry(plan), post_entry(patient(identifier=[mrn()]), pid)]
+    )
     p = f"Patient/{body['entry'][2]['resource']['id']}"
     stored = read(fhir, f"DocumentReference/{body['entry'][0]['resource']['id']}")
     assert f'href="{p}"' in stored["text"]["div"]
@@ -473,7 +482,7 @@ def test_put_full_url_maps_to_the_updated_resource(fhir: Fhir) -> None:
         fhir,
         [
             post_entry(observation(full_url)),
-            put_entry(patient(id="kept-id"), "Patient/kept-id", full_url),
+            put_entry(patient(identifier=[mrn()], id="kept-id"), "Patient/kept-id", full_url),
         ],
     )
     assert body["entry"][1]["response"]["status"] == "201 Created"
@@ -485,7 +494,7 @@ def test_relative_reference_is_resolved_against_the_entry_full_url(fhir: Fhir) -
         fhir,
         [
             post_entry(observation("Patient/temp-1"), "http://example.org/fhir/Observation/temp-2"),
-            post_entry(patient(id="temp-1"), "http://example.org/fhir/Patient/temp-1"),
+            post_entry(patient(identifier=[mrn()], id="temp-1"), "http://example.org/fhir/Patient/temp-1"),
         ],
     )
     new_id = body["entry"][1]["resource"]["id"]
@@ -523,7 +532,7 @@ def test_if_none_exist_with_a_match_returns_200_and_references_point_to_it(fhir:
                 oid,
                 if_none_exist="Organization?identifier=urn:org|CH",
             ),
-            post_entry(patient(managingOrganization={"reference": oid})),
+            post_entry(patient(identifier=[mrn()], managingOrganization={"reference": oid})),
         ],
     )
     org_entry = body["entry"][0]
@@ -537,30 +546,39 @@ def test_if_none_exist_with_a_match_returns_200_and_references_point_to_it(fhir:
 
 
 def test_if_none_exist_without_a_match_creates(fhir: Fhir) -> None:
-    body = bundle_ok(fhir, [post_entry(patient("FRESH"), if_none_exist="identifier=urn:test:mrn|FRESH")])
+    body = bundle_ok(
+        fhir, [post_entry(patient(identifier=[mrn("FRESH")]), if_none_exist="identifier=urn:test:mrn|FRESH")]
+    )
     assert body["entry"][0]["response"]["status"] == "201 Created"
     assert fhir.ids("Patient?identifier=urn:test:mrn|FRESH") == {body["entry"][0]["resource"]["id"]}
 
 
 def test_if_none_exist_with_two_matches_fails(fhir: Fhir) -> None:
-    fhir.create(patient("MANY"))
-    fhir.create(patient("MANY"))
+    fhir.create(patient(identifier=[mrn("MANY")]))
+    fhir.create(patient(identifier=[mrn("MANY")]))
     before = versions(fhir)
     response = send_bundle(
         fhir,
-        [post_entry(patient()), post_entry(patient("MANY"), if_none_exist="identifier=urn:test:mrn|MANY")],
+        [
+            post_entry(patient(identifier=[mrn()])),
+            post_entry(patient("MANY"), if_none_exist="identifier=urn:test:mrn|MANY"),
+        ],
     )
     assert_outcome(response, 412, "Bundle.entry[1].request.ifNoneExist")
     assert versions(fhir) == before
 
 
 def test_conditional_put_updates_the_match_and_maps_its_full_url(fhir: Fhir) -> None:
-    existing = fhir.create(patient("COND"))
+    existing = fhir.create(patient(identifier=[mrn("COND")]))
     pid = urn()
     body = bundle_ok(
         fhir,
         [
-            put_entry(patient("COND", gender="female"), "Patient?identifier=urn:test:mrn|COND", pid),
+            put_entry(
+                patient(identifier=[mrn("COND")], gender="female"),
+                "Patient?identifier=urn:test:mrn|COND",
+                pid,
+            ),
             post_entry(observation(pid)),
         ],
     )
@@ -571,16 +589,18 @@ def test_conditional_put_updates_the_match_and_maps_its_full_url(fhir: Fhir) -> 
 
 
 def test_conditional_put_without_a_match_creates(fhir: Fhir) -> None:
-    body = bundle_ok(fhir, [put_entry(patient("NONE-YET"), "Patient?identifier=urn:test:mrn|NONE-YET")])
+    body = bundle_ok(
+        fhir, [put_entry(patient(identifier=[mrn("NONE-YET")]), "Patient?identifier=urn:test:mrn|NONE-YET")]
+    )
     assert body["entry"][0]["response"]["status"] == "201 Created"
     assert fhir.ids("Patient?identifier=urn:test:mrn|NONE-YET") == {body["entry"][0]["resource"]["id"]}
 
 
 def test_conditional_put_with_a_different_body_id_fails(fhir: Fhir) -> None:
-    fhir.create(patient("IDS"))
+    fhir.create(patient(identifier=[mrn("IDS")]))
     before = versions(fhir)
     response = send_bundle(
-        fhir, [put_entry(patient("IDS", id="other"), "Patient?identifier=urn:test:mrn|IDS")]
+        fhir, [put_entry(patient(identifier=[mrn("IDS")], id="other"), "Patient?identifier=urn:test:mrn|IDS")]
     )
     assert_outcome(response, 400, "Bundle.entry[0].resource.id")
     assert versions(fhir) == before
@@ -603,7 +623,12 @@ def test_conditional_reference_finds_a_resource_created_by_the_same_transaction(
     body = bundle_ok(
         fhir,
         [
-            post_entry(patient(managingOrganization={"reference": "Organization?identifier=urn:org|NEW"})),
+            post_entry(
+                patient(
+                    identifier=[mrn()],
+                    managingOrganization={"reference": "Organization?identifier=urn:org|NEW"},
+                )
+            ),
             post_entry(organization, if_none_exist="identifier=urn:org|NEW"),
         ],
     )
@@ -615,13 +640,13 @@ def test_conditional_reference_finds_a_resource_created_by_the_same_transaction(
 
 
 def test_batch_entries_succeed_or_fail_on_their_own(fhir: Fhir) -> None:
-    stale = fhir.create(patient("STALE"))
-    gone = fhir.create(patient("GONE"))
+    stale = fhir.create(patient(identifier=[mrn("STALE")]))
+    gone = fhir.create(patient(identifier=[mrn("GONE")]))
     body = bundle_ok(
         fhir,
         [
-            post_entry(patient("GOOD")),
-            post_entry(patient("BAD", gender=12)),
+            post_entry(patient(identifier=[mrn("GOOD")])),
+            post_entry(patient(identifier=[mrn("BAD")], gender=12)),
             put_entry({**stale, "active": True}, f"Patient/{stale['id']}", if_match='W/"5"'),
             get_entry("Patient/nope"),
             delete_entry(f"Patient/{gone['id']}"),
@@ -658,7 +683,9 @@ def test_batch_entries_succeed_or_fail_on_their_own(fhir: Fhir) -> None:
 
 def test_batch_entries_may_not_reference_each_other(fhir: Fhir) -> None:
     pid = urn()
-    body = bundle_ok(fhir, [post_entry(patient(), pid), post_entry(observation(pid))], kind="batch")
+    body = bundle_ok(
+        fhir, [post_entry(patient(identifier=[mrn()]), pid), post_entry(observation(pid))], kind="batch"
+    )
     assert body["entry"][0]["response"]["status"] == "201 Created"
     failed = body["entry"][1]["response"]
     assert failed["status"] == "400 Bad Request"
@@ -667,7 +694,7 @@ def test_batch_entries_may_not_reference_each_other(fhir: Fhir) -> None:
 
 
 def test_batch_refuses_conditional_references(fhir: Fhir) -> None:
-    fhir.create(patient("ONLY"))
+    fhir.create(patient(identifier=[mrn("ONLY")]))
     body = bundle_ok(fhir, [post_entry(observation("Patient?identifier=urn:test:mrn|ONLY"))], kind="batch")
     assert body["entry"][0]["response"]["status"] == "400 Bad Request"
     assert "only in a transaction" in body["entry"][0]["response"]["outcome"]["issue"][0]["diagnostics"]
@@ -675,7 +702,10 @@ def test_batch_refuses_conditional_references(fhir: Fhir) -> None:
 
 def test_batch_prefer_return_minimal_omits_resources(fhir: Fhir) -> None:
     body = bundle_ok(
-        fhir, [post_entry(patient()), post_entry(patient("OTHER"))], kind="batch", Prefer="return=minimal"
+        fhir,
+        [post_entry(patient(identifier=[mrn()])), post_entry(patient("OTHER"))],
+        kind="batch",
+        Prefer="return=minimal",
     )
     assert all("resource" not in e for e in body["entry"])
     assert all(e["response"]["status"] == "201 Created" for e in body["entry"])

@@ -8,7 +8,10 @@ from typing import Any
 
 from flask import Flask
 
+from coordination_api.app import create_app
+from coordination_api.config import Settings
 from coordination_api.conformance_load import load_conformance
+from coordination_api.core import profiles
 from tests.conftest import Fhir, authed
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "fr-core"
@@ -133,9 +136,6 @@ def test_capability_statement_lists_supported_profiles_and_validate(fhir: Fhir) 
 
 
 def test_unknown_profile_is_refused_when_configured(database_url: str) -> None:
-    from coordination_api.app import create_app
-    from coordination_api.config import Settings
-    from coordination_api.fhir import profiles
 
     strict = create_app(Settings(database_url=database_url, reject_unknown_profiles=True))
     try:

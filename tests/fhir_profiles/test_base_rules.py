@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from fhir_profiles import base_rules
 from tests.conftest import Fhir
 
 ENCOUNTER: dict[str, Any] = {
@@ -192,7 +193,6 @@ def test_validate_lists_every_binding_error_once(fhir: Fhir) -> None:
 
 def test_the_r4_cardinalities_and_bindings_from_the_definitions() -> None:
     """The R4 table itself (on the write path the model's structure check reports these first)."""
-    from fhir_profiles import base_rules
 
     def found(resource: dict[str, Any]) -> list[tuple[str, str]]:
         return [(i.code, i.expression) for i in base_rules.check(resource)]

@@ -13,7 +13,7 @@ import types
 import typing
 from typing import Any
 
-from coordination_api.fhir.elements import resource_model
+from coordination_api.core.elements import resource_model
 from coordination_api.fhir.resources import NOT_STORED, supported_types
 from fhir_profiles import base_rules
 

@@ -4,15 +4,18 @@ duplicate DMP submissions)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
 from coordination_api import jobs
 from coordination_api.app import create_app
 from coordination_api.config import DmpSettings, JobSettings, Settings
+from coordination_api.storage.schema import connector_job
 from tests.conftest import Fhir, _truncate, authed, close_app
 from tests.support.dmp import Recipient, ins_patient, pdf_letter
 from tests.support.dmp import recipient as recipient
@@ -59,11 +62,6 @@ def test_a_job_running_past_its_lease_is_not_taken_by_another_worker(
     """Review 20 F5, the connector-job class: a call slower than the lease (the recipient answers after
     3 s, the lease is 1 s) keeps its lease renewed while it runs, so a second worker claims nothing
     meanwhile and the document is sent once."""
-    import threading
-
-    from sqlalchemy import select
-
-    from coordination_api.storage.schema import connector_job
 
     fhir = Fhir(authed(short_lease_app.test_client()))
     doc = pdf_letter(fhir, ins_patient(fhir))

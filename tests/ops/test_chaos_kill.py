@@ -30,10 +30,10 @@ from connectors.hl7v2.mllp import END, START, read_frame
 from coordination_api.config import SupervisionSettings
 from coordination_api.storage.schema import worker_heartbeat
 from tests.conftest import BACKENDS
-from tests.coordination.intake.messages import VISIT_SYSTEM, discharge_message, patient
-from tests.ops.served import Served, children_of, database, listening, serve, wait_for
 from tests.subscriptions.conftest import Receiver
 from tests.support.hl7v2 import adt
+from tests.support.messages import VISIT_SYSTEM, discharge_message, patient
+from tests.support.served import Served, children_of, database, listening, serve, wait_for
 from tests.support.subscriptions import outbox_pending
 
 pytestmark = pytest.mark.live

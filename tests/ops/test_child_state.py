@@ -13,7 +13,7 @@ from coordination_api.config import Settings
 from coordination_api.health import ChildState, read_child_state, write_child_state
 from coordination_api.storage.schema import worker_heartbeat
 from tests.conftest import close_app
-from tests.connectors.states import ALL_OFF
+from tests.support.connector_states import ALL_OFF
 
 
 def _state(state: str, restarts: int, last_exit: str = "") -> ChildState:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,14 @@ from fhirclient.models.humanname import HumanName
 from fhirclient.models.identifier import Identifier
 from fhirclient.models.patient import Patient
 
+from tests.support.net import free_port
+
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 def live_server(app: object, database_url: str) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "COORDINATION_DATABASE_URL": database_url}
     process = subprocess.Popen(
         [str(BIN / "coordination"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from flask import Flask
+from flask import Flask, g
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 from sqlalchemy import insert
+from werkzeug.routing import Rule
 
 from coordination_api import metrics
 from coordination_api.app import create_app
@@ -19,8 +20,8 @@ from coordination_api.config import Settings
 from coordination_api.health import WorkerHeartbeat
 from coordination_api.logs import JsonFormatter
 from coordination_api.storage.schema import worker_heartbeat
-from tests.conftest import close_app
-from tests.connectors.states import ALL_OFF
+from tests.conftest import close_app, system_token
+from tests.support.connector_states import ALL_OFF
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -73,7 +74,6 @@ def test_metrics_needs_no_token_and_counts_interactions(anonymous_client: FlaskC
 
 
 def test_token_issuance_is_counted_by_grant_type(app: Flask) -> None:
-    from tests.conftest import system_token
 
     before = _sample("coordination_tokens_issued_total", grant_type="client_credentials")
     system_token(app.test_client())
@@ -96,13 +96,11 @@ def test_token_issuance_is_counted_by_grant_type(app: Flask) -> None:
     ],
 )
 def test_interaction_names(endpoint: str, rule: str, method: str, expected: str) -> None:
-    from werkzeug.routing import Rule
 
     assert metrics.interaction(Rule(rule, endpoint=endpoint), method) == expected
 
 
 def test_resource_type_label_is_bounded() -> None:
-    from werkzeug.routing import Rule
 
     rule = Rule("/fhir/<resource_type>", endpoint="fhir.type_level")
     assert metrics.resource_type(rule, {"resource_type": "Patient"}, {"Patient"}) == "Patient"
@@ -186,8 +184,6 @@ def test_readiness_fails_when_migrations_are_not_applied(tmp_path: Path) -> None
 def test_lines_logged_during_a_request_name_its_id(app: Flask) -> None:
     record = logging.LogRecord("coordination_api.x", logging.ERROR, __file__, 1, "failed %s", ("here",), None)
     with app.test_request_context("/fhir/Patient"):
-        from flask import g
-
         g.request_id = "req-7"
         line = json.loads(JsonFormatter().format(record))
     assert line["request_id"] == "req-7" and line["msg"] == "failed here" and line["level"] == "ERROR"

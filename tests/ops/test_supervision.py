@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.connectors.states import ALL_OFF
-from tests.ops.served import Served, children_of, database, listening, serve, wait_for
+from tests.support.connector_states import ALL_OFF
+from tests.support.served import Served, children_of, database, listening, serve, wait_for
 
 pytestmark = pytest.mark.live
 

@@ -4,6 +4,7 @@ lease taken over, the dead-letter, and the one backoff formula."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, insert, select
 
-from coordination_api.outbox import Queue, RetryPolicy, backoff, ceiling, claiming
+from coordination_api.outbox import US, Queue, RetryPolicy, backoff, ceiling, claiming, lease_end
 from coordination_api.outbox.backoff import MAX_DOUBLINGS
 from coordination_api.storage.schema import connector_job as j
 
@@ -183,9 +184,6 @@ def test_a_kept_lease_outlives_slow_work_and_the_row_is_not_claimed_meanwhile(en
     """Review 20 F5: work slower than its lease (a subscriber's long timeout, a slow connector) keeps
     the row: the lease is renewed while it runs, another claimer finds nothing, and the holder's
     writes after it name the renewed lease."""
-    import time
-
-    from coordination_api.outbox import US, lease_end
 
     (pk,) = _add(engine, 1)
     now = int(time.time() * US)
@@ -207,9 +205,6 @@ def test_a_kept_lease_outlives_slow_work_and_the_row_is_not_claimed_meanwhile(en
 
 
 def test_a_kept_lease_taken_over_is_reported_lost(engine: Engine) -> None:
-    import time
-
-    from coordination_api.outbox import US, lease_end
 
     (pk,) = _add(engine, 1)
     now = int(time.time() * US)

@@ -14,7 +14,7 @@ from coordination_api.config import Settings
 from coordination_api.storage.migrate import upgrade
 from coordination_api.storage.schema import idx_token, resource
 from tests.conftest import Fhir
-from tests.search.support import LOINC, assert_400, observation, put
+from tests.support.search import LOINC, assert_400, observation, put
 
 SYSTOLIC, DIASTOLIC, BP = "8480-6", "8462-4", "85354-9"
 UCUM = "http://unitsofmeasure.org"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.conftest import Fhir
-from tests.search.support import assert_400, encounter, observation, patient, put
+from tests.support.search import assert_400, encounter, observation, patient, put
 
 UCUM = "http://unitsofmeasure.org"
 

@@ -17,7 +17,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Fhir
-from tests.search.support import observation, put
+from tests.support.search import observation, put
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 INFINITY = 2**63

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from coordination_api.errors import FhirError
 from coordination_api.search.values import split_or, split_value, unescape
 from tests.conftest import Fhir, system_token
-from tests.search.support import assert_400, observation, patient, put
+from tests.support.search import assert_400, observation, patient, put
 
 BACKSLASH = "%5C"  # so that no URL layer reads the backslash
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tests.conftest import Fhir
-from tests.search.support import (
+from tests.support.search import (
     assert_400,
     encounter,
     entries_by_mode,

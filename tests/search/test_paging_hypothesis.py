@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Fhir
-from tests.search.support import link, local, match_ids, patient, put
+from tests.support.search import link, local, match_ids, patient, put
 
 FAMILIES = ["Dupont", "dupont", "Élie", "Martin", "Le Goff", None]
 BIRTH_DATES = ["1950", "1950-02-03", "1980-07-14", "2001-01-01", None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Fhir
-from tests.search.support import assert_400, encounter, observation, patient, put
+from tests.support.search import assert_400, encounter, observation, patient, put
 
 INS = "https://hopital.example.org/fhir/sid/ipp"
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import Fhir
-from tests.search.support import (
+from tests.support.search import (
     assert_400,
     encounter,
     entries_by_mode,
@@ -307,10 +310,6 @@ PARAMETERS = [
 
 
 def test_arbitrary_values_never_cause_a_server_error(people: Fhir) -> None:
-    from urllib.parse import quote
-
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
 
     alphabet = st.sampled_from(list("abcZ019-+.:|,\\$/_ %éT\x00")) | st.characters(exclude_categories=["Cs"])
 

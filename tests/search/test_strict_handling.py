@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Fhir
-from tests.search.support import (
+from tests.support.search import (
     assert_400,
     entries_by_mode,
     link,

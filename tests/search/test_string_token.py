@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Fhir
-from tests.search.support import LOINC, assert_400, observation, patient, put
+from tests.support.search import LOINC, assert_400, observation, patient, put
 
 SNOMED = "http://snomed.info/sct"
 INS = "https://hopital.example.org/fhir/sid/ipp"

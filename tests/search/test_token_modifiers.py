@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Fhir
-from tests.search.support import assert_400, observation, patient, put
+from tests.support.search import assert_400, observation, patient, put
 
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"

@@ -19,8 +19,8 @@ from flask.testing import FlaskClient
 
 from coordination_api.cli import main
 from tests.conftest import Fhir
-from tests.coordination.intake.messages import as_sender
 from tests.support.hl7v2 import adt
+from tests.support.messages import as_sender
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
 SENDER = "SIH-PASTEL^CHU-NANTES"  # tests.support.hl7v2.adt's MSH-3^MSH-4

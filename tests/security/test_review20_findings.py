@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
+import psycopg
 from flask import Flask
 from flask.testing import FlaskClient
 
+from coordination_api.errors import Category, from_database_error
+from coordination_api.search.compiler import MAX_SEARCH_VALUES
 from tests.conftest import Fhir
 from tests.factories import PRCP, consent
 from tests.support.access import ReachWorld
@@ -142,7 +146,6 @@ def test_a_consent_actor_by_identifier_of_a_non_directory_type_is_refused_as_its
 
 
 def test_a_search_binding_too_many_values_is_a_400_naming_the_limit(fhir: Fhir) -> None:
-    from coordination_api.search.compiler import MAX_SEARCH_VALUES
 
     ids = ",".join(f"i{n}" for n in range(MAX_SEARCH_VALUES + 1))
     response = fhir.request("GET", f"/fhir/Patient?_id={ids}")
@@ -158,11 +161,6 @@ def test_a_search_binding_too_many_values_is_a_400_naming_the_limit(fhir: Fhir) 
 
 
 def test_too_many_database_parameters_is_not_database_unavailable() -> None:
-    import sqlite3
-
-    import psycopg
-
-    from coordination_api.errors import Category, from_database_error
 
     for error in (
         psycopg.OperationalError(

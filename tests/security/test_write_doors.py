@@ -24,8 +24,8 @@ from sqlalchemy.engine import Connection
 from coordination_api.core.services import Hooks, PendingCreate, PendingUpdate, Services
 from coordination_api.errors import Category, FhirError
 from tests.conftest import Fhir
-from tests.coordination.intake.messages import EVENT_TYPE, NOS_R254, as_sender, nde
 from tests.factories import post_entry, put_entry, send_bundle
+from tests.support.messages import EVENT_TYPE, NOS_R254, as_sender, nde
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,8 +16,8 @@ from coordination_api.app import create_app
 from coordination_api.config import DatabaseTimeouts, Settings
 from coordination_api.storage.migrate import upgrade
 from tests.conftest import authed, close_app
-from tests.coordination.intake.messages import as_sender, discharge_message
 from tests.support.db_faults import timeouts_app, write_lock_held
+from tests.support.messages import as_sender, discharge_message
 
 
 def _post_patient(client: FlaskClient, family: str) -> Any:

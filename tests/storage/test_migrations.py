@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import orjson
 from sqlalchemy import insert, select
 
 from coordination_api.app import create_app
 from coordination_api.config import Settings
 from coordination_api.storage.migrate import upgrade
-from coordination_api.storage.schema import idx_compartment, idx_number, idx_reference, idx_token, resource
+from coordination_api.storage.schema import (
+    history_compartment,
+    idx_compartment,
+    idx_number,
+    idx_reference,
+    idx_token,
+    resource,
+    resource_history,
+)
 from tests.conftest import Fhir
 
 
@@ -46,9 +55,6 @@ def test_0015_puts_patient_data_of_any_type_into_its_patients_compartment(tmp_pa
     """Review 17 R3: a Device naming Q and a Provenance of Q's Observation, stored before 0015 (no
     compartment row, as the code of that revision wrote them), join Q's compartment on upgrade, and
     so do their versions."""
-    import orjson
-
-    from coordination_api.storage.schema import history_compartment, resource_history
 
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'old.db'}", security_disabled=True))
     repo = app.extensions["coordination"].repo

@@ -10,9 +10,9 @@ import pytest
 from coordination_api.app import create_app
 from coordination_api.config import DatabaseTimeouts, Settings
 from tests.conftest import authed
-from tests.coordination.intake.messages import as_sender
 from tests.support.db_faults import timeouts_app, write_lock_held
 from tests.support.hl7v2 import adt
+from tests.support.messages import as_sender
 
 
 @pytest.mark.parametrize(

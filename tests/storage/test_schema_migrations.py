@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Engine, Integer, MetaData
+from sqlalchemy import Column, Engine, Integer, MetaData, text
 
 from auth import schema as auth_schema
 from coordination_api.storage import schema as storage_schema
@@ -47,7 +47,6 @@ def test_storage_and_auth_name_constraints_alike() -> None:
 
 def test_0017_backfills_the_origin_key_of_existing_subscriptions(empty_engine: Engine) -> None:
     """Review 20 F4, F6: subscriptions written before 0017 get the key of their endpoint's spelling."""
-    from sqlalchemy import text
 
     upgrade(empty_engine, "0016")
     with empty_engine.begin() as conn:

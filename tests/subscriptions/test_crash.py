@@ -24,8 +24,8 @@ import orjson
 import pytest
 
 from tests.conftest import Fhir
-from tests.coordination.intake.messages import as_sender, discharge_message
 from tests.subscriptions.conftest import Receiver
+from tests.support.messages import as_sender, discharge_message
 from tests.support.subscriptions import active, discharge_subscription
 
 Pump = Callable[..., None]

@@ -181,7 +181,6 @@ def test_receiver_down_then_back(sub_fhir: Fhir, sub_app: Flask, receiver: Recei
 def test_retry_period_over_sets_error_and_events_replay(
     sub_fhir: Fhir, sub_app: Flask, receiver: Receiver, pump: Pump
 ) -> None:
-    from dataclasses import replace
 
     sub_id = active(sub_fhir, pump, receiver, classic(receiver.url, payload="application/fhir+json"))
     service = sub_app.extensions["subscriptions"]

@@ -18,11 +18,11 @@ import requests
 from flask import Flask
 
 from connectors.http import pinned_session
-from coordination_api.config import SubscriptionSettings
+from coordination_api.config import Settings, SubscriptionSettings
 from coordination_api.subscriptions import endpoint
 from tests.conftest import Fhir
-from tests.integrations.eparcours.certs import Pki, make_pki
 from tests.subscriptions.conftest import FAST, Receiver
+from tests.support.pki import Pki, make_pki
 from tests.support.subscriptions import Pump, active, classic, encounter
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -241,7 +241,6 @@ def test_mailto_only_to_configured_domains(sub_app: Flask, sub_fhir: Fhir) -> No
 
 
 def test_settings_read_mail_domains(tmp_path: Path) -> None:
-    from coordination_api.config import Settings
 
     assert Settings.from_env({}).subscriptions.mail_domains == ()
     found = Settings.from_env({"COORDINATION_SUBSCRIPTION_MAIL_DOMAINS": "*.mssante.fr a.example"})

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.conftest import Fhir
-from tests.coordination.intake.messages import as_sender, discharge_message, nde
 from tests.subscriptions.conftest import Receiver
 from tests.support.hl7v2 import adt
+from tests.support.messages import as_sender, discharge_message, nde
 from tests.support.subscriptions import active, discharge_subscription
 
 Pump = Callable[..., None]

@@ -6,10 +6,16 @@ every claim and are unleased again, and the healthy subscriber waits for a read 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from sqlalchemy import select
+
+from coordination_api.storage.schema import subscription_outbox
+from coordination_api.subscriptions import worker_loop
 from tests.conftest import Fhir
 from tests.subscriptions.conftest import FAST
 from tests.subscriptions.slow import (
@@ -75,10 +81,6 @@ def test_a_subscriber_timeout_beyond_the_lease_does_not_duplicate_a_notification
     POST waits: when the lease ends, the same event is claimed and POSTed again (the first POST is still
     open), so a slow but healthy endpoint receives every event twice or more (before the pool, the one
     sending thread was the claim loop, and a single worker could not re-claim its own row)."""
-    import threading
-    from dataclasses import replace
-
-    from coordination_api.subscriptions import worker_loop
 
     config = replace(SLOW, read_timeout=1.0, connect_timeout=0.5, lease=2.0)  # lease > connect + read
     sub_app.extensions["subscriptions"].config = config
@@ -102,10 +104,19 @@ def test_a_subscriber_timeout_beyond_the_lease_does_not_duplicate_a_notification
         )
         slow.mode = "slow"
         sub_fhir.create(encounter())
-        time.sleep(slow.delay * 2 + 1)
-        assert numbers(slow) == [1], f"event numbers received: {numbers(slow)}"
+        engine = sub_app.extensions["coordination"].repo.engine
+
+        def statuses() -> list[str]:
+            with engine.connect() as conn:
+                return list(conn.scalars(select(subscription_outbox.c.status)))
+
+        # Positive wait: the one POST answered after 4 s, two leases; a re-claim meanwhile POSTs again.
+        wait_for(lambda: statuses() == ["delivered"], slow.delay + BOUND, "delivery")
     finally:
         stop.set()
-        thread.join(30)
+        thread.join(30)  # POSTs in flight finish first
         slow.stop()
         sub_app.extensions["subscriptions"].config = FAST
+    assert numbers(slow) == [1], f"event numbers received: {numbers(slow)}"
+    with engine.connect() as conn:  # a re-claim counts an attempt, even one the stop cancelled
+        assert list(conn.scalars(select(subscription_outbox.c.attempts))) == [1]

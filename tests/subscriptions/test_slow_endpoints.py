@@ -16,6 +16,7 @@ from typing import Any
 import requests
 from flask import Flask
 
+from coordination_api.jobs import enqueue
 from tests.conftest import Fhir
 from tests.subscriptions.slow import (
     BOUND,
@@ -101,7 +102,6 @@ def test_a_slow_connector_job_does_not_delay_notifications(
         running()
         subscribe(sub_fhir, healthy.url)
         repo = sub_app.extensions["coordination"].repo
-        from coordination_api.jobs import enqueue
 
         with repo.writing() as conn:
             enqueue(conn, "test-slow-service", {})

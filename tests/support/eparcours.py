@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integrations.eparcours.certs import Pki
+from tests.support.pki import Pki
 
 
 @dataclass

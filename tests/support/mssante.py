@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.integrations.eparcours.certs import Pki
 from tests.support.net import free_port
+from tests.support.pki import Pki
 
 
 class Inbox:

@@ -1,4 +1,4 @@
-"""An app wired to the local OpenID provider (tests/auth/oidc_provider.py) standing in for Pro Santé
+"""An app wired to the local OpenID provider (tests/support/oidc_provider.py) standing in for Pro Santé
 Connect, and the browser's round trip through it."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 
 from coordination_api.app import create_app
 from coordination_api.config import PscSettings, Settings
-from tests.auth.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider
 from tests.conftest import _truncate
+from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider
 
 
 def make_psc_app(database_url: str, provider: Provider, **settings: Any) -> Flask:

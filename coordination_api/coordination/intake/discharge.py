@@ -33,6 +33,7 @@ from coordination_api.core.services import Services
 from coordination_api.core.validation import validate_resource
 from coordination_api.core.writes import create_in
 from coordination_api.errors import FhirError
+from coordination_api.storage.engine import is_postgres
 from coordination_api.storage.repository import Stored, new_id
 from coordination_api.storage.schema import message_log
 from fhir_profiles.french_identifiers import FINESS, INS_SYSTEMS, RPPS, TRUSTED_STATUSES, identity_statuses
@@ -230,7 +231,7 @@ def process_in(conn: Connection, svc: Services, event: EncounterEvent, origin: O
 
 def _insert_for(conn: Connection) -> Any:
     """The dialect's INSERT (both have ON CONFLICT DO NOTHING … RETURNING)."""
-    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    return pg_insert if is_postgres(conn) else sqlite_insert
 
 
 def _replay(conn: Connection, key: tuple[Any, ...]) -> Outcome:

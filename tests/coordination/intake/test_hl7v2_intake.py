@@ -16,8 +16,9 @@ from flask.testing import FlaskClient
 
 from connectors.hl7v2.mllp import send
 from tests.conftest import Fhir, system_token
-from tests.coordination.intake.messages import HL7_SENDER, as_sender
 from tests.support.hl7v2 import adt
+from tests.support.messages import HL7_SENDER, as_sender
+from tests.support.net import free_port
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
 BIN = Path(sys.executable).parent
@@ -91,16 +92,9 @@ def test_hl7v2_needs_a_token_with_write_scopes(client: FlaskClient) -> None:
     assert response.status_code == 403
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def mllp_listener(client: FlaskClient, database_url: str) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "COORDINATION_DATABASE_URL": database_url, "COORDINATION_MLLP_SENDERS": HL7_SENDER}
     process = subprocess.Popen(
         [str(BIN / "coordination"), "mllp", "--port", str(port), "--idle-timeout", "5"],

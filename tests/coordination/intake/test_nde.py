@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.testing import FlaskClient
 
 from tests.conftest import Fhir
-from tests.coordination.intake.messages import IPP_SYSTEM, NOS_R254, as_sender, nde
+from tests.support.messages import IPP_SYSTEM, NOS_R254, as_sender, nde
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 

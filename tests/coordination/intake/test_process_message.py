@@ -6,8 +6,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from tests.conftest import Fhir
-from tests.coordination.intake.messages import (
+from tests.conftest import Fhir, system_token
+from tests.support.messages import (
     IPP_SYSTEM,
     NOS_R254,
     VISIT_SYSTEM,
@@ -163,7 +163,6 @@ def test_message_without_encounter_is_fatal_error(client: FlaskClient) -> None:
 
 
 def test_process_message_needs_write_scopes(client: FlaskClient) -> None:
-    from tests.conftest import system_token
 
     token = system_token(client, "system/*.rs")
     response = as_sender(client).post(

@@ -18,8 +18,8 @@ from coordination_api.config import Settings
 from coordination_api.storage.migrate import upgrade
 from coordination_api.storage.schema import message_log
 from tests.conftest import Fhir, close_app
-from tests.coordination.intake.messages import HL7_SENDER, SENDER, discharge_message, nde
 from tests.support.hl7v2 import adt
+from tests.support.messages import HL7_SENDER, SENDER, discharge_message, nde, patient
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
@@ -247,7 +247,6 @@ def test_a_client_cannot_rewrite_another_senders_stay_by_its_visit_number(
     client: FlaskClient, fhir: Fhir
 ) -> None:
     """Second review of issue 16 (H7): the stay belongs to the sender that opened it."""
-    from tests.coordination.intake.messages import patient
 
     other_sender = "mllp://clinique-sud.example/ADT"
     nord = _client(client.application, SENDER)

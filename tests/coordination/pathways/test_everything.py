@@ -13,7 +13,6 @@ from coordination_api.fhir.everything import CARE_DATE
 from tests.conftest import Fhir
 from tests.coordination.pathways.support import directory, pathway
 from tests.factories import create_consent_deny
-from tests.search.support import entries_by_mode, link, local, observation, put, typed_ids
 from tests.support.auth import (
     PASSWORD,
     authorize_url,
@@ -27,6 +26,7 @@ from tests.support.auth import (
     session_key_ready,
     user_token,
 )
+from tests.support.search import entries_by_mode, link, local, observation, put, typed_ids
 
 __all__ = ["session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
 

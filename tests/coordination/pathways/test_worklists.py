@@ -9,8 +9,8 @@ from flask import Flask
 
 from tests.conftest import Fhir
 from tests.coordination.pathways.support import PHARMACIST, directory, pathway
-from tests.search.support import match_ids, put, typed_ids
 from tests.support.auth import bearer, practitioner_user, session_key_ready, user_token
+from tests.support.search import match_ids, put, typed_ids
 
 __all__ = ["session_key_ready"]  # autouse fixture: the auth pages' session key is loaded
 

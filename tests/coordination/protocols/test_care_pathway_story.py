@@ -11,9 +11,9 @@ from flask.testing import FlaskClient
 
 from coordination_api.accounts import create_practitioner_user
 from tests.conftest import Fhir
-from tests.coordination.intake.messages import as_sender, discharge_message, patient
 from tests.coordination.protocols.builders import ELDERLY, care_team, load_library, practitioner
 from tests.support.auth import PASSWORD, user_token
+from tests.support.messages import as_sender, discharge_message, patient
 
 FHIR_JSON = "application/fhir+json"
 

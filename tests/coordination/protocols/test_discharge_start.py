@@ -10,8 +10,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import Fhir
-from tests.coordination.intake.messages import IPP_SYSTEM, as_sender, discharge_message, patient
 from tests.coordination.protocols.builders import ELDERLY, circle, load_library
+from tests.support.messages import IPP_SYSTEM, as_sender, discharge_message, patient
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 

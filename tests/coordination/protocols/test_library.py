@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from coordination_api.cli import main
-from coordination_api.coordination.protocol_library import SHIPPED_DIR
+from coordination_api.coordination.protocol_library import SHIPPED_DIR, load_definitions
 from tests.conftest import Fhir
 from tests.coordination.protocols.builders import ELDERLY
 
@@ -48,7 +48,6 @@ def test_protocols_load_is_idempotent(app: Flask, fhir: Fhir) -> None:
 
 
 def test_startup_load_keeps_a_cpts_edited_copy(app: Flask, fhir: Fhir) -> None:
-    from coordination_api.coordination.protocol_library import load_definitions
 
     with app.app_context():
         load_definitions(app.extensions["coordination"], mode="missing")

@@ -14,7 +14,7 @@ from connectors.http import HttpSettings
 from coordination_api.app import create_app
 from coordination_api.config import AnnuaireSettings, Settings
 from tests.conftest import Fhir, _truncate, authed, close_app
-from tests.integrations.annuaire_sync.ans_server import API_KEY, DirectoryServer, cpts_dataset
+from tests.support.ans_server import API_KEY, DirectoryServer, cpts_dataset
 
 # Short timeouts and no backoff: failure tests stay fast; two retries still show the retrying.
 FAST = HttpSettings(connect_timeout=1.0, read_timeout=0.5, retries=2, backoff=0.0)

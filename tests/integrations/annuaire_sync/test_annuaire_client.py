@@ -11,8 +11,8 @@ from connectors.annuaire import AnnuaireSante, NullDirectory, TTLCache
 from connectors.errors import ConnectorError, Failure
 from coordination_api.config import Settings
 from coordination_api.errors import from_connector_error
-from tests.integrations.annuaire_sync.ans_server import API_KEY, DirectoryServer
 from tests.integrations.annuaire_sync.conftest import FAST
+from tests.support.ans_server import API_KEY, DirectoryServer
 
 
 def test_practitioner_by_rpps_with_its_qualifications(directory: AnnuaireSante, ans: DirectoryServer) -> None:

@@ -15,8 +15,8 @@ from coordination_api.integrations.annuaire_sync import ENRICH
 from coordination_api.storage.schema import connector_job as j
 from fhir_profiles.french_identifiers import FINESS, ID_NAT_ST, RPPS
 from tests.conftest import Fhir
-from tests.coordination.intake.messages import as_sender, discharge_message
-from tests.integrations.annuaire_sync.ans_server import DirectoryServer
+from tests.support.ans_server import DirectoryServer
+from tests.support.messages import as_sender, discharge_message
 
 PASSWORD = "a long enough password"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}

@@ -11,7 +11,7 @@ from flask import Flask
 from coordination_api.cli import main
 from fhir_profiles.french_identifiers import FINESS, ID_NAT_PS, RPPS
 from tests.conftest import Fhir
-from tests.integrations.annuaire_sync.ans_server import DirectoryServer
+from tests.support.ans_server import DirectoryServer
 
 # The CPTS: 1 organization, 1 service, 5 practitioners, 6 roles (one doctor has two).
 CPTS_RECORDS = 1 + 1 + 5 + 6

@@ -20,8 +20,8 @@ from coordination_api.integrations.eparcours import FORWARD
 from coordination_api.storage.schema import connector_job
 from tests.conftest import Fhir, _truncate, authed, close_app
 from tests.factories import consent
-from tests.integrations.eparcours.certs import Pki, make_pki
 from tests.support.eparcours import Platform, platform
+from tests.support.pki import Pki, make_pki
 
 __all__ = ["platform"]  # module fixture: the platform server
 

@@ -12,8 +12,8 @@ from connectors.events import EncounterEvent
 from connectors.hl7v2 import Limits, handle
 from coordination_api.config import Settings
 from tests.conftest import Fhir
-from tests.coordination.intake.messages import as_sender
 from tests.support.hl7v2 import adt
+from tests.support.messages import as_sender
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
 

@@ -28,9 +28,9 @@ from coordination_api.integrations.hl7v2 import mllp_server
 from coordination_api.storage.migrate import upgrade
 from fhir_profiles.french_identifiers import INS_NIR, RPPS
 from tests.conftest import Fhir, authed, close_app
-from tests.coordination.intake.messages import HL7_SENDER, as_sender
 from tests.support.db_faults import timeouts_app, write_lock_held
 from tests.support.hl7v2 import adt
+from tests.support.messages import HL7_SENDER, as_sender
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
 NIR_OK = "180057505612342"

@@ -25,9 +25,9 @@ from coordination_api.cli import main
 from coordination_api.config import Hl7v2Settings, Settings
 from coordination_api.integrations.hl7v2 import mllp_server
 from coordination_api.storage.schema import message_log
-from tests.coordination.intake.messages import HL7_SENDER
-from tests.integrations.eparcours.certs import Pki, make_pki
 from tests.support.hl7v2 import adt
+from tests.support.messages import HL7_SENDER
+from tests.support.pki import Pki, make_pki
 
 
 def accept_all(event: EncounterEvent) -> None:

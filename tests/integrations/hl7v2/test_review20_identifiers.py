@@ -11,8 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import authed
-from tests.coordination.intake.messages import as_sender
 from tests.support.hl7v2 import adt
+from tests.support.messages import as_sender, discharge_message, patient
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
 B_APP = "OTHER-APP"
@@ -77,7 +77,6 @@ def test_a_reserved_namespace_is_refused_with_ae_103_unless_it_is_the_senders_ow
 def test_a_process_message_cannot_claim_an_hl7v2_senders_namespace(client: FlaskClient) -> None:
     """The same rule at every intake door (discharge.check_namespaces): a $process-message Bundle whose
     Patient carries another sender's scoped IPP system is refused, nothing stored."""
-    from tests.coordination.intake.messages import discharge_message, patient
 
     as_sender(client)
     forged = patient(ipp="123")

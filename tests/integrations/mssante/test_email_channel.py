@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -22,11 +23,12 @@ from sqlalchemy import select
 from coordination_api.app import create_app
 from coordination_api.config import MssanteSettings, Settings
 from coordination_api.storage.schema import subscription_outbox
+from coordination_api.subscriptions import worker_loop
 from coordination_api.subscriptions.worker import Deliverer
 from tests.conftest import Fhir, _truncate, authed, close_app
-from tests.integrations.eparcours.certs import Pki, make_pki
 from tests.subscriptions.conftest import FAST
 from tests.support.mssante import SmtpServer, smtp
+from tests.support.pki import Pki, make_pki
 
 __all__ = ["smtp"]  # fixture: the SMTP server
 
@@ -253,25 +255,31 @@ def test_a_relay_slower_than_the_lease_gets_each_mail_once(mail_app: Flask, smtp
     """Review 20 F5, the MSSanté class: the relay takes 2 s to accept a mail, the lease is 1 s. The
     worker's claim loop keeps running while the pool sends; the lease is renewed while the mail is being
     sent, so the handshake and the notification are each mailed once (not again at every lease)."""
-    import threading
-
-    from coordination_api.subscriptions import worker_loop
-
     svc = mail_app.extensions["subscriptions"]
     svc.config = replace(svc.config, lease=1.0)
     smtp.inbox.delay = 2.0
     stop = threading.Event()
     thread = threading.Thread(target=worker_loop, args=(mail_app, stop), daemon=True)
     thread.start()
+
+    def arrived(count: int) -> None:
+        deadline = time.monotonic() + 15
+        while len(smtp.inbox.messages) < count:
+            assert time.monotonic() < deadline, f"{count} mails expected: {len(smtp.inbox.messages)}"
+            time.sleep(0.05)
+
     try:
         fhir = Fhir(authed(mail_app.test_client()))
         fhir.create(_subscription("mailto:secretariat@chu-exemple.mssante.fr"))
-        deadline = time.monotonic() + 15
-        while len(smtp.inbox.messages) < 1 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        arrived(1)
         fhir.create(_letter())
-        time.sleep(6)  # three relay delays: time enough for duplicates to arrive
+        arrived(2)  # the letter's 2 s send is over: two leases lapsed meanwhile (the loop polls every 10 ms)
     finally:
         stop.set()
-        thread.join(30)
+        thread.join(30)  # sends in flight finish first: a duplicate started meanwhile is in the inbox now
+    assert not thread.is_alive()
     assert len(smtp.inbox.messages) == 2, [m["Subject"] for m in smtp.inbox.messages]
+    # No bare wait for an absence: a re-claim after a lapsed lease counts a second attempt, even one
+    # whose send the stop cancelled before it started.
+    with mail_app.extensions["coordination"].repo.engine.connect() as conn:
+        assert list(conn.scalars(select(subscription_outbox.c.attempts))) == [1]

@@ -24,7 +24,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests.conftest import PG_URL
-from tests.coordination.intake.messages import HL7_SENDER, SENDER
+from tests.support.messages import HL7_SENDER, SENDER
 from tests.support.net import free_port
 
 BIN = Path(sys.executable).parent

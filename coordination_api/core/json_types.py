@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
+from coordination_api.core.elements import ElementType, choice_groups, element_types, resource_model
 from coordination_api.errors import Category, FhirError
-from coordination_api.fhir.elements import ElementType, choice_groups, element_types, resource_model
 
 # R4 datatypes.html, in the words of the definitions (regexes shortened to what a person types).
 _TYPE_WORDS = {
