@@ -14,9 +14,9 @@ from flask.testing import FlaskClient
 
 from coordination_api.accounts import create_practitioner_user
 from tests.conftest import Fhir
-from tests.coordination.intake.messages import as_sender, discharge_message, patient
 from tests.coordination.protocols.builders import ROLE, care_team, load_library
 from tests.support.auth import PASSWORD, csrf_token_of
+from tests.support.messages import as_sender, discharge_message, patient
 
 FHIR_JSON = "application/fhir+json"
 USUAL_NURSE = {"coding": [{"system": ROLE, "code": "infirmier-habituel"}]}

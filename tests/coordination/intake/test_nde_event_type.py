@@ -20,7 +20,7 @@ from coordination_api.errors import FhirError
 from coordination_api.search.registry import SearchRegistry
 from coordination_api.storage.indexer import index_rows
 from tests.conftest import Fhir, authed
-from tests.coordination.intake.messages import EVENT_TYPE, NOS_R254, as_sender, ins, nde
+from tests.support.messages import EVENT_TYPE, NOS_R254, as_sender, ins, nde
 
 SOR = {"system": NOS_R254, "code": "SOR"}
 ADM = {"system": NOS_R254, "code": "ADM"}
