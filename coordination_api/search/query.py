@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Table, and_, exists, false, func, literal, or_, select
-from sqlalchemy.sql import operators
+from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BinaryExpression
 from sqlalchemy.sql.util import find_tables
 
@@ -131,9 +131,29 @@ class SearchQuery:
         return or_(past, and_(same, self._beyond(index + 1, before)))
 
 
-# How selective a criterion on each index table usually is (lower drives): an identifier or a
-# reference names a few rows, a name prefix some, a date or number range half of the type.
+# How selective a criterion on each index table usually is (lower drives): a token with its system
+# (an identifier) or a reference names a few rows, a name prefix some; a bare code (status=active,
+# gender=female) and a date or number range a large share of the type.
 _DRIVER_RANK = {"idx_token": 0, "idx_reference": 1, "idx_uri": 1, "idx_string": 2}
+_BARE_CODE_RANK = 3
+_OTHER_RANK = 4
+
+
+def _rank(table: Table, where: ColumnElement[bool] | None) -> int:
+    rank = _DRIVER_RANK.get(table.name, _OTHER_RANK)
+    if table.name == "idx_token" and not _binds_system(table, where):
+        return _BARE_CODE_RANK
+    return rank
+
+
+def _binds_system(table: Table, where: ColumnElement[bool] | None) -> bool:
+    """The token criterion compares the system to a value (``system|code``), not only the code."""
+    if where is None:
+        return False
+    return any(
+        isinstance(node, BinaryExpression) and node.left is table.c.system and node.operator is operators.eq
+        for node in visitors.iterate(where)
+    )
 
 
 def _semi_join(condition: ColumnElement[bool]) -> tuple[Table, ColumnElement[bool] | None] | None:
@@ -173,7 +193,7 @@ def _one_driver(where: list[ColumnElement[bool]]) -> list[ColumnElement[bool]]:
     semis = [(i, parts) for i, c in enumerate(where) if (parts := _semi_join(c)) is not None]
     if len(semis) < 2:
         return where
-    driver = min(semis, key=lambda s: (_DRIVER_RANK.get(s[1][0].name, 3), s[0]))[0]
+    driver = min(semis, key=lambda s: (_rank(*s[1]), s[0]))[0]
     out = list(where)
     for i, (table, clause) in semis:
         if i != driver:

@@ -25,3 +25,19 @@ def test_the_identifier_drives_and_the_date_range_is_probed(app: Flask) -> None:
 def test_one_criterion_stays_a_plain_semi_join(app: Flask) -> None:
     sql = _sql(app, [("name", "martin")])
     assert "EXISTS" not in sql and "resource.pk IN (SELECT idx_string.res_pk" in sql
+
+
+def test_a_reference_drives_before_a_bare_code(app: Flask) -> None:
+    # CarePlan?patient=X&status=active: the status names a large share of the type, the patient a few.
+    svc = app.extensions["coordination"]
+    compiler = SearchCompiler(svc.repo.registry, dialect="sqlite")
+    sql = str(compiler.compile("CarePlan", [("status", "active"), ("patient", "Patient/p1")]).select_page(21))
+    assert sql.count("EXISTS") == 1
+    driver = sql.split("resource.pk IN (SELECT ", 1)[1]
+    assert driver.startswith("idx_reference.res_pk"), "the reference drives, the bare code is probed"
+
+
+def test_a_name_drives_before_a_bare_code(app: Flask) -> None:
+    sql = _sql(app, [("gender", "female"), ("name", "martin")])
+    driver = sql.split("resource.pk IN (SELECT ", 1)[1]
+    assert driver.startswith("idx_string.res_pk")
