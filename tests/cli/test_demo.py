@@ -191,6 +191,13 @@ def test_the_printed_discharge_offers_the_protocol_tasks_to_the_demo_professiona
     assert seen["demo-infirmiere"] == {nurse["id"]}
     assert seen["demo-pharmacien"] == {pharmacist["id"]}
     assert gp["id"] in seen["demo-medecin"]  # her patient's: she is the médecin traitant
+    # 3. The printed coordinators' page: the coordinator sees the discharge; the nurse her offer.
+    pages = _printed(out, r"The coordinators' pages: (\S+/app/) ").removeprefix(BASE)
+    for username, expected in (("demo-coordinatrice", "Moreau"), ("demo-infirmiere", "Accepter la tâche")):
+        browser = app.test_client()
+        assert log_in(browser, username, password, pages).status_code in (302, 303)
+        page = browser.get(pages)
+        assert page.status_code == 200 and expected in page.get_data(as_text=True), username
     # What intake, the protocol and dispatch wrote meets the base rules clients are held to.
     assert stored_invalid(app) == []
 
