@@ -525,7 +525,9 @@ class Settings(BaseSettings):
     )
     cors_origins: Words = setting((), "browser origins allowed to call the API (CORS), space-separated")
     trusted_proxies: int = setting(0, "trusted reverse proxies in front (`X-Forwarded-For`/`-Proto`/`-Host`)")
-    secure_cookies: bool = setting(False, "session cookie only over HTTPS (set behind TLS)")
+    secure_cookies: bool = setting(
+        False, "session cookie marked Secure also when the server is reached on loopback (it is otherwise)"
+    )
     audit_reads: str = setting(
         "sync",
         "`sync`: a read is answered once its AuditEvent is committed; `async`: without waiting (a hard "

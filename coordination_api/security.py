@@ -252,6 +252,11 @@ class _SharedKeySessions(SecureCookieSessionInterface):
                 return self.make_null_session(app)
         return super().open_session(app, request)
 
+    def get_cookie_secure(self, app: Flask) -> bool:
+        # Secure outside loopback (issue 22): a sign-in reached by any other name travels over TLS
+        # only; http://127.0.0.1 stays usable for `make run`. The setting forces it everywhere.
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or not _loopback_host()
+
 
 def _request_raw(app: Flask, repo: Repository) -> Callable[[], Any]:
     """One DBAPI connection per request for the hot-path statements, returned at teardown."""
