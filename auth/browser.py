@@ -7,7 +7,7 @@ import hmac
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, Response, current_app, render_template, request, session
 
@@ -37,7 +37,16 @@ def check_csrf() -> bool:
     return isinstance(expected, str) and hmac.compare_digest(expected, given)
 
 
-def page(template: str, status: int = 200, form_target: str | None = None, **context: Any) -> Response:
+def page(
+    template: str,
+    status: int = 200,
+    form_target: str | None = None,
+    *,
+    assets: bool = False,
+    **context: Any,
+) -> Response:
+    """``assets``: the page loads its stylesheet and script from this origin (the /app/ pages);
+    otherwise only the template's inline style (login, consent)."""
     response = Response(render_template(template, **context), status=status, mimetype="text/html")
     # The pages must never be framed (clickjacking of the consent button) nor load foreign content.
     # form-action also governs the redirect after a form post: the consent form may end at the
@@ -46,8 +55,11 @@ def page(template: str, status: int = 200, form_target: str | None = None, **con
     if form_target:
         parts = urlsplit(form_target)
         targets += f" {parts.scheme}://{parts.netloc}"
+    loads = "style-src 'unsafe-inline'"
+    if assets:
+        loads = "style-src 'self'; script-src 'self'; connect-src 'self'"
     response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; style-src 'unsafe-inline'; form-action {targets}; frame-ancestors 'none'"
+        f"default-src 'none'; {loads}; base-uri 'none'; form-action {targets}; frame-ancestors 'none'"
     )
     return response
 
@@ -65,14 +77,22 @@ def logged_in_user() -> Any:
     return user
 
 
+# The coordinators' pages (coordination_api/pages) send their visitors here to sign in, and back.
+PAGES_PREFIX = "/app/"
+
+
 def safe_next(target: str) -> str | None:
-    """Only our own authorize endpoint, by a relative URL: the login page is no open redirect."""
+    """Only our own authorize endpoint or a page under ``PAGES_PREFIX``, by a path-relative URL
+    without dot segments: the login page is no open redirect."""
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or target.startswith("//") or "\\" in target:
+    if parts.scheme or parts.netloc or target.startswith("//") or "\\" in target or not target.isprintable():
         return None
-    if parts.path != "/auth/authorize":
-        return None
-    return target
+    if parts.path == "/auth/authorize":
+        return target
+    segments = unquote(parts.path).split("/")
+    if parts.path.startswith(PAGES_PREFIX) and not {".", ".."} & set(segments):
+        return target
+    return None
 
 
 def client_address() -> str:

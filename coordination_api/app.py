@@ -19,6 +19,7 @@ from coordination_api.fhir.resources import supported_types
 from coordination_api.health import bp as health_bp
 from coordination_api.integrations import annuaire_sync, dmp, eparcours, hl7v2
 from coordination_api.jobs import Jobs
+from coordination_api.pages import routes as pages
 from coordination_api.search.compiler import SearchCompiler
 from coordination_api.search.registry import SearchRegistry
 from coordination_api.storage.engine import make_engine
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     routes.register(app)
     hl7v2.register(app)
     app.register_blueprint(health_bp)
+    pages.register(app)  # /app/: the coordinators' pages (session sign-in, same access rule)
     metrics.init_app(app)  # GET /metrics, DB pool gauge
     openapi.init_app(app)  # GET /openapi.json (the non-FHIR endpoints)
     logs.init_app(app, settings)  # JSON logs, access line + latency histogram per request

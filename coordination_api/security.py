@@ -17,6 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from auth import policy
 from auth import web as _routes  # noqa: F401 - registers the login, consent and OAuth routes on bp
 from auth.audit import AuditWriter
+from auth.browser import PAGES_PREFIX
 from auth.browser import bp as auth_bp
 from auth.psc import PscLogin  # also registers the Pro Santé Connect routes on bp
 from auth.server import TokenPolicy, Urls
@@ -201,7 +202,7 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
     service.raw = repo.raw
     repo.before_commit = access.audit_in_transaction
 
-    # Session cookie (login and consent pages only): signed with a configured secret, else one
+    # Session cookie (login, consent and the /app/ pages only): signed with a configured secret, else one
     # generated once and shared through the database by every process (auth.web loads it lazily).
     app.secret_key = settings.secret_key
     if not settings.secret_key:
@@ -239,8 +240,9 @@ class _SharedKeySessions(SecureCookieSessionInterface):
         self.load = load
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        # Only the login and consent pages use a session; the API never touches the database for it.
-        if not request.path.startswith("/auth/"):
+        # Only the login and consent pages and the coordinators' pages use a session; the API never
+        # touches the database for it.
+        if not request.path.startswith(("/auth/", PAGES_PREFIX)):
             return None
         if not app.secret_key:
             try:

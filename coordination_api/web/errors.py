@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
@@ -20,6 +21,11 @@ from coordination_api.errors import (
 from coordination_api.web.http import fhir_json_response
 
 log = logging.getLogger(__name__)
+
+# app.extensions[ERROR_PAGES]: blueprint name -> how that blueprint shows an error (an HTML page with
+# the error's status and headers); registered by the blueprint, used by the one translator below.
+ERROR_PAGES = "error_pages"
+ErrorPage = Callable[[FhirError], Response]
 
 
 def from_http_exception(exc: HTTPException) -> FhirError:
@@ -76,7 +82,12 @@ def register_error_handlers(app: Flask) -> None:
         )
 
     def _render(exc: FhirError) -> Response:
-        response = fhir_json_response(outcome_for(exc), status=exc.status)
+        # A blueprint of pages for people (coordination_api/pages) shows the same error as a page.
+        as_page: ErrorPage | None = app.extensions.get(ERROR_PAGES, {}).get(request.blueprint or "")
+        if as_page is not None:
+            response = as_page(exc)
+        else:
+            response = fhir_json_response(outcome_for(exc), status=exc.status)
         for key, value in exc.headers.items():
             response.headers[key] = value
         return response

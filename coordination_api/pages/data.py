@@ -1,0 +1,71 @@
+"""What a page reads and writes, through the same search, read and write core as the FHIR API and the
+same access decision point (the request's Principal, ``fhir/access``); every access noted for the
+request's AuditEvent. Views never query resource tables themselves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import g
+
+from coordination_api.core import writes
+from coordination_api.errors import Category, FhirError
+from coordination_api.fhir import access
+from coordination_api.fhir.context import services
+from coordination_api.search.executor import run_search
+from coordination_api.storage.repository import Stored
+from coordination_api.web.http import base_url
+
+
+@dataclass(frozen=True)
+class Found:
+    """A search's answer: the matches and the included resources (as JSON), and the total if counted."""
+
+    matches: list[dict[str, Any]]
+    included: list[dict[str, Any]]
+    total: int | None
+
+
+def _note_query(resource_type: str, params: list[tuple[str, str]]) -> None:
+    record = g.get("audit")
+    if record is not None:
+        line = f"{resource_type}?{urlencode(params)}"
+        record.query = f"{record.query}\n{line}" if record.query else line
+
+
+def search(resource_type: str, params: list[tuple[str, str]]) -> Found:
+    """``GET /fhir/<resource_type>?<params>`` for the signed-in user, first page only (``_count``
+    is capped as the API caps it): the same scopes check, compiler, care-team filter and audit."""
+    access.require(resource_type, "s")
+    svc = services()
+    _note_query(resource_type, params)
+    with svc.repo.reading() as conn:
+        query = svc.compiler.compile(
+            resource_type, params, base_url=base_url(), strict=True, hop_guard=access.hop_guard
+        )
+        access.secure(query)
+        result = run_search(conn, svc.repo, query, svc.settings.max_include_results)
+        access.note_results(conn, result.matches + result.included)
+    return Found([s.json() for s in result.matches], [s.json() for s in result.included], result.total)
+
+
+def read(resource_type: str, res_id: str) -> dict[str, Any]:
+    """``GET /fhir/<resource_type>/<res_id>`` for the signed-in user (404, 410, 403 as the API)."""
+    access.require(resource_type, "r")
+    stored, reach = access.read_current(resource_type, res_id)
+    if stored is None or stored.deleted:
+        raise FhirError(Category.NOT_FOUND, f"{resource_type}/{res_id} is not known")
+    access.check_reach(stored, reach)
+    return stored.json()
+
+
+def update(resource_type: str, res_id: str, body: dict[str, Any], version: str) -> Stored:
+    """``PUT /fhir/<resource_type>/<res_id>`` with ``If-Match: W/"<version>"``: the guard, the offers'
+    accept rule and dispatch's first-to-accept judge it as they judge the API's update."""
+    if not version.isdigit():
+        raise FhirError(Category.INVALID, "The form's version is not a number")
+    result = writes.update(services(), access.principal(), resource_type, res_id, body, f'W/"{version}"')
+    assert result.stored is not None
+    return result.stored

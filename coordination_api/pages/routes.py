@@ -1,0 +1,13 @@
+"""Registers the pages: every module with routes on ``bp`` is imported here."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from coordination_api.pages import blueprint, worklist
+
+__all__ = ["register", "worklist"]
+
+
+def register(app: Flask) -> None:
+    blueprint.init_app(app)
