@@ -1,30 +1,30 @@
-"""The patient's pathway page (issue 22): ``GET /app/patients/<id>`` and its document download.
+"""``GET /app/patients/<id>``: the patient's pathway on one page, and its documents' download (issue 22).
 
-Every read goes through the FHIR API's own doors with the signed-in user's Principal: a read by id
-is ``access.read_current`` + ``access.check_reach`` (fhir/read.py), a list is a search compiled by
-the search core and secured by ``access.secure`` (fhir/search.py), includes included; what was
-read is noted on the request's AuditRecord (``access.check_reach``, ``access.note_results``) and
-written as an AuditEvent when the response leaves, as for an API read. What the user may not see is
-simply not in the search results; a patient out of reach is answered as an unknown one (404, the
-page tells nothing of its existence).
+Every read goes through ``pages/data.py``, the FHIR API's own read and search core with the
+signed-in user's Principal: scopes, the care-team rule (offers and objections included), includes,
+and the audit record written as an API read's AuditEvent when the response leaves. What the user may
+not see is simply not in the searches' results. A patient (or document) that is unknown, deleted or
+out of the user's reach gets one and the same 404 page: the page tells nothing of its existence.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy.engine import Connection
+from flask import Response, g
 
 from coordination_api.errors import Category, FhirError
-from coordination_api.fhir import access
-from coordination_api.fhir.context import services
-from coordination_api.search.executor import run_search
-from coordination_api.storage.repository import Stored
+from coordination_api.pages import data
+from coordination_api.pages.blueprint import PageError, bp
+from coordination_api.pages.render import age, show
+from coordination_api.security import human_name
 from coordination_api.web.http import base_url
 from fhir_profiles.french_identifiers import INS_SYSTEMS, identity_statuses
 
@@ -34,6 +34,7 @@ MAX_DOCUMENTS = 20
 MAX_TASKS = 200
 MAX_PLANS = 20
 MAX_CONSENTS = 20
+MAX_TEAMS = 20
 
 # fr-core-cs-v2-0445 (HL7 v2 table 0445 as FR Core uses it; Référentiel INS, identity statuses).
 IDENTITY_STATUS = {
@@ -93,6 +94,8 @@ CONSENT_STATUS = {
     "entered-in-error": "saisie erronée",
 }
 DISCHARGE_LETTER = "11490-0"  # LOINC "Discharge summary"
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # R4 datatypes.html#id
+NOT_SHOWN = "Aucun dossier accessible ne correspond à cette adresse."
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class Identity:
 @dataclass(frozen=True)
 class Member:
     name: str
-    kind: str  # « Professionnel », « Rôle », « Structure »
+    kind: str  # « Professionnel », « Structure », « Autre »
     roles: tuple[str, ...]
     until: str | None
 
@@ -169,6 +172,7 @@ class Document:
 class ConsentLine:
     consent_id: str
     objection: bool  # a deny provision: the patient opposes sharing (CSP L.1110-4 III)
+    active: bool
     status: str
     whom: tuple[str, ...]  # the actors it names; empty for « tous les professionnels »
     date: str | None
@@ -189,50 +193,59 @@ class Pathway:
 
     @property
     def objections(self) -> tuple[ConsentLine, ...]:
-        return tuple(c for c in self.consents if c.objection and c.status == CONSENT_STATUS["active"])
+        return tuple(c for c in self.consents if c.objection and c.active)
 
 
-def not_shown(what: str) -> FhirError:
-    """An unknown patient or document, or one out of the user's reach: the same 404 for both."""
-    return FhirError(Category.NOT_FOUND, f"{what} introuvable")
+# -- the routes ------------------------------------------------------------------------------------
+
+
+@bp.get("/patients/<patient_id>")
+def patient_page(patient_id: str) -> Response:
+    found = pathway(patient_id)
+    return show("pages_patient.html", p=found, today=datetime.now(UTC).date())
+
+
+@bp.get("/patients/<patient_id>/documents/<document_id>")
+def patient_document(patient_id: str, document_id: str) -> Response:
+    """The document's content as a download, read as the API reads the DocumentReference and its
+    Binary; audited as a read of both."""
+    g.audit.subtype = "read"
+    found = attachment(patient_id, document_id)
+    response = Response(found.data, mimetype=found.content_type)
+    # A download, never rendered in our origin (an HTML or SVG letter could carry script): RFC 6266.
+    response.headers["Content-Disposition"] = (
+        f"attachment; filename=\"{found.filename}\"; filename*=UTF-8''{quote(found.filename)}"
+    )
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
 
 
 # -- reads through the API's doors -----------------------------------------------------------------
 
 
-def read(resource_type: str, res_id: str) -> Stored:
-    """fhir/read.py's read by id, answering 404 (``not_shown``) for unknown, deleted and out of reach
-    alike; the refused read is on the audit record all the same (``check_reach`` notes it)."""
-    access.require(resource_type, "r")
-    stored, reach = access.read_current(resource_type, res_id)
-    if stored is None or stored.deleted:
-        raise not_shown(resource_type)
+def read(resource_type: str, res_id: str) -> dict[str, Any]:
+    """``data.read``, answering one 404 for unknown, deleted and out of reach alike; the refused read
+    is on the audit record all the same (``access.check_reach`` notes it before refusing)."""
+    if not _FHIR_ID.fullmatch(res_id):
+        raise PageError(Category.NOT_FOUND, NOT_SHOWN)
     try:
-        access.check_reach(stored, reach)
+        return data.read(resource_type, res_id)
     except FhirError as exc:
-        if exc.category is not Category.FORBIDDEN:
-            raise
-        raise not_shown(resource_type) from None
-    return stored
+        if exc.category in {Category.FORBIDDEN, Category.NOT_FOUND, Category.DELETED}:
+            raise PageError(Category.NOT_FOUND, NOT_SHOWN) from None
+        raise
 
 
-@dataclass
-class Found:
-    matches: list[Stored]
-    included: list[Stored]
+@dataclass(frozen=True)
+class Listed:
+    matches: list[dict[str, Any]]
+    included: list[dict[str, Any]]
     more: bool
 
 
-def search(conn: Connection, resource_type: str, params: list[tuple[str, str]]) -> Found:
-    """fhir/search.py's search, without the Bundle: scopes, the care-team rule, includes, audit."""
-    access.require(resource_type, "s")
-    svc = services()
-    query = svc.compiler.compile(resource_type, params, base_url=base_url(), hop_guard=access.hop_guard)
-    query.total = "none"
-    access.secure(query)
-    result = run_search(conn, svc.repo, query, svc.settings.max_include_results)
-    access.note_results(conn, result.matches + result.included)
-    return Found(result.matches, result.included, result.has_next)
+def search(resource_type: str, params: list[tuple[str, str]], count: int) -> Listed:
+    found = data.search(resource_type, [*params, ("_count", str(count))])
+    return Listed(found.matches, found.included, (found.total or 0) > len(found.matches))
 
 
 # -- the pathway -----------------------------------------------------------------------------------
@@ -243,78 +256,50 @@ def pathway(patient_id: str, today: date | None = None) -> Pathway:
     today = today or datetime.now(UTC).date()
     now = datetime.now(UTC)
     patient = read("Patient", patient_id)
-    subject = f"Patient/{patient_id}"
-    with services().repo.reading() as conn:
-        teams = search(
-            conn,
-            "CareTeam",
-            [
-                ("patient", subject),
-                ("status", "active"),
-                ("_include", "CareTeam:participant"),
-                ("_include:iterate", "PractitionerRole:practitioner"),
-                ("_count", "20"),
-            ],
-        )
-        plans = search(
-            conn,
-            "CarePlan",
-            [("patient", subject), ("status", "active"), ("_sort", "-date"), ("_count", str(MAX_PLANS))],
-        )
-        tasks = search(
-            conn,
-            "Task",
-            [
-                ("patient", subject),
-                ("_include", "Task:owner"),
-                ("_include:iterate", "PractitionerRole:practitioner"),
-                ("_sort", "-authored-on"),
-                ("_count", str(MAX_TASKS)),
-            ],
-        )
-        stays = search(
-            conn,
-            "Encounter",
-            [
-                ("patient", subject),
-                ("_include", "Encounter:service-provider"),
-                ("_sort", "-date"),
-                ("_count", str(MAX_ENCOUNTERS)),
-            ],
-        )
-        documents = search(
-            conn,
-            "DocumentReference",
-            [
-                ("patient", subject),
-                ("status", "current"),
-                ("_include", "DocumentReference:author"),
-                ("_sort", "-date"),
-                ("_count", str(MAX_DOCUMENTS)),
-            ],
-        )
-        consents = search(
-            conn,
-            "Consent",
-            [
-                ("patient", subject),
-                ("_include", "Consent:actor"),
-                ("_sort", "-date"),
-                ("_count", str(MAX_CONSENTS)),
-            ],
-        )
+    subject = ("patient", f"Patient/{patient_id}")
+    teams = search(
+        "CareTeam",
+        [
+            subject,
+            ("status", "active"),
+            ("_include", "CareTeam:participant"),
+            ("_include:iterate", "PractitionerRole:practitioner"),
+        ],
+        MAX_TEAMS,
+    )
+    plans = search("CarePlan", [subject, ("status", "active"), ("_sort", "-date")], MAX_PLANS)
+    tasks = search(
+        "Task",
+        [
+            subject,
+            ("_include", "Task:owner"),
+            ("_include:iterate", "PractitionerRole:practitioner"),
+            ("_sort", "-authored-on"),
+        ],
+        MAX_TASKS,
+    )
+    stays = search(
+        "Encounter", [subject, ("_include", "Encounter:service-provider"), ("_sort", "-date")], MAX_ENCOUNTERS
+    )
+    documents = search(
+        "DocumentReference",
+        [subject, ("status", "current"), ("_include", "DocumentReference:author"), ("_sort", "-date")],
+        MAX_DOCUMENTS,
+    )
+    consents = search("Consent", [subject, ("_include", "Consent:actor"), ("_sort", "-date")], MAX_CONSENTS)
     names = Names(teams.included + tasks.included + stays.included + documents.included + consents.included)
-    task_lines = [_task_line(s.json(), names, now) for s in tasks.matches]
+    task_lines = [_task_line(t, names, now) for t in tasks.matches]
     plan_list, loose = _plans(plans.matches, task_lines)
     return Pathway(
-        identity=identity(patient.json(), today),
-        team=tuple(m for team in teams.matches for m in _members(team.json(), names)),
+        identity=identity(patient, today),
+        team=tuple(m for team in teams.matches for m in _members(team, names)),
         plans=plan_list,
         loose_tasks=loose,
-        stays=tuple(_stay(s.json(), names) for s in stays.matches),
-        documents=tuple(_document(s.json(), names) for s in documents.matches),
-        consents=tuple(_consent(s.json(), names) for s in consents.matches),
+        stays=tuple(_stay(e, names) for e in stays.matches),
+        documents=tuple(_document(d, names) for d in documents.matches),
+        consents=tuple(_consent(c, names) for c in consents.matches),
         more={
+            "teams": teams.more,
             "plans": plans.more,
             "tasks": tasks.more,
             "stays": stays.more,
@@ -335,30 +320,31 @@ def attachment(patient_id: str, document_id: str) -> Attachment:
     """The first attachment of the patient's DocumentReference, inline or in a Binary of this server,
     each read through the API's read (the Binary follows its document's compartment: its
     securityContext). Anything else — another patient's document, an outside URL — is not shown."""
-    document = read("DocumentReference", document_id).json()
+    document = read("DocumentReference", document_id)
     if (document.get("subject") or {}).get("reference") != f"Patient/{patient_id}":
-        raise not_shown("DocumentReference")
+        raise PageError(Category.NOT_FOUND, NOT_SHOWN)
     for content in document.get("content") or []:
         found = content.get("attachment") if isinstance(content, dict) else None
         if not isinstance(found, dict):
             continue
-        title = found.get("title") or _document_title(document)
+        title = str(found.get("title") or _document_title(document))
         content_type = str(found.get("contentType") or "application/octet-stream")
         if isinstance(found.get("data"), str):
             return Attachment(_decoded(found["data"]), content_type, _filename(title, content_type))
         binary_id = _local_binary(found.get("url"))
         if binary_id is not None:
-            binary = read("Binary", binary_id).json()
+            binary = read("Binary", binary_id)
             content_type = str(binary.get("contentType") or content_type)
             return Attachment(
                 _decoded(binary.get("data") or ""), content_type, _filename(title, content_type)
             )
-    raise not_shown("Document")
+    raise PageError(Category.NOT_FOUND, "Ce document n'a pas de contenu enregistré sur ce serveur.")
 
 
-def _local_binary(url: Any) -> str | None:
-    if not isinstance(url, str):
+def _local_binary(value: Any) -> str | None:
+    if not isinstance(value, str):
         return None
+    url: str = value
     own = base_url() + "/"
     if url.startswith(own):
         url = url[len(own) :]
@@ -368,9 +354,9 @@ def _local_binary(url: Any) -> str | None:
     return None
 
 
-def _decoded(data: str) -> bytes:
+def _decoded(text: str) -> bytes:
     try:
-        return base64.b64decode(data, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise FhirError(Category.EXCEPTION, "The stored attachment is not valid base64") from None
 
@@ -387,8 +373,9 @@ _EXTENSIONS = {
 
 
 def _filename(title: str, content_type: str) -> str:
-    """A safe download name: letters, digits, dash, dot; the extension of its media type."""
-    stem = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in title.strip())[:80].strip("-.")
+    """A safe download name: ASCII letters, digits, dash, dot; the extension of its media type."""
+    stem = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "-_." else "-" for ch in title.strip())
+    stem = re.sub(r"-{2,}", "-", stem)[:80].strip("-.")
     extension = _EXTENSIONS.get(content_type.split(";")[0].strip().lower(), "")
     if extension and stem.lower().endswith(extension):
         extension = ""
@@ -398,14 +385,16 @@ def _filename(title: str, content_type: str) -> str:
 # -- shaping the resources for the page ----------------------------------------------------------
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 class Names:
     """Display names of the actors the searches included (Practitioner, PractitionerRole,
     Organization…): a reference's ``display`` when the resource was not included."""
 
-    def __init__(self, included: Iterable[Stored]) -> None:
-        self.resources: dict[str, dict[str, Any]] = {}
-        for stored in included:
-            self.resources[f"{stored.res_type}/{stored.res_id}"] = stored.json()
+    def __init__(self, included: Iterable[dict[str, Any]]) -> None:
+        self.resources = {f"{r.get('resourceType')}/{r.get('id')}": r for r in included}
 
     def of(self, reference: Any) -> str | None:
         if not isinstance(reference, dict):
@@ -431,20 +420,6 @@ class Names:
         return name if isinstance(name, str) and name else None
 
 
-def human_name(names: Any) -> str | None:
-    """« Prénom NOM » of the official name (else the first)."""
-    if not isinstance(names, list) or not names:
-        return None
-    chosen = next((n for n in names if isinstance(n, dict) and n.get("use") == "official"), names[0])
-    if not isinstance(chosen, dict):
-        return None
-    if chosen.get("text"):
-        return str(chosen["text"])
-    given = " ".join(str(g) for g in chosen.get("given") or [])
-    family = str(chosen.get("family") or "").upper()
-    return " ".join(p for p in (given, family) if p) or None
-
-
 def concept_text(concept: Any) -> str | None:
     if not isinstance(concept, dict):
         return None
@@ -457,15 +432,6 @@ def concept_text(concept: Any) -> str | None:
         if isinstance(coding, dict) and coding.get("code"):
             return str(coding["code"])
     return None
-
-
-def age(birth_date: str | None, today: date) -> int | None:
-    if not birth_date or len(birth_date) < 4 or not birth_date[:4].isdigit():
-        return None
-    year = int(birth_date[:4])
-    month = int(birth_date[5:7]) if len(birth_date) >= 7 and birth_date[5:7].isdigit() else 1
-    day = int(birth_date[8:10]) if len(birth_date) >= 10 and birth_date[8:10].isdigit() else 1
-    return today.year - year - ((today.month, today.day) < (month, day))
 
 
 def identity(patient: dict[str, Any], today: date) -> Identity:
@@ -575,17 +541,19 @@ def _timeline_key(task: TaskLine) -> tuple[str, str]:
     return (task.due or "9999", task.authored or "")
 
 
-def _plans(plans: list[Stored], tasks: list[TaskLine]) -> tuple[tuple[Plan, ...], tuple[TaskLine, ...]]:
+def _plans(
+    plans: list[dict[str, Any]], tasks: list[TaskLine]
+) -> tuple[tuple[Plan, ...], tuple[TaskLine, ...]]:
     """Each active CarePlan with its Tasks (``Task.basedOn``) in timeline order; the other Tasks."""
-    shown = {s.res_id for s in plans}
+    shown = {str(p.get("id")) for p in plans}
     out = []
-    for stored in plans:
-        plan = stored.json()
-        period = plan.get("period") if isinstance(plan.get("period"), dict) else {}
-        mine = sorted((t for t in tasks if stored.res_id in t.plans), key=_timeline_key)
+    for plan in plans:
+        plan_id = str(plan.get("id"))
+        period = _dict(plan.get("period"))
+        mine = sorted((t for t in tasks if plan_id in t.plans), key=_timeline_key)
         out.append(
             Plan(
-                plan_id=stored.res_id,
+                plan_id=plan_id,
                 title=str(
                     plan.get("title") or concept_text((plan.get("category") or [None])[0]) or "Plan de soins"
                 ),
@@ -600,7 +568,7 @@ def _plans(plans: list[Stored], tasks: list[TaskLine]) -> tuple[tuple[Plan, ...]
 def _stay(encounter: dict[str, Any], names: Names) -> Stay:
     kind = encounter.get("class")
     code = kind.get("code") if isinstance(kind, dict) else None
-    period = encounter.get("period") if isinstance(encounter.get("period"), dict) else {}
+    period = _dict(encounter.get("period"))
     status = str(encounter.get("status") or "")
     return Stay(
         encounter_id=str(encounter.get("id")),
@@ -653,7 +621,7 @@ def _document(document: dict[str, Any], names: Names) -> Document:
 
 
 def _consent(consent: dict[str, Any], names: Names) -> ConsentLine:
-    provision = consent.get("provision") if isinstance(consent.get("provision"), dict) else {}
+    provision = _dict(consent.get("provision"))
     denies = _deny_provisions(provision)
     objection = bool(denies)
     shown = denies or [provision]
@@ -666,11 +634,12 @@ def _consent(consent: dict[str, Any], names: Names) -> ConsentLine:
         for actor in actors:
             if isinstance(actor, dict):
                 whom.append(names.of(actor.get("reference")) or "(professionnel non renseigné)")
-    period = shown[0].get("period") if isinstance(shown[0].get("period"), dict) else {}
+    period = _dict(shown[0].get("period"))
     status = str(consent.get("status") or "")
     return ConsentLine(
         consent_id=str(consent.get("id")),
         objection=objection,
+        active=status == "active",
         status=CONSENT_STATUS.get(status, status),
         whom=() if blanket else tuple(dict.fromkeys(whom)),
         date=consent.get("dateTime") if isinstance(consent.get("dateTime"), str) else None,
