@@ -39,7 +39,7 @@ PAGE_SCOPES = ScopeSet.parse(
             "user/CarePlan.rs",
             "user/RequestGroup.rs",
             "user/ServiceRequest.rs",
-            "user/Task.rsu",
+            "user/Task.rus",
             "user/CareTeam.rs",
             "user/Consent.rs",
             "user/DocumentReference.rs",

@@ -10,12 +10,15 @@ from urllib.parse import urlencode
 
 from flask import g
 
+from auth import policy
+from auth.browser import service
+from coordination_api.config import DispatchSettings
 from coordination_api.core import writes
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
 from coordination_api.search.executor import run_search
-from coordination_api.storage.repository import Stored
+from coordination_api.storage.repository import Stored, now_us
 from coordination_api.web.http import base_url
 
 
@@ -69,3 +72,36 @@ def update(resource_type: str, res_id: str, body: dict[str, Any], version: str) 
     result = writes.update(services(), access.principal(), resource_type, res_id, body, f'W/"{version}"')
     assert result.stored is not None
     return result.stored
+
+
+def my_refs() -> list[str]:
+    """The references that stand for the signed-in practitioner now (herself, her roles and
+    organizations), as the care-team rule reckons them (``policy.actor_refs``); once per request."""
+    cached: list[str] | None = g.get("page_refs")
+    if cached is None:
+        who = access.principal()
+        assert who.practitioner_id is not None
+        with services().repo.engine.connect() as conn:
+            cached = g.page_refs = policy.actor_refs(conn, who.practitioner_id, now_us())
+    return cached
+
+
+def coordinated(refs: list[str], patients: set[str], now: int, dispatch: DispatchSettings) -> set[str]:
+    """Of ``patients``, those she coordinates (the rule that lets a coordinator give a Task)."""
+    if not patients:
+        return set()
+    with services().repo.engine.connect() as conn:
+        return policy.coordinated_patients(
+            conn,
+            refs,
+            patients,
+            now,
+            coordinator=dispatch.coordinator,
+            coordinator_role=dispatch.coordinator_role,
+        )
+
+
+def practitioner_name() -> str | None:
+    """The signed-in practitioner's name as her Practitioner resource gives it."""
+    who = access.principal()
+    return service().practitioner_name(who.practitioner_id) if who.practitioner_id else None
