@@ -15,11 +15,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from flask import Response, g
 
+import fhir_profiles
 from coordination_api.errors import Category, FhirError
 from coordination_api.pages import data
 from coordination_api.pages.blueprint import PageError, bp
@@ -93,6 +96,7 @@ CONSENT_STATUS = {
     "inactive": "levé",
     "entered-in-error": "saisie erronée",
 }
+CARE_CIRCLE = "https://coordination.example.org/fhir/CodeSystem/cercle-de-soins-role"
 DISCHARGE_LETTER = "11490-0"  # LOINC "Discharge summary"
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # R4 datatypes.html#id
 NOT_SHOWN = "Aucun dossier accessible ne correspond à cette adresse."
@@ -420,16 +424,29 @@ class Names:
         return name if isinstance(name, str) and name else None
 
 
+@cache
+def _care_circle_roles() -> dict[str, str]:
+    """The cercle de soins role codes' displays (our CodeSystem; the CareTeam profile's roles)."""
+    path = fhir_profiles.DATA_DIR / "fr-core" / "CodeSystem-cercle-de-soins-role.json"
+    system = orjson.loads(path.read_bytes())
+    return {str(c["code"]): str(c.get("display") or c["code"]) for c in system.get("concept") or []}
+
+
 def concept_text(concept: Any) -> str | None:
+    """A CodeableConcept in words: its text, a coding's display, a care-circle role's display, a code."""
     if not isinstance(concept, dict):
         return None
     if concept.get("text"):
         return str(concept["text"])
-    for coding in concept.get("coding") or []:
-        if isinstance(coding, dict) and coding.get("display"):
+    codings = [c for c in concept.get("coding") or [] if isinstance(c, dict)]
+    for coding in codings:
+        if coding.get("display"):
             return str(coding["display"])
-    for coding in concept.get("coding") or []:
-        if isinstance(coding, dict) and coding.get("code"):
+    for coding in codings:
+        if coding.get("system") == CARE_CIRCLE and coding.get("code") in _care_circle_roles():
+            return _care_circle_roles()[coding["code"]]
+    for coding in codings:
+        if coding.get("code"):
             return str(coding["code"])
     return None
 

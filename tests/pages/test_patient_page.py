@@ -4,9 +4,7 @@ one out of reach, objections shown, the download access-checked and audited."""
 
 from __future__ import annotations
 
-import base64
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,72 +14,14 @@ from flask.testing import FlaskClient
 
 from coordination_api.pages.blueprint import PAGE_CLIENT
 from tests.conftest import Fhir
-from tests.factories import consent
 from tests.support.auth import audit_rows, bearer, user_token
-from tests.support.pages import Cpts, build_cpts, post_discharge, sign_in
-
-LETTER = b"%PDF-1.4 lettre de liaison (test)"
-PRCP = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]}
-
-
-@dataclass
-class World:
-    cpts: Cpts
-    document: str
-    binary: str
-
-    @property
-    def patient(self) -> str:
-        return self.cpts.patient
-
-    @property
-    def pid(self) -> str:
-        return self.cpts.patient.split("/", 1)[1]
+from tests.support.pages import sign_in
+from tests.support.patient_page import LETTER, PatientWorld, build_patient_world
 
 
 @pytest.fixture
-def world(app: Flask, client: FlaskClient, fhir: Fhir) -> World:
-    """The small CPTS, its patient discharged (the protocol started: a CarePlan and its Tasks), a
-    discharge letter stored as the intake stores one, and an objection to a pharmacist."""
-    built = build_cpts(app, fhir)
-    post_discharge(client, built)
-    document = fhir.create(
-        {
-            "resourceType": "DocumentReference",
-            "status": "current",
-            "type": {"coding": [{"system": "http://loinc.org", "code": "11490-0"}]},
-            "subject": {"reference": built.patient},
-            "date": "2026-11-20T11:30:00+01:00",
-            "content": [
-                {
-                    "attachment": {
-                        "contentType": "application/pdf",
-                        "title": "Lettre de sortie",
-                        "url": "Binary/x",
-                    }
-                }
-            ],
-        }
-    )
-    binary = fhir.create(
-        {
-            "resourceType": "Binary",
-            "contentType": "application/pdf",
-            "securityContext": {"reference": f"DocumentReference/{document['id']}"},
-            "data": base64.b64encode(LETTER).decode(),
-        }
-    )
-    document["content"][0]["attachment"]["url"] = f"Binary/{binary['id']}"
-    assert fhir.request("PUT", f"/fhir/DocumentReference/{document['id']}", document).status_code == 200
-    pharmacist = fhir.create(
-        {"resourceType": "Practitioner", "name": [{"family": "Aubert", "given": ["Pierre"]}]}
-    )
-    deny = {
-        "type": "deny",
-        "actor": [{"role": PRCP, "reference": {"reference": f"Practitioner/{pharmacist['id']}"}}],
-    }
-    fhir.create(consent(built.patient, deny))
-    return World(built, str(document["id"]), str(binary["id"]))
+def world(app: Flask, client: FlaskClient, fhir: Fhir) -> PatientWorld:
+    return build_patient_world(app, client, fhir)
 
 
 def _api_task_ids(app: Flask, username: str, patient: str) -> set[str]:
@@ -108,7 +48,7 @@ def _last_audit(app: Flask) -> int:
     return int(rows[-1].pk) if rows else 0
 
 
-def test_a_practitioner_of_the_cercle_de_soins_sees_the_pathway(app: Flask, world: World) -> None:
+def test_a_practitioner_of_the_cercle_de_soins_sees_the_pathway(app: Flask, world: PatientWorld) -> None:
     w = world
     browser = sign_in(app, "dr-martin")
     before = _last_audit(app)
@@ -119,7 +59,8 @@ def test_a_practitioner_of_the_cercle_de_soins_sees_the_pathway(app: Flask, worl
     assert 'id="ins-statut"' in html and "Identité" in html
     for heading in ("Identité", "Cercle de soins", "Parcours en cours", "Séjours récents", "Documents"):
         assert f">{heading}</h2>" in html
-    assert "Claire Coordinatrice" in html and "coordinateur-parcours" in html
+    assert "Claire Coordinatrice" in html and "Coordinateur de parcours" in html
+    assert "Médecin traitant" in html
     assert "Hôpital Nord" in html and "Hospitalisation" in html
     # The protocol the discharge started: its CarePlan and Tasks, the same Tasks the API gives her.
     page_tasks = _page_task_ids(html)
@@ -140,7 +81,7 @@ def test_a_practitioner_of_the_cercle_de_soins_sees_the_pathway(app: Flask, worl
     assert rows[0].agent == f"Practitioner/{w.cpts.practitioners['dr-martin']}"
 
 
-def test_an_outsider_gets_the_same_answer_as_for_an_unknown_patient(app: Flask, world: World) -> None:
+def test_an_outsider_gets_the_same_answer_as_for_an_unknown_patient(app: Flask, world: PatientWorld) -> None:
     w = world
     browser = sign_in(app, "dr-dehors")
     outside = browser.get(f"/app/patients/{w.pid}")
@@ -159,7 +100,9 @@ def test_an_outsider_gets_the_same_answer_as_for_an_unknown_patient(app: Flask, 
     assert _api_task_ids(app, "dr-dehors", w.patient) == set()
 
 
-def test_the_document_download_is_access_checked_and_audited(app: Flask, world: World, fhir: Fhir) -> None:
+def test_the_document_download_is_access_checked_and_audited(
+    app: Flask, world: PatientWorld, fhir: Fhir
+) -> None:
     w = world
     url = f"/app/patients/{w.pid}/documents/{w.document}"
     assert app.test_client().get(url).status_code == 303  # not signed in: to the login page
