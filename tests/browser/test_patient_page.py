@@ -1,5 +1,6 @@
 """The patient page in a real headless Chromium (issue 22): signed in through the login page, the
-pathway shown, usable by keyboard and at 360 px, a screenshot kept as a test artefact, and an axe-core
+pathway shown, usable by keyboard and at 360 px, screenshots kept as test artefacts
+($COORDINATION_TEST_ARTEFACTS, default tests/artefacts/), and an axe-core
 check with no serious or critical violation.
 
 The app is served by a real Werkzeug server on a free port. Skipped when /usr/bin/chromium or
@@ -8,6 +9,7 @@ The app is served by a real Werkzeug server on a free port. Skipped when /usr/bi
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,8 +44,8 @@ from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 WAIT = 15  # seconds
-# Screenshots and reports the browser tests keep (git-ignored; the CI keeps the directory).
-ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artefacts"
+# Screenshots and axe reports, where tests/browser/test_worklist_page.py keeps its own.
+ARTEFACTS = Path(os.environ.get("COORDINATION_TEST_ARTEFACTS") or Path(__file__).parents[1] / "artefacts")
 
 
 @pytest.fixture
@@ -116,7 +118,7 @@ def test_patient_page_in_chromium(live: tuple[str, PatientWorld], browser: WebDr
     assert "Opposition au partage" in browser.find_element(By.ID, "opposition").text
     assert browser.find_elements(By.CSS_SELECTOR, "ol.timeline li")  # the protocol's Tasks
     download = browser.find_element(By.PARTIAL_LINK_TEXT, "Télécharger")
-    assert download.get_attribute("href").endswith(f"{page}/documents/{world.document}")
+    assert str(download.get_attribute("href")).endswith(f"{page}/documents/{world.document}")
 
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     height = browser.execute_script("return document.documentElement.scrollHeight")
