@@ -295,7 +295,7 @@ def _add_candidates(rows: list[TaskRow]) -> None:
 
 def my_tasks(refs: list[str], now: datetime) -> list[TaskRow]:
     """Open Tasks she owns, herself or through one of her PractitionerRoles (not her organizations');
-    those escalated to her as coordinator wait in « Tâches à prendre »."""
+    those escalated to her as the patient's coordinator wait in « Tâches à prendre » (to assign)."""
     people = [r for r in refs if r.startswith(("Practitioner/", "PractitionerRole/"))]
     found = data.search(
         "Task",
@@ -309,7 +309,16 @@ def my_tasks(refs: list[str], now: datetime) -> list[TaskRow]:
     )
     patients = _patients(found)
     rows = [_task_row(t, patients, now) for t in found.matches]
-    return [r for r in rows if not (r.status == "requested" and r.stage == "escalated")]
+    escalated = {
+        r.patient_id for r in rows if r.status == "requested" and r.stage == "escalated" and r.patient_id
+    }
+    now_us = int(now.timestamp() * 1_000_000)
+    coordinated = data.coordinated(refs, escalated, now_us, _dispatch_settings())
+    return [
+        r
+        for r in rows
+        if not (r.status == "requested" and r.stage == "escalated" and r.patient_id in coordinated)
+    ]
 
 
 @bp.get("/")

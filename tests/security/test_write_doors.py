@@ -336,6 +336,10 @@ ROUTES: dict[tuple[str, str], list[str] | str] = {
     ("fhir.bulk_export_group", "POST"): "starts an export job",
     ("fhir.bulk_export_status", "DELETE"): "cancels an export job",
     ("fhir.dmp_push", "POST"): "the server marks the DocumentReference it queues",
+    ("pages.accept", "POST"): "updates a Task through core/writes.update, as 'PUT existing' (tests/pages)",
+    ("pages.assign", "POST"): "updates a Task through core/writes.update, as 'PUT existing' (tests/pages)",
+    ("pages.complete", "POST"): "updates a Task through core/writes.update, as 'PUT existing' (tests/pages)",
+    ("pages.cancel", "POST"): "updates a Task through core/writes.update, as 'PUT existing' (tests/pages)",
 }
 
 

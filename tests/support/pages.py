@@ -129,6 +129,13 @@ def sign_in(app: Flask, username: str) -> FlaskClient:
     return browser
 
 
+def session_csrf(browser: FlaskClient) -> str:
+    """The CSRF token of this browser's session (what every form of its pages carries)."""
+    with browser.session_transaction("/app/") as session:
+        token: str = session["csrf"]
+    return token
+
+
 def row_ids(html: str, prefix: str) -> set[str]:
     """The ids of a table's rows: ``sortie-<Encounter id>``, ``a-prendre-<Task id>``, ``mienne-<Task id>``."""
     return set(re.findall(rf'<tr id="{prefix}-([^"]+)"', html))
