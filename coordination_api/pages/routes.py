@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from coordination_api.pages import blueprint, worklist
+from coordination_api.pages import blueprint, patient, worklist
 
-__all__ = ["register", "worklist"]
+__all__ = ["patient", "register", "worklist"]
 
 
 def register(app: Flask) -> None:
