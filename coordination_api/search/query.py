@@ -6,7 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, and_, exists, false, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    Table,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BinaryExpression
 from sqlalchemy.sql.util import find_tables
@@ -166,8 +178,21 @@ def _semi_join(condition: ColumnElement[bool]) -> tuple[Table, ColumnElement[boo
     ):
         return None
     inner = getattr(condition.right, "element", None)
+    if isinstance(inner, CompoundSelect):  # one SELECT per alternative (params/common.indexed)
+        parts = [_on_index(part) for part in inner.selects if isinstance(part, Select)]
+        if len(parts) != len(inner.selects) or any(p is None or p[1] is None for p in parts):
+            return None
+        tables = {p[0] for p in parts if p is not None}
+        if len(tables) != 1:
+            return None
+        return tables.pop(), or_(*(p[1] for p in parts if p is not None and p[1] is not None))
     if not isinstance(inner, Select):
         return None
+    return _on_index(inner)
+
+
+def _on_index(inner: Select[Any]) -> tuple[Table, ColumnElement[bool] | None] | None:
+    """(index table, WHERE) of ``SELECT res_pk FROM <index table> WHERE ...`` on that table alone."""
     # The selected column's table (get_final_froms() compiles the statement: milliseconds).
     froms = inner.columns_clause_froms
     columns = list(inner.selected_columns)
