@@ -53,3 +53,13 @@ def test_a_reference_with_our_base_is_one_select_per_alternative_and_drives(app:
     assert "UNION" in sql and sql.count("EXISTS") == 1
     driver = sql.split("resource.pk IN (SELECT ", 1)[1]
     assert driver.startswith("idx_reference.res_pk"), "the reference (a UNION) drives"
+
+
+def test_many_references_make_one_lookup_per_type_and_one_for_urls(app: Flask) -> None:
+    # The worklist asks Task?encounter=<100 ids>: one IN per type and one for our own absolute URLs,
+    # each looked up through its index, instead of 200 ORed alternatives over every row of the param.
+    svc = app.extensions["coordination"]
+    compiler = SearchCompiler(svc.repo.registry, dialect="sqlite")
+    ids = ",".join(f"Encounter/e{i}" for i in range(30))
+    sql = str(compiler.compile("Task", [("encounter", ids)], base_url="http://x/fhir").select_page(21))
+    assert sql.count("UNION") == 1 and sql.count(" IN (__[POSTCOMPILE") == 2, sql

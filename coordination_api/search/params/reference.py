@@ -20,6 +20,7 @@ def ors(
 ) -> list[ColumnElement[bool]]:
     out: list[ColumnElement[bool]] = []
     resource_type = type_modifier(param, modifier)
+    wanted = _Wanted()
     for raw in split_or(value, keep_escapes=True):
         if not raw:
             raise bad(param.code, "a reference value is required")
@@ -32,8 +33,37 @@ def ors(
                 clauses.append(table.c.identifier_system == cut(token.system))
             out.append(and_(*clauses) if clauses else false())
             continue
-        out.append(_value(table, param, resource_type, raw, ctx.base_url))
-    return out
+        _value(wanted, param, resource_type, raw, ctx.base_url)
+    return out + wanted.clauses(table)
+
+
+class _Wanted:
+    """The references a value list names, grouped so that many values make a few index lookups
+    (``encounter=Encounter/a,Encounter/b,…``: one ``target_id IN`` per type, one ``target_url IN``)."""
+
+    def __init__(self) -> None:
+        self.by_type: dict[str, list[str]] = {}
+        self.bare: dict[tuple[str, ...], list[str]] = {}
+        self.urls: list[str] = []
+        self.nothing = False
+
+    def clauses(self, table: FromClause) -> list[ColumnElement[bool]]:
+        out: list[ColumnElement[bool]] = []
+        for ref_type, ids in self.by_type.items():
+            out.append(and_(table.c.target_type == ref_type, _one_of(table.c.target_id, ids)))
+        for types, ids in self.bare.items():
+            on_id = _one_of(table.c.target_id, ids)
+            out.append(and_(on_id, _one_of(table.c.target_type, list(types))) if types else on_id)
+        if self.urls:
+            out.append(_one_of(table.c.target_url, self.urls))
+        if self.nothing and not out:
+            out.append(false())
+        return out
+
+
+def _one_of(column: ColumnElement[str], values: list[str]) -> ColumnElement[bool]:
+    unique = list(dict.fromkeys(values))
+    return column == unique[0] if len(unique) == 1 else column.in_(unique)
 
 
 build = on_index(ors)
@@ -52,34 +82,32 @@ def type_modifier(param: SearchParam, modifier: str) -> str | None:
     return modifier
 
 
-def _value(
-    table: FromClause, param: SearchParam, resource_type: str | None, raw: str, base_url: str
-) -> ColumnElement[bool]:
+def _value(wanted: _Wanted, param: SearchParam, resource_type: str | None, raw: str, base_url: str) -> None:
     text = raw
     if base_url and text.startswith(base_url + "/"):
         text = text[len(base_url) + 1 :]
     if "://" in text or text.startswith("urn:"):
-        return table.c.target_url == split_value(text, "|")[0][:URL_LIMIT]
+        wanted.urls.append(split_value(text, "|")[0][:URL_LIMIT])
+        return
     text = unescape(text)
     ref_type, ref_id, _url = parse_reference(text)
     if ref_type is not None:
         if resource_type and ref_type != resource_type:
-            return false()
-        local = and_(table.c.target_type == ref_type, table.c.target_id == ref_id)
-        if not base_url:
-            return local
-        # A stored absolute reference to our own base is the same local reference.
-        return or_(local, table.c.target_url == f"{base_url}/{ref_type}/{ref_id}")
+            wanted.nothing = True
+            return
+        wanted.by_type.setdefault(ref_type, []).append(str(ref_id))
+        if base_url:  # a stored absolute reference to our own base is the same local reference
+            wanted.urls.append(f"{base_url}/{ref_type}/{ref_id}")
+        return
     if "/" in text or not text:
         raise bad(param.code, f"'{raw}' is not a valid reference")
     types = [resource_type] if resource_type else list(param.targets)
-    clause = table.c.target_id == text
     if not types:
-        return clause
-    local = and_(clause, table.c.target_type.in_(types))
-    if not base_url:
-        return local
-    return or_(local, table.c.target_url.in_([f"{base_url}/{t}/{text}" for t in types]))
+        wanted.bare.setdefault((), []).append(text)
+        return
+    wanted.bare.setdefault(tuple(types), []).append(text)
+    if base_url:
+        wanted.urls.extend(f"{base_url}/{t}/{text}" for t in types)
 
 
 def chain(
