@@ -397,7 +397,14 @@ def accept(task_id: str) -> Response:
     user = current_user()
     refs = data.my_refs()
     offered = [_ref(r) for r in (task.get("restriction") or {}).get("recipient") or []]
-    me = next((r for r in offered if r in refs), f"Practitioner/{user.practitioner_id}")
+    # Herself (or one of her PractitionerRoles), never an Organization she belongs to: an
+    # organization as owner would open the patient to all its members and be nobody's task.
+    people = [
+        r
+        for r in offered
+        if r in refs and r is not None and r.startswith(("Practitioner/", "PractitionerRole/"))
+    ]
+    me = people[0] if people else f"Practitioner/{user.practitioner_id}"
     body = dict(task)
     body["status"] = "accepted"
     body["owner"] = {"reference": me, "display": data.practitioner_name() or user.username}
@@ -417,20 +424,36 @@ def accept(task_id: str) -> Response:
 
 @bp.post("/tasks/<task_id>/assign")
 def assign(task_id: str) -> Response:
-    """A coordinator gives the Task to a professional (the care-team rule reserves it to coordinators)."""
+    """A coordinator gives the Task to a member of the patient's care team (the care-team rule reserves
+    it to the patient's coordinators). The assignment ends the offer: the Task is ``ready`` for its
+    new owner, dispatch closes it as taken, and nobody it was offered to can take it back."""
     owner = request.form.get("owner", "")
-    kind, _, res_id = owner.partition("/")
-    if kind not in {"Practitioner", "PractitionerRole"} or not res_id:
-        raise PageError(Category.INVALID, "Choisissez le professionnel à qui attribuer la tâche.")
-    task = data.read("Task", task_id)
+    task = _read_task(task_id)
+    row = _task_row(task, {}, datetime.now(UTC))
+    _add_candidates([row])
+    labels = dict(row.candidates)
+    if owner not in labels:  # the form lists the care team; anything else is refused here too
+        raise PageError(Category.INVALID, "Choisissez un professionnel du cercle de soins du patient.")
     body = dict(task)
-    body["owner"] = {"reference": owner}
+    body["status"] = "ready"
+    body["owner"] = {"reference": owner, "display": labels[owner]}
+    body["lastModified"] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     _write(task_id, body, _form_version(), "La tâche a changé entre-temps ; rechargez la page.")
     return _back(f"Tâche attribuée : {_title(task)}.")
 
 
+def _read_task(task_id: str) -> dict[str, Any]:
+    """The Task an action names; one answer for unknown and out of reach (as the patient page)."""
+    try:
+        return data.read("Task", task_id)
+    except FhirError as exc:
+        if exc.status in {403, 404, 410}:
+            raise PageError(Category.NOT_FOUND, "Tâche introuvable.") from exc
+        raise
+
+
 def _finish(task_id: str, status: str, reason: str | None) -> dict[str, Any]:
-    task = data.read("Task", task_id)
+    task = _read_task(task_id)
     body = dict(task)
     body["status"] = status
     body["lastModified"] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

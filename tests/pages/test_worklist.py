@@ -185,15 +185,28 @@ def test_coordinator_assigns_an_escalated_task(app: Flask, cpts: Cpts, fhir: Fhi
     html = coordinator.get("/app/").get_data(as_text=True)
     escalated = next(i for i in row_ids(html, "a-prendre") if i != cpts.offer)
     gp = f"Practitioner/{cpts.practitioners['dr-martin']}"
+    # Only a member of the patient's care team (the form's list), also when the form is forged.
+    outsider = post_action(coordinator, escalated, "assign", owner="Practitioner/not-in-the-team")
+    assert outsider.status_code == 400 and outsider.mimetype == "text/html"
     assert post_action(coordinator, escalated, "assign", owner=gp).status_code == 303
-    assert fhir.search(f"Task?_id={escalated}")["entry"][0]["resource"]["owner"]["reference"] == gp
+    assigned = fhir.search(f"Task?_id={escalated}")["entry"][0]["resource"]
+    assert assigned["owner"]["reference"] == gp and assigned["status"] == "ready"
     assert escalated in row_ids(sign_in(app, "dr-martin").get("/app/").get_data(as_text=True), "mienne")
+    # The assignment ended the offer: nobody takes it back.
+    late = sign_in(app, "ide-a")
+    late.get("/app/")
+    version = assigned["meta"]["versionId"]
+    taken_back = late.post(
+        f"/app/tasks/{escalated}/accept", data={"csrf_token": session_csrf(late), "version": version}
+    )
+    assert taken_back.status_code == 409 and "Déjà prise" in taken_back.get_data(as_text=True)
+    assert fhir.search(f"Task?_id={escalated}")["entry"][0]["resource"]["owner"]["reference"] == gp
     # A professional who coordinates nothing may not give Tasks away (the policy's 403, as a page).
     nurse = sign_in(app, "ide-a")
     mine = next(iter(row_ids(nurse.get("/app/").get_data(as_text=True), "mienne")))
     csrf = session_csrf(nurse)
     refused = nurse.post(f"/app/tasks/{mine}/assign", data={"csrf_token": csrf, "version": "1", "owner": gp})
-    assert refused.status_code in {403, 409} and refused.mimetype == "text/html"
+    assert refused.status_code in {400, 403, 409} and refused.mimetype == "text/html"
 
 
 def test_page_reads_and_actions_are_audited_like_api_calls(app: Flask, cpts: Cpts) -> None:
