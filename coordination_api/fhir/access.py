@@ -23,11 +23,12 @@ from auth.policy import PatientFilter, Principal
 from auth.service import AuthService, UnauthenticatedError
 from coordination_api.core import principal as core_principal
 from coordination_api.core.principal import UNRESTRICTED
-from coordination_api.errors import RETRY_AFTER_UNAVAILABLE, Category, FhirError, Issue, operation_outcome
+from coordination_api.errors import RETRY_AFTER_UNAVAILABLE, Category, FhirError
 from coordination_api.search.compiler import SearchQuery
 from coordination_api.storage.repository import Stored
 from coordination_api.storage.schema import history_compartment, idx_compartment, resource, subscription_state
-from coordination_api.web.http import fhir_json_response, settings
+from coordination_api.web.errors import render as render_error
+from coordination_api.web.http import settings
 
 log = logging.getLogger(__name__)
 
@@ -651,9 +652,11 @@ def audit_response(response: Response) -> Response:
         )
     except AuditUnavailableError:
         log.exception("audit write failed, request_id=%s", record.request_id)
-        return fhir_json_response(
-            operation_outcome([Issue("error", "transient", "The access could not be audited; retry later")]),
-            status=503,
-            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},  # RFC 9110 section 10.2.3
+        return render_error(
+            FhirError(
+                Category.TRANSIENT,
+                "The access could not be audited; retry later",
+                headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},  # RFC 9110 section 10.2.3
+            )
         )
     return response

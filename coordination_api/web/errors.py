@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from connectors.errors import ConnectorError
@@ -81,13 +81,18 @@ def register_error_handlers(app: Flask) -> None:
             FhirError(Category.EXCEPTION, f"Internal error; quote request id {request_id} to the operator")
         )
 
-    def _render(exc: FhirError) -> Response:
-        # A blueprint of pages for people (coordination_api/pages) shows the same error as a page.
-        as_page: ErrorPage | None = app.extensions.get(ERROR_PAGES, {}).get(request.blueprint or "")
-        if as_page is not None:
-            response = as_page(exc)
-        else:
-            response = fhir_json_response(outcome_for(exc), status=exc.status)
-        for key, value in exc.headers.items():
-            response.headers[key] = value
-        return response
+    _render = render
+
+
+def render(exc: FhirError) -> Response:
+    """The one rendering of an error: an OperationOutcome, or the page of a blueprint for people
+    (coordination_api/pages), with the error's status and headers. Also for the after-request hooks,
+    whose exceptions Flask's handlers do not see."""
+    as_page: ErrorPage | None = current_app.extensions.get(ERROR_PAGES, {}).get(request.blueprint or "")
+    if as_page is not None:
+        response = as_page(exc)
+    else:
+        response = fhir_json_response(outcome_for(exc), status=exc.status)
+    for key, value in exc.headers.items():
+        response.headers[key] = value
+    return response
