@@ -29,7 +29,12 @@ START = (
 )
 END = "<!-- end of the settings table -->"
 # Named in the docs but not settings: the test suite's own, and docker compose's secrets directory.
-NOT_SETTINGS = {"COORDINATION_TEST_BACKENDS", "COORDINATION_TEST_PG_URL", "COORDINATION_SECRETS_DIR"}
+NOT_SETTINGS = {
+    "COORDINATION_TEST_BACKENDS",
+    "COORDINATION_TEST_PG_URL",
+    "COORDINATION_TEST_ARTEFACTS",
+    "COORDINATION_SECRETS_DIR",
+}
 
 
 def value_at(settings: Settings, spec: Spec) -> Any:
