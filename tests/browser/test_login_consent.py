@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,26 +20,17 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from coordination_api.accounts import create_practitioner_user
+from tests.support.browser import MISSING, chromium, serving
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+if MISSING:
+    pytest.skip(MISSING, allow_module_level=True)
 
-if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-    pytest.skip(
-        "browser tests need /usr/bin/chromium and /usr/bin/chromedriver "
-        "(apt-get install chromium chromium-driver; .ci/run does it)",
-        allow_module_level=True,
-    )
-
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
 
 USERNAME = "drhouse"
 PASSWORD = "a-long-password-123"
@@ -59,41 +49,18 @@ class Live:
 @pytest.fixture
 def live(client: FlaskClient, app: Flask) -> Iterator[Live]:
     """The app on a real port (the `client` fixture has emptied the database), a user and a public client."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="browser-test-server", daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{server.server_port}"
+    with serving(app) as base:
         create_practitioner_user(app, USERNAME, "10101010101", PASSWORD, "House", "Greg")
         redirect_uri = f"{base}/callback-not-served"
         client_id, _ = app.extensions["auth"].store.create_client(
             "Browser app", "user/*.rs openid fhirUser", "none", [redirect_uri], None, None
         )
         yield Live(base, client_id, redirect_uri)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(WAIT)
+    driver = chromium(tmp_path / "chromium-profile", wait=WAIT)
     try:
         yield driver
     finally:

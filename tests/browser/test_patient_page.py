@@ -9,8 +9,6 @@ The app is served by a real Werkzeug server on a free port. Skipped when /usr/bi
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,34 +16,23 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from tests.conftest import Fhir
 from tests.support.auth import PASSWORD
+from tests.support.browser import ARTEFACTS, MISSING, chromium, serving
 from tests.support.patient_page import PatientWorld, build_patient_world
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+if MISSING:
+    pytest.skip(MISSING, allow_module_level=True)
 
-if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-    pytest.skip(
-        "browser tests need /usr/bin/chromium and /usr/bin/chromedriver "
-        "(apt-get install chromium chromium-driver; .ci/run does it)",
-        allow_module_level=True,
-    )
-
-from axe_selenium_python import Axe  # noqa: E402
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from axe_selenium_python import Axe
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
 
 WAIT = 15  # seconds
-# Screenshots and axe reports, where tests/browser/test_worklist_page.py keeps its own.
-ARTEFACTS = Path(os.environ.get("COORDINATION_TEST_ARTEFACTS") or Path(__file__).parents[1] / "artefacts")
 
 
 @pytest.fixture
@@ -53,37 +40,13 @@ def live(client: FlaskClient, app: Flask, fhir: Fhir, backend: str) -> Iterator[
     if backend != "sqlite":
         pytest.skip("the browser runs once, on SQLite (tests/pages covers both backends)")
     world = build_patient_world(app, client, fhir)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="browser-test-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", world
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with serving(app) as url:
+        yield url, world
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--lang=fr-FR",
-        "--window-size=1280,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(WAIT)
+    driver = chromium(tmp_path / "chromium-profile", "--lang=fr-FR", "--window-size=1280,1000", wait=WAIT)
     try:
         yield driver
     finally:

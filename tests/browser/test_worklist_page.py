@@ -8,8 +8,6 @@ One backend (SQLite): the HTTP tests cover both; a browser session costs seconds
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,71 +15,35 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from tests.conftest import Fhir
 from tests.support.auth import PASSWORD
+from tests.support.browser import ARTEFACTS, MISSING, chromium, serving
 from tests.support.pages import Cpts, build_cpts, offer_task, post_discharge
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+if MISSING:
+    pytest.skip(MISSING, allow_module_level=True)
 
-if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-    pytest.skip(
-        "browser tests need /usr/bin/chromium and /usr/bin/chromedriver "
-        "(apt-get install chromium chromium-driver; .ci/run does it)",
-        allow_module_level=True,
-    )
-
-from axe_selenium_python import Axe  # noqa: E402
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from axe_selenium_python import Axe
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
 
 WAIT = 15  # seconds
 REFRESH_WAIT = 45  # the page refreshes every 30 s
-ARTEFACTS = Path(os.environ.get("COORDINATION_TEST_ARTEFACTS") or Path(__file__).parents[1] / "artefacts")
 
 
 @pytest.fixture
 def base(app: Flask, backend: str) -> Iterator[str]:
     if backend != "sqlite":
         pytest.skip("the browser runs once, on SQLite (tests/pages covers both backends)")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="pages-browser-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with serving(app, "pages-browser-server") as url:
+        yield url
 
 
 def _driver(profile: Path) -> WebDriver:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,1000",
-        "--lang=fr-FR",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(WAIT)
-    driver.set_script_timeout(WAIT)
-    return driver
+    return chromium(profile, "--window-size=1280,1000", "--lang=fr-FR", wait=WAIT, script_wait=WAIT)
 
 
 @pytest.fixture
