@@ -205,16 +205,19 @@ CURRENT_COLS = (
 _CURRENT_SQL: dict[tuple[str, str], str] = {}
 
 
-def _current_sql(conn: Connection, where: str) -> str:
+def _current_sql(paramstyle: str, where: str) -> str:
     """``SELECT`` of :data:`CURRENT_COLS` as driver SQL, ``{m}`` in ``where`` standing for the
     driver's placeholder; built once per condition and paramstyle."""
-    key = (where, conn.dialect.paramstyle)
+    key = (where, paramstyle)
     sql = _CURRENT_SQL.get(key)
     if sql is None:
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        mark = "?" if paramstyle == "qmark" else "%s"
         columns = ", ".join(c.name for c in CURRENT_COLS)
         sql = _CURRENT_SQL[key] = f"SELECT {columns} FROM resource WHERE {where.replace('{m}', mark)}"
     return sql
+
+
+_BY_KEY = "res_type = {m} AND res_id = {m}"
 
 
 def _stored(row: Any) -> Stored | None:
@@ -338,20 +341,13 @@ class Repository:
 
     def read_current(self, res_type: str, res_id: str) -> Stored | None:
         """The hot read path: one pooled DBAPI call, no statement building, no transaction."""
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        sql = (
-            "SELECT pk, res_type, res_id, version, last_updated, deleted, content FROM resource "
-            f"WHERE res_type = {mark} AND res_id = {mark}"
-        )
+        sql = _current_sql(self.engine.dialect.paramstyle, _BY_KEY)
         with self.raw() as connection:
             cursor = connection.cursor()
             cursor.execute(sql, (res_type, res_id))
             row = cursor.fetchone()
             cursor.close()
-        if row is None:
-            return None
-        pk, rtype, rid, version, last_updated, deleted, content = row
-        return Stored(pk, rtype, rid, version, last_updated, bool(deleted), content)
+        return _stored(row)
 
     def raw_rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """A hot-path query in plain SQL with ``:name`` parameters, on one pooled DBAPI connection."""
@@ -370,7 +366,7 @@ class Repository:
 
     def current(self, conn: Connection, res_type: str, res_id: str) -> Stored | None:
         # Driver SQL: the most frequent statement of the write and intake paths (issue 21).
-        row = conn.exec_driver_sql(_current_sql(conn, "res_type = {m} AND res_id = {m}"), (res_type, res_id))
+        row = conn.exec_driver_sql(_current_sql(conn.dialect.paramstyle, _BY_KEY), (res_type, res_id))
         return _stored(row.first())
 
     def _current_locked(self, conn: Connection, res_type: str, res_id: str) -> Stored | None:
@@ -398,12 +394,19 @@ class Repository:
         ).first()
         return Stored(*row) if row else None
 
+    def current_of_type(self, conn: Connection, res_type: str) -> list[Stored]:
+        """Every current, not deleted resource of a type, in pk order (a small type: definitions)."""
+        sql = _current_sql(conn.dialect.paramstyle, "res_type = {m} AND deleted = {m} ORDER BY pk")
+        return [s for row in conn.exec_driver_sql(sql, (res_type, False)) if (s := _stored(row)) is not None]
+
     def by_pks(self, conn: Connection, pks: list[int]) -> dict[int, Stored]:
         out: dict[int, Stored] = {}
         for start in range(0, len(pks), 500):
             chunk = pks[start : start + 500]
             marks = ", ".join(["{m}"] * len(chunk))
-            for row in conn.exec_driver_sql(_current_sql(conn, f"pk IN ({marks})"), tuple(chunk)):
+            for row in conn.exec_driver_sql(
+                _current_sql(conn.dialect.paramstyle, f"pk IN ({marks})"), tuple(chunk)
+            ):
                 stored = _stored(row)
                 assert stored is not None
                 out[stored.pk] = stored

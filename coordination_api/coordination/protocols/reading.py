@@ -181,12 +181,7 @@ def definitions(conn: Connection, svc: Services, resource_type: str) -> tuple[St
     per_type = _DEFINITIONS.setdefault(svc.repo, {})
     known = per_type.get(resource_type)
     if known is None or known.stamp != stamp:
-        rows = conn.exec_driver_sql(
-            "SELECT pk, res_type, res_id, version, last_updated, deleted, content FROM resource"
-            f" WHERE res_type = {mark} ORDER BY pk",
-            (resource_type,),
-        ).all()
-        current = tuple(Stored(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows if not r[5])
+        current = tuple(svc.repo.current_of_type(conn, resource_type))
         known = per_type[resource_type] = _Definitions(stamp, current)
     return known.rows
 
