@@ -378,6 +378,11 @@ def _write(task_id: str, body: dict[str, Any], version: str, conflict: str) -> N
         raise
 
 
+def _now_instant() -> str:
+    """Now as a FHIR instant to the second (Task.lastModified of a page action)."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def _form_version() -> str:
     return request.form.get("version", "").strip()
 
@@ -408,7 +413,7 @@ def accept(task_id: str) -> Response:
     body = dict(task)
     body["status"] = "accepted"
     body["owner"] = {"reference": me, "display": data.practitioner_name() or user.username}
-    body["lastModified"] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    body["lastModified"] = _now_instant()
     try:
         data.update("Task", task_id, body, _form_version())
     except FhirError as exc:
@@ -437,7 +442,7 @@ def assign(task_id: str) -> Response:
     body = dict(task)
     body["status"] = "ready"
     body["owner"] = {"reference": owner, "display": labels[owner]}
-    body["lastModified"] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    body["lastModified"] = _now_instant()
     _write(task_id, body, _form_version(), "La tâche a changé entre-temps ; rechargez la page.")
     return _back(f"Tâche attribuée : {_title(task)}.")
 
@@ -456,7 +461,7 @@ def _finish(task_id: str, status: str, reason: str | None) -> dict[str, Any]:
     task = _read_task(task_id)
     body = dict(task)
     body["status"] = status
-    body["lastModified"] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    body["lastModified"] = _now_instant()
     if reason:
         body["statusReason"] = {"text": reason}
     _write(task_id, body, _form_version(), "La tâche a changé entre-temps ; rechargez la page.")
