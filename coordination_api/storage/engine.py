@@ -258,6 +258,11 @@ def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def placeholder(paramstyle: str) -> str:
+    """The driver's positional parameter mark in driver SQL: sqlite3 ``?``, psycopg ``%s``."""
+    return "?" if paramstyle == "qmark" else "%s"
+
+
 def open_reader(engine: Engine) -> Any:
     """A pooled DBAPI connection for plain reads. PostgreSQL: in autocommit while we hold it, so a
     SELECT costs one round trip (no BEGIN before it, no ROLLBACK when it goes back to the pool)."""

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 from coordination_api.errors import Category, FhirError
 from coordination_api.search.dates import format_instant
 from coordination_api.search.registry import SearchRegistry
-from coordination_api.storage.engine import WRITE, close_reader, is_postgres, open_reader
+from coordination_api.storage.engine import WRITE, close_reader, is_postgres, open_reader, placeholder
 from coordination_api.storage.indexer import FOLLOWS, SECURITY_CONTEXT, UNRESOLVED, index_rows
 from coordination_api.storage.schema import (
     INDEX_TABLES,
@@ -211,7 +211,7 @@ def _current_sql(paramstyle: str, where: str) -> str:
     key = (where, paramstyle)
     sql = _CURRENT_SQL.get(key)
     if sql is None:
-        mark = "?" if paramstyle == "qmark" else "%s"
+        mark = placeholder(paramstyle)
         columns = ", ".join(c.name for c in CURRENT_COLS)
         sql = _CURRENT_SQL[key] = f"SELECT {columns} FROM resource WHERE {where.replace('{m}', mark)}"
     return sql
@@ -833,7 +833,7 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
     key = (table.name, columns, conn.dialect.paramstyle)
     sql = _INSERTS.get(key)
     if sql is None:
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        mark = placeholder(conn.dialect.paramstyle)
         sql = _INSERTS[key] = (
             f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
         )

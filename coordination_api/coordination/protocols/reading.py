@@ -19,6 +19,7 @@ from coordination_api.coordination.protocols.model import (
 from coordination_api.core.services import Services
 from coordination_api.core.writes import find_matches
 from coordination_api.errors import Category, FhirError
+from coordination_api.storage.engine import placeholder
 from coordination_api.storage.repository import Repository, Stored
 from fhir_profiles.fhirpath_safety import ExpressionLimits
 
@@ -173,7 +174,7 @@ def definitions(conn: Connection, svc: Services, resource_type: str) -> tuple[St
     """The current (not deleted) rows of a definition type as the caller's transaction sees them, or
     None when they cannot be cached: too many, or one of them is in a patient's compartment (then
     what a caller may see of them depends on the caller: the search applies the access rule)."""
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    mark = placeholder(conn.dialect.paramstyle)
     stamp = tuple(conn.exec_driver_sql(_STAMP_SQL.format(m=mark), (resource_type,)).one())
     count, compartments = int(stamp[0]), int(stamp[4])
     if count > _CACHE_LIMIT or compartments:
