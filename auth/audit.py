@@ -50,10 +50,17 @@ class AuditRecord:
     path: str
     address: str | None
     request_id: str | None
-    entities: list[str] = field(default_factory=list)  # "Type/id"
+    entities: list[str] = field(default_factory=list)  # "Type/id", each once, in access order
     patients: set[str] = field(default_factory=set)
     query: str | None = None
     break_glass_reason: str | None = None
+    _seen: set[str] = field(default_factory=set, repr=False)
+
+    def add_entity(self, name: str) -> None:
+        """Note one accessed resource; a set beside the list keeps a page of thousands linear."""
+        if name not in self._seen:
+            self._seen.add(name)
+            self.entities.append(name)
 
 
 def outcome_code(status: int) -> str:

@@ -156,7 +156,7 @@ def _audit(kick: KickOff, group_id: str | None) -> None:
     if record is None:
         return
     if group_id is not None:
-        record.entities.append(f"Group/{group_id}")
+        record.add_entity(f"Group/{group_id}")
     if kick.patients:
         record.patients.update(kick.patients)
     record.query = orjson.dumps({"request": kick.request_url, "params": kick.params.to_json()}).decode()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from flask import Response, current_app, g, has_request_context, request
@@ -388,14 +388,23 @@ def read_current(resource_type: str, res_id: str) -> tuple[Stored | None, list[t
     return stored, [(row[7], bool(row[8])) for row in rows if row[7] is not None]
 
 
-def _note(stored: Iterable[Stored], patients: Iterable[str]) -> None:
+class Found(Protocol):
+    """What the audit notes of a search match: a stored resource or an index projection of one."""
+
+    @property
+    def pk(self) -> int: ...
+    @property
+    def res_type(self) -> str: ...
+    @property
+    def res_id(self) -> str: ...
+
+
+def _note(stored: Iterable[Found], patients: Iterable[str]) -> None:
     record: AuditRecord | None = g.get("audit")
     if record is None:
         return
     for s in stored:
-        name = f"{s.res_type}/{s.res_id}"
-        if name not in record.entities:
-            record.entities.append(name)
+        record.add_entity(f"{s.res_type}/{s.res_id}")
     record.patients.update(patients)
 
 
@@ -447,7 +456,12 @@ def note_counted(conn: Connection, query: SearchQuery) -> None:
 COUNTED_PATIENTS = 1000
 
 
-def note_results(conn: Connection, stored: list[Stored]) -> None:
+def note_patients(patients: Iterable[str]) -> None:
+    """Patients whose data a request counted or summed (e.g. a page's tally) go to the audit record."""
+    _note([], patients)
+
+
+def note_results(conn: Connection, stored: Sequence[Found]) -> None:
     """Search results: the patients they touch go to the audit record."""
     if not stored or g.get("audit") is None:
         return

@@ -132,7 +132,7 @@ def receive() -> Response:
     code = ack_code(ack)
     metrics.hl7v2_message("http", code)
     if g.get("audit") is not None:
-        g.audit.entities.append(f"hl7v2/{code}")
+        g.audit.add_entity(f"hl7v2/{code}")
     status = 403 if intake.sender_refused else _STATUS[code]
     response = Response(ack, status=status, content_type=f"{ER7}; charset=utf-8")
     if intake.unavailable is not None:  # AR 207: retry later (RFC 9110 section 10.2.3)

@@ -9,6 +9,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import g
+from sqlalchemy import ColumnElement
+from sqlalchemy.engine import Connection
 
 from auth import policy
 from auth.browser import service
@@ -17,7 +19,10 @@ from coordination_api.core import writes
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
+from coordination_api.search import projection
 from coordination_api.search.executor import run_search
+from coordination_api.search.projection import Projection, Tally
+from coordination_api.search.query import SearchQuery
 from coordination_api.storage.repository import Stored, now_us
 from coordination_api.web.http import base_url
 
@@ -29,6 +34,7 @@ class Found:
     matches: list[dict[str, Any]]
     included: list[dict[str, Any]]
     total: int | None
+    more: bool = False  # a next page exists
 
 
 def _note_query(resource_type: str, params: list[tuple[str, str]]) -> None:
@@ -41,17 +47,65 @@ def _note_query(resource_type: str, params: list[tuple[str, str]]) -> None:
 def search(resource_type: str, params: list[tuple[str, str]]) -> Found:
     """``GET /fhir/<resource_type>?<params>`` for the signed-in user, first page only (``_count``
     is capped as the API caps it): the same scopes check, compiler, care-team filter and audit."""
-    access.require(resource_type, "s")
     svc = services()
-    _note_query(resource_type, params)
+    if not any(name == "_total" for name, _value in params):
+        params = [*params, ("_total", "none")]  # pages show rows, never the API's Bundle.total
     with svc.repo.reading() as conn:
-        query = svc.compiler.compile(
-            resource_type, params, base_url=base_url(), strict=True, hop_guard=access.hop_guard
-        )
-        access.secure(query)
+        query = _compiled(conn, resource_type, params)
         result = run_search(conn, svc.repo, query, svc.settings.max_include_results)
         access.note_results(conn, result.matches + result.included)
-    return Found([s.json() for s in result.matches], [s.json() for s in result.included], result.total)
+    return Found(
+        [s.json() for s in result.matches],
+        [s.json() for s in result.included],
+        result.total,
+        result.has_next,
+    )
+
+
+def _compiled(conn: Connection, resource_type: str, params: list[tuple[str, str]]) -> SearchQuery:
+    """The API's search for the signed-in user: scopes, compiler, care-team filter, query noted."""
+    access.require(resource_type, "s")
+    _note_query(resource_type, params)
+    query = services().compiler.compile(
+        resource_type, params, base_url=base_url(), strict=True, hop_guard=access.hop_guard
+    )
+    access.secure(query)
+    return query
+
+
+def index_values(
+    resource_type: str, params: list[tuple[str, str]], columns: dict[str, ColumnElement[Any]]
+) -> Projection:
+    """The first page of the same search as ``search``, each match with a few index values instead
+    of its JSON (``search/projection.project``): to rank many rows and read whole only those shown.
+    The matches are audited as a search's are."""
+    with services().repo.reading() as conn:
+        query = _compiled(conn, resource_type, params)
+        found = projection.project(conn, query, columns)
+        access.note_results(conn, found.matches)
+    return found
+
+
+def tally(
+    resource_type: str,
+    by: tuple[str, str],
+    targets: list[str],
+    status: str,
+    date: str | None = None,
+) -> list[Tally]:
+    """The ``resource_type`` resources she may search that point at ``targets`` through ``by``,
+    counted per target and ``status`` code by the database (``search/projection.tally``) with the
+    API's care-team filter; the patients whose data was counted are audited as for a count."""
+    if not targets:
+        return []
+    with services().repo.reading() as conn:
+        # The search of the type with no criterion (the access filter only): the tally binds the
+        # targets itself, as one list (the audit notes the search as the API would spell it).
+        query = _compiled(conn, resource_type, [])
+        _note_query(resource_type, [(by[0], ",".join(f"{by[1]}/{t}" for t in targets))])
+        found, patients = projection.tally(conn, query, by, targets, status, date)
+    access.note_patients(patients)
+    return found
 
 
 def read(resource_type: str, res_id: str) -> dict[str, Any]:

@@ -34,11 +34,15 @@ from coordination_api.errors import Category, FhirError
 from coordination_api.pages import data
 from coordination_api.pages.blueprint import PageError, bp, current_user
 from coordination_api.pages.render import age, instant, name_of, show
+from coordination_api.search.dates import MAX_US
+from coordination_api.search.projection import code_of, end_of, target_of
 
 WINDOW_DAYS = 14  # discharges of the last two weeks (issue 22)
+TABLE_ROWS = 50  # rows a table shows first (the most urgent); « Tout afficher » shows MAX_ROWS
 MAX_ROWS = 200  # per table: a worklist, not an export
-MAX_SCANNED = 1000  # stays of the window read to find MAX_ROWS discharges among them
-ENCOUNTERS_PER_SEARCH = 100  # ids in one ``encounter=`` OR list
+MAX_SCANNED = 1000  # stays of the window ranked (each as a few index values, not read whole)
+PAGE = 1000  # the API's _count cap
+BY_STAY = ("encounter", "Encounter")  # CarePlans and Tasks counted per stay
 OPEN = ("requested", "received", "accepted", "ready", "in-progress", "on-hold")
 TAKEN = frozenset({"accepted", "ready", "in-progress", "on-hold", "completed"})
 NOT_COUNTED = frozenset({"cancelled", "rejected", "entered-in-error", "draft"})
@@ -61,11 +65,12 @@ MIN_REASON = 3
 class Discharge:
     encounter_id: str
     patient_id: str | None
-    patient: str
-    age: int | None
-    establishment: str
     discharged: datetime
+    patient: str = ""
+    age: int | None = None
+    establishment: str = "—"
     protocols: list[str] = field(default_factory=list)
+    planned: bool = False  # a protocol (CarePlan) was started for the stay
     done: int = 0
     total: int = 0
     next_due: datetime | None = None
@@ -142,64 +147,111 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
 # -- the three tables -----------------------------------------------------------------------------
 
 
-def discharges(now: datetime) -> list[Discharge]:
-    since = (now - timedelta(days=WINDOW_DAYS)).date().isoformat()
-    # The date range drives the search; the status is checked on its rows (with status=finished
-    # beside it SQLite started from every finished stay of the CPTS; ongoing stays in the window
-    # are few: the current inpatients).
+def _us(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _moment(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, UTC)
+
+
+def _window(now: datetime) -> dict[str, Discharge]:
+    """The stays that ended in the window, from the index alone (``data.index_values``): a
+    coordinator's window holds hundreds; only the rows shown are read whole (``_describe``)."""
+    cutoff = now - timedelta(days=WINDOW_DAYS)
+    stays = data.index_values(
+        "Encounter",
+        [("date", f"ge{_instant(cutoff)}"), ("_sort", "-date"), ("_count", str(MAX_SCANNED))],
+        {"status": code_of("status"), "end": end_of("date"), "patient": target_of("subject", "Patient")},
+    )
+    rows: dict[str, Discharge] = {}
+    for stay in stays.matches:
+        # The date range drives the search; the status is checked here (with status=finished beside
+        # it SQLite started from every finished stay of the CPTS; ongoing stays are the few inpatients).
+        end = stay.values["end"]
+        if stay.values["status"] != "finished" or end is None or end >= MAX_US or end < _us(cutoff):
+            continue  # still in hospital, or a stay that overlaps the window but ended before it
+        rows[stay.res_id] = Discharge(stay.res_id, stay.values["patient"], _moment(end))
+    return rows
+
+
+def _follow_up(rows: dict[str, Discharge], now: datetime) -> None:
+    """Protocols started and Tasks done / total, late and next due, per stay: counted by the
+    database (``data.tally``), not read Task by Task."""
+    now_us = _us(now)
+    ids = list(rows)
+    for plan in data.tally("CarePlan", BY_STAY, ids, "status"):
+        if plan.target_id in rows and plan.code in {"active", "completed", "on-hold"}:
+            rows[plan.target_id].planned = True
+    for tasks in data.tally("Task", BY_STAY, ids, "status", "deadline"):
+        row = rows.get(tasks.target_id)
+        if row is None or tasks.code in NOT_COUNTED:
+            continue
+        row.total += tasks.count
+        row.done += tasks.count if tasks.code == "completed" else 0
+        row.followed = row.followed or tasks.code in TAKEN
+        if tasks.code in OPEN and tasks.earliest is not None:
+            row.late = row.late or tasks.earliest < now_us
+            due = _moment(tasks.earliest)
+            row.next_due = due if row.next_due is None else min(row.next_due, due)
+    for row in rows.values():
+        row.followed = row.followed and row.planned
+
+
+def _describe(rows: list[Discharge], now: datetime) -> None:
+    """What the shown rows display: patient, establishment, discharge instant, protocol titles."""
+    ids = [r.encounter_id for r in rows]
+    if not ids:
+        return
     found = data.search(
         "Encounter",
         [
-            ("date", f"ge{since}"),
-            ("_sort", "-date"),
-            ("_count", str(MAX_SCANNED)),
+            ("_id", ",".join(ids)),
+            ("_count", str(len(ids))),
             ("_include", "Encounter:subject"),
             ("_include", "Encounter:service-provider"),
         ],
     )
+    stays = {r["id"]: r for r in found.matches}
     patients = _patients(found)
     organizations = {r["id"]: r for r in found.included if r.get("resourceType") == "Organization"}
-    cutoff = now - timedelta(days=WINDOW_DAYS)
-    rows: dict[str, Discharge] = {}
-    for encounter in found.matches:
-        if encounter.get("status") != "finished" or len(rows) >= MAX_ROWS:
-            continue
-        ended = instant((encounter.get("period") or {}).get("end"))
-        if ended is None or ended < cutoff:
-            continue  # still in hospital, or a stay that overlaps the window but ended before it
-        patient_id = _id_of(_ref(encounter.get("subject")), "Patient")
-        patient = patients.get(patient_id or "")
+    plans = data.search(
+        "CarePlan", [("encounter", ",".join(f"Encounter/{i}" for i in ids)), ("_count", str(PAGE))]
+    )
+    titles: dict[str, list[str]] = {}
+    for plan in plans.matches:
+        if plan.get("status") in {"active", "completed", "on-hold"}:
+            stay = _id_of(_ref(plan.get("encounter")), "Encounter") or ""
+            titles.setdefault(stay, []).append(str(plan.get("title") or "Protocole"))
+    for row in rows:
+        encounter = stays.get(row.encounter_id, {})
+        patient = patients.get(row.patient_id or "")
         provider = encounter.get("serviceProvider") or {}
         organization = organizations.get(_id_of(_ref(provider), "Organization") or "")
-        rows[encounter["id"]] = Discharge(
-            encounter_id=encounter["id"],
-            patient_id=patient_id,
-            patient=_patient_label(patient, patient_id),
-            age=age((patient or {}).get("birthDate"), now.date()),
-            establishment=str((organization or {}).get("name") or provider.get("display") or "—"),
-            discharged=ended,
-        )
-    for ids in _chunks([f"Encounter/{i}" for i in rows], ENCOUNTERS_PER_SEARCH):
-        criteria = [("encounter", ",".join(ids)), ("_count", "1000")]
-        for plan in data.search("CarePlan", criteria).matches:
-            row = rows.get(_id_of(_ref(plan.get("encounter")), "Encounter") or "")
-            if row is not None and plan.get("status") in {"active", "completed", "on-hold"}:
-                row.protocols.append(str(plan.get("title") or "Protocole"))
-        for task in data.search("Task", criteria).matches:
-            row = rows.get(_id_of(_ref(task.get("encounter")), "Encounter") or "")
-            status = task.get("status")
-            if row is None or status in NOT_COUNTED:
-                continue
-            row.total += 1
-            row.done += status == "completed"
-            row.followed = row.followed or status in TAKEN
-            due = _deadline(task)
-            if status in OPEN and due is not None:
-                row.late = row.late or due < now
-                row.next_due = due if row.next_due is None else min(row.next_due, due)
-    for row in rows.values():
-        row.followed = row.followed and bool(row.protocols)
-    return sorted(rows.values(), key=Discharge.urgency)
+        row.patient = _patient_label(patient, row.patient_id)
+        row.age = age((patient or {}).get("birthDate"), now.date())
+        row.establishment = str((organization or {}).get("name") or provider.get("display") or "—")
+        row.discharged = instant((encounter.get("period") or {}).get("end")) or row.discharged
+        row.protocols = titles.get(row.encounter_id, [])
+
+
+def discharges(now: datetime, shown: str, limit: int) -> tuple[list[Discharge], int, int]:
+    """The discharges of the window that ``shown`` keeps, most urgent first, at most ``limit`` of
+    them described; how many ``shown`` keeps, and how many the window holds in all."""
+    rows = _window(now)
+    _follow_up(rows, now)
+    ranked = sorted(rows.values(), key=Discharge.urgency)
+    if shown == "non-suivies":
+        ranked = [d for d in ranked if not d.followed]
+    elif shown == "en-retard":
+        ranked = [d for d in ranked if d.late]
+    listed = ranked[:limit]
+    _describe(listed, now)
+    return listed, len(ranked), len(rows)
+
+
+def _instant(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _task_row(task: dict[str, Any], patients: dict[str, dict[str, Any]], now: datetime) -> TaskRow:
@@ -223,14 +275,15 @@ def _dispatch_settings() -> DispatchSettings:
     return settings
 
 
-def to_take(refs: list[str], now: datetime) -> list[TaskRow]:
-    """Offers made to her, and the unclaimed or escalated Tasks of the patients she coordinates."""
+def to_take(refs: list[str], now: datetime, limit: int) -> tuple[list[TaskRow], bool]:
+    """Offers made to her, and the unclaimed or escalated Tasks of the patients she coordinates,
+    among the ``limit`` requested Tasks she may see that are due first; and whether more are."""
     found = data.search(
         "Task",
         [
             ("status", "requested"),
             ("_sort", "deadline"),
-            ("_count", str(MAX_ROWS)),
+            ("_count", str(limit)),
             ("_include", "Task:patient"),
         ],
     )
@@ -255,7 +308,7 @@ def to_take(refs: list[str], now: datetime) -> list[TaskRow]:
             assignable.append(row)
     if assignable:
         _add_candidates(assignable)
-    return rows
+    return rows, found.more
 
 
 def _add_candidates(rows: list[TaskRow]) -> None:
@@ -298,9 +351,10 @@ def _add_candidates(rows: list[TaskRow]) -> None:
         row.candidates = sorted(members.get(row.patient_id or "", []), key=lambda m: m[1])
 
 
-def my_tasks(refs: list[str], now: datetime) -> list[TaskRow]:
-    """Open Tasks she owns, herself or through one of her PractitionerRoles (not her organizations');
-    those escalated to her as the patient's coordinator wait in « Tâches à prendre » (to assign)."""
+def my_tasks(refs: list[str], now: datetime, limit: int) -> tuple[list[TaskRow], bool]:
+    """Open Tasks she owns, herself or through one of her PractitionerRoles (not her organizations'),
+    the ``limit`` due first, and whether she has more; those escalated to her as the patient's
+    coordinator wait in « Tâches à prendre » (to assign)."""
     people = [r for r in refs if r.startswith(("Practitioner/", "PractitionerRole/"))]
     found = data.search(
         "Task",
@@ -308,7 +362,7 @@ def my_tasks(refs: list[str], now: datetime) -> list[TaskRow]:
             ("owner", ",".join(people)),
             ("status", ",".join(OPEN)),
             ("_sort", "deadline"),
-            ("_count", str(MAX_ROWS)),
+            ("_count", str(limit)),
             ("_include", "Task:patient"),
         ],
     )
@@ -323,7 +377,7 @@ def my_tasks(refs: list[str], now: datetime) -> list[TaskRow]:
         r
         for r in rows
         if not (r.status == "requested" and r.stage == "escalated" and r.patient_id in coordinated)
-    ]
+    ], found.more
 
 
 @bp.get("/")
@@ -332,21 +386,21 @@ def worklist() -> Response:
     shown = request.args.get("filtre", "toutes")
     if shown not in FILTERS:
         shown = "toutes"
+    every = request.args.get("tout") == "1"
+    limit = MAX_ROWS if every else TABLE_ROWS
     refs = data.my_refs()
-    all_discharges = discharges(now)
-    listed = all_discharges
-    if shown == "non-suivies":
-        listed = [d for d in all_discharges if not d.followed]
-    elif shown == "en-retard":
-        listed = [d for d in all_discharges if d.late]
-    offers = to_take(refs, now)
-    mine = my_tasks(refs, now)
+    listed, kept, discharge_count = discharges(now, shown, limit)
+    offers, more_offers = to_take(refs, now, limit)
+    mine, more_mine = my_tasks(refs, now, limit)
     return show(
         "pages_worklist.html",
         discharges=listed,
-        discharge_count=len(all_discharges),
+        discharge_count=discharge_count,
         offers=offers,
         mine=mine,
+        # « Tout afficher » when a table shows its first rows only.
+        more=not every and (len(listed) < kept or more_offers or more_mine),
+        limit=limit,
         filters=FILTERS,
         shown=shown,
         notice=session.pop(NOTICE, None),

@@ -110,11 +110,16 @@ class SearchQuery:
     def select_count(self) -> Select[Any]:
         return select(func.count()).select_from(resource).where(*self._filters())
 
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The WHERE of a match on the ``resource`` table: type, not deleted, criteria, access."""
+        return self._filters()
+
     def _filters(self) -> list[ColumnElement[bool]]:
         res_type: ColumnElement[Any] = resource.c.res_type
-        if self.sqlite and self.where:
+        if self.sqlite and self.where and not _by_id(self.where):
             # SQLite would otherwise walk every row of the type through the res_type index; with the
             # term made unindexable it drives from the index-table subqueries and looks up by pk.
+            # Not with ``_id``: (res_type, res_id) is the unique index that finds those rows.
             res_type = res_type + ""
         where = _one_driver(self.where) if self.sqlite else self.where
         filters = [res_type == self.resource_type, resource.c.deleted == false(), *where, *self.access]
@@ -149,6 +154,16 @@ class SearchQuery:
 _DRIVER_RANK = {"idx_token": 0, "idx_reference": 1, "idx_uri": 1, "idx_string": 2}
 _BARE_CODE_RANK = 3
 _OTHER_RANK = 4
+
+
+def _by_id(where: list[ColumnElement[bool]]) -> bool:
+    """A top-level ``res_id IN (...)`` or ``res_id = ...`` (the ``_id`` parameter)."""
+    return any(
+        isinstance(c, BinaryExpression)
+        and c.left is resource.c.res_id
+        and c.operator in (operators.in_op, operators.eq)
+        for c in where
+    )
 
 
 def _rank(table: Table, where: ColumnElement[bool] | None) -> int:
