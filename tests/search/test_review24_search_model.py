@@ -321,6 +321,18 @@ def has_criteria(draw: st.DrawFn) -> tuple[str, Predicate]:
     return f"_has:Observation:{ref}:{name}={value}", patient_has
 
 
+FAMILY_VALUES = ["mar", "Martin", "élise", "DUPON", "tin", "ond", "z"]
+
+
+def _family_matches(name: str, modifier: str, values: list[str]) -> bool:
+    """R4 search.html#string: starts with (case and accents aside), :exact, :contains."""
+    if modifier == "exact":
+        return name in values
+    if modifier == "contains":
+        return any(_norm(v) in _norm(name) for v in values)
+    return any(_norm(name).startswith(_norm(v)) for v in values)
+
+
 def test_has_matches_the_model(fhir: Fhir) -> None:
     world = _build(fhir, 77)
 
@@ -328,15 +340,26 @@ def test_has_matches_the_model(fhir: Fhir) -> None:
     @given(
         chosen=st.lists(has_criteria(), min_size=1, max_size=2),
         gender=st.one_of(st.none(), _alternatives(["female", "male"])),
+        family=st.one_of(
+            st.none(),
+            st.tuples(st.sampled_from(["", "exact", "contains"]), _alternatives(FAMILY_VALUES)),
+        ),
     )
-    def check(chosen: list[tuple[str, Predicate]], gender: list[str] | None) -> None:
+    def check(
+        chosen: list[tuple[str, Predicate]], gender: list[str] | None, family: tuple[str, list[str]] | None
+    ) -> None:
         query = "Patient?" + "&".join(q for q, _ in chosen) + "&_count=2"
         if gender:
             query += "&gender=" + ",".join(gender)
+        if family:
+            modifier, values = family
+            query += f"&family{':' + modifier if modifier else ''}=" + ",".join(quote(v) for v in values)
         expected = {
             p["id"]
             for p in world.patients.values()
-            if all(pred(world, p) for _, pred in chosen) and (not gender or p.get("gender") in gender)
+            if all(pred(world, p) for _, pred in chosen)
+            and (not gender or p.get("gender") in gender)
+            and (not family or _family_matches(p["name"][0]["family"], *family))
         }
         matches, _included, _total = _all_pages(fhir, query)
         assert sorted(matches) == sorted(expected), query
