@@ -434,6 +434,8 @@ def assign(task_id: str) -> Response:
     new owner, dispatch closes it as taken, and nobody it was offered to can take it back."""
     owner = request.form.get("owner", "")
     task = _read_task(task_id)
+    if task.get("status") != "requested":  # the rows of « Tâches à prendre » only (review 24)
+        raise PageError(Category.CONFLICT, f"Déjà prise par {_taken_by(task)}.")
     row = _task_row(task, {}, datetime.now(UTC))
     _add_candidates([row])
     labels = dict(row.candidates)
@@ -457,8 +459,20 @@ def _read_task(task_id: str) -> dict[str, Any]:
         raise
 
 
+def _mine(task: dict[str, Any]) -> None:
+    """« Terminer » and « Annuler » are the owner's, on an open Task (the rows of « Mes tâches »): the
+    write guard alone would let any member of the care team close a Task offered to others or taken
+    by someone else (review 24)."""
+    people = {r for r in data.my_refs() if r.startswith(("Practitioner/", "PractitionerRole/"))}
+    if _ref(task.get("owner")) not in people:
+        raise PageError(Category.FORBIDDEN, "Seul le professionnel qui a pris la tâche peut la clore.")
+    if task.get("status") not in OPEN:
+        raise PageError(Category.CONFLICT, "Cette tâche est déjà close.")
+
+
 def _finish(task_id: str, status: str, reason: str | None) -> dict[str, Any]:
     task = _read_task(task_id)
+    _mine(task)
     body = dict(task)
     body["status"] = status
     body["lastModified"] = _now_instant()
