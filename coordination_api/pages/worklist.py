@@ -276,11 +276,14 @@ def _add_candidates(rows: list[TaskRow]) -> None:
         for r in found.included
         if r.get("resourceType") in {"Practitioner", "PractitionerRole"}
     }
+    now = datetime.now(UTC)
     for team in found.matches:
         patient_id = _id_of(_ref(team.get("subject")), "Patient")
         for participant in team.get("participant") or []:
             member = _ref(participant.get("member"))
             if not member or not member.startswith(("Practitioner/", "PractitionerRole/")):
+                continue
+            if not _current(participant.get("period"), now):  # a former member is no candidate
                 continue
             roles = [
                 str(c.get("display") or c.get("code"))
@@ -296,6 +299,14 @@ def _add_candidates(rows: list[TaskRow]) -> None:
                 listed.append((member, label))
     for row in rows:
         row.candidates = sorted(members.get(row.patient_id or "", []), key=lambda m: m[1])
+
+
+def _current(period: Any, now: datetime) -> bool:
+    """The participant's period (if any) covers now, as the care-team rule reckons membership."""
+    if not isinstance(period, dict):
+        return True
+    start, end = instant(period.get("start")), instant(period.get("end"))
+    return (start is None or start <= now) and (end is None or end >= now)
 
 
 def my_tasks(refs: list[str], now: datetime) -> list[TaskRow]:

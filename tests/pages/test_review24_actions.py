@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from tests.conftest import Fhir
 from tests.pages.test_worklist import cpts  # noqa: F401 - the fixture
-from tests.support.pages import Cpts, post_action, session_csrf, sign_in
+from tests.support.pages import Cpts, post_action, row_ids, session_csrf, sign_in
 
 
 def _task(fhir: Fhir, task_id: str) -> dict[str, Any]:
@@ -68,3 +68,25 @@ def test_a_coordinator_assigns_only_a_task_still_to_take(
     after = _task(fhir, offer)
     assert after["status"] == "accepted"
     assert after["owner"]["reference"] == f"Practitioner/{cpts.practitioners['ide-a']}"
+
+
+def test_a_former_member_of_the_care_team_is_no_candidate(
+    app: Flask,
+    cpts: Cpts,  # noqa: F811
+    fhir: Fhir,
+) -> None:
+    team = fhir.client.get(f"/fhir/{cpts.care_team}").get_json()
+    nurse_b = f"Practitioner/{cpts.practitioners['ide-b']}"
+    for participant in team["participant"]:
+        if participant["member"]["reference"] == nurse_b:
+            participant["period"] = {"end": "2020-01-01"}  # left the cercle de soins long ago
+    assert fhir.request("PUT", f"/fhir/{cpts.care_team}", team).status_code == 200
+    coordinator = sign_in(app, "coord")
+    html = coordinator.get("/app/").get_data(as_text=True)
+    escalated = next(i for i in row_ids(html, "a-prendre") if i != cpts.offer)
+    assert f'<option value="{nurse_b}">' not in html
+    assert f'<option value="Practitioner/{cpts.practitioners["ide-a"]}">' in html
+    version = _task(fhir, escalated)["meta"]["versionId"]
+    refused = _forged(coordinator, escalated, "assign", version, owner=nurse_b)
+    assert refused.status_code == 400 and refused.mimetype == "text/html"
+    assert _task(fhir, escalated).get("owner", {}).get("reference") != nurse_b
