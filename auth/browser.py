@@ -67,9 +67,10 @@ def page(
 def logged_in_user() -> Any:
     username = session.get("user")
     logged_at = session.get("auth_time", 0)
-    if not isinstance(username, str) or not isinstance(logged_at, int):
+    session_id = session.get("sid")
+    if not isinstance(username, str) or not isinstance(logged_at, int) or not isinstance(session_id, str):
         return None
-    if logged_at + SESSION_LIFETIME < time.time():
+    if logged_at + SESSION_LIFETIME < time.time() or service().store.session_ended(session_id):
         return None
     user = service().store.user(username)
     if user is not None:
@@ -129,7 +130,18 @@ def start_session(username: str, attempt: int) -> None:
     store.clear_failures(username, client_address())
     now = int(time.time())
     session.clear()
+    session["sid"] = secrets.token_urlsafe(24)  # what a sign-out ends (end_session)
     session["user"] = username
     session["auth_time"] = now
     session["fresh_login"] = now  # satisfies prompt=login / max_age once (see authorize)
     session["csrf"] = secrets.token_urlsafe(32)
+
+
+def end_session() -> None:
+    """Sign-out: the session ends for every copy of its cookie (until its lifetime is over), and this
+    browser's is emptied."""
+    session_id = session.get("sid")
+    logged_at = session.get("auth_time")
+    if isinstance(session_id, str) and isinstance(logged_at, int):
+        service().store.end_session(session_id, logged_at + SESSION_LIFETIME)
+    session.clear()

@@ -27,6 +27,7 @@ from auth.schema import (
 )
 from auth.secrets import digest, hash_password, random_token, verify_password
 
+ENDED_SESSION = "~login-session"  # not a client id (those are UUIDs): the ended sessions' rows
 ACCOUNT = "*"  # the login_failure row counting a username's failures from every address
 FORGET_AFTER = 24 * 3600  # consecutive failures older than this start again from zero
 
@@ -373,6 +374,32 @@ class AuthStore:
             with self.engine.begin() as conn:
                 conn.execute(delete(oauth_assertion_jti).where(oauth_assertion_jti.c.expires_at < now - 600))
         return True
+
+    # -- ended login sessions --------------------------------------------------------------------
+    # The session cookie is the session (signed, kept by the browser): a sign-out ends it here, by
+    # its id, so that a copy of the cookie is worth nothing afterwards (review 24). Kept in the
+    # never-twice table (client_id ENDED_SESSION) until the session would have expired anyway.
+
+    def end_session(self, session_id: str, until: int) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(oauth_assertion_jti).values(
+                        client_id=ENDED_SESSION, jti=session_id[:255], expires_at=until
+                    )
+                )
+        except IntegrityError:
+            pass  # ended already (a second sign-out of the same cookie)
+
+    def session_ended(self, session_id: str) -> bool:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(oauth_assertion_jti.c.expires_at).where(
+                    oauth_assertion_jti.c.client_id == ENDED_SESSION,
+                    oauth_assertion_jti.c.jti == session_id[:255],
+                )
+            ).first()
+        return found is not None
 
     # -- shared secrets ------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from auth.browser import (
     check_throttle,
     client_address,
     csrf_token,
+    end_session,
     logged_in_user,
     page,
     safe_next,
@@ -376,7 +377,7 @@ def logout() -> Response:
         )
     if not check_csrf():
         return page("error.html", 400, error="Formulaire expiré ou invalide ; rechargez la page.")
-    session.clear()
+    end_session()
     if target:
         return redirect(target, code=303)  # type: ignore[return-value]
     return page("logout.html", done=True)

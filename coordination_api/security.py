@@ -203,18 +203,19 @@ def init_app(app: Flask, settings: Settings, repo: Repository) -> None:
     repo.before_commit = access.audit_in_transaction
 
     # Session cookie (login, consent and the /app/ pages only): signed with a configured secret, else one
-    # generated once and shared through the database by every process (auth.web loads it lazily).
+    # generated once and shared through the database by every process (auth.web loads it lazily). The
+    # same interface either way: its cookie rules (Secure outside loopback) hold with a configured key
+    # too, the production setting (review 24).
     app.secret_key = settings.secret_key
-    if not settings.secret_key:
-        app.session_interface = _SharedKeySessions(lambda: service.store.shared_secret("session-key"))
+    app.session_interface = _SharedKeySessions(lambda: service.store.shared_secret("session-key"))
 
-        @app.before_request
-        def _session_key_failure() -> None:
-            # The key could not be loaded (database away) before any view ran: fail the request here,
-            # under the one error translator (503 + Retry-After), not as a 500 from Flask's internals.
-            failure = request.environ.pop(_SESSION_KEY_FAILURE, None)
-            if failure is not None:
-                raise failure
+    @app.before_request
+    def _session_key_failure() -> None:
+        # The key could not be loaded (database away) before any view ran: fail the request here,
+        # under the one error translator (503 + Retry-After), not as a 500 from Flask's internals.
+        failure = request.environ.pop(_SESSION_KEY_FAILURE, None)
+        if failure is not None:
+            raise failure
 
     app.config.update(
         SESSION_COOKIE_NAME="coordination_session",
@@ -234,7 +235,8 @@ _SESSION_KEY_FAILURE = "coordination.session_key_failure"
 
 
 class _SharedKeySessions(SecureCookieSessionInterface):
-    """Loads the shared session key from the database on first use (after migrations have run)."""
+    """The session of the login, consent and /app/ pages: its cookie's rules, and the shared key loaded
+    from the database on first use (after migrations have run) when none is configured."""
 
     def __init__(self, load: Callable[[], str]) -> None:
         self.load = load

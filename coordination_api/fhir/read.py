@@ -8,7 +8,7 @@ from email.utils import parsedate_to_datetime
 from flask import Response, request
 from sqlalchemy.engine import Connection
 
-from coordination_api.core.versions import parse_etag
+from coordination_api.core.versions import parse_etag, version_number
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
@@ -85,13 +85,14 @@ def read(resource_type: str, res_id: str) -> Response:
 def vread(resource_type: str, res_id: str, version_id: str) -> Response:
     check_type(resource_type, write=False)
     access.require(resource_type, "r")
-    if not version_id.isdigit():
+    number = version_number(version_id)
+    if number is None:
         raise FhirError(
             Category.NOT_FOUND, f"Version '{version_id}' of {resource_type}/{res_id} is not known"
         )
     svc = services()
     with svc.repo.reading() as conn:
-        stored = svc.repo.version(conn, resource_type, res_id, int(version_id))
+        stored = svc.repo.version(conn, resource_type, res_id, number)
         if stored is not None and stored.deleted:
             _check_deleted(stored, conn)
         elif stored is not None:

@@ -21,6 +21,7 @@ from flask import Response
 from sqlalchemy.engine import Connection
 
 from auth.policy import Principal
+from coordination_api.core.versions import version_number
 from coordination_api.core.writes import (
     check_update_body,
     conditional_delete_in,
@@ -98,14 +99,14 @@ def _etag(value: Any, where: str) -> int | None:
     if value is None:
         return None
     text = str(value).strip()
-    digits = text.removeprefix("W/").strip('"')
-    if not digits.isdigit():
+    number = version_number(text.removeprefix("W/").strip('"'))
+    if number is None:
         raise FhirError(
             Category.INVALID,
             f"{where}.request.ifMatch '{text}' is not a version ETag like W/\"3\"",
             expression=f"{where}.request.ifMatch",
         )
-    return int(digits)
+    return number
 
 
 def _check_url_shape(method: str, segments: list[str], query: str, url: str, where: str) -> None:
@@ -546,10 +547,9 @@ def read_entry(conn: Connection, svc: Services, entry: Entry, base: str) -> None
         name = f"{entry.resource_type}/{entry.res_id}"
         if entry.version is not None:
             name += f"/_history/{entry.version}"
+            number = version_number(entry.version)
             stored = (
-                repo.version(conn, entry.resource_type, entry.res_id, int(entry.version))
-                if entry.version.isdigit()
-                else None
+                repo.version(conn, entry.resource_type, entry.res_id, number) if number is not None else None
             )
         else:
             stored = repo.current(conn, entry.resource_type, entry.res_id)

@@ -16,6 +16,7 @@ from auth import policy
 from auth.browser import service
 from coordination_api.config import DispatchSettings
 from coordination_api.core import writes
+from coordination_api.core.versions import version_number
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.context import services
@@ -121,8 +122,8 @@ def read(resource_type: str, res_id: str) -> dict[str, Any]:
 def update(resource_type: str, res_id: str, body: dict[str, Any], version: str) -> Stored:
     """``PUT /fhir/<resource_type>/<res_id>`` with ``If-Match: W/"<version>"``: the guard, the offers'
     accept rule and dispatch's first-to-accept judge it as they judge the API's update."""
-    if not version.isdigit():
-        raise FhirError(Category.INVALID, "The form's version is not a number")
+    if version_number(version) is None:
+        raise FhirError(Category.INVALID, "The form's version is not a version number")
     result = writes.update(services(), access.principal(), resource_type, res_id, body, f'W/"{version}"')
     assert result.stored is not None
     return result.stored

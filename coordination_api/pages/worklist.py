@@ -329,11 +329,14 @@ def _add_candidates(rows: list[TaskRow]) -> None:
         for r in found.included
         if r.get("resourceType") in {"Practitioner", "PractitionerRole"}
     }
+    now = datetime.now(UTC)
     for team in found.matches:
         patient_id = _id_of(_ref(team.get("subject")), "Patient")
         for participant in team.get("participant") or []:
             member = _ref(participant.get("member"))
             if not member or not member.startswith(("Practitioner/", "PractitionerRole/")):
+                continue
+            if not _current(participant.get("period"), now):  # a former member is no candidate
                 continue
             roles = [
                 str(c.get("display") or c.get("code"))
@@ -349,6 +352,14 @@ def _add_candidates(rows: list[TaskRow]) -> None:
                 listed.append((member, label))
     for row in rows:
         row.candidates = sorted(members.get(row.patient_id or "", []), key=lambda m: m[1])
+
+
+def _current(period: Any, now: datetime) -> bool:
+    """The participant's period (if any) covers now, as the care-team rule reckons membership."""
+    if not isinstance(period, dict):
+        return True
+    start, end = instant(period.get("start")), instant(period.get("end"))
+    return (start is None or start <= now) and (end is None or end >= now)
 
 
 def my_tasks(refs: list[str], now: datetime, limit: int) -> tuple[list[TaskRow], bool]:
@@ -488,6 +499,8 @@ def assign(task_id: str) -> Response:
     new owner, dispatch closes it as taken, and nobody it was offered to can take it back."""
     owner = request.form.get("owner", "")
     task = _read_task(task_id)
+    if task.get("status") != "requested":  # the rows of « Tâches à prendre » only (review 24)
+        raise PageError(Category.CONFLICT, f"Déjà prise par {_taken_by(task)}.")
     row = _task_row(task, {}, datetime.now(UTC))
     _add_candidates([row])
     labels = dict(row.candidates)
@@ -511,8 +524,20 @@ def _read_task(task_id: str) -> dict[str, Any]:
         raise
 
 
+def _mine(task: dict[str, Any]) -> None:
+    """« Terminer » and « Annuler » are the owner's, on an open Task (the rows of « Mes tâches »): the
+    write guard alone would let any member of the care team close a Task offered to others or taken
+    by someone else (review 24)."""
+    people = {r for r in data.my_refs() if r.startswith(("Practitioner/", "PractitionerRole/"))}
+    if _ref(task.get("owner")) not in people:
+        raise PageError(Category.FORBIDDEN, "Seul le professionnel qui a pris la tâche peut la clore.")
+    if task.get("status") not in OPEN:
+        raise PageError(Category.CONFLICT, "Cette tâche est déjà close.")
+
+
 def _finish(task_id: str, status: str, reason: str | None) -> dict[str, Any]:
     task = _read_task(task_id)
+    _mine(task)
     body = dict(task)
     body["status"] = status
     body["lastModified"] = _now_instant()

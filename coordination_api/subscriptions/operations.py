@@ -10,6 +10,7 @@ from flask import Response, current_app, request
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Row
 
+from coordination_api.core.versions import version_number
 from coordination_api.errors import Category, FhirError
 from coordination_api.fhir import access
 from coordination_api.fhir.operation_input import parameters_body, primitive_value
@@ -114,8 +115,9 @@ def _may_read(conn: Connection, svc: Any, focus: str) -> bool:
     res_type, res_id = parts[:2]
     if not access.readable(res_type):
         return False
-    if len(parts) > 3 and parts[3].isdigit():
-        stored = svc.repo.version(conn, res_type, res_id, int(parts[3]))
+    number = version_number(parts[3]) if len(parts) > 3 else None
+    if number is not None:
+        stored = svc.repo.version(conn, res_type, res_id, number)
     else:
         stored = svc.repo.current(conn, res_type, res_id)
     if stored is None:

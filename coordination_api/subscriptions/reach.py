@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from auth import policy
 from auth.scopes import ScopeSet
+from coordination_api.core.versions import version_number
 from coordination_api.storage.repository import now_us
 
 
@@ -44,7 +45,7 @@ def readable_focuses(conn: Connection, owner: Any, focuses: Iterable[str]) -> se
     for focus in wanted:
         parts = focus.split("/")
         res_type, res_id = parts[:2]
-        version = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else None
+        version = version_number(parts[3]) if len(parts) > 3 else None
         if not scopes.allows(res_type, "r", contexts):
             continue
         if practitioner is None:
