@@ -296,12 +296,20 @@ def visibility(pk: Any) -> list[ColumnElement[bool]]:
     f = patient_filter()
     if f is None:
         return []
+    # Built once per request and row column (SQLAlchemy builds this clause in milliseconds; a page
+    # searches ten times): the same immutable clause serves each statement of the request.
+    built: list[tuple[Any, list[ColumnElement[bool]]]] = g.setdefault("visibility_built", [])
+    for column, clause in built:
+        if column is pk:
+            return clause
     c = idx_compartment.alias()  # anonymous: a chain or _has hop nests its own
-    return [
+    clause = [
         ~exists(
             select(literal(1)).where(c.c.res_pk == pk, policy.out_of_reach(f, c.c.patient_id, c.c.res_type))
         )
     ]
+    built.append((pk, clause))
+    return clause
 
 
 def version_visibility(pk: Any, version: Any, res_type: Any) -> list[ColumnElement[bool]]:

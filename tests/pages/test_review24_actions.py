@@ -10,7 +10,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import Fhir
-from tests.pages.test_worklist import cpts  # noqa: F401 - the fixture
 from tests.support.pages import Cpts, post_action, row_ids, session_csrf, sign_in
 
 
@@ -26,7 +25,7 @@ def _forged(browser: FlaskClient, task_id: str, action: str, version: str, **fie
 
 def test_a_care_team_member_cannot_finish_a_task_she_does_not_own(
     app: Flask,
-    cpts: Cpts,  # noqa: F811
+    cpts: Cpts,
     fhir: Fhir,
 ) -> None:
     offer = str(cpts.offer)
@@ -54,7 +53,7 @@ def test_a_care_team_member_cannot_finish_a_task_she_does_not_own(
 
 def test_a_coordinator_assigns_only_a_task_still_to_take(
     app: Flask,
-    cpts: Cpts,  # noqa: F811
+    cpts: Cpts,
     fhir: Fhir,
 ) -> None:
     offer = str(cpts.offer)
@@ -72,7 +71,7 @@ def test_a_coordinator_assigns_only_a_task_still_to_take(
 
 def test_a_former_member_of_the_care_team_is_no_candidate(
     app: Flask,
-    cpts: Cpts,  # noqa: F811
+    cpts: Cpts,
     fhir: Fhir,
 ) -> None:
     team = fhir.client.get(f"/fhir/{cpts.care_team}").get_json()

@@ -7,16 +7,15 @@ from __future__ import annotations
 from flask import Flask
 
 from tests.conftest import Fhir
-from tests.pages.test_worklist import _api, cpts  # noqa: F401 - the fixture
-from tests.support.pages import Cpts, session_csrf, sign_in
+from tests.support.pages import Cpts, api_client, session_csrf, sign_in
 
 HUGE = ("9" * 19, "9" * 40)
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
-def test_out_of_range_versions_are_client_errors(app: Flask, cpts: Cpts, fhir: Fhir) -> None:  # noqa: F811
+def test_out_of_range_versions_are_client_errors(app: Flask, cpts: Cpts, fhir: Fhir) -> None:
     task = fhir.search(f"Task?_id={cpts.offer}")["entry"][0]["resource"]
-    outsider = _api(app, "dr-dehors")  # refused the write: the repository looks the named version up
+    outsider = api_client(app, "dr-dehors")  # refused the write: the repository looks the named version up
     for version in HUGE:
         put = outsider.put(
             f"/fhir/Task/{cpts.offer}", json=task, headers={**FHIR_JSON, "If-Match": f'W/"{version}"'}

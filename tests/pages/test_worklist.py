@@ -12,35 +12,17 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from tests.conftest import Fhir
-from tests.support.auth import audit_rows, bearer, csrf_token_of, user_token
+from tests.support.auth import audit_rows, csrf_token_of
 from tests.support.pages import (
     Cpts,
-    build_cpts,
-    offer_task,
+    api_client,
     post_action,
-    post_discharge,
     row_ids,
     session_csrf,
     sign_in,
 )
 
 OPEN = "requested,received,accepted,ready,in-progress,on-hold"
-
-
-@pytest.fixture
-def cpts(app: Flask, client: FlaskClient, fhir: Fhir) -> Cpts:
-    built = build_cpts(app, fhir)
-    post_discharge(client, built)
-    offer_task(fhir, built)
-    return built
-
-
-def _api(app: Flask, username: str) -> FlaskClient:
-    api = app.test_client()
-    api.environ_base["HTTP_AUTHORIZATION"] = bearer(user_token(app, "user/*.cruds", username))[
-        "Authorization"
-    ]
-    return api
 
 
 def _ids(api: FlaskClient, query: str) -> list[dict[str, Any]]:
@@ -96,7 +78,7 @@ def test_the_page_shows_what_the_api_returns_to_the_same_practitioner(
     app: Flask, cpts: Cpts, username: str
 ) -> None:
     html = sign_in(app, username).get("/app/").get_data(as_text=True)
-    api = _api(app, username)
+    api = api_client(app, username)
     me = f"Practitioner/{cpts.practitioners[username]}"
     since = (datetime.now(UTC) - timedelta(days=14)).date().isoformat()
     encounters = _ids(api, f"Encounter?status=finished&date=ge{since}")

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from coordination_api.accounts import create_practitioner_user
 from tests.conftest import Fhir
 from tests.coordination.protocols.builders import ROLE, care_team, load_library
-from tests.support.auth import PASSWORD, csrf_token_of
+from tests.support.auth import PASSWORD, bearer, csrf_token_of, user_token
 from tests.support.messages import as_sender, discharge_message, patient
 
 FHIR_JSON = "application/fhir+json"
@@ -156,3 +156,12 @@ def post_action(browser: FlaskClient, task_id: str, action: str, **fields: str) 
     html = browser.get("/app/").get_data(as_text=True)
     form = {"csrf_token": csrf_token_of(html), "version": task_version(html, task_id, action), **fields}
     return browser.post(f"/app/tasks/{task_id}/{action}", data=form)
+
+
+def api_client(app: Flask, username: str) -> FlaskClient:
+    """A FHIR API client holding a user token of ``username`` (what the pages are compared with)."""
+    api = app.test_client()
+    api.environ_base["HTTP_AUTHORIZATION"] = bearer(user_token(app, "user/*.cruds", username))[
+        "Authorization"
+    ]
+    return api
