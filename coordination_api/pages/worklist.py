@@ -412,6 +412,8 @@ def worklist() -> Response:
         # « Tout afficher » when a table shows its first rows only.
         more=not every and (len(listed) < kept or more_offers or more_mine),
         limit=limit,
+        more_offers=more_offers,
+        more_mine=more_mine,
         filters=FILTERS,
         shown=shown,
         notice=session.pop(NOTICE, None),
