@@ -251,6 +251,7 @@ def discharges(now: datetime, shown: str, limit: int) -> tuple[list[Discharge], 
 
 
 def _instant(moment: datetime) -> str:
+    """A FHIR instant to the second, in UTC."""
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -447,7 +448,7 @@ def _write(task_id: str, body: dict[str, Any], version: str, conflict: str) -> N
 
 def _now_instant() -> str:
     """Now as a FHIR instant to the second (Task.lastModified of a page action)."""
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return _instant(datetime.now(UTC))
 
 
 def _form_version() -> str:
