@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass as std_dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic.dataclasses import dataclass, is_pydantic_dataclass
@@ -108,6 +109,17 @@ Pairs = Annotated[tuple[tuple[str, str], ...], BeforeValidator(_certificate_clie
 Authorities = Annotated[tuple[tuple[str, str], ...], BeforeValidator(_authorities)]
 Seconds = Annotated[float, AfterValidator(lambda v: max(0.0, v))]  # a negative delay means none
 AtLeastOne = Annotated[int, AfterValidator(lambda v: max(1, v))]
+
+
+def _time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"not an IANA time zone name: {name!r}") from exc
+    return name
+
+
+TimeZone = Annotated[str, BeforeValidator(_stripped), AfterValidator(_time_zone)]
 
 
 @dataclass(frozen=True)
@@ -449,6 +461,10 @@ class Settings(BaseSettings):
         "production**: empty, it is as the client reached it and only a loopback `Host` gets tokens",
     )
     port: int = setting(8080, "HTTP port of `coordination serve` (`--port` wins)", env="PORT")
+    time_zone: TimeZone = setting(
+        "Europe/Paris",
+        "IANA time zone the coordinator pages show dates in (e.g. `Indian/Reunion`, `America/Cayenne`)",
+    )
     max_body_bytes: int = setting(10 * 1024 * 1024, "larger bodies get 413")
     default_page_size: int = setting(20, "`_count` default")
     max_page_size: int = setting(1000, "`_count` cap")

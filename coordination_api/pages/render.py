@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from flask import Response
+from flask import Response, current_app
 
 from auth.browser import csrf_token, page
+from coordination_api.config import Settings
 from coordination_api.pages.blueprint import bp, current_user
 from coordination_api.security import human_name
 
@@ -34,9 +36,21 @@ def instant(text: Any) -> datetime | None:
 
 @bp.app_template_filter("fr_date")
 def fr_date(value: Any) -> str:
-    """dd/mm/yyyy, the way French forms write a date ("" when unknown)."""
-    moment = value if isinstance(value, datetime | date) else instant(value)
+    """dd/mm/yyyy, the way French forms write a date ("" when unknown); an instant as the day it is
+    in the CPTS's time zone (``COORDINATION_TIME_ZONE``): a deadline of 00:30 Paris time is that
+    day, not the day before in UTC. A FHIR date (no time) is shown as written."""
+    if isinstance(value, str) and len(value) <= 10:
+        moment: datetime | date | None = instant(value)
+    else:
+        moment = value if isinstance(value, datetime | date) else instant(value)
+        if isinstance(moment, datetime) and moment.tzinfo is not None:
+            moment = moment.astimezone(_zone())
     return moment.strftime("%d/%m/%Y") if moment is not None else ""
+
+
+def _zone() -> ZoneInfo:
+    settings: Settings = current_app.extensions["coordination"].settings
+    return ZoneInfo(settings.time_zone)
 
 
 def age(birth_date: Any, today: date) -> int | None:

@@ -19,6 +19,7 @@ from coordination_api.config import (
     Settings,
     SettingsError,
     Spec,
+    _time_zone,
     settings_table,
 )
 
@@ -56,6 +57,8 @@ def sample(spec: Spec) -> str:
         return "false" if default is True else "true"
     if "int" in annotation or "float" in annotation:
         return "12345"
+    if spec.field.metadata and any(getattr(m, "func", None) is _time_zone for m in spec.field.metadata):
+        return "Indian/Reunion"
     return "sample-value"
 
 
