@@ -381,15 +381,8 @@ class AuthStore:
     # never-twice table (client_id ENDED_SESSION) until the session would have expired anyway.
 
     def end_session(self, session_id: str, until: int) -> None:
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(oauth_assertion_jti).values(
-                        client_id=ENDED_SESSION, jti=session_id[:255], expires_at=until
-                    )
-                )
-        except IntegrityError:
-            pass  # ended already (a second sign-out of the same cookie)
+        # False: ended already (a second sign-out of the same cookie), nothing to do.
+        self.claim_assertion_jti(ENDED_SESSION, session_id, until)
 
     def session_ended(self, session_id: str) -> bool:
         with self.engine.connect() as conn:
