@@ -52,7 +52,6 @@ from sqlalchemy import (
     bindparam,
     exists,
     false,
-    func,
     literal,
     or_,
     select,
@@ -583,24 +582,12 @@ def offered_to(task: dict[str, Any], refs: Iterable[str], now_us: int) -> bool:
     )
 
 
-# Above this many care-team grants the rule is probed row by row (``Reach``); below, the list of
-# patients is built per statement and each row looked up in it (a few grants: one hash probe per row
-# instead of one index seek per grant kind). Both forms answer alike (tests/security/test_reach_forms).
-PROBE_ABOVE = 500
-
-
-def grant_count(conn: Connection, refs: list[str], limit: int = PROBE_ABOVE + 1) -> int:
-    """How many care-team grants these actors hold (expired ones too; at most ``limit``): what
-    chooses the form of the rule for a request."""
-    t = care_team_access
-    inner = select(t.c.patient_id).where(t.c.member.in_(refs)).limit(limit).subquery()
-    return int(conn.execute(select(func.count()).select_from(inner)).scalar_one())
-
-
 def patient_filter(
-    refs: list[str], now_us: int, launch_patient: str | None, break_glass: bool, probes: bool = True
+    refs: list[str], now_us: int, launch_patient: str | None, break_glass: bool
 ) -> PatientFilter:
-    """The reach of a request (reads): ``probes`` chooses the per-row form (see ``PROBE_ABOVE``)."""
+    """The reach of a request (reads). Row filters use its per-row form (``reach``): on both databases
+    it was as fast or faster than the list form for a GP (~100 patients: PostgreSQL 204 vs 282 ms on
+    her worklist) and 2-3x faster for a coordinator (9,000)."""
     if break_glass and launch_patient is None:
         return PatientFilter(denied=denied_patients(refs, now_us))
     if launch_patient == NO_PATIENT:
@@ -614,7 +601,7 @@ def patient_filter(
     return PatientFilter(
         allowed=allowed_patients(refs, now_us, launch_patient),
         offered=offered_patients(refs, now_us, launch_patient),
-        reach=Reach(tuple(refs), now_us, launch_patient) if probes else None,
+        reach=Reach(tuple(refs), now_us, launch_patient),
     )
 
 

@@ -262,10 +262,7 @@ def patient_filter() -> PatientFilter | None:
     if cached is not None:
         return cached
     now = int(time.time() * 1_000_000)
-    refs = _actor_refs(now)
-    with current_app.extensions["coordination"].repo.engine.connect() as conn:
-        probes = policy.grant_count(conn, refs) > policy.PROBE_ABOVE
-    result = policy.patient_filter(refs, now, _launch_patient(who), _break_glass(), probes)
+    result = policy.patient_filter(_actor_refs(now), now, _launch_patient(who), _break_glass())
     g.patient_filter = result
     return result
 
