@@ -88,7 +88,8 @@ def render(exc: FhirError) -> Response:
     """The one rendering of an error: an OperationOutcome, or the page of a blueprint for people
     (coordination_api/pages), with the error's status and headers. Also for the after-request hooks,
     whose exceptions Flask's handlers do not see."""
-    as_page: ErrorPage | None = current_app.extensions.get(ERROR_PAGES, {}).get(request.blueprint or "")
+    pages: dict[str, ErrorPage] = current_app.extensions.get(ERROR_PAGES, {})
+    as_page = pages.get(request.blueprint or _blueprint_of(request.path))
     if as_page is not None:
         response = as_page(exc)
     else:
@@ -96,3 +97,13 @@ def render(exc: FhirError) -> Response:
     for key, value in exc.headers.items():
         response.headers[key] = value
     return response
+
+
+def _blueprint_of(path: str) -> str:
+    """The blueprint whose URL prefix holds ``path`` (an unknown route has no blueprint: ``/app/nope``
+    still gets the pages' 404 page, not an OperationOutcome)."""
+    for name, blueprint in current_app.blueprints.items():
+        prefix = (blueprint.url_prefix or "").rstrip("/")
+        if prefix and (path == prefix or path.startswith(f"{prefix}/")):
+            return name
+    return ""

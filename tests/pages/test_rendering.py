@@ -1,4 +1,5 @@
-"""Dates on the pages are the days of the CPTS's time zone (``COORDINATION_TIME_ZONE``), not UTC's."""
+"""How pages render: dates as days of the CPTS's time zone (``COORDINATION_TIME_ZONE``), unknown routes
+under /app as the pages' 404 page."""
 
 from __future__ import annotations
 
@@ -23,3 +24,12 @@ def test_an_instant_is_shown_as_the_day_it_is_in_paris(app: Flask) -> None:
 def test_an_unknown_time_zone_is_refused_at_start() -> None:
     with pytest.raises((SettingsError, ValueError), match="IANA time zone"):
         Settings(time_zone="Mars/Olympus_Mons")
+
+
+def test_an_unknown_page_route_gets_the_pages_404_page(app: Flask) -> None:
+    response = app.test_client().get("/app/nowhere/at-all")
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
+    assert "Introuvable" in response.get_data(as_text=True)
+    api = app.test_client().get("/fhir/Nowhere/x/y/z")  # the API keeps its OperationOutcome
+    assert api.status_code == 404 and api.get_json()["resourceType"] == "OperationOutcome"
