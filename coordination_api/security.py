@@ -39,7 +39,8 @@ CORS_HEADERS = (
 
 
 def _as_reached() -> str:
-    return request.host_url.rstrip("/")
+    """The root the client reached, with the script root a trusted proxy forwarded (as ``base_url``)."""
+    return request.url_root.rstrip("/")
 
 
 def _loopback_host() -> bool:

@@ -35,7 +35,8 @@ def base_url() -> str:
     # (kept on the request itself: an app context, hence g, can outlive one request in tests)
     url = getattr(request, "coordination_base_url", None)
     if url is None:
-        url = request.host_url.rstrip("/") + "/fhir"
+        # url_root keeps the script root (X-Forwarded-Prefix behind trusted proxies: ProxyFix x_prefix).
+        url = request.url_root.rstrip("/") + "/fhir"
         request.coordination_base_url = url  # type: ignore[attr-defined]
     return str(url)
 

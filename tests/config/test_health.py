@@ -95,3 +95,19 @@ def test_delivery_pool_and_restart_policy_settings() -> None:
     assert settings.subscriptions.max_count_cap == 20
     s = settings.supervision
     assert (s.crash_loop_exits, s.crash_loop_window, s.backoff_first, s.backoff_max) == (7, 120.0, 1.0, 10.0)
+
+
+def test_links_behind_trusted_proxies_keep_the_forwarded_prefix(database_url: str) -> None:
+    """COORDINATION_TRUSTED_PROXIES: the base a client reached through a proxy (scheme, host and the
+    path prefix it mounts us under, X-Forwarded-Prefix) is the one links carry."""
+    app = create_app(Settings(database_url=database_url, trusted_proxies=1))
+    forwarded = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "cpts.example",
+        "X-Forwarded-Prefix": "/coordination",
+    }
+    response = app.test_client().get("/fhir/metadata", headers=forwarded)
+    bare = app.test_client().get("/fhir/metadata")
+    app.extensions["coordination"].repo.engine.dispose()
+    assert response.get_json()["implementation"]["url"] == "https://cpts.example/coordination/fhir"
+    assert bare.get_json()["implementation"]["url"] == "http://localhost/fhir"
