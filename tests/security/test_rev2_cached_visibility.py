@@ -6,6 +6,7 @@ of n ``GET Subscription`` entries compiles O(n^2) filters (max_transaction_entri
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 from flask import Flask
@@ -15,7 +16,7 @@ from tests.support.auth import bearer, practitioner_user, session_key_ready, use
 __all__ = ["session_key_ready"]  # autouse fixture
 
 
-def _batch(n: int) -> dict:
+def _batch(n: int) -> dict[str, Any]:
     entries = [{"request": {"method": "GET", "url": "Subscription?_count=1"}} for _ in range(n)]
     return {"resourceType": "Bundle", "type": "batch", "entry": entries}
 
