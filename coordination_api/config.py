@@ -540,7 +540,11 @@ class Settings(BaseSettings):
         300, "a client's JWKS URL is fetched again for an unknown `kid` at most once in this many seconds"
     )
     cors_origins: Words = setting((), "browser origins allowed to call the API (CORS), space-separated")
-    trusted_proxies: int = setting(0, "trusted reverse proxies in front (`X-Forwarded-For`/`-Proto`/`-Host`)")
+    trusted_proxies: int = setting(
+        0,
+        "trusted reverse proxies in front (`X-Forwarded-For`/`-Proto`/`-Host`/`-Port`/`-Prefix`: the proxy "
+        "must set or strip each)",
+    )
     secure_cookies: bool = setting(
         False, "session cookie marked Secure also when the server is reached on loopback (it is otherwise)"
     )

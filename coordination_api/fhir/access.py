@@ -301,7 +301,7 @@ def visibility(pk: Any) -> list[ColumnElement[bool]]:
     built: list[tuple[Any, list[ColumnElement[bool]]]] = g.setdefault("visibility_built", [])
     for column, clause in built:
         if column is pk:
-            return clause
+            return list(clause)  # a copy: callers extend their own (secure, hop_guard)
     c = idx_compartment.alias()  # anonymous: a chain or _has hop nests its own
     clause = [
         ~exists(
@@ -309,7 +309,7 @@ def visibility(pk: Any) -> list[ColumnElement[bool]]:
         )
     ]
     built.append((pk, clause))
-    return clause
+    return list(clause)
 
 
 def version_visibility(pk: Any, version: Any, res_type: Any) -> list[ColumnElement[bool]]:

@@ -249,7 +249,7 @@ class Listed:
 
 def search(resource_type: str, params: list[tuple[str, str]], count: int) -> Listed:
     found = data.search(resource_type, [*params, ("_count", str(count))])
-    return Listed(found.matches, found.included, (found.total or 0) > len(found.matches))
+    return Listed(found.matches, found.included, found.more)
 
 
 # -- the pathway -----------------------------------------------------------------------------------

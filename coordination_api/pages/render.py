@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -39,13 +40,16 @@ def fr_date(value: Any) -> str:
     """dd/mm/yyyy, the way French forms write a date ("" when unknown); an instant as the day it is
     in the CPTS's time zone (``COORDINATION_TIME_ZONE``): a deadline of 00:30 Paris time is that
     day, not the day before in UTC. A FHIR date (no time) is shown as written."""
-    if isinstance(value, str) and len(value) <= 10:
-        moment: datetime | date | None = instant(value)
-    else:
-        moment = value if isinstance(value, datetime | date) else instant(value)
-        if isinstance(moment, datetime) and moment.tzinfo is not None:
-            moment = moment.astimezone(_zone())
+    moment = value if isinstance(value, datetime | date) else instant(value)
+    if isinstance(moment, datetime) and moment.tzinfo is not None and not _a_day(moment):
+        moment = moment.astimezone(_zone())
     return moment.strftime("%d/%m/%Y") if moment is not None else ""
+
+
+def _a_day(moment: datetime) -> bool:
+    """Midnight UTC: how a FHIR date (a day, no time) reads once parsed (``instant``, the index's low
+    bound), shown as written whatever the zone (in Cayenne it would be the evening before)."""
+    return moment.utcoffset() == timedelta(0) and moment.timetz().replace(tzinfo=None) == time_of_day()
 
 
 def _zone() -> ZoneInfo:
