@@ -30,12 +30,12 @@ from coordination_api.web.http import base_url
 
 @dataclass(frozen=True)
 class Found:
-    """A search's answer: the matches and the included resources (as JSON), and the total if counted."""
+    """A search's answer: the matches and the included resources (as JSON), and whether a next page
+    exists (pages never ask for ``Bundle.total``)."""
 
     matches: list[dict[str, Any]]
     included: list[dict[str, Any]]
-    total: int | None
-    more: bool = False  # a next page exists
+    more: bool
 
 
 def _note_query(resource_type: str, params: list[tuple[str, str]]) -> None:
@@ -55,12 +55,7 @@ def search(resource_type: str, params: list[tuple[str, str]]) -> Found:
         query = _compiled(conn, resource_type, params)
         result = run_search(conn, svc.repo, query, svc.settings.max_include_results)
         access.note_results(conn, result.matches + result.included)
-    return Found(
-        [s.json() for s in result.matches],
-        [s.json() for s in result.included],
-        result.total,
-        result.has_next,
-    )
+    return Found([s.json() for s in result.matches], [s.json() for s in result.included], result.has_next)
 
 
 def _compiled(conn: Connection, resource_type: str, params: list[tuple[str, str]]) -> SearchQuery:

@@ -49,7 +49,7 @@ def fr_date(value: Any) -> str:
 def _a_day(moment: datetime) -> bool:
     """Midnight UTC: how a FHIR date (a day, no time) reads once parsed (``instant``, the index's low
     bound), shown as written whatever the zone (in Cayenne it would be the evening before)."""
-    return moment.utcoffset() == timedelta(0) and moment.timetz().replace(tzinfo=None) == time_of_day()
+    return moment.utcoffset() == timedelta(0) and moment.time() == time_of_day()
 
 
 def _zone() -> ZoneInfo:

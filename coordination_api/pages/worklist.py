@@ -140,10 +140,6 @@ def _patient_label(patient: dict[str, Any] | None, patient_id: str | None) -> st
     return name_of(patient) or (f"Patient {patient_id}" if patient_id else "Patient inconnu")
 
 
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
 # -- the three tables -----------------------------------------------------------------------------
 
 
@@ -289,7 +285,7 @@ def to_take(refs: list[str], now: datetime, limit: int) -> tuple[list[TaskRow], 
         ],
     )
     patients = _patients(found)
-    now_us = int(now.timestamp() * 1_000_000)
+    now_us = _us(now)
     mine = set(refs)
     candidates = [t for t in found.matches if not policy.offered_to(t, refs, now_us)]
     wanted = {p for p in (_id_of(_ref(t.get("for")), "Patient") for t in candidates) if p}
@@ -383,7 +379,7 @@ def my_tasks(refs: list[str], now: datetime, limit: int) -> tuple[list[TaskRow],
     escalated = {
         r.patient_id for r in rows if r.status == "requested" and r.stage == "escalated" and r.patient_id
     }
-    now_us = int(now.timestamp() * 1_000_000)
+    now_us = _us(now)
     coordinated = data.coordinated(refs, escalated, now_us, _dispatch_settings())
     return [
         r
